@@ -1,0 +1,48 @@
+// Package catalog loads tools.json: the tools the gateway fronts, how each
+// is routed, priced, rate-classed and forwarded.
+//
+// A Catalog is immutable once decoded; the gateway swaps whole catalogs on
+// reload. The package knows nothing of callers, policies or HTTP serving.
+package catalog
+
+import (
+	"time"
+
+	"github.com/toolgate/toolgate/money"
+)
+
+// Settle says when an x402 payment for a tool is settled.
+type Settle uint8
+
+const (
+	// AfterUpstream forwards first, buffers the answer and settles only if
+	// the upstream answered below 400 (the default).
+	AfterUpstream Settle = iota
+	// BeforeUpstream settles first; for side-effecting tools.
+	BeforeUpstream
+)
+
+// Tool is one catalog entry, compiled. Tools are shared read-only.
+type Tool struct {
+	// Index is the tool's position in Catalog.Tools; policy bitsets use it.
+	Index       int
+	ID          string
+	Path        string   // route, default "/tools/<id>"
+	Methods     []string // allowed methods, default ["POST"]
+	RateClass   RateClass
+	Price       money.Micros // 0 = free
+	Upstream    string       // absolute http(s) URL, or "demo:<name>"
+	Packs       []string
+	Description string
+	Settle      Settle
+	Timeout     time.Duration
+	// Discovery is the raw `discovery` block for the x402 Bazaar declaration.
+	Discovery []byte
+}
+
+// Catalog is an immutable set of tools with their routes.
+type Catalog struct {
+	Tools  []*Tool
+	byPath map[string]*Tool
+	byID   map[string]*Tool
+}

@@ -1,0 +1,253 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate/money"
+)
+
+// DefaultTimeout is a tool's upstream timeout when tools.json gives none.
+const DefaultTimeout = 30 * time.Second
+
+// ReservedPrefixes are the gateway's own paths; no tool route may use them.
+var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audit", "/discovery", "/healthz", "/readyz", "/metrics"}
+
+var toolFields = map[string]bool{
+	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true,
+	"upstream": true, "packs": true, "description": true, "settle": true,
+	"timeout_ms": true, "discovery": true,
+}
+
+// Load reads and decodes a tools.json file.
+func Load(path string) (*Catalog, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	return Decode(data)
+}
+
+// Decode parses a tools.json document strictly: unknown fields, wrong types,
+// duplicate ids or routes, bad prices and reserved paths are all reported,
+// each with its JSON path, in one *ValidationError.
+func Decode(data []byte) (*Catalog, error) {
+	var ps Problems
+	var top map[string]json.RawMessage
+	if err := strictUnmarshal(data, &top); err != nil || top == nil {
+		ps.Add("$", "must be a JSON object with a \"tools\" array")
+		return nil, ps.Err()
+	}
+	for k := range top {
+		if k != "tools" {
+			ps.Add(k, "unknown field")
+		}
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(top["tools"], &raws); err != nil || top["tools"] == nil {
+		ps.Add("tools", "must be an array of tool objects")
+		return nil, ps.Err()
+	}
+	c := &Catalog{byPath: make(map[string]*Tool), byID: make(map[string]*Tool)}
+	for i, raw := range raws {
+		at := fmt.Sprintf("tools[%d]", i)
+		t := decodeTool(raw, at, &ps)
+		if t == nil {
+			continue
+		}
+		if _, dup := c.byID[t.ID]; dup {
+			ps.Add(at+".id", fmt.Sprintf("duplicate tool id %q", t.ID))
+			continue
+		}
+		if other, dup := c.byPath[t.Path]; dup {
+			ps.Add(at+".path", fmt.Sprintf("route %q already used by %q", t.Path, other.ID))
+			continue
+		}
+		t.Index = len(c.Tools)
+		c.Tools = append(c.Tools, t)
+		c.byID[t.ID] = t
+		c.byPath[t.Path] = t
+	}
+	if err := ps.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
+	var f map[string]json.RawMessage
+	if err := strictUnmarshal(raw, &f); err != nil || f == nil {
+		ps.Add(at, "must be an object")
+		return nil
+	}
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !toolFields[k] {
+			ps.Add(at+"."+k, "unknown field")
+		}
+	}
+	before := len(ps.List)
+	t := &Tool{Methods: []string{"POST"}, Timeout: DefaultTimeout}
+	str := func(name string, required bool) string {
+		v, ok := f[name]
+		if !ok {
+			if required {
+				ps.Add(at+"."+name, "required")
+			}
+			return ""
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			ps.Add(at+"."+name, "must be a string")
+		}
+		return s
+	}
+	t.ID = str("id", true)
+	if t.ID != "" && !validToolID(t.ID) {
+		ps.Add(at+".id", fmt.Sprintf("%q: use letters, digits and - _ . / (no leading or trailing /, no *)", t.ID))
+	}
+	t.Path = str("path", false)
+	if t.Path == "" && t.ID != "" {
+		t.Path = "/tools/" + t.ID
+	}
+	if _, ok := f["path"]; ok {
+		if !strings.HasPrefix(t.Path, "/") || strings.ContainsAny(t.Path, "?# ") {
+			ps.Add(at+".path", fmt.Sprintf("%q must be an absolute path without query", t.Path))
+		}
+	}
+	for _, p := range ReservedPrefixes {
+		if t.Path == p || strings.HasPrefix(t.Path, p+"/") {
+			ps.Add(at+".path", fmt.Sprintf("%q is reserved for the gateway", t.Path))
+		}
+	}
+	if v, ok := f["methods"]; ok {
+		var ms []string
+		if err := json.Unmarshal(v, &ms); err != nil || len(ms) == 0 {
+			ps.Add(at+".methods", "must be a non-empty array of HTTP methods")
+		} else {
+			t.Methods = t.Methods[:0]
+			for j, m := range ms {
+				switch m {
+				case "GET", "POST", "PUT", "PATCH", "DELETE":
+					t.Methods = append(t.Methods, m)
+				default:
+					ps.Add(fmt.Sprintf("%s.methods[%d]", at, j), fmt.Sprintf("unsupported method %q", m))
+				}
+			}
+		}
+	}
+	if rc := str("rate_class", true); rc != "" {
+		c, ok := ParseRateClass(rc)
+		if !ok {
+			ps.Add(at+".rate_class", fmt.Sprintf("%q is not one of light, medium, heavy", rc))
+		}
+		t.RateClass = c
+	}
+	if v, ok := f["price_usd"]; ok {
+		p, err := money.ParseJSON(v)
+		if err != nil {
+			ps.Add(at+".price_usd", fmt.Sprintf("%s: %v", v, err))
+		}
+		t.Price = p
+	}
+	t.Upstream = str("upstream", true)
+	if t.Upstream != "" && !strings.HasPrefix(t.Upstream, "demo:") {
+		u, err := url.Parse(t.Upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ps.Add(at+".upstream", fmt.Sprintf("%q must be an http(s) URL or demo:<name>", t.Upstream))
+		}
+	}
+	if v, ok := f["packs"]; ok {
+		if err := json.Unmarshal(v, &t.Packs); err != nil {
+			ps.Add(at+".packs", "must be an array of strings")
+		}
+		for j, p := range t.Packs {
+			if p == "" || strings.ContainsAny(p, "/* ") {
+				ps.Add(fmt.Sprintf("%s.packs[%d]", at, j), fmt.Sprintf("%q is not a valid pack name", p))
+			}
+		}
+	}
+	t.Description = str("description", false)
+	switch s := str("settle", false); s {
+	case "", "after_upstream":
+		t.Settle = AfterUpstream
+	case "before_upstream":
+		t.Settle = BeforeUpstream
+	default:
+		ps.Add(at+".settle", fmt.Sprintf("%q is not after_upstream or before_upstream", s))
+	}
+	if v, ok := f["timeout_ms"]; ok {
+		var ms int64
+		if err := json.Unmarshal(v, &ms); err != nil || ms <= 0 || ms > 600_000 {
+			ps.Add(at+".timeout_ms", "must be an integer between 1 and 600000")
+		} else {
+			t.Timeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if v, ok := f["discovery"]; ok {
+		if len(v) == 0 || v[0] != '{' {
+			ps.Add(at+".discovery", "must be an object")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, v); err == nil {
+			t.Discovery = buf.Bytes()
+		}
+	}
+	if len(ps.List) > before {
+		return nil
+	}
+	return t
+}
+
+func validToolID(id string) bool {
+	if id == "" || len(id) > 128 || id[0] == '/' || id[len(id)-1] == '/' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == '/':
+		default:
+			return false
+		}
+	}
+	return !strings.HasPrefix(id, "pack/")
+}
+
+// strictUnmarshal decodes one JSON value and rejects trailing data.
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after JSON value")
+	}
+	return nil
+}
+
+// Route returns the tool served at path, or nil. It does not allocate.
+func (c *Catalog) Route(path []byte) *Tool { return c.byPath[string(path)] }
+
+// ByID returns the tool with the given id, or nil.
+func (c *Catalog) ByID(id string) *Tool { return c.byID[id] }
+
+// AllowsMethod reports whether the tool is served for HTTP method m.
+func (t *Tool) AllowsMethod(m []byte) bool {
+	for _, x := range t.Methods {
+		if x == string(m) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/money"
+)
+
+const auditUsage = `usage:
+  toolgate audit verify [--offline] [--file EXPORT --pubkey HEX]
+  toolgate audit replay --principal key:ID|wallet:0x… [--since 24h] [--until T]
+  toolgate audit export [--since 24h] [--until T] [--out FILE] [--offline]
+common flags: --url --admin-token --data
+Online commands use the running gateway's management API; --offline reads
+a stopped gateway's data dir.`
+
+func runAudit(args []string) error {
+	if len(args) == 0 {
+		return exitError{2, auditUsage}
+	}
+	var c apiClient
+	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
+	c.flags(fs)
+	offline := fs.Bool("offline", false, "read the data dir of a stopped gateway")
+	file := fs.String("file", "", "verify an exported file instead of the store")
+	pubkey := fs.String("pubkey", "", "checkpoint public key (hex) for --file; default: the data dir's key")
+	principal := fs.String("principal", "", "principal to replay")
+	since := fs.String("since", "24h", "RFC 3339 time or duration back from now")
+	until := fs.String("until", "", "RFC 3339 time or duration back from now (default now)")
+	out := fs.String("out", "", "export file (default stdout)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "verify":
+		var rep ledger.Report
+		switch {
+		case *file != "":
+			pub, err := checkpointKey(*pubkey, c)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(*file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			rep = ledger.VerifyExport(bufio.NewReader(f), pub)
+		case *offline:
+			err := withOfflineLedger(c.data, func(l *ledger.Ledger) error { rep = l.Verify(); return nil })
+			if err != nil {
+				return err
+			}
+		default:
+			b, err := c.do("GET", "/audit/verify", nil)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &rep); err != nil {
+				return err
+			}
+		}
+		b, _ := json.Marshal(rep)
+		fmt.Println(string(b))
+		if !rep.OK {
+			return exitError{1, ""}
+		}
+		return nil
+	case "replay":
+		if *principal == "" {
+			return exitError{2, "audit replay: --principal is required"}
+		}
+		q := url.Values{"principal": {*principal}, "since": {*since}}
+		if *until != "" {
+			q.Set("until", *until)
+		}
+		b, err := c.do("GET", "/audit?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		return printTimeline(os.Stdout, bytes.NewReader(b))
+	case "export":
+		now := time.Now()
+		s, err := parseWhenFlag(*since, now)
+		if err != nil {
+			return exitError{2, "--since: " + err.Error()}
+		}
+		u := now
+		if *until != "" {
+			if u, err = parseWhenFlag(*until, now); err != nil {
+				return exitError{2, "--until: " + err.Error()}
+			}
+		}
+		var w io.Writer = os.Stdout
+		if *out != "" {
+			f, err := os.OpenFile(*out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		if *offline {
+			return withOfflineLedger(c.data, func(l *ledger.Ledger) error { return l.Export(w, s, u) })
+		}
+		q := url.Values{"since": {s.Format(time.RFC3339Nano)}, "until": {u.Format(time.RFC3339Nano)}}
+		b, err := c.do("GET", "/audit/export?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	return exitError{2, auditUsage}
+}
+
+func parseWhenFlag(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			d = -d
+		}
+		return now.Add(-d), nil
+	}
+	return time.Parse(time.RFC3339, s)
+}
+
+// checkpointKey returns the public key given in hex, or the data dir's.
+func checkpointKey(hexKey string, c apiClient) (ed25519.PublicKey, error) {
+	if hexKey == "" {
+		b, err := c.do("GET", "/audit/pubkey", nil)
+		if err != nil {
+			return nil, fmt.Errorf("no --pubkey and the gateway did not answer: %w", err)
+		}
+		var v struct {
+			PublicKey string `json:"public_key"`
+		}
+		if err := json.Unmarshal(b, &v); err != nil {
+			return nil, err
+		}
+		hexKey = v.PublicKey
+	}
+	raw, err := hex.DecodeString(strings.TrimSpace(hexKey))
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("--pubkey: want %d bytes of hex", ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(raw), nil
+}
+
+func withOfflineLedger(dataDir string, fn func(*ledger.Ledger) error) error {
+	db, err := openStore(dataDir, true)
+	if err != nil {
+		return fmt.Errorf("%w (is the gateway still running? stop it, or drop --offline)", err)
+	}
+	defer db.Close()
+	l, err := ledger.Open(db, dataDir, ledger.Options{}) // read-only DB: no writer, verify and export only
+	if err != nil {
+		return err
+	}
+	return fn(l)
+}
+
+// printTimeline renders JSON-lines records as a readable timeline.
+func printTimeline(w io.Writer, r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	fmt.Fprintf(w, "%-24s %-5s %-22s %-21s %-28s %9s\n", "TIME", "TYPE", "TOOL", "OUTCOME", "REASON", "COST USD")
+	for sc.Scan() {
+		var rec ledger.Record
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return err
+		}
+		what, outcome := rec.Tool, rec.Outcome
+		if rec.Type == "txn" {
+			outcome = rec.Kind
+		}
+		amount := rec.Cost
+		if rec.Type == "txn" {
+			amount = rec.Amount
+		}
+		fmt.Fprintf(w, "%-24s %-5s %-22s %-21s %-28s %9s\n", rec.At.UTC().Format("2006-01-02T15:04:05.000Z"),
+			rec.Type, what, outcome, rec.Reason, money.Micros(amount).AppendDecimal(nil, 3))
+	}
+	return sc.Err()
+}

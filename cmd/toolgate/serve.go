@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/policy"
+)
+
+type serveFlags struct {
+	listen, data, policies, tools, adminToken, sync string
+	logFormat, logLevel                         string
+	shutdownTimeout                             time.Duration
+	x402PayTo, x402Network, x402Asset           string
+	x402AssetName, x402AssetVersion             string
+	x402Facilitator, x402RPC, x402RelayerKey    string
+	publicURL                                   string
+}
+
+func runServe(args []string) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8402", "address to serve on")
+	fs.StringVar(&f.data, "data", "./data", "data directory (store, ledger key, admin token)")
+	fs.StringVar(&f.policies, "policies", "./policies.json", "global policy file")
+	fs.StringVar(&f.tools, "tools", "./tools.json", "tool catalog file")
+	fs.StringVar(&f.adminToken, "admin-token", "", "management API token (generated and saved in the data dir if unset)")
+	fs.StringVar(&f.sync, "sync", "interval", "ledger durability: always (fsync every group) or interval (fsync every second)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
+	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
+	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
+	fs.StringVar(&f.x402Asset, "x402-asset", "", "token address (default: the network's USDC)")
+	fs.StringVar(&f.x402AssetName, "x402-asset-name", "", "token EIP-712 domain name")
+	fs.StringVar(&f.x402AssetVersion, "x402-asset-version", "", "token EIP-712 domain version")
+	fs.StringVar(&f.x402Facilitator, "x402-facilitator", "", "facilitator URL for /verify and /settle")
+	fs.StringVar(&f.x402RPC, "x402-rpc", "", "JSON-RPC URL for direct on-chain settlement")
+	fs.StringVar(&f.x402RelayerKey, "x402-relayer-key-file", "", "file holding the relayer's hex private key (with --x402-rpc)")
+	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
+	if err := envDefaults(fs); err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitError{2, ""}
+	}
+	log, err := newLogger(f.logFormat, f.logLevel)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+	var syncMode ledger.SyncMode
+	switch f.sync {
+	case "always":
+		syncMode = ledger.SyncAlways
+	case "interval":
+		syncMode = ledger.SyncInterval
+	default:
+		return exitError{2, fmt.Sprintf("toolgate serve: --sync %q: want always or interval", f.sync)}
+	}
+	if f.x402PayTo != "" {
+		return exitError{2, "toolgate serve: x402 payments are not built yet (issue 4); drop --x402-pay-to"}
+	}
+
+	// Configuration first: a bad file is reported in full before any state is touched.
+	cat, doc, err := loadConfig(f.tools, f.policies)
+	if err != nil {
+		return exitError{1, err.Error()}
+	}
+
+	if err := os.MkdirAll(f.data, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	db, err := openStore(f.data, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	led, err := ledger.Open(db, f.data, ledger.Options{Sync: syncMode, CheckpointInterval: ledger.DefaultCheckpointInterval})
+	if err != nil {
+		return fmt.Errorf("open ledger: %w", err)
+	}
+	defer led.Close()
+	keys, err := identity.Open(db)
+	if err != nil {
+		return err
+	}
+	token, err := adminToken(f.adminToken, f.data)
+	if err != nil {
+		return err
+	}
+
+	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
+		AdminToken: token, Logger: log, SweepInterval: time.Minute}
+	if usesDemo(cat) {
+		base, stop, err := gateway.StartDemoUpstreams()
+		if err != nil {
+			return fmt.Errorf("demo upstreams: %w", err)
+		}
+		defer stop()
+		opts.DemoUpstreams = base
+	}
+	gw, err := gateway.New(opts)
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	srv := gw.Server()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				c, d, err := loadConfig(f.tools, f.policies)
+				if err == nil {
+					err = gw.Reload(c, d)
+				}
+				if err != nil {
+					log.Error("reload refused; previous configuration keeps serving", "err", err)
+				} else {
+					log.Info("configuration reloaded", "tools", len(c.Tools))
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+				defer cancel()
+				done <- srv.ShutdownWithContext(ctx)
+			}()
+			select {
+			case err := <-done:
+				return err
+			case <-sigs:
+				return exitError{1, "toolgate: forced exit"}
+			}
+		}
+	}
+}
+
+func loadConfig(toolsPath, policiesPath string) (*catalog.Catalog, *policy.Document, error) {
+	var msgs []string
+	cat, err := catalog.Load(toolsPath)
+	if err != nil {
+		msgs = append(msgs, describe(toolsPath, err)...)
+	}
+	doc, err := policy.Load(policiesPath)
+	if err != nil {
+		msgs = append(msgs, describe(policiesPath, err)...)
+	}
+	if len(msgs) == 0 {
+		if _, err := policy.Compile(doc, cat); err != nil {
+			msgs = append(msgs, describe(policiesPath, err)...)
+		}
+	}
+	if len(msgs) > 0 {
+		return nil, nil, errors.New(strings.Join(msgs, "\n"))
+	}
+	return cat, doc, nil
+}
+
+// describe renders a config error as one line per problem.
+func describe(file string, err error) []string {
+	var ve *catalog.ValidationError
+	if errors.As(err, &ve) {
+		out := make([]string, len(ve.Problems))
+		for i, p := range ve.Problems {
+			out[i] = file + ": " + p.String()
+		}
+		return out
+	}
+	return []string{file + ": " + err.Error()}
+}
+
+func usesDemo(cat *catalog.Catalog) bool {
+	for _, t := range cat.Tools {
+		if strings.HasPrefix(t.Upstream, "demo:") {
+			return true
+		}
+	}
+	return false
+}
+
+func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
+	o := badger.DefaultOptions(filepath.Join(dataDir, "store")).
+		WithLogger(nil).
+		WithReadOnly(readOnly).
+		WithNumVersionsToKeep(1)
+	db, err := badger.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return db, nil
+}
+
+// adminToken returns the configured token, or the one saved in the data
+// dir, or generates one, saves it (mode 0600) and prints it once.
+func adminToken(flagValue, dataDir string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	path := filepath.Join(dataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	var raw [24]byte
+	rand.Read(raw[:])
+	tok := "tga_" + hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("save admin token: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "toolgate: generated admin token (shown once; saved to %s, mode 0600):\n  %s\n", path, tok)
+	return tok, nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

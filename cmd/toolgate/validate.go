@@ -1,0 +1,28 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+)
+
+func runValidate(args []string) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	policies := fs.String("policies", "./policies.json", "global policy file")
+	tools := fs.String("tools", "./tools.json", "tool catalog file")
+	if err := envDefaults(fs); err != nil {
+		return exitError{2, err.Error()}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitError{2, ""}
+	}
+	cat, _, err := loadConfig(*tools, *policies)
+	if err != nil {
+		return exitError{1, err.Error()}
+	}
+	fmt.Printf("ok: %s (%d tools), %s\n", *tools, len(cat.Tools), *policies)
+	return nil
+}

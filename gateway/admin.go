@@ -1,0 +1,438 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// maxAdminBody bounds management request bodies.
+const maxAdminBody = 1 << 20
+
+// apiError is a management API failure: status and a JSON body.
+type apiError struct {
+	status   int
+	msg      string
+	problems []catalog.Problem
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(msg string) *apiError { return &apiError{status: 400, msg: msg} }
+
+func invalidBody(err error) *apiError {
+	var ve *catalog.ValidationError
+	if errors.As(err, &ve) {
+		return &apiError{status: 400, msg: "Invalid request body", problems: ve.Problems}
+	}
+	return badRequest("Invalid request body: " + err.Error())
+}
+
+var (
+	errNotFound   = &apiError{status: 404, msg: "Not found"}
+	errNoKey      = &apiError{status: 404, msg: "Unknown API key"}
+	errAdminOnly  = &apiError{status: 401, msg: "Admin token required"}
+	errBadMethod  = &apiError{status: 405, msg: "Method not allowed"}
+	errBodyTooBig = &apiError{status: 413, msg: "Request body too large"}
+)
+
+// serveManagement handles the management API and health. It reports
+// false if path is not one of its routes.
+func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []byte) bool {
+	p := string(path)
+	var (
+		v   any
+		err *apiError
+		ok  = true
+	)
+	switch {
+	case p == "/healthz":
+		v = map[string]string{"status": "ok"}
+	case p == "/authorization/status":
+		v, err = g.apiStatus(ctx, st)
+	case p == "/credits/keys" || strings.HasPrefix(p, "/credits/keys/"):
+		if !g.isAdmin(ctx) {
+			err = errAdminOnly
+			break
+		}
+		v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
+	case p == "/audit" || strings.HasPrefix(p, "/audit/"):
+		if p == "/audit/pubkey" {
+			v = map[string]string{"algorithm": "ed25519", "public_key": fmt.Sprintf("%x", []byte(g.led.PublicKey()))}
+			break
+		}
+		if !g.isAdmin(ctx) {
+			err = errAdminOnly
+			break
+		}
+		if g.apiAudit(ctx, p) {
+			return true
+		}
+		err = errNotFound
+	case strings.HasPrefix(p, "/wallets/"):
+		if !g.isAdmin(ctx) {
+			err = errAdminOnly
+			break
+		}
+		v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
+	default:
+		ok = false
+	}
+	if !ok {
+		return false
+	}
+	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
+	if err != nil {
+		writeAPIError(ctx, err)
+		return true
+	}
+	status := fasthttp.StatusOK
+	if c, isCreated := v.(created); isCreated {
+		status, v = fasthttp.StatusCreated, c.v
+	}
+	body, merr := json.Marshal(v)
+	if merr != nil {
+		g.log.Error("encode response", "path", p, "err", merr)
+		writeAPIError(ctx, &apiError{status: 500, msg: "Internal error"})
+		return true
+	}
+	writeJSON(ctx, status, body)
+	return true
+}
+
+// created marks a response value answered with 201.
+type created struct{ v any }
+
+func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError) {
+	m := map[string]any{"error": e.msg}
+	if len(e.problems) > 0 {
+		m["problems"] = e.problems
+	}
+	if e.status == 405 {
+		ctx.Response.Header.Set("Allow", "GET, POST, PUT, DELETE")
+	}
+	if e.status == 401 {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
+	}
+	body, _ := json.Marshal(m)
+	writeJSON(ctx, e.status, body)
+}
+
+// readObject decodes a JSON object body into raw fields, rejecting
+// anything else. An empty body is an empty object when allowEmpty.
+func readObject(ctx *fasthttp.RequestCtx, allowEmpty bool) (map[string]json.RawMessage, *apiError) {
+	body := ctx.PostBody()
+	if len(body) > maxAdminBody {
+		return nil, errBodyTooBig
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if allowEmpty {
+			return map[string]json.RawMessage{}, nil
+		}
+		return nil, badRequest("Request body required: a JSON object")
+	}
+	var m map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
+		return nil, badRequest("Request body must be one JSON object")
+	}
+	return m, nil
+}
+
+// keyView is a key as shown by the API: never its secret.
+type keyView struct {
+	*identity.Key
+	Status     string          `json:"status"`
+	Policy     *policy.Policy  `json:"policy,omitempty"`
+	BalanceUSD *money.Micros   `json:"balance_usd,omitempty"`
+	Secret     string          `json:"secret,omitempty"` // only in the 201 of a create
+	Effective  json.RawMessage `json:"-"`
+}
+
+func (g *Gateway) viewKey(k *identity.Key) keyView {
+	v := keyView{Key: k, Status: k.Status(g.now())}
+	if o, ok := g.state.Load().overrides[k.Principal]; ok {
+		v.Policy = o.raw
+	}
+	if b, ok := g.spend.Balance(k.Principal); ok {
+		v.BalanceUSD = &b
+	}
+	return v
+}
+
+func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *apiError) {
+	m := string(ctx.Method())
+	if rest == "" {
+		switch m {
+		case "GET":
+			keys := g.keys.List()
+			out := make([]keyView, len(keys))
+			for i, k := range keys {
+				out[i] = g.viewKey(k)
+			}
+			return map[string]any{"keys": out}, nil
+		case "POST":
+			return g.createKey(ctx)
+		}
+		return nil, errBadMethod
+	}
+	ref, sub, _ := strings.Cut(rest, "/")
+	k, ok := g.keys.Lookup(ref)
+	if !ok {
+		return nil, errNoKey
+	}
+	switch sub {
+	case "":
+		switch m {
+		case "GET":
+			return g.viewKey(k), nil
+		case "DELETE":
+			rk, err := g.keys.Revoke(k.ID, g.now())
+			if errors.Is(err, identity.ErrRevoked) {
+				return g.viewKey(rk), nil
+			}
+			if err != nil {
+				g.log.Error("revoke key", "key_id", k.ID, "err", err)
+				return nil, &apiError{status: 503, msg: "Store unavailable"}
+			}
+			return g.viewKey(rk), nil
+		}
+		return nil, errBadMethod
+	case "policy":
+		return g.apiPolicy(ctx, k.Principal)
+	case "credits":
+		if m != "POST" {
+			return nil, errBadMethod
+		}
+		return g.topUp(ctx, k)
+	}
+	return nil, errNotFound
+}
+
+func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
+	f, aerr := readObject(ctx, true)
+	if aerr != nil {
+		return nil, aerr
+	}
+	var ps catalog.Problems
+	var name string
+	var expires time.Time
+	var pol *policy.Policy
+	var credits money.Micros
+	for k, raw := range f {
+		switch k {
+		case "name":
+			if err := json.Unmarshal(raw, &name); err != nil || len(name) > 200 {
+				ps.Add("name", "must be a string of at most 200 characters")
+			}
+		case "expires_at":
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				ps.Add("expires_at", "must be an RFC 3339 time string")
+				continue
+			}
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				ps.Add("expires_at", fmt.Sprintf("%q is not an RFC 3339 time", s))
+			} else if !t.After(g.now()) {
+				ps.Add("expires_at", "must be in the future")
+			}
+			expires = t
+		case "policy":
+			p, err := policy.DecodePolicy(raw)
+			if err != nil {
+				var ve *catalog.ValidationError
+				if errors.As(err, &ve) {
+					for _, pr := range ve.Problems {
+						ps.Add(joinPath("policy", pr.Path), pr.Message)
+					}
+				} else {
+					ps.Add("policy", err.Error())
+				}
+			}
+			pol = p
+		case "credits_usd":
+			c, err := money.ParseJSON(raw)
+			if err != nil {
+				ps.Add("credits_usd", err.Error())
+			}
+			credits = c
+		default:
+			ps.Add(k, "unknown field")
+		}
+	}
+	if err := ps.Err(); err != nil {
+		return nil, invalidBody(err)
+	}
+	if pol != nil {
+		if _, err := g.state.Load().set.Effective(policy.TierAPIKey, pol); err != nil {
+			return nil, invalidBody(err)
+		}
+	}
+	secret, k, err := g.keys.Create(name, expires, g.now())
+	if err != nil {
+		g.log.Error("create key", "err", err)
+		return nil, &apiError{status: 503, msg: "Store unavailable"}
+	}
+	if pol != nil {
+		if aerr := g.putOverride(k.Principal, pol); aerr != nil {
+			return nil, aerr
+		}
+	}
+	if credits > 0 {
+		if err := g.credit(k.Principal, credits); err != nil {
+			return nil, &apiError{status: 503, msg: "Ledger unavailable"}
+		}
+	}
+	v := g.viewKey(k)
+	v.Secret = secret
+	return created{v}, nil
+}
+
+func joinPath(prefix, p string) string {
+	p = strings.TrimPrefix(strings.TrimPrefix(p, "$"), ".")
+	if p == "" {
+		return prefix
+	}
+	if strings.HasPrefix(p, "[") {
+		return prefix + p
+	}
+	return prefix + "." + p
+}
+
+// apiPolicy serves PUT/GET/DELETE of a principal's override.
+func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *apiError) {
+	switch string(ctx.Method()) {
+	case "GET":
+		st := g.state.Load()
+		o, ok := st.overrides[principal]
+		resp := map[string]any{"principal": principal, "override": nil,
+			"effective": st.effective(tierOf(principal, st), principal).View()}
+		if ok {
+			resp["override"] = o.raw
+		}
+		return resp, nil
+	case "PUT":
+		body := ctx.PostBody()
+		if len(body) > maxAdminBody {
+			return nil, errBodyTooBig
+		}
+		pol, err := policy.DecodePolicy(body)
+		if err != nil {
+			return nil, invalidBody(err)
+		}
+		if aerr := g.putOverride(principal, pol); aerr != nil {
+			return nil, aerr
+		}
+		st := g.state.Load()
+		return map[string]any{"principal": principal, "override": pol,
+			"effective": st.effective(tierOf(principal, st), principal).View()}, nil
+	case "DELETE":
+		g.writeMu.Lock()
+		defer g.writeMu.Unlock()
+		if err := policy.DeleteOverride(g.opts.DB, principal); err != nil {
+			g.log.Error("delete override", "principal", principal, "err", err)
+			return nil, &apiError{status: 503, msg: "Store unavailable"}
+		}
+		next, err := g.withOverride(principal, nil)
+		if err != nil {
+			return nil, invalidBody(err)
+		}
+		g.state.Store(next)
+		return map[string]any{"principal": principal, "override": nil,
+			"effective": next.effective(tierOf(principal, next), principal).View()}, nil
+	}
+	return nil, errBadMethod
+}
+
+func (g *Gateway) putOverride(principal string, pol *policy.Policy) *apiError {
+	g.writeMu.Lock()
+	defer g.writeMu.Unlock()
+	next, err := g.withOverride(principal, pol)
+	if err != nil {
+		return invalidBody(err)
+	}
+	if err := policy.SaveOverride(g.opts.DB, principal, pol); err != nil {
+		g.log.Error("save override", "principal", principal, "err", err)
+		return &apiError{status: 503, msg: "Store unavailable"}
+	}
+	g.state.Store(next)
+	return nil
+}
+
+func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiError) {
+	f, aerr := readObject(ctx, false)
+	if aerr != nil {
+		return nil, aerr
+	}
+	var ps catalog.Problems
+	var amount money.Micros
+	if _, ok := f["amount_usd"]; !ok {
+		ps.Add("amount_usd", "required")
+	}
+	for name, raw := range f {
+		if name != "amount_usd" {
+			ps.Add(name, "unknown field")
+			continue
+		}
+		a, err := money.ParseJSON(raw)
+		switch {
+		case err != nil:
+			ps.Add("amount_usd", err.Error())
+		case a == 0:
+			ps.Add("amount_usd", "must be greater than zero")
+		case a > 1_000_000*money.PerUSD:
+			ps.Add("amount_usd", "must be at most 1000000")
+		}
+		amount = a
+	}
+	if err := ps.Err(); err != nil {
+		return nil, invalidBody(err)
+	}
+	if !k.Active(g.now()) {
+		return nil, &apiError{status: 409, msg: "Key is " + k.Status(g.now())}
+	}
+	if err := g.credit(k.Principal, amount); err != nil {
+		return nil, &apiError{status: 503, msg: "Ledger unavailable"}
+	}
+	bal, _ := g.spend.Balance(k.Principal)
+	return map[string]any{"key_id": k.ID, "amount_usd": amount, "balance_usd": bal}, nil
+}
+
+// credit tops up a principal's prepaid balance and records the txn before
+// returning.
+func (g *Gateway) credit(principal string, amount money.Micros) error {
+	var ticket ledger.Ticket
+	g.spend.TopUp(principal, amount, func(after money.Micros) {
+		ticket = g.led.Append(&ledger.Record{Type: "txn", At: g.now(), Principal: principal,
+			Kind: "topup", Amount: amount, BalanceAfter: &after})
+	})
+	if err := ticket.Wait(); err != nil {
+		g.log.Error("record top-up", "principal", principal, "err", err)
+		return err
+	}
+	return nil
+}
+
+func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *apiError) {
+	addr, sub, _ := strings.Cut(rest, "/")
+	if sub != "policy" {
+		return nil, errNotFound
+	}
+	norm, ok := normalizeAddress(addr)
+	if !ok {
+		return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", addr))
+	}
+	return g.apiPolicy(ctx, "wallet:"+norm)
+}

@@ -1,0 +1,37 @@
+//go:build !race
+
+package gateway
+
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/ledger"
+)
+
+// TestDecision_ZeroAlloc: the API-key decision path allocates nothing.
+func TestDecision_ZeroAlloc(t *testing.T) {
+	b := &testing.B{}
+	env := newBenchEnv(b, ledger.SyncInterval)
+	defer env.close()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.Set("X-Api-Key", env.secret)
+	st := env.g.state.Load()
+	rt := st.routes[0]
+	run := func() {
+		c := callPool.Get().(*call)
+		c.start = env.g.now()
+		c.st, c.rt = st, rt
+		if env.g.identify(&ctx, c) != nil || env.g.decide(c) != nil {
+			t.Fatal("denied")
+		}
+		env.g.spend.Commit(c.res, nil)
+		c.reset()
+		callPool.Put(c)
+	}
+	run()
+	if n := testing.AllocsPerRun(1000, run); n != 0 {
+		t.Fatalf("decision path allocates %v times per call, want 0", n)
+	}
+}

@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/policy"
+)
+
+const benchPolicies = `{"version":1,"fail_mode":"open",
+ "defaults":{"rate_class_quota":{"medium":30,"heavy":10}},
+ "tiers":{"api_key":{"daily_spend_cap_usd":null},"wallet":{},"unknown_wallet":{}},
+ "enforced":{"deny_tools":[]}}`
+
+const benchUpstreamBody = `{"id":"r-1","result":{"words":6,"chars":32,"language":"en","entities":[{"type":"org","text":"ACME"},{"type":"amount","text":"$120"}]},"model":"demo","latency_ms":3}`
+
+// benchEnv is a gateway over a real badger store whose upstream is a
+// fasthttp server on an in-memory listener.
+type benchEnv struct {
+	g        *Gateway
+	secret   string
+	upLn     *fasthttputil.InmemoryListener
+	close    func()
+	upstream *fasthttp.Server
+}
+
+func newBenchEnv(b *testing.B, sync ledger.SyncMode) *benchEnv {
+	b.Helper()
+	dir := b.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	led, err := ledger.Open(db, dir, ledger.Options{Sync: sync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, _ := identity.Open(db)
+	cat, err := catalog.Decode([]byte(`{"tools":[{"id":"extract/structured","rate_class":"light","price_usd":"0.000001","upstream":"http://upstream/extract"}]}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	doc, err := policy.DecodeDocument([]byte(benchPolicies))
+	if err != nil {
+		b.Fatal(err)
+	}
+	upLn := fasthttputil.NewInmemoryListener()
+	up := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(benchUpstreamBody)
+	}}
+	go up.Serve(upLn)
+	g, err := New(Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc, AdminToken: "x",
+		UpstreamDial: func(string) (net.Conn, error) { return upLn.Dial() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	secret, _, err := keys.Create("bench", time.Time{}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchEnv{g: g, secret: secret, upLn: upLn, upstream: up, close: func() {
+		up.Shutdown()
+		g.Close()
+		led.Close()
+		db.Close()
+	}}
+}
+
+// BenchmarkDecision measures identify → policy → quota → spend for an
+// API-key call, the in-memory decision path, with no HTTP or ledger.
+func BenchmarkDecision(b *testing.B) {
+	env := newBenchEnv(b, ledger.SyncInterval)
+	defer env.close()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.Set("X-Api-Key", env.secret)
+	st := env.g.state.Load()
+	rt := st.routes[0]
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := callPool.Get().(*call)
+		c.start = env.g.now()
+		c.st, c.rt = st, rt
+		if d := env.g.identify(&ctx, c); d != nil {
+			b.Fatal(string(d.body))
+		}
+		if d := env.g.decide(c); d != nil {
+			b.Fatal(string(d.body))
+		}
+		env.g.spend.Commit(c.res, nil)
+		c.reset()
+		callPool.Put(c)
+	}
+}
+
+// bareProxy is the baseline: a fasthttp pass-through proxy doing only what
+// any fasthttp gateway must (copy request, call upstream, copy response).
+func bareProxy(upLn *fasthttputil.InmemoryListener) fasthttp.RequestHandler {
+	hc := &fasthttp.HostClient{Addr: "upstream", Dial: func(string) (net.Conn, error) { return upLn.Dial() }, MaxConns: 4096}
+	return func(ctx *fasthttp.RequestCtx) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		ctx.Request.Header.CopyTo(&req.Header)
+		req.SetRequestURI("http://upstream/extract")
+		req.SetBodyRaw(ctx.Request.Body())
+		if err := hc.DoTimeout(req, resp, 30*time.Second); err != nil {
+			ctx.SetStatusCode(502)
+		} else {
+			resp.Header.CopyTo(&ctx.Response.Header)
+			ctx.Response.SetBody(resp.Body())
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+}
+
+// runHandler serves h on an in-memory listener and drives it with
+// b.RunParallel clients.
+func runHandler(b *testing.B, h fasthttp.RequestHandler, key string) {
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: h, ReadBufferSize: 16 << 10}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	client := &fasthttp.HostClient{Addr: "gw", Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConns: 4096}
+	b.ReportAllocs()
+	b.SetParallelism(16) // 32 concurrent clients on 2 cores, as under real load
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		for pb.Next() {
+			req.SetRequestURI("http://gw/tools/extract/structured")
+			req.Header.SetMethod("POST")
+			req.Header.Set("X-Api-Key", key)
+			req.SetBodyString(`{"text":"Invoice 42 from ACME, total $120"}`)
+			if err := client.Do(req, resp); err != nil {
+				b.Fatal(err)
+			}
+			if resp.StatusCode() != 200 {
+				b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
+			}
+		}
+	})
+}
+
+// BenchmarkHandler compares the whole gateway (key lookup, policy, quota,
+// spend, proxy, ledger commit before the answer) with the bare proxy, in
+// the same run, over in-memory listeners.
+func BenchmarkHandler(b *testing.B) {
+	b.Run("BareProxy", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		runHandler(b, bareProxy(env.upLn), env.secret)
+	})
+	b.Run("Gateway", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		runHandler(b, env.g.Handler, env.secret)
+	})
+}

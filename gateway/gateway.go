@@ -1,0 +1,213 @@
+// Package gateway is toolgate's edge: the fasthttp server, the tool-call
+// pipeline (route → identify → policy → quota → spend → forward → record),
+// the upstream proxy, and the management API. It is the only package that
+// speaks HTTP; the domain packages it wires take plain values and return
+// decisions.
+package gateway
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// Options configures a Gateway. DB, Keys, Ledger, Catalog and Policies are
+// required; the Gateway does not close them.
+type Options struct {
+	DB       *badger.DB
+	Keys     *identity.Store
+	Ledger   *ledger.Ledger
+	Catalog  *catalog.Catalog
+	Policies *policy.Document
+
+	// AdminToken authenticates the management API (Bearer). Required.
+	AdminToken string
+
+	// DemoUpstreams maps "demo:<name>" upstreams to a base URL
+	// ("http://127.0.0.1:port"); see StartDemoUpstreams.
+	DemoUpstreams string
+
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives one line per failure at the edge; nil discards.
+	Logger *slog.Logger
+	// SweepInterval evicts idle quota windows and old spend days; 0 = never.
+	SweepInterval time.Duration
+	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
+	// use in-memory listeners).
+	UpstreamDial fasthttp.DialFunc
+}
+
+// Gateway serves tool calls and the management API. Create it with New;
+// it is safe for concurrent use.
+type Gateway struct {
+	opts   Options
+	now    func() time.Time
+	log    *slog.Logger
+	quotas *meter.Quotas
+	spend  *meter.Spend
+	keys   *identity.Store
+	led    *ledger.Ledger
+
+	adminHash [32]byte
+
+	state   atomic.Pointer[state]
+	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
+
+	clientsMu sync.Mutex
+	clients   map[string]*fasthttp.HostClient
+
+	reqPrefix [8]byte
+	reqSeq    atomic.Uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New builds a Gateway: it compiles the catalog and policies, loads the
+// stored per-principal overrides, and rebuilds today's spend and credit
+// balances from the ledger.
+func New(o Options) (*Gateway, error) {
+	if o.DB == nil || o.Keys == nil || o.Ledger == nil || o.Catalog == nil || o.Policies == nil {
+		return nil, fmt.Errorf("gateway: DB, Keys, Ledger, Catalog and Policies are required")
+	}
+	if o.AdminToken == "" {
+		return nil, fmt.Errorf("gateway: admin token is required")
+	}
+	g := &Gateway{
+		opts:      o,
+		now:       o.Now,
+		log:       o.Logger,
+		quotas:    meter.NewQuotas(0),
+		spend:     meter.NewSpend(),
+		keys:      o.Keys,
+		led:       o.Ledger,
+		adminHash: sha256.Sum256([]byte(o.AdminToken)),
+		clients:   make(map[string]*fasthttp.HostClient),
+		stop:      make(chan struct{}),
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	var rb [4]byte
+	rand.Read(rb[:])
+	hex.Encode(g.reqPrefix[:], rb[:])
+
+	overrides, err := loadOverrides(o.DB)
+	if err != nil {
+		return nil, err
+	}
+	st, err := g.build(o.Catalog, o.Policies, overrides)
+	if err != nil {
+		return nil, err
+	}
+	g.state.Store(st)
+	if err := g.restoreMeters(); err != nil {
+		return nil, err
+	}
+	if o.SweepInterval > 0 {
+		g.wg.Add(1)
+		go g.sweepLoop(o.SweepInterval)
+	}
+	return g, nil
+}
+
+// Close stops background work. It does not close the store or ledger.
+func (g *Gateway) Close() {
+	select {
+	case <-g.stop:
+	default:
+		close(g.stop)
+	}
+	g.wg.Wait()
+}
+
+func (g *Gateway) sweepLoop(every time.Duration) {
+	defer g.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			now := g.now()
+			g.quotas.Sweep(now)
+			g.spend.Sweep(now)
+		}
+	}
+}
+
+// Server returns a fasthttp server for the gateway with settings suited to
+// payment headers (large header buffer) and bounded bodies.
+func (g *Gateway) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       g.Handler,
+		Name:                          "toolgate",
+		ReadBufferSize:                16 << 10, // x402 payment headers are 1–3 KB
+		MaxRequestBodySize:            MaxBodySize,
+		ReadTimeout:                   30 * time.Second,
+		WriteTimeout:                  60 * time.Second,
+		IdleTimeout:                   90 * time.Second,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         false,
+		NoDefaultDate:                 true,
+		Logger:                        fasthttpLogger{g.log},
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			// Requests fasthttp could not parse: too large, bad syntax.
+			status := fasthttp.StatusBadRequest
+			msg := "Malformed HTTP request"
+			if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
+				status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "Request headers too large"
+			} else if err == fasthttp.ErrBodyTooLarge {
+				status, msg = fasthttp.StatusRequestEntityTooLarge, "Request body too large"
+			}
+			writeJSON(ctx, status, errorBody(msg))
+		},
+	}
+}
+
+// MaxBodySize bounds request bodies accepted by the gateway (8 MiB).
+const MaxBodySize = 8 << 20
+
+// Serve serves on ln until it is closed.
+func (g *Gateway) Serve(srv *fasthttp.Server, ln net.Listener) error { return srv.Serve(ln) }
+
+// appendRequestID appends a new request id: 8 hex chars of process
+// prefix and 12 of a counter.
+func (g *Gateway) appendRequestID(dst []byte) []byte {
+	n := g.reqSeq.Add(1)
+	dst = append(dst, g.reqPrefix[:]...)
+	dst = append(dst, '-')
+	const hx = "0123456789abcdef"
+	for i := 44; i >= 0; i -= 4 {
+		dst = append(dst, hx[(n>>uint(i))&0xf])
+	}
+	return dst
+}
+
+// fasthttpLogger routes fasthttp's own messages (connection errors) to slog
+// at debug level: they are the client's problem, answered already.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+}

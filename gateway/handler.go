@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Handler is the gateway's fasthttp request handler.
+func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
+	st := g.state.Load()
+	path := ctx.Path()
+	if rt := st.route(path); rt != nil {
+		if ctx.IsOptions() {
+			preflight(ctx, rt)
+			return
+		}
+		g.serveTool(ctx, st, rt)
+		return
+	}
+	if g.serveManagement(ctx, st, path) {
+		return
+	}
+	g.unknownTool(ctx, path)
+}
+
+func preflight(ctx *fasthttp.RequestCtx, rt *route) {
+	h := &ctx.Response.Header
+	h.SetBytesKV(hdrACAO, strStar)
+	h.Set("Access-Control-Allow-Methods", joinMethods(rt.tool.Methods)+", OPTIONS")
+	h.SetBytesKV([]byte("Access-Control-Allow-Headers"), strAllowHeaders)
+	h.SetBytesKV(hdrACEH, strExposeHeader)
+	h.Set("Access-Control-Max-Age", "600")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// unknownTool answers 404 for a path that is neither a tool nor part of
+// the management API, and records it.
+func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
+	c := callPool.Get().(*call)
+	defer func() { c.reset(); callPool.Put(c) }()
+	c.start = g.now()
+	c.reqID = g.appendRequestID(c.reqID)
+	ctx.Response.Header.SetBytesKV(hdrRequestID, c.reqID)
+	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
+	p := string(path)
+	if len(p) > 512 {
+		p = p[:512]
+	}
+	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
+	rec.Tool = p // the path asked for
+	if err := g.led.Append(rec).Wait(); err != nil {
+		g.ledgerFailed(ctx, c, err)
+		return
+	}
+	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
+	writeJSON(ctx, fasthttp.StatusNotFound, append(b, '}'))
+}
+
+// isAdmin reports whether the request carries the admin token, compared
+// in constant time over SHA-256 digests (so length is not leaked either).
+func (g *Gateway) isAdmin(ctx *fasthttp.RequestCtx) bool {
+	auth := ctx.Request.Header.Peek("Authorization")
+	tok, ok := bytes.CutPrefix(auth, []byte("Bearer "))
+	if !ok {
+		return false
+	}
+	h := sha256.Sum256(bytes.TrimSpace(tok))
+	return subtle.ConstantTimeCompare(h[:], g.adminHash[:]) == 1
+}

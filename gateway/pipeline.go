@@ -1,0 +1,318 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// Ledger outcomes (DESIGN.md section 6).
+const (
+	outAllowed             = "allowed"
+	outDenied              = "denied"
+	outQuotaExceeded       = "quota_exceeded"
+	outSpendCapExceeded    = "spend_cap_exceeded"
+	outInsufficientCredits = "insufficient_credits"
+	outUnauthenticated     = "unauthenticated"
+	outPaymentRequired     = "payment_required"
+	outPaymentInvalid      = "payment_invalid"
+	outSettleFailed        = "settle_failed"
+	outUpstreamError       = "upstream_error"
+	outUnknownTool         = "unknown_tool"
+)
+
+// call is the per-request state of one tool call. Pooled; reset before reuse.
+type call struct {
+	start time.Time
+	reqID []byte
+	st    *state
+	rt    *route
+
+	principal string
+	tier      policy.Tier
+	eff       *policy.Effective
+
+	quotaHeld bool
+	quotaAt   time.Time
+
+	reserved bool
+	res      meter.Reservation
+	day      meter.Day
+
+	cost      money.Micros // billed amount (0 unless committed)
+	upStatus  int
+	upLatency time.Duration
+
+	buf []byte // scratch for response bodies
+}
+
+var callPool = sync.Pool{New: func() any { return &call{reqID: make([]byte, 0, 24), buf: make([]byte, 0, 256)} }}
+
+func (c *call) reset() {
+	reqID, buf := c.reqID[:0], c.buf[:0]
+	*c = call{reqID: reqID, buf: buf}
+}
+
+// serveTool runs the pipeline of DESIGN.md section 1 for one tool call.
+func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
+	c := callPool.Get().(*call)
+	defer func() { c.reset(); callPool.Put(c) }()
+	c.start = g.now()
+	c.st, c.rt = st, rt
+	c.reqID = g.appendRequestID(c.reqID)
+
+	h := &ctx.Response.Header
+	h.SetBytesKV(hdrRequestID, c.reqID)
+	h.SetBytesKV(hdrACAO, strStar)
+	h.SetBytesKV(hdrACEH, strExposeHeader)
+	h.SetBytesKV(hdrTool, s2b(rt.tool.ID))
+
+	if !rt.tool.AllowsMethod(ctx.Method()) {
+		g.deny(ctx, c, g.methodNotAllowed(c))
+		return
+	}
+	if d := g.identify(ctx, c); d != nil {
+		g.deny(ctx, c, d)
+		return
+	}
+	if d := g.decide(c); d != nil {
+		g.deny(ctx, c, d)
+		return
+	}
+	g.forward(ctx, c)
+}
+
+// identify resolves the caller to a principal (stage 2).
+func (g *Gateway) identify(ctx *fasthttp.RequestCtx, c *call) *denial {
+	rh := &ctx.Request.Header
+	secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if present {
+		k, ok := g.keys.Authenticate(secret, c.start)
+		if !ok {
+			return &denial{status: 401, outcome: outUnauthenticated, reason: "invalid_api_key", body: bodyInvalidKey}
+		}
+		c.principal = k.Principal
+		c.tier = policy.TierAPIKey
+		c.eff = c.st.effective(policy.TierAPIKey, k.Principal)
+		return nil
+	}
+	// x402 payments are identified here (issue 4). Without a key or a
+	// payment, a free tool needs a key; a priced one asks for payment.
+	if c.rt.tool.Price > 0 {
+		return g.paymentRequired(c)
+	}
+	return &denial{status: 401, outcome: outUnauthenticated, reason: "missing_api_key", body: bodyMissingKey}
+}
+
+var (
+	bodyInvalidKey = []byte(`{"error":"Invalid API key"}`)
+	bodyMissingKey = []byte(`{"error":"API key required","hint":"send X-API-Key: it-… or Authorization: Bearer it-…"}`)
+)
+
+// paymentRequired answers an unpaid call to a priced tool.
+func (g *Gateway) paymentRequired(c *call) *denial {
+	return &denial{status: 402, outcome: outPaymentRequired, reason: "no_payment",
+		body: []byte(`{"error":"Payment required","hint":"send an API key, or pay with x402"}`)}
+}
+
+// decide applies policy (stage 3), quota (4) and spend (5). On success the
+// quota slot and the spend reservation are held by c.
+func (g *Gateway) decide(c *call) *denial {
+	t := c.rt.tool
+	if ok, reason := c.eff.Decide(t); !ok {
+		return g.policyDenied(c, reason)
+	}
+	limit := c.eff.Quota(t.RateClass)
+	q := g.quotas.Admit(c.principal, int(t.RateClass), limit, c.start)
+	if !q.Allowed {
+		return g.quotaExceeded(c, q)
+	}
+	c.quotaHeld, c.quotaAt = q.Allowed && !q.At.IsZero(), q.At
+	if t.Price > 0 {
+		day, resetAt := meter.DayOf(c.start, c.eff.Location())
+		capUSD, hasCap := c.eff.SpendCap()
+		res, sr := g.spend.Reserve(c.principal, day, t.Price, capUSD, hasCap)
+		if !sr.OK {
+			g.releaseHolds(c) // a refused call costs nothing, quota included
+			if sr.Reason == meter.ReasonInsufficientCredits {
+				return g.insufficientCredits(c, sr)
+			}
+			return g.spendCapExceeded(c, sr, resetAt)
+		}
+		c.reserved, c.res, c.day = true, res, day
+	}
+	return nil
+}
+
+func (g *Gateway) policyDenied(c *call, reason policy.Reason) *denial {
+	b := append(c.buf[:0], `{"error":"Tool access denied by policy","tool":`...)
+	b = appendJSONString(b, c.rt.tool.ID)
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, reason.String())
+	b = append(b, '}')
+	c.buf = b
+	return &denial{status: 403, outcome: outDenied, reason: reason.String(), body: b}
+}
+
+func (g *Gateway) quotaExceeded(c *call, q meter.QuotaResult) *denial {
+	reset := ceilSeconds(int64(q.ResetIn))
+	b := append(c.buf[:0], `{"error":"Policy rate class quota exceeded","rate_class":`...)
+	b = appendJSONString(b, c.rt.tool.RateClass.String())
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, int64(q.Limit), 10)
+	b = append(b, `,"calls_this_minute":`...)
+	b = strconv.AppendInt(b, int64(q.Used), 10)
+	b = append(b, `,"reset_in_seconds":`...)
+	b = strconv.AppendInt(b, int64(reset), 10)
+	b = append(b, '}')
+	c.buf = b
+	reason := "rate_class_quota"
+	if q.Limit == 0 {
+		reason = "rate_class_blocked"
+	}
+	return &denial{status: 403, outcome: outQuotaExceeded, reason: reason, retryAfter: max(reset, 1), body: b}
+}
+
+func (g *Gateway) spendCapExceeded(c *call, sr meter.SpendResult, resetAt time.Time) *denial {
+	reset := ceilSeconds(int64(resetAt.Sub(c.start)))
+	b := append(c.buf[:0], `{"error":"Daily spend cap exceeded","spend_today_usd":`...)
+	b = sr.SpentToday.AppendDecimal(b, 1)
+	b = append(b, `,"spend_limit_usd":`...)
+	b = sr.Limit.AppendDecimal(b, 1)
+	b = append(b, `,"cost_usd":`...)
+	b = c.rt.tool.Price.AppendDecimal(b, 1)
+	b = append(b, `,"reset_at":"`...)
+	b = resetAt.UTC().AppendFormat(b, time.RFC3339)
+	b = append(b, `","reset_in_seconds":`...)
+	b = strconv.AppendInt(b, int64(reset), 10)
+	b = append(b, '}')
+	c.buf = b
+	return &denial{status: 429, outcome: outSpendCapExceeded, reason: "daily_spend_cap", retryAfter: reset, body: b}
+}
+
+func (g *Gateway) insufficientCredits(c *call, sr meter.SpendResult) *denial {
+	b := append(c.buf[:0], `{"error":"Insufficient credits","balance_usd":`...)
+	b = sr.Balance.AppendDecimal(b, 1)
+	b = append(b, `,"cost_usd":`...)
+	b = c.rt.tool.Price.AppendDecimal(b, 1)
+	b = append(b, '}')
+	c.buf = b
+	return &denial{status: 402, outcome: outInsufficientCredits, reason: "insufficient_credits", body: b}
+}
+
+func (g *Gateway) methodNotAllowed(c *call) *denial {
+	b := append(c.buf[:0], `{"error":"Method not allowed","tool":`...)
+	b = appendJSONString(b, c.rt.tool.ID)
+	b = append(b, `,"allow":`...)
+	b = appendJSONString(b, joinMethods(c.rt.tool.Methods))
+	b = append(b, '}')
+	c.buf = b
+	return &denial{status: 405, outcome: outUnknownTool, reason: "method_not_allowed", body: b}
+}
+
+func joinMethods(ms []string) string {
+	s := ""
+	for i, m := range ms {
+		if i > 0 {
+			s += ", "
+		}
+		s += m
+	}
+	return s
+}
+
+// deny records a denial and answers it. Nothing reached the upstream and
+// nothing is billed.
+func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
+	h := &ctx.Response.Header
+	h.SetBytesKV(hdrPolicyAllowed, strFalse)
+	h.SetBytesKV(hdrCost, zeroCost)
+	if d.status == 405 {
+		h.SetBytesKV(hdrAllow, s2b(joinMethods(c.rt.tool.Methods)))
+	}
+	if d.retryAfter > 0 {
+		setRetryAfter(ctx, d.retryAfter)
+	}
+	if d.status == 402 {
+		h.SetBytesKV(hdrCacheControl, strNoStore)
+	}
+	rec := g.callRecord(c, d.outcome, d.reason, d.status)
+	if err := g.led.Append(rec).Wait(); err != nil {
+		g.ledgerFailed(ctx, c, err)
+		return
+	}
+	writeJSON(ctx, d.status, d.body)
+}
+
+var zeroCost = []byte("0.000")
+
+// callRecord builds the ledger record of this call.
+func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledger.Record {
+	rec := &ledger.Record{
+		Type:              "call",
+		At:                c.start,
+		RequestID:         string(c.reqID),
+		Principal:         c.principal,
+		Outcome:           outcome,
+		Reason:            reason,
+		Status:            status,
+		Cost:              c.cost,
+		LatencyUS:         g.now().Sub(c.start).Microseconds(),
+		UpstreamStatus:    c.upStatus,
+		UpstreamLatencyUS: c.upLatency.Microseconds(),
+	}
+	if c.rt != nil {
+		rec.Tool = c.rt.tool.ID
+		rec.RateClass = c.rt.tool.RateClass.String()
+	}
+	if c.principal != "" {
+		rec.Tier = c.tier.String()
+	}
+	if c.cost > 0 {
+		rec.SpendDay = c.day.String()
+	}
+	return rec
+}
+
+// ledgerFailed answers a call whose record could not be committed. The
+// call is not billed (its reservation was released by the caller).
+func (g *Gateway) ledgerFailed(ctx *fasthttp.RequestCtx, c *call, err error) {
+	g.log.Error("ledger append failed", "request_id", string(c.reqID), "err", err)
+	ctx.Response.ResetBody()
+	ctx.Response.Header.Del("Content-Encoding")
+	ctx.Response.Header.SetBytesKV(hdrCost, zeroCost)
+	writeJSON(ctx, 503, []byte(`{"error":"Audit ledger unavailable; call not recorded","retry":true}`))
+}
+
+// releaseHolds gives back the quota slot and spend reservation of a call
+// that was not served.
+func (g *Gateway) releaseHolds(c *call) {
+	if c.reserved {
+		g.spend.Release(c.res)
+		c.reserved = false
+	}
+	if c.quotaHeld {
+		g.quotas.Undo(c.principal, int(c.rt.tool.RateClass), c.quotaAt)
+		c.quotaHeld = false
+	}
+}
+
+// s2b returns the bytes of s without copying; the result must not be
+// modified.
+func s2b(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafeBytes(s)
+}
+
+var _ = catalog.Light

@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// state is one immutable, compiled configuration: catalog, policies, the
+// per-principal overrides compiled against them, and each tool's upstream.
+// Requests load it once and use it to the end, so a reload or override
+// write never shows a half-applied state; writers build a new one and swap.
+type state struct {
+	cat       *catalog.Catalog
+	doc       *policy.Document
+	set       *policy.Set
+	tiers     [3]*policy.Effective
+	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
+	routes    []*route             // by tool index
+}
+
+// override is a per-principal policy as written and as compiled.
+type override struct {
+	raw *policy.Policy
+	eff *policy.Effective
+}
+
+// route is what the proxy needs for a tool, precomputed.
+type route struct {
+	tool   *catalog.Tool
+	client *fasthttp.HostClient
+	uri    string // full upstream URL without query
+}
+
+func (st *state) route(path []byte) *route {
+	if t := st.cat.Route(path); t != nil {
+		return st.routes[t.Index]
+	}
+	return nil
+}
+
+// effective returns the policy for a principal of the given tier.
+func (st *state) effective(tier policy.Tier, principal string) *policy.Effective {
+	if o, ok := st.overrides[principal]; ok {
+		return o.eff
+	}
+	return st.tiers[tier]
+}
+
+// tierOf returns the tier of a principal.
+func tierOf(principal string, st *state) policy.Tier {
+	if strings.HasPrefix(principal, "wallet:") {
+		if _, ok := st.overrides[principal]; ok {
+			return policy.TierWallet
+		}
+		return policy.TierUnknownWallet
+	}
+	return policy.TierAPIKey
+}
+
+// build compiles a new state. Overrides that no longer compile against the
+// new configuration keep their raw form and fall back to the tier policy;
+// the error is reported.
+func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy) (*state, error) {
+	set, err := policy.Compile(doc, cat)
+	if err != nil {
+		return nil, fmt.Errorf("compile policies: %w", err)
+	}
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws))}
+	for _, t := range []policy.Tier{policy.TierAPIKey, policy.TierWallet, policy.TierUnknownWallet} {
+		st.tiers[t] = set.Tier(t)
+	}
+	for principal, raw := range raws {
+		eff, err := set.Effective(tierForOverride(principal), raw)
+		if err != nil {
+			return nil, fmt.Errorf("compile override for %s: %w", principal, err)
+		}
+		st.overrides[principal] = &override{raw: raw, eff: eff}
+	}
+	st.routes = make([]*route, len(cat.Tools))
+	for i, t := range cat.Tools {
+		rt, err := g.newRoute(t)
+		if err != nil {
+			return nil, err
+		}
+		st.routes[i] = rt
+	}
+	return st, nil
+}
+
+func tierForOverride(principal string) policy.Tier {
+	if strings.HasPrefix(principal, "wallet:") {
+		return policy.TierWallet
+	}
+	return policy.TierAPIKey
+}
+
+func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
+	up := t.Upstream
+	if name, ok := strings.CutPrefix(up, "demo:"); ok {
+		if g.opts.DemoUpstreams == "" {
+			return nil, fmt.Errorf("tool %s: demo upstream %q but no demo server is running", t.ID, up)
+		}
+		up = g.opts.DemoUpstreams + "/" + name
+	}
+	u, err := url.Parse(up)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("tool %s: bad upstream %q", t.ID, up)
+	}
+	tls := u.Scheme == "https"
+	addr := u.Host
+	if u.Port() == "" {
+		if tls {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	key := u.Scheme + "://" + addr
+	g.clientsMu.Lock()
+	hc := g.clients[key]
+	if hc == nil {
+		hc = &fasthttp.HostClient{
+			Addr:                      addr,
+			IsTLS:                     tls,
+			Name:                      "toolgate",
+			NoDefaultUserAgentHeader:  true,
+			MaxConns:                  4096,
+			MaxIdemponentCallAttempts: 1, // never replay a call upstream
+			ReadBufferSize:            16 << 10,
+			MaxResponseBodySize:       64 << 20,
+			Dial:                      g.opts.UpstreamDial,
+		}
+		g.clients[key] = hc
+	}
+	g.clientsMu.Unlock()
+	uri := u.Scheme + "://" + u.Host + u.EscapedPath()
+	return &route{tool: t, client: hc, uri: uri}, nil
+}
+
+// swapOverride installs (raw != nil) or removes (raw == nil) the override of
+// principal, compiled against the current state, and returns the new state.
+// The caller holds writeMu and has persisted the change.
+func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, error) {
+	cur := g.state.Load()
+	next := *cur
+	next.overrides = make(map[string]*override, len(cur.overrides)+1)
+	for k, v := range cur.overrides {
+		next.overrides[k] = v
+	}
+	if raw == nil {
+		delete(next.overrides, principal)
+	} else {
+		eff, err := cur.set.Effective(tierForOverride(principal), raw)
+		if err != nil {
+			return nil, err
+		}
+		next.overrides[principal] = &override{raw: raw, eff: eff}
+	}
+	return &next, nil
+}
+
+// Reload compiles a new catalog and policy document and swaps them in.
+// Calls in flight finish under the state they started with. On error the
+// old state keeps serving.
+func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
+	g.writeMu.Lock()
+	defer g.writeMu.Unlock()
+	cur := g.state.Load()
+	raws := make(map[string]*policy.Policy, len(cur.overrides))
+	for k, v := range cur.overrides {
+		raws[k] = v.raw
+	}
+	st, err := g.build(cat, doc, raws)
+	if err != nil {
+		return err
+	}
+	g.state.Store(st)
+	return nil
+}

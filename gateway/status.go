@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
+)
+
+type quotaView struct {
+	Used     int  `json:"used"`
+	Limit    *int `json:"limit"` // null = unlimited
+	ResetInS int  `json:"reset_in_s"`
+}
+
+type denialView struct {
+	At     time.Time `json:"at"`
+	Tool   string    `json:"tool"`
+	Reason string    `json:"reason"`
+	Status int       `json:"status"`
+}
+
+// apiStatus serves GET /authorization/status for ?api_key=, ?key_id= or
+// ?wallet=. A caller presenting an API key may read that key's status;
+// anything else needs the admin token.
+func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError) {
+	if !ctx.IsGet() {
+		return nil, errBadMethod
+	}
+	args := ctx.QueryArgs()
+	now := g.now()
+	out := map[string]any{}
+	var principal string
+	switch {
+	case args.Has("api_key"):
+		secret := args.Peek("api_key")
+		if !identity.LooksLikeSecret(secret) {
+			return nil, badRequest("api_key is not an it-… key")
+		}
+		k, ok := g.keys.Authenticate(secret, now)
+		if !ok {
+			if !g.isAdmin(ctx) {
+				return nil, &apiError{status: 401, msg: "Invalid API key"}
+			}
+			if k, ok = g.keys.Lookup(string(secret)); !ok {
+				return nil, errNoKey
+			}
+		}
+		principal = k.Principal
+		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
+	case args.Has("key_id"):
+		k, ok := g.keys.Lookup(string(args.Peek("key_id")))
+		if !g.isAdmin(ctx) && !g.presentsKey(ctx, k, now) {
+			return nil, errAdminOnly
+		}
+		if !ok {
+			return nil, errNoKey
+		}
+		principal = k.Principal
+		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
+	case args.Has("wallet"):
+		if !g.isAdmin(ctx) {
+			return nil, errAdminOnly
+		}
+		addr, ok := normalizeAddress(string(args.Peek("wallet")))
+		if !ok {
+			return nil, badRequest("wallet is not a 0x-prefixed 20-byte hex address")
+		}
+		principal = "wallet:" + addr
+		out["wallet"] = addr
+	default:
+		return nil, badRequest("one of api_key, key_id or wallet is required")
+	}
+	tier := tierOf(principal, st)
+	eff := st.effective(tier, principal)
+	out["principal"], out["tier"] = principal, tier.String()
+	out["policy"] = eff.View()
+
+	windows := make(map[string]quotaView, catalog.NumRateClasses)
+	for c := catalog.RateClass(0); c < catalog.NumRateClasses; c++ {
+		limit := eff.Quota(c)
+		used, resetIn := g.quotas.Peek(principal, int(c), limit, now)
+		qv := quotaView{Used: used, ResetInS: ceilSeconds(int64(resetIn))}
+		if limit >= 0 {
+			qv.Limit = &limit
+		}
+		windows[c.String()] = qv
+	}
+	out["quota_window"] = windows
+
+	day, resetAt := meter.DayOf(now, eff.Location())
+	out["spend_today_usd"] = g.spend.Today(principal, day)
+	if capUSD, ok := eff.SpendCap(); ok {
+		out["spend_limit_usd"] = capUSD
+	} else {
+		out["spend_limit_usd"] = nil
+	}
+	out["spend_reset_at"] = resetAt.UTC().Format(time.RFC3339)
+	if bal, ok := g.spend.Balance(principal); ok {
+		out["balance_usd"] = bal
+	}
+	denials := []denialView{}
+	err := g.led.Query(ledger.Query{Principal: principal, Type: "call", Desc: true, Limit: 10, ExcludeOutcome: outAllowed},
+		func(r *ledger.Record) error {
+			denials = append(denials, denialView{At: r.At.UTC(), Tool: r.Tool, Reason: r.Reason, Status: r.Status})
+			return nil
+		})
+	if err != nil {
+		g.log.Error("query recent denials", "principal", principal, "err", err)
+	}
+	out["recent_denials"] = denials
+	return out, nil
+}
+
+// presentsKey reports whether the request authenticates as k itself.
+func (g *Gateway) presentsKey(ctx *fasthttp.RequestCtx, k *identity.Key, now time.Time) bool {
+	if k == nil {
+		return false
+	}
+	rh := &ctx.Request.Header
+	secret, ok := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if !ok {
+		return false
+	}
+	got, ok := g.keys.Authenticate(secret, now)
+	return ok && got.ID == k.ID
+}
+
+// restoreMeters rebuilds today's spend per principal and prepaid balances
+// from the ledger, the source of truth, so that they survive restarts and
+// crashes exactly as recorded.
+func (g *Gateway) restoreMeters() error {
+	st := g.state.Load()
+	now := g.now()
+	type dayKey struct{ principal, day string }
+	spent := map[dayKey]money.Micros{}
+	balances := map[string]money.Micros{}
+	err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour)}, func(r *ledger.Record) error {
+		if r.Type == "call" && r.Cost > 0 && r.SpendDay != "" {
+			spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = g.led.Query(ledger.Query{Type: "txn"}, func(r *ledger.Record) error {
+		if r.BalanceAfter != nil {
+			balances[r.Principal] = *r.BalanceAfter // oldest first: the last one wins
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, v := range spent {
+		day, _ := meter.DayOf(now, st.effective(tierOf(k.principal, st), k.principal).Location())
+		if day.String() == k.day {
+			g.spend.Restore(k.principal, day, v)
+		}
+	}
+	for p, b := range balances {
+		g.spend.RestoreBalance(p, b)
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// keyPrefix is the badger prefix this package owns: "k/<key_id>" → JSON
+// of storedKey (no secret; its SHA-256 only).
+const keyPrefix = "k/"
+
+type storedKey struct {
+	Key
+	HashHex string `json:"sha256"`
+}
+
+const shards = 64
+
+type shard struct {
+	mu     sync.RWMutex
+	byHash map[[32]byte]*Key
+}
+
+// Store holds API keys: all of them in memory, indexed by secret digest
+// and by key_id, and persisted in badger. Authenticate never reads the
+// store. All methods are safe for concurrent use.
+type Store struct {
+	db     *badger.DB
+	shards [shards]shard
+
+	mu     sync.RWMutex // guards byID and byHash, serializes writes
+	byID   map[string]*Key
+	byHash map[[32]byte]*Key // every key, revoked ones included
+}
+
+// Open loads every key from db into memory.
+func Open(db *badger.DB) (*Store, error) {
+	s := &Store{db: db, byID: make(map[string]*Key), byHash: make(map[[32]byte]*Key)}
+	for i := range s.shards {
+		s.shards[i].byHash = make(map[[32]byte]*Key)
+	}
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyPrefix), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var sk storedKey
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &sk) }); err != nil {
+				return fmt.Errorf("key %s: %w", it.Item().Key(), err)
+			}
+			h, err := hex.DecodeString(sk.HashHex)
+			if err != nil || len(h) != 32 {
+				return fmt.Errorf("key %s: bad digest", it.Item().Key())
+			}
+			k := sk.Key
+			copy(k.Hash[:], h)
+			s.index(&k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Store) index(k *Key) {
+	k.Principal = "key:" + k.ID
+	s.byID[k.ID] = k
+	s.byHash[k.Hash] = k
+	sh := &s.shards[k.Hash[0]%shards]
+	sh.mu.Lock()
+	if k.RevokedAt.IsZero() {
+		sh.byHash[k.Hash] = k
+	} else {
+		delete(sh.byHash, k.Hash)
+	}
+	sh.mu.Unlock()
+}
+
+func (s *Store) put(k *Key) error {
+	v, err := json.Marshal(storedKey{Key: *k, HashHex: hex.EncodeToString(k.Hash[:])})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(keyPrefix+k.ID), v)
+	})
+}
+
+// Create makes a new key and returns its secret (shown once) and record.
+// A zero expiresAt means the key never expires.
+func (s *Store) Create(name string, expiresAt, now time.Time) (string, *Key, error) {
+	secret, hash := NewSecret()
+	k := &Key{
+		ID:        newKeyID(),
+		Name:      name,
+		Hint:      secret[:len(SecretPrefix)+4] + "…",
+		CreatedAt: now.UTC().Truncate(time.Second),
+		Hash:      hash,
+	}
+	if !expiresAt.IsZero() {
+		k.ExpiresAt = expiresAt.UTC()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.put(k); err != nil {
+		return "", nil, fmt.Errorf("store key: %w", err)
+	}
+	s.index(k)
+	return secret, k, nil
+}
+
+// Authenticate returns the active key whose secret is presented, or
+// (nil, false). It hashes the secret, reads only memory and does not
+// allocate.
+func (s *Store) Authenticate(secret []byte, now time.Time) (*Key, bool) {
+	if !LooksLikeSecret(secret) {
+		return nil, false
+	}
+	h := sha256.Sum256(secret)
+	sh := &s.shards[h[0]%shards]
+	sh.mu.RLock()
+	k := sh.byHash[h]
+	sh.mu.RUnlock()
+	if k == nil || subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 || !k.Active(now) {
+		return nil, false
+	}
+	return k, true
+}
+
+// Lookup finds a key by its key_id or by its secret, whatever its state.
+func (s *Store) Lookup(ref string) (*Key, bool) {
+	if LooksLikeSecret([]byte(ref)) {
+		h := sha256.Sum256([]byte(ref))
+		s.mu.RLock()
+		k, ok := s.byHash[h]
+		s.mu.RUnlock()
+		return k, ok
+	}
+	s.mu.RLock()
+	k, ok := s.byID[ref]
+	s.mu.RUnlock()
+	return k, ok
+}
+
+// List returns every key, oldest first.
+func (s *Store) List() []*Key {
+	s.mu.RLock()
+	out := make([]*Key, 0, len(s.byID))
+	for _, k := range s.byID {
+		out = append(out, k)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Len returns the number of keys, revoked ones included.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byID)
+}
+
+// Revoke marks the key revoked; it fails authentication from the next call.
+func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.byID[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if !old.RevokedAt.IsZero() {
+		return old, ErrRevoked
+	}
+	k := *old
+	k.RevokedAt = now.UTC().Truncate(time.Second)
+	if err := s.put(&k); err != nil {
+		return nil, fmt.Errorf("store key: %w", err)
+	}
+	s.index(&k)
+	return &k, nil
+}

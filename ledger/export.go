@@ -1,0 +1,244 @@
+package ledger
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Export writes, as JSON lines, the records with Since <= At < Until (zero
+// = unbounded) in seq order, each stored checkpoint right after the record
+// it covers, and last a fresh checkpoint signed over the last exported
+// record, so a file cut short is detected. An export is one contiguous seq
+// range, from the smallest to the largest seq in the time range: if clocks
+// stepped back, a few records just outside the range are included so the
+// chain stays unbroken. Record lines are the stored JSON (see Record.AppendJSON);
+// checkpoint lines are {"type":"checkpoint","seq","hash","at","count","sig"}.
+// An empty range writes nothing.
+//
+// Export verifies what it copies, and the records after the range up to
+// the next stored checkpoint or the in-memory head, before signing: it returns an error wrapping
+// ErrTampered rather than sign a chain that does not verify. On a
+// writable ledger it first commits a checkpoint over the head, and records
+// committed after Export started are left out. Errors from
+// w are returned wrapped.
+func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
+	if err := l.checkpointNow(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	// The committed head as the writer computed it: trusted, and inside
+	// the snapshot opened below. Records committed later are not exported.
+	l.hmu.Lock()
+	headSeq, headHash := l.cSeq, l.cHash
+	l.hmu.Unlock()
+	return l.db.View(func(txn *badger.Txn) error {
+		lo, hi, ok, err := seqRange(txn, since, until)
+		if err != nil || !ok {
+			return err
+		}
+		if !l.readOnly {
+			if lo > headSeq {
+				return nil
+			}
+			hi = min(hi, headSeq)
+		}
+		bw := bufio.NewWriterSize(w, 64<<10)
+		c := &chain{pub: l.pub, rep: Report{OK: true}}
+
+		ro := badger.DefaultIteratorOptions
+		ro.Prefix = prefixRecord
+		ri := txn.NewIterator(ro)
+		defer ri.Close()
+		co := badger.DefaultIteratorOptions
+		co.Prefix, co.PrefetchValues = prefixCheckpoint, false
+		ci := txn.NewIterator(co)
+		defer ci.Close()
+		ci.Seek(seqKey(prefixCheckpoint, lo))
+
+		var line []byte
+		var hiHash [32]byte
+		anchored := false // a checkpoint at or after hi verified
+		for ri.Seek(seqKey(prefixRecord, lo)); ri.Valid() && !anchored; ri.Next() {
+			ks := binary.BigEndian.Uint64(ri.Item().Key()[len(prefixRecord):])
+			v, err := ri.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if !c.started {
+				var r Record
+				if err := r.UnmarshalJSON(v); err != nil {
+					return fmt.Errorf("export: %w: record %d undecodable", ErrTampered, ks)
+				}
+				prev, okp := parseHash(r.Prev)
+				if !okp {
+					return fmt.Errorf("export: %w: record %d has a malformed prev", ErrTampered, ks)
+				}
+				c.anchor(lo-1, prev)
+			}
+			if !c.record(v, ks) {
+				return fmt.Errorf("export: %w: %s", ErrTampered, c.rep.Reason)
+			}
+			inRange := ks <= hi
+			if inRange {
+				bw.Write(v)
+				bw.WriteByte('\n')
+			}
+			for ; ci.Valid(); ci.Next() {
+				s := binary.BigEndian.Uint64(ci.Item().Key()[len(prefixCheckpoint):])
+				if s > ks {
+					break
+				}
+				raw, err := ci.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				cp, err := decodeCheckpoint(raw)
+				if err != nil || !c.checkpoint(cp) {
+					return fmt.Errorf("export: %w: checkpoint %d: %s", ErrTampered, s, c.rep.Reason)
+				}
+				if inRange {
+					line = cp.appendJSON(line[:0])
+					bw.Write(append(line, '\n'))
+				}
+				if s >= hi {
+					anchored = true
+				}
+			}
+			if ks == hi {
+				hiHash = c.hash
+			}
+			if !l.readOnly && ks == headSeq {
+				if c.hash != headHash {
+					return fmt.Errorf("export: %w: record %d differs from the head the writer committed", ErrTampered, ks)
+				}
+				anchored = true
+			}
+		}
+		if c.seq < hi {
+			return fmt.Errorf("export: %w: record %d missing", ErrTampered, c.seq+1)
+		}
+		// A stopped data dir may end without a checkpoint after a crash;
+		// read-only exports then sign the verified links up to hi.
+		if !anchored && !l.readOnly {
+			return fmt.Errorf("export: %w: records after %d are not covered by a checkpoint", ErrTampered, c.goodCP)
+		}
+		fresh := signCheckpoint(l.priv, hi, hiHash, l.opts.Now())
+		line = fresh.appendJSON(line[:0])
+		bw.Write(append(line, '\n'))
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("export: write: %w", err)
+		}
+		return nil
+	})
+}
+
+// seqRange returns the smallest and largest seq with since <= At < until.
+func seqRange(txn *badger.Txn, since, until time.Time) (lo, hi uint64, ok bool, err error) {
+	if since.IsZero() && until.IsZero() {
+		k, _, found, err := last(txn, prefixRecord)
+		if err != nil || !found {
+			return 0, 0, false, err
+		}
+		return 1, binary.BigEndian.Uint64(k[len(prefixRecord):]), true, nil
+	}
+	o := badger.DefaultIteratorOptions
+	o.Prefix, o.PrefetchValues = prefixTime, false
+	it := txn.NewIterator(o)
+	defer it.Close()
+	start := append([]byte{}, prefixTime...)
+	if !since.IsZero() {
+		start = appendTime(start, since)
+	}
+	var end []byte
+	if !until.IsZero() {
+		end = appendTime(append([]byte{}, prefixTime...), until)
+	}
+	for it.Seek(start); it.ValidForPrefix(prefixTime); it.Next() {
+		k := it.Item().Key()
+		if end != nil && bytes.Compare(k, end) >= 0 {
+			break
+		}
+		s := binary.BigEndian.Uint64(k[len(k)-8:])
+		if !ok || s < lo {
+			lo = s
+		}
+		if !ok || s > hi {
+			hi = s
+		}
+		ok = true
+	}
+	return lo, hi, ok, nil
+}
+
+// VerifyExport checks an export file offline against the published key
+// pub: the first record's prev is taken as the anchor, then every later
+// link, seq continuity, canonical encoding, every checkpoint's signature
+// and hash, and that the file ends with a checkpoint over its last record
+// (so a truncated file fails). A file without records fails.
+func VerifyExport(r io.Reader, pub ed25519.PublicKey) Report {
+	c := &chain{pub: pub, rep: Report{OK: true}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	lastWasCP := false
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		switch {
+		case bytes.HasPrefix(line, []byte(`{"type":"checkpoint",`)):
+			cp, err := decodeCheckpoint(line)
+			if err != nil {
+				c.fail(c.goodCP+1, "line %d: undecodable checkpoint: %v", n, err)
+				return c.rep
+			}
+			if !c.started {
+				c.fail(cp.Seq, "line %d: checkpoint before any record", n)
+				return c.rep
+			}
+			if !c.checkpoint(cp) {
+				return c.rep
+			}
+			lastWasCP = true
+		case bytes.HasPrefix(line, []byte(`{"seq":`)):
+			if !c.started {
+				var rec Record
+				if err := rec.UnmarshalJSON(line); err != nil || rec.Seq == 0 {
+					c.fail(1, "line %d: undecodable first record", n)
+					return c.rep
+				}
+				prev, ok := parseHash(rec.Prev)
+				if !ok {
+					c.fail(rec.Seq, "line %d: first record has a malformed prev", n)
+					return c.rep
+				}
+				c.anchor(rec.Seq-1, prev)
+			}
+			if !c.record(line, 0) {
+				return c.rep
+			}
+			lastWasCP = false
+		default:
+			c.fail(c.seq+1, "line %d: neither a record nor a checkpoint", n)
+			return c.rep
+		}
+	}
+	if err := sc.Err(); err != nil {
+		c.fail(c.seq+1, "read: %v", err)
+		return c.rep
+	}
+	if c.rep.Records == 0 {
+		c.fail(0, "export holds no records")
+		return c.rep
+	}
+	if !lastWasCP {
+		c.fail(c.goodCP+1, "export truncated: records after %d are not covered by a checkpoint", c.goodCP)
+	}
+	return c.rep
+}

@@ -1,0 +1,200 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Report is the result of a verification. When OK is false, FirstBadSeq is
+// the first record the chain can no longer vouch for and Reason says why.
+// Records and Checkpoints count what was checked before the failure.
+type Report struct {
+	OK          bool   `json:"ok"`
+	Records     int    `json:"records"`
+	Checkpoints int    `json:"checkpoints"`
+	FirstBadSeq uint64 `json:"first_bad_seq,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// chain checks records and checkpoints as they stream by, in seq order.
+type chain struct {
+	pub     ed25519.PublicKey
+	started bool
+	seq     uint64 // last record checked
+	hash    [32]byte
+	goodCP  uint64 // last checkpoint that verified
+	rep     Report
+	scratch []byte
+}
+
+func (c *chain) fail(seq uint64, format string, args ...any) bool {
+	c.rep.OK = false
+	c.rep.FirstBadSeq = seq
+	c.rep.Reason = fmt.Sprintf(format, args...)
+	return false
+}
+
+// anchor starts the chain at prev (the hash before the first record).
+func (c *chain) anchor(seq uint64, prev [32]byte) {
+	c.started, c.seq, c.hash, c.goodCP = true, seq, prev, seq
+}
+
+// record checks one stored record: its position, its canonical encoding
+// and its link. keySeq is the seq its key says (or 0 when unkeyed).
+func (c *chain) record(raw []byte, keySeq uint64) bool {
+	want := c.seq + 1
+	if keySeq != 0 && keySeq != want {
+		if keySeq > want {
+			return c.fail(want, "record %d missing (next stored record is %d)", want, keySeq)
+		}
+		return c.fail(want, "record key %d out of order", keySeq)
+	}
+	var r Record
+	if err := r.UnmarshalJSON(raw); err != nil {
+		return c.fail(want, "record %d: undecodable: %v", want, err)
+	}
+	if r.Seq != want {
+		return c.fail(want, "record %d: seq field says %d (records missing, reordered or swapped)", want, r.Seq)
+	}
+	c.scratch = r.appendCanonical(c.scratch[:0])
+	canon := c.scratch
+	if !bytes.HasPrefix(raw, canon[:len(canon)-1]) || !bytes.Equal(raw[len(canon)-1:], []byte(`,"prev":"`+r.Prev+`","hash":"`+r.Hash+`"}`)) {
+		return c.fail(want, "record %d: not in canonical form (edited)", want)
+	}
+	if r.Prev != hex.EncodeToString(c.hash[:]) {
+		return c.fail(want, "record %d: prev does not match the hash of record %d (records missing, reordered or rewritten)", want, want-1)
+	}
+	h := chainHash(c.hash, canon)
+	if r.Hash != hex.EncodeToString(h[:]) {
+		return c.fail(want, "record %d: hash does not match its contents (edited)", want)
+	}
+	c.seq, c.hash = want, h
+	c.rep.Records++
+	return true
+}
+
+// checkpoint checks a checkpoint against the record last checked, which
+// must be the one it covers.
+func (c *chain) checkpoint(cp Checkpoint) bool {
+	if !cp.Valid(c.pub) {
+		return c.fail(c.goodCP+1, "checkpoint at seq %d: signature does not verify (forged or re-signed)", cp.Seq)
+	}
+	if cp.Seq != c.seq || c.seq == 0 {
+		if cp.Seq > c.seq {
+			return c.fail(c.seq+1, "checkpoint at seq %d but the chain ends at %d (records truncated or deleted)", cp.Seq, c.seq)
+		}
+		return c.fail(cp.Seq, "checkpoint at seq %d out of place", cp.Seq)
+	}
+	if cp.Hash != hex.EncodeToString(c.hash[:]) {
+		return c.fail(c.goodCP+1, "checkpoint at seq %d does not match the chain: records %d..%d were rewritten", cp.Seq, c.goodCP+1, cp.Seq)
+	}
+	c.goodCP = cp.Seq
+	c.rep.Checkpoints++
+	return true
+}
+
+// Verify recomputes the stored chain from seq 1: each record's position,
+// canonical encoding, prev link and hash, seq gap-freeness, and every
+// checkpoint's signature and agreement with the chain. A non-empty chain
+// without any checkpoint fails (it could be a forgery with the checkpoints
+// removed). On a writable ledger Verify first commits a checkpoint over the
+// in-memory head, so records appended so far are covered; that checkpoint
+// signs the hash the writer computed, never one read back from disk.
+// Deleting the newest records together with their checkpoints cannot be
+// detected from the store alone; compare with an export or a published
+// checkpoint. Verify reads one consistent snapshot and may run beside
+// Append.
+func (l *Ledger) Verify() Report {
+	if err := l.checkpointNow(); err != nil {
+		return Report{Reason: err.Error()}
+	}
+	return verifyStore(l.db, l.pub)
+}
+
+func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
+	c := &chain{pub: pub, rep: Report{OK: true}}
+	c.anchor(0, zeroHash)
+	err := db.View(func(txn *badger.Txn) error {
+		ro := badger.DefaultIteratorOptions
+		ro.Prefix = prefixRecord
+		ri := txn.NewIterator(ro)
+		defer ri.Close()
+		co := badger.DefaultIteratorOptions
+		co.Prefix = prefixCheckpoint
+		ci := txn.NewIterator(co)
+		defer ci.Close()
+		ci.Rewind()
+
+		// checkCPs checks the checkpoints with seq <= upTo, in order.
+		checkCPs := func(upTo uint64) (bool, error) {
+			for ; ci.Valid(); ci.Next() {
+				k := ci.Item().Key()
+				if len(k) != len(prefixCheckpoint)+8 {
+					return c.fail(c.goodCP+1, "malformed checkpoint key %q", k), nil
+				}
+				s := binary.BigEndian.Uint64(k[len(prefixCheckpoint):])
+				if s > upTo {
+					return true, nil
+				}
+				v, err := ci.Item().ValueCopy(nil)
+				if err != nil {
+					return false, err
+				}
+				cp, err := decodeCheckpoint(v)
+				if err != nil {
+					return c.fail(c.goodCP+1, "checkpoint at seq %d: undecodable: %v", s, err), nil
+				}
+				if cp.Seq != s {
+					return c.fail(c.goodCP+1, "checkpoint key %d holds checkpoint %d", s, cp.Seq), nil
+				}
+				if !c.checkpoint(cp) {
+					return false, nil
+				}
+			}
+			return true, nil
+		}
+		for ri.Rewind(); ri.Valid(); ri.Next() {
+			k := ri.Item().Key()
+			if len(k) != len(prefixRecord)+8 {
+				c.fail(c.seq+1, "malformed record key %q", k)
+				return nil
+			}
+			ks := binary.BigEndian.Uint64(k[len(prefixRecord):])
+			if ks == 0 {
+				c.fail(1, "record key 0 is not part of a chain")
+				return nil
+			}
+			// Checkpoints before this record's seq that did not match a
+			// record are out of place.
+			if ok, err := checkCPs(ks - 1); err != nil || !ok {
+				return err
+			}
+			v, err := ri.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if !c.record(v, ks) {
+				return nil
+			}
+			if ok, err := checkCPs(ks); err != nil || !ok {
+				return err
+			}
+		}
+		if ok, err := checkCPs(^uint64(0)); err != nil || !ok {
+			return err
+		}
+		if c.rep.Records > 0 && c.rep.Checkpoints == 0 {
+			c.fail(1, "no signed checkpoint covers the chain (checkpoints deleted or chain forged)")
+		}
+		return nil
+	})
+	if err != nil {
+		return Report{Records: c.rep.Records, Checkpoints: c.rep.Checkpoints, Reason: "read store: " + err.Error()}
+	}
+	return c.rep
+}

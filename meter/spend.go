@@ -1,0 +1,417 @@
+package meter
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/toolgate/toolgate/money"
+)
+
+// Spend tracks, per principal, the micro-USD spent per Day, with
+// reservations for calls in flight, and an optional prepaid credits
+// balance.
+//
+// A call reserves its price (Reserve), then either commits it once it is
+// billed (Commit) or releases it (Release). Reserve checks and reserves
+// under one lock, so concurrent calls never push a day's spend past the
+// cap nor hold more credits than the balance. A principal without a
+// balance is postpaid: its spend is tracked and capped, never refused for
+// lack of credits.
+//
+// Spend is safe for concurrent use. Principals are spread over 64 locked
+// shards, each principal with its own lock; Reserve, Commit and Release for
+// a known principal allocate nothing. Nothing is persisted: the gateway
+// rebuilds state from its ledger with Restore and RestoreBalance before
+// serving, and calls Sweep periodically to drop old days. Use NewSpend;
+// the zero value is not usable.
+type Spend struct {
+	seed   maphash.Seed
+	shards [numShards]spendShard
+}
+
+type spendShard struct {
+	mu   sync.Mutex
+	m    map[string]*account
+	peak int
+	_    [40]byte
+}
+
+// account is one principal's state, guarded by mu. Lock order: shard, then
+// account; lookups release the shard before taking the account.
+type account struct {
+	mu         sync.Mutex
+	dead       bool // removed from its shard by Sweep; look it up again
+	hasBalance bool
+	balance    money.Micros
+	held       money.Micros // credits held by open reservations
+	seq        uint64       // last reservation number issued
+	days       []daySpend
+	open       []hold
+}
+
+type daySpend struct {
+	day       Day
+	committed money.Micros
+	reserved  money.Micros
+}
+
+// hold is an open reservation.
+type hold struct {
+	seq     uint64
+	day     Day
+	cost    money.Micros
+	credits bool // also held against the balance
+}
+
+// SpendReason says why Reserve refused.
+type SpendReason uint8
+
+// The reasons Reserve refuses.
+const (
+	ReasonNone                SpendReason = iota // reserved
+	ReasonCapExceeded                            // the daily cap would be exceeded (429)
+	ReasonInsufficientCredits                    // the prepaid balance does not cover the cost (402)
+)
+
+// String returns the reason as a snake_case word: "cap_exceeded".
+func (r SpendReason) String() string {
+	switch r {
+	case ReasonNone:
+		return "none"
+	case ReasonCapExceeded:
+		return "cap_exceeded"
+	case ReasonInsufficientCredits:
+		return "insufficient_credits"
+	}
+	return "invalid"
+}
+
+// SpendResult is the outcome of Spend.Reserve.
+type SpendResult struct {
+	// OK reports whether the cost was reserved.
+	OK bool
+	// Reason is why not; ReasonNone when OK.
+	Reason SpendReason
+	// SpentToday is the day's committed plus reserved spend before this
+	// call.
+	SpentToday money.Micros
+	// Limit echoes the cap given to Reserve.
+	Limit money.Micros
+	// Balance is the credits available to this call before it: the
+	// balance minus what open reservations hold. Meaningful only when
+	// HasBalance.
+	Balance    money.Micros
+	HasBalance bool
+}
+
+// Reservation is a cost reserved by Reserve, to be passed exactly once to
+// Commit or Release. The zero value, like the reservation of a zero cost,
+// holds nothing. Reservations are plain values; copying one does not
+// duplicate what it holds.
+type Reservation struct {
+	acct      *account // nil when nothing is held
+	seq       uint64
+	principal string
+	day       Day
+	cost      money.Micros
+}
+
+// Cost returns the reserved amount.
+func (r Reservation) Cost() money.Micros { return r.cost }
+
+// Day returns the day the cost is charged to.
+func (r Reservation) Day() Day { return r.day }
+
+// Committed is what Commit reports to its callback, after the commit.
+type Committed struct {
+	// SpentToday is the day's committed plus reserved spend.
+	SpentToday money.Micros
+	// BalanceAfter is the credits balance after the debit; meaningful only
+	// when HasBalance.
+	BalanceAfter money.Micros
+	HasBalance   bool
+}
+
+// NewSpend returns an empty Spend.
+func NewSpend() *Spend { return &Spend{seed: maphash.MakeSeed()} }
+
+// lock returns principal's account, locked, creating it when create is
+// set; nil when it does not exist and create is not set.
+func (s *Spend) lock(principal string, create bool) *account {
+	sh := &s.shards[shardOf(s.seed, principal)]
+	for {
+		sh.mu.Lock()
+		a := sh.m[principal]
+		if a == nil {
+			if !create {
+				sh.mu.Unlock()
+				return nil
+			}
+			a = &account{}
+			if sh.m == nil {
+				sh.m = make(map[string]*account)
+			}
+			sh.m[principal] = a
+			if len(sh.m) > sh.peak {
+				sh.peak = len(sh.m)
+			}
+		}
+		sh.mu.Unlock()
+		a.mu.Lock()
+		if !a.dead {
+			return a
+		}
+		a.mu.Unlock() // swept in between: retry with a fresh account
+	}
+}
+
+// dayAt returns the index of day in a.days, or -1.
+func (a *account) dayAt(day Day) int {
+	for i := range a.days {
+		if a.days[i].day == day {
+			return i
+		}
+	}
+	return -1
+}
+
+// dayEntry returns day's entry, adding it if missing.
+func (a *account) dayEntry(day Day) *daySpend {
+	if i := a.dayAt(day); i >= 0 {
+		return &a.days[i]
+	}
+	a.days = append(a.days, daySpend{day: day})
+	return &a.days[len(a.days)-1]
+}
+
+func (a *account) spent(day Day) money.Micros {
+	if i := a.dayAt(day); i >= 0 {
+		return a.days[i].committed + a.days[i].reserved
+	}
+	return 0
+}
+
+// Reserve reserves cost for principal on day if it fits: when hasLimit,
+// the day's committed + reserved spend plus cost must not exceed limit
+// (the cap is checked first); when the principal has a credits balance,
+// the balance not yet held by other reservations must cover cost. A cost
+// of 0 always passes and holds nothing; a negative cost is treated as 0.
+//
+// The returned Reservation must be passed to Commit or Release when OK;
+// when not OK it holds nothing. principal is kept as a map key; it must be
+// an ordinary immutable string. Safe for concurrent use.
+func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit money.Micros, hasLimit bool) (Reservation, SpendResult) {
+	cost = max(cost, 0)
+	r := Reservation{principal: principal, day: day}
+	res := SpendResult{Limit: limit}
+	a := s.lock(principal, cost > 0)
+	if a == nil { // free call by an unknown principal
+		res.OK = true
+		return r, res
+	}
+	defer a.mu.Unlock()
+	res.SpentToday = a.spent(day)
+	res.Balance, res.HasBalance = a.balance-a.held, a.hasBalance
+	switch {
+	case cost == 0:
+		res.OK = true
+		return r, res
+	case hasLimit && cost > limit-res.SpentToday:
+		res.Reason = ReasonCapExceeded
+		return r, res
+	case a.hasBalance && cost > res.Balance:
+		res.Reason = ReasonInsufficientCredits
+		return r, res
+	}
+	a.dayEntry(day).reserved += cost
+	if a.hasBalance {
+		a.held += cost
+	}
+	a.seq++
+	a.open = append(a.open, hold{seq: a.seq, day: day, cost: cost, credits: a.hasBalance})
+	r.acct, r.seq, r.cost = a, a.seq, cost
+	res.OK = true
+	return r, res
+}
+
+// take removes the open reservation seq from a and undoes its hold,
+// returning it; ok is false when it is not open.
+func (a *account) take(seq uint64) (h hold, ok bool) {
+	for i := range a.open {
+		if a.open[i].seq == seq {
+			h = a.open[i]
+			last := len(a.open) - 1
+			a.open[i] = a.open[last]
+			a.open = a.open[:last]
+			if d := a.dayAt(h.day); d >= 0 {
+				a.days[d].reserved -= h.cost
+			}
+			if h.credits {
+				a.held -= h.cost
+			}
+			return h, true
+		}
+	}
+	return hold{}, false
+}
+
+// Commit turns r into committed spend of its day and, if it was held
+// against credits, debits the balance. fn, if not nil, runs while the
+// principal is locked, after the change, so records appended by fn follow
+// the order of balance changes; it must be quick and must not call back
+// into s for the same principal. Commit reports false, doing nothing and
+// not calling fn, when r is no longer open (committed or released already):
+// a second Commit never debits twice. A reservation that holds nothing
+// (zero cost) always commits, calling fn with the principal's current
+// figures. Safe for concurrent use.
+func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
+	if r.acct == nil {
+		if fn == nil {
+			return true
+		}
+		a := s.lock(r.principal, false)
+		if a == nil {
+			fn(Committed{})
+			return true
+		}
+		defer a.mu.Unlock()
+		fn(Committed{SpentToday: a.spent(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
+		return true
+	}
+	a := r.acct
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, ok := a.take(r.seq)
+	if !ok {
+		return false
+	}
+	a.dayEntry(h.day).committed += h.cost
+	if h.credits {
+		a.balance -= h.cost
+	}
+	if fn != nil {
+		fn(Committed{SpentToday: a.spent(h.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
+	}
+	return true
+}
+
+// Release returns r's reserved cost unused. It reports false, doing
+// nothing, when r is no longer open. Safe for concurrent use.
+func (s *Spend) Release(r Reservation) bool {
+	if r.acct == nil {
+		return true
+	}
+	a := r.acct
+	a.mu.Lock()
+	_, ok := a.take(r.seq)
+	a.mu.Unlock()
+	return ok
+}
+
+// TopUp adds amount (negative for a correction) to principal's credits
+// balance, giving the principal a balance (making it prepaid) if it had
+// none, and returns the new balance. fn, if not nil, runs with the new
+// balance while the principal is locked, as in Commit. Safe for concurrent
+// use.
+func (s *Spend) TopUp(principal string, amount money.Micros, fn func(balanceAfter money.Micros)) money.Micros {
+	a := s.lock(principal, true)
+	defer a.mu.Unlock()
+	a.balance += amount
+	a.hasBalance = true
+	if fn != nil {
+		fn(a.balance)
+	}
+	return a.balance
+}
+
+// Balance returns principal's credits balance (committed debits only; open
+// reservations do not lower it) and whether it has one. Safe for
+// concurrent use.
+func (s *Spend) Balance(principal string) (money.Micros, bool) {
+	a := s.lock(principal, false)
+	if a == nil {
+		return 0, false
+	}
+	defer a.mu.Unlock()
+	return a.balance, a.hasBalance
+}
+
+// Today returns principal's committed plus reserved spend on day. Safe for
+// concurrent use.
+func (s *Spend) Today(principal string, day Day) (spent money.Micros) {
+	a := s.lock(principal, false)
+	if a == nil {
+		return 0
+	}
+	defer a.mu.Unlock()
+	return a.spent(day)
+}
+
+// Restore sets principal's committed spend on day to spent, replacing what
+// was recorded; the gateway calls it once per (principal, day) with the
+// ledger's sum when it starts. Open reservations are kept. Safe for
+// concurrent use.
+func (s *Spend) Restore(principal string, day Day, spent money.Micros) {
+	a := s.lock(principal, true)
+	a.dayEntry(day).committed = spent
+	a.mu.Unlock()
+}
+
+// RestoreBalance sets principal's credits balance, making it prepaid.
+// Safe for concurrent use.
+func (s *Spend) RestoreBalance(principal string, balance money.Micros) {
+	a := s.lock(principal, true)
+	a.balance, a.hasBalance = balance, true
+	a.mu.Unlock()
+}
+
+// keepDays is how many days before the current UTC date Sweep keeps. Any
+// zone's local date is within a day of the UTC date, so this keeps at
+// least the local today and yesterday everywhere.
+const keepDays = 2
+
+// Sweep drops the day entries older than two days before now's UTC date
+// (those with open reservations are kept) and evicts principals left with
+// no day, no balance and no open reservation, returning how many it
+// evicted. Balances are never dropped. Run it periodically, e.g. hourly.
+// Safe for concurrent use.
+func (s *Spend) Sweep(now time.Time) (evicted int) {
+	oldest := localDay(now, time.UTC) - keepDays
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for p, a := range sh.m {
+			a.mu.Lock()
+			kept := a.days[:0]
+			for _, d := range a.days {
+				if d.day >= oldest || d.reserved != 0 {
+					kept = append(kept, d)
+				}
+			}
+			clear(a.days[len(kept):])
+			a.days = kept
+			if len(a.days) == 0 && len(a.open) == 0 && !a.hasBalance {
+				a.dead = true
+				delete(sh.m, p)
+				evicted++
+			}
+			a.mu.Unlock()
+		}
+		sh.m, sh.peak = compactMap(sh.m, sh.peak)
+		sh.mu.Unlock()
+	}
+	return evicted
+}
+
+// Len returns the number of principals tracked. Safe for concurrent use.
+func (s *Spend) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}

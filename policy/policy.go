@@ -1,0 +1,290 @@
+// Package policy owns policies.json and per-principal policy overrides:
+// strict decoding with every problem reported at its JSON path, layering
+// (defaults ← tier ← override, plus the enforced deny list) and compilation
+// into immutable decisions that the gateway consults on every tool call.
+//
+// Decisions are precomputed per catalog tool at compile time, so that
+// Effective.Decide is an index lookup without allocation. The package reads
+// package catalog and nothing above it; it does not store overrides, count
+// calls or spend (package meter), identify callers or speak HTTP.
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/money"
+)
+
+// Mode is a policy's posture: open (the default; no allow list means every
+// tool is allowed, store errors fail open) or strict (only explicitly allowed
+// tools pass; any error denies). It also types the document's fail_mode.
+// The zero value, ModeUnset, means "not given" and behaves as ModeOpen.
+type Mode uint8
+
+// The modes.
+const (
+	ModeUnset Mode = iota
+	ModeOpen
+	ModeStrict
+)
+
+// String returns the mode as written in configuration ("open", "strict"),
+// or "" for ModeUnset.
+func (m Mode) String() string {
+	switch m {
+	case ModeOpen:
+		return "open"
+	case ModeStrict:
+		return "strict"
+	case ModeUnset:
+		return ""
+	}
+	return "invalid"
+}
+
+// ParseMode maps "open" or "strict" to its Mode.
+func ParseMode(s string) (Mode, bool) {
+	switch s {
+	case "open":
+		return ModeOpen, true
+	case "strict":
+		return ModeStrict, true
+	}
+	return ModeUnset, false
+}
+
+// Tier is the class of a principal whose policy layer sits between the
+// defaults and a per-principal override: API-key holders, wallets with a
+// stored override, and every other wallet.
+type Tier uint8
+
+// The tiers. NumTiers sizes arrays indexed by Tier.
+const (
+	TierAPIKey Tier = iota
+	TierWallet
+	TierUnknownWallet
+	NumTiers = 3
+)
+
+var tierNames = [NumTiers]string{"api_key", "wallet", "unknown_wallet"}
+
+// String returns the tier's name in policies.json ("api_key", "wallet",
+// "unknown_wallet").
+func (t Tier) String() string {
+	if int(t) < len(tierNames) {
+		return tierNames[t]
+	}
+	return "invalid"
+}
+
+// ParseTier maps a tier name from policies.json to its Tier.
+func ParseTier(s string) (Tier, bool) {
+	for i, n := range tierNames {
+		if n == s {
+			return Tier(i), true
+		}
+	}
+	return 0, false
+}
+
+// Unlimited is the quota of a rate class that no layer limits.
+const Unlimited = -1
+
+// Quotas holds calls per minute for each rate class, indexed by
+// catalog.RateClass. A class set to Unlimited (-1) is absent from the
+// configuration and not limited; 0 blocks the class.
+type Quotas [catalog.NumRateClasses]int
+
+// MarshalJSON writes the limited classes as an object in class order
+// ({"light":120,"heavy":5}); unlimited classes are left out.
+func (q Quotas) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	first := true
+	for c, n := range q {
+		if n < 0 {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, catalog.RateClass(c).String()...)
+		b = append(b, '"', ':')
+		b = strconv.AppendInt(b, int64(n), 10)
+	}
+	return append(b, '}'), nil
+}
+
+// SpendCap is a policy's daily_spend_cap_usd when the field is present:
+// either a ceiling in micro-USD or, for JSON null, no cap at all.
+type SpendCap struct {
+	// Limit is the daily ceiling; ignored when NoCap is set.
+	Limit money.Micros
+	// NoCap records an explicit null: the layer lifts any earlier cap.
+	NoCap bool
+}
+
+// Policy is one policy object: the defaults, a tier, or a per-key /
+// per-wallet override. Every field is optional; a field that is absent
+// (nil, "" or ModeUnset) leaves the earlier layer's value in place, a
+// present field replaces it wholesale (a present rate_class_quota replaces
+// the whole table, so classes it leaves out become unlimited).
+//
+// A Policy is a plain value: the decoder returns it normalized (patterns
+// deduplicated in their first-seen order, present lists non-nil), and it
+// marshals back to the JSON it was decoded from, normalized. Treat decoded
+// Policies as read-only once compiled; compiled values share their slices.
+type Policy struct {
+	// AllowTools lists patterns; nil means absent, a non-nil empty slice
+	// means present and empty (nothing is allowed).
+	AllowTools []string
+	// DenyTools lists patterns; nil means absent.
+	DenyTools []string
+	// RateClassQuota is nil when absent.
+	RateClassQuota *Quotas
+	// DailySpendCap is nil when absent, {NoCap: true} for JSON null.
+	DailySpendCap *SpendCap
+	// SpendResetTZ is an IANA zone name; "" means absent (effective
+	// default UTC).
+	SpendResetTZ string
+	// Mode is ModeUnset when absent (effective default open).
+	Mode Mode
+}
+
+// MarshalJSON writes the policy object with its present fields only, in a
+// fixed order; daily_spend_cap_usd is a JSON number (5.0) or null.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	sep := func(name string) {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(name)
+		b.WriteString(`":`)
+	}
+	if p.AllowTools != nil {
+		sep("allow_tools")
+		writeStrings(&b, p.AllowTools)
+	}
+	if p.DenyTools != nil {
+		sep("deny_tools")
+		writeStrings(&b, p.DenyTools)
+	}
+	if p.RateClassQuota != nil {
+		sep("rate_class_quota")
+		q, _ := p.RateClassQuota.MarshalJSON()
+		b.Write(q)
+	}
+	if p.DailySpendCap != nil {
+		sep("daily_spend_cap_usd")
+		if p.DailySpendCap.NoCap {
+			b.WriteString("null")
+		} else {
+			b.Write(p.DailySpendCap.Limit.AppendDecimal(nil, 1))
+		}
+	}
+	if p.SpendResetTZ != "" {
+		sep("spend_reset_tz")
+		writeString(&b, p.SpendResetTZ)
+	}
+	if p.Mode != ModeUnset {
+		sep("mode")
+		writeString(&b, p.Mode.String())
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON decodes a policy object strictly (see DecodePolicy); JSON
+// null leaves p unchanged. Problems are reported under the path "$".
+func (p *Policy) UnmarshalJSON(data []byte) error {
+	if string(bytes.TrimSpace(data)) == "null" {
+		return nil
+	}
+	q, err := DecodePolicy(data)
+	if err != nil {
+		return err
+	}
+	*p = *q
+	return nil
+}
+
+// Document is a decoded policies.json. Treat it as read-only once passed to
+// Compile (Compile keeps its own copy).
+type Document struct {
+	// Version is always 1.
+	Version int
+	// FailMode is the gateway-wide posture when a decision cannot be made
+	// (store errors); the decoder sets ModeOpen when absent.
+	FailMode Mode
+	// Defaults is the first layer of every effective policy.
+	Defaults Policy
+	// Tiers holds the second layer, indexed by Tier.
+	Tiers [NumTiers]Policy
+	// EnforcedDenyTools applies to every principal; no layer lifts it.
+	// The decoder leaves it nil when empty.
+	EnforcedDenyTools []string
+}
+
+// MarshalJSON writes the document in the shape of policies.json, with every
+// section present (normalized).
+func (d Document) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(`{"version":`)
+	b.WriteString(strconv.Itoa(d.Version))
+	fm := d.FailMode
+	if fm == ModeUnset {
+		fm = ModeOpen
+	}
+	b.WriteString(`,"fail_mode":`)
+	writeString(&b, fm.String())
+	b.WriteString(`,"defaults":`)
+	pj, _ := d.Defaults.MarshalJSON()
+	b.Write(pj)
+	b.WriteString(`,"tiers":{`)
+	for i := range d.Tiers {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeString(&b, Tier(i).String())
+		b.WriteByte(':')
+		pj, _ := d.Tiers[i].MarshalJSON()
+		b.Write(pj)
+	}
+	b.WriteString(`},"enforced":{"deny_tools":`)
+	writeStrings(&b, d.EnforcedDenyTools)
+	b.WriteString(`}}`)
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON decodes policies.json strictly (see DecodeDocument).
+func (d *Document) UnmarshalJSON(data []byte) error {
+	doc, err := DecodeDocument(data)
+	if err != nil {
+		return err
+	}
+	*d = *doc
+	return nil
+}
+
+func writeString(b *bytes.Buffer, s string) {
+	j, _ := json.Marshal(s) // a string never fails to marshal
+	b.Write(j)
+}
+
+func writeStrings(b *bytes.Buffer, list []string) {
+	b.WriteByte('[')
+	for i, s := range list {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeString(b, s)
+	}
+	b.WriteByte(']')
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test toolgate has, on a fresh machine: installs what the
+# tests need (npm packages for the x402 end-to-end tests, anvil), vets,
+# runs the Go tests under -race, runs each fuzz target briefly, and builds
+# the benchmarks so that they do not rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+go mod download
+if [ -x scripts/e2e-deps.sh ]; then scripts/e2e-deps.sh; fi
+
+step "gofmt + go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))
+if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+go vet ./...
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
+
+step "fuzz (a few seconds each)"
+fuzztime="${FUZZTIME:-5s}"
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for fn in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+    echo "-- $pkg $fn"
+    go test -run='^$' -fuzz="^${fn}\$" -fuzztime="$fuzztime" "$pkg" >/dev/null
+  done
+done
+
+step "benchmarks compile and run once"
+go test -run='^$' -bench=. -benchtime=1x ./... >/dev/null
+
+echo; echo "all tests passed"
