@@ -126,7 +126,6 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 
 var errBadWhen = &apiError{status: 400, msg: "want an RFC 3339 time or a duration such as 24h"}
 
-
 // auditExport serves GET /audit/export?since=&until=: JSON lines of records
 // and checkpoints, ending in a fresh signed checkpoint, verifiable offline.
 func (g *Gateway) auditExport(ctx *fasthttp.RequestCtx) {

@@ -200,4 +200,3 @@ func FuzzLooksLikeSecret(f *testing.F) {
 		}
 	})
 }
-

@@ -27,12 +27,12 @@ import (
 
 type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
-	logFormat, logLevel                         string
-	shutdownTimeout                             time.Duration
-	x402PayTo, x402Network, x402Asset           string
-	x402AssetName, x402AssetVersion             string
-	x402Facilitator, x402RPC, x402RelayerKey    string
-	publicURL                                   string
+	logFormat, logLevel                             string
+	shutdownTimeout                                 time.Duration
+	x402PayTo, x402Network, x402Asset               string
+	x402AssetName, x402AssetVersion                 string
+	x402Facilitator, x402RPC, x402RelayerKey        string
+	publicURL                                       string
 }
 
 func runServe(args []string) error {
