@@ -15,6 +15,7 @@ import (
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/money"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // maxAdminBody bounds management request bodies.
@@ -59,6 +60,9 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	switch {
 	case p == "/healthz":
 		v = map[string]string{"status": "ok"}
+	case p == "/discovery/resources":
+		g.discovery(ctx, st)
+		return true
 	case p == "/authorization/status":
 		v, err = g.apiStatus(ctx, st)
 	case p == "/credits/keys" || strings.HasPrefix(p, "/credits/keys/"):
@@ -435,4 +439,24 @@ func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *apiErr
 		return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", addr))
 	}
 	return g.apiPolicy(ctx, "wallet:"+norm)
+}
+
+// discovery serves GET /discovery/resources: the x402 listing of the
+// priced tools (public, like the 402s themselves).
+func (g *Gateway) discovery(ctx *fasthttp.RequestCtx, st *state) {
+	if !ctx.IsGet() {
+		writeAPIError(ctx, errBadMethod)
+		return
+	}
+	var offers []*x402.Offer
+	for _, rt := range st.routes {
+		if rt.offer != nil {
+			offers = append(offers, rt.offer)
+		}
+	}
+	args := ctx.QueryArgs()
+	limit, _ := args.GetUint("limit")
+	offset, _ := args.GetUint("offset")
+	ctx.Response.Header.SetBytesKV(hdrACAO, strStar)
+	writeJSON(ctx, 200, x402.DiscoveryResources(offers, limit, offset, st.loaded))
 }

@@ -48,6 +48,9 @@ type Options struct {
 	Logger *slog.Logger
 	// SweepInterval evicts idle quota windows and old spend days; 0 = never.
 	SweepInterval time.Duration
+	// X402, if set, lets callers without a key pay per call.
+	X402 *X402Options
+
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
 	UpstreamDial fasthttp.DialFunc
@@ -106,6 +109,20 @@ func New(o Options) (*Gateway, error) {
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	if x := o.X402; x != nil {
+		if x.Settler == nil || x.Nonces == nil {
+			return nil, fmt.Errorf("gateway: x402 needs a settler (facilitator or RPC) and a nonce lock")
+		}
+		if err := x.Config.Validate(); err != nil {
+			return nil, err
+		}
+		if x.VerifyTimeout <= 0 {
+			x.VerifyTimeout = 10 * time.Second
+		}
+		if x.SettleTimeout <= 0 {
+			x.SettleTimeout = 30 * time.Second
+		}
 	}
 	var rb [4]byte
 	rand.Read(rb[:])

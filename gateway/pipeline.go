@@ -13,6 +13,7 @@ import (
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // Ledger outcomes (DESIGN.md section 6).
@@ -47,6 +48,12 @@ type call struct {
 	reserved bool
 	res      meter.Reservation
 	day      meter.Day
+
+	pay        *x402.Payment // x402 caller's payment, nil for API keys
+	payVersion int
+	verified   x402.Verified
+	nonceHeld  bool               // our lock on the authorization, to release if unspent
+	settled    *x402.SettleResult // before_upstream: settled ahead of the call
 
 	cost      money.Micros // billed amount (0 unless committed)
 	upStatus  int
@@ -88,6 +95,10 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 		g.deny(ctx, c, d)
 		return
 	}
+	if c.pay != nil {
+		g.forwardPaid(ctx, c)
+		return
+	}
 	g.forward(ctx, c)
 }
 
@@ -105,8 +116,11 @@ func (g *Gateway) identify(ctx *fasthttp.RequestCtx, c *call) *denial {
 		c.eff = c.st.effective(policy.TierAPIKey, k.Principal)
 		return nil
 	}
-	// x402 payments are identified here (issue 4). Without a key or a
-	// payment, a free tool needs a key; a priced one asks for payment.
+	// Without a key: a priced tool takes an x402 payment (or asks for
+	// one, before any input validation); a free tool needs a key.
+	if c.rt.offer != nil {
+		return g.identifyPayment(ctx, c)
+	}
 	if c.rt.tool.Price > 0 {
 		return g.paymentRequired(c)
 	}
@@ -114,14 +128,14 @@ func (g *Gateway) identify(ctx *fasthttp.RequestCtx, c *call) *denial {
 }
 
 var (
-	bodyInvalidKey = []byte(`{"error":"Invalid API key"}`)
-	bodyMissingKey = []byte(`{"error":"API key required","hint":"send X-API-Key: it-… or Authorization: Bearer it-…"}`)
+	bodyKeyRequired402 = []byte(`{"error":"Payment required","hint":"this gateway takes API keys for this tool (X-API-Key: it-…)"}`)
+	bodyInvalidKey     = []byte(`{"error":"Invalid API key"}`)
+	bodyMissingKey     = []byte(`{"error":"API key required","hint":"send X-API-Key: it-… or Authorization: Bearer it-…"}`)
 )
 
 // paymentRequired answers an unpaid call to a priced tool.
 func (g *Gateway) paymentRequired(c *call) *denial {
-	return &denial{status: 402, outcome: outPaymentRequired, reason: "no_payment",
-		body: []byte(`{"error":"Payment required","hint":"send an API key, or pay with x402"}`)}
+	return &denial{status: 402, outcome: outPaymentRequired, reason: "no_payment", body: bodyKeyRequired402}
 }
 
 // decide applies policy (stage 3), quota (4) and spend (5). On success the
@@ -245,6 +259,13 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 	if d.status == 402 {
 		h.SetBytesKV(hdrCacheControl, strNoStore)
 	}
+	if d.payRequired != nil {
+		h.SetBytesKV(hdrPaymentRequired, d.payRequired)
+	}
+	if d.payResponse != nil {
+		h.SetBytesKV(c.paymentResponseHeader(), d.payResponse)
+	}
+	g.releaseNonce(c) // a denied payment is released unspent
 	rec := g.callRecord(c, d.outcome, d.reason, d.status)
 	if err := g.led.Append(rec).Wait(); err != nil {
 		g.ledgerFailed(ctx, c, err)
@@ -279,6 +300,9 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	}
 	if c.cost > 0 {
 		rec.SpendDay = c.day.String()
+	}
+	if c.pay != nil && c.rt != nil && c.rt.offer != nil {
+		rec.Payment = paymentRecord(c)
 	}
 	return rec
 }
@@ -316,3 +340,11 @@ func s2b(s string) []byte {
 }
 
 var _ = catalog.Light
+
+// paymentResponseHeader names the settlement header for c's x402 version.
+func (c *call) paymentResponseHeader() []byte {
+	if c.payVersion == 1 {
+		return hdrXPaymentResponse
+	}
+	return hdrPaymentResponse
+}

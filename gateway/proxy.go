@@ -9,6 +9,7 @@ import (
 
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // Request headers never forwarded upstream: hop-by-hop headers (RFC 9110
@@ -40,8 +41,9 @@ var (
 	strHTTPS     = []byte("https")
 )
 
-// forward sends an allowed call upstream (stage 7), records it and
-// answers (stage 8). It owns the call's quota slot and reservation.
+// forward sends an allowed call upstream (stage 7), settles an x402
+// payment in after_upstream mode, records the call and answers (stage 8).
+// It owns the call's quota slot, spend reservation and nonce lock.
 func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -53,36 +55,71 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	err := c.rt.client.DoTimeout(req, resp, c.rt.tool.Timeout)
 	c.upLatency = g.now().Sub(t0)
 
+	paidAhead := c.settled != nil // before_upstream: the money has moved
+	var upFail *denial
 	if err != nil {
 		status, reason, msg := 502, "upstream_unreachable", "Upstream unreachable"
 		if errors.Is(err, fasthttp.ErrTimeout) {
 			status, reason, msg = 504, "upstream_timeout", "Upstream timed out"
 		}
 		g.log.Warn("upstream failed", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "err", err)
-		if c.reserved {
-			g.spend.Release(c.res)
-			c.reserved = false
+		upFail = &denial{status: status, outcome: outUpstreamError, reason: reason, body: errorBody(msg)}
+		if !paidAhead {
+			if c.reserved {
+				g.spend.Release(c.res)
+				c.reserved = false
+			}
+			g.deny(ctx, c, upFail)
+			return
 		}
-		g.deny(ctx, c, &denial{status: status, outcome: outUpstreamError, reason: reason, body: errorBody(msg)})
-		return
+	} else {
+		c.upStatus = resp.StatusCode()
 	}
-	c.upStatus = resp.StatusCode()
+
+	// Bill only a served call (upstream < 400), or one already settled.
+	billable := c.reserved && (paidAhead || c.upStatus < 400)
+	sr := c.settled
+	if billable && c.pay != nil && !paidAhead {
+		res, paid, d := g.settle(c) // after_upstream: settle now, body withheld until paid
+		if !paid {
+			g.releaseHolds(c)
+			g.deny(ctx, c, d)
+			return
+		}
+		sr = &res
+	}
+	if !billable && c.pay != nil {
+		g.releaseNonce(c) // not served: the authorization stays unspent
+	}
+
+	outcome, reason, status := outAllowed, "", c.upStatus
+	if upFail != nil {
+		outcome, reason, status = upFail.outcome, upFail.reason, upFail.status
+	} else if c.upStatus >= 400 && !billable {
+		reason = "upstream_status_not_billed"
+	}
+	if sr != nil && sr.Pending {
+		reason = "settlement_pending"
+	}
 
 	var rec *ledger.Record
 	var ticket ledger.Ticket
-	if c.reserved && c.upStatus < 400 {
+	if billable {
 		c.cost = c.rt.tool.Price
-		rec = g.callRecord(c, outAllowed, "", c.upStatus)
+		rec = g.callRecord(c, outcome, reason, status)
 		g.spend.Commit(c.res, func(cm meter.Committed) {
-			if cm.HasBalance {
+			switch {
+			case sr != nil && sr.Success:
+				ticket = g.led.Append(rec, settlementRecord(c, sr))
+			case cm.HasBalance:
 				bal := cm.BalanceAfter
 				ticket = g.led.Append(rec, &ledger.Record{
 					Type: "txn", At: c.start, RequestID: rec.RequestID, Principal: c.principal,
 					Tool: rec.Tool, Kind: "debit", Amount: c.cost, BalanceAfter: &bal,
 				})
-				return
+			default:
+				ticket = g.led.Append(rec)
 			}
-			ticket = g.led.Append(rec)
 		})
 		c.reserved = false
 	} else {
@@ -90,11 +127,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 			g.spend.Release(c.res)
 			c.reserved = false
 		}
-		reason := ""
-		if c.upStatus >= 400 {
-			reason = "upstream_status_not_billed"
-		}
-		rec = g.callRecord(c, outAllowed, reason, c.upStatus)
+		rec = g.callRecord(c, outcome, reason, status)
 		ticket = g.led.Append(rec)
 	}
 	if err := ticket.Wait(); err != nil {
@@ -102,21 +135,29 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 		return
 	}
 
-	// Answer with the upstream's response.
-	resp.Header.CopyTo(&ctx.Response.Header)
-	for _, name := range strippedResponseHeaders {
-		ctx.Response.Header.Del(name)
-	}
-	delConnectionTokens(&ctx.Response.Header, resp.Header.Peek("Connection"))
-	ctx.Response.SetBody(resp.Body())
 	h := &ctx.Response.Header
+	if upFail != nil {
+		writeJSON(ctx, upFail.status, upFail.body)
+		h.SetBytesKV(hdrPolicyAllowed, strTrue)
+	} else {
+		// Answer with the upstream's response.
+		resp.Header.CopyTo(h)
+		for _, name := range strippedResponseHeaders {
+			h.Del(name)
+		}
+		delConnectionTokens(h, resp.Header.Peek("Connection"))
+		ctx.Response.SetBody(resp.Body())
+		h.SetBytesKV(hdrPolicyAllowed, strTrue)
+	}
 	h.SetBytesKV(hdrRequestID, c.reqID)
 	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
 	h.SetBytesKV(hdrACAO, strStar)
 	h.SetBytesKV(hdrACEH, strExposeHeader)
-	h.SetBytesKV(hdrPolicyAllowed, strTrue)
 	var cb [24]byte
 	h.SetBytesKV(hdrCost, c.cost.AppendDecimal(cb[:0], 3))
+	if sr != nil {
+		h.SetBytesKV(c.paymentResponseHeader(), x402.AppendSettleResponse(nil, sr.Response()))
+	}
 }
 
 func prepareUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, c *call) {

@@ -36,6 +36,9 @@ type denial struct {
 	reason     string
 	retryAfter int // seconds; 0 = no Retry-After
 	body       []byte
+
+	payRequired []byte // PAYMENT-REQUIRED header value (x402)
+	payResponse []byte // PAYMENT-RESPONSE / X-PAYMENT-RESPONSE value (x402)
 }
 
 // appendJSONString appends s as a JSON string literal.

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // state is one immutable, compiled configuration: catalog, policies, the
@@ -22,6 +24,7 @@ type state struct {
 	tiers     [3]*policy.Effective
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
+	loaded    time.Time            // when this configuration was compiled
 }
 
 // override is a per-principal policy as written and as compiled.
@@ -33,6 +36,7 @@ type override struct {
 // route is what the proxy needs for a tool, precomputed.
 type route struct {
 	tool   *catalog.Tool
+	offer  *x402.Offer // x402 requirements; nil for free tools or without x402
 	client *fasthttp.HostClient
 	uri    string // full upstream URL without query
 }
@@ -71,7 +75,7 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws))}
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now()}
 	for _, t := range []policy.Tier{policy.TierAPIKey, policy.TierWallet, policy.TierUnknownWallet} {
 		st.tiers[t] = set.Tier(t)
 	}
@@ -87,6 +91,11 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		rt, err := g.newRoute(t)
 		if err != nil {
 			return nil, err
+		}
+		if g.opts.X402 != nil && t.Price > 0 {
+			if rt.offer, err = g.newOffer(t); err != nil {
+				return nil, fmt.Errorf("tool %s: x402: %w", t.ID, err)
+			}
 		}
 		st.routes[i] = rt
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
 )
 
 type serveFlags struct {
@@ -78,9 +80,6 @@ func runServe(args []string) error {
 	default:
 		return exitError{2, fmt.Sprintf("toolgate serve: --sync %q: want always or interval", f.sync)}
 	}
-	if f.x402PayTo != "" {
-		return exitError{2, "toolgate serve: x402 payments are not built yet (issue 4); drop --x402-pay-to"}
-	}
 
 	// Configuration first: a bad file is reported in full before any state is touched.
 	cat, doc, err := loadConfig(f.tools, f.policies)
@@ -112,6 +111,11 @@ func runServe(args []string) error {
 
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute}
+	if f.x402PayTo != "" {
+		if opts.X402, err = x402Options(f, db, log); err != nil {
+			return exitError{2, "toolgate serve: " + err.Error()}
+		}
+	}
 	if usesDemo(cat) {
 		base, stop, err := gateway.StartDemoUpstreams()
 		if err != nil {
@@ -261,4 +265,46 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// x402Options wires x402 from the flags: requirements, the nonce lock in
+// the store, and a facilitator or direct on-chain settlement.
+func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Options, error) {
+	public := f.publicURL
+	if public == "" {
+		public = "http://" + f.listen
+	}
+	cfg, err := x402.NewConfig(f.x402Network, f.x402Asset, f.x402AssetName, f.x402AssetVersion, f.x402PayTo, public)
+	if err != nil {
+		return nil, err
+	}
+	o := &gateway.X402Options{Config: cfg, Nonces: x402.NewNonceLock(db)}
+	switch {
+	case f.x402Facilitator != "" && f.x402RPC != "":
+		return nil, errors.New("give --x402-facilitator or --x402-rpc, not both")
+	case f.x402Facilitator != "":
+		fac := &x402.Facilitator{URL: f.x402Facilitator, HTTP: &http.Client{Timeout: 60 * time.Second}}
+		if os.Getenv("CDP_API_KEY_ID") != "" {
+			if fac.Auth, err = x402.CDPAuthFromEnv(); err != nil {
+				return nil, err
+			}
+		}
+		o.Settler = fac
+		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitator", f.x402Facilitator, "cdp_auth", fac.Auth != nil)
+	case f.x402RPC != "":
+		if f.x402RelayerKey == "" {
+			return nil, errors.New("--x402-rpc needs --x402-relayer-key-file")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		chain, err := x402.DialChain(ctx, f.x402RPC, f.x402RelayerKey)
+		if err != nil {
+			return nil, err
+		}
+		o.Settler = chain
+		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "rpc", f.x402RPC, "relayer", chain.Relayer().Hex())
+	default:
+		return nil, errors.New("--x402-pay-to needs --x402-facilitator URL or --x402-rpc URL")
+	}
+	return o, nil
 }

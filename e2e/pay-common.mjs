@@ -1,0 +1,147 @@
+// Shared command line and output handling for pay-v1.mjs and pay-v2.mjs.
+//
+// Usage: node pay-vN.mjs [flags] URL
+//   --method M        HTTP method (default GET, or POST when --json is given)
+//   --json TEXT       send TEXT as a JSON request body (Content-Type: application/json)
+//   --header "K: V"   extra request header (repeatable)
+//   --count N         make N sequential paid calls (default 1), one output line each
+//   --max-value N     v1 only: the client's maximum payment in atomic units
+//                     (x402-fetch's default is 100000 = 0.10 USDC)
+//   --no-spend-controls  v2 only: disable @x402/core's default spend controls
+//   --also-v1         v2 only: also register the v1 scheme (registerExactEvmScheme)
+// Environment:
+//   PAYER_PRIVATE_KEY  (required) payer key, 0x-prefixed 32-byte hex
+//   PAYER_RPC_URL      local RPC for any chain reads (v1: the wallet client's
+//                      transport); default http://127.0.0.1:8545. The public
+//                      Base Sepolia RPC is never used.
+//
+// Each call prints one JSON line to stdout:
+//   {"i":0,"status":200,"ms":12.3,"body":"...","json":{...}|null,
+//    "paymentResponse":{...}|null,"paymentResponseHeader":"PAYMENT-RESPONSE"|...|null,
+//    "paymentRequired":{...}|null,"headers":{...}}
+// A call that throws (the client refused to pay, a network error) prints
+//   {"i":0,"error":"..."} and the process exits 1 after the remaining calls.
+import { parseArgs } from "node:util";
+
+export function parseCommandLine() {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      method: { type: "string" },
+      json: { type: "string" },
+      header: { type: "string", multiple: true, default: [] },
+      count: { type: "string", default: "1" },
+      "max-value": { type: "string" },
+      "no-spend-controls": { type: "boolean", default: false },
+      "also-v1": { type: "boolean", default: false },
+    },
+  });
+  if (positionals.length !== 1) {
+    die("usage: node pay-vN.mjs [--method M] [--json BODY] [--header 'K: V'] [--count N] URL");
+  }
+  const count = Number(values.count);
+  if (!Number.isInteger(count) || count < 1) die(`bad --count ${values.count}`);
+  const key = process.env.PAYER_PRIVATE_KEY;
+  if (!key || !/^0x[0-9a-fA-F]{64}$/.test(key)) die("set PAYER_PRIVATE_KEY to a 0x-prefixed 32-byte hex key");
+  const headers = {};
+  for (const h of values.header) {
+    const i = h.indexOf(":");
+    if (i <= 0) die(`bad --header ${JSON.stringify(h)}, want "Name: value"`);
+    headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+  }
+  let body;
+  if (values.json !== undefined) {
+    try {
+      JSON.parse(values.json);
+    } catch (e) {
+      die(`--json is not valid JSON: ${e.message}`);
+    }
+    body = values.json;
+    headers["Content-Type"] = "application/json";
+  }
+  return {
+    url: positionals[0],
+    method: values.method ?? (body !== undefined ? "POST" : "GET"),
+    headers,
+    body,
+    count,
+    key,
+    rpcUrl: process.env.PAYER_RPC_URL ?? "http://127.0.0.1:8545",
+    maxValue: values["max-value"],
+    spendControls: !values["no-spend-controls"],
+    alsoV1: values["also-v1"],
+  };
+}
+
+export function die(msg) {
+  process.stderr.write(`${msg}\n`);
+  process.exit(2);
+}
+
+function decodeB64JSON(value) {
+  try {
+    return JSON.parse(Buffer.from(value, "base64").toString("utf8"));
+  } catch {
+    return null;
+  }
+}
+
+// runCalls makes opts.count sequential calls with doFetch(url, init) and
+// prints one line per call. decodeResponse(name, value) decodes a payment
+// response header with the client library's own decoder.
+export async function runCalls(opts, doFetch, decodeResponse) {
+  let failed = false;
+  for (let i = 0; i < opts.count; i++) {
+    const init = { method: opts.method, headers: { ...opts.headers } };
+    if (opts.body !== undefined) init.body = opts.body;
+    const t0 = performance.now();
+    try {
+      const res = await doFetch(opts.url, init);
+      const text = await res.text();
+      const ms = performance.now() - t0;
+      let json = null;
+      try {
+        json = JSON.parse(text);
+      } catch {}
+      let paymentResponse = null;
+      let paymentResponseHeader = null;
+      for (const name of ["PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"]) {
+        const v = res.headers.get(name);
+        if (v) {
+          paymentResponseHeader = name;
+          try {
+            paymentResponse = decodeResponse(name, v);
+          } catch (e) {
+            paymentResponse = { decodeError: e.message, raw: v };
+          }
+          break;
+        }
+      }
+      const pr = res.headers.get("PAYMENT-REQUIRED");
+      const headers = {};
+      res.headers.forEach((v, k) => {
+        headers[k] = v;
+      });
+      out({
+        i,
+        status: res.status,
+        ms: Math.round(ms * 1000) / 1000,
+        body: text,
+        json,
+        paymentResponse,
+        paymentResponseHeader,
+        paymentRequired: pr ? decodeB64JSON(pr) : null,
+        headers,
+      });
+    } catch (e) {
+      failed = true;
+      const cause = e?.cause ? `: ${e.cause.message ?? e.cause}` : "";
+      out({ i, error: `${e instanceof Error ? e.message : String(e)}${cause}`, ms: performance.now() - t0 });
+    }
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj, (_, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
+}

@@ -1,0 +1,225 @@
+package x402
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ErrFacilitator wraps facilitator answers that carry no decision
+// (transport errors, 5xx, undecodable or incomplete bodies).
+var ErrFacilitator = errors.New("x402: facilitator")
+
+// maxFacilitatorBody bounds how much of a facilitator response is read.
+const maxFacilitatorBody = 1 << 20
+
+// Facilitator is an x402 facilitator HTTP client (POST /verify, POST
+// /settle, GET /supported). The zero value is unusable: URL is required.
+// It is safe for concurrent use; do not change fields after first use.
+type Facilitator struct {
+	// URL is the base URL, e.g. "https://x402.org/facilitator" or
+	// "https://api.cdp.coinbase.com/platform/v2/x402".
+	URL string
+	// HTTP is the client used; nil means a client with a 30 s timeout.
+	// Deadlines should come from the ctx of each call.
+	HTTP *http.Client
+	// Auth, when set, returns a bearer token for one request (for CDP see
+	// CDPAuth); it is called once per request.
+	Auth func(method, host, path string) (string, error)
+}
+
+var _ Settler = (*Facilitator)(nil)
+
+var defaultFacilitatorHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// Verify posts p with the offer's own requirements to /verify. A response
+// carrying isValid is a decision whatever its HTTP status; isValid:false
+// is never success.
+func (f *Facilitator) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult, error) {
+	status, body, err := f.post(ctx, "verify", p, o)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	var r struct {
+		IsValid        *bool  `json:"isValid"`
+		InvalidReason  string `json:"invalidReason"`
+		InvalidMessage string `json:"invalidMessage"`
+		Payer          string `json:"payer"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.IsValid == nil {
+		return VerifyResult{}, fmt.Errorf("%w: verify: HTTP %d: no isValid in %q", ErrFacilitator, status, snippet(body))
+	}
+	res := VerifyResult{Valid: *r.IsValid, Reason: r.InvalidReason, Message: r.InvalidMessage, Payer: r.Payer}
+	if res.Valid && status/100 != 2 {
+		return VerifyResult{}, fmt.Errorf("%w: verify: HTTP %d with isValid:true", ErrFacilitator, status)
+	}
+	if !res.Valid && res.Reason == "" {
+		res.Reason = "invalid_payment"
+	}
+	return res, nil
+}
+
+// Settle posts p with the offer's own requirements to /settle. A response
+// carrying success is a decision whatever its HTTP status. Errors after
+// the request may have reached the facilitator wrap ErrOutcomeUnknown.
+func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
+	status, body, err := f.post(ctx, "settle", p, o)
+	if err != nil {
+		return SettleResult{}, err
+	}
+	var r struct {
+		Success      *bool  `json:"success"`
+		ErrorReason  string `json:"errorReason"`
+		ErrorMessage string `json:"errorMessage"`
+		Payer        string `json:"payer"`
+		Transaction  string `json:"transaction"`
+		Network      string `json:"network"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Success == nil {
+		return SettleResult{}, fmt.Errorf("%w: %w: settle: HTTP %d: no success in %q", ErrFacilitator, ErrOutcomeUnknown, status, snippet(body))
+	}
+	res := SettleResult{Success: *r.Success, Reason: r.ErrorReason, Message: r.ErrorMessage,
+		Payer: r.Payer, Transaction: r.Transaction, Network: r.Network}
+	if res.Network == "" {
+		res.Network = o.Network(p.Version)
+	}
+	switch {
+	case res.Success && (status/100 != 2 || res.Transaction == ""):
+		return SettleResult{}, fmt.Errorf("%w: %w: settle: HTTP %d success without transaction", ErrFacilitator, ErrOutcomeUnknown, status)
+	case !res.Success && res.Reason == ReasonSettlementPending:
+		res.Pending = true
+	case !res.Success && res.Reason == "":
+		res.Reason = "settle_failed"
+	}
+	return res, nil
+}
+
+// SupportedKind is one entry of GET /supported.
+type SupportedKind struct {
+	X402Version int             `json:"x402Version"`
+	Scheme      string          `json:"scheme"`
+	Network     string          `json:"network"`
+	Extra       json.RawMessage `json:"extra,omitempty"`
+}
+
+// Supported is the answer of GET /supported.
+type Supported struct {
+	Kinds      []SupportedKind     `json:"kinds"`
+	Extensions []string            `json:"extensions,omitempty"`
+	Signers    map[string][]string `json:"signers,omitempty"`
+}
+
+// Supports reports whether the facilitator lists (version, scheme, network).
+func (s Supported) Supports(version int, scheme, network string) bool {
+	for _, k := range s.Kinds {
+		if k.X402Version == version && k.Scheme == scheme && k.Network == network {
+			return true
+		}
+	}
+	return false
+}
+
+// Supported fetches GET /supported.
+func (f *Facilitator) Supported(ctx context.Context) (Supported, error) {
+	status, body, err := f.do(ctx, http.MethodGet, "supported", nil)
+	if err != nil {
+		return Supported{}, err
+	}
+	var s Supported
+	if status/100 != 2 {
+		return Supported{}, fmt.Errorf("%w: supported: HTTP %d: %q", ErrFacilitator, status, snippet(body))
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		return Supported{}, fmt.Errorf("%w: supported: %v", ErrFacilitator, err)
+	}
+	return s, nil
+}
+
+func (f *Facilitator) post(ctx context.Context, op string, p *Payment, o *Offer) (int, []byte, error) {
+	if p == nil || len(p.Raw) == 0 {
+		return 0, nil, fmt.Errorf("%w: %s: payment without raw payload", ErrFacilitator, op)
+	}
+	req := o.Requirements(p.Version)
+	if req == nil {
+		return 0, nil, fmt.Errorf("%w: %s: no v%d requirements for %s", ErrFacilitator, op, p.Version, o.cfg.Network)
+	}
+	body := make([]byte, 0, 80+len(p.Raw)+len(req))
+	body = append(body, `{"x402Version":`...)
+	body = append(body, byte('0'+p.Version))
+	body = append(body, `,"paymentPayload":`...)
+	body = append(body, p.Raw...)
+	body = append(body, `,"paymentRequirements":`...)
+	body = append(body, req...)
+	body = append(body, '}')
+	status, resp, err := f.do(ctx, http.MethodPost, op, body)
+	if err != nil && op == "settle" && mayHaveSent(err) {
+		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
+	return status, resp, err
+}
+
+func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (int, []byte, error) {
+	endpoint := strings.TrimRight(f.URL, "/") + "/" + op
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return 0, nil, fmt.Errorf("%w: bad URL %q", ErrFacilitator, f.URL)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s: %v", ErrFacilitator, op, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if f.Auth != nil {
+		tok, err := f.Auth(method, u.Host, u.Path)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: %s: auth: %v", ErrFacilitator, op, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	hc := f.HTTP
+	if hc == nil {
+		hc = defaultFacilitatorHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s: %w", ErrFacilitator, op, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFacilitatorBody))
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("%w: %s: read: %w", ErrFacilitator, op, err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// mayHaveSent reports whether a request error may have happened after the
+// server received the request (anything but a failed dial).
+func mayHaveSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	return true
+}
+
+func snippet(b []byte) string {
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}
