@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/toolgate/toolgate/"
+
+// TestLayout_Dependencies keeps DESIGN.md section 9's rules: dependencies
+// point one way (cmd → gateway → domain packages); only gateway imports
+// fasthttp; only x402 (and the e2e test helpers) import go-ethereum; domain
+// packages import only lower domain packages.
+func TestLayout_Dependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{join .Imports " "}}`, mod+"...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Which toolgate packages each domain package may import.
+	domain := map[string][]string{
+		"money":    {},
+		"catalog":  {"money"},
+		"identity": {},
+		"policy":   {"catalog", "money"},
+		"meter":    {"money"},
+		"ledger":   {"money"},
+		"x402":     {"money"},
+	}
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imps, _ := strings.Cut(line, "|")
+		name := strings.TrimPrefix(pkg, mod)
+		for _, imp := range strings.Fields(imps) {
+			if strings.HasPrefix(imp, "github.com/valyala/fasthttp") && name != "gateway" {
+				t.Errorf("%s imports %s: only gateway may use fasthttp", name, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/ethereum/go-ethereum") && name != "x402" && !strings.HasPrefix(name, "e2e/") {
+				t.Errorf("%s imports %s: only x402 may use go-ethereum", name, imp)
+			}
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, mod)
+			if allowed, ok := domain[name]; ok {
+				seen++
+				okDep := false
+				for _, a := range allowed {
+					okDep = okDep || a == dep
+				}
+				if !okDep {
+					t.Errorf("domain package %s imports %s: not allowed (allowed: %v)", name, dep, allowed)
+				}
+			}
+			if name == "gateway" && (dep == "cmd/toolgate" || strings.HasPrefix(dep, "e2e")) {
+				t.Errorf("gateway imports %s", dep)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no domain imports seen: is the module path right?")
+	}
+}
