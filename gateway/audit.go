@@ -40,12 +40,8 @@ func (g *Gateway) apiAudit(ctx *fasthttp.RequestCtx, p string) bool {
 	// Collect first so that a store error still yields a clean status.
 	var lines []byte
 	n := 0
-	err := g.led.Query(q, func(r *ledger.Record) error {
-		b, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		lines = append(append(lines, b...), '\n')
+	err := g.led.QueryRaw(q, func(raw []byte) error {
+		lines = append(append(lines, raw...), '\n')
 		n++
 		return nil
 	})

@@ -115,6 +115,9 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	default:
 		return g.paymentInvalid(c, v.Reason)
 	}
+	// The signature is good: whatever happens next is this wallet's call.
+	c.principal = "wallet:" + v.Payer
+	c.tier = tierOf(c.principal, c.st)
 	ok, err := g.opts.X402.Nonces.Lock(v.Key, v.ValidBefore)
 	if err != nil {
 		g.log.Error("nonce lock", "request_id", string(c.reqID), "err", err)
@@ -125,8 +128,6 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 		return g.paymentInvalid(c, x402.ReasonNonceUsed)
 	}
 	c.nonceHeld = true
-	c.principal = "wallet:" + v.Payer
-	c.tier = tierOf(c.principal, c.st)
 	c.eff = c.st.effective(c.tier, c.principal)
 	return nil
 }

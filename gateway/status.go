@@ -149,10 +149,8 @@ func (g *Gateway) restoreMeters() error {
 	if err != nil {
 		return err
 	}
-	err = g.led.Query(ledger.Query{Type: "txn"}, func(r *ledger.Record) error {
-		if r.BalanceAfter != nil {
-			balances[r.Principal] = *r.BalanceAfter // oldest first: the last one wins
-		}
+	err = g.led.LatestBalances(func(principal string, balance money.Micros) error {
+		balances[principal] = balance
 		return nil
 	})
 	if err != nil {

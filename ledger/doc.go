@@ -13,14 +13,21 @@
 //
 // # Key layout
 //
-//	l/r/<seq u64 BE>                          record JSON (Record.AppendJSON)
+//	l/r/<seq u64 BE>                          record, stored form (binary.go)
 //	l/t/<at><seq u64 BE>                      time index; value: type 0x00 outcome 0x00 tool
-//	l/p/<principal> 0x00 <at><seq u64 BE>     principal index (identified principals only); same value
+//	l/p/<principal> 0x00 <at><seq u64 BE>     principal index (identified principals only);
+//	                                          value: a byte-exact copy of the l/r/ value
+//	l/b/<principal>                           seq (u64 BE) of the principal's latest txn
+//	                                          with balance_after (LatestBalances)
 //	l/c/<seq u64 BE>                          checkpoint JSON, covering record seq
 //
 // <at> is the record's At as Unix nanoseconds with the sign bit flipped,
 // 8 bytes big-endian, so keys sort by time. A group's records, their index
 // entries and a due checkpoint are written in one badger transaction.
+// Records are stored in a compact canonical binary form from which their
+// JSON (the hashed and exported form) is re-derived byte for byte; the
+// principal index repeats it so that a replay reads one index range and
+// no record keys. Verify checks every index entry against the chain.
 //
 // # Hash chain
 //
@@ -31,10 +38,11 @@
 // always present, balance_after_micros present whenever set), integers in
 // decimal, amounts as integer micro-USD, at as RFC 3339 UTC with
 // nanoseconds and trailing zeros trimmed, strings valid UTF-8 with only
-// '"', '\' and bytes below 0x20 escaped (the latter as \u00xx). The stored
-// and exported form is the canonical JSON with ,"prev":"…","hash":"…"
-// inserted before the closing brace; verification re-encodes each record
-// and rejects any other byte string.
+// '"', '\' and bytes below 0x20 escaped (the latter as \u00xx). The
+// exported and served form (AppendJSON) is the canonical JSON with
+// ,"prev":"…","hash":"…" inserted before the closing brace; verification
+// of an export re-encodes each record and rejects any other byte string,
+// and the stored binary form admits exactly one encoding per record.
 //
 // # Checkpoints
 //

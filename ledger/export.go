@@ -18,7 +18,7 @@ import (
 // record, so a file cut short is detected. An export is one contiguous seq
 // range, from the smallest to the largest seq in the time range: if clocks
 // stepped back, a few records just outside the range are included so the
-// chain stays unbroken. Record lines are the stored JSON (see Record.AppendJSON);
+// chain stays unbroken. Record lines are the records' JSON (see Record.AppendJSON);
 // checkpoint lines are {"type":"checkpoint","seq","hash","at","count","sig"}.
 // An empty range writes nothing.
 //
@@ -52,7 +52,7 @@ func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 		c := &chain{pub: l.pub, rep: Report{OK: true}}
 
 		ro := badger.DefaultIteratorOptions
-		ro.Prefix = prefixRecord
+		ro.Prefix, ro.PrefetchValues = prefixRecord, false
 		ri := txn.NewIterator(ro)
 		defer ri.Close()
 		co := badger.DefaultIteratorOptions
@@ -66,28 +66,29 @@ func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 		anchored := false // a checkpoint at or after hi verified
 		for ri.Seek(seqKey(prefixRecord, lo)); ri.Valid() && !anchored; ri.Next() {
 			ks := binary.BigEndian.Uint64(ri.Item().Key()[len(prefixRecord):])
-			v, err := ri.Item().ValueCopy(nil)
+			ok := true
+			err := ri.Item().Value(func(v []byte) error {
+				if !c.started {
+					var r Record
+					var prev, self [32]byte
+					if err := r.decodeBinaryHashes(v, &prev, &self); err != nil {
+						return fmt.Errorf("export: %w: record %d undecodable", ErrTampered, ks)
+					}
+					c.anchor(lo-1, prev)
+				}
+				ok = c.stored(v, ks)
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			if !c.started {
-				var r Record
-				if err := r.UnmarshalJSON(v); err != nil {
-					return fmt.Errorf("export: %w: record %d undecodable", ErrTampered, ks)
-				}
-				prev, okp := parseHash(r.Prev)
-				if !okp {
-					return fmt.Errorf("export: %w: record %d has a malformed prev", ErrTampered, ks)
-				}
-				c.anchor(lo-1, prev)
-			}
-			if !c.record(v, ks) {
+			if !ok {
 				return fmt.Errorf("export: %w: %s", ErrTampered, c.rep.Reason)
 			}
 			inRange := ks <= hi
 			if inRange {
-				bw.Write(v)
-				bw.WriteByte('\n')
+				line = c.r.appendJSONHashes(line[:0], &c.prev, &c.self)
+				bw.Write(append(line, '\n'))
 			}
 			for ; ci.Valid(); ci.Next() {
 				s := binary.BigEndian.Uint64(ci.Item().Key()[len(prefixCheckpoint):])

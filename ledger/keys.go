@@ -11,12 +11,16 @@ var (
 	prefixPrincipal  = []byte("l/p/")
 	prefixTime       = []byte("l/t/")
 	prefixCheckpoint = []byte("l/c/")
+	prefixBalance    = []byte("l/b/")
 )
 
 func seqKey(prefix []byte, seq uint64) []byte {
-	k := make([]byte, 0, len(prefix)+8)
-	k = append(k, prefix...)
-	return binary.BigEndian.AppendUint64(k, seq)
+	return appendSeqKey(make([]byte, 0, len(prefix)+8), prefix, seq)
+}
+
+func appendSeqKey(b, prefix []byte, seq uint64) []byte {
+	b = append(b, prefix...)
+	return binary.BigEndian.AppendUint64(b, seq)
 }
 
 // timeBytes maps t to 8 bytes that sort like t: Unix nanoseconds with the
@@ -26,10 +30,13 @@ func appendTime(b []byte, t time.Time) []byte {
 }
 
 func timeKey(at time.Time, seq uint64) []byte {
-	k := make([]byte, 0, len(prefixTime)+16)
-	k = append(k, prefixTime...)
-	k = appendTime(k, at)
-	return binary.BigEndian.AppendUint64(k, seq)
+	return appendTimeKey(make([]byte, 0, len(prefixTime)+16), at, seq)
+}
+
+func appendTimeKey(b []byte, at time.Time, seq uint64) []byte {
+	b = append(b, prefixTime...)
+	b = appendTime(b, at)
+	return binary.BigEndian.AppendUint64(b, seq)
 }
 
 func principalPrefix(p string) []byte {
@@ -40,15 +47,26 @@ func principalPrefix(p string) []byte {
 }
 
 func principalKey(p string, at time.Time, seq uint64) []byte {
-	k := principalPrefix(p)
-	k = appendTime(k, at)
-	return binary.BigEndian.AppendUint64(k, seq)
+	return appendPrincipalKey(nil, p, at, seq)
 }
 
-// indexValue is the value of both index entries: type, outcome and tool
+func appendPrincipalKey(b []byte, p string, at time.Time, seq uint64) []byte {
+	b = append(b, prefixPrincipal...)
+	b = append(b, p...)
+	b = append(b, 0)
+	b = appendTime(b, at)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func balanceKey(p string) []byte {
+	return append(append(make([]byte, 0, len(prefixBalance)+len(p)), prefixBalance...), p...)
+}
+
+// indexValue is the value of a time index entry: type, outcome and tool
 // separated by NUL, so queries filter without reading the record.
-func indexValue(r *Record) []byte {
-	v := make([]byte, 0, len(r.Type)+len(r.Outcome)+len(r.Tool)+2)
+func indexValue(r *Record) []byte { return appendIndexValue(nil, r) }
+
+func appendIndexValue(v []byte, r *Record) []byte {
 	v = append(v, r.Type...)
 	v = append(v, 0)
 	v = append(v, r.Outcome...)

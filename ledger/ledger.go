@@ -76,8 +76,10 @@ type Ledger struct {
 	hash    [32]byte
 	pending *group
 	closed  bool
-	err     error // sticky write failure
+	err     error  // sticky write failure
+	hashHex string // hex of hash: the next record's Prev
 	scratch []byte
+	spare   *group // a committed group's buffers, reused by the next group
 
 	hmu   sync.Mutex // guards the committed head; written only by the writer
 	cSeq  uint64
@@ -97,16 +99,22 @@ type Ledger struct {
 }
 
 // group is the set of records appended between two writer passes; they
-// are committed together.
+// are committed together. Keys and values of all its entries are packed
+// back to back in buf, so a group costs a few allocations however many
+// records it holds.
 type group struct {
-	entries  []kv
+	buf      []byte
+	entries  []span
 	lastSeq  uint64
 	lastHash [32]byte
 	done     chan struct{}
 	err      error
 }
 
-type kv struct{ k, v []byte }
+// span locates one entry in group.buf: key buf[k:v], value buf[v:end].
+type span struct{ k, v, end int }
+
+func (g *group) add(k, v, end int) { g.entries = append(g.entries, span{k, v, end}) }
 
 // Ticket is the receipt for an Append. The zero Ticket is already done.
 type Ticket struct {
@@ -173,16 +181,14 @@ func (l *Ledger) loadHead() error {
 			return err
 		} else if ok {
 			var r Record
-			if err := r.UnmarshalJSON(v); err != nil {
+			var prev, h [32]byte
+			if err := r.decodeBinaryHashes(v, &prev, &h); err != nil {
 				return fmt.Errorf("decode head record %x: %w", k, err)
-			}
-			h, okh := parseHash(r.Hash)
-			if !okh {
-				return fmt.Errorf("head record %d: malformed hash", r.Seq)
 			}
 			l.seq, l.hash = binary.BigEndian.Uint64(k[len(prefixRecord):]), h
 			l.cSeq, l.cHash = l.seq, l.hash
 		}
+		l.hashHex = hex.EncodeToString(l.hash[:])
 		if k, _, ok, err := last(txn, prefixCheckpoint); err != nil {
 			return err
 		} else if ok {
@@ -262,27 +268,55 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	}
 	g := l.pending
 	if g == nil {
-		g = &group{done: make(chan struct{})}
+		g = l.spare
+		l.spare = nil
+		if g == nil {
+			g = &group{}
+		}
+		g.done = make(chan struct{})
 		l.pending = g
 	}
 	for _, r := range recs {
+		prev := l.hash
 		l.seq++
 		r.Seq = l.seq
-		r.Prev = hex.EncodeToString(l.hash[:])
-		l.scratch = r.appendCanonical(l.scratch[:0])
-		l.hash = chainHash(l.hash, l.scratch)
-		r.Hash = hex.EncodeToString(l.hash[:])
+		r.Prev = l.hashHex
+		l.scratch, l.hash = hashRecord(l.scratch, &prev, r)
+		var hx [64]byte
+		hex.Encode(hx[:], l.hash[:])
+		l.hashHex = string(hx[:])
+		r.Hash = l.hashHex
 
-		c := l.scratch
-		v := make([]byte, 0, len(c)+150)
-		v = append(v, c[:len(c)-1]...)
-		v = appendStr(v, `,"prev":`, r.Prev)
-		v = appendStr(v, `,"hash":`, r.Hash)
-		v = append(v, '}')
-		idx := indexValue(r)
-		g.entries = append(g.entries, kv{seqKey(prefixRecord, r.Seq), v}, kv{timeKey(r.At, r.Seq), idx})
-		if r.Principal != "" {
-			g.entries = append(g.entries, kv{principalKey(r.Principal, r.At, r.Seq), idx})
+		// Record: its stored (binary) form, encoded once.
+		k := len(g.buf)
+		g.buf = appendSeqKey(g.buf, prefixRecord, r.Seq)
+		rv := len(g.buf)
+		g.buf = r.appendBinary(g.buf, &prev, &l.hash)
+		rend := len(g.buf)
+		g.add(k, rv, rend)
+		// Time index: filters only.
+		k = len(g.buf)
+		g.buf = appendTimeKey(g.buf, r.At, r.Seq)
+		v := len(g.buf)
+		g.buf = appendIndexValue(g.buf, r)
+		g.add(k, v, len(g.buf))
+		if r.Principal == "" {
+			continue
+		}
+		// Principal index: a byte-exact copy of the record, so a replay
+		// never reads l/r/ (Verify checks the copies).
+		k = len(g.buf)
+		g.buf = appendPrincipalKey(g.buf, r.Principal, r.At, r.Seq)
+		v = len(g.buf)
+		g.buf = append(g.buf, g.buf[rv:rend]...)
+		g.add(k, v, len(g.buf))
+		if r.Type == TypeTxn && r.BalanceAfter != nil {
+			k = len(g.buf)
+			g.buf = append(g.buf, prefixBalance...)
+			g.buf = append(g.buf, r.Principal...)
+			v = len(g.buf)
+			g.buf = binary.BigEndian.AppendUint64(g.buf, r.Seq)
+			g.add(k, v, len(g.buf))
 		}
 	}
 	g.lastSeq, g.lastHash = l.seq, l.hash
@@ -387,8 +421,26 @@ func (l *Ledger) flush(forceCP bool) error {
 	if g != nil {
 		g.err = err
 		close(g.done)
+		if err == nil {
+			l.recycle(g)
+		}
 	}
 	return err
+}
+
+// maxSpare bounds the buffer kept for reuse between groups.
+const maxSpare = 1 << 20
+
+// recycle hands g's buffers to the next group. Tickets keep only g's done
+// channel and err, which the next group replaces with its own.
+func (l *Ledger) recycle(g *group) {
+	if cap(g.buf) > maxSpare {
+		return
+	}
+	spare := &group{buf: g.buf[:0], entries: g.entries[:0]}
+	l.mu.Lock()
+	l.spare = spare
+	l.mu.Unlock()
 }
 
 // write commits the group's entries and the checkpoint in one badger
@@ -397,27 +449,37 @@ func (l *Ledger) flush(forceCP bool) error {
 func (l *Ledger) write(g *group, cpSeq uint64, cp []byte) error {
 	txn := l.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
-	set := func(k, v []byte) error {
-		err := txn.SetEntry(badger.NewEntry(k, v))
+	set := func(e *badger.Entry) error {
+		err := txn.SetEntry(e)
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			if err := txn.Commit(); err != nil {
 				return err
 			}
 			l.commits.Add(1)
 			txn = l.db.NewTransaction(true)
-			err = txn.SetEntry(badger.NewEntry(k, v))
+			err = txn.SetEntry(e)
 		}
 		return err
 	}
+	n := 0
 	if g != nil {
-		for _, e := range g.entries {
-			if err := set(e.k, e.v); err != nil {
+		n = len(g.entries)
+	}
+	if cp != nil {
+		n++
+	}
+	ents := make([]badger.Entry, n) // badger keeps the pointers until commit
+	if g != nil {
+		for i, sp := range g.entries {
+			ents[i] = badger.Entry{Key: g.buf[sp.k:sp.v], Value: g.buf[sp.v:sp.end]}
+			if err := set(&ents[i]); err != nil {
 				return err
 			}
 		}
 	}
 	if cp != nil {
-		if err := set(seqKey(prefixCheckpoint, cpSeq), cp); err != nil {
+		ents[n-1] = badger.Entry{Key: seqKey(prefixCheckpoint, cpSeq), Value: cp}
+		if err := set(&ents[n-1]); err != nil {
 			return err
 		}
 	}

@@ -3,9 +3,13 @@ package ledger
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/toolgate/toolgate/money"
 )
 
 // Query selects records through an index. The zero Query selects every
@@ -26,22 +30,40 @@ type Query struct {
 // first or newest first with Desc. It walks the principal index when
 // q.Principal is set and the time index otherwise, filters on the index
 // entry and reads only matching records, so it never scans the whole log.
-// It reads one consistent snapshot. fn must not keep the record after it
-// returns; an error from fn stops the query and is returned unchanged.
+// A principal query reads the records from the index itself (each entry
+// holds a copy); a time query reads them from l/r/ in near-sequential
+// order. It reads one consistent snapshot. fn must not keep the record
+// (it is reused for the next one; copying it, *r, is fine); an error from
+// fn stops the query and is returned unchanged.
 func (l *Ledger) Query(q Query, fn func(*Record) error) error {
 	var r Record
-	return l.QueryRaw(q, func(raw []byte) error {
-		if err := r.UnmarshalJSON(raw); err != nil {
-			return err
+	return l.scan(q, func(v []byte) error {
+		if err := r.decodeBinary(v); err != nil {
+			return fmt.Errorf("query: %w", err)
 		}
 		return fn(&r)
 	})
 }
 
-// QueryRaw is Query with each record given as its stored JSON (the form
+// QueryRaw is Query with each record given as its JSON (the form
 // MarshalJSON writes, one line without newline), for streaming to clients
-// without decoding. raw is valid only until fn returns.
+// without building Records. raw is valid only until fn returns.
 func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
+	var r Record
+	var prev, hash [32]byte
+	var buf []byte
+	return l.scan(q, func(v []byte) error {
+		if err := r.decodeBinaryHashes(v, &prev, &hash); err != nil {
+			return fmt.Errorf("query: %w", err)
+		}
+		buf = r.appendJSONHashes(buf[:0], &prev, &hash)
+		return fn(buf)
+	})
+}
+
+// scan calls fn with the stored form of each record matching q; v is
+// valid only until fn returns.
+func (l *Ledger) scan(q Query, fn func(v []byte) error) error {
 	prefix := prefixTime
 	if q.Principal != "" {
 		prefix = principalPrefix(q.Principal)
@@ -61,7 +83,11 @@ func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
 		o.Prefix, o.PrefetchValues, o.Reverse = prefix, false, q.Desc
 		it := txn.NewIterator(o)
 		defer it.Close()
-		var buf []byte
+		var rc *recordCursor
+		if q.Principal == "" {
+			rc = newRecordCursor(txn, q.Desc)
+			defer rc.close()
+		}
 		n := 0
 		if q.Desc {
 			it.Seek(hi)
@@ -80,7 +106,17 @@ func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
 			}
 			var match bool
 			err := item.Value(func(v []byte) error {
-				match = q.matchIndex(v)
+				if rc != nil {
+					match = q.matchIndex(v)
+					return nil
+				}
+				typ, outcome, tool, ok := binaryFilter(v)
+				if !ok {
+					return fmt.Errorf("query: principal index entry %x: %w", k, errBinary)
+				}
+				if match = q.match(typ, outcome, tool); match {
+					return fn(v)
+				}
 				return nil
 			})
 			if err != nil {
@@ -89,18 +125,104 @@ func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
 			if !match {
 				continue
 			}
-			rec, err := txn.Get(seqKey(prefixRecord, binary.BigEndian.Uint64(k[len(k)-8:])))
-			if err != nil {
-				return err
-			}
-			if buf, err = rec.ValueCopy(buf[:0]); err != nil {
-				return err
-			}
-			if err := fn(buf); err != nil {
-				return err
+			if rc != nil {
+				if err := rc.get(binary.BigEndian.Uint64(k[len(k)-8:]), fn); err != nil {
+					return err
+				}
 			}
 			if n++; q.Limit > 0 && n >= q.Limit {
 				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// recordCursor reads records by seq through one iterator: when the wanted
+// seq follows the current one (time order is nearly seq order) it steps
+// instead of seeking.
+type recordCursor struct {
+	it   *badger.Iterator
+	desc bool
+	key  []byte
+}
+
+func newRecordCursor(txn *badger.Txn, desc bool) *recordCursor {
+	o := badger.DefaultIteratorOptions
+	o.Prefix, o.PrefetchValues, o.Reverse = prefixRecord, false, desc
+	return &recordCursor{it: txn.NewIterator(o), desc: desc}
+}
+
+func (c *recordCursor) close() { c.it.Close() }
+
+func (c *recordCursor) get(seq uint64, fn func(v []byte) error) error {
+	c.key = appendSeqKey(c.key[:0], prefixRecord, seq)
+	found := false
+	if c.it.Valid() {
+		cmp := bytes.Compare(c.it.Item().Key(), c.key)
+		if cmp != 0 && (cmp < 0) != c.desc {
+			c.it.Next()
+			cmp = 1
+			if c.it.Valid() {
+				cmp = bytes.Compare(c.it.Item().Key(), c.key)
+			}
+		}
+		found = cmp == 0
+	}
+	if !found {
+		c.it.Seek(c.key)
+		if !c.it.Valid() || !bytes.Equal(c.it.Item().Key(), c.key) {
+			return fmt.Errorf("query: record %d: %w", seq, badger.ErrKeyNotFound)
+		}
+	}
+	return c.it.Item().Value(fn)
+}
+
+// LatestBalances calls fn, in principal order, once for each principal
+// that has a "txn" record with BalanceAfter set, with the BalanceAfter of
+// its latest such record (highest seq). It reads one small index (l/b/,
+// written in the same transaction as the record) plus one record per
+// principal, so a restart rebuilds prepaid balances without walking the
+// log. It reads one consistent snapshot and may run beside Append. An
+// index entry that does not lead to a matching record is reported as an
+// error wrapping ErrTampered; an error from fn stops the walk and is
+// returned unchanged.
+func (l *Ledger) LatestBalances(fn func(principal string, balance money.Micros) error) error {
+	return l.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix, o.PrefetchValues = prefixBalance, false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		var r Record
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			principal := string(item.Key()[len(prefixBalance):])
+			var seq uint64
+			err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("latest balances: %w: balance index for %q malformed", ErrTampered, principal)
+				}
+				seq = binary.BigEndian.Uint64(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			rec, err := txn.Get(seqKey(prefixRecord, seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("latest balances: %w: balance index for %q names missing record %d", ErrTampered, principal, seq)
+			}
+			if err != nil {
+				return fmt.Errorf("latest balances: %w", err)
+			}
+			if err := rec.Value(r.decodeBinary); err != nil {
+				return fmt.Errorf("latest balances: record %d: %w", seq, err)
+			}
+			if r.Type != TypeTxn || r.BalanceAfter == nil || r.Principal != principal {
+				return fmt.Errorf("latest balances: %w: balance index for %q names record %d, which is not its balance", ErrTampered, principal, seq)
+			}
+			if err := fn(principal, *r.BalanceAfter); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -112,6 +234,10 @@ func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
 func (q *Query) matchIndex(v []byte) bool {
 	typ, rest, _ := bytes.Cut(v, []byte{0})
 	outcome, tool, _ := bytes.Cut(rest, []byte{0})
+	return q.match(typ, outcome, tool)
+}
+
+func (q *Query) match(typ, outcome, tool []byte) bool {
 	return (q.Type == "" || string(typ) == q.Type) &&
 		(q.Outcome == "" || string(outcome) == q.Outcome) &&
 		(q.ExcludeOutcome == "" || string(outcome) != q.ExcludeOutcome) &&

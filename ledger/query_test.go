@@ -1,12 +1,18 @@
 package ledger
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/toolgate/toolgate/money"
 )
 
 func TestLedger_Query(t *testing.T) {
@@ -132,4 +138,99 @@ func TestLedger_QueryUsesIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLedger_QueryRaw(t *testing.T) {
+	l, _, _ := newLedger(t, Options{Now: stepClock(time.Second)})
+	bal := money.Micros(-3)
+	recs := []*Record{
+		{Type: TypeCall, Principal: "wallet:0xabc", Tool: "t", Outcome: OutcomeAllowed, Reason: "q \" \\ \n é",
+			Payment: &Payment{Version: 2, Scheme: "exact", Amount: 7, Nonce: "0x01"}},
+		{Type: TypeTxn, Principal: "key:k", Kind: KindDebit, Amount: 3, BalanceAfter: &bal},
+		{Type: TypeCall, Tool: "t", Outcome: OutcomeUnauthenticated, Status: 401},
+	}
+	if err := l.Append(recs...).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		q    Query
+		want []*Record
+	}{
+		{"TimeIndex", Query{}, recs},
+		{"PrincipalIndex", Query{Principal: "wallet:0xabc"}, recs[:1]},
+		{"Desc", Query{Desc: true}, []*Record{recs[2], recs[1], recs[0]}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			if err := l.QueryRaw(tt.q, func(raw []byte) error { got = append(got, string(raw)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("records: got %d, want %d", len(got), len(tt.want))
+			}
+			for i, r := range tt.want {
+				if want := string(r.AppendJSON(nil)); got[i] != want {
+					t.Errorf("record %d: got %s, want %s", i, got[i], want)
+				}
+			}
+		})
+	}
+}
+
+func TestLedger_LatestBalances(t *testing.T) {
+	l, db, _ := newLedger(t, Options{})
+	txn := func(p string, b money.Micros) *Record {
+		return &Record{Type: TypeTxn, Principal: p, Kind: KindDebit, Amount: 1, BalanceAfter: &b}
+	}
+	noBal := &Record{Type: TypeTxn, Principal: "key:a", Kind: KindX402Settlement, Amount: 1}
+	if err := l.Append(txn("key:a", 10), txn("key:b", 20), txn("key:a", 9)).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(noBal, callRec("key:c", "t", OutcomeAllowed), txn("key:b", 0)).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("OK", func(t *testing.T) {
+		got := map[string]money.Micros{}
+		err := l.LatestBalances(func(p string, b money.Micros) error { got[p] = b; return nil })
+		if want := map[string]money.Micros{"key:a": 9, "key:b": 0}; err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("LatestBalances: got %v, %v, want %v, nil", got, err, want)
+		}
+	})
+	t.Run("MatchesTxnQuery", func(t *testing.T) {
+		// What the gateway computed before: the last BalanceAfter of a
+		// Type "txn" query wins.
+		want := map[string]money.Micros{}
+		l.Query(Query{Type: TypeTxn}, func(r *Record) error {
+			if r.BalanceAfter != nil {
+				want[r.Principal] = *r.BalanceAfter
+			}
+			return nil
+		})
+		got := map[string]money.Micros{}
+		l.LatestBalances(func(p string, b money.Micros) error { got[p] = b; return nil })
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("LatestBalances: got %v, want %v", got, want)
+		}
+	})
+	t.Run("FnError", func(t *testing.T) {
+		stop := errors.New("stop")
+		n := 0
+		if err := l.LatestBalances(func(string, money.Micros) error { n++; return stop }); err != stop || n != 1 {
+			t.Errorf("LatestBalances: got %v after %d calls, want stop after 1", err, n)
+		}
+	})
+	t.Run("ErrTampered", func(t *testing.T) {
+		// Point key:a's entry at the call record (seq 5).
+		db.Update(func(txn *badger.Txn) error {
+			return txn.Set(balanceKey("key:a"), binary.BigEndian.AppendUint64(nil, 5))
+		})
+		err := l.LatestBalances(func(string, money.Micros) error { return nil })
+		if !errors.Is(err, ErrTampered) {
+			t.Errorf("LatestBalances: got %v, want ErrTampered", err)
+		}
+		if rep := l.Verify(); rep.OK || rep.FirstBadSeq != 3 || !strings.Contains(rep.Reason, "balance index") {
+			t.Errorf("Verify: got %+v, want balance index failure at 3", rep)
+		}
+	})
 }

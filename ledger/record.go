@@ -189,6 +189,16 @@ func (r *Record) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// appendJSONHashes is AppendJSON with prev and hash given in binary.
+func (r *Record) appendJSONHashes(b []byte, prev, hash *[32]byte) []byte {
+	b = r.appendCanonical(b)
+	b = append(b[:len(b)-1], `,"prev":"`...)
+	b = hex.AppendEncode(b, prev[:])
+	b = append(b, `","hash":"`...)
+	b = hex.AppendEncode(b, hash[:])
+	return append(b, `"}`...)
+}
+
 // MarshalJSON writes r as AppendJSON does.
 func (r *Record) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
 
@@ -264,6 +274,15 @@ func chainHash(prev [32]byte, canonical []byte) [32]byte {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// hashRecord writes prev followed by r's canonical bytes into buf (reused)
+// and returns it with SHA-256 over it, the record's hash. The canonical
+// bytes are buf[32:].
+func hashRecord(buf []byte, prev *[32]byte, r *Record) ([]byte, [32]byte) {
+	buf = append(buf[:0], prev[:]...)
+	buf = r.appendCanonical(buf)
+	return buf, sha256.Sum256(buf)
 }
 
 func parseHash(s string) ([32]byte, bool) {

@@ -30,6 +30,10 @@ type chain struct {
 	goodCP  uint64 // last checkpoint that verified
 	rep     Report
 	scratch []byte
+
+	// The last stored record checked by stored, decoded.
+	r          Record
+	prev, self [32]byte
 }
 
 func (c *chain) fail(seq uint64, format string, args ...any) bool {
@@ -44,15 +48,25 @@ func (c *chain) anchor(seq uint64, prev [32]byte) {
 	c.started, c.seq, c.hash, c.goodCP = true, seq, prev, seq
 }
 
-// record checks one stored record: its position, its canonical encoding
-// and its link. keySeq is the seq its key says (or 0 when unkeyed).
-func (c *chain) record(raw []byte, keySeq uint64) bool {
+// position checks that keySeq (0 when unkeyed) is the next seq.
+func (c *chain) position(keySeq uint64) bool {
 	want := c.seq + 1
 	if keySeq != 0 && keySeq != want {
 		if keySeq > want {
 			return c.fail(want, "record %d missing (next stored record is %d)", want, keySeq)
 		}
 		return c.fail(want, "record key %d out of order", keySeq)
+	}
+	return true
+}
+
+// record checks one exported record line: its position, its canonical
+// encoding and its link. keySeq is the seq its key says (or 0 when
+// unkeyed).
+func (c *chain) record(raw []byte, keySeq uint64) bool {
+	want := c.seq + 1
+	if !c.position(keySeq) {
+		return false
 	}
 	var r Record
 	if err := r.UnmarshalJSON(raw); err != nil {
@@ -71,6 +85,32 @@ func (c *chain) record(raw []byte, keySeq uint64) bool {
 	}
 	h := chainHash(c.hash, canon)
 	if r.Hash != hex.EncodeToString(h[:]) {
+		return c.fail(want, "record %d: hash does not match its contents (edited)", want)
+	}
+	c.seq, c.hash = want, h
+	c.rep.Records++
+	return true
+}
+
+// stored checks one stored record (the binary form) like record does,
+// and leaves it decoded in c.r, c.prev and c.self.
+func (c *chain) stored(v []byte, keySeq uint64) bool {
+	want := c.seq + 1
+	if !c.position(keySeq) {
+		return false
+	}
+	if err := c.r.decodeBinaryHashes(v, &c.prev, &c.self); err != nil {
+		return c.fail(want, "record %d: undecodable (edited): %v", want, err)
+	}
+	if c.r.Seq != want {
+		return c.fail(want, "record %d: seq field says %d (records missing, reordered or swapped)", want, c.r.Seq)
+	}
+	if c.prev != c.hash {
+		return c.fail(want, "record %d: prev does not match the hash of record %d (records missing, reordered or rewritten)", want, want-1)
+	}
+	var h [32]byte
+	c.scratch, h = hashRecord(c.scratch, &c.hash, &c.r)
+	if h != c.self {
 		return c.fail(want, "record %d: hash does not match its contents (edited)", want)
 	}
 	c.seq, c.hash = want, h
@@ -99,16 +139,21 @@ func (c *chain) checkpoint(cp Checkpoint) bool {
 }
 
 // Verify recomputes the stored chain from seq 1: each record's position,
-// canonical encoding, prev link and hash, seq gap-freeness, and every
-// checkpoint's signature and agreement with the chain. A non-empty chain
-// without any checkpoint fails (it could be a forgery with the checkpoints
-// removed). On a writable ledger Verify first commits a checkpoint over the
-// in-memory head, so records appended so far are covered; that checkpoint
-// signs the hash the writer computed, never one read back from disk.
-// Deleting the newest records together with their checkpoints cannot be
-// detected from the store alone; compare with an export or a published
-// checkpoint. Verify reads one consistent snapshot and may run beside
-// Append.
+// encoding, prev link and hash, seq gap-freeness, and every checkpoint's
+// signature and agreement with the chain. A non-empty chain without any
+// checkpoint fails (it could be a forgery with the checkpoints removed).
+// When the chain verifies, it then checks the indexes against it: every
+// principal index entry must be a byte-exact copy of its record under the
+// right key, every time index entry must match, none may be missing or
+// extra, and each principal's balance index entry must name its latest
+// balance-bearing txn; a query or restart could otherwise be fed records
+// the chain does not vouch for. On a writable ledger Verify first commits
+// a checkpoint over the in-memory head, so records appended so far are
+// covered; that checkpoint signs the hash the writer computed, never one
+// read back from disk. Deleting the newest records together with their
+// checkpoints cannot be detected from the store alone; compare with an
+// export or a published checkpoint. Verify reads one consistent snapshot
+// and may run beside Append.
 func (l *Ledger) Verify() Report {
 	if err := l.checkpointNow(); err != nil {
 		return Report{Reason: err.Error()}
@@ -119,9 +164,10 @@ func (l *Ledger) Verify() Report {
 func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
 	c := &chain{pub: pub, rep: Report{OK: true}}
 	c.anchor(0, zeroHash)
+	ix := newIndexCheck()
 	err := db.View(func(txn *badger.Txn) error {
 		ro := badger.DefaultIteratorOptions
-		ro.Prefix = prefixRecord
+		ro.Prefix, ro.PrefetchValues = prefixRecord, false
 		ri := txn.NewIterator(ro)
 		defer ri.Close()
 		co := badger.DefaultIteratorOptions
@@ -174,12 +220,15 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
 			if ok, err := checkCPs(ks - 1); err != nil || !ok {
 				return err
 			}
-			v, err := ri.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if !c.record(v, ks) {
+			ok := false
+			err := ri.Item().Value(func(v []byte) error {
+				if ok = c.stored(v, ks); ok {
+					ix.expect(&c.r, v)
+				}
 				return nil
+			})
+			if err != nil || !ok {
+				return err
 			}
 			if ok, err := checkCPs(ks); err != nil || !ok {
 				return err
@@ -190,8 +239,13 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
 		}
 		if c.rep.Records > 0 && c.rep.Checkpoints == 0 {
 			c.fail(1, "no signed checkpoint covers the chain (checkpoints deleted or chain forged)")
+			return nil
 		}
-		return nil
+		seq, reason, err := ix.check(txn)
+		if err == nil && reason != "" {
+			c.fail(seq, "%s", reason)
+		}
+		return err
 	})
 	if err != nil {
 		return Report{Records: c.rep.Records, Checkpoints: c.rep.Checkpoints, Reason: "read store: " + err.Error()}

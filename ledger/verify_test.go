@@ -4,13 +4,22 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/toolgate/toolgate/money"
 )
+
+// atOf returns the At of stored record seq.
+func atOf(t *testing.T, txn *badger.Txn, seq uint64) time.Time {
+	t.Helper()
+	return getStored(t, txn, seqKey(prefixRecord, seq)).At
+}
 
 // buildStopped writes 30 records (checkpoints at 10, 20, 30), stops the
 // ledger and returns the data dir and the public key.
@@ -23,7 +32,12 @@ func buildStopped(t *testing.T) (string, ed25519.PublicKey) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 30; i++ {
-		if err := l.Append(callRec("key:a", "tool-a", OutcomeAllowed)).Wait(); err != nil {
+		r := callRec("key:a", "tool-a", OutcomeAllowed)
+		if i == 4 || i == 24 { // seq 5 and 25: prepaid top-up and debit
+			bal := money.Micros(100 - 2*i)
+			r = &Record{Type: TypeTxn, Principal: "key:a", Kind: KindTopup, Amount: 100, BalanceAfter: &bal}
+		}
+		if err := l.Append(r).Wait(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -41,12 +55,43 @@ func loadRecords(t *testing.T, txn *badger.Txn) []*Record {
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		var r Record
-		if err := it.Item().Value(r.UnmarshalJSON); err != nil {
+		if err := it.Item().Value(r.decodeBinary); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, &r)
 	}
 	return out
+}
+
+// getStored reads the value under key k as a stored record.
+func getStored(t *testing.T, txn *badger.Txn, k []byte) *Record {
+	t.Helper()
+	item, err := txn.Get(k)
+	if err != nil {
+		t.Fatalf("get %q: %v", k, err)
+	}
+	var r Record
+	if err := item.Value(r.decodeBinary); err != nil {
+		t.Fatalf("decode %q: %v", k, err)
+	}
+	return &r
+}
+
+// storedForm encodes r as the ledger stores it, with r.Prev and r.Hash.
+func storedForm(r *Record) []byte {
+	prev, _ := parseHash(r.Prev)
+	hash, _ := parseHash(r.Hash)
+	return r.appendBinary(nil, &prev, &hash)
+}
+
+// editRecord rewrites record seq in l/r/ (only) after applying edit.
+func editRecord(t *testing.T, txn *badger.Txn, seq uint64, edit func(*Record)) {
+	t.Helper()
+	r := getStored(t, txn, seqKey(prefixRecord, seq))
+	edit(r)
+	if err := txn.Set(seqKey(prefixRecord, seq), storedForm(r)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // rehash recomputes prev and hash of recs as a forger would.
@@ -69,7 +114,8 @@ func TestLedger_Verify(t *testing.T) {
 			}
 			rehash(recs)
 			for _, r := range recs {
-				txn.Set(seqKey(prefixRecord, r.Seq), r.AppendJSON(nil))
+				txn.Set(seqKey(prefixRecord, r.Seq), storedForm(r))
+				txn.Set(principalKey(r.Principal, r.At, r.Seq), storedForm(r))
 			}
 			for _, s := range []uint64{10, 20, 30} {
 				switch {
@@ -92,15 +138,23 @@ func TestLedger_Verify(t *testing.T) {
 	}{
 		{"Untouched", func(t *testing.T, txn *badger.Txn) {}, true, 0, ""},
 		{"ChangeField", func(t *testing.T, txn *badger.Txn) {
-			item, _ := txn.Get(seqKey(prefixRecord, 15))
-			v, _ := item.ValueCopy(nil)
-			txn.Set(seqKey(prefixRecord, 15), bytes.Replace(v, []byte(`"tool":"tool-a"`), []byte(`"tool":"tool-b"`), 1))
+			editRecord(t, txn, 15, func(r *Record) { r.Tool = "tool-b" })
 		}, false, 15, "hash does not match"},
 		{"ChangeFieldNonCanonical", func(t *testing.T, txn *badger.Txn) {
-			item, _ := txn.Get(seqKey(prefixRecord, 15))
-			v, _ := item.ValueCopy(nil)
-			txn.Set(seqKey(prefixRecord, 15), bytes.Replace(v, []byte(`"cost_micros":10000`), []byte(`"cost_micros":10000.0`), 1))
-		}, false, 15, ""},
+			// Seq 15 as a two-byte varint: decodes to the same record, but
+			// is not the one stored form.
+			v := storedForm(getStored(t, txn, seqKey(prefixRecord, 15)))
+			at := 1 + 1 + len(TypeCall) + 1 + len(OutcomeAllowed) + 1 + len("tool-a")
+			if v[at] != 15 {
+				t.Fatalf("seq byte: got %d, want 15", v[at])
+			}
+			v = append(v[:at:at], append([]byte{0x8f, 0x00}, v[at+1:]...)...)
+			txn.Set(seqKey(prefixRecord, 15), v)
+		}, false, 15, "undecodable"},
+		{"TrailingBytes", func(t *testing.T, txn *badger.Txn) {
+			v := storedForm(getStored(t, txn, seqKey(prefixRecord, 15)))
+			txn.Set(seqKey(prefixRecord, 15), append(v, 0))
+		}, false, 15, "undecodable"},
 		{"DeleteRecord", func(t *testing.T, txn *badger.Txn) {
 			txn.Delete(seqKey(prefixRecord, 15))
 		}, false, 15, "missing"},
@@ -120,6 +174,42 @@ func TestLedger_Verify(t *testing.T) {
 		{"ForgeryKeepingCheckpoints", forge(false, false), false, 1, "does not match the chain"},
 		{"ForgeryResigned", forge(true, false), false, 1, "signature does not verify"},
 		{"ForgeryWithoutCheckpoints", forge(false, true), false, 1, "no signed checkpoint"},
+		// The principal index holds copies of the records that replays
+		// read; each must equal its chained record.
+		{"PrincipalIndexCopyEdited", func(t *testing.T, txn *badger.Txn) {
+			k := principalKey("key:a", atOf(t, txn, 15), 15)
+			r := getStored(t, txn, k)
+			r.Outcome = OutcomeDenied
+			rehash([]*Record{r}) // even a self-consistent copy must fail
+			txn.Set(k, storedForm(r))
+		}, false, 15, "principal index: entry for record 15 does not match the record"},
+		{"PrincipalIndexEntryDeleted", func(t *testing.T, txn *badger.Txn) {
+			txn.Delete(principalKey("key:a", atOf(t, txn, 15), 15))
+		}, false, 15, "principal index: entry for record 15 missing"},
+		{"PrincipalIndexEntryMoved", func(t *testing.T, txn *badger.Txn) {
+			k := principalKey("key:a", atOf(t, txn, 15), 15)
+			item, _ := txn.Get(k)
+			v, _ := item.ValueCopy(nil)
+			txn.Delete(k)
+			txn.Set(principalKey("key:b", atOf(t, txn, 15), 15), v)
+		}, false, 15, "principal index: entry for record 15 under the wrong key"},
+		{"PrincipalIndexEntryForged", func(t *testing.T, txn *badger.Txn) {
+			r := getStored(t, txn, seqKey(prefixRecord, 15))
+			r.Seq = 31
+			txn.Set(principalKey("key:a", atOf(t, txn, 15).Add(time.Hour), 31), storedForm(r))
+		}, false, 31, "principal index: entry for record 31, which does not exist"},
+		{"TimeIndexEntryDeleted", func(t *testing.T, txn *badger.Txn) {
+			txn.Delete(timeKey(atOf(t, txn, 12), 12))
+		}, false, 12, "time index: entry for record 12 missing"},
+		{"TimeIndexFilterEdited", func(t *testing.T, txn *badger.Txn) {
+			txn.Set(timeKey(atOf(t, txn, 12), 12), []byte("call\x00denied\x00tool-a"))
+		}, false, 12, "time index: entry for record 12 does not match"},
+		{"BalanceIndexStale", func(t *testing.T, txn *badger.Txn) {
+			txn.Set(balanceKey("key:a"), binary.BigEndian.AppendUint64(nil, 5))
+		}, false, 25, "balance index"},
+		{"BalanceIndexDeleted", func(t *testing.T, txn *badger.Txn) {
+			txn.Delete(balanceKey("key:a"))
+		}, false, 25, "balance index"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,9 +370,8 @@ func TestLedger_Export(t *testing.T) {
 	})
 	t.Run("ErrTampered", func(t *testing.T) {
 		l.db.Update(func(txn *badger.Txn) error {
-			item, _ := txn.Get(seqKey(prefixRecord, 3))
-			v, _ := item.ValueCopy(nil)
-			return txn.Set(seqKey(prefixRecord, 3), bytes.Replace(v, []byte(`"tool":"t"`), []byte(`"tool":"u"`), 1))
+			editRecord(t, txn, 3, func(r *Record) { r.Tool = "u" })
+			return nil
 		})
 		var buf bytes.Buffer
 		if err := l.Export(&buf, time.Time{}, time.Time{}); err == nil || !strings.Contains(err.Error(), ErrTampered.Error()) {

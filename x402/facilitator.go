@@ -68,8 +68,10 @@ func (f *Facilitator) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyR
 }
 
 // Settle posts p with the offer's own requirements to /settle. A response
-// carrying success is a decision whatever its HTTP status. Errors after
-// the request may have reached the facilitator wrap ErrOutcomeUnknown.
+// carrying success is a decision whatever its HTTP status. A 4xx answer
+// without one (bad credentials, rate limit) is a plain error: nothing was
+// executed. Other errors after the request may have reached the
+// facilitator wrap ErrOutcomeUnknown.
 func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
 	status, body, err := f.post(ctx, "settle", p, o)
 	if err != nil {
@@ -84,6 +86,11 @@ func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleR
 		Network      string `json:"network"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil || r.Success == nil {
+		if status/100 == 4 {
+			// Refused before settling (bad credentials, rate limit, bad
+			// request): nothing was executed.
+			return SettleResult{}, fmt.Errorf("%w: settle: HTTP %d: no success in %q", ErrFacilitator, status, snippet(body))
+		}
 		return SettleResult{}, fmt.Errorf("%w: %w: settle: HTTP %d: no success in %q", ErrFacilitator, ErrOutcomeUnknown, status, snippet(body))
 	}
 	res := SettleResult{Success: *r.Success, Reason: r.ErrorReason, Message: r.ErrorMessage,

@@ -148,6 +148,8 @@ func TestFacilitator_Settle(t *testing.T) {
 		{name: "Pending", status: 200, body: `{"success":false,"errorReason":"settlement_pending","transaction":"0xcd"}`, pending: true, wantReason: "settlement_pending", wantTx: "0xcd"},
 		{name: "SuccessWithoutTx", status: 200, body: `{"success":true,"transaction":""}`, wantErr: true, wantUnknown: true},
 		{name: "ServerError", status: 500, body: `{"error":"x"}`, wantErr: true, wantUnknown: true},
+		{name: "Unauthorized", status: 401, body: `{"error":"unauthorized"}`, wantErr: true},
+		{name: "RateLimited", status: 429, body: `rate limited`, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

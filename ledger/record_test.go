@@ -1,0 +1,58 @@
+package ledger
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/money"
+)
+
+func TestRecord_Binary(t *testing.T) {
+	bal := money.Micros(-1 << 40)
+	full := &Record{Seq: 1 << 40, Type: TypeCall, At: time.Unix(0, -5).UTC(), RequestID: "r", Principal: "key:k",
+		Tier: "pro", Tool: "a/b", RateClass: "heavy", Outcome: OutcomeSettleFailed, Reason: "x\x00y é",
+		Status: 502, Cost: 1 << 50, SpendDay: "2026-11-26", LatencyUS: -1, UpstreamStatus: 500, UpstreamLatencyUS: 300,
+		Payment: &Payment{Version: 1, Scheme: "exact", Network: "n", Payer: "0x1", Amount: 9, Nonce: "0x2"},
+		Kind:    KindTopup, Amount: -7, BalanceAfter: &bal, Payer: "p", Network: "n2", TxHash: "0xh"}
+	var prev, hash [32]byte
+	prev[0], hash[31] = 1, 2
+	for _, tt := range []struct {
+		name string
+		rec  *Record
+	}{
+		{"Zero", &Record{Type: TypeTxn, At: time.Unix(0, 0).UTC()}},
+		{"Full", full},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := tt.rec.appendBinary(nil, &prev, &hash)
+			var got Record
+			var gp, gh [32]byte
+			if err := got.decodeBinaryHashes(v, &gp, &gh); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(&got, tt.rec) || gp != prev || gh != hash {
+				t.Errorf("round trip:\n got %+v\nwant %+v", &got, tt.rec)
+			}
+			for i := range v { // every proper prefix is rejected
+				if err := got.decodeBinaryHashes(v[:i], &gp, &gh); err == nil {
+					t.Fatalf("decode of %d of %d bytes: got nil error", i, len(v))
+				}
+			}
+		})
+	}
+	t.Run("ReusesStrings", func(t *testing.T) {
+		v := full.appendBinary(nil, &prev, &hash)
+		var r Record
+		r.decodeBinary(v)
+		kept := *full.Payment
+		allocs := testing.AllocsPerRun(100, func() { r.decodeBinary(v) })
+		// Payment, BalanceAfter, Prev and Hash: fresh each time; strings reused.
+		if allocs > 4 {
+			t.Errorf("allocs per decode: got %v, want <= 4", allocs)
+		}
+		if !reflect.DeepEqual(kept, *full.Payment) {
+			t.Errorf("earlier Payment changed")
+		}
+	})
+}
