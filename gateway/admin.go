@@ -60,6 +60,13 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	switch {
 	case p == "/healthz":
 		v = map[string]string{"status": "ok"}
+	case p == "/metrics":
+		if !g.isAdmin(ctx) {
+			err = errAdminOnly
+			break
+		}
+		g.metrics.handler(ctx)
+		return true
 	case p == "/discovery/resources":
 		g.discovery(ctx, st)
 		return true

@@ -48,6 +48,9 @@ type Options struct {
 	Logger *slog.Logger
 	// SweepInterval evicts idle quota windows and old spend days; 0 = never.
 	SweepInterval time.Duration
+	// AccessLog writes one structured line per call at info level.
+	AccessLog bool
+
 	// X402, if set, lets callers without a key pay per call.
 	X402 *X402Options
 
@@ -59,13 +62,14 @@ type Options struct {
 // Gateway serves tool calls and the management API. Create it with New;
 // it is safe for concurrent use.
 type Gateway struct {
-	opts   Options
-	now    func() time.Time
-	log    *slog.Logger
-	quotas *meter.Quotas
-	spend  *meter.Spend
-	keys   *identity.Store
-	led    *ledger.Ledger
+	opts    Options
+	now     func() time.Time
+	log     *slog.Logger
+	quotas  *meter.Quotas
+	spend   *meter.Spend
+	keys    *identity.Store
+	led     *ledger.Ledger
+	metrics *metrics
 
 	adminHash [32]byte
 
@@ -103,6 +107,7 @@ func New(o Options) (*Gateway, error) {
 		adminHash: sha256.Sum256([]byte(o.AdminToken)),
 		clients:   make(map[string]*fasthttp.HostClient),
 		stop:      make(chan struct{}),
+		metrics:   newMetrics(o.DB, o.Ledger),
 	}
 	if g.now == nil {
 		g.now = time.Now

@@ -51,10 +51,11 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
 	rec.Tool = p // the path asked for
-	if err := g.led.Append(rec).Wait(); err != nil {
+	if err := g.wait(g.led.Append(rec)); err != nil {
 		g.ledgerFailed(ctx, c, err)
 		return
 	}
+	g.observe(rec)
 	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
 	writeJSON(ctx, fasthttp.StatusNotFound, append(b, '}'))
 }

@@ -99,6 +99,7 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	c.pay, c.payVersion, c.verified = p, version, v
 	switch v.Status {
 	case x402.StatusValid:
+		g.metrics.x402Verify.WithLabelValues("valid").Inc()
 	case x402.StatusNeedsRemote:
 		// Perhaps a smart-wallet signature: only the facilitator or the
 		// chain can tell.
@@ -106,13 +107,17 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 		vr, err := g.opts.X402.Settler.Verify(vctx, p, offer)
 		cancel()
 		if err != nil {
+			g.metrics.x402Verify.WithLabelValues("error").Inc()
 			g.log.Warn("remote payment verification failed", "request_id", string(c.reqID), "err", err)
 			return paymentUnavailable("verification")
 		}
 		if !vr.Valid {
+			g.metrics.x402Verify.WithLabelValues("remote_invalid").Inc()
 			return g.paymentInvalid(c, vr.Reason)
 		}
+		g.metrics.x402Verify.WithLabelValues("remote_valid").Inc()
 	default:
+		g.metrics.x402Verify.WithLabelValues("invalid").Inc()
 		return g.paymentInvalid(c, v.Reason)
 	}
 	// The signature is good: whatever happens next is this wallet's call.
@@ -168,6 +173,7 @@ func (g *Gateway) settle(c *call) (sr x402.SettleResult, paid bool, d *denial) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.SettleTimeout)
 	defer cancel()
 	sr, err := g.opts.X402.Settler.Settle(ctx, c.pay, c.rt.offer)
+	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()
 	switch {
 	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
@@ -271,4 +277,18 @@ func settlementRecord(c *call, sr *x402.SettleResult) *ledger.Record {
 	return &ledger.Record{Type: "txn", At: c.start, RequestID: string(c.reqID), Principal: c.principal,
 		Tool: c.rt.tool.ID, Kind: "x402_settlement", Amount: c.rt.tool.Price,
 		Payer: c.verified.Payer, Network: sr.Network, TxHash: sr.Transaction}
+}
+
+func settleResult(sr x402.SettleResult, err error) string {
+	switch {
+	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
+		return "unknown"
+	case err != nil:
+		return "error"
+	case sr.Success:
+		return "success"
+	case sr.Pending:
+		return "pending"
+	}
+	return "failed"
 }

@@ -87,11 +87,12 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 		g.deny(ctx, c, g.methodNotAllowed(c))
 		return
 	}
-	if d := g.identify(ctx, c); d != nil {
-		g.deny(ctx, c, d)
-		return
+	d := g.identify(ctx, c)
+	if d == nil {
+		d = g.decide(c)
 	}
-	if d := g.decide(c); d != nil {
+	g.metrics.decision.Observe(seconds(g.now().Sub(c.start)))
+	if d != nil {
 		g.deny(ctx, c, d)
 		return
 	}
@@ -267,10 +268,11 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 	}
 	g.releaseNonce(c) // a denied payment is released unspent
 	rec := g.callRecord(c, d.outcome, d.reason, d.status)
-	if err := g.led.Append(rec).Wait(); err != nil {
+	if err := g.wait(g.led.Append(rec)); err != nil {
 		g.ledgerFailed(ctx, c, err)
 		return
 	}
+	g.observe(rec)
 	writeJSON(ctx, d.status, d.body)
 }
 

@@ -54,6 +54,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	t0 := g.now()
 	err := c.rt.client.DoTimeout(req, resp, c.rt.tool.Timeout)
 	c.upLatency = g.now().Sub(t0)
+	g.metrics.upstream.WithLabelValues(c.rt.tool.ID).Observe(seconds(c.upLatency))
 
 	paidAhead := c.settled != nil // before_upstream: the money has moved
 	var upFail *denial
@@ -130,10 +131,11 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 		rec = g.callRecord(c, outcome, reason, status)
 		ticket = g.led.Append(rec)
 	}
-	if err := ticket.Wait(); err != nil {
+	if err := g.wait(ticket); err != nil {
 		g.ledgerFailed(ctx, c, err)
 		return
 	}
+	g.observe(rec)
 
 	h := &ctx.Response.Header
 	if upFail != nil {

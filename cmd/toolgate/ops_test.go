@@ -159,3 +159,32 @@ func TestServe_GracefulShutdown(t *testing.T) {
 	}
 	p.stop(syscall.SIGTERM)
 }
+
+// TestServe_AccessLog: one structured line per call, and no secret in the
+// log (API key, admin token).
+func TestServe_AccessLog(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir)
+	p := startGateway(t, dir, "--log-format", "json")
+	_, b := p.admin("POST", "/credits/keys", `{}`)
+	secret := jsonField(t, b, "secret").(string)
+	p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret)
+	p.req("POST", "/tools/code_execute", `{}`, "Authorization", "Bearer "+secret)
+	p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", "it-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA")
+	p.stop(syscall.SIGTERM)
+	log, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
+	calls := strings.Count(string(log), `"msg":"call"`)
+	if calls != 3 {
+		t.Fatalf("got %d call lines, want 3:\n%s", calls, log)
+	}
+	for _, want := range []string{`"outcome":"allowed"`, `"outcome":"unauthenticated"`, `"request_id":"`, `"cost_usd":"0.010"`} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	for _, secretText := range []string{secret, secret[3:], testAdmin, "AAAA-AAAA"} {
+		if strings.Contains(string(log), secretText) {
+			t.Fatalf("log contains a secret (%q)", secretText)
+		}
+	}
+}

@@ -29,7 +29,8 @@ import (
 
 type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
-	logFormat, logLevel                             string
+	logFormat, logLevel, metricsListen              string
+	accessLog                                       bool
 	shutdownTimeout                                 time.Duration
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
@@ -48,6 +49,8 @@ func runServe(args []string) error {
 	fs.StringVar(&f.sync, "sync", "interval", "ledger durability: always (fsync every group) or interval (fsync every second)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&f.accessLog, "access-log", true, "log one line per call (info level)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
 	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
@@ -110,7 +113,7 @@ func runServe(args []string) error {
 	}
 
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
-		AdminToken: token, Logger: log, SweepInterval: time.Minute}
+		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
@@ -135,8 +138,18 @@ func runServe(args []string) error {
 		return err
 	}
 	srv := gw.Server()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if f.metricsListen != "" {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return err
+		}
+		msrv := gw.MetricsServer()
+		go func() { errc <- msrv.Serve(mln) }()
+		defer msrv.Shutdown()
+		log.Info("metrics serving", "listen", mln.Addr().String())
+	}
 	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
 
 	sigs := make(chan os.Signal, 2)

@@ -1,0 +1,114 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/toolgate/toolgate/ledger"
+)
+
+// metrics are the gateway's Prometheus series. One set per Gateway, on
+// its own registry (no globals), so tests and several gateways in one
+// process do not collide.
+type metrics struct {
+	reg *prometheus.Registry
+
+	calls       *prometheus.CounterVec   // tool, outcome, reason
+	decision    prometheus.Histogram     // identify → policy → quota → spend
+	upstream    *prometheus.HistogramVec // tool
+	ledgerWait  prometheus.Histogram     // Append → committed, per call
+	x402Verify  *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
+	x402Settle  *prometheus.CounterVec   // result: success, pending, failed, error
+	billedMicro *prometheus.CounterVec   // tool: micro-USD billed
+
+	handler fasthttp.RequestHandler
+}
+
+// latencyBuckets cover 10 µs to 10 s.
+var latencyBuckets = prometheus.ExponentialBuckets(10e-6, 4, 10)
+
+func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_calls_total",
+		Help: "Tool calls by tool, outcome and reason (quota, spend and payment rejections included).",
+	}, []string{"tool", "outcome", "reason"})
+	m.decision = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "toolgate_decision_seconds", Help: "Time to decide a call: identify, policy, quota, spend.",
+		Buckets: prometheus.ExponentialBuckets(250e-9, 4, 10),
+	})
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "toolgate_upstream_seconds", Help: "Upstream latency by tool.", Buckets: latencyBuckets,
+	}, []string{"tool"})
+	m.ledgerWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "toolgate_ledger_commit_wait_seconds", Help: "Time a call waits for its ledger records to commit (group commit).",
+		Buckets: latencyBuckets,
+	})
+	m.x402Verify = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_verifications_total", Help: "x402 payment verifications by result.",
+	}, []string{"result"})
+	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
+	}, []string{"result"})
+	m.billedMicro = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_billed_micro_usd_total", Help: "Micro-USD billed by tool.",
+	}, []string{"tool"})
+	m.reg.MustRegister(m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_lsm_bytes", Help: "Badger LSM size."},
+			func() float64 { lsm, _ := db.Size(); return float64(lsm) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_vlog_bytes", Help: "Badger value log size."},
+			func() float64 { _, vlog := db.Size(); return float64(vlog) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_ledger_head_seq", Help: "Sequence number of the last committed ledger record."},
+			func() float64 { seq, _ := led.Head(); return float64(seq) }),
+	)
+	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	return m
+}
+
+// MetricsServer serves GET /metrics in the Prometheus text format without
+// authentication, for a separate listener (--metrics-listen).
+func (g *Gateway) MetricsServer() *fasthttp.Server {
+	return &fasthttp.Server{Name: "toolgate-metrics", Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) != "/metrics" {
+			ctx.Error("not found", fasthttp.StatusNotFound)
+			return
+		}
+		g.metrics.handler(ctx)
+	}}
+}
+
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+// wait blocks until a ledger ticket is committed, timing it.
+func (g *Gateway) wait(t ledger.Ticket) error {
+	t0 := g.now()
+	err := t.Wait()
+	g.metrics.ledgerWait.Observe(seconds(g.now().Sub(t0)))
+	return err
+}
+
+// observe counts a finished call and, with AccessLog, logs it: one line
+// per call, never a secret (the record holds none).
+func (g *Gateway) observe(r *ledger.Record) {
+	g.metrics.calls.WithLabelValues(r.Tool, r.Outcome, r.Reason).Inc()
+	if r.Cost > 0 {
+		g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
+	}
+	if g.opts.AccessLog {
+		g.log.LogAttrs(context.Background(), slog.LevelInfo, "call",
+			slog.String("request_id", r.RequestID), slog.String("principal", r.Principal),
+			slog.String("tool", r.Tool), slog.String("outcome", r.Outcome), slog.String("reason", r.Reason),
+			slog.Int("status", r.Status), slog.String("cost_usd", string(r.Cost.AppendDecimal(nil, 3))),
+			slog.Int64("latency_us", r.LatencyUS), slog.Int("upstream_status", r.UpstreamStatus),
+			slog.Int64("upstream_latency_us", r.UpstreamLatencyUS))
+	}
+}
