@@ -188,3 +188,31 @@ func TestServe_AccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestServe_WatchConfig: with --watch-config a changed policies.json is
+// applied without a signal.
+func TestServe_WatchConfig(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir)
+	p := startGateway(t, dir, "--watch-config")
+	_, b := p.admin("POST", "/credits/keys", `{}`)
+	secret := jsonField(t, b, "secret").(string)
+	if code, _ := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret); code != 200 {
+		t.Fatalf("before: got %d", code)
+	}
+	pol, _ := os.ReadFile(filepath.Join(dir, "policies.json"))
+	newPol := strings.Replace(string(pol), `"enforced": { "deny_tools": [] }`, `"enforced": { "deny_tools": ["code_execute"] }`, 1)
+	os.WriteFile(filepath.Join(dir, "policies.json"), []byte(newPol), 0o600)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, body := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret)
+		if code == 403 && strings.Contains(string(body), "enforced_deny") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("file change not applied: last %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop(syscall.SIGTERM)
+}

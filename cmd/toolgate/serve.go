@@ -30,7 +30,7 @@ import (
 type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
 	logFormat, logLevel, metricsListen              string
-	accessLog                                       bool
+	accessLog, watch                                bool
 	shutdownTimeout                                 time.Duration
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
@@ -50,6 +50,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one line per call (info level)")
+	fs.BoolVar(&f.watch, "watch-config", false, "also reload policies.json and tools.json when they change on disk (SIGHUP always does)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
@@ -152,23 +153,36 @@ func runServe(args []string) error {
 	}
 	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
 
+	reload := func(why string) {
+		c, d, err := loadConfig(f.tools, f.policies)
+		if err == nil {
+			err = gw.Reload(c, d)
+		}
+		if err != nil {
+			log.Error("reload refused; previous configuration keeps serving", "trigger", why, "err", err)
+		} else {
+			log.Info("configuration reloaded", "trigger", why, "tools", len(c.Tools))
+		}
+	}
+	var changed <-chan struct{}
+	if f.watch {
+		ch := make(chan struct{}, 1)
+		stopWatch := make(chan struct{})
+		defer close(stopWatch)
+		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
+		changed = ch
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
 		case err := <-errc:
 			return err
+		case <-changed:
+			reload("file change")
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				c, d, err := loadConfig(f.tools, f.policies)
-				if err == nil {
-					err = gw.Reload(c, d)
-				}
-				if err != nil {
-					log.Error("reload refused; previous configuration keeps serving", "err", err)
-				} else {
-					log.Info("configuration reloaded", "tools", len(c.Tools))
-				}
+				reload("SIGHUP")
 				continue
 			}
 			log.Info("shutting down", "signal", s.String())
@@ -320,4 +334,38 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 		return nil, errors.New("--x402-pay-to needs --x402-facilitator URL or --x402-rpc URL")
 	}
 	return o, nil
+}
+
+// watchFiles signals on changed whenever one of the files' size or
+// modification time changes, checking every interval. Polling works on
+// every filesystem, including the atomic renames config managers do.
+func watchFiles(stop <-chan struct{}, changed chan<- struct{}, interval time.Duration, paths ...string) {
+	stamp := func() string {
+		var b strings.Builder
+		for _, p := range paths {
+			if fi, err := os.Stat(p); err == nil {
+				fmt.Fprintf(&b, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+			} else {
+				b.WriteString("missing;")
+			}
+		}
+		return b.String()
+	}
+	last := stamp()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if now := stamp(); now != last {
+				last = now
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
 }
