@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,9 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	switch {
 	case p == "/healthz":
 		v = map[string]string{"status": "ok"}
+	case p == "/readyz":
+		g.readyz(ctx)
+		return true
 	case p == "/metrics":
 		if !g.isAdmin(ctx) {
 			err = errAdminOnly
@@ -466,4 +470,51 @@ func (g *Gateway) discovery(ctx *fasthttp.RequestCtx, st *state) {
 	offset, _ := args.GetUint("offset")
 	ctx.Response.Header.SetBytesKV(hdrACAO, strStar)
 	writeJSON(ctx, 200, x402.DiscoveryResources(offers, limit, offset, st.loaded))
+}
+
+// pinger is a settlement backend that can say whether it is reachable.
+type pinger interface{ Ping(ctx context.Context) error }
+
+// readyz serves GET /readyz: 200 when the store is open, the ledger
+// commits, configuration is loaded and (with x402) the facilitator or RPC
+// node answers; 503 naming what is not ready otherwise.
+func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
+	checks := map[string]string{}
+	ready := true
+	fail := func(name, why string) { checks[name], ready = why, false }
+	if g.opts.DB.IsClosed() {
+		fail("store", "closed")
+	} else {
+		checks["store"] = "ok"
+	}
+	if err := g.led.Healthy(); err != nil {
+		fail("ledger", err.Error())
+	} else {
+		checks["ledger"] = "ok"
+	}
+	if st := g.state.Load(); st != nil {
+		checks["config"] = fmt.Sprintf("ok: %d tools", len(st.cat.Tools))
+	} else {
+		fail("config", "not loaded")
+	}
+	if x := g.opts.X402; x != nil {
+		if p, ok := x.Settler.(pinger); ok {
+			pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := p.Ping(pctx)
+			cancel()
+			if err != nil {
+				fail("x402", "settlement backend unreachable")
+				g.log.Warn("readyz: settlement backend unreachable", "err", err)
+			} else {
+				checks["x402"] = "ok"
+			}
+		}
+	}
+	status := 200
+	if !ready {
+		status = 503
+	}
+	body, _ := json.Marshal(map[string]any{"ready": ready, "checks": checks})
+	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
+	writeJSON(ctx, status, body)
 }

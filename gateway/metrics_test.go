@@ -38,3 +38,26 @@ func TestGateway_Metrics(t *testing.T) {
 		t.Fatal("metrics contain an API key")
 	}
 }
+
+func TestGateway_Readyz(t *testing.T) {
+	h := newHarness(t)
+	resp, b := h.do("GET", "/readyz", "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d %s", resp.StatusCode, b)
+	}
+	m := decode(t, b)
+	checks := m["checks"].(map[string]any)
+	if m["ready"] != true || checks["store"] != "ok" || checks["ledger"] != "ok" {
+		t.Fatalf("got %s", b)
+	}
+	h.led.Close() // the ledger stops committing: not ready, and calls are refused
+	resp, b = h.do("GET", "/readyz", "")
+	if resp.StatusCode != 503 || decode(t, b)["ready"] != false {
+		t.Fatalf("after ledger close: got %d %s, want 503", resp.StatusCode, b)
+	}
+	k := "it-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA"
+	resp, b = h.call(k, "extract/structured", `{}`)
+	if resp.StatusCode != 503 {
+		t.Fatalf("call with the ledger closed: got %d %s, want 503 (no answer without a record)", resp.StatusCode, b)
+	}
+}

@@ -85,3 +85,15 @@ func NewConfig(network, asset, assetName, assetVersion, payTo, publicURL string)
 	}
 	return c, c.Validate()
 }
+
+// Ping checks that the facilitator answers (GET /supported).
+func (f *Facilitator) Ping(ctx context.Context) error {
+	_, err := f.Supported(ctx)
+	return err
+}
+
+// Ping checks that the RPC node answers.
+func (c *Chain) Ping(ctx context.Context) error {
+	_, err := c.backend.BlockNumber(ctx)
+	return err
+}
