@@ -95,7 +95,10 @@ type Ledger struct {
 	closeErr  error
 
 	commits atomic.Int64 // badger commits by the writer (tests)
-	scanned atomic.Int64 // index keys visited by Query (tests)
+	// writeFault, when set (tests), runs before each group's final commit;
+	// a non-nil result fails that commit as badger would.
+	writeFault func() error
+	scanned    atomic.Int64 // index keys visited by Query (tests)
 }
 
 // group is the set of records appended between two writer passes; they
@@ -480,6 +483,11 @@ func (l *Ledger) write(g *group, cpSeq uint64, cp []byte) error {
 	if cp != nil {
 		ents[n-1] = badger.Entry{Key: seqKey(prefixCheckpoint, cpSeq), Value: cp}
 		if err := set(&ents[n-1]); err != nil {
+			return err
+		}
+	}
+	if l.writeFault != nil {
+		if err := l.writeFault(); err != nil {
 			return err
 		}
 	}
