@@ -47,6 +47,7 @@ var (
 	errAdminOnly  = &apiError{status: 401, msg: "Admin token required"}
 	errBadMethod  = &apiError{status: 405, msg: "Method not allowed"}
 	errBodyTooBig = &apiError{status: 413, msg: "Request body too large"}
+	errLowSpace   = &apiError{status: 503, msg: "Gateway storage is full; nothing was changed"}
 )
 
 // serveManagement handles the management API and health. It reports
@@ -81,6 +82,10 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			err = errAdminOnly
 			break
 		}
+		if g.space.low.Load() && !ctx.IsGet() {
+			err = errLowSpace
+			break
+		}
 		v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
 	case p == "/audit" || strings.HasPrefix(p, "/audit/"):
 		if p == "/audit/pubkey" {
@@ -98,6 +103,10 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	case strings.HasPrefix(p, "/wallets/"):
 		if !g.isAdmin(ctx) {
 			err = errAdminOnly
+			break
+		}
+		if g.space.low.Load() && !ctx.IsGet() {
+			err = errLowSpace
 			break
 		}
 		v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
@@ -473,7 +482,9 @@ func (g *Gateway) discovery(ctx *fasthttp.RequestCtx, st *state) {
 }
 
 // pinger is a settlement backend that can say whether it is reachable.
-type pinger interface{ Ping(ctx context.Context) error }
+type pinger interface {
+	Ping(ctx context.Context) error
+}
 
 // readyz serves GET /readyz: 200 when the store is open, the ledger
 // commits, configuration is loaded and (with x402) the facilitator or RPC
@@ -486,6 +497,11 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 		fail("store", "closed")
 	} else {
 		checks["store"] = "ok"
+	}
+	if g.space.low.Load() {
+		fail("disk", fmt.Sprintf("low on space: %d bytes free, need %d", g.space.free.Load(), g.opts.MinFreeBytes))
+	} else if g.opts.MinFreeBytes > 0 {
+		checks["disk"] = "ok"
 	}
 	if err := g.led.Healthy(); err != nil {
 		fail("ledger", err.Error())

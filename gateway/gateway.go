@@ -48,6 +48,11 @@ type Options struct {
 	Logger *slog.Logger
 	// SweepInterval evicts idle quota windows and old spend days; 0 = never.
 	SweepInterval time.Duration
+	// DataDir and MinFreeBytes: below MinFreeBytes free in DataDir the
+	// gateway stops writing (see spaceGuard). 0 disables the guard.
+	DataDir      string
+	MinFreeBytes int64
+
 	// AccessLog writes one structured line per call at info level.
 	AccessLog bool
 
@@ -70,6 +75,7 @@ type Gateway struct {
 	keys    *identity.Store
 	led     *ledger.Ledger
 	metrics *metrics
+	space   spaceGuard
 
 	adminHash [32]byte
 
@@ -144,6 +150,10 @@ func New(o Options) (*Gateway, error) {
 	g.state.Store(st)
 	if err := g.restoreMeters(); err != nil {
 		return nil, err
+	}
+	if o.MinFreeBytes > 0 && o.DataDir != "" {
+		g.wg.Add(1)
+		go g.watchSpace(250 * time.Millisecond)
 	}
 	if o.SweepInterval > 0 {
 		g.wg.Add(1)

@@ -49,9 +49,10 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	if len(p) > 512 {
 		p = p[:512]
 	}
+	c.unrecorded = g.space.low.Load()
 	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
 	rec.Tool = p // the path asked for
-	if err := g.wait(g.led.Append(rec)); err != nil {
+	if err := g.wait(g.append(c, rec)); err != nil {
 		g.ledgerFailed(ctx, c, err)
 		return
 	}

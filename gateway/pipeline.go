@@ -53,6 +53,7 @@ type call struct {
 	payVersion int
 	verified   x402.Verified
 	nonceHeld  bool               // our lock on the authorization, to release if unspent
+	unrecorded bool               // store low on space: a free call served under fail_mode open
 	settled    *x402.SettleResult // before_upstream: settled ahead of the call
 
 	cost      money.Micros // billed amount (0 unless committed)
@@ -83,6 +84,15 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 	h.SetBytesKV(hdrACEH, strExposeHeader)
 	h.SetBytesKV(hdrTool, s2b(rt.tool.ID))
 
+	if g.space.low.Load() {
+		// Nothing can be recorded safely. Billed calls are refused;
+		// free calls follow fail_mode (open: served, logged unrecorded).
+		if rt.tool.Price > 0 || st.set.FailMode() == policy.ModeStrict {
+			g.refuseUnrecorded(ctx, c)
+			return
+		}
+		c.unrecorded = true
+	}
 	if !rt.tool.AllowsMethod(ctx.Method()) {
 		g.deny(ctx, c, g.methodNotAllowed(c))
 		return
@@ -268,7 +278,7 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 	}
 	g.releaseNonce(c) // a denied payment is released unspent
 	rec := g.callRecord(c, d.outcome, d.reason, d.status)
-	if err := g.wait(g.led.Append(rec)); err != nil {
+	if err := g.wait(g.append(c, rec)); err != nil {
 		g.ledgerFailed(ctx, c, err)
 		return
 	}

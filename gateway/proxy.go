@@ -111,15 +111,15 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 		g.spend.Commit(c.res, func(cm meter.Committed) {
 			switch {
 			case sr != nil && sr.Success:
-				ticket = g.led.Append(rec, settlementRecord(c, sr))
+				ticket = g.append(c, rec, settlementRecord(c, sr))
 			case cm.HasBalance:
 				bal := cm.BalanceAfter
-				ticket = g.led.Append(rec, &ledger.Record{
+				ticket = g.append(c, rec, &ledger.Record{
 					Type: "txn", At: c.start, RequestID: rec.RequestID, Principal: c.principal,
 					Tool: rec.Tool, Kind: "debit", Amount: c.cost, BalanceAfter: &bal,
 				})
 			default:
-				ticket = g.led.Append(rec)
+				ticket = g.append(c, rec)
 			}
 		})
 		c.reserved = false
@@ -129,7 +129,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 			c.reserved = false
 		}
 		rec = g.callRecord(c, outcome, reason, status)
-		ticket = g.led.Append(rec)
+		ticket = g.append(c, rec)
 	}
 	if err := g.wait(ticket); err != nil {
 		g.ledgerFailed(ctx, c, err)

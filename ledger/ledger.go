@@ -179,26 +179,65 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 
 // loadHead reads the last record and the last checkpoint.
 func (l *Ledger) loadHead() error {
-	return l.db.View(func(txn *badger.Txn) error {
+	seq, h, cpSeq, err := l.storedHead()
+	if err != nil {
+		return err
+	}
+	l.seq, l.hash, l.cSeq, l.cHash, l.cpSeq = seq, h, seq, h, cpSeq
+	l.hashHex = hex.EncodeToString(l.hash[:])
+	return nil
+}
+
+// storedHead reads the seq and hash of the last stored record and the seq
+// of the last stored checkpoint.
+func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq uint64, err error) {
+	err = l.db.View(func(txn *badger.Txn) error {
 		if k, v, ok, err := last(txn, prefixRecord); err != nil {
 			return err
 		} else if ok {
 			var r Record
-			var prev, h [32]byte
+			var prev [32]byte
 			if err := r.decodeBinaryHashes(v, &prev, &h); err != nil {
 				return fmt.Errorf("decode head record %x: %w", k, err)
 			}
-			l.seq, l.hash = binary.BigEndian.Uint64(k[len(prefixRecord):]), h
-			l.cSeq, l.cHash = l.seq, l.hash
+			seq = binary.BigEndian.Uint64(k[len(prefixRecord):])
 		}
-		l.hashHex = hex.EncodeToString(l.hash[:])
 		if k, _, ok, err := last(txn, prefixCheckpoint); err != nil {
 			return err
 		} else if ok {
-			l.cpSeq = binary.BigEndian.Uint64(k[len(prefixCheckpoint):])
+			cpSeq = binary.BigEndian.Uint64(k[len(prefixCheckpoint):])
 		}
 		return nil
 	})
+	return seq, h, cpSeq, err
+}
+
+// rollback follows a failed commit: every record appended since the last
+// good commit is failed, and the chain resumes from what the store really
+// holds (a failed badger batch may have been stored in part or in full),
+// so that the next group links to the stored head and the ledger recovers
+// by itself once writes succeed again (a disk with space again). If the
+// store cannot even be read, the failure stays until Close.
+func (l *Ledger) rollback(cause error) {
+	seq, h, cpSeq, err := l.storedHead()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.pending; p != nil {
+		l.pending = nil
+		p.err = cause
+		close(p.done)
+	}
+	if err != nil {
+		if l.err == nil {
+			l.err = fmt.Errorf("%w: %v (and reading the head back: %v)", ErrWriteFailed, cause, err)
+		}
+		return
+	}
+	l.seq, l.hash = seq, h
+	l.hashHex = hex.EncodeToString(h[:])
+	l.hmu.Lock()
+	l.cSeq, l.cHash, l.cpSeq = seq, h, cpSeq
+	l.hmu.Unlock()
 }
 
 func last(txn *badger.Txn, prefix []byte) (k, v []byte, ok bool, err error) {
@@ -408,11 +447,7 @@ func (l *Ledger) flush(forceCP bool) error {
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %v", ErrWriteFailed, err)
-		l.mu.Lock()
-		if l.err == nil {
-			l.err = err
-		}
-		l.mu.Unlock()
+		l.rollback(err)
 	} else {
 		l.hmu.Lock()
 		l.cSeq, l.cHash = newSeq, newHash

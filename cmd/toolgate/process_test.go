@@ -262,3 +262,14 @@ func TestServe_BadConfigExits(t *testing.T) {
 		t.Fatalf("got err %v, output:\n%s", err, out)
 	}
 }
+
+// tryReq GETs url without failing the test.
+func tryReq(url string) (int, []byte, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, nil
+}

@@ -32,6 +32,7 @@ type serveFlags struct {
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch                                bool
 	shutdownTimeout                                 time.Duration
+	minFreeMB                                       int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
 	x402Facilitator, x402RPC, x402RelayerKey        string
@@ -53,6 +54,7 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.watch, "watch-config", false, "also reload policies.json and tools.json when they change on disk (SIGHUP always does)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
+	fs.Int64Var(&f.minFreeMB, "min-free-mb", 256, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
 	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
 	fs.StringVar(&f.x402Asset, "x402-asset", "", "token address (default: the network's USDC)")
@@ -114,7 +116,8 @@ func runServe(args []string) error {
 	}
 
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
-		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog}
+		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
+		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
@@ -249,7 +252,8 @@ func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
 	o := badger.DefaultOptions(filepath.Join(dataDir, "store")).
 		WithLogger(nil).
 		WithReadOnly(readOnly).
-		WithNumVersionsToKeep(1)
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(32 << 20) // its mmapped write-ahead file is twice this
 	db, err := badger.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
