@@ -3,8 +3,8 @@ package toolgate_test
 import (
 	"encoding/json"
 	"os"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
