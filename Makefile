@@ -3,7 +3,7 @@ GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: run test build release bench
+.PHONY: run test build release bench bench-e2e
 
 run: ## run the gateway with the repo's policies.json and tools.json
 	$(GO) run ./cmd/toolgate serve
@@ -19,3 +19,6 @@ release: ## cgo on: libsecp256k1 for fast signature recovery
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./... | tee bench.txt
+
+bench-e2e: ## end-to-end benchmarks with wrk and nginx (about 6 min); writes bench/results/<date>.md
+	bench/run.sh
