@@ -36,14 +36,13 @@ type Store struct {
 	db     *badger.DB
 	shards [shards]shard
 
-	mu     sync.RWMutex // guards byID and byHash, serializes writes
-	byID   map[string]*Key
-	byHash map[[32]byte]*Key // every key, revoked ones included
+	mu   sync.RWMutex // guards byID, serializes writes
+	byID map[string]*Key
 }
 
 // Open loads every key from db into memory.
 func Open(db *badger.DB) (*Store, error) {
-	s := &Store{db: db, byID: make(map[string]*Key), byHash: make(map[[32]byte]*Key)}
+	s := &Store{db: db, byID: make(map[string]*Key)}
 	for i := range s.shards {
 		s.shards[i].byHash = make(map[[32]byte]*Key)
 	}
@@ -71,18 +70,24 @@ func Open(db *badger.DB) (*Store, error) {
 	return s, nil
 }
 
+// index adds or replaces k in both indexes. Revoked keys stay in the
+// digest index (Lookup finds them; Authenticate refuses them).
 func (s *Store) index(k *Key) {
 	k.Principal = "key:" + k.ID
+	k.ID = k.Principal[len("key:"):] // one string for both
 	s.byID[k.ID] = k
-	s.byHash[k.Hash] = k
 	sh := &s.shards[k.Hash[0]%shards]
 	sh.mu.Lock()
-	if k.RevokedAt.IsZero() {
-		sh.byHash[k.Hash] = k
-	} else {
-		delete(sh.byHash, k.Hash)
-	}
+	sh.byHash[k.Hash] = k
 	sh.mu.Unlock()
+}
+
+func (s *Store) byDigest(h [32]byte) *Key {
+	sh := &s.shards[h[0]%shards]
+	sh.mu.RLock()
+	k := sh.byHash[h]
+	sh.mu.RUnlock()
+	return k
 }
 
 func (s *Store) put(k *Key) error {
@@ -126,10 +131,7 @@ func (s *Store) Authenticate(secret []byte, now time.Time) (*Key, bool) {
 		return nil, false
 	}
 	h := sha256.Sum256(secret)
-	sh := &s.shards[h[0]%shards]
-	sh.mu.RLock()
-	k := sh.byHash[h]
-	sh.mu.RUnlock()
+	k := s.byDigest(h)
 	if k == nil || subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 || !k.Active(now) {
 		return nil, false
 	}
@@ -139,11 +141,8 @@ func (s *Store) Authenticate(secret []byte, now time.Time) (*Key, bool) {
 // Lookup finds a key by its key_id or by its secret, whatever its state.
 func (s *Store) Lookup(ref string) (*Key, bool) {
 	if LooksLikeSecret([]byte(ref)) {
-		h := sha256.Sum256([]byte(ref))
-		s.mu.RLock()
-		k, ok := s.byHash[h]
-		s.mu.RUnlock()
-		return k, ok
+		k := s.byDigest(sha256.Sum256([]byte(ref)))
+		return k, k != nil
 	}
 	s.mu.RLock()
 	k, ok := s.byID[ref]

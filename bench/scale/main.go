@@ -242,7 +242,9 @@ func writeKeys(dir string, n, active int) [][]byte {
 
 // openDB opens badger with the options of toolgate serve.
 func openDB(dir string) *badger.DB {
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1))
+	// The store options of cmd/toolgate's openStore.
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).
+		WithMemTableSize(32 << 20).WithBlockCacheSize(64 << 20))
 	if err != nil {
 		log.Fatal(err)
 	}

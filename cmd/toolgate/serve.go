@@ -253,7 +253,11 @@ func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
 		WithLogger(nil).
 		WithReadOnly(readOnly).
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20) // its mmapped write-ahead file is twice this
+		WithMemTableSize(32 << 20). // its mmapped write-ahead file is twice this
+		// Keys and policies are served from memory: the block cache only
+		// helps ledger queries, and badger's 256 MiB default would hold a
+		// copy of every key loaded at start.
+		WithBlockCacheSize(64 << 20)
 	db, err := badger.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
