@@ -21,6 +21,12 @@ func TestGateway_UpstreamFaults(t *testing.T) {
 		}
 		wantJSON(t, b, `{"error":"Upstream unreachable"}`)
 	})
+	t.Run("Reset502", func(t *testing.T) {
+		resp, b := h.call(k.Secret, "reset", `{}`)
+		if resp.StatusCode != 502 || resp.Header.Get("X-Cost-Usd") != "0.000" {
+			t.Fatalf("got %d %s cost %q, want 502 at cost 0.000", resp.StatusCode, b, resp.Header.Get("X-Cost-Usd"))
+		}
+	})
 	t.Run("Timeout504", func(t *testing.T) {
 		h.up.delay.Store(int64(time.Second))
 		defer h.up.delay.Store(0)

@@ -57,6 +57,12 @@ func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.hits.Add(1)
+		if r.URL.Path == "/reset" { // drop the connection without answering
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.last, u.body = r, b
@@ -104,7 +110,8 @@ func testCatalog(up string) string {
  {"id":"browser/act","rate_class":"heavy","price_usd":"0.03","upstream":"` + up + `/browser"},
  {"id":"time/now","rate_class":"light","upstream":"` + up + `/time","methods":["GET","POST"]},
  {"id":"slow","rate_class":"light","upstream":"` + up + `/slow","timeout_ms":150},
- {"id":"dead","rate_class":"light","upstream":"http://127.0.0.1:1/dead"}
+ {"id":"dead","rate_class":"light","upstream":"http://127.0.0.1:1/dead"},
+ {"id":"reset","rate_class":"light","price_usd":"0.01","upstream":"` + up + `/reset"}
 ]}`
 }
 

@@ -814,6 +814,40 @@ func TestGateway_FacilitatorUnavailable(t *testing.T) {
 	}
 }
 
+// TestGateway_FacilitatorDown: with the facilitator unreachable, paid
+// calls answer 503 without running anything, and API-key calls are not
+// affected.
+func TestGateway_FacilitatorDown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	up := startUpstream(t)
+	g := startGateway(t, up.url, "--x402-facilitator", dead)
+	p := g.validV2(t, chain.Payer, "extract/structured", priceExtract)
+	r := do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), p.Headers())
+	if r.Status != 503 || !strings.Contains(errorField(r.Body), "nothing was charged") {
+		t.Fatalf("paid call, facilitator down: got %d %s, want 503", r.Status, r.Body)
+	}
+	if got := up.Hits("/extract"); got != 0 {
+		t.Fatalf("upstream hits: got %d, want 0", got)
+	}
+	k := g.admin(t, "POST", "/credits/keys", map[string]any{})
+	var key struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.Unmarshal(k.Body, &key); err != nil || key.Secret == "" {
+		t.Fatalf("create key: %d %s", k.Status, k.Body)
+	}
+	r = do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), map[string]string{"X-API-Key": key.Secret})
+	if r.Status != 200 || up.Hits("/extract") != 1 {
+		t.Fatalf("API-key call, facilitator down: got %d %s, want 200 from the upstream", r.Status, r.Body)
+	}
+}
+
 // startFake401 serves a facilitator that answers 401 to everything and
 // counts the paths asked.
 func startFake401(t *testing.T, calls *sync.Map) string {
