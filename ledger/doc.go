@@ -6,8 +6,9 @@
 // # What it owns
 //
 // The ledger owns the key prefix "l/" of the badger DB that cmd opens and
-// shares, and the file checkpoint.key in the data dir. It never touches
-// other prefixes, never opens or closes the DB, and never stores secrets:
+// shares, and in the data dir the file checkpoint.key and the journal
+// segments ledger-<seq>.wal. It never touches other prefixes or files,
+// never opens or closes the DB, and never stores secrets:
 // Record has no field for API keys, admin tokens or payment signatures, and
 // callers must not put them in any string field.
 //
@@ -20,10 +21,13 @@
 //	l/b/<principal>                           seq (u64 BE) of the principal's latest txn
 //	                                          with balance_after (LatestBalances)
 //	l/c/<seq u64 BE>                          checkpoint JSON, covering record seq
+//	l/applied                                 seq (u64 BE) of the last record applied
+//	                                          from the journal
 //
 // <at> is the record's At as Unix nanoseconds with the sign bit flipped,
-// 8 bytes big-endian, so keys sort by time. A group's records, their index
-// entries and a due checkpoint are written in one badger transaction.
+// 8 bytes big-endian, so keys sort by time. The records of one or more
+// journaled groups, their index entries, l/applied and a due checkpoint
+// are written in one badger transaction.
 // Records are stored in a compact canonical binary form from which their
 // JSON (the hashed and exported form) is re-derived byte for byte; the
 // principal index repeats it so that a replay reads one index range and
@@ -55,11 +59,32 @@
 // beyond the end. Records after the newest checkpoint are vouched for only
 // by the chain until the next one; exports end with a fresh checkpoint.
 //
-// # Durability
+// # Durability: the journal
 //
-// Append never waits for the disk. A single writer goroutine commits
-// everything queued as one transaction (group commit) and then releases
-// the Tickets; with SyncAlways it also fsyncs first. A caller that Waits
-// before answering never answers a call whose record can be lost by a
-// process crash (and, with SyncAlways, by a machine crash).
+// Append never waits for the disk. A writer goroutine appends everything
+// queued (a group) to the journal as one frame with one write(2), with
+// SyncAlways fdatasyncs it, and then releases the Tickets: a caller that
+// Waits before answering never answers a call whose record can be lost
+// by a process crash (the bytes are in the page cache) or, with
+// SyncAlways, by a machine crash. A second goroutine, the applier, then
+// copies journaled groups into badger in seq order, merging several per
+// transaction, and writes the checkpoints; a segment is deleted once
+// badger holds and has synced all of it, and Close applies everything
+// and deletes the journal. The frame format is described in journal.go.
+//
+// Open applies what the journal holds beyond l/applied before it accepts
+// records, checking every frame's checksum and every record's seq, prev
+// link, hash and encoding against the stored chain. A torn last frame
+// (its write was cut short, so it was never acknowledged) is dropped; any
+// other damage is refused with ErrTampered rather than skipped. A
+// read-only Open applies nothing and refuses a journal that holds
+// unapplied records (ErrJournalPending).
+//
+// Reads (Query, QueryRaw, LatestBalances, Verify, Export) read badger.
+// Query, QueryRaw and LatestBalances first wait until the applier has
+// applied every record acknowledged when the read started, so a caller
+// reads its own writes; Verify and Export do so through their checkpoint.
+// While badger fails, the applier keeps the records in the journal and
+// retries with backoff, Healthy reports the failure, those reads return
+// it, and Append fails fast once 100 000 acknowledged records wait.
 package ledger

@@ -23,20 +23,19 @@ import (
 // An empty range writes nothing.
 //
 // Export verifies what it copies, and the records after the range up to
-// the next stored checkpoint or the in-memory head, before signing: it returns an error wrapping
+// the next stored checkpoint or the applied head, before signing: it returns an error wrapping
 // ErrTampered rather than sign a chain that does not verify. On a
-// writable ledger it first commits a checkpoint over the head, and records
-// committed after Export started are left out. Errors from
+// writable ledger it first applies everything acknowledged and commits a
+// checkpoint over that head; records acknowledged after Export started
+// are left out. Errors from
 // w are returned wrapped.
 func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 	if err := l.checkpointNow(); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	// The committed head as the writer computed it: trusted, and inside
-	// the snapshot opened below. Records committed later are not exported.
-	l.hmu.Lock()
-	headSeq, headHash := l.cSeq, l.cHash
-	l.hmu.Unlock()
+	// The applied head as the writer computed it: trusted, and inside
+	// the snapshot opened below. Records applied later are not exported.
+	headSeq, headHash := l.appliedHead()
 	return l.db.View(func(txn *badger.Txn) error {
 		lo, hi, ok, err := seqRange(txn, since, until)
 		if err != nil || !ok {

@@ -1,11 +1,14 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,18 +22,25 @@ var (
 	ErrReadOnly    = errors.New("ledger: read-only")
 	ErrWriteFailed = errors.New("ledger: write failed")
 	ErrTampered    = errors.New("ledger: chain does not verify")
+	// ErrJournalPending is returned by Open on a read-only DB when the
+	// journal holds acknowledged records that the store does not hold yet
+	// (the gateway was killed rather than stopped); opening the data dir
+	// writable once applies them.
+	ErrJournalPending = errors.New("ledger: journal not applied to the store; start the gateway once (or verify online) to apply it")
 )
 
-// SyncMode says when committed groups are forced to stable storage.
+// SyncMode says when journaled groups are forced to stable storage.
 type SyncMode int
 
 const (
-	// SyncAlways fsyncs (badger DB.Sync) every group before its tickets are
-	// released: an answered call survives a machine crash. The zero value.
+	// SyncAlways fdatasyncs the journal after every group's write, before
+	// its tickets are released: an answered call survives a machine crash.
+	// The zero value.
 	SyncAlways SyncMode = iota
-	// SyncInterval commits every group to badger before releasing its
-	// tickets (a process crash loses nothing) and fsyncs in the background
-	// every Options.SyncEvery (a machine crash may lose that much).
+	// SyncInterval releases a group's tickets once its journal write(2)
+	// returned (the bytes are in the OS page cache, so a process crash
+	// loses nothing) and fdatasyncs the journal in the background every
+	// Options.SyncEvery (a machine crash may lose that much).
 	SyncInterval
 )
 
@@ -61,17 +71,20 @@ type Options struct {
 }
 
 // Ledger is the append-only, hash-chained log. All methods are safe for
-// concurrent use. One writer goroutine commits appended records in groups;
-// Close stops it. A Ledger opened on a read-only badger DB verifies, queries
-// and exports but refuses Append.
+// concurrent use. Two goroutines run behind it: the writer appends groups
+// of records to the journal and answers their Tickets, the applier copies
+// journaled groups into badger in order. Close stops both. A Ledger
+// opened on a read-only badger DB verifies, queries and exports but
+// refuses Append.
 type Ledger struct {
 	db       *badger.DB
 	opts     Options
 	priv     ed25519.PrivateKey
 	pub      ed25519.PublicKey
 	readOnly bool
+	j        *journal // nil when read-only
 
-	mu      sync.Mutex // guards the appended head, pending, closed, err
+	mu      sync.Mutex // guards the appended head, pending, closed, err, spare
 	seq     uint64
 	hash    [32]byte
 	pending *group
@@ -79,35 +92,62 @@ type Ledger struct {
 	err     error  // sticky write failure
 	hashHex string // hex of hash: the next record's Prev
 	scratch []byte
-	spare   *group // a committed group's buffers, reused by the next group
+	spares  []*group // applied groups' buffers, reused by the next groups
 
-	hmu   sync.Mutex // guards the committed head; written only by the writer
-	cSeq  uint64
+	hmu   sync.Mutex // guards the journaled head and cpSeq
+	cSeq  uint64     // last journaled (acknowledged) record; written only by the writer
 	cHash [32]byte
-	cpSeq uint64 // last checkpointed seq
+	cpSeq uint64 // last checkpointed seq; written only by the applier
 
-	wake  chan struct{}
-	cpReq chan chan error
-	quit  chan struct{}
-	done  chan struct{}
+	amu       sync.Mutex // guards the apply queue and the applied head
+	acond     *sync.Cond // broadcast when aSeq, applyErr or applyStopped change
+	queue     []*group   // journaled, not yet applied, in seq order
+	cpWaiters []chan error
+	aSeq      uint64 // last record applied to badger
+	aHash     [32]byte
+	applyErr  error // the applier's last failure; nil once it succeeds again
+	applyStop bool  // the applier has exited
+
+	acked        atomic.Uint64 // cSeq, for lock-free reads
+	applied      atomic.Uint64 // aSeq, for lock-free reads
+	applyFailing atomic.Bool
+	maxBacklog   uint64 // Append fails fast beyond this many unapplied records while the applier fails
+
+	wake      chan struct{}
+	cpReq     chan chan error
+	quit      chan struct{}
+	done      chan struct{}
+	applyWake chan struct{}
+	applyQuit chan struct{}
+	applyDone chan struct{}
+	writerErr error // the writer's final flush and sync
+	drainErr  error // the applier's final drain and sync
 
 	closeOnce sync.Once
 	closeErr  error
 
-	commits atomic.Int64 // badger commits by the writer (tests)
-	// writeFault, when set (tests), runs before each group's final commit;
-	// a non-nil result fails that commit as badger would.
+	ents    []badger.Entry // the applier's write buffer
+	commits atomic.Int64   // badger commits by the applier (tests)
+	// writeFault, when set (tests), runs in the writer before each
+	// journal write; a non-nil result fails that write as the disk would.
 	writeFault func() error
+	// applyFault, when set (tests), runs in the applier before each badger
+	// commit; a non-nil result fails that commit as badger would.
+	applyFault func() error
+	halted     atomic.Bool  // tests: the applier applies nothing (a crash is simulated)
 	scanned    atomic.Int64 // index keys visited by Query (tests)
 }
 
 // group is the set of records appended between two writer passes; they
-// are committed together. Keys and values of all its entries are packed
-// back to back in buf, so a group costs a few allocations however many
-// records it holds.
+// are journaled as one frame and applied together. Keys and values of all
+// its badger entries are packed back to back in buf, and its journal
+// frame in jbuf, so a group costs a few allocations however many records
+// it holds.
 type group struct {
 	buf      []byte
 	entries  []span
+	jbuf     []byte // frame header, then uvarint-length-prefixed stored records
+	firstSeq uint64
 	lastSeq  uint64
 	lastHash [32]byte
 	done     chan struct{}
@@ -119,16 +159,56 @@ type span struct{ k, v, end int }
 
 func (g *group) add(k, v, end int) { g.entries = append(g.entries, span{k, v, end}) }
 
+// addRecord appends r's badger entries (record, time index, principal
+// index, balance index) and returns where its stored form lies in buf.
+// prev and hash are the binary hashes behind r.Prev and r.Hash.
+func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
+	// Record: its stored (binary) form, encoded once.
+	k := len(g.buf)
+	g.buf = appendSeqKey(g.buf, prefixRecord, r.Seq)
+	rv = len(g.buf)
+	g.buf = r.appendBinary(g.buf, prev, hash)
+	rend = len(g.buf)
+	g.add(k, rv, rend)
+	// Time index: filters only.
+	k = len(g.buf)
+	g.buf = appendTimeKey(g.buf, r.At, r.Seq)
+	v := len(g.buf)
+	g.buf = appendIndexValue(g.buf, r)
+	g.add(k, v, len(g.buf))
+	if r.Principal == "" {
+		return rv, rend
+	}
+	// Principal index: a byte-exact copy of the record, so a replay
+	// never reads l/r/ (Verify checks the copies).
+	k = len(g.buf)
+	g.buf = appendPrincipalKey(g.buf, r.Principal, r.At, r.Seq)
+	v = len(g.buf)
+	g.buf = append(g.buf, g.buf[rv:rend]...)
+	g.add(k, v, len(g.buf))
+	if r.Type == TypeTxn && r.BalanceAfter != nil {
+		k = len(g.buf)
+		g.buf = append(g.buf, prefixBalance...)
+		g.buf = append(g.buf, r.Principal...)
+		v = len(g.buf)
+		g.buf = binary.BigEndian.AppendUint64(g.buf, r.Seq)
+		g.add(k, v, len(g.buf))
+	}
+	return rv, rend
+}
+
 // Ticket is the receipt for an Append. The zero Ticket is already done.
 type Ticket struct {
 	g   *group
 	err error
 }
 
-// Wait blocks until the records of the Append are committed to badger
-// (and fsynced under SyncAlways). It returns ErrInvalidRecord, ErrClosed,
-// ErrReadOnly or ErrWriteFailed (wrapping the badger error) when they were
-// not. Wait may be called any number of times from any goroutine.
+// Wait blocks until the records of the Append are in the journal (and
+// fdatasynced under SyncAlways); the applier copies them into badger
+// afterwards, and reads wait for that (see Query). It returns
+// ErrInvalidRecord, ErrClosed, ErrReadOnly or ErrWriteFailed (wrapping
+// the cause) when they were not journaled. Wait may be called any number
+// of times from any goroutine.
 func (t Ticket) Wait() error {
 	if t.err != nil {
 		return t.err
@@ -140,12 +220,22 @@ func (t Ticket) Wait() error {
 	return t.g.err
 }
 
-// Open opens the ledger stored under the l/ prefix of db and starts its
-// writer. dir is the data dir holding checkpoint.key, created (mode 0600)
-// on first start and reused after; a key readable by group or others is
-// refused (ErrKeyPermissions). On a DB opened with ReadOnly the key must
-// exist and no goroutine is started. The caller keeps ownership of db and
-// closes it after Close.
+// keyApplied holds the seq (u64 BE) of the last record applied from the
+// journal, written in the same badger transaction as that record.
+var keyApplied = []byte("l/applied")
+
+// Open opens the ledger stored under the l/ prefix of db and its journal
+// in dir, and starts the writer and the applier. dir is the data dir
+// holding checkpoint.key, created (mode 0600) on first start and reused
+// after; a key readable by group or others is refused
+// (ErrKeyPermissions). Before it returns, Open applies to badger every
+// journaled record that badger does not hold yet (after a crash),
+// checking each against the chain: a journal that does not continue the
+// stored chain is refused with an error wrapping ErrTampered, a torn last
+// frame (an unanswered group) is dropped. On a DB opened with ReadOnly
+// the key must exist, nothing is applied, a journal with unapplied
+// records is refused (ErrJournalPending) and no goroutine is started. The
+// caller keeps ownership of db and closes it after Close.
 func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.SyncEvery <= 0 {
 		opts.SyncEvery = DefaultSyncEvery
@@ -163,34 +253,84 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	}
 	l := &Ledger{
 		db: db, opts: opts, priv: priv, pub: priv.Public().(ed25519.PublicKey), readOnly: ro,
-		wake: make(chan struct{}, 1), cpReq: make(chan chan error),
+		maxBacklog: defaultMaxBacklog,
+		wake:       make(chan struct{}, 1), cpReq: make(chan chan error),
 		quit: make(chan struct{}), done: make(chan struct{}),
+		applyWake: make(chan struct{}, 1), applyQuit: make(chan struct{}), applyDone: make(chan struct{}),
 	}
-	if err := l.loadHead(); err != nil {
+	l.acond = sync.NewCond(&l.amu)
+	if err := l.recover(dir, segmentBytes); err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	if ro {
 		close(l.done)
+		close(l.applyDone)
 		return l, nil
 	}
 	go l.run()
+	go l.applyLoop()
 	return l, nil
 }
 
-// loadHead reads the last record and the last checkpoint.
-func (l *Ledger) loadHead() error {
-	seq, h, cpSeq, err := l.storedHead()
+// recover reads badger's head, replays the journal onto it and, when
+// writable, applies what badger lacks, syncs badger, and starts an empty
+// journal.
+func (l *Ledger) recover(dir string, segBytes int64) error {
+	seq, h, cpSeq, aSeq, aHash, err := l.storedHead()
 	if err != nil {
 		return err
 	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return err
+	}
+	groups, jSeq, jHash, err := replayJournal(segs, aSeq, aHash)
+	if err != nil {
+		return err
+	}
+	if l.readOnly && len(groups) > 0 {
+		return fmt.Errorf("%w (records %d..%d)", ErrJournalPending, groups[0].firstSeq, jSeq)
+	}
+	if jSeq > seq {
+		seq, h = jSeq, jHash
+	}
 	l.seq, l.hash, l.cSeq, l.cHash, l.cpSeq = seq, h, seq, h, cpSeq
 	l.hashHex = hex.EncodeToString(l.hash[:])
-	return nil
+	l.aSeq, l.aHash = aSeq, aHash
+	l.acked.Store(seq)
+	l.applied.Store(aSeq)
+	if l.readOnly {
+		l.aSeq, l.aHash = seq, h
+		l.applied.Store(seq)
+		return nil
+	}
+	l.queue = groups
+	if err := l.applyPending(false); err != nil {
+		return fmt.Errorf("apply journal: %w", err)
+	}
+	if l.aSeq < seq { // badger held records beyond the journal
+		l.aSeq, l.aHash = seq, h
+		l.applied.Store(seq)
+	}
+	if len(segs) > 0 {
+		// Everything journaled is in badger now; make that durable before
+		// the journal goes.
+		if err := l.db.Sync(); err != nil {
+			return err
+		}
+	}
+	l.j = &journal{dir: dir, syncDir: true, segBytes: segBytes, segs: segs}
+	if err := l.j.remove(segs); err != nil {
+		return err
+	}
+	return l.j.create(seq + 1)
 }
 
-// storedHead reads the seq and hash of the last stored record and the seq
-// of the last stored checkpoint.
-func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq uint64, err error) {
+// storedHead reads the seq and hash of the last stored record, the seq
+// of the last stored checkpoint, and the seq and hash of the last record
+// applied from the journal (l/applied; the last stored record for a
+// store written before the journal existed).
+func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq, aSeq uint64, aHash [32]byte, err error) {
 	err = l.db.View(func(txn *badger.Txn) error {
 		if k, v, ok, err := last(txn, prefixRecord); err != nil {
 			return err
@@ -207,38 +347,124 @@ func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq uint64, err error) 
 		} else if ok {
 			cpSeq = binary.BigEndian.Uint64(k[len(prefixCheckpoint):])
 		}
+		aSeq, aHash = seq, h
+		item, err := txn.Get(keyApplied)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if len(v) != 8 {
+			return fmt.Errorf("%w: malformed %s", ErrTampered, keyApplied)
+		}
+		if s := binary.BigEndian.Uint64(v); s < seq {
+			// Records beyond l/applied were stored by a transaction split
+			// in parts; the journal holds them. (l/applied beyond the last
+			// record means records were deleted: Verify reports that.)
+			aSeq = s
+		}
+		switch {
+		case aSeq < seq && aSeq > 0:
+			item, err := txn.Get(seqKey(prefixRecord, aSeq))
+			if err != nil {
+				return fmt.Errorf("read applied record %d: %w", aSeq, err)
+			}
+			return item.Value(func(v []byte) error {
+				var r Record
+				var prev [32]byte
+				return r.decodeBinaryHashes(v, &prev, &aHash)
+			})
+		case aSeq == 0:
+			aHash = [32]byte{}
+		}
 		return nil
 	})
-	return seq, h, cpSeq, err
+	return seq, h, cpSeq, aSeq, aHash, err
 }
 
-// rollback follows a failed commit: every record appended since the last
-// good commit is failed, and the chain resumes from what the store really
-// holds (a failed badger batch may have been stored in part or in full),
-// so that the next group links to the stored head and the ledger recovers
-// by itself once writes succeed again (a disk with space again). If the
-// store cannot even be read, the failure stays until Close.
-func (l *Ledger) rollback(cause error) {
-	seq, h, cpSeq, err := l.storedHead()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if p := l.pending; p != nil {
-		l.pending = nil
-		p.err = cause
-		close(p.done)
-	}
-	if err != nil {
-		if l.err == nil {
-			l.err = fmt.Errorf("%w: %v (and reading the head back: %v)", ErrWriteFailed, cause, err)
+// replayJournal reads the segments in order and checks every frame and
+// every record against the chain: seqs consecutive from the segment's
+// name, prev links, hashes and the canonical encoding; the first record
+// after aSeq must link to aHash. It returns the records after aSeq as
+// groups (one per frame) ready to apply, and the journal's last seq and
+// hash (aSeq, aHash when it holds nothing newer). A torn last frame of
+// the last segment is ignored; any other damage is an error wrapping
+// ErrTampered.
+func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group, seq uint64, h [32]byte, err error) {
+	seq, h = aSeq, aHash
+	var r Record
+	var prev, self [32]byte
+	var scratch []byte
+	var next uint64 // the next seq the journal must hold; 0 before the first record
+	for i, s := range segs {
+		b, err := os.ReadFile(s.path)
+		if err != nil {
+			return nil, 0, h, fmt.Errorf("journal: %w", err)
 		}
-		return
+		bodies, torn, err := parseFrames(b)
+		if err == nil && torn && i != len(segs)-1 {
+			err = errors.New("torn frame before the last segment")
+		}
+		if err != nil {
+			return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+		}
+		if len(bodies) > 0 {
+			if next != 0 && s.first != next {
+				return nil, 0, h, fmt.Errorf("%w: journal %s: expected a segment starting at %d", ErrTampered, filepath.Base(s.path), next)
+			}
+			next = s.first
+		}
+		for _, body := range bodies {
+			var g *group
+			err := frameRecords(body, func(v []byte) error {
+				if err := r.decodeBinaryHashes(v, &prev, &self); err != nil {
+					return fmt.Errorf("record after %d undecodable", next-1)
+				}
+				if r.Seq != next {
+					return fmt.Errorf("record %d where %d belongs", r.Seq, next)
+				}
+				next++
+				if r.Seq <= aSeq {
+					return nil // in badger already
+				}
+				if r.Seq != seq+1 {
+					return fmt.Errorf("records %d..%d missing (the store ends at %d)", seq+1, r.Seq-1, aSeq)
+				}
+				if prev != h {
+					return fmt.Errorf("record %d: prev does not match the hash of record %d", r.Seq, seq)
+				}
+				var want [32]byte
+				scratch, want = hashRecord(scratch, &prev, &r)
+				if want != self {
+					return fmt.Errorf("record %d: hash does not match its contents", r.Seq)
+				}
+				if g == nil {
+					g = &group{firstSeq: r.Seq, done: closedChan}
+				}
+				rv, rend := g.addRecord(&r, &prev, &self)
+				if !bytes.Equal(g.buf[rv:rend], v) {
+					return fmt.Errorf("record %d: not in canonical form", r.Seq)
+				}
+				seq, h = r.Seq, self
+				g.lastSeq, g.lastHash = seq, h
+				return nil
+			})
+			if err != nil {
+				return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+			}
+			if g != nil {
+				groups = append(groups, g)
+			}
+		}
 	}
-	l.seq, l.hash = seq, h
-	l.hashHex = hex.EncodeToString(h[:])
-	l.hmu.Lock()
-	l.cSeq, l.cHash, l.cpSeq = seq, h, cpSeq
-	l.hmu.Unlock()
+	return groups, seq, h, nil
 }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func last(txn *badger.Txn, prefix []byte) (k, v []byte, ok bool, err error) {
 	o := badger.DefaultIteratorOptions
@@ -263,8 +489,8 @@ func last(txn *badger.Txn, prefix []byte) (k, v []byte, ok bool, err error) {
 // trust the data dir.
 func (l *Ledger) PublicKey() ed25519.PublicKey { return l.pub }
 
-// Head returns the seq and hex hash of the last committed record; (0, "")
-// for an empty ledger.
+// Head returns the seq and hex hash of the last acknowledged (journaled)
+// record; (0, "") for an empty ledger. It does not wait for the applier.
 func (l *Ledger) Head() (seq uint64, hash string) {
 	l.hmu.Lock()
 	defer l.hmu.Unlock()
@@ -278,9 +504,12 @@ func (l *Ledger) Head() (seq uint64, hash string) {
 // Options.Now), Prev and Hash, and queues them for the writer. It never
 // waits for the disk, so a caller may hold its own short lock around it;
 // call Wait on the returned Ticket (outside that lock) before answering.
-// Records appended by one call are committed in the same group. If any
-// record is invalid none is appended and the Ticket carries
-// ErrInvalidRecord. After Append the records belong to the ledger.
+// Records appended by one call are journaled in the same frame, so a
+// crash keeps all or none of them. If any record is invalid none is
+// appended and the Ticket carries ErrInvalidRecord. While the applier
+// cannot write to badger and more than 100 000 acknowledged records wait
+// for it, Append fails fast with ErrWriteFailed. After Append the records
+// belong to the ledger.
 func (l *Ledger) Append(recs ...*Record) Ticket {
 	if l.readOnly {
 		return Ticket{err: ErrReadOnly}
@@ -296,6 +525,11 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	if len(recs) == 0 {
 		return Ticket{}
 	}
+	if l.applyFailing.Load() {
+		if n := l.seq - l.applied.Load(); n >= l.maxBacklog {
+			return Ticket{err: fmt.Errorf("%w: %d records wait to be applied to the store, which fails", ErrWriteFailed, n)}
+		}
+	}
 	var now time.Time
 	for _, r := range recs {
 		if r.At.IsZero() {
@@ -310,12 +544,16 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	}
 	g := l.pending
 	if g == nil {
-		g = l.spare
-		l.spare = nil
-		if g == nil {
+		if n := len(l.spares); n > 0 {
+			g = l.spares[n-1]
+			l.spares[n-1] = nil
+			l.spares = l.spares[:n-1]
+		} else {
 			g = &group{}
 		}
 		g.done = make(chan struct{})
+		g.firstSeq = l.seq + 1
+		g.jbuf = append(g.jbuf[:0], make([]byte, frameHeader)...)
 		l.pending = g
 	}
 	for _, r := range recs {
@@ -328,38 +566,9 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 		hex.Encode(hx[:], l.hash[:])
 		l.hashHex = string(hx[:])
 		r.Hash = l.hashHex
-
-		// Record: its stored (binary) form, encoded once.
-		k := len(g.buf)
-		g.buf = appendSeqKey(g.buf, prefixRecord, r.Seq)
-		rv := len(g.buf)
-		g.buf = r.appendBinary(g.buf, &prev, &l.hash)
-		rend := len(g.buf)
-		g.add(k, rv, rend)
-		// Time index: filters only.
-		k = len(g.buf)
-		g.buf = appendTimeKey(g.buf, r.At, r.Seq)
-		v := len(g.buf)
-		g.buf = appendIndexValue(g.buf, r)
-		g.add(k, v, len(g.buf))
-		if r.Principal == "" {
-			continue
-		}
-		// Principal index: a byte-exact copy of the record, so a replay
-		// never reads l/r/ (Verify checks the copies).
-		k = len(g.buf)
-		g.buf = appendPrincipalKey(g.buf, r.Principal, r.At, r.Seq)
-		v = len(g.buf)
-		g.buf = append(g.buf, g.buf[rv:rend]...)
-		g.add(k, v, len(g.buf))
-		if r.Type == TypeTxn && r.BalanceAfter != nil {
-			k = len(g.buf)
-			g.buf = append(g.buf, prefixBalance...)
-			g.buf = append(g.buf, r.Principal...)
-			v = len(g.buf)
-			g.buf = binary.BigEndian.AppendUint64(g.buf, r.Seq)
-			g.add(k, v, len(g.buf))
-		}
+		rv, rend := g.addRecord(r, &prev, &l.hash)
+		g.jbuf = binary.AppendUvarint(g.jbuf, uint64(rend-rv))
+		g.jbuf = append(g.jbuf, g.buf[rv:rend]...)
 	}
 	g.lastSeq, g.lastHash = l.seq, l.hash
 	select {
@@ -369,54 +578,45 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	return Ticket{g: g}
 }
 
-// run is the writer goroutine.
+// run is the writer goroutine: it journals pending groups and answers
+// their Tickets.
 func (l *Ledger) run() {
 	defer close(l.done)
-	var cpTick, syncTick <-chan time.Time
-	if l.opts.CheckpointInterval > 0 {
-		t := time.NewTicker(l.opts.CheckpointInterval)
-		defer t.Stop()
-		cpTick = t.C
-	}
+	var syncTick <-chan time.Time
 	if l.opts.Sync == SyncInterval {
 		t := time.NewTicker(l.opts.SyncEvery)
 		defer t.Stop()
 		syncTick = t.C
 	}
-	dirty := false
 	for {
 		select {
 		case <-l.wake:
-			if l.flush(false) == nil {
-				dirty = true
-			}
-		case <-cpTick:
-			if l.flush(true) == nil {
-				dirty = true
-			}
+			l.flush()
 		case <-syncTick:
-			if dirty {
-				dirty = false
-				l.db.Sync() // a failure here shows again on the next commit or Close
-			}
+			l.j.sync() // a failure here shows again on the next write or Close
 		case reply := <-l.cpReq:
-			err := l.flush(true)
-			dirty = true
-			reply <- err
-		case <-l.quit:
-			err := l.flush(true)
-			if err == nil {
-				err = l.db.Sync()
+			if err := l.flush(); err != nil {
+				reply <- err
+				continue
 			}
-			l.closeErr = err
+			l.amu.Lock()
+			l.cpWaiters = append(l.cpWaiters, reply)
+			l.amu.Unlock()
+			l.wakeApplier()
+		case <-l.quit:
+			err := l.flush()
+			if serr := l.j.sync(); err == nil {
+				err = serr
+			}
+			l.writerErr = err
 			return
 		}
 	}
 }
 
-// flush commits the pending group, with a checkpoint in the same
-// transaction when one is due (or forced and anything is uncovered).
-func (l *Ledger) flush(forceCP bool) error {
+// flush journals the pending group with one write(2), fdatasyncs it under
+// SyncAlways, hands it to the applier and releases its Tickets.
+func (l *Ledger) flush() error {
 	l.mu.Lock()
 	g, failed := l.pending, l.err
 	l.pending = nil
@@ -428,63 +628,283 @@ func (l *Ledger) flush(forceCP bool) error {
 		}
 		return failed
 	}
-	newSeq, newHash := l.cSeq, l.cHash // only this goroutine writes them
-	if g != nil {
-		newSeq, newHash = g.lastSeq, g.lastHash
-	}
-	var cp []byte
-	every := uint64(l.opts.CheckpointEvery)
-	if newSeq > l.cpSeq && (forceCP || (l.opts.CheckpointEvery > 0 && newSeq-l.cpSeq >= every)) {
-		c := signCheckpoint(l.priv, newSeq, newHash, l.opts.Now())
-		cp = c.appendJSON(nil)
-	}
-	if g == nil && cp == nil {
+	if g == nil {
 		return nil
 	}
-	err := l.write(g, newSeq, cp)
-	if err == nil && l.opts.Sync == SyncAlways {
-		err = l.db.Sync()
+	err := l.waitBacklog(g)
+	if err == nil && l.writeFault != nil {
+		err = l.writeFault()
+	}
+	if err == nil {
+		body := g.jbuf[frameHeader:]
+		binary.LittleEndian.PutUint32(g.jbuf, uint32(len(body)))
+		binary.LittleEndian.PutUint32(g.jbuf[4:], crc32Checksum(body))
+		err = l.j.append(g.jbuf, g.firstSeq, l.opts.Sync == SyncAlways)
 	}
 	if err != nil {
+		sticky := errors.Is(err, errJournalCut)
 		err = fmt.Errorf("%w: %v", ErrWriteFailed, err)
-		l.rollback(err)
-	} else {
-		l.hmu.Lock()
-		l.cSeq, l.cHash = newSeq, newHash
-		if cp != nil {
-			l.cpSeq = newSeq
-		}
-		l.hmu.Unlock()
-	}
-	if g != nil {
+		l.rollback(err, sticky)
 		g.err = err
 		close(g.done)
-		if err == nil {
-			l.recycle(g)
-		}
+		return err
 	}
-	return err
+	l.hmu.Lock()
+	l.cSeq, l.cHash = g.lastSeq, g.lastHash
+	l.hmu.Unlock()
+	l.acked.Store(g.lastSeq)
+	l.amu.Lock()
+	l.queue = append(l.queue, g)
+	l.amu.Unlock()
+	l.wakeApplier()
+	close(g.done)
+	return nil
 }
 
-// maxSpare bounds the buffer kept for reuse between groups.
-const maxSpare = 1 << 20
+func (l *Ledger) wakeApplier() {
+	select {
+	case l.applyWake <- struct{}{}:
+	default:
+	}
+}
 
-// recycle hands g's buffers to the next group. Tickets keep only g's done
-// channel and err, which the next group replaces with its own.
-func (l *Ledger) recycle(g *group) {
-	if cap(g.buf) > maxSpare {
+// waitBacklog holds the writer while the applier is more than maxBacklog
+// records behind (backpressure: callers wait longer), and fails the group
+// instead when the applier is failing.
+func (l *Ledger) waitBacklog(g *group) error {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	for g.firstSeq-1-l.aSeq >= l.maxBacklog {
+		if l.applyErr != nil {
+			return fmt.Errorf("%d records wait to be applied to the store: %v", g.firstSeq-1-l.aSeq, l.applyErr)
+		}
+		if l.applyStop {
+			return ErrClosed
+		}
+		l.acond.Wait()
+	}
+	return nil
+}
+
+// rollback follows a failed journal write: every record appended since
+// the last good write is failed, and the chain resumes from the journal's
+// end, so that the next group links to it and the ledger recovers by
+// itself once writes succeed again (a disk with space again). When the
+// journal could not even be cut back (sticky), the failure stays until
+// Close.
+func (l *Ledger) rollback(cause error, sticky bool) {
+	l.hmu.Lock()
+	seq, h := l.cSeq, l.cHash
+	l.hmu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.pending; p != nil {
+		l.pending = nil
+		p.err = cause
+		close(p.done)
+	}
+	if sticky && l.err == nil {
+		l.err = cause
+	}
+	l.seq, l.hash = seq, h
+	l.hashHex = hex.EncodeToString(h[:])
+}
+
+// applyLoop is the applier goroutine: it copies journaled groups into
+// badger, retrying with backoff while badger fails, and writes the
+// checkpoints.
+func (l *Ledger) applyLoop() {
+	defer func() {
+		l.amu.Lock()
+		l.applyStop = true
+		l.acond.Broadcast()
+		l.amu.Unlock()
+		close(l.applyDone)
+	}()
+	var cpTick <-chan time.Time
+	if l.opts.CheckpointInterval > 0 {
+		t := time.NewTicker(l.opts.CheckpointInterval)
+		defer t.Stop()
+		cpTick = t.C
+	}
+	var retry <-chan time.Time
+	var backoff time.Duration
+	forceCP := false
+	for {
+		if retry != nil {
+			select {
+			case <-retry:
+				retry = nil
+			case <-cpTick:
+				forceCP = true
+				continue
+			case <-l.applyQuit:
+				l.drain()
+				return
+			}
+		} else {
+			select {
+			case <-l.applyWake:
+			case <-cpTick:
+				forceCP = true
+			case <-l.applyQuit:
+				l.drain()
+				return
+			}
+		}
+		if l.halted.Load() {
+			continue
+		}
+		if err := l.applyPending(forceCP); err != nil {
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			retry = time.After(backoff)
+			continue
+		}
+		backoff, forceCP = 0, false
+	}
+}
+
+// drain applies everything journaled, with a final checkpoint, and syncs
+// badger (Close).
+func (l *Ledger) drain() {
+	if l.halted.Load() {
+		l.drainErr = errHalted
 		return
 	}
-	spare := &group{buf: g.buf[:0], entries: g.entries[:0]}
-	l.mu.Lock()
-	l.spare = spare
-	l.mu.Unlock()
+	err := l.applyPending(true)
+	if err == nil {
+		err = l.db.Sync()
+	}
+	l.drainErr = err
 }
 
-// write commits the group's entries and the checkpoint in one badger
-// transaction; a group too large for one is split into consecutive
-// transactions in seq order, so a crash leaves a prefix of the chain.
-func (l *Ledger) write(g *group, cpSeq uint64, cp []byte) error {
+var errHalted = errors.New("ledger: halted")
+
+// maxApply bounds the records merged into one badger transaction.
+const maxApply = 8192
+
+// applyPending applies the queued groups in order, several per badger
+// transaction, with a checkpoint in the transaction where one is due (or
+// forced, or asked for by checkpointNow, and anything is uncovered). On
+// failure the groups stay queued (applying them again is idempotent), the
+// waiting checkpointNow calls get the error, and the failure shows in
+// Healthy until a later attempt succeeds.
+func (l *Ledger) applyPending(forceCP bool) error {
+	every := uint64(l.opts.CheckpointEvery)
+	for !l.halted.Load() {
+		l.amu.Lock()
+		groups, waiters := l.queue, l.cpWaiters
+		newSeq, newHash := l.aSeq, l.aHash
+		l.amu.Unlock()
+		n, recs, cpDue := 0, uint64(0), false
+		for n < len(groups) && recs < maxApply {
+			g := groups[n]
+			n++
+			recs += g.lastSeq - g.firstSeq + 1
+			newSeq, newHash = g.lastSeq, g.lastHash
+			if l.opts.CheckpointEvery > 0 && newSeq-l.cpSeq >= every {
+				cpDue = true
+				break
+			}
+		}
+		all := n == len(groups)
+		var cp []byte
+		if newSeq > l.cpSeq && (cpDue || all && (forceCP || len(waiters) > 0)) {
+			c := signCheckpoint(l.priv, newSeq, newHash, l.opts.Now())
+			cp = c.appendJSON(nil)
+		}
+		var err error
+		if n > 0 || cp != nil {
+			err = l.write(groups[:n], newSeq, cp)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: apply: %v", ErrWriteFailed, err)
+			l.amu.Lock()
+			l.cpWaiters = l.cpWaiters[len(waiters):]
+			l.applyErr = err
+			l.applyFailing.Store(true)
+			l.acond.Broadcast()
+			l.amu.Unlock()
+			for _, w := range waiters {
+				w <- err
+			}
+			return err
+		}
+		if cp != nil {
+			l.hmu.Lock()
+			l.cpSeq = newSeq
+			l.hmu.Unlock()
+		}
+		l.amu.Lock()
+		l.queue = l.queue[n:]
+		if len(l.queue) == 0 {
+			l.queue = nil // let the backing array go
+		}
+		l.aSeq, l.aHash = newSeq, newHash
+		l.applied.Store(newSeq)
+		l.applyErr = nil
+		l.applyFailing.Store(false)
+		if all {
+			l.cpWaiters = l.cpWaiters[len(waiters):]
+		}
+		l.acond.Broadcast()
+		l.amu.Unlock()
+		l.recycle(groups[:n])
+		l.trim(newSeq)
+		if all {
+			for _, w := range waiters {
+				w <- nil
+			}
+			return nil
+		}
+	}
+	return errHalted
+}
+
+// trim deletes the journal segments badger now holds completely, after
+// syncing badger so that they are not needed after a machine crash
+// either. A failure leaves them for the next try.
+func (l *Ledger) trim(applied uint64) {
+	if l.j == nil {
+		return
+	}
+	segs := l.j.applied(applied)
+	if len(segs) == 0 || l.db.Sync() != nil {
+		return
+	}
+	l.j.remove(segs)
+}
+
+// maxSpare bounds the buffer of a group kept for reuse, maxSpares the
+// number of groups kept.
+const (
+	maxSpare  = 1 << 20
+	maxSpares = 64
+)
+
+// recycle hands the applied groups' buffers to the next groups. Tickets
+// keep only a group's done channel and err, which a new group struct
+// replaces with its own.
+func (l *Ledger) recycle(gs []*group) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, g := range gs {
+		if len(l.spares) >= maxSpares {
+			return
+		}
+		if cap(g.buf) > maxSpare || cap(g.jbuf) > maxSpare {
+			continue
+		}
+		l.spares = append(l.spares, &group{buf: g.buf[:0], entries: g.entries[:0], jbuf: g.jbuf[:0]})
+	}
+}
+
+// write commits the groups' entries, l/applied and the checkpoint in one
+// badger transaction; when that is too large it is split into
+// consecutive transactions in seq order, l/applied in the last, so a
+// crash leaves a prefix and the journal replays the rest (writing the
+// same keys again is harmless).
+func (l *Ledger) write(gs []*group, seq uint64, cp []byte) error {
 	txn := l.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	set := func(e *badger.Entry) error {
@@ -499,30 +919,42 @@ func (l *Ledger) write(g *group, cpSeq uint64, cp []byte) error {
 		}
 		return err
 	}
-	n := 0
-	if g != nil {
-		n = len(g.entries)
+	n := 1
+	for _, g := range gs {
+		n += len(g.entries)
 	}
 	if cp != nil {
 		n++
 	}
-	ents := make([]badger.Entry, n) // badger keeps the pointers until commit
-	if g != nil {
-		for i, sp := range g.entries {
+	// badger keeps the pointers until Commit returns; the slice is reused
+	// by the next write (this goroutine's only).
+	if cap(l.ents) < n {
+		l.ents = make([]badger.Entry, n)
+	}
+	ents := l.ents[:n]
+	defer clear(ents) // drop the references to the groups' buffers
+	i := 0
+	for _, g := range gs {
+		for _, sp := range g.entries {
 			ents[i] = badger.Entry{Key: g.buf[sp.k:sp.v], Value: g.buf[sp.v:sp.end]}
 			if err := set(&ents[i]); err != nil {
 				return err
 			}
+			i++
 		}
 	}
+	ents[i] = badger.Entry{Key: keyApplied, Value: binary.BigEndian.AppendUint64(nil, seq)}
+	if err := set(&ents[i]); err != nil {
+		return err
+	}
 	if cp != nil {
-		ents[n-1] = badger.Entry{Key: seqKey(prefixCheckpoint, cpSeq), Value: cp}
-		if err := set(&ents[n-1]); err != nil {
+		ents[i+1] = badger.Entry{Key: seqKey(prefixCheckpoint, seq), Value: cp}
+		if err := set(&ents[i+1]); err != nil {
 			return err
 		}
 	}
-	if l.writeFault != nil {
-		if err := l.writeFault(); err != nil {
+	if l.applyFault != nil {
+		if err := l.applyFault(); err != nil {
 			return err
 		}
 	}
@@ -533,8 +965,42 @@ func (l *Ledger) write(g *group, cpSeq uint64, cp []byte) error {
 	return nil
 }
 
-// checkpointNow asks the writer to commit what is pending and sign the
-// head. It is a no-op on a read-only ledger.
+// waitApplied returns once badger holds every record acknowledged when
+// it was called (read-your-writes for Query, LatestBalances and the
+// like). While the applier fails it returns that failure rather than
+// wait for a retry; after Close it returns at once.
+func (l *Ledger) waitApplied() error {
+	if l.readOnly {
+		return nil
+	}
+	target := l.acked.Load()
+	if l.applied.Load() >= target {
+		return nil
+	}
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	for l.aSeq < target {
+		if l.applyErr != nil {
+			return fmt.Errorf("read: the store lags the journal: %w", l.applyErr)
+		}
+		if l.applyStop {
+			return nil
+		}
+		l.acond.Wait()
+	}
+	return nil
+}
+
+// appliedHead returns the last record applied to badger.
+func (l *Ledger) appliedHead() (uint64, [32]byte) {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	return l.aSeq, l.aHash
+}
+
+// checkpointNow asks the writer to journal what is pending, then the
+// applier to apply everything up to it and sign the head. It is a no-op
+// on a read-only ledger.
 func (l *Ledger) checkpointNow() error {
 	if l.readOnly {
 		return nil
@@ -548,19 +1014,37 @@ func (l *Ledger) checkpointNow() error {
 	}
 }
 
-// Close stops accepting records, commits everything pending, writes a
-// final checkpoint and fsyncs. It does not close the badger DB. Later
-// calls return the first call's result.
+// Close stops accepting records, journals everything pending, lets the
+// applier apply it all to badger with a final checkpoint, fsyncs badger
+// and deletes the journal. If badger cannot take it, the journal is kept
+// (Open applies it) and the error returned. It does not close the badger
+// DB. Later calls return the first call's result.
 func (l *Ledger) Close() error {
-	l.closeOnce.Do(func() {
-		l.mu.Lock()
-		l.closed = true
-		l.mu.Unlock()
-		if l.readOnly {
-			return
-		}
-		close(l.quit)
-		<-l.done
-	})
+	l.closeOnce.Do(func() { l.closeErr = l.stop() })
 	return l.closeErr
+}
+
+func (l *Ledger) stop() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	if l.readOnly {
+		return nil
+	}
+	close(l.quit)
+	<-l.done
+	close(l.applyQuit)
+	<-l.applyDone
+	err := l.writerErr
+	if err == nil {
+		err = l.drainErr
+	}
+	if errors.Is(err, errHalted) {
+		l.j.close(false)
+		return nil
+	}
+	if cerr := l.j.close(err == nil); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -101,6 +101,26 @@ func BenchmarkLedger_Append(b *testing.B) {
 	})
 }
 
+// BenchmarkLedger_AppendOne measures Append+Wait from a single caller:
+// ns/op is the latency a lone call adds (no group commit to share).
+func BenchmarkLedger_AppendOne(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		sync SyncMode
+	}{{"SyncAlways", SyncAlways}, {"SyncInterval", SyncInterval}} {
+		b.Run(mode.name, func(b *testing.B) {
+			l, _, _ := newLedger(b, Options{Sync: mode.sync, CheckpointEvery: DefaultCheckpointEvery})
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := l.Append(benchRecord(i)).Wait(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkLedger_Replay reads one principal's last 24 h through the
 // principal index against a full scan of the same data. The dataset is
 // LEDGER_BENCH_RECORDS records (default 100 000; the design target is

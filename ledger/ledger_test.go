@@ -207,6 +207,11 @@ func TestLedger_AppendConcurrent(t *testing.T) {
 				t.Errorf("commits: got %d, want fewer than %d records (group commit)", commits, workers*each)
 			}
 			t.Logf("%d records in %d commits", workers*each, commits)
+			// Wait answers once records are journaled; read the store
+			// directly only after the applier has caught up.
+			if err := l.waitApplied(); err != nil {
+				t.Fatalf("waitApplied: %v", err)
+			}
 			var next uint64 = 1
 			err := l.db.View(func(txn *badger.Txn) error {
 				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})

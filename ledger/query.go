@@ -78,6 +78,9 @@ func (l *Ledger) scan(q Query, fn func(v []byte) error) error {
 	} else {
 		hi = append(hi, bytes.Repeat([]byte{0xff}, 17)...)
 	}
+	if err := l.waitApplied(); err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
 	return l.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix, o.PrefetchValues, o.Reverse = prefix, false, q.Desc
@@ -188,6 +191,9 @@ func (c *recordCursor) get(seq uint64, fn func(v []byte) error) error {
 // error wrapping ErrTampered; an error from fn stops the walk and is
 // returned unchanged.
 func (l *Ledger) LatestBalances(fn func(principal string, balance money.Micros) error) error {
+	if err := l.waitApplied(); err != nil {
+		return fmt.Errorf("latest balances: %w", err)
+	}
 	return l.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix, o.PrefetchValues = prefixBalance, false

@@ -147,10 +147,11 @@ func (c *chain) checkpoint(cp Checkpoint) bool {
 // right key, every time index entry must match, none may be missing or
 // extra, and each principal's balance index entry must name its latest
 // balance-bearing txn; a query or restart could otherwise be fed records
-// the chain does not vouch for. On a writable ledger Verify first commits
-// a checkpoint over the in-memory head, so records appended so far are
-// covered; that checkpoint signs the hash the writer computed, never one
-// read back from disk. Deleting the newest records together with their
+// the chain does not vouch for. On a writable ledger Verify first
+// journals what is pending, waits until the applier has applied it to
+// badger and commits a checkpoint over that head, so records appended so
+// far are covered; that checkpoint signs the hash the writer computed,
+// never one read back from disk. Deleting the newest records together with their
 // checkpoints cannot be detected from the store alone; compare with an
 // export or a published checkpoint. Verify reads one consistent snapshot
 // and may run beside Append.

@@ -1,0 +1,564 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// crash stops l as a kill -9 would leave it: the applier applies nothing
+// more, the journal is neither applied nor deleted.
+func crash(t *testing.T, l *Ledger) {
+	t.Helper()
+	l.halted.Store(true)
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close after halt: %v", err)
+	}
+}
+
+func journalFiles(t *testing.T, dir string) []segment {
+	t.Helper()
+	segs, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return segs
+}
+
+// appendConcurrently appends workers*each records (every third Append
+// holds two records) and returns the acknowledged ones by seq, with their
+// hashes.
+func appendConcurrently(t *testing.T, l *Ledger, workers, each int) map[uint64]string {
+	t.Helper()
+	var mu sync.Mutex
+	acked := map[uint64]string{}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				recs := []*Record{callRec(fmt.Sprintf("key:%d", w), "t", OutcomeAllowed)}
+				if i%3 == 0 {
+					recs = append(recs, callRec(fmt.Sprintf("key:%d", w), "u", OutcomeDenied))
+				}
+				if err := l.Append(recs...).Wait(); err != nil {
+					t.Errorf("Wait: %v", err)
+					return
+				}
+				mu.Lock()
+				for _, r := range recs {
+					acked[r.Seq] = r.Hash
+				}
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	return acked
+}
+
+// checkStored asserts that the store holds exactly seqs 1..n, gap-free,
+// with the acknowledged hashes, and that the chain verifies.
+func checkStored(t *testing.T, l *Ledger, acked map[uint64]string, n uint64) {
+	t.Helper()
+	var next uint64 = 1
+	err := l.Query(Query{}, func(r *Record) error {
+		if h, ok := acked[r.Seq]; ok && h != r.Hash {
+			return fmt.Errorf("seq %d: got hash %s, want %s", r.Seq, r.Hash, h)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if got := seqFromKey(it.Item().Key()); got != next {
+				return fmt.Errorf("stored seq: got %d, want %d", got, next)
+			}
+			next++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next-1 != n {
+		t.Fatalf("stored records: got %d, want %d", next-1, n)
+	}
+	for seq := range acked {
+		if seq > n {
+			t.Fatalf("acknowledged seq %d beyond the stored head %d", seq, n)
+		}
+	}
+	if rep := l.Verify(); !rep.OK || uint64(rep.Records) != n {
+		t.Fatalf("Verify: got %+v, want ok with %d records", rep, n)
+	}
+}
+
+// TestLedger_Crash appends concurrently while the applier applies
+// nothing (from the start, or from halfway), "crashes" without Close and
+// reopens the same DB and data dir: every acknowledged record is in the
+// store, gap-free, and the chain verifies; the journal is gone after a
+// clean Close.
+func TestLedger_Crash(t *testing.T) {
+	defer func(n int64) { segmentBytes = n }(segmentBytes)
+	segmentBytes = 16 << 10 // several segments
+	tests := []struct {
+		name    string
+		sync    SyncMode
+		haltAll bool // halt before the first Append
+	}{
+		{"SyncAlways/HaltFirst", SyncAlways, true},
+		{"SyncInterval/HaltFirst", SyncInterval, true},
+		{"SyncInterval/HaltHalfway", SyncInterval, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := openDB(t, dir, false)
+			defer db.Close()
+			opts := Options{Sync: tt.sync, CheckpointEvery: 50}
+			l, err := Open(db, dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.haltAll {
+				l.halted.Store(true)
+			}
+			acked := appendConcurrently(t, l, 16, 30)
+			if !tt.haltAll {
+				l.halted.Store(true)
+				for k, v := range appendConcurrently(t, l, 16, 30) {
+					acked[k] = v
+				}
+			}
+			head, _ := l.Head()
+			crash(t, l)
+			if segs := journalFiles(t, dir); len(segs) < 2 {
+				t.Fatalf("journal segments after the crash: got %d (%v), want several; head %d", len(segs), segs, head)
+			}
+			if uint64(len(acked)) != head {
+				t.Fatalf("acknowledged %d records, head %d", len(acked), head)
+			}
+
+			l, err = Open(db, dir, opts)
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			if seq, _ := l.Head(); seq != head {
+				t.Fatalf("Head after reopen: got %d, want %d", seq, head)
+			}
+			checkStored(t, l, acked, head)
+			r := callRec("key:z", "t", OutcomeAllowed)
+			if err := l.Append(r).Wait(); err != nil || r.Seq != head+1 || r.Prev != acked[head] {
+				t.Fatalf("Append after reopen: got seq %d prev %s (%v), want %d %s", r.Seq, r.Prev, err, head+1, acked[head])
+			}
+			if err := l.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if segs := journalFiles(t, dir); len(segs) != 0 {
+				t.Errorf("journal segments after Close: got %d, want 0", len(segs))
+			}
+		})
+	}
+}
+
+// TestLedger_JournalTrim: while the applier keeps up, applied segments
+// are deleted, so the journal stays a few segments long.
+func TestLedger_JournalTrim(t *testing.T) {
+	defer func(n int64) { segmentBytes = n }(segmentBytes)
+	segmentBytes = 8 << 10
+	l, _, dir := newLedger(t, Options{Sync: SyncInterval})
+	for i := 0; i < 400; i++ {
+		if err := l.Append(callRec("key:a", "t", OutcomeAllowed)).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep := l.Verify(); !rep.OK { // applies everything, then trims
+		t.Fatalf("Verify: %+v", rep)
+	}
+	// 400 records of ~300 bytes are ~15 segments of 8 KiB.
+	if segs := journalFiles(t, dir); len(segs) > 2 {
+		t.Errorf("journal segments: got %d, want at most 2 (applied ones deleted)", len(segs))
+	}
+}
+
+// buildJournal appends n records, one per Append, with the applier
+// halted, and crashes: the store is empty and the journal holds n frames
+// in one segment. It returns the data dir, the open DB and the hashes.
+func buildJournal(t *testing.T, n int) (string, *badger.DB, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	db := openDB(t, dir, false)
+	t.Cleanup(func() { db.Close() })
+	l, err := Open(db, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.halted.Store(true)
+	hashes := []string{""}
+	for i := 0; i < n; i++ {
+		r := callRec("key:a", "t", OutcomeAllowed)
+		if err := l.Append(r).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		hashes = append(hashes, r.Hash)
+	}
+	crash(t, l)
+	return dir, db, hashes
+}
+
+// frameOffsets returns the offset of every frame in a segment file.
+func frameOffsets(t *testing.T, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offs []int
+	for off := 0; off < len(b); off += frameHeader + int(binary.LittleEndian.Uint32(b[off:])) {
+		offs = append(offs, off)
+	}
+	return offs
+}
+
+func TestLedger_JournalTornTail(t *testing.T) {
+	const n = 10
+	tests := []struct {
+		name string
+		// damage edits the segment, whose frames start at offs.
+		damage func(t *testing.T, path string, offs []int)
+	}{
+		{"TruncatedMidFrame", func(t *testing.T, path string, offs []int) {
+			if err := os.Truncate(path, int64(offs[n-1]+frameHeader+5)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"TruncatedMidHeader", func(t *testing.T, path string, offs []int) {
+			if err := os.Truncate(path, int64(offs[n-1]+3)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"LastFrameCorrupt", func(t *testing.T, path string, offs []int) {
+			flipByte(t, path, offs[n-1]+frameHeader+20)
+		}},
+		{"ZeroedTail", func(t *testing.T, path string, offs []int) {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fi, _ := f.Stat()
+			// The last frame's blocks never reached the disk: zeros.
+			if _, err := f.WriteAt(make([]byte, int(fi.Size())-offs[n-1]+100), int64(offs[n-1])); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, db, hashes := buildJournal(t, n)
+			segs := journalFiles(t, dir)
+			if len(segs) != 1 {
+				t.Fatalf("segments: got %d, want 1", len(segs))
+			}
+			offs := frameOffsets(t, segs[0].path)
+			if len(offs) != n {
+				t.Fatalf("frames: got %d, want %d", len(offs), n)
+			}
+			tt.damage(t, segs[0].path, offs)
+			l, err := Open(db, dir, Options{})
+			if err != nil {
+				t.Fatalf("Open: got %v, want recovery up to record %d", err, n-1)
+			}
+			defer l.Close()
+			if seq, h := l.Head(); seq != n-1 || h != hashes[n-1] {
+				t.Fatalf("Head: got %d %s, want %d %s", seq, h, n-1, hashes[n-1])
+			}
+			acked := map[uint64]string{}
+			for i := 1; i < n; i++ {
+				acked[uint64(i)] = hashes[i]
+			}
+			checkStored(t, l, acked, n-1)
+			r := callRec("key:a", "t", OutcomeAllowed)
+			if err := l.Append(r).Wait(); err != nil || r.Seq != n || r.Prev != hashes[n-1] {
+				t.Fatalf("Append: got seq %d prev %s (%v), want %d %s", r.Seq, r.Prev, err, n, hashes[n-1])
+			}
+		})
+	}
+}
+
+func flipByte(t *testing.T, path string, off int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= 0x40
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLedger_JournalCorrupt: damage before the last frame, or a frame
+// whose checksum is right but whose records do not continue the chain,
+// is refused loudly: Open never skips or forks.
+func TestLedger_JournalCorrupt(t *testing.T) {
+	const n = 10
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir, path string, offs []int)
+	}{
+		{"MiddleFrameBytes", func(t *testing.T, dir, path string, offs []int) {
+			flipByte(t, path, offs[4]+frameHeader+20)
+		}},
+		{"MiddleFrameLength", func(t *testing.T, dir, path string, offs []int) {
+			flipByte(t, path, offs[4])
+		}},
+		{"MiddleFrameLengthPastEnd", func(t *testing.T, dir, path string, offs []int) {
+			// The length now claims more than the file holds, like a torn
+			// tail; the valid frames behind it must not be dropped.
+			flipByte(t, path, offs[4]+2)
+		}},
+		{"RewrittenWithChecksum", func(t *testing.T, dir, path string, offs []int) {
+			// Edit record 5's tool and fix the frame checksum, as a forger
+			// without the chain would: its hash no longer matches.
+			b, _ := os.ReadFile(path)
+			body := b[offs[4]+frameHeader : offs[5]]
+			i := strings.Index(string(body), "\x01t")
+			if i < 0 {
+				t.Fatal("tool not found in frame")
+			}
+			body[i+1] = 'u'
+			binary.LittleEndian.PutUint32(b[offs[4]+4:], crc32Checksum(body))
+			os.WriteFile(path, b, 0o600)
+		}},
+		{"FrameDropped", func(t *testing.T, dir, path string, offs []int) {
+			b, _ := os.ReadFile(path)
+			os.WriteFile(path, append(b[:offs[4]:offs[4]], b[offs[5]:]...), 0o600)
+		}},
+		{"SegmentMissing", func(t *testing.T, dir, path string, offs []int) {
+			// The journal resumes after a hole: the segment holding
+			// records 1..10 is renamed as if it began at 3.
+			os.Rename(path, filepath.Join(dir, segmentName(3)))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, db, _ := buildJournal(t, n)
+			segs := journalFiles(t, dir)
+			tt.damage(t, dir, segs[0].path, frameOffsets(t, segs[0].path))
+			l, err := Open(db, dir, Options{})
+			if err == nil {
+				l.Close()
+				t.Fatal("Open: got nil, want ErrTampered")
+			}
+			if !errors.Is(err, ErrTampered) {
+				t.Errorf("Open: got %v, want ErrTampered", err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+// TestLedger_ReadYourWrites: a Query right after Wait sees the record,
+// although Wait answers before the record is in badger.
+func TestLedger_ReadYourWrites(t *testing.T) {
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval})
+	const workers, each = 16, 40
+	var wg sync.WaitGroup
+	var misses atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			p := fmt.Sprintf("key:%d", w)
+			for i := 0; i < each; i++ {
+				r := callRec(p, "t", OutcomeDenied)
+				if err := l.Append(r).Wait(); err != nil {
+					t.Error(err)
+					return
+				}
+				var got uint64
+				err := l.Query(Query{Principal: p, Desc: true, Limit: 1}, func(q *Record) error {
+					got = q.Seq
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got != r.Seq {
+					misses.Add(1)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if n := misses.Load(); n > 0 {
+		t.Errorf("queries right after Wait that missed the record: got %d, want 0", n)
+	}
+}
+
+// TestLedger_ApplyFailure: while badger fails, Appends are still
+// acknowledged (from the journal) up to the backlog bound, Healthy
+// reports the failure, reads say the store lags; past the bound Append
+// fails fast. Once badger works again everything acknowledged is applied
+// and verifies.
+func TestLedger_ApplyFailure(t *testing.T) {
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval, CheckpointEvery: 10})
+	var failing atomic.Bool
+	l.applyFault = func() error {
+		if failing.Load() {
+			return errors.New("injected badger fault")
+		}
+		return nil
+	}
+	const bound = 100
+	l.maxBacklog = bound
+	acked := map[uint64]string{}
+	add := func() error {
+		r := callRec("key:a", "t", OutcomeAllowed)
+		err := l.Append(r).Wait()
+		if err == nil {
+			acked[r.Seq] = r.Hash
+		}
+		return err
+	}
+	for i := 0; i < 20; i++ {
+		if err := add(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failing.Store(true)
+	for i := 0; i < bound/2; i++ {
+		if err := add(); err != nil {
+			t.Fatalf("Append %d while badger fails, under the bound: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Healthy() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Healthy: got nil, want the applier's failure")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.Healthy(); !errors.Is(err, ErrWriteFailed) || !strings.Contains(err.Error(), "injected") {
+		t.Errorf("Healthy: got %v, want ErrWriteFailed naming the fault", err)
+	}
+	if err := l.Query(Query{}, func(*Record) error { return nil }); !errors.Is(err, ErrWriteFailed) {
+		t.Errorf("Query while the store lags: got %v, want ErrWriteFailed", err)
+	}
+	// Past the bound: fail fast, nothing acknowledged that cannot be held.
+	var fastFail error
+	for i := 0; i < 2*bound && fastFail == nil; i++ {
+		fastFail = add()
+	}
+	if !errors.Is(fastFail, ErrWriteFailed) {
+		t.Fatalf("Append past the backlog bound: got %v, want ErrWriteFailed", fastFail)
+	}
+	if head, _ := l.Head(); head > 20+bound+1 {
+		t.Errorf("acknowledged head while failing: got %d, want at most %d", head, 20+bound+1)
+	}
+
+	failing.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for l.Healthy() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Healthy after the fault cleared: %v", l.Healthy())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := add(); err != nil {
+		t.Fatalf("Append after recovery: %v", err)
+	}
+	head, _ := l.Head()
+	checkStored(t, l, acked, head)
+	if uint64(len(acked)) != head {
+		t.Errorf("acknowledged: got %d, want every stored record (%d)", len(acked), head)
+	}
+}
+
+// TestOpen_ReadOnlyJournal: a read-only Open refuses a journal holding
+// unapplied records, and works once a writable Open applied them.
+func TestOpen_ReadOnlyJournal(t *testing.T) {
+	dir, db, _ := buildJournal(t, 5)
+	db.Close()
+	ro := openDB(t, dir, true)
+	if _, err := Open(ro, dir, Options{}); !errors.Is(err, ErrJournalPending) {
+		t.Errorf("read-only Open: got %v, want ErrJournalPending", err)
+	}
+	ro.Close()
+
+	db = openDB(t, dir, false)
+	l, err := Open(db, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ro = openDB(t, dir, true)
+	defer ro.Close()
+	l, err = Open(ro, dir, Options{})
+	if err != nil {
+		t.Fatalf("read-only Open after apply: %v", err)
+	}
+	if rep := l.Verify(); !rep.OK || rep.Records != 5 {
+		t.Errorf("Verify: got %+v, want ok with 5 records", rep)
+	}
+}
+
+// TestLedger_CloseApplyFailure: when badger fails at Close, Close says so
+// and keeps the journal; the next Open applies it.
+func TestLedger_CloseApplyFailure(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, false)
+	defer db.Close()
+	l, err := Open(db, dir, Options{Sync: SyncInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failing atomic.Bool
+	l.applyFault = func() error {
+		if failing.Load() {
+			return errors.New("injected badger fault")
+		}
+		return nil
+	}
+	failing.Store(true)
+	acked := map[uint64]string{}
+	for i := 0; i < 30; i++ {
+		r := callRec("key:a", "t", OutcomeAllowed)
+		if err := l.Append(r).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		acked[r.Seq] = r.Hash
+	}
+	if err := l.Close(); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Close: got %v, want ErrWriteFailed", err)
+	}
+	if segs := journalFiles(t, dir); len(segs) == 0 {
+		t.Fatal("journal deleted although badger did not take it")
+	}
+	l, err = Open(db, dir, Options{Sync: SyncInterval})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer l.Close()
+	checkStored(t, l, acked, 30)
+}
