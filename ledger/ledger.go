@@ -121,7 +121,13 @@ type Ledger struct {
 	applyQuit chan struct{}
 	applyDone chan struct{}
 	writerErr error // the writer's final flush and sync
-	drainErr  error // the applier's final drain and sync
+
+	// Background journal syncs under SyncInterval: at most one at a time,
+	// off the writer goroutine so that a slow fsync never delays a group.
+	bgSyncing  atomic.Bool
+	bgSyncFail atomic.Bool // a background sync failed: Close syncs again
+	bgSyncDone sync.WaitGroup
+	drainErr   error // the applier's final drain and sync
 
 	closeOnce sync.Once
 	closeErr  error
@@ -593,7 +599,7 @@ func (l *Ledger) run() {
 		case <-l.wake:
 			l.flush()
 		case <-syncTick:
-			l.j.sync() // a failure here shows again on the next write or Close
+			l.syncInBackground()
 		case reply := <-l.cpReq:
 			if err := l.flush(); err != nil {
 				reply <- err
@@ -605,6 +611,10 @@ func (l *Ledger) run() {
 			l.wakeApplier()
 		case <-l.quit:
 			err := l.flush()
+			l.bgSyncDone.Wait()
+			if l.bgSyncFail.Load() {
+				l.j.dirty = true
+			}
 			if serr := l.j.sync(); err == nil {
 				err = serr
 			}
@@ -1047,4 +1057,27 @@ func (l *Ledger) stop() error {
 		err = cerr
 	}
 	return err
+}
+
+// syncInBackground fsyncs the journal segment being written without
+// blocking the writer: pwrite and fsync on one file may run concurrently,
+// and what a later group writes is covered by the next tick. It runs on
+// the writer goroutine, which owns j.f and j.dirty.
+func (l *Ledger) syncInBackground() {
+	if l.j.f == nil || !l.j.dirty || !l.bgSyncing.CompareAndSwap(false, true) {
+		return
+	}
+	f := l.j.f
+	l.j.dirty = false
+	l.bgSyncDone.Add(1)
+	go func() {
+		defer l.bgSyncDone.Done()
+		defer l.bgSyncing.Store(false)
+		// os.File.Sync holds a reference on the descriptor, so a
+		// concurrent rotation's Close cannot make it sync another file;
+		// the rotation syncs the finished segment itself.
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			l.bgSyncFail.Store(true)
+		}
+	}()
 }

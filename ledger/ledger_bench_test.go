@@ -3,7 +3,9 @@ package ledger
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,17 +33,31 @@ func BenchmarkLedger_Append(b *testing.B) {
 			l, _, _ := newLedger(b, Options{Sync: mode.sync, CheckpointEvery: DefaultCheckpointEvery})
 			b.ReportAllocs()
 			b.SetParallelism(16) // 32 callers on GOMAXPROCS=2, as the gateway benchmark
+			var mu sync.Mutex
+			var waits []time.Duration // what each call waits: the commit-before-answer cost
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
+				mine := make([]time.Duration, 0, 1024)
 				for pb.Next() {
+					t := time.Now()
 					if err := l.Append(benchRecord(i)).Wait(); err != nil {
 						b.Error(err)
 						return
 					}
+					mine = append(mine, time.Since(t))
 					i++
 				}
+				mu.Lock()
+				waits = append(waits, mine...)
+				mu.Unlock()
 			})
+			b.StopTimer()
+			slices.Sort(waits)
+			if n := len(waits); n > 0 {
+				b.ReportMetric(float64(waits[n/2].Microseconds()), "p50-wait-µs")
+				b.ReportMetric(float64(waits[n*99/100].Microseconds()), "p99-wait-µs")
+			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 			b.ReportMetric(float64(b.N)/float64(l.commits.Load()), "records/commit")
 		})
