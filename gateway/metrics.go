@@ -103,7 +103,7 @@ func (g *Gateway) observe(r *ledger.Record) {
 	if r.Cost > 0 {
 		g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
 	}
-	if g.opts.AccessLog {
+	if g.opts.AccessLog && g.log.Enabled(context.Background(), slog.LevelInfo) {
 		g.log.LogAttrs(context.Background(), slog.LevelInfo, "call",
 			slog.String("request_id", r.RequestID), slog.String("principal", r.Principal),
 			slog.String("tool", r.Tool), slog.String("outcome", r.Outcome), slog.String("reason", r.Reason),
