@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,8 +219,6 @@ func (g *Gateway) Server() *fasthttp.Server {
 // MaxBodySize bounds request bodies accepted by the gateway (8 MiB).
 const MaxBodySize = 8 << 20
 
-// Serve serves on ln until it is closed.
-func (g *Gateway) Serve(srv *fasthttp.Server, ln net.Listener) error { return srv.Serve(ln) }
 
 // appendRequestID appends a new request id: 8 hex chars of process
 // prefix and 12 of a counter.

@@ -7,7 +7,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
@@ -351,7 +350,6 @@ func s2b(s string) []byte {
 	return unsafeBytes(s)
 }
 
-var _ = catalog.Light
 
 // paymentResponseHeader names the settlement header for c's x402 version.
 func (c *call) paymentResponseHeader() []byte {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // TestLedger_WriteFailure fails one group commit of a loaded ledger (the
@@ -96,21 +94,7 @@ func TestLedger_WriteFailure(t *testing.T) {
 				t.Errorf("Close: %v", err)
 			}
 
-			var next uint64 = 1
-			err = db.View(func(txn *badger.Txn) error {
-				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
-				defer it.Close()
-				for it.Rewind(); it.Valid(); it.Next() {
-					if got := seqFromKey(it.Item().Key()); got != next {
-						return fmt.Errorf("stored seq: got %d, want %d", got, next)
-					}
-					next++
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			storedSeqs(t, db)
 			var missing int
 			err = l.Query(Query{}, func(r *Record) error {
 				if h, ok := acked[r.Seq]; ok {

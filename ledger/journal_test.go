@@ -71,7 +71,6 @@ func appendConcurrently(t *testing.T, l *Ledger, workers, each int) map[uint64]s
 // with the acknowledged hashes, and that the chain verifies.
 func checkStored(t *testing.T, l *Ledger, acked map[uint64]string, n uint64) {
 	t.Helper()
-	var next uint64 = 1
 	err := l.Query(Query{}, func(r *Record) error {
 		if h, ok := acked[r.Seq]; ok && h != r.Hash {
 			return fmt.Errorf("seq %d: got hash %s, want %s", r.Seq, r.Hash, h)
@@ -81,22 +80,8 @@ func checkStored(t *testing.T, l *Ledger, acked map[uint64]string, n uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = l.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if got := seqFromKey(it.Item().Key()); got != next {
-				return fmt.Errorf("stored seq: got %d, want %d", got, next)
-			}
-			next++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next-1 != n {
-		t.Fatalf("stored records: got %d, want %d", next-1, n)
+	if got := storedSeqs(t, l.db); got != n {
+		t.Fatalf("stored records: got %d, want %d", got, n)
 	}
 	for seq := range acked {
 		if seq > n {

@@ -212,23 +212,8 @@ func TestLedger_AppendConcurrent(t *testing.T) {
 			if err := l.waitApplied(); err != nil {
 				t.Fatalf("waitApplied: %v", err)
 			}
-			var next uint64 = 1
-			err := l.db.View(func(txn *badger.Txn) error {
-				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
-				defer it.Close()
-				for it.Rewind(); it.Valid(); it.Next() {
-					if got := seqFromKey(it.Item().Key()); got != next {
-						return fmt.Errorf("stored seq: got %d, want %d", got, next)
-					}
-					next++
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if next-1 != workers*each {
-				t.Errorf("stored records: got %d, want %d", next-1, workers*each)
+			if got := storedSeqs(t, l.db); got != workers*each {
+				t.Errorf("stored records: got %d, want %d", got, workers*each)
 			}
 			if rep := l.Verify(); !rep.OK || rep.Records != workers*each {
 				t.Errorf("Verify: got %+v, want ok with %d records", rep, workers*each)
@@ -370,4 +355,26 @@ func TestLedger_CheckpointInterval(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// storedSeqs asserts that the store's records are seqs 1..n, gap-free,
+// and returns n.
+func storedSeqs(t testing.TB, db *badger.DB) uint64 {
+	t.Helper()
+	var n uint64
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if got := seqFromKey(it.Item().Key()); got != n+1 {
+				return fmt.Errorf("stored seq: got %d, want %d", got, n+1)
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
