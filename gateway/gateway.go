@@ -133,6 +133,9 @@ func New(o Options) (*Gateway, error) {
 		if x.SettleTimeout <= 0 {
 			x.SettleTimeout = 30 * time.Second
 		}
+		if x.ReconcileEvery <= 0 {
+			x.ReconcileEvery = 15 * time.Second
+		}
 	}
 	var rb [4]byte
 	rand.Read(rb[:])
@@ -218,7 +221,6 @@ func (g *Gateway) Server() *fasthttp.Server {
 
 // MaxBodySize bounds request bodies accepted by the gateway (8 MiB).
 const MaxBodySize = 8 << 20
-
 
 // appendRequestID appends a new request id: 8 hex chars of process
 // prefix and 12 of a counter.

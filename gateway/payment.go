@@ -21,14 +21,24 @@ type X402Options struct {
 	Settler x402.Settler    // facilitator or on-chain; required
 	Nonces  *x402.NonceLock // required
 
+	// Reconciler finds out what became of a settlement whose outcome is
+	// unknown (a facilitator timeout after sending, a transaction not yet
+	// mined). Nil: the Settler itself when it can (on-chain settlement).
+	Reconciler Reconciler
+	// ReconcileEvery is the pause between reconciliation attempts
+	// (default 15 s).
+	ReconcileEvery time.Duration
+
 	// VerifyTimeout bounds a remote verification (default 10 s);
 	// SettleTimeout bounds a settlement (default 30 s). Both are separate
 	// from each tool's upstream timeout.
 	VerifyTimeout, SettleTimeout time.Duration
 }
 
-// reconciler settles the fate of a pending on-chain settlement.
-type reconciler interface {
+// Reconciler reads the chain to settle the fate of an authorization:
+// used (success, with the transaction when found), our transaction
+// reverted (failure), or still pending. *x402.Chain implements it.
+type Reconciler interface {
 	ReconcileTx(ctx context.Context, k x402.NonceKey, txHex string) (x402.SettleResult, error)
 }
 
@@ -179,6 +189,7 @@ func (g *Gateway) settle(c *call) (sr x402.SettleResult, paid bool, d *denial) {
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
 		sr = x402.SettleResult{Pending: true, Payer: c.verified.Payer, Network: c.rt.offer.Network(c.payVersion)}
 		c.nonceHeld = false // stays locked in the store
+		g.reconcileLater(c, sr)
 		return sr, true, nil
 	case err != nil:
 		g.log.Warn("settlement failed before sending", "request_id", string(c.reqID), "err", err)
@@ -199,39 +210,65 @@ func (g *Gateway) settle(c *call) (sr x402.SettleResult, paid bool, d *denial) {
 	return sr, false, &denial{status: 402, outcome: outSettleFailed, reason: sr.Reason, body: b, payRequired: h, payResponse: resp}
 }
 
-// reconcileLater follows a broadcast settlement to its outcome and records
-// it, when the backend can (on-chain settlement).
+// reconcileLater follows a settlement left pending (broadcast, or sent to
+// a facilitator that did not answer) to its outcome and records it: an
+// x402_settlement txn when the authorization was used, an
+// x402_settlement_failed txn when it can no longer be (reverted, or unused
+// past validBefore). Without a Reconciler the nonce simply stays locked
+// until the authorization expires, and the call record says
+// settlement_pending.
 func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
-	rc, ok := g.opts.X402.Settler.(reconciler)
-	if !ok {
+	rc := g.opts.X402.Reconciler
+	if rc == nil {
+		rc, _ = g.opts.X402.Settler.(Reconciler)
+	}
+	if rc == nil {
 		return
 	}
 	key, tx, principal, reqID := c.verified.Key, sr.Transaction, c.principal, string(c.reqID)
-	amount, network := c.rt.tool.Price, sr.Network
+	amount, network, payer, deadline := c.rt.tool.Price, sr.Network, c.verified.Payer, c.verified.ValidBefore
+	every := g.opts.X402.ReconcileEvery
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		for i := 0; i < 20; i++ {
+		record := func(kind, txHash, reason string) {
+			err := g.led.Append(&ledger.Record{Type: "txn", At: g.now(), RequestID: reqID, Principal: principal,
+				Kind: kind, Amount: amount, Payer: payer, Network: network, TxHash: txHash, Reason: reason}).Wait()
+			if err != nil {
+				g.log.Error("record reconciled settlement", "request_id", reqID, "err", err)
+			}
+		}
+		for {
 			select {
 			case <-g.stop:
 				return
-			case <-time.After(15 * time.Second):
+			case <-time.After(every):
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			res, err := rc.ReconcileTx(ctx, key, tx)
 			cancel()
-			if err != nil || res.Pending {
-				continue
+			switch {
+			case err != nil:
+				g.log.Warn("reconcile settlement", "request_id", reqID, "err", err)
+			case res.Success:
+				if err := g.opts.X402.Nonces.MarkSettled(key, res.Transaction); err != nil {
+					g.log.Error("mark nonce settled", "request_id", reqID, "err", err)
+				}
+				g.metrics.x402Settle.WithLabelValues("reconciled").Inc()
+				record("x402_settlement", res.Transaction, "")
+				return
+			case !res.Pending:
+				g.log.Error("pending settlement failed on chain", "request_id", reqID, "tx", res.Transaction, "reason", res.Reason)
+				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
+				record("x402_settlement_failed", res.Transaction, res.Reason)
+				return
+			case g.now().After(deadline.Add(2 * time.Minute)):
+				// Unused past validBefore: nobody can settle it any more.
+				g.log.Error("pending settlement expired unused", "request_id", reqID)
+				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
+				record("x402_settlement_failed", "", x402.ReasonValidBefore)
+				return
 			}
-			if res.Success {
-				g.opts.X402.Nonces.MarkSettled(key, res.Transaction)
-				g.led.Append(&ledger.Record{Type: "txn", At: g.now(), RequestID: reqID, Principal: principal,
-					Kind: "x402_settlement", Amount: amount, Payer: res.Payer, Network: network, TxHash: res.Transaction,
-				}).Wait()
-			} else {
-				g.log.Error("pending settlement failed on chain", "request_id", reqID, "tx", tx, "reason", res.Reason)
-			}
-			return
 		}
 	}()
 }

@@ -350,7 +350,6 @@ func s2b(s string) []byte {
 	return unsafeBytes(s)
 }
 
-
 // paymentResponseHeader names the settlement header for c's x402 version.
 func (c *call) paymentResponseHeader() []byte {
 	if c.payVersion == 1 {

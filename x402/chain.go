@@ -192,6 +192,9 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 // have happened: the error wraps ErrOutcomeUnknown and the result is still
 // pending with the transaction hash.
 func (c *Chain) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
+	if c.relayer == nil {
+		return SettleResult{}, ErrReadOnlyChain
+	}
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return SettleResult{}, err
 	}

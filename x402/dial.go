@@ -2,9 +2,11 @@ package x402
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -96,4 +98,21 @@ func (f *Facilitator) Ping(ctx context.Context) error {
 func (c *Chain) Ping(ctx context.Context) error {
 	_, err := c.backend.BlockNumber(ctx)
 	return err
+}
+
+// ErrReadOnlyChain is returned by Settle on a Chain dialed without a
+// relayer key (DialReader): it can verify and reconcile, not settle.
+var ErrReadOnlyChain = errors.New("x402: chain opened without a relayer key")
+
+// DialReader connects to an Ethereum JSON-RPC endpoint for reading only:
+// the returned Chain verifies and reconciles (authorizationState, receipts,
+// AuthorizationUsed logs) but cannot settle. A gateway settling through a
+// facilitator uses it to find out what became of settlements whose outcome
+// the facilitator did not report.
+func DialReader(ctx context.Context, rpcURL string) (*Chain, error) {
+	client, err := ethclient.DialContext(ctx, rpcURL)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", rpcURL, err)
+	}
+	return &Chain{backend: client, ReceiptTimeout: 30 * time.Second, PollInterval: 500 * time.Millisecond, LogLookback: 5000}, nil
 }

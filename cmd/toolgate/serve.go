@@ -37,6 +37,7 @@ type serveFlags struct {
 	x402AssetName, x402AssetVersion                 string
 	x402Facilitator, x402RPC, x402RelayerKey        string
 	publicURL                                       string
+	x402SettleTimeout, x402ReconcileEvery           time.Duration
 }
 
 func runServe(args []string) error {
@@ -61,9 +62,11 @@ func runServe(args []string) error {
 	fs.StringVar(&f.x402AssetName, "x402-asset-name", "", "token EIP-712 domain name")
 	fs.StringVar(&f.x402AssetVersion, "x402-asset-version", "", "token EIP-712 domain version")
 	fs.StringVar(&f.x402Facilitator, "x402-facilitator", "", "facilitator URL for /verify and /settle")
-	fs.StringVar(&f.x402RPC, "x402-rpc", "", "JSON-RPC URL for direct on-chain settlement")
+	fs.StringVar(&f.x402RPC, "x402-rpc", "", "JSON-RPC URL: direct on-chain settlement (with --x402-relayer-key-file), or, beside --x402-facilitator, reconciliation of unanswered settlements")
 	fs.StringVar(&f.x402RelayerKey, "x402-relayer-key-file", "", "file holding the relayer's hex private key (with --x402-rpc)")
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
+	fs.DurationVar(&f.x402SettleTimeout, "x402-settle-timeout", 30*time.Second, "deadline of one settlement (separate from each tool's timeout)")
+	fs.DurationVar(&f.x402ReconcileEvery, "x402-reconcile-every", 15*time.Second, "pause between checks of a settlement whose outcome is unknown")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -313,10 +316,9 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 	if err != nil {
 		return nil, err
 	}
-	o := &gateway.X402Options{Config: cfg, Nonces: x402.NewNonceLock(db)}
+	o := &gateway.X402Options{Config: cfg, Nonces: x402.NewNonceLock(db),
+		SettleTimeout: f.x402SettleTimeout, ReconcileEvery: f.x402ReconcileEvery}
 	switch {
-	case f.x402Facilitator != "" && f.x402RPC != "":
-		return nil, errors.New("give --x402-facilitator or --x402-rpc, not both")
 	case f.x402Facilitator != "":
 		fac := &x402.Facilitator{URL: f.x402Facilitator, HTTP: &http.Client{Timeout: 60 * time.Second}}
 		if os.Getenv("CDP_API_KEY_ID") != "" {
@@ -325,7 +327,19 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 			}
 		}
 		o.Settler = fac
-		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitator", f.x402Facilitator, "cdp_auth", fac.Auth != nil)
+		if f.x402RPC != "" {
+			// With a facilitator, the RPC only reads: it reconciles
+			// settlements the facilitator left without an answer.
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			reader, err := x402.DialReader(ctx, f.x402RPC)
+			if err != nil {
+				return nil, err
+			}
+			o.Reconciler = reader
+		}
+		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitator", f.x402Facilitator,
+			"cdp_auth", fac.Auth != nil, "reconcile_rpc", f.x402RPC != "")
 	case f.x402RPC != "":
 		if f.x402RelayerKey == "" {
 			return nil, errors.New("--x402-rpc needs --x402-relayer-key-file")
