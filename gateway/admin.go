@@ -493,6 +493,9 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	checks := map[string]string{}
 	ready := true
 	fail := func(name, why string) { checks[name], ready = why, false }
+	if g.draining.Load() {
+		fail("shutdown", "draining")
+	}
 	if g.opts.DB.IsClosed() {
 		fail("store", "closed")
 	} else {

@@ -76,6 +76,8 @@ type Gateway struct {
 	metrics *metrics
 	space   spaceGuard
 
+	draining atomic.Bool
+
 	adminHash [32]byte
 
 	state   atomic.Pointer[state]
@@ -242,3 +244,9 @@ type fasthttpLogger struct{ l *slog.Logger }
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
 }
+
+// Drain starts a graceful stop: /readyz answers 503 "draining" so that load
+// balancers stop sending, and every answer carries Connection: close so
+// that clients do not reuse connections about to be closed. Calls are still
+// served; the caller stops the server after its drain delay.
+func (g *Gateway) Drain() { g.draining.Store(true) }

@@ -10,6 +10,9 @@ import (
 
 // Handler is the gateway's fasthttp request handler.
 func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
+	if g.draining.Load() {
+		defer ctx.SetConnectionClose() // after the answer's headers are final
+	}
 	st := g.state.Load()
 	path := ctx.Path()
 	if rt := st.route(path); rt != nil {

@@ -31,7 +31,7 @@ type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch                                bool
-	shutdownTimeout                                 time.Duration
+	shutdownTimeout, drainDelay                     time.Duration
 	minFreeMB                                       int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
@@ -55,6 +55,7 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.watch, "watch-config", false, "also reload policies.json and tools.json when they change on disk (SIGHUP always does)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 256, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
 	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
@@ -191,7 +192,15 @@ func runServe(args []string) error {
 				reload("SIGHUP")
 				continue
 			}
-			log.Info("shutting down", "signal", s.String())
+			log.Info("shutting down", "signal", s.String(), "drain_delay", f.drainDelay)
+			if f.drainDelay > 0 {
+				gw.Drain()
+				select {
+				case <-time.After(f.drainDelay):
+				case <-sigs:
+					return exitError{1, "toolgate: forced exit"}
+				}
+			}
 			done := make(chan error, 1)
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
