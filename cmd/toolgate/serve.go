@@ -56,7 +56,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
-	fs.Int64Var(&f.minFreeMB, "min-free-mb", 256, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
+	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
 	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
 	fs.StringVar(&f.x402Asset, "x402-asset", "", "token address (default: the network's USDC)")
