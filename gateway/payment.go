@@ -126,6 +126,7 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 			return g.paymentInvalid(c, vr.Reason)
 		}
 		g.metrics.x402Verify.WithLabelValues("remote_valid").Inc()
+		c.remoteOK = true
 	default:
 		g.metrics.x402Verify.WithLabelValues("invalid").Inc()
 		return g.paymentInvalid(c, v.Reason)
@@ -286,7 +287,12 @@ func (g *Gateway) forwardPaid(ctx *fasthttp.RequestCtx, c *call) {
 		g.forward(ctx, c)
 		return
 	}
-	// after_upstream: confirm the payer can pay, then run the tool.
+	// after_upstream: confirm the payer can pay, then run the tool (once:
+	// a smart-wallet payment was already verified remotely).
+	if c.remoteOK {
+		g.forward(ctx, c)
+		return
+	}
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	vr, err := g.opts.X402.Settler.Verify(vctx, c.pay, c.rt.offer)
 	cancel()

@@ -52,6 +52,7 @@ type call struct {
 	payVersion int
 	verified   x402.Verified
 	nonceHeld  bool               // our lock on the authorization, to release if unspent
+	remoteOK   bool               // the settlement backend already verified this payment
 	unrecorded bool               // store low on space: a free call served under fail_mode open
 	settled    *x402.SettleResult // before_upstream: settled ahead of the call
 

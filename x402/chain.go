@@ -84,6 +84,11 @@ type Chain struct {
 	// LogLookback is how many blocks Reconcile searches for the
 	// AuthorizationUsed event; default 5000.
 	LogLookback uint64
+	// DeployWallets lets Settle deploy the wallet of an ERC-6492 payment
+	// (the relayer pays the factory call's gas); default true. When false,
+	// such payments from wallets without code are refused with
+	// ReasonUndeployedSmartWallet.
+	DeployWallets bool
 
 	chainMu sync.Mutex
 	chainID *big.Int // set once by checkChain; read-only afterwards
@@ -99,7 +104,8 @@ var _ Settler = (*Chain)(nil)
 // relayer. Set the exported fields before first use.
 func NewChain(b ChainBackend, relayer *ecdsa.PrivateKey) *Chain {
 	return &Chain{backend: b, relayer: relayer, from: crypto.PubkeyToAddress(relayer.PublicKey),
-		ReceiptTimeout: 30 * time.Second, PollInterval: 500 * time.Millisecond, LogLookback: 5000}
+		ReceiptTimeout: 30 * time.Second, PollInterval: 500 * time.Millisecond, LogLookback: 5000,
+		DeployWallets: true}
 }
 
 // Relayer returns the address that pays gas.
@@ -140,7 +146,11 @@ func transferCalldata(a *Authorization, sig []byte) ([]byte, error) {
 
 // Verify checks p on chain: authorizationState unused, balanceOf ≥ value,
 // and an eth_call of the transfer from the relayer succeeds. It also
-// verifies smart-wallet signatures, since the token checks them.
+// verifies smart-wallet signatures, since the token checks them: EIP-1271
+// as is, and ERC-6492 by unwrapping the inner signature for a deployed
+// wallet, or, for a wallet without code, by simulating the factory call
+// and then "factory call + transfer" as one deployless eth_call. ERC-6492
+// needs a backend that implements CodeReader.
 func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult, error) {
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return VerifyResult{}, err
@@ -167,11 +177,33 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 		res.Reason = ReasonInsufficientFunds
 		return res, nil
 	}
-	data, err := transferCalldata(a, p.Signature)
+	plan, reason, err := c.planSignature(ctx, a.From, a.Digest(o.domain), p.Signature)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	if reason != "" {
+		res.Reason = reason
+		return res, nil
+	}
+	data, err := transferCalldata(a, plan.sig)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("%w: pack: %w", ErrChain, err)
 	}
 	asset := o.cfg.Asset
+	if plan.deploy != nil {
+		// Undeployed ERC-6492 wallet: simulate its deployment and the
+		// transfer together.
+		reason, msg, err := c.simulateDeployAndTransfer(ctx, plan.deploy, asset, data)
+		if err != nil {
+			return VerifyResult{}, err
+		}
+		if reason != "" {
+			res.Reason, res.Message = reason, msg
+			return res, nil
+		}
+		res.Valid = true
+		return res, nil
+	}
 	if _, err := c.backend.CallContract(ctx, ethereum.CallMsg{From: c.from, To: &asset, Data: data}, nil); err != nil {
 		if isRPCError(err) {
 			res.Reason, res.Message = transferReason(err, ReasonSimulationFailed), revertText(err)
@@ -184,6 +216,12 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 }
 
 // Settle submits the transfer and waits for its receipt (ReceiptTimeout).
+// For an ERC-6492 signature of a wallet without code it first simulates
+// deployment plus transfer (as Verify does; a failure is returned without
+// sending anything), then sends the factory call and waits for its
+// receipt; a failed deployment is a failure with ReasonWalletDeployment
+// (no funds moved). The transfer then carries the inner signature, as it
+// does for a deployed wallet.
 // Success requires a successful receipt carrying the token's
 // AuthorizationUsed event. A revert found by gas estimation is a failure
 // without broadcast. A broadcast whose receipt does not arrive in time
@@ -200,11 +238,36 @@ func (c *Chain) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult,
 	}
 	a := &p.Authorization
 	res := SettleResult{Payer: a.From.Hex(), Network: o.Network(p.Version)}
-	data, err := transferCalldata(a, p.Signature)
+	plan, reason, err := c.planSignature(ctx, a.From, a.Digest(o.domain), p.Signature)
+	if err != nil {
+		return SettleResult{}, err
+	}
+	if reason != "" {
+		res.Reason = reason
+		return res, nil
+	}
+	data, err := transferCalldata(a, plan.sig)
 	if err != nil {
 		return SettleResult{}, fmt.Errorf("%w: pack: %w", ErrChain, err)
 	}
 	asset := o.cfg.Asset
+	if plan.deploy != nil {
+		// Undeployed ERC-6492 wallet: simulate first, so the relayer pays
+		// no deployment for a payment that cannot settle; then deploy (its
+		// own transaction, receipt awaited) and transfer with the inner
+		// signature.
+		reason, msg, err := c.simulateDeployAndTransfer(ctx, plan.deploy, asset, data)
+		if err == nil && reason == "" {
+			reason, msg, err = c.deployWallet(ctx, a.From, plan.deploy)
+		}
+		if err != nil {
+			return SettleResult{}, err
+		}
+		if reason != "" {
+			res.Reason, res.Message = reason, msg
+			return res, nil
+		}
+	}
 	gas, err := c.backend.EstimateGas(ctx, ethereum.CallMsg{From: c.from, To: &asset, Data: data})
 	if err != nil {
 		if isRPCError(err) {

@@ -38,6 +38,7 @@ type serveFlags struct {
 	x402Facilitator, x402RPC, x402RelayerKey        string
 	publicURL                                       string
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
+	x402DeployWallets                               bool
 }
 
 func runServe(args []string) error {
@@ -68,6 +69,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
 	fs.DurationVar(&f.x402SettleTimeout, "x402-settle-timeout", 30*time.Second, "deadline of one settlement (separate from each tool's timeout)")
 	fs.DurationVar(&f.x402ReconcileEvery, "x402-reconcile-every", 15*time.Second, "pause between checks of a settlement whose outcome is unknown")
+	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -359,6 +361,7 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 		if err != nil {
 			return nil, err
 		}
+		chain.DeployWallets = f.x402DeployWallets
 		o.Settler = chain
 		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "rpc", f.x402RPC, "relayer", chain.Relayer().Hex())
 	default:
