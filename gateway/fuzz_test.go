@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
+)
+
+// FuzzHandler drives the whole handler — tool calls, x402 headers and the
+// management API — with arbitrary methods, paths, credentials, payment
+// headers and bodies: the answer is never a 500, never a panic.
+func FuzzHandler(f *testing.F) {
+	dir := f.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
+	if err != nil {
+		f.Fatal(err)
+	}
+	led, err := ledger.Open(db, dir, ledger.Options{Sync: ledger.SyncInterval})
+	if err != nil {
+		f.Fatal(err)
+	}
+	keys, _ := identity.Open(db)
+	cat, err := catalog.Decode([]byte(`{"tools":[
+ {"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"http://127.0.0.1:1/p"},
+ {"id":"free","rate_class":"heavy","upstream":"http://127.0.0.1:1/f","methods":["GET","POST"]}]}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	doc, err := policy.DecodeDocument([]byte(benchPolicies))
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg, err := x402.NewConfig("eip155:84532", "", "", "", "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "http://gw")
+	if err != nil {
+		f.Fatal(err)
+	}
+	g, err := New(Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc, AdminToken: "admin",
+		X402: &X402Options{Config: cfg, Nonces: x402.NewNonceLock(db),
+			Settler:       &x402.Facilitator{URL: "http://127.0.0.1:1", HTTP: &http.Client{Timeout: time.Second}},
+			VerifyTimeout: 200 * time.Millisecond, SettleTimeout: 200 * time.Millisecond}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	secret, _, _ := keys.Create("fuzz", time.Time{}, time.Now())
+	f.Cleanup(func() { g.Close(); led.Close(); db.Close() })
+
+	f.Add("POST", "/tools/paid", secret, "", "", []byte(`{}`))
+	f.Add("POST", "/tools/paid", "", "eyJ4NDAyVmVyc2lvbiI6Mn0=", "", []byte(``))
+	f.Add("GET", "/authorization/status?api_key="+secret, "", "", "", []byte(``))
+	f.Add("PUT", "/credits/keys/k_X/policy", "", "", "Bearer admin", []byte(`{"deny_tools":["*"]}`))
+	f.Add("POST", "/credits/keys", "", "", "Bearer admin", []byte(`{"name":"x","credits_usd":"1"}`))
+	f.Add("GET", "/audit?since=24h&principal=key:x", "", "", "Bearer admin", []byte(``))
+	f.Add("PUT", "/wallets/0x209693Bc6afc0C5328bA36FaF03C514EF312287C/policy", "", "", "Bearer admin", []byte(`{}`))
+	f.Add("OPTIONS", "/tools/free", "", "", "", []byte(``))
+	f.Fuzz(func(t *testing.T, method, uri, apiKey, payment, auth string, body []byte) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(method)
+		ctx.Request.SetRequestURI(uri)
+		if apiKey != "" {
+			ctx.Request.Header.Set("X-API-Key", apiKey)
+		}
+		if payment != "" {
+			ctx.Request.Header.Set("PAYMENT-SIGNATURE", payment)
+			ctx.Request.Header.Set("X-PAYMENT", payment)
+		}
+		if auth != "" {
+			ctx.Request.Header.Set("Authorization", auth)
+		}
+		ctx.Request.SetBody(body)
+		g.Handler(&ctx)
+		if code := ctx.Response.StatusCode(); code >= 500 && code != 502 && code != 503 && code != 504 {
+			t.Fatalf("%s %q: status %d: %s", method, uri, code, ctx.Response.Body())
+		}
+	})
+}
