@@ -63,7 +63,7 @@ func Decode(header []byte, version int) (*Payment, error) {
 		return nil, fmt.Errorf("%w: not base64", ErrMalformed)
 	}
 	var w wirePayment
-	if err := json.Unmarshal(raw, &w); err != nil {
+	if err := decodeWire(raw, &w); err != nil {
 		return nil, fmt.Errorf("%w: json: %v", ErrMalformed, err)
 	}
 	if w.X402Version == nil {
