@@ -57,15 +57,27 @@ func (c *apiClient) do(method, path string, body []byte) ([]byte, error) {
 	return out, nil
 }
 
+// parseFlags parses flags and positional arguments in any order
+// ("revoke KEY --offline" as well as "revoke --offline KEY"); the
+// positionals are left in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, err.Error()}
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitError{0, ""}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitError{0, ""}
+			}
+			return exitError{2, ""}
 		}
-		return exitError{2, ""}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
+	fs.Parse(append([]string{"--"}, positional...)) //nolint:errcheck // only positionals remain
 	return nil
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
+
+	"github.com/toolgate/toolgate/identity"
 )
 
 const keysUsage = `usage:
@@ -13,7 +16,9 @@ const keysUsage = `usage:
   toolgate keys list
   toolgate keys show KEY_ID
   toolgate keys revoke KEY_ID
-common flags: --url (gateway, default http://127.0.0.1:8402) --admin-token --data`
+common flags: --url (gateway, default http://127.0.0.1:8402) --admin-token --data
+--offline works on the data dir of a stopped gateway (create without
+--credits-usd or --policy-file, list, show, revoke).`
 
 func runKeys(args []string) error {
 	if len(args) == 0 {
@@ -22,6 +27,7 @@ func runKeys(args []string) error {
 	var c apiClient
 	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
 	c.flags(fs)
+	offline := fs.Bool("offline", false, "work on the data dir of a stopped gateway")
 	var name, expires, credits, policyFile string
 	if args[0] == "create" {
 		fs.StringVar(&name, "name", "", "key name")
@@ -31,6 +37,12 @@ func runKeys(args []string) error {
 	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
+	}
+	if *offline {
+		if credits != "" || policyFile != "" {
+			return exitError{2, "keys create --offline: credits and policies need the running gateway (they are recorded in its ledger)"}
+		}
+		return keysOffline(args[0], c.data, name, expires, fs.Args())
 	}
 	var out []byte
 	var err error
@@ -73,5 +85,67 @@ func runKeys(args []string) error {
 		return err
 	}
 	fmt.Println(string(out))
+	return nil
+}
+
+// keysOffline manages keys in a stopped gateway's store.
+func keysOffline(cmd, dataDir, name, expires string, rest []string) error {
+	var exp time.Time
+	if expires != "" {
+		t, err := time.Parse(time.RFC3339, expires)
+		if err != nil || !t.After(time.Now()) {
+			return exitError{2, "--expires-at: want a future RFC 3339 time"}
+		}
+		exp = t
+	}
+	db, err := openStore(dataDir, cmd == "list" || cmd == "show")
+	if err != nil {
+		return fmt.Errorf("%w (is the gateway still running? stop it, or drop --offline)", err)
+	}
+	defer db.Close()
+	keys, err := identity.Open(db)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	view := func(k *identity.Key) map[string]any {
+		return map[string]any{"key_id": k.ID, "name": k.Name, "key": k.Hint, "status": k.Status(now),
+			"created_at": k.CreatedAt, "expires_at": k.ExpiresAt, "revoked_at": k.RevokedAt}
+	}
+	var out any
+	switch cmd {
+	case "create":
+		secret, k, err := keys.Create(name, exp, now)
+		if err != nil {
+			return err
+		}
+		v := view(k)
+		v["secret"] = secret
+		out = v
+	case "list":
+		var all []map[string]any
+		for _, k := range keys.List() {
+			all = append(all, view(k))
+		}
+		out = map[string]any{"keys": all}
+	case "show", "revoke":
+		if len(rest) != 1 {
+			return exitError{2, keysUsage}
+		}
+		k, ok := keys.Lookup(rest[0])
+		if !ok {
+			return exitError{1, "no such key"}
+		}
+		if cmd == "revoke" {
+			if k, err = keys.Revoke(k.ID, now); err != nil && err != identity.ErrRevoked {
+				return err
+			}
+		}
+		out = view(k)
+	default:
+		return exitError{2, keysUsage}
+	}
+	b, _ := json.Marshal(out)
+	fmt.Println(string(b))
 	return nil
 }

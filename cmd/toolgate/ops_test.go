@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -269,4 +270,45 @@ func TestServe_DrainDelay(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
+}
+
+// TestKeys_CLI: the keys subcommand against a running gateway and, with
+// --offline, against its stopped data dir.
+func TestKeys_CLI(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir)
+	p := startGateway(t, dir)
+	data := filepath.Join(dir, "data")
+	run := func(args ...string) []byte {
+		t.Helper()
+		out, err := exec.Command(binPath, append(args, "--url", p.url, "--admin-token", testAdmin, "--data", data)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("toolgate %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	online := run("keys", "create", "--name", "cli")
+	secret := jsonField(t, online, "secret").(string)
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 200 {
+		t.Fatalf("CLI-created key: got %d", code)
+	}
+	p.stop(syscall.SIGTERM)
+
+	off := run("keys", "create", "--offline", "--name", "offline")
+	offSecret := jsonField(t, off, "secret").(string)
+	offID := jsonField(t, off, "key_id").(string)
+	run("keys", "revoke", "--offline", jsonField(t, online, "key_id").(string))
+	list := run("keys", "list", "--offline")
+	if !strings.Contains(string(list), offID) || strings.Contains(string(list), secret) {
+		t.Fatalf("offline list: %s", list)
+	}
+
+	p = startGateway(t, dir)
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", offSecret); code != 200 {
+		t.Fatalf("offline-created key after start: got %d, want 200", code)
+	}
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 401 {
+		t.Fatalf("offline-revoked key after start: got %d, want 401", code)
+	}
+	p.stop(syscall.SIGTERM)
 }
