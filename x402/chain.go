@@ -281,43 +281,19 @@ func (c *Chain) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult,
 	if err != nil {
 		return SettleResult{}, err
 	}
-	signer := types.LatestSignerForChainID(c.chainID)
-
-	c.mu.Lock()
-	var tx *types.Transaction
-	for attempt := 0; ; attempt++ {
-		if !c.nonceOK {
-			n, err := c.backend.PendingNonceAt(ctx, c.from)
-			if err != nil {
-				c.mu.Unlock()
-				return SettleResult{}, fmt.Errorf("%w: relayer nonce: %w", ErrChain, err)
-			}
-			c.nonce, c.nonceOK = n, true
-		}
-		tx, err = types.SignTx(types.NewTx(mk(c.nonce, gas, asset, data)), signer, c.relayer)
-		if err != nil {
-			c.mu.Unlock()
-			return SettleResult{}, fmt.Errorf("%w: sign: %w", ErrChain, err)
-		}
-		err = c.backend.SendTransaction(ctx, tx)
-		if err == nil {
-			c.nonce++
-			break
-		}
-		c.nonceOK = false // resync from the node next time
-		if !isRPCError(err) {
-			c.mu.Unlock()
-			res.Pending, res.Reason, res.Transaction = true, ReasonSettlementPending, tx.Hash().Hex()
-			return res, fmt.Errorf("%w: send %s: %w", ErrOutcomeUnknown, tx.Hash().Hex(), err)
-		}
-		if attempt == 0 && isNonceError(err) {
-			continue
-		}
-		c.mu.Unlock()
+	tx, err := c.sendTx(ctx, mk, gas, asset, data)
+	switch {
+	case err == nil:
+	case tx == nil: // nothing was sent (relayer nonce, signing)
+		return SettleResult{}, err
+	case !isRPCError(err):
+		// Transport failure: the broadcast may or may not have happened.
+		res.Pending, res.Reason, res.Transaction = true, ReasonSettlementPending, tx.Hash().Hex()
+		return res, fmt.Errorf("%w: send %s: %w", ErrOutcomeUnknown, tx.Hash().Hex(), err)
+	default: // the node refused it
 		res.Reason, res.Message = transferReason(err, ReasonTransferFailed), err.Error()
 		return res, nil
 	}
-	c.mu.Unlock()
 
 	res.Transaction = tx.Hash().Hex()
 	rcpt, err := c.waitReceipt(ctx, tx.Hash())
@@ -556,4 +532,39 @@ func transferReason(err error, fallback string) string {
 		return ReasonSignature
 	}
 	return fallback
+}
+
+// sendTx signs a transaction built by mk and broadcasts it under the
+// relayer nonce manager (one attempt more after a nonce error). It returns
+// (tx, nil) when the node accepted it; (nil, err) when it failed before
+// sending; (tx, err) with isRPCError(err) when the node refused it (not
+// broadcast); and (tx, err) otherwise when sending failed in transport
+// (the broadcast may have happened).
+func (c *Chain) sendTx(ctx context.Context, mk func(nonce, gas uint64, to common.Address, data []byte) types.TxData,
+	gas uint64, to common.Address, data []byte) (*types.Transaction, error) {
+	signer := types.LatestSignerForChainID(c.chainID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if !c.nonceOK {
+			n, err := c.backend.PendingNonceAt(ctx, c.from)
+			if err != nil {
+				return nil, fmt.Errorf("%w: relayer nonce: %w", ErrChain, err)
+			}
+			c.nonce, c.nonceOK = n, true
+		}
+		tx, err := types.SignTx(types.NewTx(mk(c.nonce, gas, to, data)), signer, c.relayer)
+		if err != nil {
+			return nil, fmt.Errorf("%w: sign: %w", ErrChain, err)
+		}
+		err = c.backend.SendTransaction(ctx, tx)
+		if err == nil {
+			c.nonce++
+			return tx, nil
+		}
+		c.nonceOK = false // resync from the node next time
+		if !isRPCError(err) || attempt > 0 || !isNonceError(err) {
+			return tx, err
+		}
+	}
 }

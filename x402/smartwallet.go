@@ -234,41 +234,6 @@ func (c *Chain) deployWallet(ctx context.Context, from common.Address, w *ERC649
 	return undeployed(fmt.Sprintf("wallet deployment %s left no code at %s", tx.Hash().Hex(), from.Hex()))
 }
 
-// sendTx signs a transaction built by mk and broadcasts it under the
-// relayer nonce manager (one attempt more after a nonce error). It returns
-// (tx, nil) when the node accepted it; (nil, err) when it failed before
-// sending; (tx, err) with isRPCError(err) when the node refused it (not
-// broadcast); and (tx, err) otherwise when sending failed in transport
-// (the broadcast may have happened).
-func (c *Chain) sendTx(ctx context.Context, mk func(nonce, gas uint64, to common.Address, data []byte) types.TxData,
-	gas uint64, to common.Address, data []byte) (*types.Transaction, error) {
-	signer := types.LatestSignerForChainID(c.chainID)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for attempt := 0; ; attempt++ {
-		if !c.nonceOK {
-			n, err := c.backend.PendingNonceAt(ctx, c.from)
-			if err != nil {
-				return nil, fmt.Errorf("%w: relayer nonce: %w", ErrChain, err)
-			}
-			c.nonce, c.nonceOK = n, true
-		}
-		tx, err := types.SignTx(types.NewTx(mk(c.nonce, gas, to, data)), signer, c.relayer)
-		if err != nil {
-			return nil, fmt.Errorf("%w: sign: %w", ErrChain, err)
-		}
-		err = c.backend.SendTransaction(ctx, tx)
-		if err == nil {
-			c.nonce++
-			return tx, nil
-		}
-		c.nonceOK = false // resync from the node next time
-		if !isRPCError(err) || attempt > 0 || !isNonceError(err) {
-			return tx, err
-		}
-	}
-}
-
 // deploylessPrelude is EVM init code that, run as a contract creation
 // (eth_call without `to`), calls a factory and then a token, and reverts
 // with the token's revert data if the token call fails. The creation
