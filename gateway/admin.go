@@ -174,18 +174,24 @@ func readObject(ctx *fasthttp.RequestCtx, allowEmpty bool) (map[string]json.RawM
 	return m, nil
 }
 
-// keyView is a key as shown by the API: never its secret.
+// keyView is a key as shown by the API: never its secret, except once in
+// the 201 of its creation.
 type keyView struct {
-	*identity.Key
-	Status     string          `json:"status"`
-	Policy     *policy.Policy  `json:"policy,omitempty"`
-	BalanceUSD *money.Micros   `json:"balance_usd,omitempty"`
-	Secret     string          `json:"secret,omitempty"` // only in the 201 of a create
-	Effective  json.RawMessage `json:"-"`
+	KeyID      string         `json:"key_id"`
+	Name       string         `json:"name,omitempty"`
+	Key        string         `json:"key"` // masked
+	CreatedAt  time.Time      `json:"created_at"`
+	ExpiresAt  time.Time      `json:"expires_at,omitzero"`
+	RevokedAt  time.Time      `json:"revoked_at,omitzero"`
+	Status     string         `json:"status"`
+	Policy     *policy.Policy `json:"policy,omitempty"`
+	BalanceUSD *money.Micros  `json:"balance_usd,omitempty"`
+	Secret     string         `json:"secret,omitempty"`
 }
 
 func (g *Gateway) viewKey(k *identity.Key) keyView {
-	v := keyView{Key: k, Status: k.Status(g.now())}
+	v := keyView{KeyID: k.ID, Name: k.Name, Key: k.Hint, CreatedAt: k.CreatedAt(), ExpiresAt: k.ExpiresAt(),
+		RevokedAt: k.RevokedAt(), Status: k.Status(g.now())}
 	if o, ok := g.state.Load().overrides[k.Principal]; ok {
 		v.Policy = o.raw
 	}

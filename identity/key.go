@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -34,34 +35,75 @@ const secretLen = len(SecretPrefix) + 32 + 7
 var b32 = base32.NewEncoding("ABCDEFGHJKLMNPQRSTUVWXYZ23456789").WithPadding(base32.NoPadding)
 
 // Key is one API key's public record. Keys held by the Store are
-// immutable; changes replace the whole value.
+// immutable; changes replace the whole value. Times have second precision
+// and are kept as Unix seconds (a million keys live in memory).
 type Key struct {
-	ID        string    `json:"key_id"`
-	Name      string    `json:"name,omitempty"`
-	Hint      string    `json:"key"` // masked secret, e.g. "it-7K3M…"
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	RevokedAt time.Time `json:"revoked_at,omitzero"`
-	Hash      [32]byte  `json:"-"`
+	ID   string
+	Name string
+	Hint string // masked secret, e.g. "it-7K3M…"
+	Hash [32]byte
 
 	// Principal is "key:<ID>", precomputed for the hot path.
-	Principal string `json:"-"`
+	Principal string
+
+	created, expires, revoked int64 // Unix seconds; 0 = unset
 }
+
+func unixTime(s int64) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(s, 0).UTC()
+}
+
+// CreatedAt returns when the key was made.
+func (k *Key) CreatedAt() time.Time { return unixTime(k.created) }
+
+// ExpiresAt returns when the key stops working; zero if never.
+func (k *Key) ExpiresAt() time.Time { return unixTime(k.expires) }
+
+// RevokedAt returns when the key was revoked; zero if it was not.
+func (k *Key) RevokedAt() time.Time { return unixTime(k.revoked) }
 
 // Active reports whether the key authenticates at now.
 func (k *Key) Active(now time.Time) bool {
-	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
+	return k.revoked == 0 && (k.expires == 0 || now.Unix() < k.expires)
 }
 
 // Status names the key's state at now: "active", "revoked" or "expired".
 func (k *Key) Status(now time.Time) string {
 	switch {
-	case !k.RevokedAt.IsZero():
+	case k.revoked != 0:
 		return "revoked"
-	case !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt):
+	case k.expires != 0 && now.Unix() >= k.expires:
 		return "expired"
 	}
 	return "active"
+}
+
+// keyJSON is a key as stored and as shown: never the secret.
+type keyJSON struct {
+	ID        string    `json:"key_id"`
+	Name      string    `json:"name,omitempty"`
+	Hint      string    `json:"key"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+func (k *Key) toJSON() keyJSON {
+	return keyJSON{ID: k.ID, Name: k.Name, Hint: k.Hint, CreatedAt: k.CreatedAt(), ExpiresAt: k.ExpiresAt(), RevokedAt: k.RevokedAt()}
+}
+
+// MarshalJSON writes the key's public fields: key_id, name, the masked
+// key, created_at, and expires_at / revoked_at when set.
+func (k *Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.toJSON()) }
+
+func unixOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 // NewSecret returns a fresh secret ("it-XXXX-XXXX-…", 160 bits from

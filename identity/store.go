@@ -18,15 +18,20 @@ import (
 const keyPrefix = "k/"
 
 type storedKey struct {
-	Key
+	keyJSON
 	HashHex string `json:"sha256"`
 }
 
 const shards = 64
 
+// digestKey indexes keys by the first 128 bits of their digest (half the
+// memory of the whole digest at a million keys); a hit is confirmed
+// against the full digest in constant time.
+type digestKey [16]byte
+
 type shard struct {
 	mu     sync.RWMutex
-	byHash map[[32]byte]*Key
+	byHash map[digestKey]*Key
 }
 
 // Store holds API keys: all of them in memory, indexed by secret digest
@@ -44,7 +49,7 @@ type Store struct {
 func Open(db *badger.DB) (*Store, error) {
 	s := &Store{db: db, byID: make(map[string]*Key)}
 	for i := range s.shards {
-		s.shards[i].byHash = make(map[[32]byte]*Key)
+		s.shards[i].byHash = make(map[digestKey]*Key)
 	}
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyPrefix), PrefetchValues: true})
@@ -58,9 +63,10 @@ func Open(db *badger.DB) (*Store, error) {
 			if err != nil || len(h) != 32 {
 				return fmt.Errorf("key %s: bad digest", it.Item().Key())
 			}
-			k := sk.Key
+			k := &Key{ID: sk.ID, Name: sk.Name, Hint: sk.Hint,
+				created: unixOf(sk.CreatedAt), expires: unixOf(sk.ExpiresAt), revoked: unixOf(sk.RevokedAt)}
 			copy(k.Hash[:], h)
-			s.index(&k)
+			s.index(k)
 		}
 		return nil
 	})
@@ -78,20 +84,24 @@ func (s *Store) index(k *Key) {
 	s.byID[k.ID] = k
 	sh := &s.shards[k.Hash[0]%shards]
 	sh.mu.Lock()
-	sh.byHash[k.Hash] = k
+	sh.byHash[digestKey(k.Hash[:16])] = k
 	sh.mu.Unlock()
 }
 
+// byDigest returns the key whose full digest is h, or nil.
 func (s *Store) byDigest(h [32]byte) *Key {
 	sh := &s.shards[h[0]%shards]
 	sh.mu.RLock()
-	k := sh.byHash[h]
+	k := sh.byHash[digestKey(h[:16])]
 	sh.mu.RUnlock()
+	if k == nil || subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 {
+		return nil
+	}
 	return k
 }
 
 func (s *Store) put(k *Key) error {
-	v, err := json.Marshal(storedKey{Key: *k, HashHex: hex.EncodeToString(k.Hash[:])})
+	v, err := json.Marshal(storedKey{keyJSON: k.toJSON(), HashHex: hex.EncodeToString(k.Hash[:])})
 	if err != nil {
 		return err
 	}
@@ -105,14 +115,14 @@ func (s *Store) put(k *Key) error {
 func (s *Store) Create(name string, expiresAt, now time.Time) (string, *Key, error) {
 	secret, hash := NewSecret()
 	k := &Key{
-		ID:        newKeyID(),
-		Name:      name,
-		Hint:      secret[:len(SecretPrefix)+4] + "…",
-		CreatedAt: now.UTC().Truncate(time.Second),
-		Hash:      hash,
+		ID:      newKeyID(),
+		Name:    name,
+		Hint:    secret[:len(SecretPrefix)+4] + "…",
+		created: now.Unix(),
+		Hash:    hash,
 	}
 	if !expiresAt.IsZero() {
-		k.ExpiresAt = expiresAt.UTC()
+		k.expires = expiresAt.Unix()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -132,7 +142,7 @@ func (s *Store) Authenticate(secret []byte, now time.Time) (*Key, bool) {
 	}
 	h := sha256.Sum256(secret)
 	k := s.byDigest(h)
-	if k == nil || subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 || !k.Active(now) {
+	if k == nil || !k.Active(now) {
 		return nil, false
 	}
 	return k, true
@@ -159,8 +169,8 @@ func (s *Store) List() []*Key {
 	}
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		if out[i].created != out[j].created {
+			return out[i].created < out[j].created
 		}
 		return out[i].ID < out[j].ID
 	})
@@ -182,11 +192,11 @@ func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	if !old.RevokedAt.IsZero() {
+	if old.revoked != 0 {
 		return old, ErrRevoked
 	}
 	k := *old
-	k.RevokedAt = now.UTC().Truncate(time.Second)
+	k.revoked = now.Unix()
 	if err := s.put(&k); err != nil {
 		return nil, fmt.Errorf("store key: %w", err)
 	}

@@ -51,10 +51,13 @@ const (
 )
 
 // storedKey mirrors the identity store's record under "k/<key_id>": the
-// public Key fields and the hex SHA-256 of the secret.
+// public key fields and the hex SHA-256 of the secret.
 type storedKey struct {
-	identity.Key
-	HashHex string `json:"sha256"`
+	ID        string    `json:"key_id"`
+	Name      string    `json:"name,omitempty"`
+	Hint      string    `json:"key"`
+	CreatedAt time.Time `json:"created_at"`
+	HashHex   string    `json:"sha256"`
 }
 
 // decider holds what one API-key decision reads.
@@ -224,7 +227,7 @@ func writeKeys(dir string, n, active int) [][]byte {
 		}
 		id := fmt.Sprintf("k_B%015d", i) // the length of a real key_id
 		v, err := json.Marshal(storedKey{
-			Key:     identity.Key{ID: id, Name: "scale " + strconv.Itoa(i), Hint: secret[:7] + "…", CreatedAt: now},
+			ID: id, Name: "scale " + strconv.Itoa(i), Hint: secret[:7] + "…", CreatedAt: now,
 			HashHex: hex.EncodeToString(hash[:]),
 		})
 		if err != nil {

@@ -110,7 +110,7 @@ func keysOffline(cmd, dataDir, name, expires string, rest []string) error {
 	now := time.Now()
 	view := func(k *identity.Key) map[string]any {
 		return map[string]any{"key_id": k.ID, "name": k.Name, "key": k.Hint, "status": k.Status(now),
-			"created_at": k.CreatedAt, "expires_at": k.ExpiresAt, "revoked_at": k.RevokedAt}
+			"created_at": k.CreatedAt(), "expires_at": k.ExpiresAt(), "revoked_at": k.RevokedAt()}
 	}
 	var out any
 	switch cmd {
