@@ -124,14 +124,29 @@ func bareProxy(upLn *fasthttputil.InmemoryListener) fasthttp.RequestHandler {
 }
 
 // runHandler serves h on an in-memory listener and drives it with
-// b.RunParallel clients.
-func runHandler(b *testing.B, h fasthttp.RequestHandler, key string) {
+// b.RunParallel clients (or one client, serially, with parallel false).
+func runHandler(b *testing.B, h fasthttp.RequestHandler, key string, parallel ...bool) {
 	ln := fasthttputil.NewInmemoryListener()
 	srv := &fasthttp.Server{Handler: h, ReadBufferSize: 16 << 10}
 	go srv.Serve(ln)
 	defer srv.Shutdown()
 	client := &fasthttp.HostClient{Addr: "gw", Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConns: 4096}
 	b.ReportAllocs()
+	if len(parallel) > 0 && !parallel[0] {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		b.ResetTimer()
+		for b.Loop() {
+			req.SetRequestURI("http://gw/tools/extract/structured")
+			req.Header.SetMethod("POST")
+			req.Header.Set("X-Api-Key", key)
+			req.SetBodyString(`{"text":"Invoice 42 from ACME, total $120"}`)
+			if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				b.Fatalf("%v %d", err, resp.StatusCode())
+			}
+		}
+		return
+	}
 	b.SetParallelism(16) // 32 concurrent clients on 2 cores, as under real load
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -165,5 +180,16 @@ func BenchmarkHandler(b *testing.B) {
 		env := newBenchEnv(b, ledger.SyncInterval)
 		defer env.close()
 		runHandler(b, env.g.Handler, env.secret)
+	})
+	// One client, one call at a time: the latency each adds.
+	b.Run("BareProxySerial", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		runHandler(b, bareProxy(env.upLn), env.secret, false)
+	})
+	b.Run("GatewaySerial", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		runHandler(b, env.g.Handler, env.secret, false)
 	})
 }
