@@ -460,7 +460,7 @@ func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *apiErr
 	if sub != "policy" {
 		return nil, errNotFound
 	}
-	norm, ok := normalizeAddress(addr)
+	norm, ok := x402.ChecksumAddress(addr)
 	if !ok {
 		return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", addr))
 	}

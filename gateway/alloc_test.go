@@ -12,8 +12,7 @@ import (
 
 // TestDecision_ZeroAlloc: the API-key decision path allocates nothing.
 func TestDecision_ZeroAlloc(t *testing.T) {
-	b := &testing.B{}
-	env := newBenchEnv(b, ledger.SyncInterval)
+	env := newBenchEnv(t, ledger.SyncInterval)
 	defer env.close()
 	var ctx fasthttp.RequestCtx
 	ctx.Request.Header.Set("X-Api-Key", env.secret)

@@ -32,7 +32,7 @@ type benchEnv struct {
 	upstream *fasthttp.Server
 }
 
-func newBenchEnv(b *testing.B, sync ledger.SyncMode) *benchEnv {
+func newBenchEnv(b testing.TB, sync ledger.SyncMode) *benchEnv {
 	b.Helper()
 	dir := b.TempDir()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))

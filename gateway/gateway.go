@@ -143,7 +143,7 @@ func New(o Options) (*Gateway, error) {
 	rand.Read(rb[:])
 	hex.Encode(g.reqPrefix[:], rb[:])
 
-	overrides, err := loadOverrides(o.DB)
+	overrides, err := policy.LoadOverrides(o.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -156,12 +156,15 @@ func New(o Options) (*Gateway, error) {
 		return nil, err
 	}
 	if o.MinFreeBytes > 0 && o.DataDir != "" {
-		g.wg.Add(1)
-		go g.watchSpace(250 * time.Millisecond)
+		g.checkSpace()
+		g.every(250*time.Millisecond, g.checkSpace)
 	}
 	if o.SweepInterval > 0 {
-		g.wg.Add(1)
-		go g.sweepLoop(o.SweepInterval)
+		g.every(o.SweepInterval, func() {
+			now := g.now()
+			g.quotas.Sweep(now)
+			g.spend.Sweep(now)
+		})
 	}
 	return g, nil
 }
@@ -176,20 +179,22 @@ func (g *Gateway) Close() {
 	g.wg.Wait()
 }
 
-func (g *Gateway) sweepLoop(every time.Duration) {
-	defer g.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.stop:
-			return
-		case <-t.C:
-			now := g.now()
-			g.quotas.Sweep(now)
-			g.spend.Sweep(now)
+// every runs fn every interval in the background until Close.
+func (g *Gateway) every(interval time.Duration, fn func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-g.stop:
+				return
+			case <-t.C:
+				fn()
+			}
 		}
-	}
+	}()
 }
 
 // Server returns a fasthttp server for the gateway with settings suited to

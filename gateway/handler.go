@@ -32,7 +32,7 @@ func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
 func preflight(ctx *fasthttp.RequestCtx, rt *route) {
 	h := &ctx.Response.Header
 	h.SetBytesKV(hdrACAO, strStar)
-	h.Set("Access-Control-Allow-Methods", joinMethods(rt.tool.Methods)+", OPTIONS")
+	h.Set("Access-Control-Allow-Methods", rt.allow+", OPTIONS")
 	h.SetBytesKV([]byte("Access-Control-Allow-Headers"), strAllowHeaders)
 	h.SetBytesKV(hdrACEH, strExposeHeader)
 	h.Set("Access-Control-Max-Age", "600")

@@ -238,21 +238,10 @@ func (g *Gateway) methodNotAllowed(c *call) *denial {
 	b := append(c.buf[:0], `{"error":"Method not allowed","tool":`...)
 	b = appendJSONString(b, c.rt.tool.ID)
 	b = append(b, `,"allow":`...)
-	b = appendJSONString(b, joinMethods(c.rt.tool.Methods))
+	b = appendJSONString(b, c.rt.allow)
 	b = append(b, '}')
 	c.buf = b
 	return &denial{status: 405, outcome: outUnknownTool, reason: "method_not_allowed", body: b}
-}
-
-func joinMethods(ms []string) string {
-	s := ""
-	for i, m := range ms {
-		if i > 0 {
-			s += ", "
-		}
-		s += m
-	}
-	return s
 }
 
 // deny records a denial and answers it. Nothing reached the upstream and
@@ -262,7 +251,7 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 	h.SetBytesKV(hdrPolicyAllowed, strFalse)
 	h.SetBytesKV(hdrCost, zeroCost)
 	if d.status == 405 {
-		h.SetBytesKV(hdrAllow, s2b(joinMethods(c.rt.tool.Methods)))
+		h.SetBytesKV(hdrAllow, s2b(c.rt.allow))
 	}
 	if d.retryAfter > 0 {
 		setRetryAfter(ctx, d.retryAfter)

@@ -54,7 +54,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	t0 := g.now()
 	err := c.rt.client.DoTimeout(req, resp, c.rt.tool.Timeout)
 	c.upLatency = g.now().Sub(t0)
-	g.metrics.upstream.WithLabelValues(c.rt.tool.ID).Observe(seconds(c.upLatency))
+	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
 
 	paidAhead := c.settled != nil // before_upstream: the money has moved
 	var upFail *denial

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/valyala/fasthttp"
@@ -31,33 +30,21 @@ func freeBytes(dir string) (int64, error) {
 	return int64(s.Bavail) * int64(s.Bsize), nil
 }
 
-func (g *Gateway) watchSpace(every time.Duration) {
-	defer g.wg.Done()
-	check := func() {
-		free, err := freeBytes(g.opts.DataDir)
-		if err != nil {
-			g.log.Error("statfs data dir", "dir", g.opts.DataDir, "err", err)
-			return
-		}
-		g.space.free.Store(free)
-		low := free < g.opts.MinFreeBytes
-		if was := g.space.low.Swap(low); was != low {
-			if low {
-				g.log.Error("data dir low on space: refusing calls that must be recorded", "free_bytes", free, "min_free_bytes", g.opts.MinFreeBytes)
-			} else {
-				g.log.Info("data dir has space again: recording resumed", "free_bytes", free)
-			}
-		}
+// checkSpace refreshes the free-space reading of the data dir and the
+// low-space state, logging each change of state once.
+func (g *Gateway) checkSpace() {
+	free, err := freeBytes(g.opts.DataDir)
+	if err != nil {
+		g.log.Error("statfs data dir", "dir", g.opts.DataDir, "err", err)
+		return
 	}
-	check()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.stop:
-			return
-		case <-t.C:
-			check()
+	g.space.free.Store(free)
+	low := free < g.opts.MinFreeBytes
+	if was := g.space.low.Swap(low); was != low {
+		if low {
+			g.log.Error("data dir low on space: refusing calls that must be recorded", "free_bytes", free, "min_free_bytes", g.opts.MinFreeBytes)
+		} else {
+			g.log.Info("data dir has space again: recording resumed", "free_bytes", free)
 		}
 	}
 }

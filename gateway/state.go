@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/toolgate/toolgate/catalog"
@@ -35,10 +36,13 @@ type override struct {
 
 // route is what the proxy needs for a tool, precomputed.
 type route struct {
-	tool   *catalog.Tool
-	offer  *x402.Offer // x402 requirements; nil for free tools or without x402
-	client *fasthttp.HostClient
-	uri    string // full upstream URL without query
+	tool  *catalog.Tool
+	offer *x402.Offer // x402 requirements; nil for free tools or without x402
+	allow string      // the tool's methods, "GET, POST", for Allow and CORS
+
+	upstreamSeconds prometheus.Observer // the tool's upstream latency histogram
+	client          *fasthttp.HostClient
+	uri             string // full upstream URL without query
 }
 
 func (st *state) route(path []byte) *route {
@@ -149,7 +153,8 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 	}
 	g.clientsMu.Unlock()
 	uri := u.Scheme + "://" + u.Host + u.EscapedPath()
-	return &route{tool: t, client: hc, uri: uri}, nil
+	return &route{tool: t, client: hc, uri: uri, allow: strings.Join(t.Methods, ", "),
+		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
 }
 
 // swapOverride installs (raw != nil) or removes (raw == nil) the override of

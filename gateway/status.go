@@ -10,6 +10,7 @@ import (
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/x402"
 )
 
 type quotaView struct {
@@ -67,7 +68,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError
 		if !g.isAdmin(ctx) {
 			return nil, errAdminOnly
 		}
-		addr, ok := normalizeAddress(string(args.Peek("wallet")))
+		addr, ok := x402.ChecksumAddress(string(args.Peek("wallet")))
 		if !ok {
 			return nil, badRequest("wallet is not a 0x-prefixed 20-byte hex address")
 		}

@@ -23,6 +23,13 @@ func anvilPayment(t *testing.T, o *Offer, payer chain.Account, value money.Micro
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeSigned(t, o, auth, sig), auth
+}
+
+// decodeSigned builds the v2 header a client would send for auth and sig
+// against o, and decodes it as the gateway does.
+func decodeSigned(t *testing.T, o *Offer, auth chain.Authorization, sig []byte) *Payment {
+	t.Helper()
 	var acc map[string]any
 	_ = json.Unmarshal(o.Requirements(2), &acc)
 	raw, _ := json.Marshal(map[string]any{
@@ -33,7 +40,7 @@ func anvilPayment(t *testing.T, o *Offer, payer chain.Account, value money.Micro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, auth
+	return p
 }
 
 func anvilOffer(t *testing.T) *Offer {

@@ -3,8 +3,6 @@ package x402
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -28,17 +26,7 @@ func walletPayment(t *testing.T, o *Offer, wallet common.Address, signer chain.A
 	if wrap != nil {
 		sig = wrap(sig)
 	}
-	var acc map[string]any
-	_ = json.Unmarshal(o.Requirements(2), &acc)
-	raw, _ := json.Marshal(map[string]any{
-		"x402Version": 2, "accepted": acc,
-		"payload": map[string]any{"signature": "0x" + common.Bytes2Hex(sig), "authorization": auth.WireJSON()},
-	})
-	p, err := Decode([]byte(base64.StdEncoding.EncodeToString(raw)), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, auth
+	return decodeSigned(t, o, auth, sig), auth
 }
 
 func randomSalt(t *testing.T) (s [32]byte) {

@@ -19,9 +19,7 @@ func TestServe_CrashUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir, "--sync", "interval")
-	_, b := p.admin("POST", "/credits/keys", `{"name":"load","policy":{"rate_class_quota":{"light":100000,"heavy":3}}}`)
-	secret := jsonField(t, b, "secret").(string)
-	keyID := jsonField(t, b, "key_id").(string)
+	secret, keyID := p.createKey(`{"name":"load","policy":{"rate_class_quota":{"light":100000,"heavy":3}}}`)
 
 	var mu sync.Mutex
 	received := map[string]int{} // request id → status

@@ -21,8 +21,7 @@ func TestServe_ReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir)
-	_, b := p.admin("POST", "/credits/keys", `{"policy":{"rate_class_quota":{"light":1000000},"daily_spend_cap_usd":null}}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{"policy":{"rate_class_quota":{"light":1000000},"daily_spend_cap_usd":null}}`)
 
 	var bad atomic.Int64
 	var total atomic.Int64
@@ -107,8 +106,7 @@ func TestServe_GracefulShutdown(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir)
-	_, b := p.admin("POST", "/credits/keys", `{}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{}`)
 
 	var mu sync.Mutex
 	answered := map[string]bool{}
@@ -185,8 +183,7 @@ func TestServe_AccessLog(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir, "--log-format", "json")
-	_, b := p.admin("POST", "/credits/keys", `{}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{}`)
 	p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret)
 	p.req("POST", "/tools/code_execute", `{}`, "Authorization", "Bearer "+secret)
 	p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", "it-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA")
@@ -214,8 +211,7 @@ func TestServe_WatchConfig(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir, "--watch-config")
-	_, b := p.admin("POST", "/credits/keys", `{}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{}`)
 	if code, _ := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret); code != 200 {
 		t.Fatalf("before: got %d", code)
 	}
@@ -243,8 +239,7 @@ func TestServe_DrainDelay(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	p := startGateway(t, dir, "--drain-delay", "1500ms")
-	_, b := p.admin("POST", "/credits/keys", `{}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{}`)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(time.Second)
 	for {

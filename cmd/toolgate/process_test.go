@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -130,11 +129,9 @@ func (p *proc) admin(method, path, body string) (int, []byte) {
 }
 
 // writeConfig writes tools.json (pointed at a loopback upstream) and the
-// seed policies.json into dir.
-func writeConfig(t *testing.T, dir string) *atomic.Int64 {
-	var hits atomic.Int64
+// repo's policies.json into dir, and returns the upstream's base URL.
+func writeConfig(t *testing.T, dir string) string {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"ok":true}`))
 	}))
@@ -148,7 +145,7 @@ func writeConfig(t *testing.T, dir string) *atomic.Int64 {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "policies.json"), pol, 0o600)
-	return &hits
+	return up.URL
 }
 
 func jsonField(t *testing.T, b []byte, path ...string) any {
@@ -176,15 +173,8 @@ func TestServe_Restart(t *testing.T) {
 			writeConfig(t, dir)
 			p := startGateway(t, dir)
 
-			code, b := p.admin("POST", "/credits/keys", `{"name":"survivor"}`)
-			if code != 201 {
-				t.Fatalf("create: %d %s", code, b)
-			}
-			secret := jsonField(t, b, "secret").(string)
-			keyID := jsonField(t, b, "key_id").(string)
-			_, rb := p.admin("POST", "/credits/keys", `{"credits_usd":"1.00"}`)
-			revoked := jsonField(t, rb, "secret").(string)
-			prepaid := jsonField(t, rb, "key_id").(string)
+			secret, keyID := p.createKey(`{"name":"survivor"}`)
+			revoked, prepaid := p.createKey(`{"credits_usd":"1.00"}`)
 			override := `{"deny_tools":["code_execute"],"daily_spend_cap_usd":"0.05"}`
 			if code, b := p.admin("PUT", "/credits/keys/"+keyID+"/policy", override); code != 200 {
 				t.Fatalf("put policy: %d %s", code, b)
@@ -210,7 +200,7 @@ func TestServe_Restart(t *testing.T) {
 			if code, b := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret); code != 403 {
 				t.Fatalf("override after restart: got %d %s, want 403", code, b)
 			}
-			code, b = p.req("GET", "/authorization/status?api_key="+secret, "")
+			code, b := p.req("GET", "/authorization/status?api_key="+secret, "")
 			if got := jsonField(t, b, "spend_today_usd"); code != 200 || got != 0.04 {
 				t.Fatalf("spend after restart: got %d %v, want 0.04 (3 before, 1 after)", code, got)
 			}
@@ -272,4 +262,15 @@ func tryReq(url string) (int, []byte, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, nil
+}
+
+// createKey makes a key through the management API and returns its
+// secret and key_id.
+func (p *proc) createKey(body string) (secret, keyID string) {
+	p.t.Helper()
+	code, b := p.admin("POST", "/credits/keys", body)
+	if code != 201 {
+		p.t.Fatalf("create key: got %d %s, want 201", code, b)
+	}
+	return jsonField(p.t, b, "secret").(string), jsonField(p.t, b, "key_id").(string)
 }

@@ -27,31 +27,14 @@ func TestServe_DiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", fs).Run() })
 
-	writeConfig(t, dir)
-	tools, _ := os.ReadFile(filepath.Join(dir, "tools.json"))
-	up := strings.Split(strings.Split(string(tools), `"upstream":"`)[1], `/x"`)[0]
+	up := writeConfig(t, dir)
 	free := `{"tools":[
  {"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"` + up + `/p"},
  {"id":"free","rate_class":"light","upstream":"` + up + `/f"}]}`
 	os.WriteFile(filepath.Join(dir, "tools.json"), []byte(free), 0o600)
 
-	addr := freePort(t)
-	logf, _ := os.Create(filepath.Join(dir, "gateway.log"))
-	defer logf.Close()
-	cmd := exec.Command(binPath, "serve", "--listen", addr, "--data", filepath.Join(fs, "data"),
-		"--tools", filepath.Join(dir, "tools.json"), "--policies", filepath.Join(dir, "policies.json"),
-		"--admin-token", testAdmin, "--min-free-mb", "150")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, url: "http://" + addr}
-	defer func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-		}
-	}()
+	// The later --data wins over startGateway's own.
+	p := startGateway(t, dir, "--data", filepath.Join(fs, "data"), "--min-free-mb", "150")
 	waitStatus := func(path string, want int) []byte {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
@@ -67,8 +50,7 @@ func TestServe_DiskFull(t *testing.T) {
 		}
 	}
 	waitStatus("/readyz", 200)
-	_, b := p.admin("POST", "/credits/keys", `{}`)
-	secret := jsonField(t, b, "secret").(string)
+	secret, _ := p.createKey(`{}`)
 	if code, _ := p.req("POST", "/tools/paid", `{}`, "X-API-Key", secret); code != 200 {
 		t.Fatalf("paid call before: %d", code)
 	}

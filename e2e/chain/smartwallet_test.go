@@ -3,11 +3,8 @@ package chain
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"math/big"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/ethereum/go-ethereum"
@@ -15,24 +12,6 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
-
-// TestArtifact_SmartWalletFresh: the committed smart-wallet artifacts
-// match their sources (TestArtifact_Fresh/Recompile recompiles them all).
-func TestArtifact_SmartWalletFresh(t *testing.T) {
-	d := RequireDeps(t)
-	for _, name := range []string{"TestSmartWallet", "TestWalletFactory"} {
-		t.Run(name, func(t *testing.T) {
-			src, err := os.ReadFile(filepath.Join(d.Dir, "contracts", name+".sol"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(src)
-			if got, want := LoadArtifact(t, name).SourceSHA256, hex.EncodeToString(sum[:]); got != want {
-				t.Errorf("artifact sourceSha256: got %s, want %s (run node e2e/build-token.mjs)", got, want)
-			}
-		})
-	}
-}
 
 // TestWalletFactory_Anvil checks the factory and the wallet on anvil: the
 // CREATE2 address (computed here independently), idempotent deployment,
