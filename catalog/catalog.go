@@ -36,6 +36,11 @@ type Tool struct {
 	Description string
 	Settle      Settle
 	Timeout     time.Duration
+	// IdleTimeout is how long an idle pooled connection to the upstream is
+	// kept (default DefaultIdleTimeout); MaxResponseBytes bounds one
+	// upstream response (default DefaultMaxResponseBytes).
+	IdleTimeout      time.Duration
+	MaxResponseBytes int64
 	// Discovery is the raw `discovery` block for the x402 Bazaar declaration.
 	Discovery []byte
 }

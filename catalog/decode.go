@@ -22,8 +22,21 @@ var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audi
 var toolFields = map[string]bool{
 	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true,
 	"upstream": true, "packs": true, "description": true, "settle": true,
-	"timeout_ms": true, "discovery": true,
+	"timeout_ms": true, "discovery": true, "idle_timeout_ms": true, "max_response_bytes": true,
 }
+
+// DefaultIdleTimeout is how long an idle upstream connection is kept for
+// reuse: below the shortest idle timeouts common upstreams use (Python's
+// http.server with timeout=1, gunicorn's 2 s keep-alive), so the gateway
+// closes an idle connection before the upstream does.
+const DefaultIdleTimeout = 900 * time.Millisecond
+
+// DefaultMaxResponseBytes bounds one upstream response (32 MiB); larger
+// answers are refused with 502, unbilled.
+const DefaultMaxResponseBytes = 32 << 20
+
+// MaxResponseBytesLimit is the largest max_response_bytes accepted (1 GiB).
+const MaxResponseBytesLimit = 1 << 30
 
 // Load reads and decodes a tools.json file.
 func Load(path string) (*Catalog, error) {
@@ -97,7 +110,7 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 		}
 	}
 	before := len(ps.List)
-	t := &Tool{Methods: []string{"POST"}, Timeout: DefaultTimeout}
+	t := &Tool{Methods: []string{"POST"}, Timeout: DefaultTimeout, IdleTimeout: DefaultIdleTimeout, MaxResponseBytes: DefaultMaxResponseBytes}
 	str := func(name string, required bool) string {
 		v, ok := f[name]
 		if !ok {
@@ -192,6 +205,22 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 			ps.Add(at+".timeout_ms", "must be an integer between 1 and 600000")
 		} else {
 			t.Timeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if v, ok := f["idle_timeout_ms"]; ok {
+		var ms int64
+		if err := json.Unmarshal(v, &ms); err != nil || ms <= 0 || ms > 3_600_000 {
+			ps.Add(at+".idle_timeout_ms", "must be an integer between 1 and 3600000")
+		} else {
+			t.IdleTimeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if v, ok := f["max_response_bytes"]; ok {
+		var n int64
+		if err := json.Unmarshal(v, &n); err != nil || n <= 0 || n > MaxResponseBytesLimit {
+			ps.Add(at+".max_response_bytes", fmt.Sprintf("must be an integer between 1 and %d", MaxResponseBytesLimit))
+		} else {
+			t.MaxResponseBytes = n
 		}
 	}
 	if v, ok := f["discovery"]; ok {

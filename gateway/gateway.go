@@ -17,6 +17,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
@@ -58,6 +59,16 @@ type Options struct {
 	// X402, if set, lets callers without a key pay per call.
 	X402 *X402Options
 
+	// ForwardUnderscoreHeaders passes caller headers whose names contain
+	// '_' to upstreams (default: dropped, as nginx does). Names that read
+	// as a stripped or gateway-set header with '_' as '-' are dropped
+	// either way.
+	ForwardUnderscoreHeaders bool
+
+	// ResponseBufferBytes bounds the upstream response bytes held in
+	// memory at once across all calls (default 256 MiB).
+	ResponseBufferBytes int64
+
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
 	UpstreamDial fasthttp.DialFunc
@@ -84,7 +95,9 @@ type Gateway struct {
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
 
 	clientsMu sync.Mutex
-	clients   map[string]*fasthttp.HostClient
+	clients   map[string]*upstreamClient
+	budget    *responseBudget
+	owed      owedBook
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
@@ -112,13 +125,17 @@ func New(o Options) (*Gateway, error) {
 		keys:      o.Keys,
 		led:       o.Ledger,
 		adminHash: sha256.Sum256([]byte(o.AdminToken)),
-		clients:   make(map[string]*fasthttp.HostClient),
+		clients:   make(map[string]*upstreamClient),
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 	}
 	if g.now == nil {
 		g.now = time.Now
 	}
+	if o.ResponseBufferBytes <= 0 {
+		o.ResponseBufferBytes = 256 << 20
+	}
+	g.budget = &responseBudget{sem: semaphore.NewWeighted(o.ResponseBufferBytes), total: o.ResponseBufferBytes}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

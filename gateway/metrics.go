@@ -21,13 +21,15 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	calls       *prometheus.CounterVec   // tool, outcome, reason
-	decision    prometheus.Histogram     // identify → policy → quota → spend
-	upstream    *prometheus.HistogramVec // tool
-	ledgerWait  prometheus.Histogram     // Append → committed, per call
-	x402Verify  *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
-	x402Settle  *prometheus.CounterVec   // result: success, pending, failed, error
-	billedMicro *prometheus.CounterVec   // tool: micro-USD billed
+	calls           *prometheus.CounterVec   // tool, outcome, reason
+	decision        prometheus.Histogram     // identify → policy → quota → spend
+	upstream        *prometheus.HistogramVec // tool
+	ledgerWait      prometheus.Histogram     // Append → committed, per call
+	x402Verify      *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
+	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
+	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
+	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
+	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
 
 	handler fasthttp.RequestHandler
 }
@@ -61,7 +63,15 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 	m.billedMicro = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_billed_micro_usd_total", Help: "Micro-USD billed by tool.",
 	}, []string{"tool"})
-	m.reg.MustRegister(m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
+	m.owedMicro = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "toolgate_x402_owed_micro_usd_total",
+		Help: "Micro-USD settled ahead of calls (settle: before_upstream) that were then not served: owed back to the payers.",
+	})
+	m.upstreamRetries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "toolgate_upstream_retries_total",
+		Help: "Upstream requests sent again on a fresh connection because a reused one had been closed by the upstream before answering.",
+	})
+	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_lsm_bytes", Help: "Badger LSM size."},
 			func() float64 { lsm, _ := db.Size(); return float64(lsm) }),

@@ -209,8 +209,12 @@ func (g *Gateway) quotaExceeded(c *call, q meter.QuotaResult) *denial {
 
 func (g *Gateway) spendCapExceeded(c *call, sr meter.SpendResult, resetAt time.Time) *denial {
 	reset := ceilSeconds(int64(resetAt.Sub(c.start)))
+	// spend_today_usd is what was spent (committed); reserved_usd what
+	// calls in flight hold against the cap.
 	b := append(c.buf[:0], `{"error":"Daily spend cap exceeded","spend_today_usd":`...)
-	b = sr.SpentToday.AppendDecimal(b, 1)
+	b = (sr.SpentToday - sr.Reserved).AppendDecimal(b, 1)
+	b = append(b, `,"reserved_usd":`...)
+	b = sr.Reserved.AppendDecimal(b, 1)
 	b = append(b, `,"spend_limit_usd":`...)
 	b = sr.Limit.AppendDecimal(b, 1)
 	b = append(b, `,"cost_usd":`...)
@@ -221,7 +225,13 @@ func (g *Gateway) spendCapExceeded(c *call, sr meter.SpendResult, resetAt time.T
 	b = strconv.AppendInt(b, int64(reset), 10)
 	b = append(b, '}')
 	c.buf = b
-	return &denial{status: 429, outcome: outSpendCapExceeded, reason: "daily_spend_cap", retryAfter: reset, body: b}
+	retry := reset
+	if sr.SpentToday-sr.Reserved <= sr.Limit-c.rt.tool.Price {
+		// Only calls in flight hold the cap: they commit or release
+		// within their timeouts, so look again soon, not tomorrow.
+		retry = 1
+	}
+	return &denial{status: 429, outcome: outSpendCapExceeded, reason: "daily_spend_cap", retryAfter: retry, body: b}
 }
 
 func (g *Gateway) insufficientCredits(c *call, sr meter.SpendResult) *denial {

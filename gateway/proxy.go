@@ -3,7 +3,12 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -34,6 +39,7 @@ var strippedResponseHeaders = []string{
 }
 
 var (
+	strHTTP11    = []byte("HTTP/1.1")
 	hdrXFF       = []byte("X-Forwarded-For")
 	hdrXFProto   = []byte("X-Forwarded-Proto")
 	hdrPrincipal = []byte("X-Toolgate-Principal")
@@ -50,35 +56,25 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 
-	prepareUpstreamRequest(ctx, req, c)
+	g.prepareUpstreamRequest(ctx, req, c)
 	t0 := g.now()
-	err := c.rt.client.DoTimeout(req, resp, c.rt.tool.Timeout)
+	body, err := g.exchange(c, req, resp)
+	if body != nil {
+		defer body.release() // idempotent; a large body is handed to ctx below
+	}
 	c.upLatency = g.now().Sub(t0)
 	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
 
 	paidAhead := c.settled != nil // before_upstream: the money has moved
 	var upFail *denial
 	if err != nil {
-		status, reason, msg := 502, "upstream_unreachable", "Upstream unreachable"
-		if errors.Is(err, fasthttp.ErrTimeout) {
-			status, reason, msg = 504, "upstream_timeout", "Upstream timed out"
-		}
-		g.log.Warn("upstream failed", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "err", err)
-		upFail = &denial{status: status, outcome: outUpstreamError, reason: reason, body: errorBody(msg)}
-		if !paidAhead {
-			if c.reserved {
-				g.spend.Release(c.res)
-				c.reserved = false
-			}
-			g.deny(ctx, c, upFail)
-			return
-		}
+		upFail = g.upstreamFailure(c, err)
 	} else {
 		c.upStatus = resp.StatusCode()
 	}
 
-	// Bill only a served call (upstream < 400), or one already settled.
-	billable := c.reserved && (paidAhead || c.upStatus < 400)
+	// Bill only a served call: the upstream answered < 400.
+	billable := c.reserved && upFail == nil && c.upStatus < 400
 	sr := c.settled
 	if billable && c.pay != nil && !paidAhead {
 		res, paid, d := g.settle(c) // after_upstream: settle now, body withheld until paid
@@ -89,8 +85,16 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 		}
 		sr = &res
 	}
-	if !billable && c.pay != nil {
+	if !billable && c.pay != nil && !paidAhead {
 		g.releaseNonce(c) // not served: the authorization stays unspent
+	}
+	if upFail != nil && !paidAhead {
+		if c.reserved {
+			g.spend.Release(c.res)
+			c.reserved = false
+		}
+		g.deny(ctx, c, upFail)
+		return
 	}
 
 	outcome, reason, status := outAllowed, "", c.upStatus
@@ -105,7 +109,8 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 
 	var rec *ledger.Record
 	var ticket ledger.Ticket
-	if billable {
+	switch {
+	case billable:
 		c.cost = c.rt.tool.Price
 		rec = g.callRecord(c, outcome, reason, status)
 		g.spend.Commit(c.res, func(cm meter.Committed) {
@@ -123,7 +128,22 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 			}
 		})
 		c.reserved = false
-	} else {
+	case paidAhead:
+		// before_upstream: settled, then not served. The payer's money
+		// moved for nothing: the call is not billed, and the amount is
+		// owed back to the payer (ledger, metric, status).
+		if c.reserved {
+			g.spend.Release(c.res)
+			c.reserved = false
+		}
+		rec = g.callRecord(c, outcome, reason, status)
+		recs := []*ledger.Record{rec}
+		if sr.Success {
+			recs = append(recs, settlementRecord(c, sr))
+		}
+		recs = append(recs, g.owe(c))
+		ticket = g.append(c, recs...)
+	default:
 		if c.reserved {
 			g.spend.Release(c.res)
 			c.reserved = false
@@ -140,17 +160,18 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	h := &ctx.Response.Header
 	if upFail != nil {
 		writeJSON(ctx, upFail.status, upFail.body)
-		h.SetBytesKV(hdrPolicyAllowed, strTrue)
 	} else {
 		// Answer with the upstream's response.
-		resp.Header.CopyTo(h)
-		for _, name := range strippedResponseHeaders {
-			h.Del(name)
+		copyResponseHeaders(h, &resp.Header)
+		ctx.Response.SetStatusCode(c.upStatus)
+		if len(body.b) > smallBody {
+			ctx.Response.SetBodyStream(body, len(body.b)) // released once written
+			body = nil
+		} else {
+			ctx.Response.SetBody(body.b)
 		}
-		delConnectionTokens(h, resp.Header.Peek("Connection"))
-		ctx.Response.SetBody(resp.Body())
-		h.SetBytesKV(hdrPolicyAllowed, strTrue)
 	}
+	h.SetBytesKV(hdrPolicyAllowed, strTrue)
 	h.SetBytesKV(hdrRequestID, c.reqID)
 	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
 	h.SetBytesKV(hdrACAO, strStar)
@@ -162,42 +183,183 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	}
 }
 
-func prepareUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, c *call) {
-	in := &ctx.Request.Header
-	in.CopyTo(&req.Header)
-	for _, name := range strippedRequestHeaders {
-		req.Header.Del(name)
+// exchange sends req to the tool's upstream and reads the answer, its body
+// under the response budget. A request whose reused connection the
+// upstream had closed before answering is sent once more on a fresh
+// connection (see upstream.go); nothing else is retried.
+func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Response) (*bodyBuf, error) {
+	t := c.rt.tool
+	deadline := time.Now().Add(t.Timeout)
+	resp.StreamBody = true
+	err := c.rt.client.pooled.DoTimeout(req, resp, t.Timeout)
+	if err != nil && (errors.Is(err, errStaleConn) || staleExchange(resp)) {
+		g.metrics.upstreamRetries.Inc()
+		resp.Reset()
+		resp.StreamBody = true
+		req.SetConnectionClose()
+		err = c.rt.client.fresh.DoTimeout(req, resp, time.Until(deadline))
 	}
-	delConnectionTokens(&req.Header, in.Peek("Connection"))
-	req.Header.SetMethodBytes(ctx.Method())
+	if err != nil {
+		return nil, err
+	}
+	body, err := g.budget.readBody(resp, t.MaxResponseBytes, deadline)
+	resp.CloseBodyStream() // back to the pool when read to the end; closed otherwise
+	if err != nil {
+		body.release()
+		return nil, err
+	}
+	return body, nil
+}
+
+// upstreamFailure is the answer to a call whose upstream exchange failed:
+// what happened, in words the caller can act on.
+func (g *Gateway) upstreamFailure(c *call, err error) *denial {
+	status, reason, msg := 502, "upstream_closed", "Upstream closed the connection before answering"
+	var op *net.OpError
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err):
+		status, reason, msg = 504, "upstream_timeout", "Upstream timed out"
+	case errors.Is(err, errTooLarge):
+		b := append([]byte(`{"error":"Upstream response too large","limit_bytes":`), strconv.AppendInt(nil, c.rt.tool.MaxResponseBytes, 10)...)
+		g.log.Warn("upstream response too large", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "limit_bytes", c.rt.tool.MaxResponseBytes)
+		return &denial{status: 502, outcome: outUpstreamError, reason: "upstream_response_too_large", body: append(b, '}')}
+	case errors.Is(err, errBudgetWait):
+		g.log.Warn("response buffer budget exhausted", "request_id", string(c.reqID), "tool", c.rt.tool.ID)
+		return &denial{status: 503, outcome: outUpstreamError, reason: "response_buffer_full", retryAfter: 1,
+			body: []byte(`{"error":"Gateway response buffers are full; the call was not billed","retry":true}`)}
+	case errors.As(err, &op) && op.Op == "dial", errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, fasthttp.ErrNoFreeConns):
+		status, reason, msg = 502, "upstream_unreachable", "Upstream unreachable"
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, errStaleConn), errors.Is(err, io.ErrUnexpectedEOF):
+	default:
+		status, reason, msg = 502, "upstream_bad_response", "Upstream sent an invalid response"
+	}
+	g.log.Warn("upstream failed", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "reason", reason, "err", err)
+	return &denial{status: status, outcome: outUpstreamError, reason: reason, body: errorBody(msg)}
+}
+
+// prepareUpstreamRequest builds the upstream request in one pass over the
+// caller's headers: HTTP/1.1 always (a caller's HTTP/1.0 or Connection:
+// close must not end a pooled upstream connection unannounced), without
+// the headers of dropRequestHeader, with the gateway's own forwarding,
+// request id and principal headers.
+func (g *Gateway) prepareUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, c *call) {
+	in := &ctx.Request.Header
+	out := &req.Header
+	conn := in.Peek("Connection")
+	for k, v := range in.All() {
+		if !g.dropRequestHeader(k, conn) {
+			out.AddBytesKV(k, v)
+		}
+	}
+	out.SetMethodBytes(ctx.Method())
+	out.SetProtocolBytes(strHTTP11)
 	uri := req.URI()
 	uri.Update(c.rt.uri)
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		uri.SetQueryStringBytes(q)
 	}
-	req.Header.SetHostBytes(uri.Host())
+	out.SetHostBytes(uri.Host())
 	req.UseHostHeader = false
 	req.SetBodyRaw(ctx.Request.Body())
 
 	var ipb [64]byte
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
-		req.Header.SetBytesKV(hdrXFF, ip.Unmap().AppendTo(ipb[:0]))
+		out.SetBytesKV(hdrXFF, ip.Unmap().AppendTo(ipb[:0]))
 	}
 	if ctx.IsTLS() {
-		req.Header.SetBytesKV(hdrXFProto, strHTTPS)
+		out.SetBytesKV(hdrXFProto, strHTTPS)
 	} else {
-		req.Header.SetBytesKV(hdrXFProto, strHTTP)
+		out.SetBytesKV(hdrXFProto, strHTTP)
 	}
-	req.Header.SetBytesKV(hdrRequestID, c.reqID)
-	req.Header.SetBytesKV(hdrPrincipal, s2b(c.principal))
+	out.SetBytesKV(hdrRequestID, c.reqID)
+	out.SetBytesKV(hdrPrincipal, s2b(c.principal))
 }
 
-// headerDeleter is implemented by fasthttp's request and response headers.
-type headerDeleter interface{ DelBytes(key []byte) }
+// dropRequestHeader reports whether a caller's header stays at the
+// gateway: hop-by-hop, identity, payment and forwarding headers
+// (strippedRequestHeaders), those the Connection header names, Host and
+// Content-Length (set by the gateway), and - unless
+// Options.ForwardUnderscoreHeaders - every name with an underscore, as
+// nginx does. Names are compared case-insensitively with '_' read as '-',
+// so X_Toolgate_Principal is X-Toolgate-Principal: CGI and WSGI upstreams
+// map both to HTTP_X_TOOLGATE_PRINCIPAL.
+func (g *Gateway) dropRequestHeader(name, conn []byte) bool {
+	if bytes.IndexByte(name, '_') >= 0 && !g.opts.ForwardUnderscoreHeaders {
+		return true
+	}
+	var buf [48]byte
+	if len(name) <= len(buf) {
+		n := foldHeaderName(buf[:0], name)
+		if _, ok := droppedHeaderSet[string(n)]; ok {
+			return true
+		}
+	}
+	return connectionNames(conn, name)
+}
 
-// delConnectionTokens deletes the headers named in a Connection header:
-// they are hop-by-hop too (RFC 9110 section 7.6.1).
-func delConnectionTokens(h headerDeleter, conn []byte) {
+// foldHeaderName appends name lower-cased with '_' as '-'.
+func foldHeaderName(dst, name []byte) []byte {
+	for _, b := range name {
+		dst = append(dst, foldByte(b))
+	}
+	return dst
+}
+
+// sameHeaderName compares header names case-insensitively, '_' as '-'.
+func sameHeaderName(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if foldByte(a[i]) != foldByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldByte(b byte) byte {
+	switch {
+	case b == '_':
+		return '-'
+	case 'A' <= b && b <= 'Z':
+		return b + 'a' - 'A'
+	}
+	return b
+}
+
+// droppedHeaderSet holds strippedRequestHeaders folded, plus the headers
+// the gateway sets itself.
+var droppedHeaderSet = func() map[string]struct{} {
+	m := map[string]struct{}{"host": {}, "content-length": {}}
+	for _, h := range strippedRequestHeaders {
+		m[string(foldHeaderName(nil, []byte(h)))] = struct{}{}
+	}
+	return m
+}()
+
+// copyResponseHeaders copies an upstream's response headers in one pass,
+// without hop-by-hop headers, those its Connection header names, and
+// those the gateway sets itself (strippedResponseHeaders).
+func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
+	conn := src.Peek("Connection")
+	for k, v := range src.All() {
+		var buf [48]byte
+		if len(k) <= len(buf) {
+			if _, ok := droppedResponseSet[string(foldHeaderName(buf[:0], k))]; ok {
+				continue
+			}
+		}
+		if connectionNames(conn, k) {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// connectionNames reports whether a Connection header value names name.
+func connectionNames(conn, name []byte) bool {
 	for len(conn) > 0 {
 		var tok []byte
 		if i := bytes.IndexByte(conn, ','); i >= 0 {
@@ -205,8 +367,17 @@ func delConnectionTokens(h headerDeleter, conn []byte) {
 		} else {
 			tok, conn = conn, nil
 		}
-		if tok = bytes.TrimSpace(tok); len(tok) > 0 {
-			h.DelBytes(tok)
+		if tok = bytes.TrimSpace(tok); len(tok) > 0 && sameHeaderName(tok, name) {
+			return true
 		}
 	}
+	return false
 }
+
+var droppedResponseSet = func() map[string]struct{} {
+	m := map[string]struct{}{"content-length": {}}
+	for _, h := range strippedResponseHeaders {
+		m[string(foldHeaderName(nil, []byte(h)))] = struct{}{}
+	}
+	return m
+}()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/policy"
@@ -41,7 +40,7 @@ type route struct {
 	allow string      // the tool's methods, "GET, POST", for Allow and CORS
 
 	upstreamSeconds prometheus.Observer // the tool's upstream latency histogram
-	client          *fasthttp.HostClient
+	client          *upstreamClient
 	uri             string // full upstream URL without query
 }
 
@@ -134,26 +133,19 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 			addr += ":80"
 		}
 	}
-	key := u.Scheme + "://" + addr
+	key := u.Scheme + "://" + addr + "|" + t.IdleTimeout.String()
 	g.clientsMu.Lock()
-	hc := g.clients[key]
-	if hc == nil {
-		hc = &fasthttp.HostClient{
-			Addr:                      addr,
-			IsTLS:                     tls,
-			Name:                      "toolgate",
-			NoDefaultUserAgentHeader:  true,
-			MaxConns:                  4096,
-			MaxIdemponentCallAttempts: 1, // never replay a call upstream
-			ReadBufferSize:            16 << 10,
-			MaxResponseBodySize:       64 << 20,
-			Dial:                      g.opts.UpstreamDial,
+	uc := g.clients[key]
+	if uc == nil {
+		uc = &upstreamClient{
+			pooled: newHostClient(addr, tls, t.IdleTimeout, g.opts.UpstreamDial),
+			fresh:  newHostClient(addr, tls, t.IdleTimeout, g.opts.UpstreamDial),
 		}
-		g.clients[key] = hc
+		g.clients[key] = uc
 	}
 	g.clientsMu.Unlock()
 	uri := u.Scheme + "://" + u.Host + u.EscapedPath()
-	return &route{tool: t, client: hc, uri: uri, allow: strings.Join(t.Methods, ", "),
+	return &route{tool: t, client: uc, uri: uri, allow: strings.Join(t.Methods, ", "),
 		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
 }
 

@@ -105,6 +105,9 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError
 	if bal, ok := g.spend.Balance(principal); ok {
 		out["balance_usd"] = bal
 	}
+	if isOwedPrincipal(principal) {
+		out["owed_usd"] = g.owed.get(principal)
+	}
 	denials := []denialView{}
 	err := g.led.Query(ledger.Query{Principal: principal, Type: "call", Desc: true, Limit: 10, ExcludeOutcome: outAllowed},
 		func(r *ledger.Record) error {
@@ -164,6 +167,10 @@ func (g *Gateway) restoreMeters() error {
 		}
 	}
 	for p, b := range balances {
+		if isOwedPrincipal(p) {
+			g.owed.restore(p, b)
+			continue
+		}
 		g.spend.RestoreBalance(p, b)
 	}
 	return nil

@@ -96,6 +96,9 @@ type SpendResult struct {
 	// SpentToday is the day's committed plus reserved spend before this
 	// call.
 	SpentToday money.Micros
+	// Reserved is the part of SpentToday held by calls still in flight
+	// (reserved, not yet committed or released).
+	Reserved money.Micros
 	// Limit echoes the cap given to Reserve.
 	Limit money.Micros
 	// Balance is the credits available to this call before it: the
@@ -212,6 +215,9 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 	}
 	defer a.mu.Unlock()
 	res.SpentToday = a.spent(day)
+	if d := a.dayAt(day); d >= 0 {
+		res.Reserved = a.days[d].reserved
+	}
 	res.Balance, res.HasBalance = a.balance-a.held, a.hasBalance
 	switch {
 	case cost == 0:

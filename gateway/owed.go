@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/money"
+)
+
+// KindX402Owed is the txn kind of a payment settled ahead of a call
+// (settle: before_upstream) that was then not served: the upstream could
+// not be reached, failed or answered >= 400. The call is not billed; the
+// amount is owed back to the payer. BalanceAfter is the payer's total owed
+// after this record, so a restart rebuilds it from the balance index.
+const KindX402Owed = "x402_owed"
+
+// owedBook is the amount owed to each payer, in micro-USD.
+type owedBook struct {
+	mu sync.Mutex
+	m  map[string]money.Micros // by principal ("wallet:0x…")
+}
+
+func (o *owedBook) add(principal string, amount money.Micros) money.Micros {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = make(map[string]money.Micros)
+	}
+	total := o.m[principal] + amount
+	if total < o.m[principal] { // overflow: keep the maximum, never wrap
+		total = money.Micros(1<<63 - 1)
+	}
+	o.m[principal] = total
+	return total
+}
+
+func (o *owedBook) get(principal string) money.Micros {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.m[principal]
+}
+
+func (o *owedBook) restore(principal string, total money.Micros) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = make(map[string]money.Micros)
+	}
+	o.m[principal] = total
+}
+
+// isOwedPrincipal reports whether a principal's balance index entry is an
+// owed total (wallets) rather than a prepaid balance (keys).
+func isOwedPrincipal(principal string) bool { return strings.HasPrefix(principal, "wallet:") }
+
+// owe records that c's payment, settled ahead, bought nothing: it returns
+// the txn record and counts it.
+func (g *Gateway) owe(c *call) *ledger.Record {
+	amount := c.rt.tool.Price
+	total := g.owed.add(c.principal, amount)
+	g.metrics.owedMicro.Add(float64(amount))
+	g.log.Warn("payment settled for a call that was not served: owed to the payer",
+		"request_id", string(c.reqID), "principal", c.principal, "amount_micros", int64(amount))
+	network := ""
+	if c.settled != nil {
+		network = c.settled.Network
+	}
+	return &ledger.Record{Type: "txn", At: c.start, RequestID: string(c.reqID), Principal: c.principal,
+		Tool: c.rt.tool.ID, Kind: KindX402Owed, Amount: amount, BalanceAfter: &total,
+		Payer: c.verified.Payer, Network: network}
+}
