@@ -129,6 +129,13 @@ type harness struct {
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	up := newUpstream(t)
+	return newHarnessWith(t, up, testCatalog(up.srv.URL), nil)
+}
+
+// newHarnessWith runs a gateway over the catalog JSON cat; opts, if not
+// nil, adjusts the gateway's options before it is built.
+func newHarnessWith(t testing.TB, up *upstream, catJSON string, opts func(*gateway.Options)) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
 	if err != nil {
@@ -142,7 +149,7 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, err := catalog.Decode([]byte(testCatalog(up.srv.URL)))
+	cat, err := catalog.Decode([]byte(catJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +157,11 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc, AdminToken: adminToken})
+	o := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc, AdminToken: adminToken}
+	if opts != nil {
+		opts(&o)
+	}
+	gw, err := gateway.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
