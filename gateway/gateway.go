@@ -6,11 +6,13 @@
 package gateway
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +231,7 @@ func (g *Gateway) Server() *fasthttp.Server {
 		NoDefaultServerHeader:         false,
 		NoDefaultDate:                 true,
 		Logger:                        fasthttpLogger{g.log},
+		SecureErrorLogMessage:         true, // parse errors never quote the request (its keys and tokens)
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			// Requests fasthttp could not parse: too large, bad syntax.
 			status := fasthttp.StatusBadRequest
@@ -264,7 +267,61 @@ func (g *Gateway) appendRequestID(dst []byte) []byte {
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+	if !f.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	f.l.Debug(redactSecrets(fmt.Sprintf(format, args...)), "source", "fasthttp")
+}
+
+// redactSecrets masks what could be a credential in a message that may
+// quote request bytes: API keys (it-…), and the value of any
+// Authorization, X-Api-Key, Payment-Signature or X-Payment header or
+// Bearer token. The server already runs with SecureErrorLogMessage; this
+// is the second line.
+func redactSecrets(msg string) string {
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		if rest := msg[i:]; strings.HasPrefix(rest, "it-") && (i == 0 || !isTokenByte(msg[i-1])) {
+			j := 3
+			for j < len(rest) && (isTokenByte(rest[j]) || rest[j] == '-') {
+				j++
+			}
+			b.WriteString("it-[redacted]")
+			i += j
+			continue
+		}
+		if n := secretHeaderAt(msg[i:]); n > 0 {
+			b.WriteString(msg[i : i+n])
+			b.WriteString("[redacted]")
+			i += n
+			for i < len(msg) && msg[i] != '\r' && msg[i] != '\n' && msg[i] != '"' {
+				i++
+			}
+			continue
+		}
+		b.WriteByte(msg[i])
+		i++
+	}
+	return b.String()
+}
+
+func isTokenByte(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+// secretHeaderAt returns the length of a secret-carrying header name and
+// separator (or "Bearer ") at the start of s, or 0.
+func secretHeaderAt(s string) int {
+	for _, p := range []string{"authorization:", "x-api-key:", "payment-signature:", "x-payment:", "bearer "} {
+		if len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) {
+			n := len(p)
+			for n < len(s) && s[n] == ' ' {
+				n++
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // Drain starts a graceful stop: /readyz answers 503 "draining" so that load

@@ -48,10 +48,7 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	c.reqID = g.appendRequestID(c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrRequestID, c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
-	p := string(path)
-	if len(p) > 512 {
-		p = p[:512]
-	}
+	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
 	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
 	rec.Tool = p // the path asked for
@@ -74,4 +71,32 @@ func (g *Gateway) isAdmin(ctx *fasthttp.RequestCtx) bool {
 	}
 	h := sha256.Sum256(bytes.TrimSpace(tok))
 	return subtle.ConstantTimeCompare(h[:], g.adminHash[:]) == 1
+}
+
+// sanitizePath returns a request path fit for a record and a JSON answer:
+// at most 512 bytes, NUL and other control bytes replaced by U+FFFD (a
+// ledger index key cannot hold NUL; a log line should not hold controls).
+func sanitizePath(path []byte) string {
+	if len(path) > 512 {
+		path = path[:512]
+	}
+	clean := true
+	for _, c := range path {
+		if c < 0x20 || c == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return string(path)
+	}
+	b := make([]byte, 0, len(path)+8)
+	for _, c := range path {
+		if c < 0x20 || c == 0x7f {
+			b = append(b, "\uFFFD"...)
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
