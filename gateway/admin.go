@@ -293,7 +293,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
 			}
 			pol = p
 		case "credits_usd":
-			c, err := money.ParseJSON(raw)
+			c, err := money.ParseAmount(raw) // at most money.MaxAmount
 			if err != nil {
 				ps.Add("credits_usd", err.Error())
 			}
@@ -422,7 +422,7 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 			ps.Add("amount_usd", err.Error())
 		case a == 0:
 			ps.Add("amount_usd", "must be greater than zero")
-		case a > 1_000_000*money.PerUSD:
+		case a > money.MaxAmount:
 			ps.Add("amount_usd", "must be at most 1000000")
 		}
 		amount = a
