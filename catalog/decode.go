@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -38,19 +37,37 @@ const DefaultMaxResponseBytes = 32 << 20
 // MaxResponseBytesLimit is the largest max_response_bytes accepted (1 GiB).
 const MaxResponseBytesLimit = 1 << 30
 
+// Options are the checks of a decode that depend on where the gateway
+// runs. The zero value adds none.
+type Options struct {
+	// Listen is the gateway's own listen address ("127.0.0.1:8402",
+	// ":8402"). When set, an upstream that would dial the gateway itself
+	// (same port; same host, or both loopback, localhost or an unspecified
+	// address) is refused at tools[i].upstream.
+	Listen string
+}
+
 // Load reads and decodes a tools.json file.
-func Load(path string) (*Catalog, error) {
+func Load(path string) (*Catalog, error) { return LoadWith(path, Options{}) }
+
+// LoadWith reads and decodes a tools.json file with the checks of o.
+func LoadWith(path string, o Options) (*Catalog, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}
-	return Decode(data)
+	return DecodeWith(data, o)
 }
 
 // Decode parses a tools.json document strictly: unknown fields, wrong types,
-// duplicate ids or routes, bad prices and reserved paths are all reported,
-// each with its JSON path, in one *ValidationError.
-func Decode(data []byte) (*Catalog, error) {
+// duplicate ids or routes, bad or absurd prices (above money.MaxAmount),
+// ids and routes that are not clean paths, reserved paths, and upstream
+// URLs with credentials, a query or a fragment are all reported, each with
+// its JSON path, in one *ValidationError.
+func Decode(data []byte) (*Catalog, error) { return DecodeWith(data, Options{}) }
+
+// DecodeWith is Decode with the checks of o.
+func DecodeWith(data []byte, o Options) (*Catalog, error) {
 	var ps Problems
 	var top map[string]json.RawMessage
 	if err := strictUnmarshal(data, &top); err != nil || top == nil {
@@ -70,7 +87,7 @@ func Decode(data []byte) (*Catalog, error) {
 	c := &Catalog{byPath: make(map[string]*Tool), byID: make(map[string]*Tool)}
 	for i, raw := range raws {
 		at := fmt.Sprintf("tools[%d]", i)
-		t := decodeTool(raw, at, &ps)
+		t := decodeTool(raw, at, &ps, o)
 		if t == nil {
 			continue
 		}
@@ -93,7 +110,7 @@ func Decode(data []byte) (*Catalog, error) {
 	return c, nil
 }
 
-func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
+func decodeTool(raw json.RawMessage, at string, ps *Problems, o Options) *Tool {
 	var f map[string]json.RawMessage
 	if err := strictUnmarshal(raw, &f); err != nil || f == nil {
 		ps.Add(at, "must be an object")
@@ -127,19 +144,22 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 	}
 	t.ID = str("id", true)
 	if t.ID != "" && !validToolID(t.ID) {
-		ps.Add(at+".id", fmt.Sprintf("%q: use letters, digits and - _ . / (no leading or trailing /, no *)", t.ID))
+		ps.Add(at+".id", fmt.Sprintf("%q: use letters, digits and - _ . / in non-empty segments other than . and .. (no leading or trailing /, no *, not pack/…)", t.ID))
 	}
 	t.Path = str("path", false)
 	if t.Path == "" && t.ID != "" {
 		t.Path = "/tools/" + t.ID
 	}
+	routeOK := true
 	if _, ok := f["path"]; ok {
-		if !strings.HasPrefix(t.Path, "/") || strings.ContainsAny(t.Path, "?# ") {
-			ps.Add(at+".path", fmt.Sprintf("%q must be an absolute path without query", t.Path))
+		msgs := routeProblems(t.Path)
+		for _, msg := range msgs {
+			ps.Add(at+".path", fmt.Sprintf("%q %s", t.Path, msg))
 		}
+		routeOK = len(msgs) == 0
 	}
 	for _, p := range ReservedPrefixes {
-		if t.Path == p || strings.HasPrefix(t.Path, p+"/") {
+		if routeOK && (t.Path == p || strings.HasPrefix(t.Path, p+"/")) {
 			ps.Add(at+".path", fmt.Sprintf("%q is reserved for the gateway", t.Path))
 		}
 	}
@@ -167,7 +187,7 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 		t.RateClass = c
 	}
 	if v, ok := f["price_usd"]; ok {
-		p, err := money.ParseJSON(v)
+		p, err := money.ParseAmount(v)
 		if err != nil {
 			ps.Add(at+".price_usd", fmt.Sprintf("%s: %v", v, err))
 		}
@@ -175,9 +195,8 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 	}
 	t.Upstream = str("upstream", true)
 	if t.Upstream != "" && !strings.HasPrefix(t.Upstream, "demo:") {
-		u, err := url.Parse(t.Upstream)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			ps.Add(at+".upstream", fmt.Sprintf("%q must be an http(s) URL or demo:<name>", t.Upstream))
+		for _, msg := range upstreamProblems(t.Upstream, o.Listen) {
+			ps.Add(at+".upstream", msg)
 		}
 	}
 	if v, ok := f["packs"]; ok {
@@ -238,8 +257,11 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems) *Tool {
 	return t
 }
 
+// validToolID reports whether id is a tool id: at most 128 bytes of
+// letters, digits and - _ . / in non-empty segments, none of them "." or
+// "..", so that "/tools/<id>" is a clean path a request can match.
 func validToolID(id string) bool {
-	if id == "" || len(id) > 128 || id[0] == '/' || id[len(id)-1] == '/' {
+	if id == "" || len(id) > 128 {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -247,6 +269,11 @@ func validToolID(id string) bool {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == '/':
 		default:
+			return false
+		}
+	}
+	for seg := range strings.SplitSeq(id, "/") {
+		if seg == "" || seg == "." || seg == ".." {
 			return false
 		}
 	}

@@ -293,7 +293,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
 			}
 			pol = p
 		case "credits_usd":
-			c, err := money.ParseJSON(raw)
+			c, err := money.ParseAmount(raw) // at most money.MaxAmount
 			if err != nil {
 				ps.Add("credits_usd", err.Error())
 			}
@@ -422,7 +422,7 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 			ps.Add("amount_usd", err.Error())
 		case a == 0:
 			ps.Add("amount_usd", "must be greater than zero")
-		case a > 1_000_000*money.PerUSD:
+		case a > money.MaxAmount:
 			ps.Add("amount_usd", "must be at most 1000000")
 		}
 		amount = a
@@ -433,21 +433,29 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 	if !k.Active(g.now()) {
 		return nil, &apiError{status: 409, msg: "Key is " + k.Status(g.now())}
 	}
-	if err := g.credit(k.Principal, amount); err != nil {
+	if err := g.credit(k.Principal, amount); errors.Is(err, errBalanceOverflow) {
+		return nil, badRequest("amount_usd: the balance would exceed the largest amount toolgate can hold")
+	} else if err != nil {
 		return nil, &apiError{status: 503, msg: "Ledger unavailable"}
 	}
 	bal, _ := g.spend.Balance(k.Principal)
 	return map[string]any{"key_id": k.ID, "amount_usd": amount, "balance_usd": bal}, nil
 }
 
+// errBalanceOverflow: a top-up would take a balance past money.Micros.
+var errBalanceOverflow = errors.New("gateway: balance overflow")
+
 // credit tops up a principal's prepaid balance and records the txn before
 // returning.
 func (g *Gateway) credit(principal string, amount money.Micros) error {
 	var ticket ledger.Ticket
-	g.spend.TopUp(principal, amount, func(after money.Micros) {
+	_, ok := g.spend.TopUp(principal, amount, func(after money.Micros) {
 		ticket = g.led.Append(&ledger.Record{Type: "txn", At: g.now(), Principal: principal,
 			Kind: "topup", Amount: amount, BalanceAfter: &after})
 	})
+	if !ok {
+		return errBalanceOverflow
+	}
 	if err := ticket.Wait(); err != nil {
 		g.log.Error("record top-up", "principal", principal, "err", err)
 		return err

@@ -125,8 +125,12 @@ func TestEdge_BareLF(t *testing.T) {
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("answered after %v (%s), want at once", el, got)
 	}
-	if !strings.HasPrefix(got, "200") && !strings.HasPrefix(got, "400") {
-		t.Fatalf("got %s, want 200 (accepted) or 400 (refused)", got)
+	if got != `400 {"error":"Malformed HTTP request","reason":"bare LF line endings"}` {
+		t.Fatalf("got %s, want 400 naming the bare LF", got)
+	}
+	// A CRLF request on a fresh connection is unaffected.
+	if got := rawExchange(t, h, "POST /tools/time/now HTTP/1.1\r\nHost: gw\r\nX-API-Key: "+k.Secret+"\r\nContent-Length: 2\r\n\r\n{}"); !strings.HasPrefix(got, "200") {
+		t.Fatalf("CRLF request: got %s, want 200", got)
 	}
 }
 

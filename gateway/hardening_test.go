@@ -348,4 +348,3 @@ func TestUpstream_UnderscoreHeaders(t *testing.T) {
 		}
 	}
 }
-

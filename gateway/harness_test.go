@@ -170,7 +170,7 @@ func newHarnessWith(t testing.TB, up *upstream, catJSON string, opts func(*gatew
 		t.Fatal(err)
 	}
 	srv := gw.Server()
-	go srv.Serve(ln)
+	go srv.Serve(gateway.Listener(ln))
 	h := &harness{t: t, url: "http://" + ln.Addr().String(), up: up, gw: gw, led: led, db: db,
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
 	t.Cleanup(func() {

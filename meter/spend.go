@@ -2,6 +2,7 @@ package meter
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 
@@ -72,6 +73,7 @@ const (
 	ReasonNone                SpendReason = iota // reserved
 	ReasonCapExceeded                            // the daily cap would be exceeded (429)
 	ReasonInsufficientCredits                    // the prepaid balance does not cover the cost (402)
+	ReasonOverflow                               // the day's spend or the credits held would not fit in money.Micros
 )
 
 // String returns the reason as a snake_case word: "cap_exceeded".
@@ -83,6 +85,8 @@ func (r SpendReason) String() string {
 		return "cap_exceeded"
 	case ReasonInsufficientCredits:
 		return "insufficient_credits"
+	case ReasonOverflow:
+		return "spend_overflow"
 	}
 	return "invalid"
 }
@@ -188,18 +192,37 @@ func (a *account) dayEntry(day Day) *daySpend {
 	return &a.days[len(a.days)-1]
 }
 
-func (a *account) spent(day Day) money.Micros {
+// spent returns day's committed plus reserved spend, and false when that
+// sum does not fit (Restore can set any committed figure); the figure is
+// then saturated at the largest Micros, never wrapped.
+func (a *account) spent(day Day) (money.Micros, bool) {
 	if i := a.dayAt(day); i >= 0 {
-		return a.days[i].committed + a.days[i].reserved
+		if s, ok := a.days[i].committed.Add(a.days[i].reserved); ok {
+			return s, true
+		}
+		return math.MaxInt64, false
 	}
-	return 0
+	return 0, true
 }
+
+// spentToday is spent without the flag, for reports.
+func (a *account) spentToday(day Day) money.Micros {
+	s, _ := a.spent(day)
+	return s
+}
+
+// available returns the balance not held by open reservations.
+func (a *account) available() (money.Micros, bool) { return a.balance.Sub(a.held) }
 
 // Reserve reserves cost for principal on day if it fits: when hasLimit,
 // the day's committed + reserved spend plus cost must not exceed limit
 // (the cap is checked first); when the principal has a credits balance,
 // the balance not yet held by other reservations must cover cost. A cost
 // of 0 always passes and holds nothing; a negative cost is treated as 0.
+// Every sum is checked: a cost that would make the day's spend or the
+// credits held overflow money.Micros is refused with ReasonOverflow (or
+// ReasonCapExceeded when there is a cap, which it then exceeds), so a
+// figure never wraps negative.
 //
 // The returned Reservation must be passed to Commit or Release when OK;
 // when not OK it holds nothing. principal is kept as a map key; it must be
@@ -214,25 +237,44 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 		return r, res
 	}
 	defer a.mu.Unlock()
-	res.SpentToday = a.spent(day)
+	spent, spentOK := a.spent(day)
+	avail, availOK := a.available()
+	res.SpentToday, res.HasBalance = spent, a.hasBalance
 	if d := a.dayAt(day); d >= 0 {
 		res.Reserved = a.days[d].reserved
 	}
-	res.Balance, res.HasBalance = a.balance-a.held, a.hasBalance
-	switch {
-	case cost == 0:
+	if availOK {
+		res.Balance = avail
+	}
+	if cost == 0 {
 		res.OK = true
 		return r, res
-	case hasLimit && cost > limit-res.SpentToday:
+	}
+	after, afterOK := spent.Add(cost)
+	var reserved, held money.Micros
+	reservedOK, heldOK := true, true
+	if i := a.dayAt(day); i >= 0 {
+		reserved, reservedOK = a.days[i].reserved.Add(cost)
+	} else {
+		reserved = cost
+	}
+	if a.hasBalance {
+		held, heldOK = a.held.Add(cost)
+	}
+	switch {
+	case hasLimit && (!spentOK || !afterOK || after > limit):
 		res.Reason = ReasonCapExceeded
 		return r, res
-	case a.hasBalance && cost > res.Balance:
+	case !spentOK || !afterOK || !reservedOK || !heldOK || (a.hasBalance && !availOK):
+		res.Reason = ReasonOverflow
+		return r, res
+	case a.hasBalance && cost > avail:
 		res.Reason = ReasonInsufficientCredits
 		return r, res
 	}
-	a.dayEntry(day).reserved += cost
+	a.dayEntry(day).reserved = reserved
 	if a.hasBalance {
-		a.held += cost
+		a.held = held
 	}
 	a.seq++
 	a.open = append(a.open, hold{seq: a.seq, day: day, cost: cost, credits: a.hasBalance})
@@ -282,7 +324,7 @@ func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
 			return true
 		}
 		defer a.mu.Unlock()
-		fn(Committed{SpentToday: a.spent(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
+		fn(Committed{SpentToday: a.spentToday(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
 		return true
 	}
 	a := r.acct
@@ -292,12 +334,25 @@ func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
 	if !ok {
 		return false
 	}
-	a.dayEntry(h.day).committed += h.cost
+	// Reserve checked that committed + reserved + cost fits and that the
+	// balance covers cost, so these cannot overflow unless Restore or a
+	// negative TopUp moved the figures since; then they saturate rather
+	// than wrap.
+	d := a.dayEntry(h.day)
+	if c, ok := d.committed.Add(h.cost); ok {
+		d.committed = c
+	} else {
+		d.committed = math.MaxInt64
+	}
 	if h.credits {
-		a.balance -= h.cost
+		if b, ok := a.balance.Sub(h.cost); ok {
+			a.balance = b
+		} else {
+			a.balance = math.MinInt64
+		}
 	}
 	if fn != nil {
-		fn(Committed{SpentToday: a.spent(h.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
+		fn(Committed{SpentToday: a.spentToday(h.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
 	}
 	return true
 }
@@ -317,18 +372,24 @@ func (s *Spend) Release(r Reservation) bool {
 
 // TopUp adds amount (negative for a correction) to principal's credits
 // balance, giving the principal a balance (making it prepaid) if it had
-// none, and returns the new balance. fn, if not nil, runs with the new
-// balance while the principal is locked, as in Commit. Safe for concurrent
-// use.
-func (s *Spend) TopUp(principal string, amount money.Micros, fn func(balanceAfter money.Micros)) money.Micros {
+// none, and returns the new balance and true. fn, if not nil, runs with
+// the new balance while the principal is locked, as in Commit. When the
+// new balance would not fit in money.Micros, TopUp refuses: it changes
+// nothing, does not call fn, and returns the current balance and false.
+// Safe for concurrent use.
+func (s *Spend) TopUp(principal string, amount money.Micros, fn func(balanceAfter money.Micros)) (money.Micros, bool) {
 	a := s.lock(principal, true)
 	defer a.mu.Unlock()
-	a.balance += amount
+	b, ok := a.balance.Add(amount)
+	if !ok {
+		return a.balance, false
+	}
+	a.balance = b
 	a.hasBalance = true
 	if fn != nil {
 		fn(a.balance)
 	}
-	return a.balance
+	return a.balance, true
 }
 
 // Balance returns principal's credits balance (committed debits only; open
@@ -351,7 +412,7 @@ func (s *Spend) Today(principal string, day Day) (spent money.Micros) {
 		return 0
 	}
 	defer a.mu.Unlock()
-	return a.spent(day)
+	return a.spentToday(day)
 }
 
 // Restore sets principal's committed spend on day to spent, replacing what

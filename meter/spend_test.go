@@ -2,6 +2,7 @@ package meter
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,10 +209,10 @@ func TestSpend_TopUp(t *testing.T) {
 	s := NewSpend()
 	var seen []money.Micros
 	fn := func(b money.Micros) { seen = append(seen, b) }
-	if got := s.TopUp("key:a", 500, fn); got != 500 {
+	if got, ok := s.TopUp("key:a", 500, fn); got != 500 || !ok {
 		t.Errorf("TopUp: got %d, want 500", got)
 	}
-	if got := s.TopUp("key:a", -200, fn); got != 300 {
+	if got, ok := s.TopUp("key:a", -200, fn); got != 300 || !ok {
 		t.Errorf("TopUp correction: got %d, want 300", got)
 	}
 	if b, ok := s.Balance("key:a"); b != 300 || !ok {
@@ -446,6 +447,7 @@ func TestSpendReason_String(t *testing.T) {
 		{"None", ReasonNone, "none"},
 		{"Cap", ReasonCapExceeded, "cap_exceeded"},
 		{"Credits", ReasonInsufficientCredits, "insufficient_credits"},
+		{"Overflow", ReasonOverflow, "spend_overflow"},
 		{"Invalid", 9, "invalid"},
 	}
 	for _, tt := range tests {
@@ -455,4 +457,101 @@ func TestSpendReason_String(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpend_NearMaximum: sums next to the largest Micros are refused as a
+// decision (ReasonOverflow, or the cap) and never wrap negative: the
+// issue-17 price of $9 000 000 000 000 twice, restored spend at the top,
+// credits held and topped up to the limit.
+func TestSpend_NearMaximum(t *testing.T) {
+	const top = money.Micros(math.MaxInt64)
+	huge := 9_000_000_000_000 * money.PerUSD // 9e18 micro-USD: two do not fit
+
+	t.Run("ReasonOverflow", func(t *testing.T) {
+		s := NewSpend()
+		r, res := s.Reserve("key:a", d0, huge, 0, false)
+		if !res.OK {
+			t.Fatalf("first reserve: got %+v, want OK", res)
+		}
+		if _, res := s.Reserve("key:a", d0, huge, 0, false); res.OK || res.Reason != ReasonOverflow {
+			t.Fatalf("second reserve in flight: got %+v, want ReasonOverflow", res)
+		}
+		if !s.Commit(r, nil) {
+			t.Fatal("commit: got false")
+		}
+		if _, res := s.Reserve("key:a", d0, huge, 0, false); res.OK || res.Reason != ReasonOverflow {
+			t.Fatalf("second reserve after commit: got %+v, want ReasonOverflow", res)
+		}
+		if got := s.Today("key:a", d0); got != huge {
+			t.Fatalf("Today: got %d, want %d", got, huge)
+		}
+		// What still fits is still reserved, up to the last micro.
+		r, res = s.Reserve("key:a", d0, top-huge, 0, false)
+		if !res.OK {
+			t.Fatalf("reserve to the maximum: got %+v, want OK", res)
+		}
+		s.Commit(r, nil)
+		if got := s.Today("key:a", d0); got != top {
+			t.Fatalf("Today at the maximum: got %d, want %d", got, top)
+		}
+		if _, res := s.Reserve("key:a", d0, 1, 0, false); res.Reason != ReasonOverflow || res.SpentToday != top {
+			t.Fatalf("one micro past the maximum: got %+v, want ReasonOverflow with SpentToday %d", res, top)
+		}
+	})
+
+	t.Run("ReasonCapExceeded", func(t *testing.T) {
+		s := NewSpend()
+		s.Restore("key:a", d0, top-5)
+		_, res := s.Reserve("key:a", d0, money.MaxAmount, money.MaxAmount, true)
+		if res.OK || res.Reason != ReasonCapExceeded || res.SpentToday < 0 {
+			t.Fatalf("got %+v, want ReasonCapExceeded with a non-negative SpentToday", res)
+		}
+	})
+
+	t.Run("RestoredPastTheTop", func(t *testing.T) {
+		s := NewSpend()
+		r, res := s.Reserve("key:a", d0, huge, 0, false)
+		if !res.OK {
+			t.Fatalf("reserve: got %+v", res)
+		}
+		s.Restore("key:a", d0, huge) // committed + reserved no longer fits
+		if got := s.Today("key:a", d0); got != top {
+			t.Fatalf("Today: got %d, want saturated %d", got, top)
+		}
+		if _, res := s.Reserve("key:a", d0, 1, 0, false); res.Reason != ReasonOverflow {
+			t.Fatalf("reserve: got %+v, want ReasonOverflow", res)
+		}
+		var seen Committed
+		s.Commit(r, func(c Committed) { seen = c })
+		if seen.SpentToday != top || s.Today("key:a", d0) != top {
+			t.Fatalf("after commit: got %d / %d, want saturated %d", seen.SpentToday, s.Today("key:a", d0), top)
+		}
+	})
+
+	t.Run("Credits", func(t *testing.T) {
+		s := NewSpend()
+		if b, ok := s.TopUp("key:p", top-10, nil); !ok || b != top-10 {
+			t.Fatalf("TopUp: got %d, %t", b, ok)
+		}
+		called := false
+		b, ok := s.TopUp("key:p", money.MaxAmount, func(money.Micros) { called = true })
+		if ok || b != top-10 || called {
+			t.Fatalf("TopUp past the maximum: got %d, %t, fn called %t; want %d, false, not called", b, ok, called, top-10)
+		}
+		if bal, _ := s.Balance("key:p"); bal != top-10 {
+			t.Fatalf("Balance: got %d, want %d", bal, top-10)
+		}
+		r, res := s.Reserve("key:p", d0, huge, 0, false)
+		if !res.OK || res.Balance != top-10 {
+			t.Fatalf("reserve against credits: got %+v", res)
+		}
+		if _, res := s.Reserve("key:p", d0, huge, 0, false); res.OK {
+			t.Fatalf("second reserve: got %+v, want refused", res)
+		}
+		var seen Committed
+		s.Commit(r, func(c Committed) { seen = c })
+		if seen.BalanceAfter != top-10-huge || seen.SpentToday != huge {
+			t.Fatalf("commit: got %+v", seen)
+		}
+	})
 }

@@ -20,12 +20,19 @@ type Micros int64
 // PerUSD is the number of Micros in one dollar.
 const PerUSD Micros = 1_000_000
 
+// MaxAmount is the largest amount toolgate accepts where one is configured
+// or sent: a tool's price, a daily spend cap, a credit top-up or a key's
+// initial credits ($1 000 000). Sums of such amounts are made with Add,
+// which refuses to wrap, so no total can turn negative.
+const MaxAmount Micros = 1_000_000 * PerUSD
+
 // Parse errors, compared with errors.Is.
 var (
 	ErrSyntax    = errors.New("money: not a decimal number")
 	ErrPrecision = errors.New("money: more than 6 decimal places")
 	ErrNegative  = errors.New("money: negative amount")
 	ErrRange     = errors.New("money: amount too large")
+	ErrTooLarge  = errors.New("money: more than 1000000 USD")
 )
 
 // Parse reads a non-negative decimal dollar amount such as "0.01", "5" or
@@ -93,6 +100,40 @@ func ParseJSON(raw json.RawMessage) (Micros, error) {
 		return Parse(s)
 	}
 	return Parse(string(raw))
+}
+
+// ParseAmount is ParseJSON for an amount an operator or admin sets (a
+// price, a cap, a top-up): it also refuses more than MaxAmount, with
+// ErrTooLarge.
+func ParseAmount(raw json.RawMessage) (Micros, error) {
+	m, err := ParseJSON(raw)
+	if err == nil && m > MaxAmount {
+		return 0, ErrTooLarge
+	}
+	if errors.Is(err, ErrRange) {
+		err = ErrTooLarge
+	}
+	return m, err
+}
+
+// Add returns m + n and true, or 0 and false when the sum does not fit in
+// a Micros (it would wrap). Callers refuse the operation that needed it.
+func (m Micros) Add(n Micros) (Micros, bool) {
+	s := m + n
+	if (n > 0 && s < m) || (n < 0 && s > m) {
+		return 0, false
+	}
+	return s, true
+}
+
+// Sub returns m - n and true, or 0 and false when the difference does not
+// fit in a Micros.
+func (m Micros) Sub(n Micros) (Micros, bool) {
+	d := m - n
+	if (n > 0 && d > m) || (n < 0 && d < m) {
+		return 0, false
+	}
+	return d, true
 }
 
 // ParseAtomic reads an integer count of atomic units ("10000"), the form

@@ -3,6 +3,7 @@ package money
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -102,4 +103,86 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip of %q: %d -> %d, %v", s, m, back, err)
 		}
 	})
+}
+
+func TestMicros_Add(t *testing.T) {
+	const maxM, minM = Micros(math.MaxInt64), Micros(math.MinInt64)
+	tests := []struct {
+		name string
+		m, n Micros
+		want Micros
+		ok   bool
+	}{
+		{"small", 10_000, 20_000, 30_000, true},
+		{"zero", 0, 0, 0, true},
+		{"negative", 10_000, -30_000, -20_000, true},
+		{"to the maximum", maxM - 1, 1, maxM, true},
+		{"past the maximum", maxM, 1, 0, false},
+		{"two max amounts near the top", maxM - MaxAmount + 1, MaxAmount, 0, false},
+		{"price of issue 17 twice", 9_000_000_000_000 * PerUSD, 9_000_000_000_000 * PerUSD, 0, false},
+		{"to the minimum", minM + 1, -1, minM, true},
+		{"past the minimum", minM, -1, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tt.m.Add(tt.n)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("%d.Add(%d) = %d, %t; want %d, %t", tt.m, tt.n, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestMicros_Sub(t *testing.T) {
+	const maxM, minM = Micros(math.MaxInt64), Micros(math.MinInt64)
+	tests := []struct {
+		name string
+		m, n Micros
+		want Micros
+		ok   bool
+	}{
+		{"small", 30_000, 10_000, 20_000, true},
+		{"below zero", 10_000, 30_000, -20_000, true},
+		{"to the minimum", minM + 1, 1, minM, true},
+		{"past the minimum", minM, 1, 0, false},
+		{"negative n to the maximum", maxM - 1, -1, maxM, true},
+		{"negative n past the maximum", maxM, -1, 0, false},
+		{"minimum subtracted", 0, minM, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tt.m.Sub(tt.n)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("%d.Sub(%d) = %d, %t; want %d, %t", tt.m, tt.n, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestParseAmount(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Micros
+		err  error
+	}{
+		{"cent", `"0.01"`, 10_000, nil},
+		{"number", `5`, 5_000_000, nil},
+		{"the maximum", `"1000000"`, MaxAmount, nil},
+		{"the maximum with zeros", `1000000.000000`, MaxAmount, nil},
+		{"one micro over", `"1000000.000001"`, 0, ErrTooLarge},
+		{"issue 17 price", `"9000000000000"`, 0, ErrTooLarge},
+		{"beyond int64", `"99999999999999999999"`, 0, ErrTooLarge},
+		{"negative", `"-1"`, 0, ErrNegative},
+		{"seven decimals", `"0.0000001"`, 0, ErrPrecision},
+		{"not a number", `true`, 0, ErrSyntax},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAmount(json.RawMessage(tt.in))
+			if !errors.Is(err, tt.err) || got != tt.want {
+				t.Fatalf("ParseAmount(%s) = %d, %v; want %d, %v", tt.in, got, err, tt.want, tt.err)
+			}
+		})
+	}
 }

@@ -352,7 +352,7 @@ func (d *decoder) spendCap(data []byte, path string) *SpendCap {
 	case k == 'n':
 		return &SpendCap{NoCap: true}
 	case k == '"' || k == '-' || k >= '0' && k <= '9':
-		m, err := money.ParseJSON(bytes.TrimSpace(data))
+		m, err := money.ParseAmount(bytes.TrimSpace(data))
 		if err != nil {
 			text := string(bytes.TrimSpace(data))
 			if k == '"' {

@@ -544,6 +544,14 @@ func TestSet_Effective_Errors(t *testing.T) {
 			t.Errorf("problems = %q, want %q", got, want)
 		}
 	})
+	t.Run("CapTooLargeInCode", func(t *testing.T) {
+		_, err := set.Effective(policy.TierAPIKey, &policy.Policy{DailySpendCap: &policy.SpendCap{Limit: money.MaxAmount + 1}})
+		got := problemsOf(t, err)
+		want := []string{"$.daily_spend_cap_usd: must be at most 1000000"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("problems = %q, want %q", got, want)
+		}
+	})
 	t.Run("NilOverrideIsTier", func(t *testing.T) {
 		e, err := set.Effective(policy.TierWallet, nil)
 		if err != nil || e != set.Tier(policy.TierWallet) {

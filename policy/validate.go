@@ -123,8 +123,8 @@ func capMessage(text string, err error) string {
 		return fmt.Sprintf("%s has more than 6 decimal places", quote(text))
 	case errors.Is(err, money.ErrNegative):
 		return fmt.Sprintf("%s must not be negative", quote(text))
-	case errors.Is(err, money.ErrRange):
-		return fmt.Sprintf("%s is too large", quote(text))
+	case errors.Is(err, money.ErrRange), errors.Is(err, money.ErrTooLarge):
+		return fmt.Sprintf("%s is too large (at most 1000000)", quote(text))
 	}
 	return fmt.Sprintf("%s is not a plain decimal amount in USD (no exponent, sign or spaces)", quote(text))
 }
@@ -163,6 +163,9 @@ func (p *Policy) validate(ps *problems, root string) {
 	}
 	if p.DailySpendCap != nil && !p.DailySpendCap.NoCap && p.DailySpendCap.Limit < 0 {
 		ps.add(join(root, "daily_spend_cap_usd"), "must not be negative")
+	}
+	if p.DailySpendCap != nil && !p.DailySpendCap.NoCap && p.DailySpendCap.Limit > money.MaxAmount {
+		ps.add(join(root, "daily_spend_cap_usd"), "must be at most 1000000")
 	}
 	if p.SpendResetTZ != "" {
 		if msg := checkZone(p.SpendResetTZ); msg != "" {

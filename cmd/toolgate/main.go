@@ -13,7 +13,7 @@ const usage = `toolgate — authorization and payment gateway for AI-agent tools
 
 usage:
   toolgate serve     [flags]   run the gateway (flags: toolgate serve -h)
-  toolgate validate  [--policies F] [--tools F]
+  toolgate validate  [--policies F] [--tools F] [--listen ADDR]
   toolgate keys      create|list|show|revoke ...
   toolgate audit     verify|replay|export ...
   toolgate version

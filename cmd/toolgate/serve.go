@@ -29,6 +29,7 @@ import (
 
 type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
+	adminTokenFile                                  string
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch                                bool
 	shutdownTimeout, drainDelay                     time.Duration
@@ -48,7 +49,8 @@ func runServe(args []string) error {
 	fs.StringVar(&f.data, "data", "./data", "data directory (store, ledger key, admin token)")
 	fs.StringVar(&f.policies, "policies", "./policies.json", "global policy file")
 	fs.StringVar(&f.tools, "tools", "./tools.json", "tool catalog file")
-	fs.StringVar(&f.adminToken, "admin-token", "", "management API token (generated and saved in the data dir if unset)")
+	fs.StringVar(&f.adminToken, "admin-token", "", "management API token (generated and saved in the data dir if unset); prefer TOOLGATE_ADMIN_TOKEN or --admin-token-file, as ps shows command lines")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the management API token (one line, mode 0600 or stricter)")
 	fs.StringVar(&f.sync, "sync", "interval", "ledger durability: always (fsync every group) or interval (fsync every second)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -93,8 +95,13 @@ func runServe(args []string) error {
 		return exitError{2, fmt.Sprintf("toolgate serve: --sync %q: want always or interval", f.sync)}
 	}
 
+	explicitToken, err := explicitAdminToken(f.adminToken, f.adminTokenFile)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+
 	// Configuration first: a bad file is reported in full before any state is touched.
-	cat, doc, err := loadConfig(f.tools, f.policies)
+	cat, doc, err := loadConfig(f.tools, f.policies, f.listen)
 	if err != nil {
 		return exitError{1, err.Error()}
 	}
@@ -116,7 +123,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	token, err := adminToken(f.adminToken, f.data)
+	token, err := adminToken(explicitToken, f.data)
 	if err != nil {
 		return err
 	}
@@ -149,7 +156,7 @@ func runServe(args []string) error {
 	}
 	srv := gw.Server()
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
@@ -163,7 +170,7 @@ func runServe(args []string) error {
 	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
 
 	reload := func(why string) {
-		c, d, err := loadConfig(f.tools, f.policies)
+		c, d, err := loadConfig(f.tools, f.policies, f.listen)
 		if err == nil {
 			err = gw.Reload(c, d)
 		}
@@ -219,9 +226,12 @@ func runServe(args []string) error {
 	}
 }
 
-func loadConfig(toolsPath, policiesPath string) (*catalog.Catalog, *policy.Document, error) {
+// loadConfig loads and cross-checks both files, reporting every problem of
+// both. listen, when not empty, is the gateway's listen address: an
+// upstream that would dial it is refused.
+func loadConfig(toolsPath, policiesPath, listen string) (*catalog.Catalog, *policy.Document, error) {
 	var msgs []string
-	cat, err := catalog.Load(toolsPath)
+	cat, err := catalog.LoadWith(toolsPath, catalog.Options{Listen: listen})
 	if err != nil {
 		msgs = append(msgs, describe(toolsPath, err)...)
 	}
