@@ -100,6 +100,7 @@ type Gateway struct {
 	clients   map[string]*upstreamClient
 	budget    *responseBudget
 	owed      owedBook
+	verified  verifyCache // remote x402 verifications by payment
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64

@@ -86,6 +86,12 @@ func (h *harness) pay(payer chain.Account, tool string, price money.Micros) stri
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return h.payWith(auth, sig, tool)
+}
+
+// payWith wraps an authorization and any signature bytes in a v2 header.
+func (h *harness) payWith(auth chain.Authorization, sig []byte, tool string) string {
+	h.t.Helper()
 	b, _ := json.Marshal(map[string]any{
 		"x402Version": 2,
 		"accepted":    h.accepted(tool),

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"math"
 	"strings"
@@ -83,8 +84,11 @@ func (g *Gateway) minValidFor(t *catalog.Tool) time.Duration {
 }
 
 // identifyPayment identifies an x402 payer (stage 2 for callers without a
-// key): decode, match against our own requirements, verify locally (or
-// remotely for smart wallets), lock the nonce.
+// key): decode, match against our own requirements, verify locally, lock
+// the nonce. A signature only the settlement backend can check (a smart
+// wallet's) names its claimed payer here and is verified remotely in the
+// confirm stage (confirmPayment), after the nonce lock, policy and quota:
+// a denied, replayed or over-quota payment never reaches the backend.
 func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	offer := c.rt.offer
 	rh := &ctx.Request.Header
@@ -111,27 +115,16 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	case x402.StatusValid:
 		g.metrics.x402Verify.WithLabelValues("valid").Inc()
 	case x402.StatusNeedsRemote:
-		// Perhaps a smart-wallet signature: only the facilitator or the
-		// chain can tell.
-		vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
-		vr, err := g.opts.X402.Settler.Verify(vctx, p, offer)
-		cancel()
-		if err != nil {
-			g.metrics.x402Verify.WithLabelValues("error").Inc()
-			g.log.Warn("remote payment verification failed", "request_id", string(c.reqID), "err", err)
-			return paymentUnavailable("verification")
-		}
-		if !vr.Valid {
-			g.metrics.x402Verify.WithLabelValues("remote_invalid").Inc()
-			return g.paymentInvalid(c, vr.Reason)
-		}
-		g.metrics.x402Verify.WithLabelValues("remote_valid").Inc()
-		c.remoteOK = true
+		c.needsRemote = true
 	default:
 		g.metrics.x402Verify.WithLabelValues("invalid").Inc()
 		return g.paymentInvalid(c, v.Reason)
 	}
-	// The signature is good: whatever happens next is this wallet's call.
+	if c.needsRemote || c.rt.tool.Settle == catalog.AfterUpstream {
+		c.payDigest = sha256.Sum256(hdr) // the remote verification's cache key
+	}
+	// The payment names its payer: whatever happens next is this
+	// wallet's call (for a smart wallet, its claimed call until verified).
 	c.principal = "wallet:" + v.Payer
 	c.tier = tierOf(c.principal, c.st)
 	ok, err := g.opts.X402.Nonces.Lock(v.Key, v.ValidBefore)
@@ -146,6 +139,31 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	c.nonceHeld = true
 	c.eff = c.st.effective(c.tier, c.principal)
 	return nil
+}
+
+// verifyRemote asks the settlement backend whether c's payment can be
+// settled, once per payment: results (valid or not) are kept until the
+// authorization expires, so a retried or replayed payment costs no second
+// backend call. A backend error is not kept.
+func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
+	if vr, ok := g.verified.get(c.payDigest, c.start); ok {
+		g.metrics.x402Verify.WithLabelValues("cached").Inc()
+		return vr, nil
+	}
+	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
+	vr, err := g.opts.X402.Settler.Verify(vctx, c.pay, c.rt.offer)
+	cancel()
+	switch {
+	case err != nil:
+		g.metrics.x402Verify.WithLabelValues("error").Inc()
+		return vr, err
+	case vr.Valid:
+		g.metrics.x402Verify.WithLabelValues("remote_valid").Inc()
+	default:
+		g.metrics.x402Verify.WithLabelValues("remote_invalid").Inc()
+	}
+	g.verified.put(c.payDigest, vr, c.verified.ValidBefore, c.start)
+	return vr, nil
 }
 
 func (g *Gateway) paymentInvalid(c *call, reason string) *denial {
@@ -274,8 +292,27 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 	}()
 }
 
-// forwardPaid runs settlement and forwarding for an x402 caller (stage 6).
+// forwardPaid confirms and settles an x402 caller's payment (stage 6)
+// and forwards the call. It runs after policy, quota and spend.
 func (g *Gateway) forwardPaid(ctx *fasthttp.RequestCtx, c *call) {
+	// Confirm: a smart-wallet signature always, and in after_upstream
+	// mode every payment (the payer must be able to pay before the tool
+	// runs). In before_upstream mode the settlement itself confirms an
+	// EOA payment.
+	if c.needsRemote || c.rt.tool.Settle == catalog.AfterUpstream {
+		vr, err := g.verifyRemote(c)
+		if err != nil {
+			g.releaseHolds(c)
+			g.log.Warn("payment verification failed", "request_id", string(c.reqID), "err", err)
+			g.deny(ctx, c, paymentUnavailable("verification"))
+			return
+		}
+		if !vr.Valid {
+			g.releaseHolds(c)
+			g.deny(ctx, c, g.paymentInvalid(c, vr.Reason))
+			return
+		}
+	}
 	if c.rt.tool.Settle == catalog.BeforeUpstream {
 		sr, paid, d := g.settle(c)
 		if !paid {
@@ -284,27 +321,6 @@ func (g *Gateway) forwardPaid(ctx *fasthttp.RequestCtx, c *call) {
 			return
 		}
 		c.settled = &sr
-		g.forward(ctx, c)
-		return
-	}
-	// after_upstream: confirm the payer can pay, then run the tool (once:
-	// a smart-wallet payment was already verified remotely).
-	if c.remoteOK {
-		g.forward(ctx, c)
-		return
-	}
-	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
-	vr, err := g.opts.X402.Settler.Verify(vctx, c.pay, c.rt.offer)
-	cancel()
-	if err != nil || !vr.Valid {
-		g.releaseHolds(c)
-		if err != nil {
-			g.log.Warn("payment verification failed", "request_id", string(c.reqID), "err", err)
-			g.deny(ctx, c, paymentUnavailable("verification"))
-			return
-		}
-		g.deny(ctx, c, g.paymentInvalid(c, vr.Reason))
-		return
 	}
 	g.forward(ctx, c)
 }

@@ -48,13 +48,14 @@ type call struct {
 	res      meter.Reservation
 	day      meter.Day
 
-	pay        *x402.Payment // x402 caller's payment, nil for API keys
-	payVersion int
-	verified   x402.Verified
-	nonceHeld  bool               // our lock on the authorization, to release if unspent
-	remoteOK   bool               // the settlement backend already verified this payment
-	unrecorded bool               // store low on space: a free call served under fail_mode open
-	settled    *x402.SettleResult // before_upstream: settled ahead of the call
+	pay         *x402.Payment // x402 caller's payment, nil for API keys
+	payVersion  int
+	verified    x402.Verified
+	nonceHeld   bool               // our lock on the authorization, to release if unspent
+	needsRemote bool               // only the settlement backend can check the signature
+	payDigest   [32]byte           // SHA-256 of the payment header: remote verification cache key
+	unrecorded  bool               // store low on space: a free call served under fail_mode open
+	settled     *x402.SettleResult // before_upstream: settled ahead of the call
 
 	cost      money.Micros // billed amount (0 unless committed)
 	upStatus  int

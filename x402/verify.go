@@ -157,9 +157,16 @@ func (o *Offer) Verify(p *Payment, now time.Time, minValidFor time.Duration) (Ve
 		return invalid(ReasonValidAfter)
 	}
 	sig := p.Signature
-	if len(sig) != 65 || (sig[64] != 27 && sig[64] != 28 && sig[64] != 0 && sig[64] != 1) {
+	if len(sig) != 65 {
+		// Not an ECDSA signature: perhaps a smart wallet's (EIP-1271,
+		// ERC-6492); only the settlement backend can tell.
 		v.Status, v.Reason = StatusNeedsRemote, ReasonSignature
 		return v, nil
+	}
+	if sig[64] != 27 && sig[64] != 28 && sig[64] != 0 && sig[64] != 1 {
+		// 65 bytes with a recovery id no wallet produces: refused here,
+		// so that it answers 402 even when the backend is down.
+		return invalid(ReasonSignature)
 	}
 	signer, ok := recoverEOA(a.Digest(o.domain), sig)
 	if !ok {
