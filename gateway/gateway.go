@@ -101,6 +101,7 @@ type Gateway struct {
 	budget    *responseBudget
 	owed      owedBook
 	verified  verifyCache // remote x402 verifications by payment
+	anon      anonBook    // anonymous calls past their burst, this interval
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
@@ -179,6 +180,7 @@ func New(o Options) (*Gateway, error) {
 		g.checkSpace()
 		g.every(250*time.Millisecond, g.checkSpace)
 	}
+	g.every(anonInterval, g.flushAnon)
 	if o.SweepInterval > 0 {
 		g.every(o.SweepInterval, func() {
 			now := g.now()
@@ -197,6 +199,7 @@ func (g *Gateway) Close() {
 		close(g.stop)
 	}
 	g.wg.Wait()
+	g.flushAnon() // the last interval's counts
 }
 
 // every runs fn every interval in the background until Close.

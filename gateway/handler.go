@@ -50,6 +50,14 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
 	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
+	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
+	b = append(b, '}')
+	if !c.unrecorded && g.anon.absorb(remoteAddr(ctx), outUnknownTool, "no_route", "", 404, c.start) {
+		// Past this source's burst: counted in aggregate, path not kept.
+		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
+		writeJSON(ctx, fasthttp.StatusNotFound, b)
+		return
+	}
 	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
 	rec.Tool = p // the path asked for
 	if err := g.wait(g.append(c, rec)); err != nil {
@@ -57,8 +65,7 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 		return
 	}
 	g.observe(rec)
-	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
-	writeJSON(ctx, fasthttp.StatusNotFound, append(b, '}'))
+	writeJSON(ctx, fasthttp.StatusNotFound, b)
 }
 
 // isAdmin reports whether the request carries the admin token, compared

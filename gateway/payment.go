@@ -130,7 +130,7 @@ func (g *Gateway) identifyPayment(ctx *fasthttp.RequestCtx, c *call) *denial {
 	ok, err := g.opts.X402.Nonces.Lock(v.Key, v.ValidBefore)
 	if err != nil {
 		g.log.Error("nonce lock", "request_id", string(c.reqID), "err", err)
-		return &denial{status: 503, outcome: outPaymentInvalid, reason: "nonce_store_unavailable",
+		return &denial{status: 503, outcome: outPaymentUnavailable, reason: "nonce_store_unavailable",
 			body: errorBody("Payment store unavailable; nothing was charged")}
 	}
 	if !ok {
@@ -172,7 +172,7 @@ func (g *Gateway) paymentInvalid(c *call, reason string) *denial {
 }
 
 func paymentUnavailable(what string) *denial {
-	return &denial{status: 503, outcome: outSettleFailed, reason: what + "_unavailable", retryAfter: 5,
+	return &denial{status: 503, outcome: outPaymentUnavailable, reason: what + "_unavailable", retryAfter: 5,
 		body: jsonError2("Payment "+what+" unavailable; nothing was charged", "retry", "true")}
 }
 

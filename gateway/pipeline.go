@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -28,14 +29,18 @@ const (
 	outSettleFailed        = "settle_failed"
 	outUpstreamError       = "upstream_error"
 	outUnknownTool         = "unknown_tool"
+	outMethodNotAllowed    = "method_not_allowed"  // a tool's route, another method (405)
+	outStoreUnavailable    = "store_unavailable"   // the data dir is low on space: nothing could be recorded safely (503)
+	outPaymentUnavailable  = "payment_unavailable" // the nonce store or the settlement backend could not answer (503)
 )
 
 // call is the per-request state of one tool call. Pooled; reset before reuse.
 type call struct {
-	start time.Time
-	reqID []byte
-	st    *state
-	rt    *route
+	start  time.Time
+	reqID  []byte
+	source netip.Addr // the caller's address
+	st     *state
+	rt     *route
 
 	principal string
 	tier      policy.Tier
@@ -78,6 +83,7 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 	c.start = g.now()
 	c.st, c.rt = st, rt
 	c.reqID = g.appendRequestID(c.reqID)
+	c.source = remoteAddr(ctx)
 
 	h := &ctx.Response.Header
 	h.SetBytesKV(hdrRequestID, c.reqID)
@@ -252,7 +258,7 @@ func (g *Gateway) methodNotAllowed(c *call) *denial {
 	b = appendJSONString(b, c.rt.allow)
 	b = append(b, '}')
 	c.buf = b
-	return &denial{status: 405, outcome: outUnknownTool, reason: "method_not_allowed", body: b}
+	return &denial{status: 405, outcome: outMethodNotAllowed, reason: "method_not_allowed", body: b}
 }
 
 // deny records a denial and answers it. Nothing reached the upstream and
@@ -277,6 +283,12 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 		h.SetBytesKV(c.paymentResponseHeader(), d.payResponse)
 	}
 	g.releaseNonce(c) // a denied payment is released unspent
+	if c.principal == "" && !c.unrecorded && g.anon.absorb(c.source, d.outcome, d.reason, c.rt.tool.ID, d.status, c.start) {
+		// An unidentified caller past its burst: counted in aggregate.
+		g.metrics.calls.WithLabelValues(c.rt.tool.ID, d.outcome, d.reason).Inc()
+		writeJSON(ctx, d.status, d.body)
+		return
+	}
 	rec := g.callRecord(c, d.outcome, d.reason, d.status)
 	if err := g.wait(g.append(c, rec)); err != nil {
 		g.ledgerFailed(ctx, c, err)
@@ -357,4 +369,10 @@ func (c *call) paymentResponseHeader() []byte {
 		return hdrXPaymentResponse
 	}
 	return hdrPaymentResponse
+}
+
+// remoteAddr is the address of the connection's peer.
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
 }

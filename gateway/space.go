@@ -50,7 +50,7 @@ func (g *Gateway) checkSpace() {
 }
 
 // spaceDenial is the answer to a call that cannot be recorded now.
-var spaceDenial = &denial{status: 503, outcome: outUpstreamError, reason: "store_low_on_space", retryAfter: 10,
+var spaceDenial = &denial{status: 503, outcome: outStoreUnavailable, reason: "store_low_on_space", retryAfter: 10,
 	body: []byte(`{"error":"Gateway storage is full; the call was not run and nothing was charged","retry":true}`)}
 
 // append queues c's records, or, for a call admitted unrecorded while

@@ -33,6 +33,9 @@ const (
 	OutcomeSettleFailed        = "settle_failed"
 	OutcomeUpstreamError       = "upstream_error"
 	OutcomeUnknownTool         = "unknown_tool"
+	OutcomeMethodNotAllowed    = "method_not_allowed"
+	OutcomeStoreUnavailable    = "store_unavailable"
+	OutcomePaymentUnavailable  = "payment_unavailable"
 )
 
 // Transaction kinds (Record.Kind for TypeTxn).
