@@ -22,10 +22,10 @@ var (
 	ErrReadOnly    = errors.New("ledger: read-only")
 	ErrWriteFailed = errors.New("ledger: write failed")
 	ErrTampered    = errors.New("ledger: chain does not verify")
-	// ErrJournalPending is returned by Open on a read-only DB when the
-	// journal holds acknowledged records that the store does not hold yet
-	// (the gateway was killed rather than stopped); opening the data dir
-	// writable once applies them.
+	// ErrJournalPending is returned by Export on a read-only ledger when
+	// the journal holds acknowledged records that the store does not hold
+	// yet (the gateway was killed rather than stopped); opening the data
+	// dir writable once applies them. Verify checks them in memory.
 	ErrJournalPending = errors.New("ledger: journal not applied to the store; start the gateway once (or verify online) to apply it")
 )
 
@@ -68,6 +68,10 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Now is the clock for Record.At and Checkpoint.At; nil means time.Now.
 	Now func() time.Time
+	// ReadOnly opens the ledger as on a read-only DB even when db is
+	// writable (a temporary copy of a store): nothing is written to db
+	// or to dir.
+	ReadOnly bool
 }
 
 // Ledger is the append-only, hash-chained log. All methods are safe for
@@ -83,6 +87,12 @@ type Ledger struct {
 	pub      ed25519.PublicKey
 	readOnly bool
 	j        *journal // nil when read-only
+	// roJournal is, on a read-only ledger, the seq range the journal
+	// holds beyond the store (after a crash): replayed and checked in
+	// memory at Open, never applied. Zero when there is none.
+	roJournalFirst, roJournalLast uint64
+	// journalFrom is the first seq the journal held at Open (0: none).
+	journalFrom uint64
 
 	mu      sync.Mutex // guards the appended head, pending, closed, err, spare
 	seq     uint64
@@ -239,8 +249,9 @@ var keyApplied = []byte("l/applied")
 // checking each against the chain: a journal that does not continue the
 // stored chain is refused with an error wrapping ErrTampered, a torn last
 // frame (an unanswered group) is dropped. On a DB opened with ReadOnly
-// the key must exist, nothing is applied, a journal with unapplied
-// records is refused (ErrJournalPending) and no goroutine is started. The
+// (or with Options.ReadOnly) the key must exist, nothing is written, a journal with unapplied
+// records is replayed and checked in memory only (Verify counts it,
+// Export refuses it with ErrJournalPending) and no goroutine is started. The
 // caller keeps ownership of db and closes it after Close.
 func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.SyncEvery <= 0 {
@@ -252,7 +263,7 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ro := db.Opts().ReadOnly
+	ro := db.Opts().ReadOnly || opts.ReadOnly
 	priv, err := loadOrCreateKey(dir, !ro)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
@@ -290,13 +301,16 @@ func (l *Ledger) recover(dir string, segBytes int64) error {
 	if err != nil {
 		return err
 	}
-	groups, jSeq, jHash, err := replayJournal(segs, aSeq, aHash)
+	groups, jFirst, jSeq, jHash, err := replayJournal(segs, aSeq, aHash)
 	if err != nil {
 		return err
 	}
 	if l.readOnly && len(groups) > 0 {
-		return fmt.Errorf("%w (records %d..%d)", ErrJournalPending, groups[0].firstSeq, jSeq)
+		// Checked against the chain by replayJournal; kept in memory only.
+		l.roJournalFirst, l.roJournalLast = groups[0].firstSeq, jSeq
+		groups = nil
 	}
+	l.journalFrom = jFirst
 	if jSeq > seq {
 		seq, h = jSeq, jHash
 	}
@@ -396,11 +410,12 @@ func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq, aSeq uint64, aHash
 // every record against the chain: seqs consecutive from the segment's
 // name, prev links, hashes and the canonical encoding; the first record
 // after aSeq must link to aHash. It returns the records after aSeq as
-// groups (one per frame) ready to apply, and the journal's last seq and
-// hash (aSeq, aHash when it holds nothing newer). A torn last frame of
+// groups (one per frame) ready to apply, the journal's first seq (0 when
+// it is empty), and its last seq and hash (aSeq, aHash when it holds
+// nothing newer). A torn last frame of
 // the last segment is ignored; any other damage is an error wrapping
 // ErrTampered.
-func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group, seq uint64, h [32]byte, err error) {
+func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group, first, seq uint64, h [32]byte, err error) {
 	seq, h = aSeq, aHash
 	var r Record
 	var prev, self [32]byte
@@ -409,20 +424,23 @@ func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group
 	for i, s := range segs {
 		b, err := os.ReadFile(s.path)
 		if err != nil {
-			return nil, 0, h, fmt.Errorf("journal: %w", err)
+			return nil, 0, 0, h, fmt.Errorf("journal: %w", err)
 		}
 		bodies, torn, err := parseFrames(b)
 		if err == nil && torn && i != len(segs)-1 {
 			err = errors.New("torn frame before the last segment")
 		}
 		if err != nil {
-			return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+			return nil, 0, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
 		}
 		if len(bodies) > 0 {
 			if next != 0 && s.first != next {
-				return nil, 0, h, fmt.Errorf("%w: journal %s: expected a segment starting at %d", ErrTampered, filepath.Base(s.path), next)
+				return nil, 0, 0, h, fmt.Errorf("%w: journal %s: expected a segment starting at %d", ErrTampered, filepath.Base(s.path), next)
 			}
 			next = s.first
+			if first == 0 {
+				first = s.first
+			}
 		}
 		for _, body := range bodies {
 			var g *group
@@ -460,14 +478,14 @@ func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group
 				return nil
 			})
 			if err != nil {
-				return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+				return nil, 0, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
 			}
 			if g != nil {
 				groups = append(groups, g)
 			}
 		}
 	}
-	return groups, seq, h, nil
+	return groups, first, seq, h, nil
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

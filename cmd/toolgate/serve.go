@@ -262,23 +262,6 @@ func usesDemo(cat *catalog.Catalog) bool {
 	return false
 }
 
-func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
-	o := badger.DefaultOptions(filepath.Join(dataDir, "store")).
-		WithLogger(nil).
-		WithReadOnly(readOnly).
-		WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20). // its mmapped write-ahead file is twice this
-		// Keys and policies are served from memory: the block cache only
-		// helps ledger queries, and badger's 256 MiB default would hold a
-		// copy of every key loaded at start.
-		WithBlockCacheSize(64 << 20)
-	db, err := badger.Open(o)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	return db, nil
-}
-
 // adminToken returns the configured token, or the one saved in the data
 // dir, or generates one, saves it (mode 0600) and prints it once.
 func adminToken(flagValue, dataDir string) (string, error) {
