@@ -68,6 +68,12 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Now is the clock for Record.At and Checkpoint.At; nil means time.Now.
 	Now func() time.Time
+	// KeepJournal makes Close leave the journal files in place even when
+	// everything was applied, for a caller that still has to close the
+	// store: it deletes them with RemoveJournal once the store closed
+	// cleanly, so that a store whose last flush fails (a full disk)
+	// keeps its records in the journal for the next Open.
+	KeepJournal bool
 	// ReadOnly opens the ledger as on a read-only DB even when db is
 	// writable (a temporary copy of a store): nothing is written to db
 	// or to dir.
@@ -1071,10 +1077,23 @@ func (l *Ledger) stop() error {
 		l.j.close(false)
 		return nil
 	}
-	if cerr := l.j.close(err == nil); err == nil {
+	if cerr := l.j.close(err == nil && !l.opts.KeepJournal); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// RemoveJournal deletes the journal files in dir. Call it only after a
+// Close with Options.KeepJournal returned nil and the store it applied to
+// was closed (and so flushed) without error; otherwise leave the journal
+// for the next Open, which applies whatever the store lacks.
+func RemoveJournal(dir string) error {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	j := &journal{dir: dir, syncDir: true, segs: segs}
+	return j.remove(segs)
 }
 
 // syncInBackground fsyncs the journal segment being written without

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 )
@@ -27,4 +28,14 @@ func lockShared(dir string) (unlock func(), err error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// freeSpace describes the free bytes and inodes of dir's filesystem, or
+// "" when it cannot tell.
+func freeSpace(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "cannot stat: " + err.Error()
+	}
+	return fmt.Sprintf("%d MiB and %d inodes free", uint64(st.Bavail)*uint64(st.Bsize)>>20, st.Ffree)
 }
