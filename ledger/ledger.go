@@ -181,8 +181,8 @@ type span struct{ k, v, end int }
 
 func (g *group) add(k, v, end int) { g.entries = append(g.entries, span{k, v, end}) }
 
-// addRecord appends r's badger entries (record, time index, principal
-// index, balance index) and returns where its stored form lies in buf.
+// addRecord appends r's badger entries (record, time index, admin index,
+// principal index, balance index) and returns where its stored form lies in buf.
 // prev and hash are the binary hashes behind r.Prev and r.Hash.
 func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
 	// Record: its stored (binary) form, encoded once.
@@ -198,6 +198,14 @@ func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
 	v := len(g.buf)
 	g.buf = appendIndexValue(g.buf, r)
 	g.add(k, v, len(g.buf))
+	if r.Type == TypeAdmin {
+		// Admin index: the management history, read whole at start.
+		k = len(g.buf)
+		g.buf = appendSeqKey(g.buf, prefixAdmin, r.Seq)
+		v = len(g.buf)
+		g.buf = append(g.buf, g.buf[rv:rend]...)
+		g.add(k, v, len(g.buf))
+	}
 	if r.Principal == "" {
 		return rv, rend
 	}
