@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 	"unicode/utf8"
@@ -29,20 +30,32 @@ import (
 //	str kind, varint amount_micros
 //	byte 0|1 balance_after; if 1: varint balance_after_micros
 //	str payer, str network, str tx_hash
+//	version 2 only: str actor, str state
 //	32 bytes prev, 32 bytes hash
 //
+// Version 2 is written exactly when actor or state is set (admin records,
+// attributed top-ups), version 1 otherwise, so records written before
+// version 2 existed keep their stored bytes.
 // str is a uvarint length and that many bytes of valid UTF-8. The
 // encoding is canonical: decoding rejects anything appendBinary would not
 // have written (trailing bytes, over-long varints, flags other than 0 or
 // 1), so each record has exactly one stored byte string.
-const binaryVersion = 1
+const (
+	binaryVersion  = 1
+	binaryVersion2 = 2
+)
 
 var errBinary = errors.New("malformed stored record")
 
 // appendBinary appends the stored form of r; prev and hash are the binary
 // hashes behind r.Prev and r.Hash.
 func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
-	b = append(b, binaryVersion)
+	v2 := r.Actor != "" || len(r.State) > 0
+	if v2 {
+		b = append(b, binaryVersion2)
+	} else {
+		b = append(b, binaryVersion)
+	}
 	b = appendBStr(b, r.Type)
 	b = appendBStr(b, r.Outcome)
 	b = appendBStr(b, r.Tool)
@@ -81,6 +94,11 @@ func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
 	b = appendBStr(b, r.Payer)
 	b = appendBStr(b, r.Network)
 	b = appendBStr(b, r.TxHash)
+	if v2 {
+		b = appendBStr(b, r.Actor)
+		b = binary.AppendUvarint(b, uint64(len(r.State)))
+		b = append(b, r.State...)
+	}
 	b = append(b, prev[:]...)
 	return append(b, hash[:]...)
 }
@@ -199,9 +217,10 @@ func (r *Record) decodeBinary(v []byte) error {
 // and leaving r.Prev and r.Hash untouched.
 func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d := binReader{b: v}
-	if len(v) == 0 || v[0] != binaryVersion {
+	if len(v) == 0 || v[0] != binaryVersion && v[0] != binaryVersion2 {
 		return errBinary
 	}
+	v2 := v[0] == binaryVersion2
 	d.b = d.b[1:]
 	d.str(&r.Type)
 	d.str(&r.Outcome)
@@ -246,6 +265,16 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d.str(&r.Payer)
 	d.str(&r.Network)
 	d.str(&r.TxHash)
+	r.Actor, r.State = "", nil
+	if v2 {
+		d.str(&r.Actor)
+		if st := d.bytes(); len(st) > 0 {
+			r.State = append(json.RawMessage(nil), st...)
+		}
+		if r.Actor == "" && len(r.State) == 0 {
+			d.err = true // version 1 would have been written
+		}
+	}
 	if h := d.fixed(32); h != nil {
 		copy(prev[:], h)
 	}
@@ -261,7 +290,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 // binaryFilter returns the type, outcome and tool of a stored record
 // without decoding the rest.
 func binaryFilter(v []byte) (typ, outcome, tool []byte, ok bool) {
-	if len(v) == 0 || v[0] != binaryVersion {
+	if len(v) == 0 || v[0] != binaryVersion && v[0] != binaryVersion2 {
 		return nil, nil, nil, false
 	}
 	d := binReader{b: v[1:]}

@@ -77,8 +77,9 @@
 // link, hash and encoding against the stored chain. A torn last frame
 // (its write was cut short, so it was never acknowledged) is dropped; any
 // other damage is refused with ErrTampered rather than skipped. A
-// read-only Open applies nothing and refuses a journal that holds
-// unapplied records (ErrJournalPending).
+// read-only Open writes nothing: it replays and checks a journal that
+// holds unapplied records in memory, Verify counts them, and Export
+// refuses them (ErrJournalPending).
 //
 // Reads (Query, QueryRaw, LatestBalances, Verify, Export) read badger.
 // Query, QueryRaw and LatestBalances first wait until the applier has

@@ -30,6 +30,9 @@ import (
 // are left out. Errors from
 // w are returned wrapped.
 func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
+	if l.roJournalLast != 0 {
+		return fmt.Errorf("export: %w (records %d..%d)", ErrJournalPending, l.roJournalFirst, l.roJournalLast)
+	}
 	if err := l.checkpointNow(); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}

@@ -21,10 +21,10 @@ import (
 // 2^-256). Only on a mismatch does it walk the index again with point
 // reads to name the first bad record.
 type indexCheck struct {
-	key                [32]byte
-	wantP, wantT       digest
-	balances           map[string]uint64 // principal -> seq of its latest balance-bearing txn
-	scratchK, scratchV []byte
+	key                 [32]byte
+	wantP, wantT, wantA digest
+	balances            map[string]uint64 // principal -> seq of its latest balance-bearing txn
+	scratchK, scratchV  []byte
 }
 
 // digest is a sum, lane-wise mod 2^64, of keyed SHA-256 values: a
@@ -57,6 +57,10 @@ func (ix *indexCheck) expect(r *Record, v []byte) {
 	ix.scratchK = appendTimeKey(ix.scratchK[:0], r.At, r.Seq)
 	ix.scratchV = appendIndexValue(ix.scratchV[:0], r)
 	ix.wantT.add(&ix.key, ix.scratchK, ix.scratchV)
+	if r.Type == TypeAdmin {
+		ix.scratchK = appendSeqKey(ix.scratchK[:0], prefixAdmin, r.Seq)
+		ix.wantA.add(&ix.key, ix.scratchK, v)
+	}
 	if r.Principal == "" {
 		return
 	}
@@ -78,6 +82,12 @@ func expectedEntry(prefix []byte, v []byte) (k, ev []byte, ok bool, err error) {
 	if bytes.Equal(prefix, prefixTime) {
 		return timeKey(r.At, r.Seq), indexValue(&r), true, nil
 	}
+	if bytes.Equal(prefix, prefixAdmin) {
+		if r.Type != TypeAdmin {
+			return nil, nil, false, nil
+		}
+		return seqKey(prefixAdmin, r.Seq), v, true, nil
+	}
 	if r.Principal == "" {
 		return nil, nil, false, nil
 	}
@@ -92,7 +102,7 @@ func (ix *indexCheck) check(txn *badger.Txn) (seq uint64, reason string, err err
 		prefix []byte
 		name   string
 		want   *digest
-	}{{prefixPrincipal, "principal", &ix.wantP}, {prefixTime, "time", &ix.wantT}} {
+	}{{prefixPrincipal, "principal", &ix.wantP}, {prefixTime, "time", &ix.wantT}, {prefixAdmin, "admin", &ix.wantA}} {
 		var got digest
 		o := badger.DefaultIteratorOptions
 		o.Prefix, o.PrefetchValues = idx.prefix, false
@@ -171,7 +181,11 @@ func locateIndexFault(txn *badger.Txn, prefix []byte) (uint64, string, error) {
 	it := txn.NewIterator(o)
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().KeyCopy(nil)
-		if len(k) < len(prefix)+16 {
+		minLen := len(prefix) + 16
+		if bytes.Equal(prefix, prefixAdmin) {
+			minLen = len(prefix) + 8
+		}
+		if len(k) < minLen {
 			note(0, "malformed entry %q", k)
 			continue
 		}

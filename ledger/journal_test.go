@@ -1,9 +1,11 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -477,16 +479,59 @@ func TestLedger_ApplyFailure(t *testing.T) {
 	}
 }
 
-// TestOpen_ReadOnlyJournal: a read-only Open refuses a journal holding
-// unapplied records, and works once a writable Open applied them.
+// TestOpen_ReadOnlyJournal: a read-only Open on a journal holding
+// unapplied records (a crash) writes nothing: Verify checks them in
+// memory and counts them, Export refuses them, a damaged journal is
+// refused, and everything works once a writable Open applied them.
 func TestOpen_ReadOnlyJournal(t *testing.T) {
 	dir, db, _ := buildJournal(t, 5)
 	db.Close()
-	ro := openDB(t, dir, true)
-	if _, err := Open(ro, dir, Options{}); !errors.Is(err, ErrJournalPending) {
-		t.Errorf("read-only Open: got %v, want ErrJournalPending", err)
+	segs := journalFiles(t, dir)
+	before := map[string][]byte{}
+	for _, s := range segs {
+		b, err := os.ReadFile(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[s.path] = b
 	}
-	ro.Close()
+	t.Run("OK", func(t *testing.T) {
+		ro := openDB(t, dir, true)
+		defer ro.Close()
+		l, err := Open(ro, dir, Options{})
+		if err != nil {
+			t.Fatalf("read-only Open: %v", err)
+		}
+		if rep := l.Verify(); !rep.OK || rep.Records != 5 || rep.JournalRecords != 5 {
+			t.Errorf("Verify: got %+v, want ok with 5 records, 5 of them in the journal", rep)
+		}
+		if err := l.Export(io.Discard, time.Time{}, time.Time{}); !errors.Is(err, ErrJournalPending) {
+			t.Errorf("Export: got %v, want ErrJournalPending", err)
+		}
+		for s, b := range before {
+			if got, _ := os.ReadFile(s); !bytes.Equal(got, b) {
+				t.Errorf("journal %s changed by a read-only Open", s)
+			}
+		}
+	})
+	t.Run("ErrTampered", func(t *testing.T) {
+		path := segs[0].path
+		offs := frameOffsets(t, path)
+		if len(offs) < 2 {
+			t.Fatalf("want 2 frames or more, got %d", len(offs))
+		}
+		b := append([]byte(nil), before[path]...)
+		b[offs[0]+frameHeader+3] ^= 0x40 // inside the first frame, not the last
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(path, before[path], 0o600)
+		ro := openDB(t, dir, true)
+		defer ro.Close()
+		if _, err := Open(ro, dir, Options{}); !errors.Is(err, ErrTampered) {
+			t.Errorf("read-only Open of a damaged journal: got %v, want ErrTampered", err)
+		}
+	})
 
 	db = openDB(t, dir, false)
 	l, err := Open(db, dir, Options{})
@@ -497,13 +542,13 @@ func TestOpen_ReadOnlyJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	ro = openDB(t, dir, true)
+	ro := openDB(t, dir, true)
 	defer ro.Close()
 	l, err = Open(ro, dir, Options{})
 	if err != nil {
 		t.Fatalf("read-only Open after apply: %v", err)
 	}
-	if rep := l.Verify(); !rep.OK || rep.Records != 5 {
+	if rep := l.Verify(); !rep.OK || rep.Records != 5 || rep.JournalRecords != 0 {
 		t.Errorf("Verify: got %+v, want ok with 5 records", rep)
 	}
 }

@@ -12,6 +12,7 @@ var (
 	prefixTime       = []byte("l/t/")
 	prefixCheckpoint = []byte("l/c/")
 	prefixBalance    = []byte("l/b/")
+	prefixAdmin      = []byte("l/a/") // admin records: l/a/<seq> → a byte-exact copy of the record
 )
 
 func seqKey(prefix []byte, seq uint64) []byte {

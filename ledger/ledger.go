@@ -22,10 +22,10 @@ var (
 	ErrReadOnly    = errors.New("ledger: read-only")
 	ErrWriteFailed = errors.New("ledger: write failed")
 	ErrTampered    = errors.New("ledger: chain does not verify")
-	// ErrJournalPending is returned by Open on a read-only DB when the
-	// journal holds acknowledged records that the store does not hold yet
-	// (the gateway was killed rather than stopped); opening the data dir
-	// writable once applies them.
+	// ErrJournalPending is returned by Export on a read-only ledger when
+	// the journal holds acknowledged records that the store does not hold
+	// yet (the gateway was killed rather than stopped); opening the data
+	// dir writable once applies them. Verify checks them in memory.
 	ErrJournalPending = errors.New("ledger: journal not applied to the store; start the gateway once (or verify online) to apply it")
 )
 
@@ -68,6 +68,16 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Now is the clock for Record.At and Checkpoint.At; nil means time.Now.
 	Now func() time.Time
+	// KeepJournal makes Close leave the journal files in place even when
+	// everything was applied, for a caller that still has to close the
+	// store: it deletes them with RemoveJournal once the store closed
+	// cleanly, so that a store whose last flush fails (a full disk)
+	// keeps its records in the journal for the next Open.
+	KeepJournal bool
+	// ReadOnly opens the ledger as on a read-only DB even when db is
+	// writable (a temporary copy of a store): nothing is written to db
+	// or to dir.
+	ReadOnly bool
 }
 
 // Ledger is the append-only, hash-chained log. All methods are safe for
@@ -83,6 +93,12 @@ type Ledger struct {
 	pub      ed25519.PublicKey
 	readOnly bool
 	j        *journal // nil when read-only
+	// roJournal is, on a read-only ledger, the seq range the journal
+	// holds beyond the store (after a crash): replayed and checked in
+	// memory at Open, never applied. Zero when there is none.
+	roJournalFirst, roJournalLast uint64
+	// journalFrom is the first seq the journal held at Open (0: none).
+	journalFrom uint64
 
 	mu      sync.Mutex // guards the appended head, pending, closed, err, spare
 	seq     uint64
@@ -165,8 +181,8 @@ type span struct{ k, v, end int }
 
 func (g *group) add(k, v, end int) { g.entries = append(g.entries, span{k, v, end}) }
 
-// addRecord appends r's badger entries (record, time index, principal
-// index, balance index) and returns where its stored form lies in buf.
+// addRecord appends r's badger entries (record, time index, admin index,
+// principal index, balance index) and returns where its stored form lies in buf.
 // prev and hash are the binary hashes behind r.Prev and r.Hash.
 func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
 	// Record: its stored (binary) form, encoded once.
@@ -182,6 +198,14 @@ func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
 	v := len(g.buf)
 	g.buf = appendIndexValue(g.buf, r)
 	g.add(k, v, len(g.buf))
+	if r.Type == TypeAdmin {
+		// Admin index: the management history, read whole at start.
+		k = len(g.buf)
+		g.buf = appendSeqKey(g.buf, prefixAdmin, r.Seq)
+		v = len(g.buf)
+		g.buf = append(g.buf, g.buf[rv:rend]...)
+		g.add(k, v, len(g.buf))
+	}
 	if r.Principal == "" {
 		return rv, rend
 	}
@@ -239,8 +263,9 @@ var keyApplied = []byte("l/applied")
 // checking each against the chain: a journal that does not continue the
 // stored chain is refused with an error wrapping ErrTampered, a torn last
 // frame (an unanswered group) is dropped. On a DB opened with ReadOnly
-// the key must exist, nothing is applied, a journal with unapplied
-// records is refused (ErrJournalPending) and no goroutine is started. The
+// (or with Options.ReadOnly) the key must exist, nothing is written, a journal with unapplied
+// records is replayed and checked in memory only (Verify counts it,
+// Export refuses it with ErrJournalPending) and no goroutine is started. The
 // caller keeps ownership of db and closes it after Close.
 func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.SyncEvery <= 0 {
@@ -252,7 +277,7 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ro := db.Opts().ReadOnly
+	ro := db.Opts().ReadOnly || opts.ReadOnly
 	priv, err := loadOrCreateKey(dir, !ro)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
@@ -290,13 +315,16 @@ func (l *Ledger) recover(dir string, segBytes int64) error {
 	if err != nil {
 		return err
 	}
-	groups, jSeq, jHash, err := replayJournal(segs, aSeq, aHash)
+	groups, jFirst, jSeq, jHash, err := replayJournal(segs, aSeq, aHash)
 	if err != nil {
 		return err
 	}
 	if l.readOnly && len(groups) > 0 {
-		return fmt.Errorf("%w (records %d..%d)", ErrJournalPending, groups[0].firstSeq, jSeq)
+		// Checked against the chain by replayJournal; kept in memory only.
+		l.roJournalFirst, l.roJournalLast = groups[0].firstSeq, jSeq
+		groups = nil
 	}
+	l.journalFrom = jFirst
 	if jSeq > seq {
 		seq, h = jSeq, jHash
 	}
@@ -396,11 +424,12 @@ func (l *Ledger) storedHead() (seq uint64, h [32]byte, cpSeq, aSeq uint64, aHash
 // every record against the chain: seqs consecutive from the segment's
 // name, prev links, hashes and the canonical encoding; the first record
 // after aSeq must link to aHash. It returns the records after aSeq as
-// groups (one per frame) ready to apply, and the journal's last seq and
-// hash (aSeq, aHash when it holds nothing newer). A torn last frame of
+// groups (one per frame) ready to apply, the journal's first seq (0 when
+// it is empty), and its last seq and hash (aSeq, aHash when it holds
+// nothing newer). A torn last frame of
 // the last segment is ignored; any other damage is an error wrapping
 // ErrTampered.
-func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group, seq uint64, h [32]byte, err error) {
+func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group, first, seq uint64, h [32]byte, err error) {
 	seq, h = aSeq, aHash
 	var r Record
 	var prev, self [32]byte
@@ -409,20 +438,23 @@ func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group
 	for i, s := range segs {
 		b, err := os.ReadFile(s.path)
 		if err != nil {
-			return nil, 0, h, fmt.Errorf("journal: %w", err)
+			return nil, 0, 0, h, fmt.Errorf("journal: %w", err)
 		}
 		bodies, torn, err := parseFrames(b)
 		if err == nil && torn && i != len(segs)-1 {
 			err = errors.New("torn frame before the last segment")
 		}
 		if err != nil {
-			return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+			return nil, 0, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
 		}
 		if len(bodies) > 0 {
 			if next != 0 && s.first != next {
-				return nil, 0, h, fmt.Errorf("%w: journal %s: expected a segment starting at %d", ErrTampered, filepath.Base(s.path), next)
+				return nil, 0, 0, h, fmt.Errorf("%w: journal %s: expected a segment starting at %d", ErrTampered, filepath.Base(s.path), next)
 			}
 			next = s.first
+			if first == 0 {
+				first = s.first
+			}
 		}
 		for _, body := range bodies {
 			var g *group
@@ -460,14 +492,14 @@ func replayJournal(segs []segment, aSeq uint64, aHash [32]byte) (groups []*group
 				return nil
 			})
 			if err != nil {
-				return nil, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
+				return nil, 0, 0, h, fmt.Errorf("%w: journal %s: %v", ErrTampered, filepath.Base(s.path), err)
 			}
 			if g != nil {
 				groups = append(groups, g)
 			}
 		}
 	}
-	return groups, seq, h, nil
+	return groups, first, seq, h, nil
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -1053,10 +1085,23 @@ func (l *Ledger) stop() error {
 		l.j.close(false)
 		return nil
 	}
-	if cerr := l.j.close(err == nil); err == nil {
+	if cerr := l.j.close(err == nil && !l.opts.KeepJournal); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// RemoveJournal deletes the journal files in dir. Call it only after a
+// Close with Options.KeepJournal returned nil and the store it applied to
+// was closed (and so flushed) without error; otherwise leave the journal
+// for the next Open, which applies whatever the store lacks.
+func RemoveJournal(dir string) error {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	j := &journal{dir: dir, syncDir: true, segs: segs}
+	return j.remove(segs)
 }
 
 // syncInBackground fsyncs the journal segment being written without

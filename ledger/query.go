@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -248,4 +249,67 @@ func (q *Query) match(typ, outcome, tool []byte) bool {
 		(q.Outcome == "" || string(outcome) == q.Outcome) &&
 		(q.ExcludeOutcome == "" || string(outcome) != q.ExcludeOutcome) &&
 		(q.Tool == "" || string(tool) == q.Tool)
+}
+
+// AdminRecords calls fn with every admin record (TypeAdmin), in seq
+// order, read through the admin index. Each index entry must equal its
+// record byte for byte and the record's hash must match its contents,
+// else the walk stops with an error wrapping ErrTampered (Verify checks
+// the whole chain and that no entry is missing). It first waits until
+// every acknowledged record is applied, like Query. fn owns the Record it
+// is given; an error from fn stops the walk and is returned unchanged.
+func (l *Ledger) AdminRecords(fn func(*Record) error) error {
+	if err := l.waitApplied(); err != nil {
+		return fmt.Errorf("admin records: %w", err)
+	}
+	return l.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefixAdmin
+		it := txn.NewIterator(o)
+		defer it.Close()
+		var scratch []byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if len(k) != len(prefixAdmin)+8 {
+				return fmt.Errorf("admin records: %w: malformed index key %q", ErrTampered, k)
+			}
+			seq := binary.BigEndian.Uint64(k[len(prefixAdmin):])
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("admin records: %w", err)
+			}
+			rec, err := txn.Get(seqKey(prefixRecord, seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("admin records: %w: index names missing record %d", ErrTampered, seq)
+			}
+			if err != nil {
+				return fmt.Errorf("admin records: %w", err)
+			}
+			var r Record
+			var prev, self [32]byte
+			err = rec.Value(func(rv []byte) error {
+				if !bytes.Equal(rv, v) {
+					return fmt.Errorf("admin records: %w: index entry of record %d does not match it", ErrTampered, seq)
+				}
+				if err := r.decodeBinaryHashes(rv, &prev, &self); err != nil || r.Seq != seq || r.Type != TypeAdmin {
+					return fmt.Errorf("admin records: %w: record %d undecodable or not an admin record", ErrTampered, seq)
+				}
+				var h [32]byte
+				scratch, h = hashRecord(scratch, &prev, &r)
+				if h != self {
+					return fmt.Errorf("admin records: %w: record %d: hash does not match its contents", ErrTampered, seq)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			r.Prev, r.Hash = hex.EncodeToString(prev[:]), hex.EncodeToString(self[:])
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

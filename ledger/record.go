@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +19,11 @@ import (
 const (
 	TypeCall = "call" // a tool call decision (tool_metrics)
 	TypeTxn  = "txn"  // a money movement (transactions)
+	// TypeAdmin is a management change: a key created, revoked or
+	// expired, an override put or deleted. Principal is its subject,
+	// Kind what happened, Actor who did it and State the subject's state
+	// after it (never a secret).
+	TypeAdmin = "admin"
 )
 
 // Call outcomes (Record.Outcome for TypeCall).
@@ -45,8 +51,17 @@ const (
 	KindX402Settlement = "x402_settlement"
 )
 
-// Record is one ledger entry: a tool call (Type "call") or a money movement
-// (Type "txn"). Append assigns Seq, Prev and Hash, and At when it is zero;
+// Admin change kinds (Record.Kind for TypeAdmin).
+const (
+	KindKeyCreated    = "key_created"
+	KindKeyRevoked    = "key_revoked"
+	KindKeyExpired    = "key_expired"
+	KindPolicyPut     = "policy_put"
+	KindPolicyDeleted = "policy_deleted"
+)
+
+// Record is one ledger entry: a tool call (Type "call"), a money movement
+// (Type "txn") or a management change (Type "admin"). Append assigns Seq, Prev and Hash, and At when it is zero;
 // after Append the record belongs to the ledger and must not be modified.
 //
 // A Record has no field for secrets: API keys, admin tokens and payment
@@ -82,6 +97,13 @@ type Record struct {
 	Network      string        `json:"network,omitempty"`
 	TxHash       string        `json:"tx_hash,omitempty"`
 
+	// Actor says who made a management change or top-up ("admin@<addr>",
+	// "toolgate audit rebuild-state", …).
+	Actor string `json:"actor,omitempty"`
+	// State is, for admin records, the subject's state after the change:
+	// one compact JSON object (valid UTF-8, no insignificant whitespace).
+	State json.RawMessage `json:"state,omitempty"`
+
 	Prev string `json:"prev"` // hex SHA-256 of the previous record; 64 zeros for seq 1
 	Hash string `json:"hash"` // hex SHA-256(prev bytes || canonical bytes)
 }
@@ -98,8 +120,9 @@ type Payment struct {
 }
 
 // ErrInvalidRecord is returned (through Ticket.Wait) for a record Append
-// cannot store: unknown Type, an At outside the years 1678–2261, or a NUL
-// byte in Principal, Outcome or Tool (they are index key parts).
+// cannot store: unknown Type, an At outside the years 1678–2261, a NUL
+// byte in Principal, Outcome or Tool (they are index key parts), or a
+// State that is not one compact JSON object.
 var ErrInvalidRecord = errors.New("ledger: invalid record")
 
 var zeroHash [32]byte
@@ -107,8 +130,11 @@ var zeroHash [32]byte
 // normalize prepares r for hashing: At in UTC without monotonic reading,
 // strings valid UTF-8 (so the JSON round trip is exact).
 func (r *Record) normalize() error {
-	if r.Type != TypeCall && r.Type != TypeTxn {
+	if r.Type != TypeCall && r.Type != TypeTxn && r.Type != TypeAdmin {
 		return fmt.Errorf("%w: type %q", ErrInvalidRecord, r.Type)
+	}
+	if len(r.State) > 0 && !compactObject(r.State) {
+		return fmt.Errorf("%w: state is not one compact JSON object", ErrInvalidRecord)
 	}
 	if strings.IndexByte(r.Principal, 0) >= 0 || strings.IndexByte(r.Outcome, 0) >= 0 || strings.IndexByte(r.Tool, 0) >= 0 {
 		return fmt.Errorf("%w: NUL byte in principal, outcome or tool", ErrInvalidRecord)
@@ -118,7 +144,7 @@ func (r *Record) normalize() error {
 		return fmt.Errorf("%w: at %s out of range", ErrInvalidRecord, r.At)
 	}
 	for _, s := range []*string{&r.RequestID, &r.Principal, &r.Tier, &r.Tool, &r.RateClass,
-		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash} {
+		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor} {
 		if !utf8.ValidString(*s) {
 			*s = strings.ToValidUTF8(*s, "\uFFFD")
 		}
@@ -179,7 +205,26 @@ func (r *Record) appendCanonical(b []byte) []byte {
 	b = appendOptStr(b, `,"payer":`, r.Payer)
 	b = appendOptStr(b, `,"network":`, r.Network)
 	b = appendOptStr(b, `,"tx_hash":`, r.TxHash)
+	b = appendOptStr(b, `,"actor":`, r.Actor)
+	if len(r.State) > 0 {
+		b = append(b, `,"state":`...)
+		b = append(b, r.State...)
+	}
 	return append(b, '}')
+}
+
+// compactObject reports whether s is one JSON object, valid UTF-8,
+// without insignificant whitespace: the only form State may take, so
+// that the canonical bytes are what any reader re-derives.
+func compactObject(s []byte) bool {
+	if len(s) < 2 || s[0] != '{' || !utf8.Valid(s) || !json.Valid(s) {
+		return false
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, s); err != nil {
+		return false
+	}
+	return bytes.Equal(b.Bytes(), s)
 }
 
 // AppendJSON appends r as one JSON object: the canonical bytes with prev
@@ -207,31 +252,33 @@ func (r *Record) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
 
 // wireRecord decodes a Record with amounts as plain integers.
 type wireRecord struct {
-	Seq               uint64       `json:"seq"`
-	Type              string       `json:"type"`
-	At                time.Time    `json:"at"`
-	RequestID         string       `json:"request_id"`
-	Principal         string       `json:"principal"`
-	Tier              string       `json:"tier"`
-	Tool              string       `json:"tool"`
-	RateClass         string       `json:"rate_class"`
-	Outcome           string       `json:"outcome"`
-	Reason            string       `json:"reason"`
-	Status            int          `json:"status"`
-	Cost              int64        `json:"cost_micros"`
-	SpendDay          string       `json:"spend_day"`
-	LatencyUS         int64        `json:"latency_us"`
-	UpstreamStatus    int          `json:"upstream_status"`
-	UpstreamLatencyUS int64        `json:"upstream_latency_us"`
-	Payment           *wirePayment `json:"payment"`
-	Kind              string       `json:"kind"`
-	Amount            int64        `json:"amount_micros"`
-	BalanceAfter      *int64       `json:"balance_after_micros"`
-	Payer             string       `json:"payer"`
-	Network           string       `json:"network"`
-	TxHash            string       `json:"tx_hash"`
-	Prev              string       `json:"prev"`
-	Hash              string       `json:"hash"`
+	Seq               uint64          `json:"seq"`
+	Type              string          `json:"type"`
+	At                time.Time       `json:"at"`
+	RequestID         string          `json:"request_id"`
+	Principal         string          `json:"principal"`
+	Tier              string          `json:"tier"`
+	Tool              string          `json:"tool"`
+	RateClass         string          `json:"rate_class"`
+	Outcome           string          `json:"outcome"`
+	Reason            string          `json:"reason"`
+	Status            int             `json:"status"`
+	Cost              int64           `json:"cost_micros"`
+	SpendDay          string          `json:"spend_day"`
+	LatencyUS         int64           `json:"latency_us"`
+	UpstreamStatus    int             `json:"upstream_status"`
+	UpstreamLatencyUS int64           `json:"upstream_latency_us"`
+	Payment           *wirePayment    `json:"payment"`
+	Kind              string          `json:"kind"`
+	Amount            int64           `json:"amount_micros"`
+	BalanceAfter      *int64          `json:"balance_after_micros"`
+	Payer             string          `json:"payer"`
+	Network           string          `json:"network"`
+	TxHash            string          `json:"tx_hash"`
+	Actor             string          `json:"actor"`
+	State             json.RawMessage `json:"state"`
+	Prev              string          `json:"prev"`
+	Hash              string          `json:"hash"`
 }
 
 type wirePayment struct {
@@ -256,7 +303,10 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Status: w.Status, Cost: money.Micros(w.Cost), SpendDay: w.SpendDay, LatencyUS: w.LatencyUS,
 		UpstreamStatus: w.UpstreamStatus, UpstreamLatencyUS: w.UpstreamLatencyUS,
 		Kind: w.Kind, Amount: money.Micros(w.Amount), Payer: w.Payer, Network: w.Network,
-		TxHash: w.TxHash, Prev: w.Prev, Hash: w.Hash,
+		TxHash: w.TxHash, Actor: w.Actor, Prev: w.Prev, Hash: w.Hash,
+	}
+	if len(w.State) > 0 && string(w.State) != "null" {
+		r.State = append(json.RawMessage(nil), w.State...)
 	}
 	if p := w.Payment; p != nil {
 		r.Payment = &Payment{Version: p.Version, Scheme: p.Scheme, Network: p.Network,

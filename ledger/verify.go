@@ -19,6 +19,15 @@ type Report struct {
 	Checkpoints int    `json:"checkpoints"`
 	FirstBadSeq uint64 `json:"first_bad_seq,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// JournalRecords, on a read-only ledger opened after a crash, counts
+	// the records (included in Records) that only the journal holds: each
+	// checked for its seq, prev link, hash and encoding, but not yet
+	// covered by a checkpoint (the next start applies and covers them).
+	JournalRecords int `json:"journal_records,omitempty"`
+	// Uncovered counts the records after the newest checkpoint, vouched
+	// for by the hash chain only until the next one. It is 0 online and
+	// after a clean stop (both checkpoint the head first).
+	Uncovered int `json:"uncovered_records,omitempty"`
 }
 
 // chain checks records and checkpoints as they stream by, in seq order.
@@ -155,14 +164,27 @@ func (c *chain) checkpoint(cp Checkpoint) bool {
 // checkpoints cannot be detected from the store alone; compare with an
 // export or a published checkpoint. Verify reads one consistent snapshot
 // and may run beside Append.
+//
+// On a read-only ledger whose journal holds records beyond the store (a
+// crash), those records were checked against the stored chain at Open;
+// Verify counts them in Records and JournalRecords.
 func (l *Ledger) Verify() Report {
 	if err := l.checkpointNow(); err != nil {
 		return Report{Reason: err.Error()}
 	}
-	return verifyStore(l.db, l.pub)
+	// A crash before the first checkpoint leaves a chain without one; it
+	// is accepted only when the journal still holds that chain from seq 1
+	// (a clean stop always writes a checkpoint).
+	rep := verifyStore(l.db, l.pub, l.readOnly && l.journalFrom == 1)
+	if rep.OK && l.roJournalLast > uint64(rep.Records) {
+		rep.JournalRecords = int(l.roJournalLast) - rep.Records
+		rep.Uncovered += rep.JournalRecords
+		rep.Records = int(l.roJournalLast)
+	}
+	return rep
 }
 
-func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
+func verifyStore(db *badger.DB, pub ed25519.PublicKey, crashedBeforeCheckpoint bool) Report {
 	c := &chain{pub: pub, rep: Report{OK: true}}
 	c.anchor(0, zeroHash)
 	ix := newIndexCheck()
@@ -238,7 +260,7 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
 		if ok, err := checkCPs(^uint64(0)); err != nil || !ok {
 			return err
 		}
-		if c.rep.Records > 0 && c.rep.Checkpoints == 0 {
+		if c.rep.Records > 0 && c.rep.Checkpoints == 0 && !crashedBeforeCheckpoint {
 			c.fail(1, "no signed checkpoint covers the chain (checkpoints deleted or chain forged)")
 			return nil
 		}
@@ -250,6 +272,9 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey) Report {
 	})
 	if err != nil {
 		return Report{Records: c.rep.Records, Checkpoints: c.rep.Checkpoints, Reason: "read store: " + err.Error()}
+	}
+	if c.rep.OK {
+		c.rep.Uncovered = int(c.seq - c.goodCP)
 	}
 	return c.rep
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -158,13 +159,20 @@ func checkpointKey(hexKey string, c apiClient) (ed25519.PublicKey, error) {
 	return ed25519.PublicKey(raw), nil
 }
 
+// withOfflineLedger runs fn on a read-only ledger over a stopped
+// gateway's data dir. Nothing in the data dir is written: a store left by
+// a crash is read from a copy, and journaled records the store lacks are
+// checked in memory (see ledger.Open).
 func withOfflineLedger(dataDir string, fn func(*ledger.Ledger) error) error {
-	db, err := openStore(dataDir, true)
+	db, closeDB, err := openStoreReadOnly(dataDir)
 	if err != nil {
+		if errors.Is(err, errLocked) {
+			return err
+		}
 		return fmt.Errorf("%w (is the gateway still running? stop it, or drop --offline)", err)
 	}
-	defer db.Close()
-	l, err := ledger.Open(db, dataDir, ledger.Options{}) // read-only DB: no writer, verify and export only
+	defer closeDB()
+	l, err := ledger.Open(db, dataDir, ledger.Options{ReadOnly: true}) // no writer: verify and export only
 	if err != nil {
 		return err
 	}

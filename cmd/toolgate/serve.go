@@ -111,16 +111,48 @@ func runServe(args []string) error {
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// Everything opened below is closed by sd, last first, bounded by
+	// --shutdown-timeout and cut short by a second signal.
+	sigs := make(chan os.Signal, 2)
+	sd := &shutdown{timeout: f.shutdownTimeout, sigs: sigs, dataDir: f.data, log: log}
+	err = serve(f, log, cat, doc, sd, syncMode)
+	if cerr := sd.run(); err == nil {
+		err = cerr
+	} else if cerr != nil {
+		fmt.Fprintln(os.Stderr, cerr.Error())
+	}
+	return err
+}
+
+// serve opens the store, the ledger and the gateway, registering each
+// with sd, and serves until a signal (or a server error).
+func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Document, sd *shutdown, syncMode ledger.SyncMode) error {
 	db, err := openStore(f.data, false)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	led, err := ledger.Open(db, f.data, ledger.Options{Sync: syncMode, CheckpointInterval: ledger.DefaultCheckpointInterval})
+	sd.add("closing the store", func() error {
+		// The ledger applied and synced everything into badger; its
+		// journal goes only once badger has flushed and closed too.
+		if err := db.Close(); err != nil {
+			return fmt.Errorf("badger could not flush its in-memory table: %w", err)
+		}
+		if sd.ledgerClosed.Load() {
+			return ledger.RemoveJournal(f.data)
+		}
+		return nil
+	})
+	led, err := ledger.Open(db, f.data, ledger.Options{Sync: syncMode, CheckpointInterval: ledger.DefaultCheckpointInterval, KeepJournal: true})
 	if err != nil {
 		return fmt.Errorf("open ledger: %w", err)
 	}
-	defer led.Close()
+	sd.led = led
+	sigs := sd.sigs
+	sd.add("closing the ledger", func() error {
+		err := led.Close()
+		sd.ledgerClosed.Store(err == nil)
+		return err
+	})
 	keys, err := identity.Open(db)
 	if err != nil {
 		return err
@@ -143,14 +175,14 @@ func runServe(args []string) error {
 		if err != nil {
 			return fmt.Errorf("demo upstreams: %w", err)
 		}
-		defer stop()
+		sd.add("stopping the demo upstreams", stop)
 		opts.DemoUpstreams = base
 	}
 	gw, err := gateway.New(opts)
 	if err != nil {
 		return err
 	}
-	defer gw.Close()
+	sd.add("stopping background work", func() error { gw.Close(); return nil })
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -166,7 +198,7 @@ func runServe(args []string) error {
 		}
 		msrv := gw.MetricsServer()
 		go func() { errc <- msrv.Serve(mln) }()
-		defer msrv.Shutdown()
+		sd.add("stopping the metrics server", msrv.Shutdown)
 		log.Info("metrics serving", "listen", mln.Addr().String())
 	}
 	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
@@ -186,11 +218,10 @@ func runServe(args []string) error {
 	if f.watch {
 		ch := make(chan struct{}, 1)
 		stopWatch := make(chan struct{})
-		defer close(stopWatch)
+		sd.add("stopping the config watcher", func() error { close(stopWatch); return nil })
 		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
 		changed = ch
 	}
-	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
@@ -203,13 +234,11 @@ func runServe(args []string) error {
 				reload("SIGHUP")
 				continue
 			}
-			log.Info("shutting down", "signal", s.String(), "drain_delay", f.drainDelay)
+			log.Info("shutting down", "signal", s.String(), "drain_delay", f.drainDelay, "shutdown_timeout", f.shutdownTimeout)
 			if f.drainDelay > 0 {
 				gw.Drain()
-				select {
-				case <-time.After(f.drainDelay):
-				case <-sigs:
-					return exitError{1, "toolgate: forced exit"}
+				if s, forced := waitSignal(sigs, time.After(f.drainDelay)); forced {
+					return sd.forced(s, "draining (--drain-delay)")
 				}
 			}
 			done := make(chan error, 1)
@@ -218,11 +247,35 @@ func runServe(args []string) error {
 				defer cancel()
 				done <- srv.ShutdownWithContext(ctx)
 			}()
-			select {
-			case err := <-done:
-				return err
-			case <-sigs:
-				return exitError{1, "toolgate: forced exit"}
+			for { // ShutdownWithContext honours its deadline
+
+				select {
+				case err := <-done:
+					if errors.Is(err, context.DeadlineExceeded) {
+						return exitError{1, fmt.Sprintf("toolgate: shutdown: calls in flight did not finish within --shutdown-timeout %s; they were cut off", f.shutdownTimeout)}
+					}
+					return err
+				case s := <-sigs:
+					if s == syscall.SIGHUP {
+						continue
+					}
+					return sd.forced(s, "waiting for calls in flight")
+				}
+			}
+		}
+	}
+}
+
+// waitSignal waits for until or a terminating signal (SIGHUP is
+// ignored); forced reports the latter.
+func waitSignal(sigs <-chan os.Signal, until <-chan time.Time) (os.Signal, bool) {
+	for {
+		select {
+		case <-until:
+			return nil, false
+		case s := <-sigs:
+			if s != syscall.SIGHUP {
+				return s, true
 			}
 		}
 	}
@@ -272,23 +325,6 @@ func usesDemo(cat *catalog.Catalog) bool {
 		}
 	}
 	return false
-}
-
-func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
-	o := badger.DefaultOptions(filepath.Join(dataDir, "store")).
-		WithLogger(nil).
-		WithReadOnly(readOnly).
-		WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20). // its mmapped write-ahead file is twice this
-		// Keys and policies are served from memory: the block cache only
-		// helps ledger queries, and badger's 256 MiB default would hold a
-		// copy of every key loaded at start.
-		WithBlockCacheSize(64 << 20)
-	db, err := badger.Open(o)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	return db, nil
 }
 
 // adminToken returns the configured token, or the one saved in the data
