@@ -101,6 +101,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
+	f.adminToken, f.adminTokenFile = explicitToken, "" // from here on, the token itself
 
 	// Configuration first: a bad file is reported in full before any state is touched.
 	cat, doc, err := loadConfig(f.tools, f.policies, f.listen)
@@ -157,7 +158,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	if err != nil {
 		return err
 	}
-	token, err := adminToken(explicitToken, f.data)
+	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {
 		return err
 	}
