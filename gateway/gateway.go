@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/semaphore"
 
@@ -138,6 +139,9 @@ func New(o Options) (*Gateway, error) {
 		o.ResponseBufferBytes = 256 << 20
 	}
 	g.budget = &responseBudget{sem: semaphore.NewWeighted(o.ResponseBufferBytes), total: o.ResponseBufferBytes}
+	g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "toolgate_response_buffer_bytes", Help: "Bytes of the upstream response budget (--upstream-buffer-mb) held now.",
+	}, func() float64 { return float64(g.budget.held.Load()) }))
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
