@@ -102,6 +102,8 @@ type Gateway struct {
 	budget    *responseBudget
 	owed      owedBook
 
+	settlerHealth *probeCache // x402 backend's health for /readyz; nil without x402 or a pinger
+
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
 
@@ -160,6 +162,16 @@ func New(o Options) (*Gateway, error) {
 		}
 		if x.ReconcileEvery <= 0 {
 			x.ReconcileEvery = 15 * time.Second
+		}
+		if p, ok := x.Settler.(pinger); ok {
+			ping := func(ctx context.Context) error {
+				err := p.Ping(ctx)
+				if err != nil {
+					g.log.Warn("readyz: settlement backend unreachable", "err", err) // once per probe
+				}
+				return err
+			}
+			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
 	}
 	var rb [4]byte
