@@ -196,14 +196,7 @@ func TestResponse_BudgetBurst(t *testing.T) {
 	// Callers with a small receive buffer: the gateway cannot finish
 	// writing an 8 MiB body to a caller that is not reading, so a body
 	// whose headers arrived is still held when the heap is measured.
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConnsPerHost: n,
-		DialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
-			})
-		}}).DialContext,
-	}}
+	client := smallWindowClient(n)
 	defer client.CloseIdleConnections()
 	get := func(seed uint64, chunked bool) (*http.Response, error) {
 		req, _ := http.NewRequest("POST", h.url+"/tools/burst"+query(size, seed, chunked), nil)
@@ -280,6 +273,70 @@ func TestResponse_BudgetBurst(t *testing.T) {
 	}
 	if after > baseline+32<<20 {
 		t.Errorf("heap after the burst: got %d MiB over the baseline, want under 32 (the burst moved %d MiB)", (after-baseline)>>20, n*size>>20)
+	}
+}
+
+// smallWindowClient is an HTTP client whose connections have a 64 KiB
+// receive buffer (no autotuning): a body of several MiB that it does not
+// read cannot be written out to it in full, so the gateway keeps holding
+// that body's budget until the client reads.
+func smallWindowClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: conns,
+		DialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+			})
+		}}).DialContext,
+	}}
+}
+
+// TestResponse_BudgetWaitTimeout: a call whose response cannot get
+// buffer budget within its tool's timeout answers 503 with Retry-After 1,
+// unbilled and recorded as response_buffer_full; the call holding the
+// budget is unaffected.
+func TestResponse_BudgetWaitTimeout(t *testing.T) {
+	const size = 8 << 20
+	up := bodyUpstream(t)
+	cat := `{"tools":[{"id":"held","rate_class":"light","price_usd":"0.01","upstream":"` + up + `/held","max_response_bytes":` +
+		strconv.Itoa(size) + `,"timeout_ms":500}]}`
+	h := newHarnessWith(t, nil, cat, func(o *gateway.Options) { o.ResponseBufferBytes = size })
+	k := h.createKey(`{}`)
+
+	client := smallWindowClient(1)
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest("POST", h.url+"/tools/held"+query(size, 1, false), nil)
+	req.Header.Set("X-API-Key", k.Secret)
+	holder, err := client.Do(req) // headers only: its body stays in the budget
+	if err != nil || holder.StatusCode != 200 {
+		t.Fatalf("holding call: %v %v", holder, err)
+	}
+	defer holder.Body.Close()
+	if got, want := gateway.ResponseBufferInUse(h.gw), int64(size-64<<10); got != want {
+		t.Fatalf("budget held: got %d, want %d", got, want)
+	}
+
+	resp, b := h.call(k.Secret, "held"+query(size, 2, false), `{}`)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || resp.Header.Get("X-Cost-Usd") != "0.000" {
+		t.Fatalf("waiting call: got %d Retry-After %q cost %s, want 503, 1, 0.000", resp.StatusCode,
+			resp.Header.Get("Retry-After"), resp.Header.Get("X-Cost-Usd"))
+	}
+	wantJSON(t, b, `{"error":"Gateway response buffers are full; the call was not billed","retry":true}`)
+
+	sum := sha256.New()
+	if n, err := io.Copy(sum, holder.Body); err != nil || n != size || [32]byte(sum.Sum(nil)) != bodySum(1, size) {
+		t.Fatalf("holding call's body: %d bytes, %v; want the upstream's %d bytes", n, err, size)
+	}
+	waitBufferFree(t, h.gw)
+	var reasons []string
+	for _, r := range h.records("key:" + k.KeyID) {
+		reasons = append(reasons, r.Outcome+"/"+r.Reason)
+	}
+	if len(reasons) != 2 || reasons[0] != "allowed/" || reasons[1] != "upstream_error/response_buffer_full" {
+		t.Fatalf("records: got %v, want [allowed/ upstream_error/response_buffer_full]", reasons)
+	}
+	if st := h.status("key_id=" + k.KeyID); st["spend_today_usd"] != 0.01 {
+		t.Fatalf("spend_today_usd: got %v, want 0.01 (the holding call only)", st["spend_today_usd"])
 	}
 }
 
