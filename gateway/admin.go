@@ -502,7 +502,9 @@ type pinger interface {
 
 // readyz serves GET /readyz: 200 when the store is open, the ledger
 // commits, configuration is loaded and (with x402) the facilitator or RPC
-// node answers; 503 naming what is not ready otherwise.
+// node answers; 503 naming what is not ready otherwise. The backend's
+// answer is reused for settlerHealthTTL and shared by concurrent calls
+// (probeCache): /readyz needs no credentials.
 func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	checks := map[string]string{}
 	ready := true
@@ -530,17 +532,11 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	} else {
 		fail("config", "not loaded")
 	}
-	if x := g.opts.X402; x != nil {
-		if p, ok := x.Settler.(pinger); ok {
-			pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := p.Ping(pctx)
-			cancel()
-			if err != nil {
-				fail("x402", "settlement backend unreachable")
-				g.log.Warn("readyz: settlement backend unreachable", "err", err)
-			} else {
-				checks["x402"] = "ok"
-			}
+	if g.settlerHealth != nil {
+		if err := g.settlerHealth.check(); err != nil {
+			fail("x402", "settlement backend unreachable")
+		} else {
+			checks["x402"] = "ok"
 		}
 	}
 	status := 200

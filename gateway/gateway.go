@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/semaphore"
 
@@ -103,6 +104,8 @@ type Gateway struct {
 	verified  verifyCache // remote x402 verifications by payment
 	anon      anonBook    // anonymous calls past their burst, this interval
 
+	settlerHealth *probeCache // x402 backend's health for /readyz; nil without x402 or a pinger
+
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
 
@@ -140,6 +143,9 @@ func New(o Options) (*Gateway, error) {
 		o.ResponseBufferBytes = 256 << 20
 	}
 	g.budget = &responseBudget{sem: semaphore.NewWeighted(o.ResponseBufferBytes), total: o.ResponseBufferBytes}
+	g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "toolgate_response_buffer_bytes", Help: "Bytes of the upstream response budget (--upstream-buffer-mb) held now.",
+	}, func() float64 { return float64(g.budget.held.Load()) }))
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -158,6 +164,16 @@ func New(o Options) (*Gateway, error) {
 		}
 		if x.ReconcileEvery <= 0 {
 			x.ReconcileEvery = 15 * time.Second
+		}
+		if p, ok := x.Settler.(pinger); ok {
+			ping := func(ctx context.Context) error {
+				err := p.Ping(ctx)
+				if err != nil {
+					g.log.Warn("readyz: settlement backend unreachable", "err", err) // once per probe
+				}
+				return err
+			}
+			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
 	}
 	var rb [4]byte

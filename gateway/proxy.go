@@ -59,9 +59,13 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	g.prepareUpstreamRequest(ctx, req, c)
 	t0 := g.now()
 	body, err := g.exchange(c, req, resp)
-	if body != nil {
-		defer body.release() // idempotent; a large body is handed to ctx below
-	}
+	defer func() {
+		// body, not the value at defer time: a large body handed to ctx
+		// below (body = nil) is released by fasthttp once written out.
+		if body != nil {
+			body.release()
+		}
+	}()
 	c.upLatency = g.now().Sub(t0)
 	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
 

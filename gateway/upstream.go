@@ -185,6 +185,13 @@ func newHostClient(addr string, tls bool, idle time.Duration, dial fasthttp.Dial
 type responseBudget struct {
 	sem   *semaphore.Weighted
 	total int64
+	held  atomic.Int64 // bytes acquired now (metric toolgate_response_buffer_bytes)
+}
+
+// release gives n bytes back to the budget.
+func (b *responseBudget) release(n int64) {
+	b.held.Add(-n)
+	b.sem.Release(n)
 }
 
 const smallBody = 64 << 10
@@ -208,7 +215,7 @@ var smallBodies = sync.Pool{New: func() any { b := make([]byte, 0, smallBody); r
 // body must not be used after.
 func (bb *bodyBuf) release() {
 	if bb.held > 0 {
-		bb.budget.sem.Release(bb.held)
+		bb.budget.release(bb.held)
 		bb.held = 0
 	}
 	if bb.pooled {
@@ -244,6 +251,7 @@ func (b *responseBudget) readBody(resp *fasthttp.Response, limit int64, deadline
 		if err := b.sem.Acquire(ctx, n); err != nil {
 			return errBudgetWait
 		}
+		b.held.Add(n)
 		bb.held += n
 		return nil
 	}
@@ -303,7 +311,7 @@ func (b *responseBudget) readBody(resp *fasthttp.Response, limit int64, deadline
 		bb.b = bb.b[:len(bb.b)+m]
 		if errors.Is(err, io.EOF) {
 			if over := bb.held - max(int64(len(bb.b))-smallBody, 0); over > 0 {
-				b.sem.Release(over)
+				b.release(over)
 				bb.held -= over
 			}
 			return bb, nil

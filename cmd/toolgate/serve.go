@@ -33,7 +33,7 @@ type serveFlags struct {
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch                                bool
 	shutdownTimeout, drainDelay                     time.Duration
-	minFreeMB                                       int64
+	minFreeMB, upstreamBufferMB                     int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
 	x402Facilitator, x402RPC, x402RelayerKey        string
@@ -61,6 +61,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
+	fs.Int64Var(&f.upstreamBufferMB, "upstream-buffer-mb", 256, "upstream response bytes held in memory at once across all calls, in MiB; calls over it wait for room")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
 	fs.StringVar(&f.x402Network, "x402-network", "eip155:84532", "CAIP-2 network of x402 payments")
 	fs.StringVar(&f.x402Asset, "x402-asset", "", "token address (default: the network's USDC)")
@@ -82,6 +83,9 @@ func runServe(args []string) error {
 			return nil
 		}
 		return exitError{2, ""}
+	}
+	if f.upstreamBufferMB < 1 || f.upstreamBufferMB > 1<<20 {
+		return exitError{2, fmt.Sprintf("toolgate serve: --upstream-buffer-mb %d: want 1 to %d", f.upstreamBufferMB, 1<<20)}
 	}
 	log, err := newLogger(f.logFormat, f.logLevel)
 	if err != nil {
@@ -165,7 +169,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
-		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders}
+		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
+		ResponseBufferBytes: f.upstreamBufferMB << 20}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
