@@ -6,6 +6,9 @@ import (
 	"crypto/subtle"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // Handler is the gateway's fasthttp request handler.
@@ -52,7 +55,15 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	c.unrecorded = g.space.low.Load()
 	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
 	b = append(b, '}')
-	if !c.unrecorded && g.anon.absorb(remoteAddr(ctx), outUnknownTool, "no_route", "", 404, c.start) {
+	// A caller with a valid key is identified: its 404s are its own
+	// records, one per call, like all its calls.
+	rh := &ctx.Request.Header
+	if secret, ok := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); ok {
+		if k, ok := g.keys.Authenticate(secret, c.start); ok {
+			c.principal, c.tier = k.Principal, policy.TierAPIKey
+		}
+	}
+	if c.principal == "" && !c.unrecorded && g.anon.absorb(remoteAddr(ctx), outUnknownTool, "no_route", "", 404, c.start) {
 		// Past this source's burst: counted in aggregate, path not kept.
 		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
 		writeJSON(ctx, fasthttp.StatusNotFound, b)
