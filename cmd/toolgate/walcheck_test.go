@@ -42,7 +42,11 @@ func TestWALBadTail(t *testing.T) {
 		{"FlipFirstEntry", func() []byte { b := log(full); b[walFileHeader+8] ^= 1; return b }, true},
 		{"FlipLastEntry", func() []byte { b := log(full); b[len(b)-1024-8] ^= 1; return b }, true},
 		{"DataAfterEnd", func() []byte { b := log(full); b[len(b)-10] = 7; return b }, true},
-		{"HugeKey", func() []byte { b := log(0); b = append(b[:walFileHeader], 0, 0, 0xff, 0xff, 0xff, 0x7f); return append(b, make([]byte, 64)...) }, true},
+		{"HugeKey", func() []byte {
+			b := log(0)
+			b = append(b[:walFileHeader], 0, 0, 0xff, 0xff, 0xff, 0x7f)
+			return append(b, make([]byte, 64)...)
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
