@@ -236,6 +236,10 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *apiError
 				g.log.Error("revoke key", "key_id", k.ID, "err", err)
 				return nil, &apiError{status: 503, msg: "Store unavailable"}
 			}
+			if err := g.recordKey(actorOf(ctx), ledger.KindKeyRevoked, rk); err != nil {
+				// Revoked all the same; the next start records it.
+				return nil, &apiError{status: 503, msg: "Key revoked, but the ledger could not record it yet"}
+			}
 			return g.viewKey(rk), nil
 		}
 		return nil, errBadMethod
@@ -315,13 +319,20 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
 		g.log.Error("create key", "err", err)
 		return nil, &apiError{status: 503, msg: "Store unavailable"}
 	}
+	actor := actorOf(ctx)
+	if err := g.recordKey(actor, ledger.KindKeyCreated, k); err != nil {
+		// Its secret is never shown, so it can never be used; revoked,
+		// the next start records it.
+		g.keys.Revoke(k.ID, g.now())
+		return nil, &apiError{status: 503, msg: "Ledger unavailable; no key was created"}
+	}
 	if pol != nil {
-		if aerr := g.putOverride(k.Principal, pol); aerr != nil {
+		if aerr := g.putOverride(actor, k.Principal, pol); aerr != nil {
 			return nil, aerr
 		}
 	}
 	if credits > 0 {
-		if err := g.credit(k.Principal, credits); err != nil {
+		if err := g.credit(actor, k.Principal, credits); err != nil {
 			return nil, &apiError{status: 503, msg: "Ledger unavailable"}
 		}
 	}
@@ -362,7 +373,7 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 		if err != nil {
 			return nil, invalidBody(err)
 		}
-		if aerr := g.putOverride(principal, pol); aerr != nil {
+		if aerr := g.putOverride(actorOf(ctx), principal, pol); aerr != nil {
 			return nil, aerr
 		}
 		st := g.state.Load()
@@ -371,9 +382,18 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 	case "DELETE":
 		g.writeMu.Lock()
 		defer g.writeMu.Unlock()
+		prev, had := g.state.Load().overrides[principal]
 		if err := policy.DeleteOverride(g.opts.DB, principal); err != nil {
 			g.log.Error("delete override", "principal", principal, "err", err)
 			return nil, &apiError{status: 503, msg: "Store unavailable"}
+		}
+		if had {
+			if err := g.recordPolicy(actorOf(ctx), principal, nil); err != nil {
+				if err := policy.SaveOverride(g.opts.DB, principal, prev.raw); err != nil {
+					g.log.Error("roll back override", "principal", principal, "err", err)
+				}
+				return nil, &apiError{status: 503, msg: "Ledger unavailable; nothing was changed"}
+			}
 		}
 		next, err := g.withOverride(principal, nil)
 		if err != nil {
@@ -386,7 +406,7 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 	return nil, errBadMethod
 }
 
-func (g *Gateway) putOverride(principal string, pol *policy.Policy) *apiError {
+func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *apiError {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
 	next, err := g.withOverride(principal, pol)
@@ -396,6 +416,18 @@ func (g *Gateway) putOverride(principal string, pol *policy.Policy) *apiError {
 	if err := policy.SaveOverride(g.opts.DB, principal, pol); err != nil {
 		g.log.Error("save override", "principal", principal, "err", err)
 		return &apiError{status: 503, msg: "Store unavailable"}
+	}
+	if err := g.recordPolicy(actor, principal, pol); err != nil {
+		var rerr error
+		if prev, ok := g.state.Load().overrides[principal]; ok {
+			rerr = policy.SaveOverride(g.opts.DB, principal, prev.raw)
+		} else {
+			rerr = policy.DeleteOverride(g.opts.DB, principal)
+		}
+		if rerr != nil {
+			g.log.Error("roll back override", "principal", principal, "err", rerr)
+		}
+		return &apiError{status: 503, msg: "Ledger unavailable; nothing was changed"}
 	}
 	g.state.Store(next)
 	return nil
@@ -433,7 +465,7 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 	if !k.Active(g.now()) {
 		return nil, &apiError{status: 409, msg: "Key is " + k.Status(g.now())}
 	}
-	if err := g.credit(k.Principal, amount); errors.Is(err, errBalanceOverflow) {
+	if err := g.credit(actorOf(ctx), k.Principal, amount); errors.Is(err, errBalanceOverflow) {
 		return nil, badRequest("amount_usd: the balance would exceed the largest amount toolgate can hold")
 	} else if err != nil {
 		return nil, &apiError{status: 503, msg: "Ledger unavailable"}
@@ -445,13 +477,16 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 // errBalanceOverflow: a top-up would take a balance past money.Micros.
 var errBalanceOverflow = errors.New("gateway: balance overflow")
 
-// credit tops up a principal's prepaid balance and records the txn before
-// returning.
-func (g *Gateway) credit(principal string, amount money.Micros) error {
+// actorOf names the caller of a management request in its admin record.
+func actorOf(ctx *fasthttp.RequestCtx) string { return actorAdmin(ctx.RemoteIP().String()) }
+
+// credit tops up a principal's prepaid balance and records the txn
+// (attributed to actor) before returning.
+func (g *Gateway) credit(actor, principal string, amount money.Micros) error {
 	var ticket ledger.Ticket
 	_, ok := g.spend.TopUp(principal, amount, func(after money.Micros) {
 		ticket = g.led.Append(&ledger.Record{Type: "txn", At: g.now(), Principal: principal,
-			Kind: "topup", Amount: amount, BalanceAfter: &after})
+			Kind: "topup", Amount: amount, BalanceAfter: &after, Actor: actor})
 	})
 	if !ok {
 		return errBalanceOverflow

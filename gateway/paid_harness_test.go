@@ -100,11 +100,15 @@ func (h *harness) payWith(auth chain.Authorization, sig []byte, tool string) str
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// records returns every ledger record of principal, oldest first.
+// records returns the call and txn records of principal, oldest first
+// (not its admin records: key created, policy put, …).
 func (h *harness) records(principal string) []ledger.Record {
 	h.t.Helper()
 	var out []ledger.Record
 	err := h.led.Query(ledger.Query{Principal: principal}, func(r *ledger.Record) error {
+		if r.Type == ledger.TypeAdmin {
+			return nil
+		}
 		out = append(out, *r)
 		return nil
 	})

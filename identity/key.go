@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -121,6 +122,18 @@ func NewSecret() (string, [32]byte) {
 		buf = append(buf, enc[i:i+4]...)
 	}
 	return string(buf), sha256.Sum256(buf)
+}
+
+// Fingerprint returns a short public fingerprint of a key's digest (16
+// hex digits of SHA-256 over a fixed label and the digest), recorded in
+// the ledger so that a damaged or swapped digest row is detected. It
+// cannot authenticate (that needs the secret), and since a secret holds
+// 160 random bits it does not help anyone find one.
+func Fingerprint(digest [32]byte) string {
+	h := sha256.New()
+	h.Write([]byte("toolgate/identity/key-fingerprint/v1\x00"))
+	h.Write(digest[:])
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func newKeyID() string {

@@ -203,3 +203,23 @@ func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
 	s.index(&k)
 	return &k, nil
 }
+
+// Restore rewrites the stored row of key id with name, expiry and
+// revocation time (zero: unset), keeping its digest, hint and creation
+// time: it puts back what the ledger's management records say (toolgate
+// audit rebuild-state). It cannot bring back a key whose row is gone.
+func (s *Store) Restore(id, name string, expiresAt, revokedAt time.Time) (*Key, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.byID[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	k := *old
+	k.Name, k.expires, k.revoked = name, unixOf(expiresAt), unixOf(revokedAt)
+	if err := s.put(&k); err != nil {
+		return nil, fmt.Errorf("store key: %w", err)
+	}
+	s.index(&k)
+	return &k, nil
+}

@@ -12,9 +12,12 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/money"
 )
@@ -23,9 +26,11 @@ const auditUsage = `usage:
   toolgate audit verify [--offline] [--file EXPORT --pubkey HEX]
   toolgate audit replay --principal key:ID|wallet:0x… [--since 24h] [--until T]
   toolgate audit export [--since 24h] [--until T] [--out FILE] [--offline]
+  toolgate audit rebuild-state --data DIR
 common flags: --url --admin-token --data
 Online commands use the running gateway's management API; --offline reads
-a stopped gateway's data dir.`
+a stopped gateway's data dir. rebuild-state (gateway stopped) puts key
+statuses and overrides back as the ledger's management records say.`
 
 func runAudit(args []string) error {
 	if len(args) == 0 {
@@ -45,6 +50,8 @@ func runAudit(args []string) error {
 		return err
 	}
 	switch args[0] {
+	case "rebuild-state":
+		return rebuildState(c.data)
 	case "verify":
 		var rep ledger.Report
 		switch {
@@ -179,6 +186,45 @@ func withOfflineLedger(dataDir string, fn func(*ledger.Ledger) error) error {
 	return fn(l)
 }
 
+// rebuildState runs gateway.RebuildState on a stopped gateway's data dir
+// and prints what it changed.
+func rebuildState(dataDir string) error {
+	// The repair accepts a damaged write-ahead log: badger drops what
+	// follows the damage, and the ledger (its journal re-applied) says
+	// what the keys and overrides must be.
+	if err := checkWAL(filepath.Join(dataDir, "store")); err != nil {
+		fmt.Fprintf(os.Stderr, "%v; rebuilding from the ledger\n", err)
+	}
+	db, err := openStore(dataDir, false, true)
+	if err != nil {
+		return fmt.Errorf("%w (stop the gateway first)", err)
+	}
+	defer db.Close()
+	led, err := ledger.Open(db, dataDir, ledger.Options{})
+	if err != nil {
+		return err
+	}
+	keys, err := identity.Open(db)
+	if err != nil {
+		led.Close()
+		return fmt.Errorf("%w: a key row the store cannot read blocks the rebuild", err)
+	}
+	done, rerr := gateway.RebuildState(led, keys, db, time.Now())
+	for _, d := range done {
+		fmt.Println(d)
+	}
+	if err := led.Close(); rerr == nil {
+		rerr = err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	if len(done) == 0 {
+		fmt.Println("the store matches the ledger; nothing changed")
+	}
+	return nil
+}
+
 // printTimeline renders JSON-lines records as a readable timeline.
 func printTimeline(w io.Writer, r io.Reader) error {
 	sc := bufio.NewScanner(r)
@@ -190,8 +236,11 @@ func printTimeline(w io.Writer, r io.Reader) error {
 			return err
 		}
 		what, outcome := rec.Tool, rec.Outcome
-		if rec.Type == "txn" {
+		if rec.Type == ledger.TypeTxn || rec.Type == ledger.TypeAdmin {
 			outcome = rec.Kind
+		}
+		if rec.Type == ledger.TypeAdmin {
+			what = rec.Actor
 		}
 		amount := rec.Cost
 		if rec.Type == "txn" {

@@ -8,7 +8,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/ledger"
 )
 
 const keysUsage = `usage:
@@ -98,16 +102,38 @@ func keysOffline(cmd, dataDir, name, expires string, rest []string) error {
 		}
 		exp = t
 	}
-	db, err := openStore(dataDir, cmd == "list" || cmd == "show")
+	readOnly := cmd == "list" || cmd == "show"
+	var db *badger.DB
+	var closeDB func() error
+	var err error
+	if readOnly {
+		db, closeDB, err = openStoreReadOnly(dataDir)
+	} else {
+		db, err = openStore(dataDir, false, false)
+		closeDB = func() error { return nil }
+		if db != nil {
+			closeDB = db.Close
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w (is the gateway still running? stop it, or drop --offline)", err)
 	}
-	defer db.Close()
+	defer closeDB()
+	// Writes are management changes: recorded in the ledger like the
+	// API's (the next start checks the store against them).
+	var led *ledger.Ledger
+	if !readOnly {
+		if led, err = ledger.Open(db, dataDir, ledger.Options{}); err != nil {
+			return err
+		}
+		defer led.Close()
+	}
 	keys, err := identity.Open(db)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
+	const actor = "toolgate keys --offline"
 	view := func(k *identity.Key) map[string]any {
 		return map[string]any{"key_id": k.ID, "name": k.Name, "key": k.Hint, "status": k.Status(now),
 			"created_at": k.CreatedAt(), "expires_at": k.ExpiresAt(), "revoked_at": k.RevokedAt()}
@@ -118,6 +144,10 @@ func keysOffline(cmd, dataDir, name, expires string, rest []string) error {
 		secret, k, err := keys.Create(name, exp, now)
 		if err != nil {
 			return err
+		}
+		if err := gateway.RecordKeyChange(led, now, actor, ledger.KindKeyCreated, k); err != nil {
+			keys.Revoke(k.ID, now) // never shown: never usable
+			return fmt.Errorf("record the new key in the ledger (it was revoked): %w", err)
 		}
 		v := view(k)
 		v["secret"] = secret
@@ -137,9 +167,16 @@ func keysOffline(cmd, dataDir, name, expires string, rest []string) error {
 			return exitError{1, "no such key"}
 		}
 		if cmd == "revoke" {
-			if k, err = keys.Revoke(k.ID, now); err != nil && err != identity.ErrRevoked {
+			rk, err := keys.Revoke(k.ID, now)
+			if err != nil && err != identity.ErrRevoked {
 				return err
 			}
+			if err == nil {
+				if err := gateway.RecordKeyChange(led, now, actor, ledger.KindKeyRevoked, rk); err != nil {
+					return fmt.Errorf("key revoked, but the ledger could not record it (the next start does): %w", err)
+				}
+			}
+			k = rk
 		}
 		out = view(k)
 	default:

@@ -31,7 +31,7 @@ type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
 	adminTokenFile                                  string
 	logFormat, logLevel, metricsListen              string
-	accessLog, watch                                bool
+	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
 	minFreeMB, upstreamBufferMB                     int64
 	x402PayTo, x402Network, x402Asset               string
@@ -60,6 +60,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
+	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.Int64Var(&f.upstreamBufferMB, "upstream-buffer-mb", 256, "upstream response bytes held in memory at once across all calls, in MiB; calls over it wait for room")
 	fs.StringVar(&f.x402PayTo, "x402-pay-to", "", "address receiving x402 payments (x402 is off without it)")
@@ -132,7 +133,11 @@ func runServe(args []string) error {
 // serve opens the store, the ledger and the gateway, registering each
 // with sd, and serves until a signal (or a server error).
 func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Document, sd *shutdown, syncMode ledger.SyncMode) error {
-	db, err := openStore(f.data, false)
+	db, err := openStore(f.data, false, f.acceptLogDamage)
+	var wd *walDamage
+	if errors.As(err, &wd) {
+		return exitError{1, "toolgate serve: " + err.Error() + ".\nRestore the data dir from a backup, or start once with --accept-log-damage to let badger drop those writes (answered calls come back from the ledger journal; keys and policies are then checked against the ledger, and `toolgate audit rebuild-state` puts them back)."}
+	}
 	if err != nil {
 		return err
 	}
@@ -161,6 +166,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	keys, err := identity.Open(db)
 	if err != nil {
 		return err
+	}
+	if err := gateway.CheckState(led, keys, db, time.Now(), log); err != nil {
+		return exitError{1, "toolgate serve: " + err.Error()}
 	}
 	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 func storeOptions(dir string, readOnly bool) badger.Options {
@@ -20,11 +21,23 @@ func storeOptions(dir string, readOnly bool) badger.Options {
 		// Keys and policies are served from memory: the block cache only
 		// helps ledger queries, and badger's 256 MiB default would hold a
 		// copy of every key loaded at start.
-		WithBlockCacheSize(64 << 20)
+		WithBlockCacheSize(64 << 20).
+		// Damage must stop a read, never pass as data: every table's
+		// checksums when it is opened and every block's when it is read,
+		// and every value read from the value log.
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		WithVerifyValueChecksum(true)
 }
 
-func openStore(dataDir string, readOnly bool) (*badger.DB, error) {
-	db, err := badger.Open(storeOptions(filepath.Join(dataDir, "store"), readOnly))
+// openStore opens the data dir's store after checking badger's
+// write-ahead logs (checkWAL); with acceptLogDamage a damaged log is let
+// through and badger drops the writes after the damage.
+func openStore(dataDir string, readOnly, acceptLogDamage bool) (*badger.DB, error) {
+	dir := filepath.Join(dataDir, "store")
+	if err := checkWAL(dir); err != nil && !acceptLogDamage {
+		return nil, err
+	}
+	db, err := badger.Open(storeOptions(dir, readOnly))
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -46,6 +59,9 @@ func needsTruncate(err error) bool {
 // gateway starting meanwhile fails instead of changing it under the copy.
 func openStoreReadOnly(dataDir string) (db *badger.DB, closeFn func() error, err error) {
 	dir := filepath.Join(dataDir, "store")
+	if err := checkWAL(dir); err != nil {
+		return nil, nil, err
+	}
 	db, err = badger.Open(storeOptions(dir, true))
 	if err == nil {
 		return db, db.Close, nil
