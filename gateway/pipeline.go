@@ -66,12 +66,15 @@ type call struct {
 	upStatus  int
 	upLatency time.Duration
 
+	body *bodyBuf // an upstream body that outlives the upstream response; released with the call
+
 	buf []byte // scratch for response bodies
 }
 
 var callPool = sync.Pool{New: func() any { return &call{reqID: make([]byte, 0, 24), buf: make([]byte, 0, 256)} }}
 
 func (c *call) reset() {
+	c.body.release()
 	reqID, buf := c.reqID[:0], c.buf[:0]
 	*c = call{reqID: reqID, buf: buf}
 }

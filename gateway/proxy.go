@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -58,14 +57,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 
 	g.prepareUpstreamRequest(ctx, req, c)
 	t0 := g.now()
-	body, err := g.exchange(c, req, resp)
-	defer func() {
-		// body, not the value at defer time: a large body handed to ctx
-		// below (body = nil) is released by fasthttp once written out.
-		if body != nil {
-			body.release()
-		}
-	}()
+	err := g.exchange(c, req, resp) // c.body, if set, is released with c
 	c.upLatency = g.now().Sub(t0)
 	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
 
@@ -168,11 +160,14 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 		// Answer with the upstream's response.
 		copyResponseHeaders(h, &resp.Header)
 		ctx.Response.SetStatusCode(c.upStatus)
-		if len(body.b) > smallBody {
-			ctx.Response.SetBodyStream(body, len(body.b)) // released once written
-			body = nil
-		} else {
-			ctx.Response.SetBody(body.b)
+		switch {
+		case c.body == nil:
+			ctx.Response.SetBody(resp.Body())
+		case len(c.body.b) > smallBody:
+			ctx.Response.SetBodyStream(c.body, len(c.body.b)) // released once written out
+			c.body = nil
+		default:
+			ctx.Response.SetBody(c.body.b)
 		}
 	}
 	h.SetBytesKV(hdrPolicyAllowed, strTrue)
@@ -185,34 +180,6 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	if sr != nil {
 		h.SetBytesKV(c.paymentResponseHeader(), x402.AppendSettleResponse(nil, sr.Response()))
 	}
-}
-
-// exchange sends req to the tool's upstream and reads the answer, its body
-// under the response budget. A request whose reused connection the
-// upstream had closed before answering is sent once more on a fresh
-// connection (see upstream.go); nothing else is retried.
-func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Response) (*bodyBuf, error) {
-	t := c.rt.tool
-	deadline := time.Now().Add(t.Timeout)
-	resp.StreamBody = true
-	err := c.rt.client.pooled.DoTimeout(req, resp, t.Timeout)
-	if err != nil && (errors.Is(err, errStaleConn) || staleExchange(resp)) {
-		g.metrics.upstreamRetries.Inc()
-		resp.Reset()
-		resp.StreamBody = true
-		req.SetConnectionClose()
-		err = c.rt.client.fresh.DoTimeout(req, resp, time.Until(deadline))
-	}
-	if err != nil {
-		return nil, err
-	}
-	body, err := g.budget.readBody(resp, t.MaxResponseBytes, deadline)
-	resp.CloseBodyStream() // back to the pool when read to the end; closed otherwise
-	if err != nil {
-		body.release()
-		return nil, err
-	}
-	return body, nil
 }
 
 // upstreamFailure is the answer to a call whose upstream exchange failed:

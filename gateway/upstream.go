@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -43,52 +44,21 @@ var errStaleConn = errors.New("gateway: pooled upstream connection closed by the
 // used microseconds ago and cannot have hit an idle timeout.
 const probeIdle = 100 * time.Millisecond
 
-// upstreamConn wraps a connection to an upstream to tell, after a failed
-// exchange, whether a reused connection was closed by the peer before it
-// answered. It is used by one exchange at a time (fasthttp's pool hands a
-// connection to one caller), except for Close from fasthttp's idle
+// upstreamConn wraps a connection to an upstream to know whether it has
+// served before (reused) and whether the current exchange has read any
+// response byte. It is used by one exchange at a time (fasthttp's pool
+// hands a connection to one caller), except for Close from fasthttp's idle
 // cleaner, which touches no field.
 type upstreamConn struct {
 	net.Conn
-	laddr connAddr
-
 	exchanges int       // requests begun on this connection
-	writing   bool      // between a request's first write and its first read
-	readBytes int64     // response bytes read since the request was written
-	lastUse   time.Time // end of the previous exchange's last read
-	stale     atomic.Bool
-}
-
-// connAddr is the LocalAddr of an upstreamConn. fasthttp keeps a
-// connection's LocalAddr in the response (Response.LocalAddr), which is how
-// the proxy finds the connection of a failed exchange.
-type connAddr struct {
-	net.Addr
-	c *upstreamConn
-}
-
-func (c *upstreamConn) LocalAddr() net.Addr { return &c.laddr }
-
-func (c *upstreamConn) Write(p []byte) (int, error) {
-	if !c.writing {
-		c.writing, c.readBytes = true, 0
-		c.exchanges++
-		if c.exchanges > 1 && time.Since(c.lastUse) >= probeIdle && peerClosed(c.Conn) {
-			c.stale.Store(true)
-			return 0, errStaleConn
-		}
-	}
-	return c.Conn.Write(p)
+	readBytes int64     // response bytes read since the current request began
+	lastUse   time.Time // end of the previous exchange
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
-	c.writing = false
 	n, err := c.Conn.Read(p)
 	c.readBytes += int64(n)
-	if err != nil && c.readBytes == 0 && c.exchanges > 1 && !isTimeout(err) {
-		c.stale.Store(true) // reused, closed before the first response byte
-	}
-	c.lastUse = time.Now()
 	return n, err
 }
 
@@ -135,17 +105,8 @@ func wrapDial(dial fasthttp.DialFunc, timeout time.Duration) fasthttp.DialFunc {
 		if err != nil {
 			return nil, err
 		}
-		uc := &upstreamConn{Conn: conn, lastUse: time.Now()}
-		uc.laddr = connAddr{Addr: conn.LocalAddr(), c: uc}
-		return uc, nil
+		return &upstreamConn{Conn: conn, lastUse: time.Now()}, nil
 	}
-}
-
-// staleExchange reports whether resp's failed exchange ran on a reused
-// connection that the upstream closed before answering.
-func staleExchange(resp *fasthttp.Response) bool {
-	a, ok := resp.LocalAddr().(*connAddr)
-	return ok && a.c.stale.Load()
 }
 
 // upstreamClients holds the HostClients of the upstreams, one pooled and
@@ -201,27 +162,33 @@ var (
 	errBudgetWait = errors.New("gateway: response buffer budget not available in time")
 )
 
-// bodyBuf is an upstream response body read under the budget.
+// bodyBuf is an upstream response body that outlives the upstream
+// response: a large one (held under the budget until written out), or one
+// of unknown length read from the stream. Small bodies of known length stay
+// in fasthttp's response buffer and need none.
 type bodyBuf struct {
 	b      []byte
 	held   int64 // budget held
 	budget *responseBudget
-	pooled bool
+	pooled *[]byte // the small buffer b came from, returned on release
 }
 
 var smallBodies = sync.Pool{New: func() any { b := make([]byte, 0, smallBody); return &b }}
 
-// release gives back the budget and, for a small body, its buffer. The
-// body must not be used after.
+// release gives back the budget and a pooled buffer. The body must not be
+// used after. Safe on nil.
 func (bb *bodyBuf) release() {
+	if bb == nil {
+		return
+	}
 	if bb.held > 0 {
 		bb.budget.release(bb.held)
 		bb.held = 0
 	}
-	if bb.pooled {
-		b := bb.b[:0]
-		smallBodies.Put(&b)
-		bb.pooled = false
+	if bb.pooled != nil {
+		*bb.pooled = (*bb.pooled)[:0]
+		smallBodies.Put(bb.pooled)
+		bb.pooled = nil
 	}
 	bb.b = nil
 }
@@ -239,71 +206,190 @@ func (bb *bodyBuf) Read(p []byte) (int, error) {
 
 func (bb *bodyBuf) Close() error { bb.release(); return nil }
 
-// readBody reads resp's streamed body, at most limit bytes, under the
-// budget, waiting for budget until deadline. The caller releases the
-// returned body once it has been copied or written out, also on error.
-func (b *responseBudget) readBody(resp *fasthttp.Response, limit int64, deadline time.Time) (*bodyBuf, error) {
-	bb := &bodyBuf{budget: b}
-	acquire := func(n int64) error {
-		n = min(n, b.total)
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-		if err := b.sem.Acquire(ctx, n); err != nil {
-			return errBudgetWait
+// acquire takes n bytes of budget for bb, waiting until deadline.
+func (bb *bodyBuf) acquire(n int64, deadline time.Time) error {
+	b := bb.budget
+	n = min(n, b.total)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return errBudgetWait
+	}
+	b.held.Add(n)
+	bb.held += n
+	return nil
+}
+
+// exchange sends req to the tool's upstream and reads the answer into
+// resp (and c.body when the body outlives resp). A request found to go on
+// a pooled connection the upstream had closed is sent on another (nothing
+// was written), and a request on a reused connection that ended before the
+// first response byte is sent once more on a fresh connection (see the top
+// of this file); nothing else is retried.
+func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Response) error {
+	deadline := time.Now().Add(c.rt.tool.Timeout)
+	if len(req.Header.UserAgent()) == 0 {
+		req.Header.SetUserAgentBytes(strToolgate)
+	}
+	hc := c.rt.client.pooled
+	for probes := 0; ; {
+		retry, err := g.roundTrip(c, hc, req, resp, deadline)
+		switch {
+		case err == nil:
+			return nil
+		case !retry || hc == c.rt.client.fresh:
+			return err
+		case errors.Is(err, errStaleConn) && probes < 3:
+			probes++ // nothing was written: the next pooled connection
+			continue
 		}
-		b.held.Add(n)
-		bb.held += n
-		return nil
+		g.metrics.upstreamRetries.Inc()
+		req.SetConnectionClose()
+		hc = c.rt.client.fresh
 	}
-	r := resp.BodyStream()
-	if r == nil {
-		bb.b = resp.Body()
-		return bb, nil
+}
+
+var strToolgate = []byte("toolgate")
+
+// roundTrip is one exchange on one connection of hc. retry reports that
+// the upstream cannot have received the request, so it may be sent again.
+func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) (retry bool, err error) {
+	resp.Reset()
+	c.body.release()
+	c.body = nil
+	cc, err := hc.AcquireConn(time.Until(deadline), req.ConnectionClose())
+	if err != nil {
+		return false, err
 	}
+	uc, _ := cc.Conn().(*upstreamConn)
+	reused := uc != nil && uc.exchanges > 0
+	if reused && time.Since(uc.lastUse) >= probeIdle && peerClosed(uc.Conn) {
+		hc.CloseConn(cc)
+		return true, errStaleConn
+	}
+	if uc != nil {
+		uc.exchanges++
+		uc.readBytes = 0
+	}
+	conn := cc.Conn()
+	if err := conn.SetDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return false, err
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		return reused && !isTimeout(err), err
+	}
+	br := hc.AcquireReader(conn)
+	if err := readHead(resp, br); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return reused && uc.readBytes == 0 && !isTimeout(err), err
+	}
+	keep, err := g.readBody(c, req, resp, br, deadline)
+	hc.ReleaseReader(br)
+	if err != nil || !keep || req.ConnectionClose() || resp.ConnectionClose() {
+		hc.CloseConn(cc)
+		return false, err
+	}
+	if uc != nil {
+		uc.lastUse = time.Now()
+	}
+	hc.ReleaseConn(cc)
+	return false, nil
+}
+
+var errInterim = errors.New("gateway: too many interim (1xx) responses")
+
+// readHead reads the response head, skipping interim 1xx answers.
+func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+	for i := 0; ; i++ {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		if sc := resp.Header.StatusCode(); sc >= 200 || sc < 100 || sc == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+		if i >= 8 {
+			return errInterim
+		}
+	}
+}
+
+// readBody reads the response body, at most the tool's max_response_bytes,
+// under the budget. A body of known length goes into resp (and, past
+// smallBody, is moved to c.body so that it outlives resp); one of unknown
+// length is read from the stream into c.body. keep reports whether the
+// connection can serve another request.
+func (g *Gateway) readBody(c *call, req *fasthttp.Request, resp *fasthttp.Response, br *bufio.Reader, deadline time.Time) (keep bool, err error) {
+	sc := resp.Header.StatusCode()
+	if req.Header.IsHead() || sc == fasthttp.StatusNoContent || sc == fasthttp.StatusNotModified || sc < 200 {
+		return true, nil
+	}
+	limit := c.rt.tool.MaxResponseBytes
 	n := int64(resp.Header.ContentLength())
-	if n > limit {
-		return bb, errTooLarge
-	}
-	if n > smallBody {
-		if err := acquire(n - smallBody); err != nil {
-			return bb, err
+	switch {
+	case n > limit:
+		return false, errTooLarge
+	case n > smallBody:
+		c.body = &bodyBuf{budget: g.budget}
+		if err := c.body.acquire(n-smallBody, deadline); err != nil {
+			return false, err
 		}
-		bb.b = make([]byte, n)
-		_, err := io.ReadFull(r, bb.b)
-		return bb, err
+		if err := resp.ReadBody(br, int(limit)); err != nil {
+			return false, err
+		}
+		c.body.b = resp.SwapBody(nil) // outlives resp; its buffer is not pooled
+		return true, nil
+	case n >= 0:
+		return true, resp.ReadBody(br, int(limit))
 	}
-	bb.b, bb.pooled = (*smallBodies.Get().(*[]byte))[:0], true
-	if n >= 0 {
-		bb.b = bb.b[:n]
-		_, err := io.ReadFull(r, bb.b)
-		return bb, err
+	// Unknown length: chunked (-1) or until close (-2).
+	resp.StreamBody = true
+	if err := resp.ReadBody(br, int(limit)); err != nil {
+		return false, err
 	}
-	// Unknown length (chunked, or until close): read into the small
-	// buffer, then reserve the rest of the limit at once (never piecemeal,
-	// so that two readers cannot deadlock holding halves) and give back
-	// what is unused.
+	c.body = &bodyBuf{budget: g.budget}
+	err = c.body.readStream(resp.BodyStream(), limit, deadline)
+	resp.CloseBodyStream()
+	return n == -1 && err == nil, err
+}
+
+// readStream reads a body of unknown length: into a small pooled buffer,
+// then, past it, under a reservation of the rest of the limit taken at
+// once (never piecemeal, so that two readers cannot deadlock holding
+// halves), giving back what turns out unused.
+func (bb *bodyBuf) readStream(r io.Reader, limit int64, deadline time.Time) error {
+	bb.pooled = smallBodies.Get().(*[]byte)
+	bb.b = (*bb.pooled)[:0]
 	for {
 		if int64(len(bb.b)) >= limit {
 			var one [1]byte
 			if m, err := io.ReadFull(r, one[:]); m > 0 {
-				return bb, errTooLarge
+				return errTooLarge
 			} else if !errors.Is(err, io.EOF) {
-				return bb, err
+				return err
 			}
-			return bb, nil
+			return nil
 		}
 		if len(bb.b) == cap(bb.b) {
 			if bb.held == 0 {
-				if err := acquire(limit - smallBody); err != nil {
-					return bb, err
+				if err := bb.acquire(limit-smallBody, deadline); err != nil {
+					return err
 				}
 			}
 			grown := make([]byte, len(bb.b), min(int64(cap(bb.b))*2, limit))
 			copy(grown, bb.b)
-			if bb.pooled {
-				old := bb.b[:0]
-				smallBodies.Put(&old)
-				bb.pooled = false
+			if bb.pooled != nil {
+				*bb.pooled = (*bb.pooled)[:0]
+				smallBodies.Put(bb.pooled)
+				bb.pooled = nil
 			}
 			bb.b = grown
 		}
@@ -311,13 +397,13 @@ func (b *responseBudget) readBody(resp *fasthttp.Response, limit int64, deadline
 		bb.b = bb.b[:len(bb.b)+m]
 		if errors.Is(err, io.EOF) {
 			if over := bb.held - max(int64(len(bb.b))-smallBody, 0); over > 0 {
-				b.release(over)
+				bb.budget.release(over)
 				bb.held -= over
 			}
-			return bb, nil
+			return nil
 		}
 		if err != nil {
-			return bb, err
+			return err
 		}
 	}
 }
