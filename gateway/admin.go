@@ -22,32 +22,32 @@ import (
 // maxAdminBody bounds management request bodies.
 const maxAdminBody = 1 << 20
 
-// apiError is a management API failure: status and a JSON body.
-type apiError struct {
-	status   int
-	msg      string
-	problems []catalog.Problem
-}
+// apiErr is a management API refusal: a Decision with its status and
+// message (management decisions are not ledger outcomes).
+func apiErr(status int, msg string) *Decision { return &Decision{Status: status, Message: msg} }
 
-func (e *apiError) Error() string { return e.msg }
+func badRequest(msg string) *Decision { return apiErr(400, msg) }
 
-func badRequest(msg string) *apiError { return &apiError{status: 400, msg: msg} }
-
-func invalidBody(err error) *apiError {
+// invalidBody answers a request body that did not validate: every problem
+// with its JSON path. Other decode failures get a fixed message; the
+// error's own text is not shown.
+func invalidBody(err error) *Decision {
 	var ve *catalog.ValidationError
 	if errors.As(err, &ve) {
-		return &apiError{status: 400, msg: "Invalid request body", problems: ve.Problems}
+		d := apiErr(400, "Invalid request body")
+		d.Problems = ve.Problems
+		return d
 	}
-	return badRequest("Invalid request body: " + err.Error())
+	return badRequest("Invalid request body: not a valid JSON object of the documented fields")
 }
 
 var (
-	errNotFound   = &apiError{status: 404, msg: "Not found"}
-	errNoKey      = &apiError{status: 404, msg: "Unknown API key"}
-	errAdminOnly  = &apiError{status: 401, msg: "Admin token required"}
-	errBadMethod  = &apiError{status: 405, msg: "Method not allowed"}
-	errBodyTooBig = &apiError{status: 413, msg: "Request body too large"}
-	errLowSpace   = &apiError{status: 503, msg: "Gateway storage is full; nothing was changed"}
+	errNotFound   = apiErr(404, "Not found")
+	errNoKey      = apiErr(404, "Unknown API key")
+	errAdminOnly  = apiErr(401, "Admin token required")
+	errBadMethod  = apiErr(405, "Method not allowed")
+	errBodyTooBig = apiErr(413, "Request body too large")
+	errLowSpace   = apiErr(503, "Gateway storage is full; nothing was changed")
 )
 
 // serveManagement handles the management API and health. It reports
@@ -56,7 +56,7 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	p := string(path)
 	var (
 		v   any
-		err *apiError
+		err *Decision
 		ok  = true
 	)
 	switch {
@@ -128,7 +128,7 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 	body, merr := json.Marshal(v)
 	if merr != nil {
 		g.log.Error("encode response", "path", p, "err", merr)
-		writeAPIError(ctx, &apiError{status: 500, msg: "Internal error"})
+		writeAPIError(ctx, apiErr(500, "Internal error"))
 		return true
 	}
 	writeJSON(ctx, status, body)
@@ -138,24 +138,20 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 // created marks a response value answered with 201.
 type created struct{ v any }
 
-func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError) {
-	m := map[string]any{"error": e.msg}
-	if len(e.problems) > 0 {
-		m["problems"] = e.problems
-	}
-	if e.status == 405 {
+// writeAPIError renders a management refusal as REST JSON.
+func writeAPIError(ctx *fasthttp.RequestCtx, d *Decision) {
+	if d.Status == 405 {
 		ctx.Response.Header.Set("Allow", "GET, POST, PUT, DELETE")
 	}
-	if e.status == 401 {
+	if d.Status == 401 {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
 	}
-	body, _ := json.Marshal(m)
-	writeJSON(ctx, e.status, body)
+	writeJSON(ctx, d.Status, d.AppendJSON(nil))
 }
 
 // readObject decodes a JSON object body into raw fields, rejecting
 // anything else. An empty body is an empty object when allowEmpty.
-func readObject(ctx *fasthttp.RequestCtx, allowEmpty bool) (map[string]json.RawMessage, *apiError) {
+func readObject(ctx *fasthttp.RequestCtx, allowEmpty bool) (map[string]json.RawMessage, *Decision) {
 	body := ctx.PostBody()
 	if len(body) > maxAdminBody {
 		return nil, errBodyTooBig
@@ -201,7 +197,7 @@ func (g *Gateway) viewKey(k *identity.Key) keyView {
 	return v
 }
 
-func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *apiError) {
+func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision) {
 	m := string(ctx.Method())
 	if rest == "" {
 		switch m {
@@ -234,11 +230,11 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *apiError
 			}
 			if err != nil {
 				g.log.Error("revoke key", "key_id", k.ID, "err", err)
-				return nil, &apiError{status: 503, msg: "Store unavailable"}
+				return nil, apiErr(503, "Store unavailable")
 			}
 			if err := g.recordKey(actorOf(ctx), ledger.KindKeyRevoked, rk); err != nil {
 				// Revoked all the same; the next start records it.
-				return nil, &apiError{status: 503, msg: "Key revoked, but the ledger could not record it yet"}
+				return nil, apiErr(503, "Key revoked, but the ledger could not record it yet")
 			}
 			return g.viewKey(rk), nil
 		}
@@ -254,7 +250,7 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *apiError
 	return nil, errNotFound
 }
 
-func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
+func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	f, aerr := readObject(ctx, true)
 	if aerr != nil {
 		return nil, aerr
@@ -317,14 +313,14 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
 	secret, k, err := g.keys.Create(name, expires, g.now())
 	if err != nil {
 		g.log.Error("create key", "err", err)
-		return nil, &apiError{status: 503, msg: "Store unavailable"}
+		return nil, apiErr(503, "Store unavailable")
 	}
 	actor := actorOf(ctx)
 	if err := g.recordKey(actor, ledger.KindKeyCreated, k); err != nil {
 		// Its secret is never shown, so it can never be used; revoked,
 		// the next start records it.
 		g.keys.Revoke(k.ID, g.now())
-		return nil, &apiError{status: 503, msg: "Ledger unavailable; no key was created"}
+		return nil, apiErr(503, "Ledger unavailable; no key was created")
 	}
 	if pol != nil {
 		if aerr := g.putOverride(actor, k.Principal, pol); aerr != nil {
@@ -333,7 +329,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *apiError) {
 	}
 	if credits > 0 {
 		if err := g.credit(actor, k.Principal, credits); err != nil {
-			return nil, &apiError{status: 503, msg: "Ledger unavailable"}
+			return nil, apiErr(503, "Ledger unavailable")
 		}
 	}
 	v := g.viewKey(k)
@@ -353,13 +349,13 @@ func joinPath(prefix, p string) string {
 }
 
 // apiPolicy serves PUT/GET/DELETE of a principal's override.
-func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *apiError) {
+func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *Decision) {
 	switch string(ctx.Method()) {
 	case "GET":
 		st := g.state.Load()
 		o, ok := st.overrides[principal]
 		resp := map[string]any{"principal": principal, "override": nil,
-			"effective": st.effective(tierOf(principal, st), principal).View()}
+			"effective": st.effective(st.tierOfName(principal), principal).View()}
 		if ok {
 			resp["override"] = o.raw
 		}
@@ -378,21 +374,21 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 		}
 		st := g.state.Load()
 		return map[string]any{"principal": principal, "override": pol,
-			"effective": st.effective(tierOf(principal, st), principal).View()}, nil
+			"effective": st.effective(st.tierOfName(principal), principal).View()}, nil
 	case "DELETE":
 		g.writeMu.Lock()
 		defer g.writeMu.Unlock()
 		prev, had := g.state.Load().overrides[principal]
 		if err := policy.DeleteOverride(g.opts.DB, principal); err != nil {
 			g.log.Error("delete override", "principal", principal, "err", err)
-			return nil, &apiError{status: 503, msg: "Store unavailable"}
+			return nil, apiErr(503, "Store unavailable")
 		}
 		if had {
 			if err := g.recordPolicy(actorOf(ctx), principal, nil); err != nil {
 				if err := policy.SaveOverride(g.opts.DB, principal, prev.raw); err != nil {
 					g.log.Error("roll back override", "principal", principal, "err", err)
 				}
-				return nil, &apiError{status: 503, msg: "Ledger unavailable; nothing was changed"}
+				return nil, apiErr(503, "Ledger unavailable; nothing was changed")
 			}
 		}
 		next, err := g.withOverride(principal, nil)
@@ -401,12 +397,12 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 		}
 		g.state.Store(next)
 		return map[string]any{"principal": principal, "override": nil,
-			"effective": next.effective(tierOf(principal, next), principal).View()}, nil
+			"effective": next.effective(next.tierOfName(principal), principal).View()}, nil
 	}
 	return nil, errBadMethod
 }
 
-func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *apiError {
+func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *Decision {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
 	next, err := g.withOverride(principal, pol)
@@ -415,7 +411,7 @@ func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *apiE
 	}
 	if err := policy.SaveOverride(g.opts.DB, principal, pol); err != nil {
 		g.log.Error("save override", "principal", principal, "err", err)
-		return &apiError{status: 503, msg: "Store unavailable"}
+		return apiErr(503, "Store unavailable")
 	}
 	if err := g.recordPolicy(actor, principal, pol); err != nil {
 		var rerr error
@@ -427,13 +423,13 @@ func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *apiE
 		if rerr != nil {
 			g.log.Error("roll back override", "principal", principal, "err", rerr)
 		}
-		return &apiError{status: 503, msg: "Ledger unavailable; nothing was changed"}
+		return apiErr(503, "Ledger unavailable; nothing was changed")
 	}
 	g.state.Store(next)
 	return nil
 }
 
-func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiError) {
+func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *Decision) {
 	f, aerr := readObject(ctx, false)
 	if aerr != nil {
 		return nil, aerr
@@ -463,12 +459,12 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *apiErr
 		return nil, invalidBody(err)
 	}
 	if !k.Active(g.now()) {
-		return nil, &apiError{status: 409, msg: "Key is " + k.Status(g.now())}
+		return nil, apiErr(409, "Key is "+k.Status(g.now()))
 	}
 	if err := g.credit(actorOf(ctx), k.Principal, amount); errors.Is(err, errBalanceOverflow) {
 		return nil, badRequest("amount_usd: the balance would exceed the largest amount toolgate can hold")
 	} else if err != nil {
-		return nil, &apiError{status: 503, msg: "Ledger unavailable"}
+		return nil, apiErr(503, "Ledger unavailable")
 	}
 	bal, _ := g.spend.Balance(k.Principal)
 	return map[string]any{"key_id": k.ID, "amount_usd": amount, "balance_usd": bal}, nil
@@ -498,7 +494,7 @@ func (g *Gateway) credit(actor, principal string, amount money.Micros) error {
 	return nil
 }
 
-func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *apiError) {
+func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *Decision) {
 	addr, sub, _ := strings.Cut(rest, "/")
 	if sub != "policy" {
 		return nil, errNotFound
@@ -558,7 +554,8 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 		checks["disk"] = "ok"
 	}
 	if err := g.led.Healthy(); err != nil {
-		fail("ledger", err.Error())
+		g.logReadyProblem("ledger", err)
+		fail("ledger", "unavailable (see the gateway's log)")
 	} else {
 		checks["ledger"] = "ok"
 	}
@@ -581,4 +578,14 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	body, _ := json.Marshal(map[string]any{"ready": ready, "checks": checks})
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 	writeJSON(ctx, status, body)
+}
+
+// logReadyProblem logs a readiness problem once per change of its text:
+// /readyz is polled often and anonymous, so it names the component and
+// the log holds the detail.
+func (g *Gateway) logReadyProblem(component string, err error) {
+	msg := err.Error()
+	if prev, _ := g.readyProblems.Swap(component, msg); prev != msg {
+		g.log.Warn("not ready", "component", component, "err", err)
+	}
 }

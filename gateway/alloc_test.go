@@ -19,15 +19,15 @@ func TestDecision_ZeroAlloc(t *testing.T) {
 	st := env.g.state.Load()
 	rt := st.routes[0]
 	run := func() {
-		c := callPool.Get().(*call)
+		c := acquireCall()
 		c.start = env.g.now()
 		c.st, c.rt = st, rt
-		if env.g.identify(&ctx, c) != nil || env.g.decide(c) != nil {
+		restRequest(&ctx, &c.req)
+		if env.g.identify(c) != nil || env.g.decide(c) != nil {
 			t.Fatal("denied")
 		}
 		env.g.spend.Commit(c.res, nil)
-		c.reset()
-		callPool.Put(c)
+		releaseCall(c)
 	}
 	run()
 	if n := testing.AllocsPerRun(1000, run); n != 0 {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ func (g *Gateway) apiAudit(ctx *fasthttp.RequestCtx, p string) bool {
 	})
 	if err != nil {
 		g.log.Error("audit query", "err", err)
-		writeAPIError(ctx, &apiError{status: 503, msg: "Ledger unavailable"})
+		writeAPIError(ctx, apiErr(503, "Ledger unavailable"))
 		return true
 	}
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
@@ -60,7 +61,7 @@ func (g *Gateway) apiAudit(ctx *fasthttp.RequestCtx, p string) bool {
 // maxAuditLimit bounds one /audit answer; page with since= past the last at.
 const maxAuditLimit = 100_000
 
-func parseAuditQuery(args *fasthttp.Args, now time.Time) (ledger.Query, *apiError) {
+func parseAuditQuery(args *fasthttp.Args, now time.Time) (ledger.Query, *Decision) {
 	var q ledger.Query
 	var bad []string
 	args.VisitAll(func(k, v []byte) {
@@ -120,7 +121,7 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-var errBadWhen = &apiError{status: 400, msg: "want an RFC 3339 time or a duration such as 24h"}
+var errBadWhen = errors.New("want an RFC 3339 time or a duration such as 24h")
 
 // auditExport serves GET /audit/export?since=&until=: JSON lines of records
 // and checkpoints, ending in a fresh signed checkpoint, verifiable offline.
@@ -150,7 +151,7 @@ func (g *Gateway) auditExport(ctx *fasthttp.RequestCtx) {
 	var buf bytes.Buffer
 	if err := g.led.Export(&buf, since, until); err != nil {
 		g.log.Error("audit export", "err", err)
-		writeAPIError(ctx, &apiError{status: 503, msg: "Ledger unavailable"})
+		writeAPIError(ctx, apiErr(503, "Ledger unavailable"))
 		return
 	}
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)

@@ -87,18 +87,18 @@ func BenchmarkDecision(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c := callPool.Get().(*call)
+		c := acquireCall()
 		c.start = env.g.now()
 		c.st, c.rt = st, rt
-		if d := env.g.identify(&ctx, c); d != nil {
-			b.Fatal(string(d.body))
+		restRequest(&ctx, &c.req)
+		if d := env.g.identify(c); d != nil {
+			b.Fatal(string(d.AppendJSON(nil)))
 		}
 		if d := env.g.decide(c); d != nil {
-			b.Fatal(string(d.body))
+			b.Fatal(string(d.AppendJSON(nil)))
 		}
 		env.g.spend.Commit(c.res, nil)
-		c.reset()
-		callPool.Put(c)
+		releaseCall(c)
 	}
 }
 

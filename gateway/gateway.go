@@ -101,8 +101,11 @@ type Gateway struct {
 	clients   map[string]*upstreamClient
 	budget    *responseBudget
 	owed      owedBook
-	verified  verifyCache // remote x402 verifications by payment
-	anon      anonBook    // anonymous calls past their burst, this interval
+	verified  verifyCache     // remote x402 verifications by payment
+	anon      anonBook        // anonymous calls past their burst, this interval
+	auths     []authenticator // tried in order by identify
+
+	readyProblems sync.Map // component → last logged readiness error text
 
 	settlerHealth *probeCache // x402 backend's health for /readyz; nil without x402 or a pinger
 
@@ -175,6 +178,10 @@ func New(o Options) (*Gateway, error) {
 			}
 			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
+	}
+	g.auths = []authenticator{keyAuth{g.keys}}
+	if o.X402 != nil {
+		g.auths = append(g.auths, paymentAuth{g})
 	}
 	var rb [4]byte
 	rand.Read(rb[:])

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"net/netip"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/toolgate/toolgate/identity"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // Handler is the gateway's fasthttp request handler.
@@ -42,41 +43,81 @@ func preflight(ctx *fasthttp.RequestCtx, rt *route) {
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }
 
+// serveTool is the REST front end of a tool call: it fills the request
+// model from the HTTP request, runs the stages and renders the outcome.
+func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
+	c := acquireCall()
+	defer releaseCall(c)
+	c.start = g.now()
+	c.st, c.rt = st, rt
+	c.reqID = g.appendRequestID(c.reqID)
+	restRequest(ctx, &c.req)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	c.upResp = resp
+	d := g.run(c)
+	g.renderREST(ctx, c, d)
+}
+
+// restRequest fills r from a REST tool call.
+func restRequest(ctx *fasthttp.RequestCtx, r *request) {
+	rh := &ctx.Request.Header
+	r.protocol = "rest"
+	r.method = ctx.Method()
+	r.body = ctx.Request.Body()
+	r.query = ctx.URI().QueryString()
+	r.header = rh
+	r.source = remoteAddr(ctx)
+	r.tls = ctx.IsTLS()
+	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {
+		r.payment, r.paymentVersion = v, 2
+	} else if v := rh.Peek(x402.HeaderXPayment); len(v) > 0 {
+		r.payment, r.paymentVersion = v, 1
+	}
+}
+
+// remoteAddr is the address of the connection's peer.
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
+}
+
 // unknownTool answers 404 for a path that is neither a tool nor part of
-// the management API, and records it.
+// the management API, and records it. A caller with a valid key is
+// identified: its 404s are its own records, one per call, like all its
+// calls; an unidentified one's are counted past their burst (anon.go).
 func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
-	c := callPool.Get().(*call)
-	defer func() { c.reset(); callPool.Put(c) }()
+	c := acquireCall()
+	defer releaseCall(c)
 	c.start = g.now()
 	c.reqID = g.appendRequestID(c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrRequestID, c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
 	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
-	b := append([]byte(`{"error":"Unknown tool","path":`), appendJSONString(nil, p)...)
-	b = append(b, '}')
-	// A caller with a valid key is identified: its 404s are its own
-	// records, one per call, like all its calls.
-	rh := &ctx.Request.Header
-	if secret, ok := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); ok {
-		if k, ok := g.keys.Authenticate(secret, c.start); ok {
-			c.principal, c.tier = k.Principal, policy.TierAPIKey
+	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
+	body := d.AppendJSON(c.buf[:0])
+	restRequest(ctx, &c.req)
+	if c.req.hasKey {
+		if id, ok, _, _ := (keyAuth{g.keys}).authenticate(c); ok && !id.who.IsZero() {
+			c.who, c.tier = id.who, id.tier
 		}
 	}
-	if c.principal == "" && !c.unrecorded && g.anon.absorb(remoteAddr(ctx), outUnknownTool, "no_route", "", 404, c.start) {
-		// Past this source's burst: counted in aggregate, path not kept.
+	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, outUnknownTool, "no_route", "", 404, c.start) {
 		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
-		writeJSON(ctx, fasthttp.StatusNotFound, b)
+		writeJSON(ctx, fasthttp.StatusNotFound, body)
 		return
 	}
 	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
 	rec.Tool = p // the path asked for
 	if err := g.wait(g.append(c, rec)); err != nil {
-		g.ledgerFailed(ctx, c, err)
+		d := g.ledgerFailed(c, err)
+		writeJSON(ctx, d.Status, d.AppendJSON(nil))
 		return
 	}
 	g.observe(rec)
-	writeJSON(ctx, fasthttp.StatusNotFound, b)
+	writeJSON(ctx, fasthttp.StatusNotFound, body)
 }
 
 // isAdmin reports whether the request carries the admin token, compared

@@ -58,15 +58,11 @@ func isOwedPrincipal(principal string) bool { return strings.HasPrefix(principal
 // the txn record and counts it.
 func (g *Gateway) owe(c *call) *ledger.Record {
 	amount := c.rt.tool.Price
-	total := g.owed.add(c.principal, amount)
+	total := g.owed.add(c.principal(), amount)
 	g.metrics.owedMicro.Add(float64(amount))
 	g.log.Warn("payment settled for a call that was not served: owed to the payer",
-		"request_id", string(c.reqID), "principal", c.principal, "amount_micros", int64(amount))
-	network := ""
-	if c.settled != nil {
-		network = c.settled.Network
-	}
-	return &ledger.Record{Type: "txn", At: c.start, RequestID: string(c.reqID), Principal: c.principal,
+		"request_id", string(c.reqID), "principal", c.principal(), "amount_micros", int64(amount))
+	return &ledger.Record{Type: ledger.TypeTxn, At: c.start, RequestID: string(c.reqID), Principal: c.principal(),
 		Tool: c.rt.tool.ID, Kind: KindX402Owed, Amount: amount, BalanceAfter: &total,
-		Payer: c.verified.Payer, Network: network}
+		Payer: c.pay.verified.Payer, Network: c.pay.result.Network}
 }

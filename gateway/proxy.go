@@ -5,15 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
-	"strconv"
 	"syscall"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/toolgate/toolgate/ledger"
-	"github.com/toolgate/toolgate/meter"
-	"github.com/toolgate/toolgate/x402"
 )
 
 // Request headers never forwarded upstream: hop-by-hop headers (RFC 9110
@@ -46,158 +40,42 @@ var (
 	strHTTPS     = []byte("https")
 )
 
-// forward sends an allowed call upstream (stage 7), settles an x402
-// payment in after_upstream mode, records the call and answers (stage 8).
-// It owns the call's quota slot, spend reservation and nonce lock.
-func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
+// upstream calls the tool's upstream (stage 7) with c.upResp, which the
+// front end provides and releases. It returns nil when an answer came
+// (c.upStatus, body in c.upResp or c.body), else the failure's decision.
+func (g *Gateway) upstream(c *call) *Decision {
 	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-
-	g.prepareUpstreamRequest(ctx, req, c)
+	g.prepareUpstreamRequest(c, req)
 	t0 := g.now()
-	err := g.exchange(c, req, resp) // c.body, if set, is released with c
+	err := g.exchange(c, req, c.upResp) // c.body, if set, is released with c
 	c.upLatency = g.now().Sub(t0)
 	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
-
-	paidAhead := c.settled != nil // before_upstream: the money has moved
-	var upFail *denial
 	if err != nil {
-		upFail = g.upstreamFailure(c, err)
-	} else {
-		c.upStatus = resp.StatusCode()
+		return g.upstreamFailure(c, err)
 	}
-
-	// Bill only a served call: the upstream answered < 400.
-	billable := c.reserved && upFail == nil && c.upStatus < 400
-	sr := c.settled
-	if billable && c.pay != nil && !paidAhead {
-		res, paid, d := g.settle(c) // after_upstream: settle now, body withheld until paid
-		if !paid {
-			g.releaseHolds(c)
-			g.deny(ctx, c, d)
-			return
-		}
-		sr = &res
-	}
-	if !billable && c.pay != nil && !paidAhead {
-		g.releaseNonce(c) // not served: the authorization stays unspent
-	}
-	if upFail != nil && !paidAhead {
-		if c.reserved {
-			g.spend.Release(c.res)
-			c.reserved = false
-		}
-		g.deny(ctx, c, upFail)
-		return
-	}
-
-	outcome, reason, status := outAllowed, "", c.upStatus
-	if upFail != nil {
-		outcome, reason, status = upFail.outcome, upFail.reason, upFail.status
-	} else if c.upStatus >= 400 && !billable {
-		reason = "upstream_status_not_billed"
-	}
-	if sr != nil && sr.Pending {
-		reason = "settlement_pending"
-	}
-
-	var rec *ledger.Record
-	var ticket ledger.Ticket
-	switch {
-	case billable:
-		c.cost = c.rt.tool.Price
-		rec = g.callRecord(c, outcome, reason, status)
-		g.spend.Commit(c.res, func(cm meter.Committed) {
-			switch {
-			case sr != nil && sr.Success:
-				ticket = g.append(c, rec, settlementRecord(c, sr))
-			case cm.HasBalance:
-				bal := cm.BalanceAfter
-				ticket = g.append(c, rec, &ledger.Record{
-					Type: "txn", At: c.start, RequestID: rec.RequestID, Principal: c.principal,
-					Tool: rec.Tool, Kind: "debit", Amount: c.cost, BalanceAfter: &bal,
-				})
-			default:
-				ticket = g.append(c, rec)
-			}
-		})
-		c.reserved = false
-	case paidAhead:
-		// before_upstream: settled, then not served. The payer's money
-		// moved for nothing: the call is not billed, and the amount is
-		// owed back to the payer (ledger, metric, status).
-		if c.reserved {
-			g.spend.Release(c.res)
-			c.reserved = false
-		}
-		rec = g.callRecord(c, outcome, reason, status)
-		recs := []*ledger.Record{rec}
-		if sr.Success {
-			recs = append(recs, settlementRecord(c, sr))
-		}
-		recs = append(recs, g.owe(c))
-		ticket = g.append(c, recs...)
-	default:
-		if c.reserved {
-			g.spend.Release(c.res)
-			c.reserved = false
-		}
-		rec = g.callRecord(c, outcome, reason, status)
-		ticket = g.append(c, rec)
-	}
-	if err := g.wait(ticket); err != nil {
-		g.ledgerFailed(ctx, c, err)
-		return
-	}
-	g.observe(rec)
-
-	h := &ctx.Response.Header
-	if upFail != nil {
-		writeJSON(ctx, upFail.status, upFail.body)
-	} else {
-		// Answer with the upstream's response.
-		copyResponseHeaders(h, &resp.Header)
-		ctx.Response.SetStatusCode(c.upStatus)
-		switch {
-		case c.body == nil:
-			ctx.Response.SetBody(resp.Body())
-		case len(c.body.b) > smallBody:
-			ctx.Response.SetBodyStream(c.body, len(c.body.b)) // released once written out
-			c.body = nil
-		default:
-			ctx.Response.SetBody(c.body.b)
-		}
-	}
-	h.SetBytesKV(hdrPolicyAllowed, strTrue)
-	h.SetBytesKV(hdrRequestID, c.reqID)
-	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
-	h.SetBytesKV(hdrACAO, strStar)
-	h.SetBytesKV(hdrACEH, strExposeHeader)
-	var cb [24]byte
-	h.SetBytesKV(hdrCost, c.cost.AppendDecimal(cb[:0], 3))
-	if sr != nil {
-		h.SetBytesKV(c.paymentResponseHeader(), x402.AppendSettleResponse(nil, sr.Response()))
-	}
+	c.upStatus = c.upResp.StatusCode()
+	return nil
 }
 
 // upstreamFailure is the answer to a call whose upstream exchange failed:
 // what happened, in words the caller can act on.
-func (g *Gateway) upstreamFailure(c *call, err error) *denial {
+func (g *Gateway) upstreamFailure(c *call, err error) *Decision {
 	status, reason, msg := 502, "upstream_closed", "Upstream closed the connection before answering"
 	var op *net.OpError
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err):
 		status, reason, msg = 504, "upstream_timeout", "Upstream timed out"
 	case errors.Is(err, errTooLarge):
-		b := append([]byte(`{"error":"Upstream response too large","limit_bytes":`), strconv.AppendInt(nil, c.rt.tool.MaxResponseBytes, 10)...)
 		g.log.Warn("upstream response too large", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "limit_bytes", c.rt.tool.MaxResponseBytes)
-		return &denial{status: 502, outcome: outUpstreamError, reason: "upstream_response_too_large", body: append(b, '}')}
+		return c.decide(502, outUpstreamError, "upstream_response_too_large", "Upstream response too large").
+			num("limit_bytes", c.rt.tool.MaxResponseBytes)
 	case errors.Is(err, errBudgetWait):
 		g.log.Warn("response buffer budget exhausted", "request_id", string(c.reqID), "tool", c.rt.tool.ID)
-		return &denial{status: 503, outcome: outUpstreamError, reason: "response_buffer_full", retryAfter: 1,
-			body: []byte(`{"error":"Gateway response buffers are full; the call was not billed","retry":true}`)}
+		d := c.decide(503, outUpstreamError, "response_buffer_full", "Gateway response buffers are full; the call was not billed").
+			flag("retry", true)
+		d.RetryAfter = 1
+		return d
 	case errors.As(err, &op) && op.Op == "dial", errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, fasthttp.ErrNoFreeConns):
 		status, reason, msg = 502, "upstream_unreachable", "Upstream unreachable"
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET),
@@ -206,7 +84,7 @@ func (g *Gateway) upstreamFailure(c *call, err error) *denial {
 		status, reason, msg = 502, "upstream_bad_response", "Upstream sent an invalid response"
 	}
 	g.log.Warn("upstream failed", "request_id", string(c.reqID), "tool", c.rt.tool.ID, "reason", reason, "err", err)
-	return &denial{status: status, outcome: outUpstreamError, reason: reason, body: errorBody(msg)}
+	return c.decide(status, outUpstreamError, reason, msg)
 }
 
 // prepareUpstreamRequest builds the upstream request in one pass over the
@@ -214,37 +92,42 @@ func (g *Gateway) upstreamFailure(c *call, err error) *denial {
 // close must not end a pooled upstream connection unannounced), without
 // the headers of dropRequestHeader, with the gateway's own forwarding,
 // request id and principal headers.
-func (g *Gateway) prepareUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, c *call) {
-	in := &ctx.Request.Header
+func (g *Gateway) prepareUpstreamRequest(c *call, req *fasthttp.Request) {
 	out := &req.Header
-	conn := in.Peek("Connection")
-	for k, v := range in.All() {
-		if !g.dropRequestHeader(k, conn) {
-			out.AddBytesKV(k, v)
+	if in := c.req.header; in != nil {
+		conn := in.Peek("Connection")
+		for k, v := range in.All() {
+			if !g.dropRequestHeader(k, conn) {
+				out.AddBytesKV(k, v)
+			}
 		}
 	}
-	out.SetMethodBytes(ctx.Method())
+	if len(c.req.method) > 0 {
+		out.SetMethodBytes(c.req.method)
+	} else {
+		out.SetMethod(fasthttp.MethodPost)
+	}
 	out.SetProtocolBytes(strHTTP11)
 	uri := req.URI()
 	uri.Update(c.rt.uri)
-	if q := ctx.URI().QueryString(); len(q) > 0 {
-		uri.SetQueryStringBytes(q)
+	if len(c.req.query) > 0 {
+		uri.SetQueryStringBytes(c.req.query)
 	}
 	out.SetHostBytes(uri.Host())
 	req.UseHostHeader = false
-	req.SetBodyRaw(ctx.Request.Body())
+	req.SetBodyRaw(c.req.body)
 
 	var ipb [64]byte
-	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
-		out.SetBytesKV(hdrXFF, ip.Unmap().AppendTo(ipb[:0]))
+	if c.req.source.IsValid() {
+		out.SetBytesKV(hdrXFF, c.req.source.AppendTo(ipb[:0]))
 	}
-	if ctx.IsTLS() {
+	if c.req.tls {
 		out.SetBytesKV(hdrXFProto, strHTTPS)
 	} else {
 		out.SetBytesKV(hdrXFProto, strHTTP)
 	}
 	out.SetBytesKV(hdrRequestID, c.reqID)
-	out.SetBytesKV(hdrPrincipal, s2b(c.principal))
+	out.SetBytesK(hdrPrincipal, c.principal())
 }
 
 // dropRequestHeader reports whether a caller's header stays at the

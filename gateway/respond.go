@@ -4,7 +4,24 @@ import (
 	"strconv"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/x402"
 )
+
+var (
+	hdrPaymentRequired  = []byte(x402.HeaderPaymentRequired)
+	hdrPaymentResponse  = []byte(x402.HeaderPaymentResponse)
+	hdrXPaymentResponse = []byte(x402.HeaderXPaymentResponse)
+)
+
+// s2b returns the bytes of s without copying; the result must not be
+// modified.
+func s2b(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafeBytes(s)
+}
 
 // Header names, shared to avoid per-request conversions.
 var (
@@ -27,18 +44,62 @@ var (
 	strAllowHeaders = []byte("Content-Type, Authorization, X-API-Key, PAYMENT-SIGNATURE, X-PAYMENT, Access-Control-Expose-Headers")
 )
 
-// denial is a decision that ends a tool call before (or instead of) the
-// upstream: the status, the ledger outcome and reason, and the JSON body.
-// A denial is not an error: it is an answer.
-type denial struct {
-	status     int
-	outcome    string
-	reason     string
-	retryAfter int // seconds; 0 = no Retry-After
-	body       []byte
-
-	payRequired []byte // PAYMENT-REQUIRED header value (x402)
-	payResponse []byte // PAYMENT-RESPONSE / X-PAYMENT-RESPONSE value (x402)
+// renderREST answers a tool call over REST (the respond stage): the
+// upstream's answer when d is nil, else d as its JSON body; the gateway's
+// headers either way (X-Policy-Allowed, X-Tool, X-Cost-Usd, X-Request-Id,
+// CORS, Retry-After, and the x402 headers).
+func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
+	h := &ctx.Response.Header
+	if d == nil {
+		copyResponseHeaders(h, &c.upResp.Header)
+		ctx.Response.SetStatusCode(c.upStatus)
+		switch {
+		case c.body == nil:
+			ctx.Response.SetBody(c.upResp.Body())
+		case len(c.body.b) > smallBody:
+			ctx.Response.SetBodyStream(c.body, len(c.body.b)) // released once written out
+			c.body = nil
+		default:
+			ctx.Response.SetBody(c.body.b)
+		}
+	} else {
+		if d.RetryAfter > 0 {
+			setRetryAfter(ctx, d.RetryAfter)
+		}
+		if d.Allow != "" {
+			h.SetBytesKV(hdrAllow, s2b(d.Allow))
+		}
+		if d.Status == 402 {
+			h.SetBytesKV(hdrCacheControl, strNoStore)
+		}
+		if d.Offer != nil {
+			if d.PayReason == "" {
+				h.SetBytesKV(hdrPaymentRequired, d.Offer.PaymentRequiredHeader())
+			} else {
+				hdr, _ := d.Offer.WithError(d.PayReason)
+				h.SetBytesKV(hdrPaymentRequired, hdr)
+			}
+		}
+		if d.PayResponse != nil {
+			h.SetBytesKV(c.paymentResponseHeader(), d.PayResponse)
+		}
+		c.buf = d.appendRESTBody(c.buf[:0])
+		writeJSON(ctx, d.Status, c.buf)
+	}
+	if c.allowed {
+		h.SetBytesKV(hdrPolicyAllowed, strTrue)
+	} else {
+		h.SetBytesKV(hdrPolicyAllowed, strFalse)
+	}
+	h.SetBytesKV(hdrRequestID, c.reqID)
+	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
+	h.SetBytesKV(hdrACAO, strStar)
+	h.SetBytesKV(hdrACEH, strExposeHeader)
+	var cb [24]byte
+	h.SetBytesKV(hdrCost, c.cost.AppendDecimal(cb[:0], 3))
+	if c.pay != nil && c.pay.settled && d != ledgerUnavailable {
+		h.SetBytesKV(c.paymentResponseHeader(), x402.AppendSettleResponse(nil, c.pay.result.Response()))
+	}
 }
 
 // appendJSONString appends s as a JSON string literal.

@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/toolgate/toolgate/ledger"
-	"github.com/valyala/fasthttp"
 )
 
 // spaceGuard watches the free space of the data dir. Badger writes its
@@ -50,8 +49,12 @@ func (g *Gateway) checkSpace() {
 }
 
 // spaceDenial is the answer to a call that cannot be recorded now.
-var spaceDenial = &denial{status: 503, outcome: outStoreUnavailable, reason: "store_low_on_space", retryAfter: 10,
-	body: []byte(`{"error":"Gateway storage is full; the call was not run and nothing was charged","retry":true}`)}
+var spaceDenial = func() *Decision {
+	d := fixed(503, outStoreUnavailable, "store_low_on_space", "Gateway storage is full; the call was not run and nothing was charged").
+		flag("retry", true)
+	d.RetryAfter = 10
+	return d
+}()
 
 // append queues c's records, or, for a call admitted unrecorded while
 // the store is low on space (free tools under fail_mode open), logs them
@@ -66,14 +69,4 @@ func (g *Gateway) append(c *call, recs ...*ledger.Record) ledger.Ticket {
 		return ledger.Ticket{}
 	}
 	return g.led.Append(recs...)
-}
-
-// refuseUnrecorded answers 503 without touching the store.
-func (g *Gateway) refuseUnrecorded(ctx *fasthttp.RequestCtx, c *call) {
-	h := &ctx.Response.Header
-	h.SetBytesKV(hdrPolicyAllowed, strFalse)
-	h.SetBytesKV(hdrCost, zeroCost)
-	setRetryAfter(ctx, spaceDenial.retryAfter)
-	g.log.Warn("call refused: store low on space", "request_id", string(c.reqID), "tool", c.rt.tool.ID)
-	writeJSON(ctx, spaceDenial.status, spaceDenial.body)
 }

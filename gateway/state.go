@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
 )
@@ -59,15 +60,22 @@ func (st *state) effective(tier policy.Tier, principal string) *policy.Effective
 	return st.tiers[tier]
 }
 
-// tierOf returns the tier of a principal.
-func tierOf(principal string, st *state) policy.Tier {
-	if strings.HasPrefix(principal, "wallet:") {
-		if _, ok := st.overrides[principal]; ok {
+// tierOf returns the tier identity assigns a principal: api_key for keys;
+// for wallets, wallet when it has an override, else unknown_wallet.
+func (st *state) tierOf(p identity.Principal) policy.Tier {
+	if p.Kind == identity.KindWallet {
+		if _, ok := st.overrides[p.String()]; ok {
 			return policy.TierWallet
 		}
 		return policy.TierUnknownWallet
 	}
 	return policy.TierAPIKey
+}
+
+// tierOfName is tierOf for a printed principal.
+func (st *state) tierOfName(principal string) policy.Tier {
+	p, _ := identity.ParsePrincipal(principal)
+	return st.tierOf(p)
 }
 
 // build compiles a new state. Overrides that no longer compile against the

@@ -29,7 +29,7 @@ type denialView struct {
 // apiStatus serves GET /authorization/status for ?api_key=, ?key_id= or
 // ?wallet=. A caller presenting an API key may read that key's status;
 // anything else needs the admin token.
-func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError) {
+func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision) {
 	if !ctx.IsGet() {
 		return nil, errBadMethod
 	}
@@ -46,7 +46,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError
 		k, ok := g.keys.Authenticate(secret, now)
 		if !ok {
 			if !g.isAdmin(ctx) {
-				return nil, &apiError{status: 401, msg: "Invalid API key"}
+				return nil, apiErr(401, "Invalid API key")
 			}
 			if k, ok = g.keys.Lookup(string(secret)); !ok {
 				return nil, errNoKey
@@ -77,7 +77,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *apiError
 	default:
 		return nil, badRequest("one of api_key, key_id or wallet is required")
 	}
-	tier := tierOf(principal, st)
+	tier := st.tierOfName(principal)
 	eff := st.effective(tier, principal)
 	out["principal"], out["tier"] = principal, tier.String()
 	out["policy"] = eff.View()
@@ -161,7 +161,7 @@ func (g *Gateway) restoreMeters() error {
 		return err
 	}
 	for k, v := range spent {
-		day, _ := meter.DayOf(now, st.effective(tierOf(k.principal, st), k.principal).Location())
+		day, _ := meter.DayOf(now, st.effective(st.tierOfName(k.principal), k.principal).Location())
 		if day.String() == k.day {
 			g.spend.Restore(k.principal, day, v)
 		}

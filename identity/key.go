@@ -44,7 +44,7 @@ type Key struct {
 	Hint string // masked secret, e.g. "it-7K3M…"
 	Hash [32]byte
 
-	// Principal is "key:<ID>", precomputed for the hot path.
+	// Principal is "key:<ID>", precomputed for the hot path (see Who).
 	Principal string
 
 	created, expires, revoked int64 // Unix seconds; 0 = unset
@@ -202,3 +202,6 @@ func equalFoldASCII(b []byte, s string) bool {
 	}
 	return true
 }
+
+// Who returns the key's principal, without allocating.
+func (k *Key) Who() Principal { return Principal{Kind: KindKey, ID: k.ID, s: k.Principal} }

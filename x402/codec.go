@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
 )
@@ -18,6 +19,17 @@ const MaxHeaderSize = 16 << 10
 // ErrMalformed is wrapped by every Decode error: the header is not an x402
 // payment at all (the gateway answers 400). The wrapping text says why.
 var ErrMalformed = errors.New("x402: malformed payment header")
+
+// MalformedReason returns what Decode found wrong, in words fit for the
+// payer ("not base64", "x402Version missing"): the error without its
+// package prefix. Decode's errors never quote internal error text.
+func MalformedReason(err error) string {
+	s := err.Error()
+	if r, ok := strings.CutPrefix(s, ErrMalformed.Error()+": "); ok {
+		return r
+	}
+	return "malformed payment header"
+}
 
 // Payment is a decoded payment header. It is a plain value owned by the
 // caller; Decode never retains the input slice.
@@ -64,7 +76,7 @@ func Decode(header []byte, version int) (*Payment, error) {
 	}
 	var w wirePayment
 	if err := decodeWire(raw, &w); err != nil {
-		return nil, fmt.Errorf("%w: json: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: payload is not valid json", ErrMalformed)
 	}
 	if w.X402Version == nil {
 		return nil, fmt.Errorf("%w: x402Version missing", ErrMalformed)

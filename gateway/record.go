@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/meter"
+)
+
+// conclude is the last stage of an allowed call (after the upstream): an
+// after_upstream payment is settled now for a served call; the call is
+// billed only when served (the upstream answered < 400); its records are
+// committed before the answer. upFail is the upstream stage's failure,
+// nil when an answer came (c.upStatus).
+func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
+	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
+	billable := c.reserved && upFail == nil && c.upStatus < 400
+	if billable && c.pay != nil && !paidAhead {
+		if d := g.settle(c); d != nil { // body withheld until paid
+			return g.finish(c, d)
+		}
+	}
+	if !billable && c.pay != nil && !paidAhead {
+		g.releaseNonce(c) // not served: the authorization stays unspent
+	}
+	if upFail != nil && !paidAhead {
+		// The call reached the upstream (or tried to): it keeps its
+		// quota slot; the reservation goes back.
+		c.quotaHeld = false
+		return g.finish(c, upFail)
+	}
+
+	outcome, reason, status := outAllowed, "", c.upStatus
+	if upFail != nil {
+		outcome, reason, status = upFail.Outcome, upFail.Reason, upFail.Status
+	} else if c.upStatus >= 400 && !billable {
+		reason = "upstream_status_not_billed"
+	}
+	if c.pay != nil && c.pay.settled && c.pay.result.Pending {
+		reason = "settlement_pending"
+	}
+
+	var rec *ledger.Record
+	var ticket ledger.Ticket
+	switch {
+	case billable:
+		c.cost = c.rt.tool.Price
+		rec = g.callRecord(c, outcome, reason, status)
+		g.spend.Commit(c.res, func(cm meter.Committed) {
+			switch {
+			case c.pay != nil && c.pay.result.Success:
+				ticket = g.append(c, rec, settlementRecord(c))
+			case cm.HasBalance:
+				bal := cm.BalanceAfter
+				ticket = g.append(c, rec, &ledger.Record{
+					Type: ledger.TypeTxn, At: c.start, RequestID: rec.RequestID, Principal: rec.Principal,
+					Tool: rec.Tool, Kind: ledger.KindDebit, Amount: c.cost, BalanceAfter: &bal,
+				})
+			default:
+				ticket = g.append(c, rec)
+			}
+		})
+		c.reserved = false
+	case paidAhead:
+		// before_upstream: settled, then not served. The payer's money
+		// moved for nothing: the call is not billed, and the amount is
+		// owed back to the payer (ledger, metric, status).
+		if c.reserved {
+			g.spend.Release(c.res)
+			c.reserved = false
+		}
+		rec = g.callRecord(c, outcome, reason, status)
+		recs := []*ledger.Record{rec}
+		if c.pay.result.Success {
+			recs = append(recs, settlementRecord(c))
+		}
+		recs = append(recs, g.owe(c))
+		ticket = g.append(c, recs...)
+	default:
+		if c.reserved {
+			g.spend.Release(c.res)
+			c.reserved = false
+		}
+		rec = g.callRecord(c, outcome, reason, status)
+		ticket = g.append(c, rec)
+	}
+	if err := g.wait(ticket); err != nil {
+		return g.ledgerFailed(c, err)
+	}
+	g.observe(rec)
+	c.allowed = true
+	return upFail // nil: the upstream's answer goes back
+}

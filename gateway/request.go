@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"iter"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/x402"
+)
+
+// Ledger outcomes (docs/ledger.md).
+const (
+	outAllowed             = "allowed"
+	outDenied              = "denied"
+	outQuotaExceeded       = "quota_exceeded"
+	outSpendCapExceeded    = "spend_cap_exceeded"
+	outInsufficientCredits = "insufficient_credits"
+	outUnauthenticated     = "unauthenticated"
+	outPaymentRequired     = "payment_required"
+	outPaymentInvalid      = "payment_invalid"
+	outSettleFailed        = "settle_failed"
+	outUpstreamError       = "upstream_error"
+	outUnknownTool         = "unknown_tool"
+	outMethodNotAllowed    = "method_not_allowed"  // a tool's route, another method (405)
+	outStoreUnavailable    = "store_unavailable"   // the data dir is low on space: nothing could be recorded safely (503)
+	outPaymentUnavailable  = "payment_unavailable" // the nonce store or the settlement backend could not answer (503)
+)
+
+// request is one tool call as the stages see it, whatever front end it
+// came through: the tool, the caller's credentials, what goes upstream,
+// and where it came from. A front end (REST today, MCP next) fills it;
+// nothing in it refers to the front end's own objects except the caller's
+// headers to forward, behind a read-only interface. Byte slices belong to
+// the front end and are valid until the call ends.
+type request struct {
+	protocol string // "rest", "mcp"
+	method   []byte // the caller's method (REST); the upstream gets it
+	body     []byte // the upstream's request body
+	query    []byte // query string passed to the upstream (REST)
+	header   headerSource
+	source   netip.Addr
+	tls      bool
+
+	// Credentials, as presented; the authenticators decide what they are.
+	apiKey         []byte // X-Api-Key, or Authorization: Bearer it-…
+	hasKey         bool
+	payment        []byte // x402 payment header value
+	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT
+}
+
+// headerSource is a read-only view of a caller's headers.
+// *fasthttp.RequestHeader implements it.
+type headerSource interface {
+	All() iter.Seq2[[]byte, []byte]
+	Peek(key string) []byte
+}
+
+var _ headerSource = (*fasthttp.RequestHeader)(nil)
+
+// call is the state of one tool call through the stages. Pooled; reset
+// before reuse. Every stage reads and writes it; only the front end's
+// render step touches the protocol's objects.
+type call struct {
+	start time.Time
+	reqID []byte
+	req   request
+	st    *state
+	rt    *route
+
+	who  identity.Principal
+	tier policy.Tier
+	eff  *policy.Effective
+
+	quotaHeld bool
+	quotaAt   time.Time
+
+	reserved bool
+	res      meter.Reservation
+	day      meter.Day
+
+	pay        *paidCall // x402 caller's payment; nil for API keys
+	unrecorded bool      // store low on space: a free call served under fail_mode open
+	norecord   bool      // refused before anything could be recorded
+
+	cost      money.Micros // billed amount (0 unless committed)
+	upStatus  int
+	upLatency time.Duration
+	upResp    *fasthttp.Response // the upstream's answer, when one came
+	body      *bodyBuf           // an upstream body that outlives upResp; released with the call
+	allowed   bool               // the answer carries X-Policy-Allowed: true
+
+	dec Decision // storage for the call's decision
+	buf []byte   // scratch
+}
+
+// paidCall is an x402 caller's payment as it moves through the stages.
+type paidCall struct {
+	p           *x402.Payment
+	version     int
+	verified    x402.Verified
+	nonceHeld   bool     // our lock on the authorization, to release if unspent
+	needsRemote bool     // only the settlement backend can check the signature
+	digest      [32]byte // SHA-256 of the header: the remote verification cache key
+	settled     bool     // settled (or left pending) ahead of, or after, the call
+	result      x402.SettleResult
+}
+
+var callPool = sync.Pool{New: func() any { return &call{reqID: make([]byte, 0, 24), buf: make([]byte, 0, 256)} }}
+
+func acquireCall() *call { return callPool.Get().(*call) }
+
+func releaseCall(c *call) {
+	c.body.release()
+	reqID, buf := c.reqID[:0], c.buf[:0]
+	*c = call{reqID: reqID, buf: buf}
+	callPool.Put(c)
+}
+
+// principal is the printed principal ("" when not identified).
+func (c *call) principal() string { return c.who.String() }
+
+// paymentResponseHeader names the settlement header for c's x402 version.
+func (c *call) paymentResponseHeader() []byte {
+	if c.pay != nil && c.pay.version == 1 {
+		return hdrXPaymentResponse
+	}
+	return hdrPaymentResponse
+}
