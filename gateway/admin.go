@@ -50,6 +50,30 @@ var (
 	errLowSpace   = apiErr(503, "Gateway storage is full; nothing was changed")
 )
 
+// guard is what a management route requires of its caller.
+type guard uint8
+
+const (
+	open       guard = iota // anyone
+	admin                   // the admin token
+	adminWrite              // the admin token, and room in the store for a write (not for GET)
+)
+
+// allowed checks g's guard for a request: the one admin guard of the
+// management API.
+func (g *Gateway) allowed(ctx *fasthttp.RequestCtx, need guard) *Decision {
+	if need == open {
+		return nil
+	}
+	if !g.isAdmin(ctx) {
+		return errAdminOnly
+	}
+	if need == adminWrite && g.space.low.Load() && !ctx.IsGet() {
+		return errLowSpace
+	}
+	return nil
+}
+
 // serveManagement handles the management API and health. It reports
 // false if path is not one of its routes.
 func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []byte) bool {
@@ -66,50 +90,32 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 		g.readyz(ctx)
 		return true
 	case p == "/metrics":
-		if !g.isAdmin(ctx) {
-			err = errAdminOnly
-			break
+		if err = g.allowed(ctx, admin); err == nil {
+			g.metrics.handler(ctx)
+			return true
 		}
-		g.metrics.handler(ctx)
-		return true
 	case p == "/discovery/resources":
 		g.discovery(ctx, st)
 		return true
 	case p == "/authorization/status":
 		v, err = g.apiStatus(ctx, st)
 	case p == "/credits/keys" || strings.HasPrefix(p, "/credits/keys/"):
-		if !g.isAdmin(ctx) {
-			err = errAdminOnly
-			break
+		if err = g.allowed(ctx, adminWrite); err == nil {
+			v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
 		}
-		if g.space.low.Load() && !ctx.IsGet() {
-			err = errLowSpace
-			break
-		}
-		v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
+	case p == "/audit/pubkey":
+		v = map[string]string{"algorithm": "ed25519", "public_key": fmt.Sprintf("%x", []byte(g.led.PublicKey()))}
 	case p == "/audit" || strings.HasPrefix(p, "/audit/"):
-		if p == "/audit/pubkey" {
-			v = map[string]string{"algorithm": "ed25519", "public_key": fmt.Sprintf("%x", []byte(g.led.PublicKey()))}
-			break
+		if err = g.allowed(ctx, admin); err == nil {
+			if g.apiAudit(ctx, p) {
+				return true
+			}
+			err = errNotFound
 		}
-		if !g.isAdmin(ctx) {
-			err = errAdminOnly
-			break
-		}
-		if g.apiAudit(ctx, p) {
-			return true
-		}
-		err = errNotFound
 	case strings.HasPrefix(p, "/wallets/"):
-		if !g.isAdmin(ctx) {
-			err = errAdminOnly
-			break
+		if err = g.allowed(ctx, adminWrite); err == nil {
+			v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
 		}
-		if g.space.low.Load() && !ctx.IsGet() {
-			err = errLowSpace
-			break
-		}
-		v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
 	default:
 		ok = false
 	}
