@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -41,7 +42,9 @@ func TestDecode_Golden(t *testing.T) {
 			var got string
 			c, err := Decode(in)
 			if err != nil {
-				for _, p := range err.(*ValidationError).Problems {
+				var ve *ValidationError
+				errors.As(err, &ve)
+				for _, p := range ve.Problems {
 					got += "error: " + p.String() + "\n"
 				}
 			} else {
@@ -156,7 +159,8 @@ func TestDecodeWith_Listen(t *testing.T) {
 				}
 				return
 			}
-			ve, ok := err.(*ValidationError)
+			var ve *ValidationError
+			ok := errors.As(err, &ve)
 			if !ok || len(ve.Problems) != 1 || ve.Problems[0].Path != "tools[1].upstream" ||
 				!strings.Contains(ve.Problems[0].Message, "own listen address") {
 				t.Fatalf("got %v, want one problem at tools[1].upstream naming the listen address", err)

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -263,9 +264,10 @@ func (g *Gateway) Server() *fasthttp.Server {
 			// Requests fasthttp could not parse: too large, bad syntax.
 			status := fasthttp.StatusBadRequest
 			msg := "Malformed HTTP request"
-			if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
+			var small *fasthttp.ErrSmallBuffer
+			if errors.As(err, &small) {
 				status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "Request headers too large"
-			} else if err == fasthttp.ErrBodyTooLarge {
+			} else if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				status, msg = fasthttp.StatusRequestEntityTooLarge, "Request body too large"
 			}
 			writeJSON(ctx, status, errorBody(msg))

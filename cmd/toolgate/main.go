@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -47,7 +48,7 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
-		if e, ok := err.(exitError); ok {
+		if e := (exitError{}); errors.As(err, &e) {
 			if e.msg != "" {
 				fmt.Fprintln(os.Stderr, e.msg)
 			}

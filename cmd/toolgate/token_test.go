@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -192,7 +193,8 @@ func TestServe_AdminTokenFile(t *testing.T) {
 				<-done
 				t.Fatal("serve did not exit")
 			}
-			ee, ok := err.(*exec.ExitError)
+			var ee *exec.ExitError
+			ok := errors.As(err, &ee)
 			if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tt.want) {
 				t.Fatalf("got %v, output:\n%s\nwant exit status 2 naming %q", err, out, tt.want)
 			}
