@@ -537,7 +537,8 @@ type pinger interface {
 
 // readyz serves GET /readyz: 200 when the store is open, the ledger
 // commits, configuration is loaded and (with x402) the facilitator or RPC
-// node answers; 503 naming what is not ready otherwise. The backend's
+// node answers; 503 naming what is not ready otherwise. The body also
+// names the configuration serving (config_hash) and the reloads applied. The backend's
 // answer is reused for settlerHealthTTL and shared by concurrent calls
 // (probeCache): /readyz needs no credentials.
 func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
@@ -562,7 +563,8 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	} else {
 		checks["ledger"] = "ok"
 	}
-	if st := g.state.Load(); st != nil {
+	st := g.state.Load()
+	if st != nil {
 		checks["config"] = fmt.Sprintf("ok: %d tools", len(st.cat.Tools))
 	} else {
 		fail("config", "not loaded")
@@ -578,7 +580,11 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	if !ready {
 		status = 503
 	}
-	body, _ := json.Marshal(map[string]any{"ready": ready, "checks": checks})
+	detail := map[string]any{"ready": ready, "checks": checks}
+	if st != nil {
+		detail["config_hash"], detail["reloads"] = st.hash, st.reloads
+	}
+	body, _ := json.Marshal(detail)
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 	writeJSON(ctx, status, body)
 }
