@@ -538,9 +538,9 @@ type pinger interface {
 // readyz serves GET /readyz: 200 when the store is open, the ledger
 // commits, configuration is loaded and (with x402) the facilitator or RPC
 // node answers; 503 naming what is not ready otherwise. The body also
-// names the configuration serving (config_hash) and the reloads applied. The backend's
-// answer is reused for settlerHealthTTL and shared by concurrent calls
-// (probeCache): /readyz needs no credentials.
+// names the configuration serving (config_hash) and the reloads applied.
+// The backend's answer is reused for settlerHealthTTL and shared by
+// concurrent calls (probeCache): /readyz needs no credentials.
 func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	checks := map[string]string{}
 	ready := true
