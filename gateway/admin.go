@@ -539,9 +539,10 @@ type pinger interface {
 
 // readyz serves GET /readyz: 200 when the store is open, the ledger
 // commits, configuration is loaded and (with x402) the facilitator or RPC
-// node answers; 503 naming what is not ready otherwise. The backend's
-// answer is reused for settlerHealthTTL and shared by concurrent calls
-// (probeCache): /readyz needs no credentials.
+// node answers; 503 naming what is not ready otherwise. The body also
+// names the configuration serving (config_hash) and the reloads applied.
+// The backend's answer is reused for settlerHealthTTL and shared by
+// concurrent calls (probeCache): /readyz needs no credentials.
 func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	checks := map[string]string{}
 	ready := true
@@ -565,7 +566,8 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	} else {
 		checks["ledger"] = "ok"
 	}
-	if st := g.state.Load(); st != nil {
+	st := g.state.Load()
+	if st != nil {
 		checks["config"] = fmt.Sprintf("ok: %d tools", len(st.cat.Tools))
 	} else {
 		fail("config", "not loaded")
@@ -581,7 +583,11 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	if !ready {
 		status = 503
 	}
-	body, _ := json.Marshal(map[string]any{"ready": ready, "checks": checks})
+	detail := map[string]any{"ready": ready, "checks": checks}
+	if st != nil {
+		detail["config_hash"], detail["reloads"] = st.hash, st.reloads
+	}
+	body, _ := json.Marshal(detail)
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 	writeJSON(ctx, status, body)
 }

@@ -30,6 +30,7 @@ type metrics struct {
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
+	configReloads   prometheus.Counter       // Gateway.Reload calls applied
 
 	handler fasthttp.RequestHandler
 }
@@ -71,7 +72,11 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_upstream_retries_total",
 		Help: "Upstream requests sent again on a fresh connection because a reused one had been closed by the upstream before answering.",
 	})
-	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
+	m.configReloads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "toolgate_config_reloads_total",
+		Help: "Configuration reloads applied (SIGHUP, --watch-config); refused reloads are not counted.",
+	})
+	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.configReloads, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_lsm_bytes", Help: "Badger LSM size."},
 			func() float64 { lsm, _ := db.Size(); return float64(lsm) }),

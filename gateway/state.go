@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -26,6 +29,12 @@ type state struct {
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
 	loaded    time.Time            // when this configuration was compiled
+
+	// hash identifies the configuration (configHash of its catalog and
+	// policy document); reloads counts the Reloads applied since New.
+	// Override writes keep both.
+	hash    string
+	reloads uint64
 }
 
 // override is a per-principal policy as written and as compiled.
@@ -86,7 +95,11 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now()}
+	hash, err := configHash(cat, doc)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash}
 	for _, t := range []policy.Tier{policy.TierAPIKey, policy.TierWallet, policy.TierUnknownWallet} {
 		st.tiers[t] = set.Tier(t)
 	}
@@ -111,6 +124,25 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		st.routes[i] = rt
 	}
 	return st, nil
+}
+
+// configHash is the hex SHA-256 of a configuration as decoded: the
+// catalog's tools and the normalized policy document, in JSON. Files that
+// differ only in layout hash alike.
+func configHash(cat *catalog.Catalog, doc *policy.Document) (string, error) {
+	tools, err := json.Marshal(cat.Tools)
+	if err != nil {
+		return "", fmt.Errorf("config hash: %w", err)
+	}
+	pol, err := json.Marshal(doc)
+	if err != nil {
+		return "", fmt.Errorf("config hash: %w", err)
+	}
+	h := sha256.New()
+	h.Write(tools)
+	h.Write([]byte{'\n'})
+	h.Write(pol)
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func tierForOverride(principal string) policy.Tier {
@@ -181,7 +213,9 @@ func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, er
 
 // Reload compiles a new catalog and policy document and swaps them in.
 // Calls in flight finish under the state they started with. On error the
-// old state keeps serving.
+// old state keeps serving. An applied reload, even of an unchanged
+// configuration, counts in /readyz "reloads" and in
+// toolgate_config_reloads_total; a refused one changes neither.
 func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
@@ -194,6 +228,8 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	if err != nil {
 		return err
 	}
+	st.reloads = cur.reloads + 1
 	g.state.Store(st)
+	g.metrics.configReloads.Inc()
 	return nil
 }

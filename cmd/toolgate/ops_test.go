@@ -64,26 +64,31 @@ func TestServe_ReloadUnderLoad(t *testing.T) {
 		t.Fatal("could not edit policies.json")
 	}
 	os.WriteFile(filepath.Join(dir, "policies.json"), []byte(newPol), 0o600)
+	hash0, n0 := p.configState()
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		code, body := p.req("POST", "/tools/new/tool", `{}`, "X-API-Key", secret)
-		if code == 403 && strings.Contains(string(body), "enforced_deny") {
-			break // both files applied: the tool exists and the deny covers it
-		}
-		if code != 404 {
+	hash1, n1 := p.waitReload(n0, func() {
+		// Until the reload is seen, the old configuration serves whole.
+		if code, body := p.req("POST", "/tools/new/tool", `{}`, "X-API-Key", secret); code != 404 &&
+			(code != 403 || !strings.Contains(string(body), "enforced_deny")) {
 			t.Fatalf("new tool during reload: got %d %s (a half-applied state?)", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("reload did not apply")
-		}
-		time.Sleep(20 * time.Millisecond)
+	})
+	if hash1 == hash0 || n1 != n0+1 {
+		t.Fatalf("after SIGHUP: config_hash %s reloads %d, want a new hash and %d", hash1, n1, n0+1)
+	}
+	// Both files applied: the tool exists and the new deny covers it.
+	if code, body := p.req("POST", "/tools/new/tool", `{}`, "X-API-Key", secret); code != 403 || !strings.Contains(string(body), "enforced_deny") {
+		t.Fatalf("new tool after the reload: got %d %s, want 403 enforced_deny", code, body)
 	}
 
 	// 2. An invalid file is refused; the running configuration stays.
 	os.WriteFile(filepath.Join(dir, "policies.json"), []byte(`{"version":1,"defaults":{"deny_tools":["a*b"]}}`), 0o600)
+	refused := p.logCount("reload refused")
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(300 * time.Millisecond)
+	p.waitLog("reload refused", refused+1)
+	if hash, n := p.configState(); hash != hash1 || n != n1 {
+		t.Fatalf("after a refused reload: config_hash %s reloads %d, want %s and %d unchanged", hash, n, hash1, n1)
+	}
 	if code, body := p.req("POST", "/tools/new/tool", `{}`, "X-API-Key", secret); code != 403 {
 		t.Fatalf("after a refused reload: got %d %s, want the old 403", code, body)
 	}
@@ -217,19 +222,86 @@ func TestServe_WatchConfig(t *testing.T) {
 	}
 	pol, _ := os.ReadFile(filepath.Join(dir, "policies.json"))
 	newPol := strings.Replace(string(pol), `"enforced": { "deny_tools": [] }`, `"enforced": { "deny_tools": ["code_execute"] }`, 1)
+	hash0, n0 := p.configState()
 	os.WriteFile(filepath.Join(dir, "policies.json"), []byte(newPol), 0o600)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		code, body := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret)
-		if code == 403 && strings.Contains(string(body), "enforced_deny") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("file change not applied: last %d %s", code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
+	hash1, n1 := p.waitReload(n0, nil)
+	if hash1 == hash0 || n1 != n0+1 {
+		t.Fatalf("after the change: config_hash %s reloads %d, want a new hash and %d", hash1, n1, n0+1)
+	}
+	if code, body := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret); code != 403 || !strings.Contains(string(body), "enforced_deny") {
+		t.Fatalf("after the reload: got %d %s, want 403 enforced_deny", code, body)
+	}
+
+	// An invalid change is refused; the applied configuration stays.
+	refused := p.logCount("reload refused")
+	os.WriteFile(filepath.Join(dir, "policies.json"), []byte(`{"version":1,"defaults":{"deny_tools":["a*b"]}}`), 0o600)
+	p.waitLog("reload refused", refused+1)
+	if hash, n := p.configState(); hash != hash1 || n != n1 {
+		t.Fatalf("after a refused reload: config_hash %s reloads %d, want %s and %d unchanged", hash, n, hash1, n1)
+	}
+	if code, body := p.req("POST", "/tools/code_execute", `{}`, "X-API-Key", secret); code != 403 {
+		t.Fatalf("after a refused reload: got %d %s, want the applied 403", code, body)
 	}
 	p.stop(syscall.SIGTERM)
+}
+
+// configState returns the configuration serving, as /readyz reports it:
+// its hash and the reloads applied since start.
+func (p *proc) configState() (hash string, reloads int) {
+	p.t.Helper()
+	code, body := p.req("GET", "/readyz", "")
+	if code != 200 {
+		p.t.Fatalf("readyz: got %d %s", code, body)
+	}
+	hash, _ = jsonField(p.t, body, "config_hash").(string)
+	n, _ := jsonField(p.t, body, "reloads").(float64)
+	if len(hash) != 64 {
+		p.t.Fatalf("readyz config_hash %q, want 64 hex digits (%s)", hash, body)
+	}
+	return hash, int(n)
+}
+
+// waitReload waits until /readyz reports more than after reloads applied
+// and returns the new state. each, if not nil, runs on every poll.
+func (p *proc) waitReload(after int, each func()) (hash string, reloads int) {
+	p.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if hash, reloads = p.configState(); reloads > after {
+			return hash, reloads
+		}
+		if each != nil {
+			each()
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(p.log.Name())
+			p.t.Fatalf("no reload observed within 10 s (reloads %d); log:\n%s", reloads, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logCount counts the gateway log's lines containing s.
+func (p *proc) logCount(s string) int {
+	p.t.Helper()
+	b, err := os.ReadFile(p.log.Name())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
+}
+
+// waitLog waits until the gateway log has n lines containing s.
+func (p *proc) waitLog(s string, n int) {
+	p.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.logCount(s) < n {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(p.log.Name())
+			p.t.Fatalf("log has %d lines with %q within 10 s, want %d:\n%s", p.logCount(s), s, n, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestServe_DrainDelay: after SIGTERM with --drain-delay, /readyz answers
