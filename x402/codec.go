@@ -74,6 +74,16 @@ func Decode(header []byte, version int) (*Payment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: not base64", ErrMalformed)
 	}
+	return DecodeJSON(raw, version)
+}
+
+// DecodeJSON decodes a payment payload given as JSON rather than as a
+// header (x402 over MCP carries it in params._meta["x402/payment"]); the
+// rules are Decode's. raw is kept (Payment.Raw) and must not be modified.
+func DecodeJSON(raw []byte, version int) (*Payment, error) {
+	if len(raw) > MaxHeaderSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(raw), MaxHeaderSize)
+	}
 	var w wirePayment
 	if err := decodeWire(raw, &w); err != nil {
 		return nil, fmt.Errorf("%w: payload is not valid json", ErrMalformed)
