@@ -42,7 +42,8 @@ import (
 // 1), so each record has exactly one stored byte string.
 const (
 	binaryVersion  = 1
-	binaryVersion2 = 2
+	binaryVersion2 = 2 // + actor, state
+	binaryVersion3 = 3 // + actor, state, protocol
 )
 
 var errBinary = errors.New("malformed stored record")
@@ -50,10 +51,14 @@ var errBinary = errors.New("malformed stored record")
 // appendBinary appends the stored form of r; prev and hash are the binary
 // hashes behind r.Prev and r.Hash.
 func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
-	v2 := r.Actor != "" || len(r.State) > 0
-	if v2 {
+	v3 := r.Protocol != ""
+	v2 := v3 || r.Actor != "" || len(r.State) > 0
+	switch {
+	case v3:
+		b = append(b, binaryVersion3)
+	case v2:
 		b = append(b, binaryVersion2)
-	} else {
+	default:
 		b = append(b, binaryVersion)
 	}
 	b = appendBStr(b, r.Type)
@@ -98,6 +103,9 @@ func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
 		b = appendBStr(b, r.Actor)
 		b = binary.AppendUvarint(b, uint64(len(r.State)))
 		b = append(b, r.State...)
+	}
+	if v3 {
+		b = appendBStr(b, r.Protocol)
 	}
 	b = append(b, prev[:]...)
 	return append(b, hash[:]...)
@@ -217,10 +225,10 @@ func (r *Record) decodeBinary(v []byte) error {
 // and leaving r.Prev and r.Hash untouched.
 func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d := binReader{b: v}
-	if len(v) == 0 || v[0] != binaryVersion && v[0] != binaryVersion2 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion3 {
 		return errBinary
 	}
-	v2 := v[0] == binaryVersion2
+	v2, v3 := v[0] >= binaryVersion2, v[0] == binaryVersion3
 	d.b = d.b[1:]
 	d.str(&r.Type)
 	d.str(&r.Outcome)
@@ -265,14 +273,20 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d.str(&r.Payer)
 	d.str(&r.Network)
 	d.str(&r.TxHash)
-	r.Actor, r.State = "", nil
+	r.Actor, r.State, r.Protocol = "", nil, ""
 	if v2 {
 		d.str(&r.Actor)
 		if st := d.bytes(); len(st) > 0 {
 			r.State = append(json.RawMessage(nil), st...)
 		}
-		if r.Actor == "" && len(r.State) == 0 {
+		if !v3 && r.Actor == "" && len(r.State) == 0 {
 			d.err = true // version 1 would have been written
+		}
+	}
+	if v3 {
+		d.str(&r.Protocol)
+		if r.Protocol == "" {
+			d.err = true // version 2 or 1 would have been written
 		}
 	}
 	if h := d.fixed(32); h != nil {
@@ -290,7 +304,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 // binaryFilter returns the type, outcome and tool of a stored record
 // without decoding the rest.
 func binaryFilter(v []byte) (typ, outcome, tool []byte, ok bool) {
-	if len(v) == 0 || v[0] != binaryVersion && v[0] != binaryVersion2 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion3 {
 		return nil, nil, nil, false
 	}
 	d := binReader{b: v[1:]}

@@ -103,6 +103,9 @@ type Record struct {
 	// State is, for admin records, the subject's state after the change:
 	// one compact JSON object (valid UTF-8, no insignificant whitespace).
 	State json.RawMessage `json:"state,omitempty"`
+	// Protocol is the front end a call came through when it is not REST
+	// ("mcp"); "" for REST.
+	Protocol string `json:"protocol,omitempty"`
 
 	Prev string `json:"prev"` // hex SHA-256 of the previous record; 64 zeros for seq 1
 	Hash string `json:"hash"` // hex SHA-256(prev bytes || canonical bytes)
@@ -144,7 +147,7 @@ func (r *Record) normalize() error {
 		return fmt.Errorf("%w: at %s out of range", ErrInvalidRecord, r.At)
 	}
 	for _, s := range []*string{&r.RequestID, &r.Principal, &r.Tier, &r.Tool, &r.RateClass,
-		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor} {
+		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor, &r.Protocol} {
 		if !utf8.ValidString(*s) {
 			*s = strings.ToValidUTF8(*s, "\uFFFD")
 		}
@@ -210,6 +213,7 @@ func (r *Record) appendCanonical(b []byte) []byte {
 		b = append(b, `,"state":`...)
 		b = append(b, r.State...)
 	}
+	b = appendOptStr(b, `,"protocol":`, r.Protocol)
 	return append(b, '}')
 }
 
@@ -277,6 +281,7 @@ type wireRecord struct {
 	TxHash            string          `json:"tx_hash"`
 	Actor             string          `json:"actor"`
 	State             json.RawMessage `json:"state"`
+	Protocol          string          `json:"protocol"`
 	Prev              string          `json:"prev"`
 	Hash              string          `json:"hash"`
 }
@@ -303,7 +308,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Status: w.Status, Cost: money.Micros(w.Cost), SpendDay: w.SpendDay, LatencyUS: w.LatencyUS,
 		UpstreamStatus: w.UpstreamStatus, UpstreamLatencyUS: w.UpstreamLatencyUS,
 		Kind: w.Kind, Amount: money.Micros(w.Amount), Payer: w.Payer, Network: w.Network,
-		TxHash: w.TxHash, Actor: w.Actor, Prev: w.Prev, Hash: w.Hash,
+		TxHash: w.TxHash, Actor: w.Actor, Protocol: w.Protocol, Prev: w.Prev, Hash: w.Hash,
 	}
 	if len(w.State) > 0 && string(w.State) != "null" {
 		r.State = append(json.RawMessage(nil), w.State...)

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +56,37 @@ func TestRecord_Binary(t *testing.T) {
 			t.Errorf("earlier Payment changed")
 		}
 	})
+}
+
+// TestRecord_Protocol: a record's protocol (MCP calls) survives the stored
+// form and the chain, and records without one keep their version-1 bytes.
+func TestRecord_Protocol(t *testing.T) {
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval})
+	if err := l.Append(&Record{Type: TypeCall, Principal: "key:k_P", Tool: "t", Outcome: OutcomeAllowed, Protocol: "mcp"},
+		&Record{Type: TypeCall, Principal: "key:k_P", Tool: "t", Outcome: OutcomeAllowed}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := l.Query(Query{Principal: "key:k_P"}, func(r *Record) error {
+		got = append(got, r.Protocol)
+		j, _ := r.MarshalJSON()
+		if strings.Contains(string(j), `"protocol"`) != (r.Protocol != "") {
+			t.Errorf("JSON %s: protocol field present iff set", j)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != "mcp" || got[1] != "" {
+		t.Fatalf("protocols %q, want [mcp, \"\"]", got)
+	}
+	if rep := l.Verify(); !rep.OK {
+		t.Fatalf("verify: %+v", rep)
+	}
+	var r Record
+	r.Type, r.Protocol = TypeCall, ""
+	var h [32]byte
+	if v := r.appendBinary(nil, &h, &h); v[0] != binaryVersion {
+		t.Fatalf("a record without protocol, actor or state is stored as version %d, want 1", v[0])
+	}
 }
