@@ -13,5 +13,5 @@ func (l *Ledger) Healthy() error {
 	if err := l.w.state(); err != nil {
 		return err
 	}
-	return l.a.lag(l.w.acked.Load())
+	return l.a.lag(l.w.journaled())
 }

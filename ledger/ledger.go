@@ -182,7 +182,7 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 			l.roJournalFirst, l.roJournalLast = rec.groups[0].firstSeq, rec.journalLast
 		}
 		l.a = newApplier(db, l.cp, pool, opts.hooks, rec.seq, rec.hash)
-		l.w = newWriter(l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
+		l.w = newWriter(nil, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 		close(l.w.done)
 		close(l.a.done)
 		return l, nil
@@ -193,8 +193,7 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l.a.j = j
-	l.w = newWriter(l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
-	l.w.j = j
+	l.w = newWriter(j, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 	l.w.start()
 	l.a.start()
 	return l, nil
@@ -240,7 +239,7 @@ func (l *Ledger) waitApplied() error {
 	if l.readOnly {
 		return nil
 	}
-	return l.a.waitFor(l.w.acked.Load())
+	return l.a.waitFor(l.w.journaled())
 }
 
 // appliedHead returns the last record applied to badger.

@@ -58,12 +58,12 @@ type writer struct {
 	bgSyncDone sync.WaitGroup
 }
 
-// newWriter returns a stopped writer whose chain (appended and
-// journaled) ends at seq with hash; the caller sets j before start on a
-// writable ledger. h may be nil.
-func newWriter(a *applier, pool *groupPool, opts *Options, h *hooks, seq uint64, hash [32]byte) *writer {
+// newWriter returns a stopped writer that journals to j (nil on a
+// read-only ledger, which never starts it) and whose chain (appended and
+// journaled) ends at seq with hash. h may be nil.
+func newWriter(j *journal, a *applier, pool *groupPool, opts *Options, h *hooks, seq uint64, hash [32]byte) *writer {
 	w := &writer{
-		a: a, pool: pool, now: opts.Now, mode: opts.Sync, every: opts.SyncEvery, hooks: h,
+		j: j, a: a, pool: pool, now: opts.Now, mode: opts.Sync, every: opts.SyncEvery, hooks: h,
 		seq: seq, hash: hash, hashHex: hex.EncodeToString(hash[:]),
 		cSeq: seq, cHash: hash,
 		wake: make(chan struct{}, 1), cpReq: make(chan chan error),
@@ -132,6 +132,10 @@ func (w *writer) append(recs []*Record) Ticket {
 	}
 	return Ticket{g: g}
 }
+
+// journaled returns the seq of the last journaled (acknowledged) record
+// without a lock.
+func (w *writer) journaled() uint64 { return w.acked.Load() }
 
 // head returns the last journaled (acknowledged) record.
 func (w *writer) head() (uint64, [32]byte) {
