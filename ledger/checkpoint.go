@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,6 +82,62 @@ func signCheckpoint(priv ed25519.PrivateKey, seq uint64, hash [32]byte, at time.
 	msg, _ := c.SignedBytes()
 	c.Sig = hex.EncodeToString(ed25519.Sign(priv, msg))
 	return c
+}
+
+// checkpointer decides when the applier signs a checkpoint and signs it
+// with the ledger's key. It lives as long as its Ledger. The applier
+// goroutine (and Open's replay before it starts) alone calls due and
+// signed; sign and last are safe from any goroutine. It is built by
+// newCheckpointer; the zero value is not usable.
+type checkpointer struct {
+	priv ed25519.PrivateKey
+	// every is the record count that makes a checkpoint due
+	// (Options.CheckpointEvery after defaults); <= 0 turns count-based
+	// checkpoints off.
+	every int
+	// interval is Options.CheckpointInterval: the applier forces a
+	// checkpoint this often; 0 means never.
+	interval time.Duration
+	now      func() time.Time
+	seq      atomic.Uint64 // last checkpointed seq
+}
+
+// newCheckpointer returns a checkpointer signing with priv, on the
+// schedule of opts (after Open's defaults), whose last checkpoint is seq.
+func newCheckpointer(priv ed25519.PrivateKey, opts *Options, seq uint64) *checkpointer {
+	c := &checkpointer{priv: priv, every: opts.CheckpointEvery, interval: opts.CheckpointInterval, now: opts.Now}
+	c.seq.Store(seq)
+	return c
+}
+
+// due reports whether a checkpoint is due once seq is applied: every
+// records or more after the last one.
+func (c *checkpointer) due(seq uint64) bool {
+	return c.every > 0 && seq-c.seq.Load() >= uint64(c.every)
+}
+
+// last returns the seq of the last checkpoint stored.
+func (c *checkpointer) last() uint64 { return c.seq.Load() }
+
+// sign returns a checkpoint over record seq with hash, at the clock's
+// time.
+func (c *checkpointer) sign(seq uint64, hash [32]byte) Checkpoint {
+	return signCheckpoint(c.priv, seq, hash, c.now())
+}
+
+// signed records that the checkpoint over seq is committed.
+func (c *checkpointer) signed(seq uint64) { c.seq.Store(seq) }
+
+// checkpointNow asks the writer to journal what is pending, then the
+// applier to apply everything up to it and sign the head. It is a no-op
+// on a read-only ledger and after Close (which writes the final
+// checkpoint); otherwise it returns the journal write's or the apply's
+// error.
+func (l *Ledger) checkpointNow() error {
+	if l.readOnly {
+		return nil
+	}
+	return l.w.checkpoint()
 }
 
 // appendJSON writes c as one JSON object tagged "type":"checkpoint", the

@@ -81,6 +81,18 @@
 // holds unapplied records in memory, Verify counts them, and Export
 // refuses them (ErrJournalPending).
 //
+// # Code layout
+//
+// Ledger (ledger.go) is the facade: Open, Append, Close and the reads
+// (query.go, verify.go, export.go). It composes one type per role, each
+// owning its state and locks: recovery (recovery.go) reads the store's
+// head and replays and repairs the journal at Open; writer (writer.go)
+// is the group commit onto the journal (journal.go); applier
+// (applier.go) copies journaled groups into badger; checkpointer
+// (checkpoint.go) decides when to sign a checkpoint and signs it. A
+// group (group.go) is the unit the writer hands the applier. Tests
+// inject faults through hooks (hooks.go), which production never sets.
+//
 // Reads (Query, QueryRaw, LatestBalances, Verify, Export) read badger.
 // Query, QueryRaw and LatestBalances first wait until the applier has
 // applied every record acknowledged when the read started, so a caller

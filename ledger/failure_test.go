@@ -21,22 +21,23 @@ func TestLedger_WriteFailure(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			dir := t.TempDir()
 			db := openDB(t, dir, false)
-			l, err := Open(db, dir, Options{Sync: mode.sync, CheckpointEvery: 7})
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			defer db.Close()
-			// Set before the first Append: the writer reads it only after
-			// taking a group under l.mu, which orders it after this write.
+			// The hook runs on the writer goroutine, which alone writes
+			// cSeq; l is set before the first Append reaches it.
+			var l *Ledger
 			var writes, failedAt int
-			l.writeFault = func() error {
+			h := &hooks{journalWrite: func() error {
 				writes++
-				if failedAt == 0 && (writes == 20 || l.cSeq >= 100) {
+				if failedAt == 0 && (writes == 20 || l.w.cSeq >= 100) {
 					failedAt = writes
 					return errors.New("injected fault")
 				}
 				return nil
+			}}
+			l, err := Open(db, dir, Options{Sync: mode.sync, CheckpointEvery: 7, hooks: h})
+			if err != nil {
+				t.Fatalf("Open: %v", err)
 			}
+			defer db.Close()
 			const workers, each = 16, 60
 			type result struct {
 				seq  uint64

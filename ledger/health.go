@@ -1,7 +1,5 @@
 package ledger
 
-import "fmt"
-
 // Healthy returns nil while the ledger accepts records and applies them
 // to the store, or the reason it does not: closed, read-only, the last
 // journal write failure, or (wrapping ErrWriteFailed) the applier's
@@ -12,19 +10,8 @@ func (l *Ledger) Healthy() error {
 	if l.readOnly {
 		return ErrReadOnly
 	}
-	l.mu.Lock()
-	closed, err := l.closed, l.err
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if err != nil {
+	if err := l.w.state(); err != nil {
 		return err
 	}
-	l.amu.Lock()
-	defer l.amu.Unlock()
-	if l.applyErr != nil {
-		return fmt.Errorf("%w (%d acknowledged records wait in the journal)", l.applyErr, l.acked.Load()-l.aSeq)
-	}
-	return nil
+	return l.a.lag(l.w.journaled())
 }

@@ -28,19 +28,14 @@ import (
 // together. Only the last frame of the last segment can be torn (the
 // write of an unanswered group cut short); recovery drops it.
 const (
-	journalPrefix       = "ledger-"
-	journalSuffix       = ".wal"
-	frameHeader         = 8
-	maxFrame            = 1 << 30
-	defaultSegmentBytes = 64 << 20
-	defaultMaxBacklog   = 100_000
+	journalPrefix     = "ledger-"
+	journalSuffix     = ".wal"
+	frameHeader       = 8
+	maxFrame          = 1 << 30
+	defaultMaxBacklog = 100_000
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// segmentBytes is the size past which the writer starts a new segment
-// (tests lower it).
-var segmentBytes int64 = defaultSegmentBytes
 
 // errJournalCut marks a journal that cannot be cut back after a failed
 // append; the ledger then refuses records until it is reopened.

@@ -17,11 +17,12 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// crash stops l as a kill -9 would leave it: the applier applies nothing
-// more, the journal is neither applied nor deleted.
+// crash stops l, opened with hooks, as a kill -9 would leave it: the
+// applier applies nothing more, the journal is neither applied nor
+// deleted.
 func crash(t *testing.T, l *Ledger) {
 	t.Helper()
-	l.halted.Store(true)
+	l.opts.hooks.halted.Store(true)
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close after halt: %v", err)
 	}
@@ -101,8 +102,6 @@ func checkStored(t *testing.T, l *Ledger, acked map[uint64]string, n uint64) {
 // store, gap-free, and the chain verifies; the journal is gone after a
 // clean Close.
 func TestLedger_Crash(t *testing.T) {
-	defer func(n int64) { segmentBytes = n }(segmentBytes)
-	segmentBytes = 16 << 10 // several segments
 	tests := []struct {
 		name    string
 		sync    SyncMode
@@ -117,17 +116,20 @@ func TestLedger_Crash(t *testing.T) {
 			dir := t.TempDir()
 			db := openDB(t, dir, false)
 			defer db.Close()
-			opts := Options{Sync: tt.sync, CheckpointEvery: 50}
-			l, err := Open(db, dir, opts)
+			opts := Options{Sync: tt.sync, CheckpointEvery: 50, SegmentBytes: 16 << 10} // several segments
+			h := &hooks{}
+			crashing := opts
+			crashing.hooks = h
+			l, err := Open(db, dir, crashing)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tt.haltAll {
-				l.halted.Store(true)
+				h.halted.Store(true)
 			}
 			acked := appendConcurrently(t, l, 16, 30)
 			if !tt.haltAll {
-				l.halted.Store(true)
+				h.halted.Store(true)
 				for k, v := range appendConcurrently(t, l, 16, 30) {
 					acked[k] = v
 				}
@@ -166,9 +168,7 @@ func TestLedger_Crash(t *testing.T) {
 // TestLedger_JournalTrim: while the applier keeps up, applied segments
 // are deleted, so the journal stays a few segments long.
 func TestLedger_JournalTrim(t *testing.T) {
-	defer func(n int64) { segmentBytes = n }(segmentBytes)
-	segmentBytes = 8 << 10
-	l, _, dir := newLedger(t, Options{Sync: SyncInterval})
+	l, _, dir := newLedger(t, Options{Sync: SyncInterval, SegmentBytes: 8 << 10})
 	for i := 0; i < 400; i++ {
 		if err := l.Append(callRec("key:a", "t", OutcomeAllowed)).Wait(); err != nil {
 			t.Fatal(err)
@@ -191,11 +191,11 @@ func buildJournal(t *testing.T, n int) (string, *badger.DB, []string) {
 	dir := t.TempDir()
 	db := openDB(t, dir, false)
 	t.Cleanup(func() { db.Close() })
-	l, err := Open(db, dir, Options{})
+	l, err := Open(db, dir, Options{hooks: &hooks{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.halted.Store(true)
+	l.opts.hooks.halted.Store(true)
 	hashes := []string{""}
 	for i := 0; i < n; i++ {
 		r := callRec("key:a", "t", OutcomeAllowed)
@@ -406,16 +406,15 @@ func TestLedger_ReadYourWrites(t *testing.T) {
 // fails fast. Once badger works again everything acknowledged is applied
 // and verifies.
 func TestLedger_ApplyFailure(t *testing.T) {
-	l, _, _ := newLedger(t, Options{Sync: SyncInterval, CheckpointEvery: 10})
+	const bound = 100
 	var failing atomic.Bool
-	l.applyFault = func() error {
+	h := &hooks{maxBacklog: bound, commit: func() error {
 		if failing.Load() {
 			return errors.New("injected badger fault")
 		}
 		return nil
-	}
-	const bound = 100
-	l.maxBacklog = bound
+	}}
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval, CheckpointEvery: 10, hooks: h})
 	acked := map[uint64]string{}
 	add := func() error {
 		r := callRec("key:a", "t", OutcomeAllowed)
@@ -559,16 +558,16 @@ func TestLedger_CloseApplyFailure(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir, false)
 	defer db.Close()
-	l, err := Open(db, dir, Options{Sync: SyncInterval})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var failing atomic.Bool
-	l.applyFault = func() error {
+	h := &hooks{commit: func() error {
 		if failing.Load() {
 			return errors.New("injected badger fault")
 		}
 		return nil
+	}}
+	l, err := Open(db, dir, Options{Sync: SyncInterval, hooks: h})
+	if err != nil {
+		t.Fatal(err)
 	}
 	failing.Store(true)
 	acked := map[uint64]string{}

@@ -177,7 +177,8 @@ func TestLedger_AppendConcurrent(t *testing.T) {
 		sync SyncMode
 	}{{"SyncAlways", SyncAlways}, {"SyncInterval", SyncInterval}} {
 		t.Run(mode.name, func(t *testing.T) {
-			l, _, _ := newLedger(t, Options{Sync: mode.sync, SyncEvery: 10 * time.Millisecond})
+			h := &hooks{}
+			l, _, _ := newLedger(t, Options{Sync: mode.sync, SyncEvery: 10 * time.Millisecond, hooks: h})
 			const workers, each = 50, 200
 			var mu sync.Mutex // a caller's own lock held around Append
 			var wg sync.WaitGroup
@@ -202,7 +203,7 @@ func TestLedger_AppendConcurrent(t *testing.T) {
 			for err := range errs {
 				t.Fatalf("Wait: %v", err)
 			}
-			commits := l.commits.Load()
+			commits := h.commits.Load()
 			if commits >= workers*each {
 				t.Errorf("commits: got %d, want fewer than %d records (group commit)", commits, workers*each)
 			}
@@ -344,9 +345,7 @@ func TestLedger_CheckpointInterval(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		l.hmu.Lock()
-		cp := l.cpSeq
-		l.hmu.Unlock()
+		cp := l.cp.last()
 		if cp == 1 {
 			break
 		}

@@ -104,7 +104,7 @@ func (l *Ledger) scan(q Query, fn func(v []byte) error) error {
 			if q.Desc && bytes.Compare(k, lo) < 0 || !q.Desc && bytes.Compare(k, hi) >= 0 {
 				break
 			}
-			l.scanned.Add(1)
+			l.opts.hooks.scan()
 			if len(k) != len(prefix)+16 {
 				continue
 			}

@@ -107,7 +107,8 @@ func TestLedger_Query(t *testing.T) {
 }
 
 func TestLedger_QueryUsesIndex(t *testing.T) {
-	l, _, _ := newLedger(t, Options{})
+	h := &hooks{}
+	l, _, _ := newLedger(t, Options{hooks: h})
 	var recs []*Record
 	for i := 0; i < 2000; i++ {
 		r := callRec(fmt.Sprintf("key:%03d", i%100), "t", OutcomeAllowed)
@@ -130,9 +131,9 @@ func TestLedger_QueryUsesIndex(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := l.scanned.Load()
+			before := h.scanned.Load()
 			got := collect(t, l, tt.q)
-			scanned := l.scanned.Load() - before
+			scanned := h.scanned.Load() - before
 			if len(got) != tt.wantRecords || scanned != tt.wantScanned {
 				t.Errorf("got %d records after %d index keys, want %d after %d", len(got), scanned, tt.wantRecords, tt.wantScanned)
 			}
