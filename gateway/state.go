@@ -20,8 +20,7 @@ import (
 type state struct {
 	cat       *catalog.Catalog
 	doc       *policy.Document
-	set       *policy.Set
-	tiers     [3]*policy.Effective
+	set       *policy.Set // also every tier's policy, by name (set.Tier)
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
 	loaded    time.Time            // when this configuration was compiled
@@ -51,12 +50,15 @@ func (st *state) route(path []byte) *route {
 	return nil
 }
 
-// effective returns the policy for a principal of the given tier.
+// effective returns the policy for a principal of the given tier: its
+// override's, or the tier's. tier must be a tier of st.set (the default
+// tiers always are; tierOf returns only those and tiers of compiled
+// overrides); otherwise it returns nil.
 func (st *state) effective(tier policy.Tier, principal string) *policy.Effective {
 	if o, ok := st.overrides[principal]; ok {
 		return o.eff
 	}
-	return st.tiers[tier]
+	return st.set.Tier(tier)
 }
 
 // tierOf returns the tier of a principal.
@@ -79,9 +81,6 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
 	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now()}
-	for _, t := range []policy.Tier{policy.TierAPIKey, policy.TierWallet, policy.TierUnknownWallet} {
-		st.tiers[t] = set.Tier(t)
-	}
 	for principal, raw := range raws {
 		eff, err := set.Effective(tierForOverride(principal), raw)
 		if err != nil {
