@@ -20,7 +20,7 @@ import (
 type state struct {
 	cat       *catalog.Catalog
 	doc       *policy.Document
-	set       *policy.Set // also every tier's policy, by name (set.Tier)
+	set       *policy.Set          // also every tier's policy, by name (set.Tier)
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
 	loaded    time.Time            // when this configuration was compiled
@@ -61,10 +61,16 @@ func (st *state) effective(tier policy.Tier, principal string) *policy.Effective
 	return st.set.Tier(tier)
 }
 
-// tierOf returns the tier of a principal.
+// tierOf returns the tier of a principal: the one its override selects,
+// else the one identity assigns (api_key for a key, wallet for a wallet
+// with an override, unknown_wallet for any other wallet).
 func tierOf(principal string, st *state) policy.Tier {
+	o, ok := st.overrides[principal]
+	if ok && o.raw.Tier != "" {
+		return o.raw.Tier
+	}
 	if strings.HasPrefix(principal, "wallet:") {
-		if _, ok := st.overrides[principal]; ok {
+		if ok {
 			return policy.TierWallet
 		}
 		return policy.TierUnknownWallet
@@ -72,9 +78,10 @@ func tierOf(principal string, st *state) policy.Tier {
 	return policy.TierAPIKey
 }
 
-// build compiles a new state. Overrides that no longer compile against the
-// new configuration keep their raw form and fall back to the tier policy;
-// the error is reported.
+// build compiles a new state. An override that no longer compiles against
+// the new configuration (e.g. one whose "tier" the new policies.json no
+// longer declares) fails the build with an error naming its principal and
+// the problem's path; Reload then keeps the old state.
 func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy) (*state, error) {
 	set, err := policy.Compile(doc, cat)
 	if err != nil {
@@ -82,7 +89,7 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	}
 	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now()}
 	for principal, raw := range raws {
-		eff, err := set.Effective(tierForOverride(principal), raw)
+		eff, err := set.Effective(tierForOverride(principal, raw), raw)
 		if err != nil {
 			return nil, fmt.Errorf("compile override for %s: %w", principal, err)
 		}
@@ -104,7 +111,13 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	return st, nil
 }
 
-func tierForOverride(principal string) policy.Tier {
+// tierForOverride returns the tier under the override raw of principal:
+// the one raw selects, else the one identity assigns to a principal with an
+// override. A tier the set lacks makes Set.Effective fail at "$.tier".
+func tierForOverride(principal string, raw *policy.Policy) policy.Tier {
+	if raw != nil && raw.Tier != "" {
+		return raw.Tier
+	}
 	if strings.HasPrefix(principal, "wallet:") {
 		return policy.TierWallet
 	}
@@ -161,7 +174,7 @@ func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, er
 	if raw == nil {
 		delete(next.overrides, principal)
 	} else {
-		eff, err := cur.set.Effective(tierForOverride(principal), raw)
+		eff, err := cur.set.Effective(tierForOverride(principal, raw), raw)
 		if err != nil {
 			return nil, err
 		}
