@@ -43,7 +43,8 @@ func (a keyAuth) authenticate(c *call) (callerIdentity, bool, *Decision, error) 
 	if !ok {
 		return callerIdentity{}, true, bodyInvalidKey, nil
 	}
-	return callerIdentity{who: k.Who(), tier: policy.TierAPIKey}, true, nil, nil
+	who := k.Who()
+	return callerIdentity{who: who, tier: c.st.tierOf(who)}, true, nil, nil
 }
 
 // paymentAuth identifies x402 payers of priced tools: decode, match against

@@ -91,6 +91,7 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	c := acquireCall()
 	defer releaseCall(c)
 	c.start = g.now()
+	c.st = g.state.Load()
 	c.reqID = g.appendRequestID(c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrRequestID, c.reqID)
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)

@@ -24,8 +24,7 @@ import (
 type state struct {
 	cat       *catalog.Catalog
 	doc       *policy.Document
-	set       *policy.Set
-	tiers     [3]*policy.Effective
+	set       *policy.Set          // also every tier's policy, by name (set.Tier)
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
 	loaded    time.Time            // when this configuration was compiled
@@ -61,19 +60,27 @@ func (st *state) route(path []byte) *route {
 	return nil
 }
 
-// effective returns the policy for a principal of the given tier.
+// effective returns the policy for a principal of the given tier: its
+// override's, or the tier's. tier must be a tier of st.set (the default
+// tiers always are; tierOf returns only those and tiers of compiled
+// overrides); otherwise it returns nil.
 func (st *state) effective(tier policy.Tier, principal string) *policy.Effective {
 	if o, ok := st.overrides[principal]; ok {
 		return o.eff
 	}
-	return st.tiers[tier]
+	return st.set.Tier(tier)
 }
 
-// tierOf returns the tier identity assigns a principal: api_key for keys;
-// for wallets, wallet when it has an override, else unknown_wallet.
+// tierOf returns the tier of a principal: the one its override selects,
+// else the one identity assigns (api_key for a key, wallet for a wallet
+// with an override, unknown_wallet for any other wallet).
 func (st *state) tierOf(p identity.Principal) policy.Tier {
+	o, ok := st.overrides[p.String()]
+	if ok && o.raw.Tier != "" {
+		return o.raw.Tier
+	}
 	if p.Kind == identity.KindWallet {
-		if _, ok := st.overrides[p.String()]; ok {
+		if ok {
 			return policy.TierWallet
 		}
 		return policy.TierUnknownWallet
@@ -87,9 +94,10 @@ func (st *state) tierOfName(principal string) policy.Tier {
 	return st.tierOf(p)
 }
 
-// build compiles a new state. Overrides that no longer compile against the
-// new configuration keep their raw form and fall back to the tier policy;
-// the error is reported.
+// build compiles a new state. An override that no longer compiles against
+// the new configuration (e.g. one whose "tier" the new policies.json no
+// longer declares) fails the build with an error naming its principal and
+// the problem's path; Reload then keeps the old state.
 func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy) (*state, error) {
 	set, err := policy.Compile(doc, cat)
 	if err != nil {
@@ -100,11 +108,8 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		return nil, err
 	}
 	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash}
-	for _, t := range []policy.Tier{policy.TierAPIKey, policy.TierWallet, policy.TierUnknownWallet} {
-		st.tiers[t] = set.Tier(t)
-	}
 	for principal, raw := range raws {
-		eff, err := set.Effective(tierForOverride(principal), raw)
+		eff, err := set.Effective(tierForOverride(principal, raw), raw)
 		if err != nil {
 			return nil, fmt.Errorf("compile override for %s: %w", principal, err)
 		}
@@ -145,7 +150,13 @@ func configHash(cat *catalog.Catalog, doc *policy.Document) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func tierForOverride(principal string) policy.Tier {
+// tierForOverride returns the tier under the override raw of principal:
+// the one raw selects, else the one identity assigns to a principal with an
+// override. A tier the set lacks makes Set.Effective fail at "$.tier".
+func tierForOverride(principal string, raw *policy.Policy) policy.Tier {
+	if raw != nil && raw.Tier != "" {
+		return raw.Tier
+	}
 	if strings.HasPrefix(principal, "wallet:") {
 		return policy.TierWallet
 	}
@@ -202,7 +213,7 @@ func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, er
 	if raw == nil {
 		delete(next.overrides, principal)
 	} else {
-		eff, err := cur.set.Effective(tierForOverride(principal), raw)
+		eff, err := cur.set.Effective(tierForOverride(principal, raw), raw)
 		if err != nil {
 			return nil, err
 		}

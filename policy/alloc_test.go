@@ -32,3 +32,14 @@ func TestEffective_Decide_ZeroAlloc(t *testing.T) {
 		})
 	}
 }
+
+func TestSet_Tier_ZeroAlloc(t *testing.T) {
+	set := mustSet(t, `{"version":1,"tiers":{"team-research":{"deny_tools":["x"]}}}`, testCatalog())
+	for _, tier := range []policy.Tier{policy.TierAPIKey, policy.TierUnknownWallet, "team-research"} {
+		t.Run(tier.String(), func(t *testing.T) {
+			if n := testing.AllocsPerRun(1000, func() { set.Tier(tier) }); n != 0 {
+				t.Errorf("Tier allocs = %v, want 0", n)
+			}
+		})
+	}
+}

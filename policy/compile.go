@@ -11,22 +11,28 @@ import (
 	"github.com/toolgate/toolgate/money"
 )
 
-// ErrUnknownTier is returned by Set.Effective for a Tier outside the
-// declared constants.
+// ErrUnknownTier is returned by Set.Effective for a tier that the document
+// does not declare and that is not a default tier. An override selecting
+// such a tier is a *catalog.ValidationError at "$.tier" that also matches
+// ErrUnknownTier with errors.Is.
 var ErrUnknownTier = errors.New("policy: unknown tier")
 
 // Set is a policies.json compiled against one catalog: the enforced deny
-// list and the three tier policies, each ready for Decide. A Set is
-// immutable and safe for concurrent use; the gateway keeps it behind an
-// atomic.Pointer and compiles a new one when policies.json or the catalog is
-// reloaded (Effectives compiled from an older Set stay correct, see Decide).
+// list and every tier's policy (the three default tiers always, as the
+// defaults alone when the document leaves them out), each ready for Decide.
+// A Set is immutable and safe for concurrent use; the gateway keeps it
+// behind an atomic.Pointer and compiles a new one when policies.json or the
+// catalog is reloaded (Effectives compiled from an older Set stay correct,
+// see Decide).
 type Set struct {
 	doc      Document
 	cat      *catalog.Catalog
 	ix       toolIndex
 	enforced bitset
-	base     [NumTiers]Policy // defaults ← tier
-	tiers    [NumTiers]*Effective
+	names    []Tier                        // TierNames order
+	base     map[Tier]Policy               // defaults ← tier
+	tiers    map[Tier]*Effective           // every tier, compiled
+	builtin  [len(defaultTiers)]*Effective // the default tiers, for Tier's fast path
 }
 
 // Compile validates doc (a document built in code may be invalid; decoded
@@ -50,39 +56,90 @@ func Compile(doc *Document, cat *catalog.Catalog) (*Set, error) {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
 	s.enforced = s.ix.match(s.doc.EnforcedDenyTools)
-	for t := range s.tiers {
+	s.names = s.doc.TierNames()
+	s.base = make(map[Tier]Policy, len(s.names))
+	s.tiers = make(map[Tier]*Effective, len(s.names))
+	for _, t := range s.names {
 		s.base[t] = merge(s.doc.Defaults, s.doc.Tiers[t])
-		s.tiers[t] = s.compile(s.base[t])
+		s.tiers[t] = s.compile(t, s.base[t])
+	}
+	for i, t := range defaultTiers {
+		s.builtin[i] = s.tiers[t]
 	}
 	return s, nil
 }
 
 // Tier returns the precompiled effective policy of tier for a principal
-// without an override, or nil if tier is not one of the declared constants.
+// without an override, or nil if the document declares no such tier (the
+// default tiers always exist). It does not allocate.
 func (s *Set) Tier(tier Tier) *Effective {
-	if int(tier) >= len(s.tiers) {
-		return nil
+	switch tier {
+	case TierAPIKey:
+		return s.builtin[0]
+	case TierWallet:
+		return s.builtin[1]
+	case TierUnknownWallet:
+		return s.builtin[2]
 	}
 	return s.tiers[tier]
 }
 
-// Effective compiles the policy of a principal of tier with an override
-// (defaults ← tier ← override). A nil override returns Tier(tier). It costs
-// time proportional to the catalog and the patterns; call it when an
-// override is stored or the Set is reloaded, not per request. Errors:
-// ErrUnknownTier, or a *catalog.ValidationError (paths under "$") for an
-// override built in code that is invalid.
+// Tiers returns the names of every tier of the Set: the three default tiers
+// first, then the document's others sorted by name. The slice is fresh.
+func (s *Set) Tiers() []Tier { return slices.Clone(s.names) }
+
+// Effective compiles the policy of a principal whose identity assigns tier,
+// with an override: defaults ← tier ← override, where an override that
+// names a tier ("tier": "partner") replaces the assigned one. A nil override
+// returns Tier(tier). It costs time proportional to the catalog and the
+// patterns; call it when an override is stored or the Set is reloaded, not
+// per request. Errors: ErrUnknownTier for an assigned tier the Set does not
+// have; a *catalog.ValidationError (paths under "$") for an override built
+// in code that is invalid, or one that selects a tier the Set does not have
+// ("$.tier", which also matches ErrUnknownTier).
 func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
-	if int(tier) >= len(s.tiers) {
-		return nil, fmt.Errorf("effective policy: %w %d", ErrUnknownTier, tier)
+	if override != nil {
+		if err := override.Validate(); err != nil {
+			return nil, fmt.Errorf("effective policy: %w", err)
+		}
+		if override.Tier != "" {
+			if _, ok := s.base[override.Tier]; !ok {
+				return nil, fmt.Errorf("effective policy: %w", s.unknownTier(override.Tier))
+			}
+			tier = override.Tier
+		}
+	}
+	base, ok := s.base[tier]
+	if !ok {
+		return nil, fmt.Errorf("effective policy: %w %s", ErrUnknownTier, quote(tier.String()))
 	}
 	if override == nil {
 		return s.tiers[tier], nil
 	}
-	if err := override.Validate(); err != nil {
-		return nil, fmt.Errorf("effective policy: %w", err)
+	return s.compile(tier, merge(base, *override)), nil
+}
+
+// unknownTierError is an override's reference to an undeclared tier: a
+// validation problem at "$.tier" that is also ErrUnknownTier.
+type unknownTierError struct{ *catalog.ValidationError }
+
+func (e unknownTierError) Unwrap() []error { return []error{e.ValidationError, ErrUnknownTier} }
+
+func (s *Set) unknownTier(t Tier) error {
+	const show = 8
+	names := make([]string, 0, show)
+	for _, n := range s.names[:min(len(s.names), show)] {
+		names = append(names, n.String())
 	}
-	return s.compile(merge(s.base[tier], *override)), nil
+	want := strings.Join(names, ", ")
+	if len(s.names) > show {
+		want += fmt.Sprintf(" or %d more", len(s.names)-show)
+	}
+	var ps catalog.Problems
+	ps.Add("$.tier", fmt.Sprintf("unknown tier %s (want one of the tiers of policies.json: %s)", quote(t.String()), want))
+	var ve *catalog.ValidationError
+	errors.As(ps.Err(), &ve)
+	return unknownTierError{ve}
 }
 
 // Document returns the compiled document. It is shared: do not modify it.
@@ -117,10 +174,12 @@ func merge(base, over Policy) Policy {
 	return base
 }
 
-// compile turns a merged, valid policy into decisions for every tool.
-func (s *Set) compile(p Policy) *Effective {
+// compile turns a merged, valid policy of tier into decisions for every
+// tool.
+func (s *Set) compile(tier Tier, p Policy) *Effective {
 	tools := s.cat.Tools
 	e := &Effective{
+		tier:     tier,
 		tools:    tools,
 		reasons:  make([]uint64, (len(tools)+toolsPerWord-1)/toolsPerWord),
 		policy:   p,
@@ -172,8 +231,11 @@ func (s *Set) compile(p Policy) *Effective {
 func (d *Document) clone() Document {
 	c := *d
 	c.Defaults = d.Defaults.clone()
-	for i := range c.Tiers {
-		c.Tiers[i] = d.Tiers[i].clone()
+	if d.Tiers != nil {
+		c.Tiers = make(map[Tier]Policy, len(d.Tiers))
+		for t, p := range d.Tiers {
+			c.Tiers[t] = p.clone()
+		}
 	}
 	c.EnforcedDenyTools = cloneStrings(d.EnforcedDenyTools)
 	return c

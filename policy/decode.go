@@ -59,7 +59,7 @@ func DecodePolicyAt(data []byte, path string) (*Policy, error) {
 	d := decoder{}
 	var p Policy
 	if d.valid(data, path) {
-		d.policy(data, path, &p)
+		d.policy(data, path, &p, true)
 	}
 	if err := d.ps.err(); err != nil {
 		return nil, err
@@ -123,15 +123,26 @@ func (d *decoder) document(data []byte) *Document {
 		case "fail_mode":
 			doc.FailMode = d.mode(val, path)
 		case "defaults":
-			d.policy(val, path, &doc.Defaults)
+			d.policy(val, path, &doc.Defaults, false)
 		case "tiers":
+			n := 0
 			d.object(val, path, func(key string, val []byte, path string) {
-				t, ok := ParseTier(key)
-				if !ok {
-					d.ps.add(path, "unknown tier (want api_key, wallet or unknown_wallet)")
+				if n++; n > MaxTiers {
+					if n == MaxTiers+1 {
+						d.ps.add(path, fmt.Sprintf("more than %d tiers", MaxTiers))
+					}
 					return
 				}
-				d.policy(val, path, &doc.Tiers[t])
+				if msg := checkTierName(key); msg != "" {
+					d.ps.add(path, msg)
+					return
+				}
+				var p Policy
+				d.policy(val, path, &p, false)
+				if doc.Tiers == nil {
+					doc.Tiers = make(map[Tier]Policy, len(defaultTiers))
+				}
+				doc.Tiers[Tier(key)] = p
 			})
 		case "enforced":
 			d.object(val, path, func(key string, val []byte, path string) {
@@ -148,15 +159,39 @@ func (d *decoder) document(data []byte) *Document {
 			d.ps.add(path, "unknown field")
 		}
 	})
+	if doc.Tiers == nil {
+		doc.Tiers = make(map[Tier]Policy, len(defaultTiers))
+	}
+	for _, t := range defaultTiers {
+		if _, ok := doc.Tiers[t]; !ok {
+			doc.Tiers[t] = Policy{}
+		}
+	}
 	if !seenVersion && kind(data) == '{' {
 		d.ps.add("version", "missing (must be 1)")
 	}
 	return doc
 }
 
-func (d *decoder) policy(data []byte, root string, p *Policy) {
+// policy decodes a policy object into p; override says whether it may
+// select a tier (an override may, the defaults and tiers of a document may
+// not).
+func (d *decoder) policy(data []byte, root string, p *Policy, override bool) {
 	d.object(data, root, func(key string, val []byte, path string) {
 		switch key {
+		case "tier":
+			s, ok := d.str(val, path)
+			switch {
+			case !ok:
+			case !override:
+				d.ps.add(path, errTierOutsideOverride)
+			default:
+				if msg := checkTierName(s); msg != "" {
+					d.ps.add(path, msg)
+				} else {
+					p.Tier = Tier(s)
+				}
+			}
 		case "allow_tools":
 			p.AllowTools = d.patterns(val, path)
 		case "deny_tools":

@@ -135,7 +135,7 @@ func TestDecodeDocument_Golden(t *testing.T) {
 			}
 			var b strings.Builder
 			b.WriteString(indent(t, doc))
-			for tier := policy.Tier(0); tier < policy.NumTiers; tier++ {
+			for _, tier := range set.Tiers() {
 				fmt.Fprintf(&b, "tier %s\n", tier)
 				dump(&b, set.Tier(tier), cat)
 			}
@@ -145,7 +145,9 @@ func TestDecodeDocument_Golden(t *testing.T) {
 }
 
 // overrideBase is the document the override golden files layer onto:
-// the example of DESIGN.md section 3 with an enforced deny.
+// the example of DESIGN.md section 3 with an enforced deny and two named
+// tiers that only an override's "tier" field selects (overrides without
+// one layer onto api_key, so these tiers do not change their output).
 const overrideBase = `{
   "version": 1,
   "fail_mode": "open",
@@ -153,14 +155,17 @@ const overrideBase = `{
   "tiers": {
     "api_key":        { "daily_spend_cap_usd": 50 },
     "wallet":         { "daily_spend_cap_usd": 20 },
-    "unknown_wallet": { "deny_tools": ["code_execute"], "daily_spend_cap_usd": 2 }
+    "unknown_wallet": { "deny_tools": ["code_execute"], "daily_spend_cap_usd": 2 },
+    "oauth":          { "deny_tools": ["image/generate"], "rate_class_quota": { "light": 10 } },
+    "team-research":  { "mode": "strict", "allow_tools": ["pack/research"], "daily_spend_cap_usd": "7.5", "spend_reset_tz": "Asia/Tokyo" }
   },
   "enforced": { "deny_tools": ["browser/*"] }
 }`
 
 // TestDecodePolicy_Golden decodes every testdata/overrides/*.json as a PUT
-// body and compares the normalized override and the api_key tier's
-// effective policy with it, or the problem list, with its .golden file.
+// body and compares the normalized override and the effective policy of an
+// api_key principal with it (over the tier the override selects, if any),
+// or the problem list of decoding or compiling it, with its .golden file.
 func TestDecodePolicy_Golden(t *testing.T) {
 	cat := testCatalog()
 	doc, err := policy.DecodeDocument([]byte(overrideBase))
@@ -184,11 +189,16 @@ func TestDecodePolicy_Golden(t *testing.T) {
 			}
 			e, err := set.Effective(policy.TierAPIKey, p)
 			if err != nil {
-				t.Fatalf("effective: %v", err)
+				checkGolden(t, in, errorText(err))
+				return
 			}
 			var b strings.Builder
 			b.WriteString(indent(t, p))
-			b.WriteString("api_key + override\n")
+			if p.Tier != "" {
+				fmt.Fprintf(&b, "api_key + override selecting tier %s (compiled as %s)\n", p.Tier, e.Tier())
+			} else {
+				b.WriteString("api_key + override\n")
+			}
 			dump(&b, e, cat)
 			b.WriteString("view ")
 			b.WriteString(indent(t, e.View()))

@@ -43,6 +43,7 @@ func (r Reason) String() string {
 // An Effective is immutable and safe for concurrent use; the zero value is
 // not usable (get one from Set.Tier or Set.Effective).
 type Effective struct {
+	tier     Tier            // the tier layer
 	tools    []*catalog.Tool // the compiled catalog's tools
 	reasons  []uint64        // bitsPerReason bits per tool index
 	policy   Policy          // merged layers; shares slices with its inputs
@@ -128,6 +129,10 @@ func (e *Effective) SpendCap() (money.Micros, bool) { return e.limit, e.capped }
 
 // Location returns the zone in which the spend day resets (UTC by default).
 func (e *Effective) Location() *time.Location { return e.loc }
+
+// Tier returns the tier whose layer the policy was compiled with: the tier
+// identity assigned, or the one its override selected.
+func (e *Effective) Tier() Tier { return e.tier }
 
 // Mode returns the effective mode: ModeOpen (default) or ModeStrict.
 func (e *Effective) Mode() Mode { return e.mode }

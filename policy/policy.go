@@ -12,6 +12,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 
 	"github.com/toolgate/toolgate/catalog"
@@ -56,38 +57,33 @@ func ParseMode(s string) (Mode, bool) {
 	return ModeUnset, false
 }
 
-// Tier is the class of a principal whose policy layer sits between the
-// defaults and a per-principal override: API-key holders, wallets with a
-// stored override, and every other wallet.
-type Tier uint8
+// Tier names a policy layer between the defaults and a per-principal
+// override: a key of the "tiers" object of policies.json. Identity assigns
+// one of the three default tiers (TierAPIKey to every API key, TierWallet to
+// an x402 payer with a stored override, TierUnknownWallet to any other
+// payer); an override's "tier" field, or in future a principal's
+// authenticator, may select any tier the document declares. The zero value
+// "" means "not given". Tier names are 1 to MaxTierName letters, digits, "_"
+// or "-".
+type Tier string
 
-// The tiers. NumTiers sizes arrays indexed by Tier.
+// The default tiers, present in every compiled Set (as empty policies when
+// policies.json leaves them out).
 const (
-	TierAPIKey Tier = iota
-	TierWallet
-	TierUnknownWallet
-	NumTiers = 3
+	TierAPIKey        Tier = "api_key"
+	TierWallet        Tier = "wallet"
+	TierUnknownWallet Tier = "unknown_wallet"
 )
 
-var tierNames = [NumTiers]string{"api_key", "wallet", "unknown_wallet"}
+// defaultTiers lists the default tiers in the order documents print them.
+var defaultTiers = [...]Tier{TierAPIKey, TierWallet, TierUnknownWallet}
 
-// String returns the tier's name in policies.json ("api_key", "wallet",
-// "unknown_wallet").
-func (t Tier) String() string {
-	if int(t) < len(tierNames) {
-		return tierNames[t]
-	}
-	return "invalid"
-}
+// String returns the tier's name as written in policies.json.
+func (t Tier) String() string { return string(t) }
 
-// ParseTier maps a tier name from policies.json to its Tier.
-func ParseTier(s string) (Tier, bool) {
-	for i, n := range tierNames {
-		if n == s {
-			return Tier(i), true
-		}
-	}
-	return 0, false
+// IsDefault reports whether t is one of the three tiers identity assigns.
+func (t Tier) IsDefault() bool {
+	return t == TierAPIKey || t == TierWallet || t == TierUnknownWallet
 }
 
 // Unlimited is the quota of a rate class that no layer limits.
@@ -134,11 +130,20 @@ type SpendCap struct {
 // present field replaces it wholesale (a present rate_class_quota replaces
 // the whole table, so classes it leaves out become unlimited).
 //
+// Tier is not a layered field: it chooses the tier layer of an override
+// (defaults ← that tier ← the override) and is never merged.
+//
 // A Policy is a plain value: the decoder returns it normalized (patterns
 // deduplicated in their first-seen order, present lists non-nil), and it
 // marshals back to the JSON it was decoded from, normalized. Treat decoded
 // Policies as read-only once compiled; compiled values share their slices.
 type Policy struct {
+	// Tier selects the tier layered under this policy instead of the one
+	// identity assigns ("" = absent). Only an override may set it; the
+	// defaults and tiers of a document may not. The decoder checks the
+	// name's syntax; Set.Effective reports a tier the document does not
+	// declare.
+	Tier Tier
 	// AllowTools lists patterns; nil means absent, a non-nil empty slice
 	// means present and empty (nothing is allowed).
 	AllowTools []string
@@ -167,6 +172,10 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		b.WriteByte('"')
 		b.WriteString(name)
 		b.WriteString(`":`)
+	}
+	if p.Tier != "" {
+		sep("tier")
+		writeString(&b, p.Tier.String())
 	}
 	if p.AllowTools != nil {
 		sep("allow_tools")
@@ -225,15 +234,36 @@ type Document struct {
 	FailMode Mode
 	// Defaults is the first layer of every effective policy.
 	Defaults Policy
-	// Tiers holds the second layer, indexed by Tier.
-	Tiers [NumTiers]Policy
+	// Tiers holds the second layer by name. The decoder always fills in
+	// the three default tiers (as the empty policy when the file leaves
+	// them out); in a Document built in code a missing one is the empty
+	// policy too (the zero Policy), so Tiers[TierWallet] always reads the
+	// right layer.
+	Tiers map[Tier]Policy
 	// EnforcedDenyTools applies to every principal; no layer lifts it.
 	// The decoder leaves it nil when empty.
 	EnforcedDenyTools []string
 }
 
+// TierNames returns the document's tiers in a fixed order: the three
+// default tiers first (present or not), then the others sorted by name.
+// The slice is fresh.
+func (d *Document) TierNames() []Tier {
+	names := make([]Tier, 0, len(defaultTiers)+len(d.Tiers))
+	names = append(names, defaultTiers[:]...)
+	start := len(names)
+	for t := range d.Tiers {
+		if !t.IsDefault() {
+			names = append(names, t)
+		}
+	}
+	slices.Sort(names[start:])
+	return names
+}
+
 // MarshalJSON writes the document in the shape of policies.json, with every
-// section present (normalized).
+// section present (normalized): the tiers in TierNames order, the default
+// tiers always.
 func (d Document) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(`{"version":`)
@@ -248,13 +278,13 @@ func (d Document) MarshalJSON() ([]byte, error) {
 	pj, _ := d.Defaults.MarshalJSON()
 	b.Write(pj)
 	b.WriteString(`,"tiers":{`)
-	for i := range d.Tiers {
+	for i, t := range d.TierNames() {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		writeString(&b, Tier(i).String())
+		writeString(&b, t.String())
 		b.WriteByte(':')
-		pj, _ := d.Tiers[i].MarshalJSON()
+		pj, _ := d.Tiers[t].MarshalJSON()
 		b.Write(pj)
 	}
 	b.WriteString(`},"enforced":{"deny_tools":`)

@@ -279,7 +279,7 @@ func TestEffective_Decide_ForeignCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for tier := policy.Tier(0); tier < policy.NumTiers; tier++ {
+	for _, tier := range set.Tiers() {
 		stale, current := set.Tier(tier), fresh.Tier(tier)
 		for _, tl := range newCat.Tools {
 			t.Run(fmt.Sprintf("%s/%s", tier, tl.ID), func(t *testing.T) {
@@ -529,10 +529,10 @@ func TestCompile(t *testing.T) {
 func TestSet_Effective_Errors(t *testing.T) {
 	set := mustSet(t, `{"version":1}`, testCatalog())
 	t.Run("ErrUnknownTier", func(t *testing.T) {
-		if _, err := set.Effective(policy.NumTiers, nil); !errors.Is(err, policy.ErrUnknownTier) {
+		if _, err := set.Effective("nope", nil); !errors.Is(err, policy.ErrUnknownTier) {
 			t.Errorf("got %v, want ErrUnknownTier", err)
 		}
-		if e := set.Tier(policy.NumTiers); e != nil {
+		if e := set.Tier("nope"); e != nil {
 			t.Errorf("Tier(invalid) = %v, want nil", e)
 		}
 	})
@@ -627,20 +627,22 @@ func TestEffective_Decide_Concurrent(t *testing.T) {
 
 func TestTier_String(t *testing.T) {
 	tests := []struct {
-		tier policy.Tier
-		want string
+		tier    policy.Tier
+		want    string
+		builtin bool
 	}{
-		{policy.TierAPIKey, "api_key"}, {policy.TierWallet, "wallet"}, {policy.TierUnknownWallet, "unknown_wallet"}, {policy.NumTiers, "invalid"},
+		{policy.TierAPIKey, "api_key", true},
+		{policy.TierWallet, "wallet", true},
+		{policy.TierUnknownWallet, "unknown_wallet", true},
+		{"team-research", "team-research", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
 			if got := tt.tier.String(); got != tt.want {
 				t.Errorf("String() = %q, want %q", got, tt.want)
 			}
-			if tt.tier < policy.NumTiers {
-				if got, ok := policy.ParseTier(tt.want); !ok || got != tt.tier {
-					t.Errorf("ParseTier(%q) = %v, %t; want %v", tt.want, got, ok, tt.tier)
-				}
+			if got := tt.tier.IsDefault(); got != tt.builtin {
+				t.Errorf("IsDefault() = %t, want %t", got, tt.builtin)
 			}
 		})
 	}

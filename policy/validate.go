@@ -20,6 +20,10 @@ const (
 	MaxPatternLen = 256
 	// MaxQuota is the largest calls-per-minute quota.
 	MaxQuota = 1_000_000_000
+	// MaxTiers is the most tiers one document may declare.
+	MaxTiers = 1_000
+	// MaxTierName is the longest tier name, in bytes.
+	MaxTierName = 64
 	// maxProblems bounds the problems reported for one document.
 	maxProblems = 100
 )
@@ -57,6 +61,25 @@ func checkPattern(p string) string {
 	}
 	return ""
 }
+
+// checkTierName returns what is wrong with a tier name, or "". A name is 1
+// to MaxTierName ASCII letters, digits, '_' or '-': it is shown in JSON
+// paths, the status endpoint and the ledger as it is.
+func checkTierName(name string) string {
+	ok := name != "" && len(name) <= MaxTierName
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	if !ok {
+		return fmt.Sprintf(`tier name %s must be 1 to %d letters, digits, "_" or "-"`, quote(name), MaxTierName)
+	}
+	return ""
+}
+
+// errTierOutsideOverride is the problem of a "tier" field in the defaults
+// or a tier of a document.
+const errTierOutsideOverride = "only an override selects a tier (not the defaults or a tier)"
 
 // quote formats a configured value for a problem message, shortened.
 func quote(s string) string {
@@ -151,6 +174,11 @@ func (p *Policy) validate(ps *problems, root string) {
 			}
 		}
 	}
+	if p.Tier != "" {
+		if msg := checkTierName(string(p.Tier)); msg != "" {
+			ps.add(join(root, "tier"), msg)
+		}
+	}
 	checkList("allow_tools", p.AllowTools)
 	checkList("deny_tools", p.DenyTools)
 	if p.RateClassQuota != nil {
@@ -194,8 +222,24 @@ func (d *Document) validate(ps *problems) {
 		ps.add("fail_mode", `must be "open" or "strict"`)
 	}
 	d.Defaults.validate(ps, "defaults")
-	for i := range d.Tiers {
-		d.Tiers[i].validate(ps, join("tiers", Tier(i).String()))
+	if d.Defaults.Tier != "" {
+		ps.add("defaults.tier", errTierOutsideOverride)
+	}
+	if len(d.Tiers) > MaxTiers {
+		ps.add("tiers", fmt.Sprintf("more than %d tiers", MaxTiers))
+	}
+	for _, t := range d.TierNames() {
+		path := join("tiers", t.String())
+		if msg := checkTierName(t.String()); msg != "" {
+			ps.add(path, msg)
+			continue
+		}
+		p := d.Tiers[t] // a copy
+		if p.Tier != "" {
+			ps.add(join(path, "tier"), errTierOutsideOverride)
+			p.Tier = ""
+		}
+		p.validate(ps, path)
 	}
 	path := "enforced.deny_tools"
 	if len(d.EnforcedDenyTools) > MaxPatterns {
