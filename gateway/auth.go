@@ -61,7 +61,13 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		return callerIdentity{}, false, nil, nil
 	}
 	g := a.g
-	p, err := x402.Decode(c.req.payment, c.req.paymentVersion)
+	var p *x402.Payment
+	var err error
+	if c.req.paymentJSON {
+		p, err = x402.DecodeJSON(c.req.payment, 0)
+	} else {
+		p, err = x402.Decode(c.req.payment, c.req.paymentVersion)
+	}
 	if err != nil {
 		return callerIdentity{}, true, c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header").
 			str("reason", x402.MalformedReason(err)), nil
@@ -70,7 +76,7 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 	if err != nil {
 		return callerIdentity{}, true, c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header"), nil
 	}
-	pc := &paidCall{p: p, version: c.req.paymentVersion, verified: v}
+	pc := &paidCall{p: p, version: p.Version, verified: v}
 	switch v.Status {
 	case x402.StatusValid:
 		g.metrics.x402Verify.WithLabelValues("valid").Inc()

@@ -105,6 +105,7 @@ type Gateway struct {
 	verified  verifyCache     // remote x402 verifications by payment
 	anon      anonBook        // anonymous calls past their burst, this interval
 	auths     []authenticator // tried in order by identify
+	mcp       mcpSessions     // MCP sessions of the stateful revisions
 
 	readyProblems sync.Map // component → last logged readiness error text
 

@@ -19,6 +19,10 @@ func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	st := g.state.Load()
 	path := ctx.Path()
+	if string(path) == MCPPath {
+		g.serveMCP(ctx, st)
+		return
+	}
 	if rt := st.route(path); rt != nil {
 		if ctx.IsOptions() {
 			preflight(ctx, rt)

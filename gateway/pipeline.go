@@ -232,6 +232,9 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	if c.pay != nil && c.rt != nil && c.rt.offer != nil {
 		rec.Payment = paymentRecord(c)
 	}
+	if c.req.protocol != "rest" {
+		rec.Protocol = c.req.protocol
+	}
 	return rec
 }
 

@@ -51,8 +51,9 @@ type request struct {
 	// Credentials, as presented; the authenticators decide what they are.
 	apiKey         []byte // X-Api-Key, or Authorization: Bearer it-…
 	hasKey         bool
-	payment        []byte // x402 payment header value
-	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT
+	payment        []byte // x402 payment: header value (base64), or JSON when paymentJSON
+	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
+	paymentJSON    bool   // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
 }
 
 // headerSource is a read-only view of a caller's headers.

@@ -1,0 +1,741 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"iter"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/toolgate/toolgate/catalog"
+	"github.com/toolgate/toolgate/identity"
+)
+
+// The MCP front end: POST /mcp, the Streamable HTTP transport of the Model
+// Context Protocol, JSON-RPC 2.0. tools/list shows the catalog filtered by
+// the caller's policy; tools/call runs the same stages as REST (run) and
+// renders the outcome as a tool result. See docs/mcp.md.
+
+// MCPPath is the MCP endpoint.
+const MCPPath = "/mcp"
+
+// mcpVersions are the protocol revisions served, newest first.
+var mcpVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18"}
+
+// mcpLegacy are the revisions with initialize and sessions.
+var mcpLegacy = []string{"2025-11-25", "2025-06-18"}
+
+// mcpStateless is the first revision without sessions: every request
+// carries its version in params._meta and the Mcp-Method / Mcp-Name
+// headers, and the server answers each one on its own.
+const mcpStateless = "2026-07-28"
+
+// Request _meta keys of the stateless revision.
+const (
+	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	metaServerInfo         = "io.modelcontextprotocol/serverInfo"
+)
+
+// JSON-RPC error codes.
+const (
+	rpcParseError     = -32700
+	rpcInvalidRequest = -32600
+	rpcMethodNotFound = -32601
+	rpcInvalidParams  = -32602
+	rpcInternalError  = -32603
+
+	rpcHeaderMismatch     = -32020 // 2026-07-28
+	rpcUnsupportedVersion = -32022 // 2026-07-28
+)
+
+// rpcMessage is one JSON-RPC 2.0 message as received.
+type rpcMessage struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
+}
+
+// isNotification: no id (a request without a response).
+func (m *rpcMessage) isNotification() bool {
+	return len(m.ID) == 0 || string(m.ID) == "null" && m.Method != ""
+}
+
+// isResponse: a client's answer to a server request (we send none).
+func (m *rpcMessage) isResponse() bool { return m.Method == "" && (m.Result != nil || m.Error != nil) }
+
+// mcpSession is a session of a stateful revision, bound to the principal
+// that opened it: another caller presenting its id is told it does not
+// exist.
+type mcpSession struct {
+	version   string
+	principal string
+	lastUsed  time.Time
+}
+
+// mcpSessions holds the sessions of stateful revisions, bounded; idle ones
+// expire.
+type mcpSessions struct {
+	mu sync.Mutex
+	m  map[string]*mcpSession
+}
+
+const (
+	mcpSessionIdle = 24 * time.Hour
+	mcpSessionMax  = 100_000
+)
+
+func (s *mcpSessions) open(version, principal string, now time.Time) string {
+	var b [16]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]*mcpSession)
+	}
+	if len(s.m) >= mcpSessionMax {
+		for k, v := range s.m {
+			if now.Sub(v.lastUsed) > mcpSessionIdle || len(s.m) >= mcpSessionMax {
+				delete(s.m, k)
+			}
+		}
+	}
+	s.m[id] = &mcpSession{version: version, principal: principal, lastUsed: now}
+	return id
+}
+
+// get returns the session id for principal, or nil when it does not exist
+// (unknown, expired, or another principal's).
+func (s *mcpSessions) get(id, principal string, now time.Time) *mcpSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.m[id]
+	if ss == nil || ss.principal != principal {
+		return nil
+	}
+	if now.Sub(ss.lastUsed) > mcpSessionIdle {
+		delete(s.m, id)
+		return nil
+	}
+	ss.lastUsed = now
+	return ss
+}
+
+func (s *mcpSessions) close(id, principal string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.m[id]; ss != nil && ss.principal == principal {
+		delete(s.m, id)
+		return true
+	}
+	return false
+}
+
+var (
+	hdrMCPSession  = "Mcp-Session-Id"
+	hdrMCPVersion  = "Mcp-Protocol-Version"
+	hdrMCPMethod   = "Mcp-Method"
+	hdrMCPName     = "Mcp-Name"
+	strEventStream = []byte("text/event-stream")
+)
+
+// mcpExchange is one HTTP request to /mcp: its message and how to answer.
+type mcpExchange struct {
+	ctx     *fasthttp.RequestCtx
+	msg     rpcMessage
+	meta    map[string]json.RawMessage // params._meta
+	version string
+	modern  bool // the stateless revision
+	who     identity.Principal
+	sse     bool // answer as text/event-stream
+}
+
+// serveMCP handles /mcp.
+func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
+	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
+	switch {
+	case ctx.IsPost():
+	case ctx.IsDelete():
+		g.mcpDelete(ctx)
+		return
+	default:
+		// No server-initiated stream is offered: GET (and the rest) 405.
+		ctx.Response.Header.Set("Allow", "POST, DELETE")
+		writeRPCError(ctx, fasthttp.StatusMethodNotAllowed, nil, rpcInvalidRequest, "Method not allowed: POST JSON-RPC messages to /mcp")
+		return
+	}
+	x := &mcpExchange{ctx: ctx}
+	body := bytes.TrimSpace(ctx.PostBody())
+	if len(body) > 0 && body[0] == '[' {
+		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcInvalidRequest, "JSON-RPC batches are not supported: send one message per request")
+		return
+	}
+	if err := json.Unmarshal(body, &x.msg); err != nil || !json.Valid(body) {
+		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcParseError, "Parse error: the body is not one JSON-RPC message")
+		return
+	}
+	m := &x.msg
+	if m.JSONRPC != "2.0" || (m.Method == "" && !m.isResponse()) || !validRPCID(m.ID) {
+		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcInvalidRequest, "Invalid Request: want a JSON-RPC 2.0 request, notification or response")
+		return
+	}
+	accept := ctx.Request.Header.Peek("Accept")
+	x.sse = bytes.Contains(accept, strEventStream) && !bytes.Contains(accept, strJSON)
+
+	// The caller, on every request: a key that does not authenticate is
+	// refused whatever the method.
+	rh := &ctx.Request.Header
+	if secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); present {
+		k, ok := g.keys.Authenticate(secret, g.now())
+		if !ok {
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
+			writeRPCError(ctx, fasthttp.StatusUnauthorized, m.ID, rpcInvalidRequest, "Invalid API key")
+			return
+		}
+		x.who = k.Who()
+	}
+
+	x.meta = paramsMeta(m.Params)
+	hv := string(rh.Peek(hdrMCPVersion))
+	x.modern = hv >= mcpStateless || x.meta[metaProtocolVersion] != nil
+	if x.modern {
+		if !g.mcpStatelessChecks(x, hv) {
+			return
+		}
+	} else if m.Method == "initialize" {
+		g.mcpInitialize(x)
+		return
+	} else if !g.mcpSession(x, hv) {
+		return
+	}
+	if m.isResponse() || m.isNotification() {
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+		return
+	}
+	switch m.Method {
+	case "ping":
+		if !x.modern {
+			g.writeRPCResult(x, map[string]any{})
+			return
+		}
+	case "server/discover":
+		if x.modern {
+			g.writeRPCResult(x, map[string]any{
+				"supportedVersions": mcpVersions,
+				"capabilities":      map[string]any{"tools": map[string]any{}},
+				"instructions":      mcpInstructions,
+				"ttlMs":             3_600_000,
+				"cacheScope":        "public",
+			})
+			return
+		}
+	case "tools/list":
+		g.writeRPCResult(x, g.mcpToolsList(st, x))
+		return
+	case "tools/call":
+		g.mcpToolsCall(st, x)
+		return
+	}
+	msg := "Method not found: " + m.Method
+	if strings.HasPrefix(m.Method, "resources/") || strings.HasPrefix(m.Method, "prompts/") || strings.HasPrefix(m.Method, "completion/") {
+		msg += " (toolgate serves tools only)"
+	}
+	status := fasthttp.StatusOK
+	if x.modern {
+		status = fasthttp.StatusNotFound
+	}
+	writeRPC(ctx, status, rpcErrorBody(m.ID, rpcMethodNotFound, msg, nil), x.sse)
+}
+
+const mcpInstructions = "Tools governed by toolgate: policies, quotas, spend caps and x402 payments apply per call; each result's _meta carries toolgate/cost_usd and toolgate/request_id."
+
+// paramsMeta returns params._meta, or nil.
+func paramsMeta(params json.RawMessage) map[string]json.RawMessage {
+	var p struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	if len(params) == 0 || json.Unmarshal(params, &p) != nil {
+		return nil
+	}
+	return p.Meta
+}
+
+// validRPCID: absent, null, a string or a number.
+func validRPCID(id json.RawMessage) bool {
+	if len(id) == 0 {
+		return true
+	}
+	switch id[0] {
+	case '"', 'n', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return true
+	}
+	return false
+}
+
+// mcpStatelessChecks checks a request of the stateless revision: its
+// version in _meta and in MCP-Protocol-Version, its client capabilities,
+// and the Mcp-Method / Mcp-Name headers against the body. It answers and
+// returns false when the request cannot go on.
+func (g *Gateway) mcpStatelessChecks(x *mcpExchange, hv string) bool {
+	m := &x.msg
+	fail := func(code int, msg string, data any) bool {
+		writeRPC(x.ctx, fasthttp.StatusBadRequest, rpcErrorBody(m.ID, code, msg, data), x.sse)
+		return false
+	}
+	var mv string
+	if raw := x.meta[metaProtocolVersion]; raw != nil {
+		json.Unmarshal(raw, &mv)
+	}
+	switch {
+	case mv == "":
+		return fail(rpcInvalidParams, "Invalid params: _meta."+metaProtocolVersion+" is required", nil)
+	case hv == "":
+		return fail(rpcHeaderMismatch, "Header mismatch: MCP-Protocol-Version header is required", nil)
+	case hv != mv:
+		return fail(rpcHeaderMismatch, "Header mismatch: MCP-Protocol-Version header "+hv+" does not match _meta version "+mv, nil)
+	case mv != mcpStateless:
+		return fail(rpcUnsupportedVersion, "Unsupported protocol version "+mv,
+			map[string]any{"supported": mcpVersions, "requested": mv})
+	case !m.isNotification() && x.meta[metaClientCapabilities] == nil:
+		return fail(rpcInvalidParams, "Invalid params: _meta."+metaClientCapabilities+" is required", nil)
+	}
+	rh := &x.ctx.Request.Header
+	if hm := string(rh.Peek(hdrMCPMethod)); hm != m.Method {
+		return fail(rpcHeaderMismatch, "Header mismatch: Mcp-Method header '"+hm+"' does not match body value '"+m.Method+"'", nil)
+	}
+	if m.Method == "tools/call" || m.Method == "prompts/get" || m.Method == "resources/read" {
+		field := "name"
+		if m.Method == "resources/read" {
+			field = "uri"
+		}
+		body := paramString(m.Params, field)
+		hn, ok := decodeHeaderValue(string(rh.Peek(hdrMCPName)))
+		if !ok || hn != body {
+			return fail(rpcHeaderMismatch, "Header mismatch: Mcp-Name header '"+hn+"' does not match body value '"+body+"'", nil)
+		}
+	}
+	x.version = mcpStateless
+	return true
+}
+
+// decodeHeaderValue decodes the =?base64?…?= form of a header value.
+func decodeHeaderValue(v string) (string, bool) {
+	if inner, ok := strings.CutPrefix(v, "=?base64?"); ok {
+		inner, ok = strings.CutSuffix(inner, "?=")
+		if !ok {
+			return v, false
+		}
+		b, err := base64.StdEncoding.DecodeString(inner)
+		if err != nil {
+			return v, false
+		}
+		return string(b), true
+	}
+	return v, true
+}
+
+// mcpSession checks a request of a stateful revision: its session, and
+// MCP-Protocol-Version when sent. It answers and returns false when the
+// request cannot go on.
+func (g *Gateway) mcpSession(x *mcpExchange, hv string) bool {
+	rh := &x.ctx.Request.Header
+	if hv != "" && !legacyMCP(hv) {
+		writeRPCError(x.ctx, fasthttp.StatusBadRequest, x.msg.ID, rpcInvalidRequest,
+			"Bad Request: unsupported MCP-Protocol-Version "+hv+" (supported: "+strings.Join(mcpVersions, ", ")+")")
+		return false
+	}
+	sid := string(rh.Peek(hdrMCPSession))
+	if sid == "" {
+		writeRPCError(x.ctx, fasthttp.StatusBadRequest, x.msg.ID, rpcInvalidRequest,
+			"Bad Request: Mcp-Session-Id header is required (send initialize first, or use protocol version "+mcpStateless+")")
+		return false
+	}
+	ss := g.mcp.get(sid, x.who.String(), g.now())
+	if ss == nil {
+		writeRPCError(x.ctx, fasthttp.StatusNotFound, x.msg.ID, rpcInvalidRequest, "Session not found")
+		return false
+	}
+	if hv != "" && hv != ss.version {
+		writeRPCError(x.ctx, fasthttp.StatusBadRequest, x.msg.ID, rpcInvalidRequest,
+			"Bad Request: MCP-Protocol-Version "+hv+" differs from the session's "+ss.version)
+		return false
+	}
+	x.version = ss.version
+	return true
+}
+
+func legacyMCP(v string) bool {
+	for _, s := range mcpLegacy {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func supportedMCP(v string) bool {
+	for _, s := range mcpVersions {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// paramString returns params[field] when it is a string ("" if not).
+func paramString(params json.RawMessage, field string) string {
+	var p map[string]json.RawMessage
+	json.Unmarshal(params, &p)
+	var v string
+	json.Unmarshal(p[field], &v)
+	return v
+}
+
+// mcpInitialize answers initialize (stateful revisions): the requested
+// revision when served, else the newest stateful one; a session.
+func (g *Gateway) mcpInitialize(x *mcpExchange) {
+	var p struct {
+		ProtocolVersion string `json:"protocolVersion"`
+	}
+	if len(x.msg.Params) > 0 && json.Unmarshal(x.msg.Params, &p) != nil {
+		g.writeRPCErrorX(x, rpcInvalidParams, "Invalid params: initialize takes an object")
+		return
+	}
+	if len(x.msg.ID) == 0 {
+		writeRPCError(x.ctx, fasthttp.StatusBadRequest, nil, rpcInvalidRequest, "Invalid Request: initialize must be a request (with an id)")
+		return
+	}
+	v := mcpLegacy[0]
+	if legacyMCP(p.ProtocolVersion) {
+		v = p.ProtocolVersion
+	}
+	x.version = v
+	x.ctx.Response.Header.Set(hdrMCPSession, g.mcp.open(v, x.who.String(), g.now()))
+	g.writeRPCResult(x, map[string]any{
+		"protocolVersion": v,
+		"capabilities":    map[string]any{"tools": map[string]any{"listChanged": false}},
+		"serverInfo":      map[string]any{"name": "toolgate", "version": Version},
+		"instructions":    mcpInstructions,
+	})
+}
+
+// Version is the gateway's version, set by main.
+var Version = "dev"
+
+// mcpTool is a tools/list entry.
+type mcpTool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"inputSchema"`
+	Meta        map[string]any  `json:"_meta,omitempty"`
+}
+
+var emptySchema = json.RawMessage(`{"type":"object"}`)
+
+// mcpToolsList lists the tools the caller may call now: those its policy
+// does not deny and whose rate class is not blocked. A caller without a
+// key sees the priced tools an unknown wallet may pay for (with x402 on).
+func (g *Gateway) mcpToolsList(st *state, x *mcpExchange) map[string]any {
+	tier := st.tierOf(x.who)
+	eff := st.effective(tier, x.who.String())
+	tools := make([]mcpTool, 0, len(st.cat.Tools))
+	for _, t := range st.cat.Tools {
+		if x.who.IsZero() && (t.Price == 0 || st.routes[t.Index].offer == nil) {
+			continue // without a key only what can be paid per call
+		}
+		if ok, _ := eff.Decide(t); !ok || eff.Quota(t.RateClass) == 0 {
+			continue
+		}
+		tools = append(tools, mcpTool{Name: t.ID, Description: t.Description, InputSchema: toolSchema(t),
+			Meta: map[string]any{"toolgate/price_usd": t.Price.String(), "toolgate/rate_class": t.RateClass.String()}})
+	}
+	out := map[string]any{"tools": tools}
+	if x.modern {
+		// Filtered per caller: never cached for anyone else, and stale at
+		// once (a policy may change any time).
+		out["cacheScope"], out["ttlMs"] = "private", 0
+	}
+	return out
+}
+
+// toolSchema is the tool's discovery input_schema, or an empty object
+// schema.
+func toolSchema(t *catalog.Tool) json.RawMessage {
+	if len(t.Discovery) == 0 {
+		return emptySchema
+	}
+	var d struct {
+		InputSchema json.RawMessage `json:"input_schema"`
+	}
+	if json.Unmarshal(t.Discovery, &d) != nil || len(d.InputSchema) == 0 || d.InputSchema[0] != '{' {
+		return emptySchema
+	}
+	return d.InputSchema
+}
+
+// mcpCallParams are tools/call's params.
+type mcpCallParams struct {
+	Name      string                     `json:"name"`
+	Arguments json.RawMessage            `json:"arguments"`
+	Meta      map[string]json.RawMessage `json:"_meta"`
+}
+
+// mcpHeaders is what an upstream of an MCP call sees of the caller's
+// headers: only that the body is JSON.
+type mcpHeaders struct{}
+
+func (mcpHeaders) All() iter.Seq2[[]byte, []byte] {
+	return func(yield func([]byte, []byte) bool) { yield([]byte("Content-Type"), strJSON) }
+}
+func (mcpHeaders) Peek(string) []byte { return nil }
+
+// mcpToolsCall runs tools/call through the stages and renders the outcome
+// as a tool result.
+func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
+	var p mcpCallParams
+	if err := json.Unmarshal(x.msg.Params, &p); err != nil || p.Name == "" {
+		g.writeRPCErrorX(x, rpcInvalidParams, "Invalid params: tools/call takes {\"name\": string, \"arguments\": object}")
+		return
+	}
+	if len(p.Arguments) > 0 && p.Arguments[0] != '{' && string(p.Arguments) != "null" {
+		g.writeRPCErrorX(x, rpcInvalidParams, "Invalid params: arguments must be an object")
+		return
+	}
+	t := st.cat.ByID(p.Name)
+	if t == nil {
+		g.mcpUnknownTool(x, p.Name)
+		return
+	}
+	c := acquireCall()
+	defer releaseCall(c)
+	c.start = g.now()
+	c.st, c.rt = st, st.routes[t.Index]
+	c.reqID = g.appendRequestID(c.reqID)
+	r := &c.req
+	r.protocol = "mcp"
+	r.method = mcpMethod(t)
+	r.body = p.Arguments
+	if len(r.body) == 0 || string(r.body) == "null" {
+		r.body = []byte(`{}`)
+	}
+	r.header = mcpHeaders{}
+	r.source = remoteAddr(x.ctx)
+	r.tls = x.ctx.IsTLS()
+	rh := &x.ctx.Request.Header
+	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if pay := p.Meta["x402/payment"]; isPaymentPayload(pay) {
+		r.payment, r.paymentJSON = pay, true
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	c.upResp = resp
+	d := g.run(c)
+	g.writeRPCResult(x, g.mcpResult(c, d))
+}
+
+// isPaymentPayload: an object with a non-zero x402Version and a payload,
+// as the x402 MCP transport counts a payment present; anything else is no
+// payment (answered with the requirements again).
+func isPaymentPayload(raw json.RawMessage) bool {
+	var p struct {
+		X402Version int             `json:"x402Version"`
+		Payload     json.RawMessage `json:"payload"`
+	}
+	return len(raw) > 0 && raw[0] == '{' && json.Unmarshal(raw, &p) == nil && p.X402Version != 0 && len(p.Payload) > 0 && string(p.Payload) != "null"
+}
+
+// mcpMethod is the method an MCP call uses toward a REST upstream: POST
+// when the tool takes it, else its first method.
+func mcpMethod(t *catalog.Tool) []byte {
+	for _, m := range t.Methods {
+		if m == "POST" {
+			return []byte("POST")
+		}
+	}
+	if len(t.Methods) > 0 {
+		return []byte(t.Methods[0])
+	}
+	return []byte("POST")
+}
+
+// mcpResult renders a call's outcome as a tools/call result: the
+// upstream's answer (JSON objects also as structuredContent), or the
+// decision's body as a tool error (isError) with the same fields as REST;
+// the cost and request id in _meta, and the x402 receipt.
+func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
+	meta := map[string]any{
+		"toolgate/cost_usd":   string(c.cost.AppendDecimal(nil, 3)),
+		"toolgate/request_id": string(c.reqID),
+	}
+	if c.pay != nil && c.pay.settled && d != ledgerUnavailable {
+		meta["x402/payment-response"] = c.pay.result.Response()
+	}
+	var text []byte
+	var structured json.RawMessage
+	isError := true
+	switch {
+	case d == nil:
+		text = c.upResp.Body()
+		if c.body != nil {
+			text = c.body.b
+		}
+		if t := bytes.TrimSpace(text); len(t) > 0 && t[0] == '{' && json.Valid(t) {
+			structured = t
+		}
+		isError = c.upStatus >= 400
+		meta["toolgate/upstream_status"] = c.upStatus
+	case d.Offer != nil:
+		hdr := d.Offer.PaymentRequiredHeader()
+		if d.PayReason != "" {
+			hdr, _ = d.Offer.WithError(d.PayReason)
+		}
+		raw, _ := base64.StdEncoding.DecodeString(string(hdr))
+		text, structured = raw, raw
+		if d.PayResponse != nil {
+			if pr, err := base64.StdEncoding.DecodeString(string(d.PayResponse)); err == nil {
+				meta["x402/payment-response"] = json.RawMessage(pr)
+			}
+		}
+	default:
+		text = d.AppendJSON(nil)
+		structured = text
+	}
+	out := map[string]any{
+		"content": []map[string]any{{"type": "text", "text": string(text)}},
+		"isError": isError,
+		"_meta":   meta,
+	}
+	if structured != nil {
+		out["structuredContent"] = structured
+	}
+	return out
+}
+
+// mcpUnknownTool answers tools/call for a name the catalog does not have,
+// recorded like a REST 404.
+func (g *Gateway) mcpUnknownTool(x *mcpExchange, name string) {
+	c := acquireCall()
+	defer releaseCall(c)
+	c.start = g.now()
+	c.reqID = g.appendRequestID(c.reqID)
+	c.req.protocol = "mcp"
+	c.st = g.state.Load()
+	c.who, c.tier = x.who, c.st.tierOf(x.who)
+	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("tool", sanitizePath([]byte(name)))
+	c.unrecorded = g.space.low.Load()
+	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(remoteAddr(x.ctx), outUnknownTool, "no_route", "", 404, c.start) {
+		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
+	} else {
+		rec := g.callRecord(c, outUnknownTool, "no_route", 404)
+		rec.Tool = sanitizePath([]byte(name))
+		if err := g.wait(g.append(c, rec)); err != nil {
+			d = g.ledgerFailed(c, err)
+		} else {
+			g.observe(rec)
+		}
+	}
+	g.writeRPCResult(x, map[string]any{
+		"content":           []map[string]any{{"type": "text", "text": string(d.AppendJSON(nil))}},
+		"structuredContent": json.RawMessage(d.AppendJSON(nil)),
+		"isError":           true,
+		"_meta":             map[string]any{"toolgate/cost_usd": "0.000", "toolgate/request_id": string(c.reqID)},
+	})
+}
+
+// mcpDelete ends a session.
+func (g *Gateway) mcpDelete(ctx *fasthttp.RequestCtx) {
+	rh := &ctx.Request.Header
+	var who identity.Principal
+	if secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); present {
+		k, ok := g.keys.Authenticate(secret, g.now())
+		if !ok {
+			writeRPCError(ctx, fasthttp.StatusUnauthorized, nil, rpcInvalidRequest, "Invalid API key")
+			return
+		}
+		who = k.Who()
+	}
+	if !g.mcp.close(string(rh.Peek(hdrMCPSession)), who.String()) {
+		writeRPCError(ctx, fasthttp.StatusNotFound, nil, rpcInvalidRequest, "Session not found")
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// writeRPCResult answers x's request with result; in the stateless
+// revision every result says it is complete and who answered.
+func (g *Gateway) writeRPCResult(x *mcpExchange, result map[string]any) {
+	if x.modern {
+		result["resultType"] = "complete"
+		meta, _ := result["_meta"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+			result["_meta"] = meta
+		}
+		meta[metaServerInfo] = map[string]any{"name": "toolgate", "version": Version}
+	}
+	res, err := json.Marshal(result)
+	if err != nil {
+		g.log.Error("encode MCP result", "err", err)
+		g.writeRPCErrorX(x, rpcInternalError, "Internal error")
+		return
+	}
+	b := make([]byte, 0, len(res)+64)
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = append(b, rpcID(x.msg.ID)...)
+	b = append(b, `,"result":`...)
+	b = append(b, res...)
+	b = append(b, '}')
+	writeRPC(x.ctx, fasthttp.StatusOK, b, x.sse)
+}
+
+func (g *Gateway) writeRPCErrorX(x *mcpExchange, code int, msg string) {
+	writeRPC(x.ctx, fasthttp.StatusOK, rpcErrorBody(x.msg.ID, code, msg, nil), x.sse)
+}
+
+// writeRPCError answers with a JSON-RPC error at an HTTP status.
+func writeRPCError(ctx *fasthttp.RequestCtx, status int, id json.RawMessage, code int, msg string) {
+	writeRPC(ctx, status, rpcErrorBody(id, code, msg, nil), false)
+}
+
+func rpcErrorBody(id json.RawMessage, code int, msg string, data any) []byte {
+	e := map[string]any{"code": code, "message": msg}
+	if data != nil {
+		e["data"] = data
+	}
+	eb, _ := json.Marshal(e)
+	b := append([]byte(`{"jsonrpc":"2.0","id":`), rpcID(id)...)
+	b = append(b, `,"error":`...)
+	b = append(b, eb...)
+	return append(b, '}')
+}
+
+func rpcID(id json.RawMessage) []byte {
+	if len(id) == 0 {
+		return []byte("null")
+	}
+	return id
+}
+
+// writeRPC writes a JSON-RPC message as JSON, or as one server-sent event
+// when the client accepts only event streams.
+func writeRPC(ctx *fasthttp.RequestCtx, status int, msg []byte, sse bool) {
+	ctx.Response.SetStatusCode(status)
+	if !sse {
+		ctx.Response.Header.SetContentTypeBytes(strJSON)
+		ctx.Response.SetBody(msg)
+		return
+	}
+	ctx.Response.Header.SetContentTypeBytes(strEventStream)
+	b := append([]byte("event: message\ndata: "), msg...)
+	ctx.Response.SetBody(append(b, "\n\n"...))
+}
