@@ -108,6 +108,7 @@ type Gateway struct {
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
+	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
 
 	stop chan struct{}
 	wg   sync.WaitGroup

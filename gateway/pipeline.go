@@ -47,7 +47,7 @@ type call struct {
 	eff       *policy.Effective
 
 	quotaHeld bool
-	quotaAt   time.Time
+	quotaID   uint64 // the call id the quota slot is counted under
 
 	reserved bool
 	res      meter.Reservation
@@ -167,11 +167,12 @@ func (g *Gateway) decide(c *call) *denial {
 		return g.policyDenied(c, reason)
 	}
 	limit := c.eff.Quota(t.RateClass)
-	q := g.quotas.Admit(c.principal, int(t.RateClass), limit, c.start)
+	id := g.callIDs.Add(1)
+	q := g.quotas.Admit(c.principal, int(t.RateClass), limit, c.start, id)
 	if !q.Allowed {
 		return g.quotaExceeded(c, q)
 	}
-	c.quotaHeld, c.quotaAt = q.Allowed && !q.At.IsZero(), q.At
+	c.quotaHeld, c.quotaID = q.Allowed && !q.At.IsZero(), id
 	if t.Price > 0 {
 		day, resetAt := meter.DayOf(c.start, c.eff.Location())
 		capUSD, hasCap := c.eff.SpendCap()
@@ -352,7 +353,7 @@ func (g *Gateway) releaseHolds(c *call) {
 		c.reserved = false
 	}
 	if c.quotaHeld {
-		g.quotas.Undo(c.principal, int(c.rt.tool.RateClass), c.quotaAt)
+		g.quotas.Undo(c.principal, int(c.rt.tool.RateClass), c.quotaID)
 		c.quotaHeld = false
 	}
 }
