@@ -383,13 +383,13 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *a
 		g.writeMu.Lock()
 		defer g.writeMu.Unlock()
 		prev, had := g.state.Load().overrides[principal]
-		if err := policy.DeleteOverride(g.opts.DB, principal); err != nil {
+		if err := g.overrides.Delete(principal); err != nil {
 			g.log.Error("delete override", "principal", principal, "err", err)
 			return nil, &apiError{status: 503, msg: "Store unavailable"}
 		}
 		if had {
 			if err := g.recordPolicy(actorOf(ctx), principal, nil); err != nil {
-				if err := policy.SaveOverride(g.opts.DB, principal, prev.raw); err != nil {
+				if err := g.overrides.Put(principal, prev.raw); err != nil {
 					g.log.Error("roll back override", "principal", principal, "err", err)
 				}
 				return nil, &apiError{status: 503, msg: "Ledger unavailable; nothing was changed"}
@@ -413,16 +413,16 @@ func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *apiE
 	if err != nil {
 		return invalidBody(err)
 	}
-	if err := policy.SaveOverride(g.opts.DB, principal, pol); err != nil {
+	if err := g.overrides.Put(principal, pol); err != nil {
 		g.log.Error("save override", "principal", principal, "err", err)
 		return &apiError{status: 503, msg: "Store unavailable"}
 	}
 	if err := g.recordPolicy(actor, principal, pol); err != nil {
 		var rerr error
 		if prev, ok := g.state.Load().overrides[principal]; ok {
-			rerr = policy.SaveOverride(g.opts.DB, principal, prev.raw)
+			rerr = g.overrides.Put(principal, prev.raw)
 		} else {
-			rerr = policy.DeleteOverride(g.opts.DB, principal)
+			rerr = g.overrides.Delete(principal)
 		}
 		if rerr != nil {
 			g.log.Error("roll back override", "principal", principal, "err", rerr)

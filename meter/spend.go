@@ -456,6 +456,15 @@ func (s *Spend) Status(principal string, day Day) SpendStatus {
 	return st
 }
 
+// Today returns Committed + Reserved, what the cap is checked against,
+// saturated at the largest Micros rather than wrapped.
+func (st SpendStatus) Today() money.Micros {
+	if s, ok := st.Committed.Add(st.Reserved); ok {
+		return s
+	}
+	return math.MaxInt64
+}
+
 // Restore sets principal's committed spend on day to spent, replacing what
 // was recorded; the gateway calls it once per (principal, day) with the
 // ledger's sum when it starts. Open reservations are kept. Safe for
