@@ -92,7 +92,7 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 	h.SetBytesKV(hdrRequestID, c.reqID)
 	h.SetBytesKV(hdrACAO, strStar)
 	h.SetBytesKV(hdrACEH, strExposeHeader)
-	h.SetBytesKV(hdrTool, s2b(rt.tool.ID))
+	h.SetBytesK(hdrTool, rt.tool.ID)
 
 	if g.space.low.Load() {
 		// Nothing can be recorded safely. Billed calls are refused;
@@ -272,7 +272,7 @@ func (g *Gateway) deny(ctx *fasthttp.RequestCtx, c *call, d *denial) {
 	h.SetBytesKV(hdrPolicyAllowed, strFalse)
 	h.SetBytesKV(hdrCost, zeroCost)
 	if d.status == 405 {
-		h.SetBytesKV(hdrAllow, s2b(c.rt.allow))
+		h.SetBytesK(hdrAllow, c.rt.allow)
 	}
 	if d.retryAfter > 0 {
 		setRetryAfter(ctx, d.retryAfter)
@@ -356,15 +356,6 @@ func (g *Gateway) releaseHolds(c *call) {
 		g.quotas.Undo(c.principal, int(c.rt.tool.RateClass), c.quotaID)
 		c.quotaHeld = false
 	}
-}
-
-// s2b returns the bytes of s without copying; the result must not be
-// modified.
-func s2b(s string) []byte {
-	if s == "" {
-		return nil
-	}
-	return unsafeBytes(s)
 }
 
 // paymentResponseHeader names the settlement header for c's x402 version.

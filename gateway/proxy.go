@@ -172,7 +172,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, c *call) {
 	}
 	h.SetBytesKV(hdrPolicyAllowed, strTrue)
 	h.SetBytesKV(hdrRequestID, c.reqID)
-	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
+	h.SetBytesK(hdrTool, c.rt.tool.ID)
 	h.SetBytesKV(hdrACAO, strStar)
 	h.SetBytesKV(hdrACEH, strExposeHeader)
 	var cb [24]byte
@@ -244,7 +244,7 @@ func (g *Gateway) prepareUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp
 		out.SetBytesKV(hdrXFProto, strHTTP)
 	}
 	out.SetBytesKV(hdrRequestID, c.reqID)
-	out.SetBytesKV(hdrPrincipal, s2b(c.principal))
+	out.SetBytesK(hdrPrincipal, c.principal)
 }
 
 // dropRequestHeader reports whether a caller's header stays at the
