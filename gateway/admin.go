@@ -385,13 +385,13 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *D
 		g.writeMu.Lock()
 		defer g.writeMu.Unlock()
 		prev, had := g.state.Load().overrides[principal]
-		if err := policy.DeleteOverride(g.opts.DB, principal); err != nil {
+		if err := g.overrides.Delete(principal); err != nil {
 			g.log.Error("delete override", "principal", principal, "err", err)
 			return nil, apiErr(503, "Store unavailable")
 		}
 		if had {
 			if err := g.recordPolicy(actorOf(ctx), principal, nil); err != nil {
-				if err := policy.SaveOverride(g.opts.DB, principal, prev.raw); err != nil {
+				if err := g.overrides.Put(principal, prev.raw); err != nil {
 					g.log.Error("roll back override", "principal", principal, "err", err)
 				}
 				return nil, apiErr(503, "Ledger unavailable; nothing was changed")
@@ -415,16 +415,16 @@ func (g *Gateway) putOverride(actor, principal string, pol *policy.Policy) *Deci
 	if err != nil {
 		return invalidBody(err)
 	}
-	if err := policy.SaveOverride(g.opts.DB, principal, pol); err != nil {
+	if err := g.overrides.Put(principal, pol); err != nil {
 		g.log.Error("save override", "principal", principal, "err", err)
 		return apiErr(503, "Store unavailable")
 	}
 	if err := g.recordPolicy(actor, principal, pol); err != nil {
 		var rerr error
 		if prev, ok := g.state.Load().overrides[principal]; ok {
-			rerr = policy.SaveOverride(g.opts.DB, principal, prev.raw)
+			rerr = g.overrides.Put(principal, prev.raw)
 		} else {
-			rerr = policy.DeleteOverride(g.opts.DB, principal)
+			rerr = g.overrides.Delete(principal)
 		}
 		if rerr != nil {
 			g.log.Error("roll back override", "principal", principal, "err", rerr)

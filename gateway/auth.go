@@ -31,7 +31,7 @@ type callerIdentity struct {
 }
 
 // keyAuth identifies API-key holders.
-type keyAuth struct{ keys *identity.Store }
+type keyAuth struct{ keys KeyStore }
 
 var bodyInvalidKey = fixed(401, outUnauthenticated, "invalid_api_key", "Invalid API key")
 

@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/toolgate/toolgate/catalog"
-	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/policy"
@@ -34,10 +33,21 @@ import (
 // required; the Gateway does not close them.
 type Options struct {
 	DB       *badger.DB
-	Keys     *identity.Store
+	Keys     KeyStore // an *identity.Store on DB, or a shared store
 	Ledger   *ledger.Ledger
 	Catalog  *catalog.Catalog
 	Policies *policy.Document
+
+	// Quotas, Spend and Overrides replace the local state stores (nil:
+	// meter.NewQuotas(0), meter.NewSpend(), policy.NewOverrides(DB)); a
+	// cluster passes shared ones.
+	Quotas    QuotaStore
+	Spend     SpendStore
+	Overrides OverrideStore
+	// OverrideSync is how often the gateway follows the override store's
+	// change feed to pick up writes by other gateways; 0 = never (the
+	// store is written only through this gateway).
+	OverrideSync time.Duration
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
@@ -81,15 +91,16 @@ type Options struct {
 // Gateway serves tool calls and the management API. Create it with New;
 // it is safe for concurrent use.
 type Gateway struct {
-	opts    Options
-	now     func() time.Time
-	log     *slog.Logger
-	quotas  *meter.Quotas
-	spend   *meter.Spend
-	keys    *identity.Store
-	led     *ledger.Ledger
-	metrics *metrics
-	space   spaceGuard
+	opts      Options
+	now       func() time.Time
+	log       *slog.Logger
+	quotas    QuotaStore
+	spend     SpendStore
+	keys      KeyStore
+	overrides OverrideStore
+	led       *ledger.Ledger
+	metrics   *metrics
+	space     spaceGuard
 
 	draining atomic.Bool
 
@@ -97,6 +108,7 @@ type Gateway struct {
 
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
+	overVer uint64     // the override feed's version the state follows; under writeMu
 
 	clientsMu sync.Mutex
 	clients   map[string]*upstreamClient
@@ -113,6 +125,7 @@ type Gateway struct {
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
+	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -132,9 +145,10 @@ func New(o Options) (*Gateway, error) {
 		opts:      o,
 		now:       o.Now,
 		log:       o.Logger,
-		quotas:    meter.NewQuotas(0),
-		spend:     meter.NewSpend(),
+		quotas:    o.Quotas,
+		spend:     o.Spend,
 		keys:      o.Keys,
+		overrides: o.Overrides,
 		led:       o.Ledger,
 		adminHash: sha256.Sum256([]byte(o.AdminToken)),
 		clients:   make(map[string]*upstreamClient),
@@ -143,6 +157,15 @@ func New(o Options) (*Gateway, error) {
 	}
 	if g.now == nil {
 		g.now = time.Now
+	}
+	if g.quotas == nil {
+		g.quotas = meter.NewQuotas(0)
+	}
+	if g.spend == nil {
+		g.spend = meter.NewSpend()
+	}
+	if g.overrides == nil {
+		g.overrides = policy.NewOverrides(o.DB)
 	}
 	if o.ResponseBufferBytes <= 0 {
 		o.ResponseBufferBytes = 256 << 20
@@ -189,7 +212,7 @@ func New(o Options) (*Gateway, error) {
 	rand.Read(rb[:])
 	hex.Encode(g.reqPrefix[:], rb[:])
 
-	overrides, err := policy.LoadOverrides(o.DB)
+	overrides, ver, err := g.overrides.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +221,7 @@ func New(o Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.state.Store(st)
+	g.overVer = ver
 	if err := g.restoreMeters(); err != nil {
 		return nil, err
 	}
@@ -206,6 +230,13 @@ func New(o Options) (*Gateway, error) {
 		g.every(250*time.Millisecond, g.checkSpace)
 	}
 	g.every(anonInterval, g.flushAnon)
+	if o.OverrideSync > 0 {
+		g.every(o.OverrideSync, func() {
+			if err := g.syncOverrides(); err != nil {
+				g.log.Error("follow override changes", "err", err)
+			}
+		})
+	}
 	if o.SweepInterval > 0 {
 		g.every(o.SweepInterval, func() {
 			now := g.now()

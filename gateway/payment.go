@@ -15,8 +15,8 @@ import (
 // X402Options turns on per-call payments with x402.
 type X402Options struct {
 	Config  x402.Config
-	Settler x402.Settler    // facilitator or on-chain; required
-	Nonces  *x402.NonceLock // required
+	Settler x402.Settler // facilitator or on-chain; required
+	Nonces  NonceStore   // an *x402.NonceLock, or a shared store; required
 
 	// Reconciler finds out what became of a settlement whose outcome is
 	// unknown (a facilitator timeout after sending, a transaction not yet

@@ -121,7 +121,8 @@ func (g *Gateway) decide(c *call) *Decision {
 	}
 	principal := c.principal()
 	limit := c.eff.Quota(t.RateClass)
-	q := g.quotas.Admit(principal, int(t.RateClass), limit, c.start)
+	id := g.callIDs.Add(1)
+	q := g.quotas.Admit(principal, int(t.RateClass), limit, c.start, id)
 	if !q.Allowed {
 		reset := ceilSeconds(int64(q.ResetIn))
 		reason := "rate_class_quota"
@@ -134,7 +135,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		d.RetryAfter = max(reset, 1)
 		return d
 	}
-	c.quotaHeld, c.quotaAt = !q.At.IsZero(), q.At
+	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
 	if t.Price > 0 {
 		day, resetAt := meter.DayOf(c.start, c.eff.Location())
 		capUSD, hasCap := c.eff.SpendCap()
@@ -199,7 +200,7 @@ func (g *Gateway) releaseHolds(c *call) {
 		c.reserved = false
 	}
 	if c.quotaHeld {
-		g.quotas.Undo(c.principal(), int(c.rt.tool.RateClass), c.quotaAt)
+		g.quotas.Undo(c.principal(), int(c.rt.tool.RateClass), c.quotaID)
 		c.quotaHeld = false
 	}
 }

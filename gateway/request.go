@@ -80,7 +80,7 @@ type call struct {
 	eff  *policy.Effective
 
 	quotaHeld bool
-	quotaAt   time.Time
+	quotaID   uint64 // the call id the quota slot is counted under
 
 	reserved bool
 	res      meter.Reservation

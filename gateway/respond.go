@@ -14,15 +14,6 @@ var (
 	hdrXPaymentResponse = []byte(x402.HeaderXPaymentResponse)
 )
 
-// s2b returns the bytes of s without copying; the result must not be
-// modified.
-func s2b(s string) []byte {
-	if s == "" {
-		return nil
-	}
-	return unsafeBytes(s)
-}
-
 // Header names, shared to avoid per-request conversions.
 var (
 	hdrPolicyAllowed = []byte("X-Policy-Allowed")
@@ -67,7 +58,7 @@ func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 			setRetryAfter(ctx, d.RetryAfter)
 		}
 		if d.Allow != "" {
-			h.SetBytesKV(hdrAllow, s2b(d.Allow))
+			h.SetBytesK(hdrAllow, d.Allow)
 		}
 		if d.Status == 402 {
 			h.SetBytesKV(hdrCacheControl, strNoStore)
@@ -92,7 +83,7 @@ func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 		h.SetBytesKV(hdrPolicyAllowed, strFalse)
 	}
 	h.SetBytesKV(hdrRequestID, c.reqID)
-	h.SetBytesKV(hdrTool, s2b(c.rt.tool.ID))
+	h.SetBytesK(hdrTool, c.rt.tool.ID)
 	h.SetBytesKV(hdrACAO, strStar)
 	h.SetBytesKV(hdrACEH, strExposeHeader)
 	var cb [24]byte

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -242,5 +243,45 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	st.reloads = cur.reloads + 1
 	g.state.Store(st)
 	g.metrics.configReloads.Inc()
+	return nil
+}
+
+// syncOverrides brings the state's overrides up to date with the override
+// store's change feed: the writes of other gateways sharing the store, and
+// this gateway's own (already applied, so applying them again changes
+// nothing). When the feed no longer holds the changes since the state's
+// version it loads every override again. An override that does not
+// compile against the current policies is skipped and logged; the
+// principal keeps its tier policy.
+func (g *Gateway) syncOverrides() error {
+	g.writeMu.Lock()
+	defer g.writeMu.Unlock()
+	changes, ver, err := g.overrides.Changes(g.overVer)
+	if errors.Is(err, policy.ErrChangesCompacted) {
+		raws, ver, err := g.overrides.Load()
+		if err != nil {
+			return fmt.Errorf("load overrides: %w", err)
+		}
+		cur := g.state.Load()
+		st, err := g.build(cur.cat, cur.doc, raws)
+		if err != nil {
+			return err
+		}
+		g.state.Store(st)
+		g.overVer = ver
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("override changes: %w", err)
+	}
+	for _, c := range changes {
+		next, err := g.withOverride(c.Principal, c.Policy)
+		if err != nil {
+			g.log.Error("override from the store does not compile", "principal", c.Principal, "version", c.Version, "err", err)
+			continue
+		}
+		g.state.Store(next)
+	}
+	g.overVer = ver
 	return nil
 }

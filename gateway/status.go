@@ -95,15 +95,16 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	out["quota_window"] = windows
 
 	day, resetAt := meter.DayOf(now, eff.Location())
-	out["spend_today_usd"] = g.spend.Today(principal, day)
+	spend := g.spend.Status(principal, day)
+	out["spend_today_usd"] = spend.Today()
 	if capUSD, ok := eff.SpendCap(); ok {
 		out["spend_limit_usd"] = capUSD
 	} else {
 		out["spend_limit_usd"] = nil
 	}
 	out["spend_reset_at"] = resetAt.UTC().Format(time.RFC3339)
-	if bal, ok := g.spend.Balance(principal); ok {
-		out["balance_usd"] = bal
+	if spend.HasBalance {
+		out["balance_usd"] = spend.Balance
 	}
 	if isOwedPrincipal(principal) {
 		out["owed_usd"] = g.owed.get(principal)

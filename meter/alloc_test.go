@@ -13,7 +13,7 @@ func TestQuotas_AdmitAllocs(t *testing.T) {
 	q := NewQuotas(0)
 	now := t0
 	for i := 0; i < 100; i++ { // grow the ring to its limit
-		q.Admit("key:warm", 1, 50, now)
+		q.Admit("key:warm", 1, 50, now, nextID())
 		now = now.Add(100 * time.Millisecond)
 	}
 	tests := []struct {
@@ -29,7 +29,7 @@ func TestQuotas_AdmitAllocs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			allocs := testing.AllocsPerRun(1000, func() {
-				q.Admit("key:warm", 1, tt.limit, now)
+				q.Admit("key:warm", 1, tt.limit, now, nextID())
 				now = now.Add(tt.step)
 			})
 			if allocs != 0 {
@@ -39,8 +39,9 @@ func TestQuotas_AdmitAllocs(t *testing.T) {
 	}
 	t.Run("UndoAndPeek", func(t *testing.T) {
 		allocs := testing.AllocsPerRun(1000, func() {
-			r := q.Admit("key:warm", 1, 50, now)
-			q.Undo("key:warm", 1, r.At)
+			id := nextID()
+			q.Admit("key:warm", 1, 50, now, id)
+			q.Undo("key:warm", 1, id)
 			q.Peek("key:warm", 1, 50, now)
 			now = now.Add(time.Second)
 		})
@@ -96,4 +97,14 @@ func TestSpend_ReserveAllocs(t *testing.T) {
 			t.Errorf("got %v allocs per DayOf, want 0", allocs)
 		}
 	})
+}
+
+func TestSpend_StatusAllocs(t *testing.T) {
+	s := NewSpend()
+	r, _ := s.Reserve("key:a", d0, 10, 0, false)
+	s.Commit(r, nil)
+	allocs := testing.AllocsPerRun(1000, func() { s.Status("key:a", d0) })
+	if allocs != 0 {
+		t.Errorf("got %v allocs per Status, want 0", allocs)
+	}
 }

@@ -5,22 +5,12 @@
 //
 // Every method takes the current time from its caller, so tests drive a
 // fake clock, and every decision is a result value, not an error. State is
-// sharded by principal so unrelated callers do not contend, and the hot
-// methods allocate nothing for a principal already known.
+// sharded by principal (one shardedMap per table) so unrelated callers do
+// not contend, and the hot methods allocate nothing for a principal
+// already known.
 //
 // The package must not do I/O, log, read the wall clock, know about HTTP,
 // policies or the catalog, or persist anything: the gateway rebuilds spend
 // from its ledger at start (Spend.Restore, Spend.RestoreBalance) and calls
 // Sweep periodically to bound memory.
 package meter
-
-import "hash/maphash"
-
-// numShards is the number of independently locked partitions per table.
-// A power of two so the shard index is a mask.
-const numShards = 64
-
-// shardOf picks a shard for principal. maphash.String does not allocate.
-func shardOf(seed maphash.Seed, principal string) uint64 {
-	return maphash.String(seed, principal) & (numShards - 1)
-}

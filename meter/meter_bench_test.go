@@ -52,7 +52,7 @@ func warmQuotas(ps []string) *Quotas {
 	for _, p := range ps {
 		for c := 0; c < MaxClasses; c++ {
 			for i := 0; i < 100; i++ {
-				q.Admit(p, c, 100, t0)
+				q.Admit(p, c, 100, t0, nextID())
 			}
 		}
 	}
@@ -84,7 +84,7 @@ func BenchmarkQuotas_Admit(b *testing.B) {
 			for b.Loop() {
 				i++
 				now = now.Add(time.Millisecond)
-				q.Admit(ps[i%n], i%MaxClasses, 100, now)
+				q.Admit(ps[i%n], i%MaxClasses, 100, now, uint64(i))
 			}
 		})
 		b.Run(fmt.Sprintf("Parallel/principals=%d", n), func(b *testing.B) {
@@ -98,7 +98,7 @@ func BenchmarkQuotas_Admit(b *testing.B) {
 				for pb.Next() {
 					i++
 					now = now.Add(time.Millisecond)
-					q.Admit(ps[i%n], i%MaxClasses, 100, now)
+					q.Admit(ps[i%n], i%MaxClasses, 100, now, uint64(i))
 				}
 			})
 		})

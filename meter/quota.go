@@ -1,10 +1,6 @@
 package meter
 
-import (
-	"hash/maphash"
-	"sync"
-	"time"
-)
+import "time"
 
 // MaxClasses is the number of rate classes a Quotas tracks per principal.
 // Valid classes are 0 through MaxClasses-1 (catalog.Light, Medium, Heavy).
@@ -17,33 +13,27 @@ const DefaultWindow = 60 * time.Second
 // window: no window-long interval ever holds more admitted calls than the
 // limit in force, also under concurrent Admit calls.
 //
-// For each principal and class it keeps the admission times still inside
-// the window, oldest first, in a ring that grows on demand up to the limit.
-// A call is admitted when fewer than limit stamps are younger than the
-// window; a stamp leaves the window exactly one window after it was taken.
-// Stamps are kept in nondecreasing order per ring: a call whose now runs
-// behind the ring's newest stamp (clock skew between goroutines) is
-// stamped with that newest time instead, which can only make later
-// decisions stricter.
+// For each principal and class it keeps the calls still inside the
+// window, oldest first, in a ring that grows on demand up to the limit:
+// each call's admission time and the call id its caller gave, by which
+// Undo finds it. A call is admitted when fewer than limit calls are
+// younger than the window; a call leaves the window exactly one window
+// after it was admitted. Admission times are kept in nondecreasing order
+// per ring: a call whose now runs behind the ring's newest time (clock
+// skew between goroutines) is stamped with that newest time instead,
+// which can only make later decisions stricter.
 //
-// Quotas is safe for concurrent use. Principals are spread over 64
-// independently locked shards; Admit, Undo and Peek for a known principal
-// allocate nothing. Memory is proportional to the principals with calls in
-// the window, provided Sweep runs periodically. Use NewQuotas; the zero
-// value is not usable.
+// Quotas is safe for concurrent use. Principals are spread over the 64
+// independently locked shards of a shardedMap; Admit, Undo and Peek for a
+// known principal allocate nothing. Memory is proportional to the
+// principals with calls in the window, provided Sweep runs periodically.
+// Use NewQuotas; the zero value is not usable.
 type Quotas struct {
 	window int64 // nanoseconds
-	seed   maphash.Seed
-	shards [numShards]quotaShard
+	m      *shardedMap[string, *quotaEntry]
 }
 
-type quotaShard struct {
-	mu   sync.Mutex
-	m    map[string]*quotaEntry
-	peak int // largest len(m) since the map was last rebuilt
-	_    [40]byte
-}
-
+// quotaEntry is one principal's windows, guarded by its shard's lock.
 type quotaEntry struct {
 	rings [MaxClasses]ring
 }
@@ -61,9 +51,10 @@ type QuotaResult struct {
 	// window leaves it; when denied, the time until a call could pass
 	// (0 when the limit is 0: the class is blocked, not waiting).
 	ResetIn time.Duration
-	// At is the admission stamp to hand to Undo. It equals the now given
-	// to Admit unless that ran behind the principal's newest stamp. Zero
-	// when the call was denied or the class is unlimited.
+	// At is the time the call was counted at. It equals the now given to
+	// Admit unless that ran behind the principal's newest call. Zero when
+	// nothing was counted: the call was denied or the class is unlimited,
+	// so there is nothing to Undo.
 	At time.Time
 }
 
@@ -76,7 +67,7 @@ func NewQuotas(window time.Duration) *Quotas {
 	if window == 0 {
 		window = DefaultWindow
 	}
-	return &Quotas{window: int64(window), seed: maphash.MakeSeed()}
+	return &Quotas{window: int64(window), m: newShardedMap[string, *quotaEntry]()}
 }
 
 // Window returns the length of the sliding window.
@@ -89,36 +80,34 @@ func checkClass(class int) {
 }
 
 // Admit decides one call by principal in class at now and, when it is
-// allowed, counts it. limit < 0 means unlimited: allowed, nothing stored.
-// limit 0 blocks the class: denied with ResetIn 0. A changed limit applies
-// at once to the calls already in the window: lowering it denies until
-// enough of them have left, raising it admits more right away.
+// allowed, counts it under callID. limit < 0 means unlimited: allowed,
+// nothing stored. limit 0 blocks the class: denied with ResetIn 0. A
+// changed limit applies at once to the calls already in the window:
+// lowering it denies until enough of them have left, raising it admits
+// more right away.
+//
+// callID names the call for Undo. It must be unique among the calls of
+// principal and class in the window (the gateway uses a per-process
+// counter); reusing one makes Undo give back either of the calls.
 //
 // principal is kept as a map key for as long as the principal has calls in
 // the window; it must be an ordinary immutable string, not one aliasing a
 // reused buffer. Admit panics if class is not in [0, MaxClasses).
-func (q *Quotas) Admit(principal string, class int, limit int, now time.Time) QuotaResult {
+func (q *Quotas) Admit(principal string, class int, limit int, now time.Time, callID uint64) QuotaResult {
 	checkClass(class)
 	if limit < 0 {
 		return QuotaResult{Allowed: true, Limit: limit}
 	}
 	t := now.UnixNano()
-	sh := &q.shards[shardOf(q.seed, principal)]
-	sh.mu.Lock()
-	e := sh.m[principal]
+	sh := q.m.lock(principal)
+	e, _ := sh.get(principal)
 	if e == nil {
 		if limit == 0 {
 			sh.mu.Unlock()
 			return QuotaResult{Limit: 0}
 		}
 		e = &quotaEntry{}
-		if sh.m == nil {
-			sh.m = make(map[string]*quotaEntry)
-		}
-		sh.m[principal] = e
-		if len(sh.m) > sh.peak {
-			sh.peak = len(sh.m)
-		}
+		sh.put(principal, e)
 	}
 	r := &e.rings[class]
 	if r.n > 0 {
@@ -138,7 +127,7 @@ func (q *Quotas) Admit(principal string, class int, limit int, now time.Time) Qu
 		if len(r.buf) > limit {
 			r.resize(limit) // the limit was lowered: give the memory back
 		}
-		r.push(t, limit)
+		r.push(stamp{t: t, id: callID}, limit)
 		res.Allowed = true
 		res.Used = r.n
 		res.ResetIn = time.Duration(r.at(0) + q.window - t)
@@ -155,27 +144,19 @@ func (q *Quotas) Admit(principal string, class int, limit int, now time.Time) Qu
 	return res
 }
 
-// Undo gives back the slot of a call admitted for principal in class,
-// identified by its QuotaResult.At (or the now given to Admit). The
-// gateway calls it when a later stage denies the call, so a denied call
-// does not burn quota. Undo of a call that is unknown, already undone or
-// already out of the window does nothing, so a second Undo is harmless as
-// long as no other call shares the stamp. Safe for concurrent use; panics
-// if class is out of range.
-func (q *Quotas) Undo(principal string, class int, at time.Time) {
+// Undo gives back the slot of the call admitted for principal in class
+// under callID. The gateway calls it when a later stage denies the call,
+// so a denied call does not burn quota. Undo is idempotent: undoing a call
+// that is unknown, already undone or already out of the window does
+// nothing. Safe for concurrent use; panics if class is out of range.
+func (q *Quotas) Undo(principal string, class int, callID uint64) {
 	checkClass(class)
-	t := at.UnixNano()
-	sh := &q.shards[shardOf(q.seed, principal)]
-	sh.mu.Lock()
-	if e := sh.m[principal]; e != nil {
+	sh := q.m.lock(principal)
+	if e, _ := sh.get(principal); e != nil {
 		r := &e.rings[class]
-		for i := r.n - 1; i >= 0; i-- {
-			v := r.at(i)
-			if v == t {
+		for i := r.n - 1; i >= 0; i-- { // the call to undo is usually the newest
+			if r.buf[r.idx(i)].id == callID {
 				r.removeAt(i)
-				break
-			}
-			if v < t {
 				break
 			}
 		}
@@ -193,10 +174,9 @@ func (q *Quotas) Peek(principal string, class int, limit int, now time.Time) (us
 	checkClass(class)
 	t := now.UnixNano()
 	cutoff := t - q.window
-	sh := &q.shards[shardOf(q.seed, principal)]
-	sh.mu.Lock()
+	sh := q.m.lock(principal)
 	defer sh.mu.Unlock()
-	e := sh.m[principal]
+	e, _ := sh.get(principal)
 	if e == nil {
 		return 0, 0
 	}
@@ -224,65 +204,36 @@ func (q *Quotas) Peek(principal string, class int, limit int, now time.Time) (us
 // concurrent use.
 func (q *Quotas) Sweep(now time.Time) (evicted int) {
 	cutoff := now.UnixNano() - q.window
-	for i := range q.shards {
-		sh := &q.shards[i]
-		sh.mu.Lock()
-		for p, e := range sh.m {
-			empty := true
-			for c := range e.rings {
-				r := &e.rings[c]
-				r.prune(cutoff)
-				if r.n == 0 {
-					r.buf, r.head = nil, 0
-				} else {
-					empty = false
-				}
-			}
-			if empty {
-				delete(sh.m, p)
-				evicted++
+	return q.m.sweep(func(_ string, e *quotaEntry) bool {
+		empty := true
+		for c := range e.rings {
+			r := &e.rings[c]
+			r.prune(cutoff)
+			if r.n == 0 {
+				r.buf, r.head = nil, 0
+			} else {
+				empty = false
 			}
 		}
-		sh.m, sh.peak = compactMap(sh.m, sh.peak)
-		sh.mu.Unlock()
-	}
-	return evicted
+		return !empty
+	})
 }
 
 // Len returns the number of principals currently tracked. Safe for
 // concurrent use.
-func (q *Quotas) Len() int {
-	n := 0
-	for i := range q.shards {
-		sh := &q.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
+func (q *Quotas) Len() int { return q.m.len() }
+
+// stamp is one counted call: its admission time in Unix nanoseconds and
+// the id its caller gave.
+type stamp struct {
+	t  int64
+	id uint64
 }
 
-// compactMap rebuilds m when it has shrunk to a quarter of its peak, since
-// Go maps do not release buckets on delete. It returns the map to keep and
-// its new peak.
-func compactMap[V any](m map[string]V, peak int) (map[string]V, int) {
-	if len(m) == 0 {
-		return nil, 0
-	}
-	if peak < 256 || len(m) > peak/4 {
-		return m, peak
-	}
-	nm := make(map[string]V, len(m))
-	for k, v := range m {
-		nm[k] = v
-	}
-	return nm, len(nm)
-}
-
-// ring is a FIFO of admission stamps in Unix nanoseconds, oldest first and
-// nondecreasing. buf grows on demand; len(buf) is the capacity.
+// ring is a FIFO of stamps, oldest first, their times nondecreasing. buf
+// grows on demand; len(buf) is the capacity.
 type ring struct {
-	buf  []int64
+	buf  []stamp
 	head int // index in buf of the oldest stamp
 	n    int // stamps held
 }
@@ -295,13 +246,14 @@ func (r *ring) idx(i int) int {
 	return j
 }
 
-func (r *ring) at(i int) int64 { return r.buf[r.idx(i)] }
+// at returns the time of the i-th oldest stamp.
+func (r *ring) at(i int) int64 { return r.buf[r.idx(i)].t }
 
 func (r *ring) newest() int64 { return r.at(r.n - 1) }
 
 // prune drops the stamps at or before cutoff: they are out of the window.
 func (r *ring) prune(cutoff int64) {
-	for r.n > 0 && r.buf[r.head] <= cutoff {
+	for r.n > 0 && r.buf[r.head].t <= cutoff {
 		r.head++
 		if r.head == len(r.buf) {
 			r.head = 0
@@ -315,7 +267,7 @@ func (r *ring) prune(cutoff int64) {
 
 // push appends v as the newest stamp, growing buf (doubling, capped at
 // limit but never below n+1) when full.
-func (r *ring) push(v int64, limit int) {
+func (r *ring) push(v stamp, limit int) {
 	if r.n == len(r.buf) {
 		size := max(2*len(r.buf), 4)
 		size = max(min(size, limit), r.n+1)
@@ -327,9 +279,9 @@ func (r *ring) push(v int64, limit int) {
 
 // resize moves the stamps into a new buffer of the given size (≥ n).
 func (r *ring) resize(size int) {
-	nb := make([]int64, size)
+	nb := make([]stamp, size)
 	for i := 0; i < r.n; i++ {
-		nb[i] = r.at(i)
+		nb[i] = r.buf[r.idx(i)]
 	}
 	r.buf, r.head = nb, 0
 }
@@ -337,7 +289,7 @@ func (r *ring) resize(size int) {
 // removeAt deletes the i-th oldest stamp, shifting the newer ones down.
 func (r *ring) removeAt(i int) {
 	for ; i < r.n-1; i++ {
-		r.buf[r.idx(i)] = r.at(i + 1)
+		r.buf[r.idx(i)] = r.buf[r.idx(i+1)]
 	}
 	r.n--
 	if r.n == 0 {

@@ -5,18 +5,24 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
+var lastID atomic.Uint64
+
+// nextID returns a call id not used before in this test binary.
+func nextID() uint64 { return lastID.Add(1) }
+
 func TestQuotas_Admit(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		q := NewQuotas(0)
 		for i := 1; i <= 3; i++ {
 			now := t0.Add(time.Duration(i) * time.Second)
-			r := q.Admit("key:a", 2, 3, now)
+			r := q.Admit("key:a", 2, 3, now, nextID())
 			if !r.Allowed || r.Used != i || r.Limit != 3 {
 				t.Fatalf("call %d: got %+v, want allowed with used %d", i, r, i)
 			}
@@ -31,21 +37,21 @@ func TestQuotas_Admit(t *testing.T) {
 	})
 	t.Run("Exceeded", func(t *testing.T) {
 		q := NewQuotas(0)
-		q.Admit("key:a", 0, 2, t0)
-		q.Admit("key:a", 0, 2, t0.Add(10*time.Second))
-		r := q.Admit("key:a", 0, 2, t0.Add(22*time.Second))
+		q.Admit("key:a", 0, 2, t0, nextID())
+		q.Admit("key:a", 0, 2, t0.Add(10*time.Second), nextID())
+		r := q.Admit("key:a", 0, 2, t0.Add(22*time.Second), nextID())
 		if r.Allowed || r.Used != 2 || r.ResetIn != 38*time.Second || !r.At.IsZero() {
 			t.Fatalf("got %+v, want denied, used 2, ResetIn 38s, zero At", r)
 		}
 		// Exactly one window after the first call, its slot is free again.
-		if r := q.Admit("key:a", 0, 2, t0.Add(60*time.Second)); !r.Allowed || r.Used != 2 {
+		if r := q.Admit("key:a", 0, 2, t0.Add(60*time.Second), nextID()); !r.Allowed || r.Used != 2 {
 			t.Fatalf("at +60s: got %+v, want allowed with used 2", r)
 		}
 	})
 	t.Run("Unlimited", func(t *testing.T) {
 		q := NewQuotas(0)
 		for i := 0; i < 100; i++ {
-			if r := q.Admit("key:a", 1, -1, t0); !r.Allowed || r.Used != 0 || r.Limit != -1 {
+			if r := q.Admit("key:a", 1, -1, t0, nextID()); !r.Allowed || r.Used != 0 || r.Limit != -1 {
 				t.Fatalf("got %+v, want allowed, used 0, limit -1", r)
 			}
 		}
@@ -55,7 +61,7 @@ func TestQuotas_Admit(t *testing.T) {
 	})
 	t.Run("Blocked", func(t *testing.T) {
 		q := NewQuotas(0)
-		if r := q.Admit("key:a", 1, 0, t0); r.Allowed || r.Used != 0 || r.ResetIn != 0 {
+		if r := q.Admit("key:a", 1, 0, t0, nextID()); r.Allowed || r.Used != 0 || r.ResetIn != 0 {
 			t.Fatalf("got %+v, want denied, used 0, ResetIn 0", r)
 		}
 		if got := q.Len(); got != 0 {
@@ -66,10 +72,10 @@ func TestQuotas_Admit(t *testing.T) {
 		q := NewQuotas(0)
 		for _, p := range []string{"key:a", "wallet:0xb"} {
 			for c := 0; c < MaxClasses; c++ {
-				if r := q.Admit(p, c, 1, t0); !r.Allowed {
+				if r := q.Admit(p, c, 1, t0, nextID()); !r.Allowed {
 					t.Fatalf("%s class %d: got denied, want allowed", p, c)
 				}
-				if r := q.Admit(p, c, 1, t0); r.Allowed {
+				if r := q.Admit(p, c, 1, t0, nextID()); r.Allowed {
 					t.Fatalf("%s class %d second call: got allowed, want denied", p, c)
 				}
 			}
@@ -77,11 +83,11 @@ func TestQuotas_Admit(t *testing.T) {
 	})
 	t.Run("CustomWindow", func(t *testing.T) {
 		q := NewQuotas(time.Second)
-		q.Admit("key:a", 0, 1, t0)
-		if r := q.Admit("key:a", 0, 1, t0.Add(999*time.Millisecond)); r.Allowed || r.ResetIn != time.Millisecond {
+		q.Admit("key:a", 0, 1, t0, nextID())
+		if r := q.Admit("key:a", 0, 1, t0.Add(999*time.Millisecond), nextID()); r.Allowed || r.ResetIn != time.Millisecond {
 			t.Fatalf("got %+v, want denied with ResetIn 1ms", r)
 		}
-		if r := q.Admit("key:a", 0, 1, t0.Add(time.Second)); !r.Allowed {
+		if r := q.Admit("key:a", 0, 1, t0.Add(time.Second), nextID()); !r.Allowed {
 			t.Fatalf("got %+v, want allowed", r)
 		}
 	})
@@ -91,24 +97,24 @@ func TestQuotas_Admit(t *testing.T) {
 				t.Error("got no panic, want one")
 			}
 		}()
-		NewQuotas(0).Admit("key:a", MaxClasses, 1, t0)
+		NewQuotas(0).Admit("key:a", MaxClasses, 1, t0, 1)
 	})
 	t.Run("LateClockStampedWithNewest", func(t *testing.T) {
 		q := NewQuotas(0)
-		q.Admit("key:a", 0, 3, t0.Add(10*time.Second))
+		q.Admit("key:a", 0, 3, t0.Add(10*time.Second), 1)
 		late := t0.Add(9 * time.Second)
-		r := q.Admit("key:a", 0, 3, late)
+		r := q.Admit("key:a", 0, 3, late, 2)
 		if !r.Allowed || !r.At.Equal(t0.Add(10*time.Second)) {
 			t.Fatalf("got %+v, want allowed with At = t0+10s", r)
 		}
-		// Undo with the skewed now finds nothing; with At it frees the slot.
-		q.Undo("key:a", 0, late)
-		if used, _ := q.Peek("key:a", 0, 3, t0.Add(11*time.Second)); used != 2 {
-			t.Fatalf("after Undo(late): used got %d, want 2", used)
-		}
-		q.Undo("key:a", 0, r.At)
+		// Undo finds the skewed call by its id, whatever its stamp.
+		q.Undo("key:a", 0, 2)
 		if used, _ := q.Peek("key:a", 0, 3, t0.Add(11*time.Second)); used != 1 {
-			t.Fatalf("after Undo(At): used got %d, want 1", used)
+			t.Fatalf("after Undo(2): used got %d, want 1", used)
+		}
+		// The remaining call still leaves one window after t0+10s.
+		if used, _ := q.Peek("key:a", 0, 3, t0.Add(70*time.Second)); used != 0 {
+			t.Fatalf("at +70s: used got %d, want 0", used)
 		}
 	})
 }
@@ -116,41 +122,68 @@ func TestQuotas_Admit(t *testing.T) {
 func TestQuotas_Undo(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		q := NewQuotas(0)
-		a := q.Admit("key:a", 1, 2, t0)
-		b := q.Admit("key:a", 1, 2, t0.Add(time.Second))
-		if r := q.Admit("key:a", 1, 2, t0.Add(2*time.Second)); r.Allowed {
+		q.Admit("key:a", 1, 2, t0, 1)
+		q.Admit("key:a", 1, 2, t0.Add(time.Second), 2)
+		if r := q.Admit("key:a", 1, 2, t0.Add(2*time.Second), 3); r.Allowed {
 			t.Fatalf("third call: got allowed, want denied")
 		}
-		q.Undo("key:a", 1, b.At)
-		r := q.Admit("key:a", 1, 2, t0.Add(3*time.Second))
+		q.Undo("key:a", 1, 2)
+		r := q.Admit("key:a", 1, 2, t0.Add(3*time.Second), 4)
 		if !r.Allowed || r.Used != 2 {
 			t.Fatalf("after undo: got %+v, want allowed, used 2", r)
 		}
-		// The remaining stamps are t0 and t0+3s: undoing the first frees it.
-		q.Undo("key:a", 1, a.At)
+		// The remaining calls are 1 (t0) and 4 (t0+3s): undoing the
+		// first frees it.
+		q.Undo("key:a", 1, 1)
 		if used, resetIn := q.Peek("key:a", 1, 2, t0.Add(4*time.Second)); used != 1 || resetIn != 59*time.Second {
 			t.Fatalf("Peek: got %d, %s, want 1, 59s", used, resetIn)
 		}
 	})
 	t.Run("TwiceIsHarmless", func(t *testing.T) {
 		q := NewQuotas(0)
-		q.Admit("key:a", 0, 3, t0)
-		b := q.Admit("key:a", 0, 3, t0.Add(time.Second))
-		q.Admit("key:a", 0, 3, t0.Add(2*time.Second))
-		q.Undo("key:a", 0, b.At)
-		q.Undo("key:a", 0, b.At)
+		q.Admit("key:a", 0, 3, t0, 1)
+		q.Admit("key:a", 0, 3, t0.Add(time.Second), 2)
+		q.Admit("key:a", 0, 3, t0.Add(2*time.Second), 3)
+		q.Undo("key:a", 0, 2)
+		q.Undo("key:a", 0, 2)
 		if used, _ := q.Peek("key:a", 0, 3, t0.Add(3*time.Second)); used != 2 {
 			t.Fatalf("used: got %d, want 2", used)
 		}
 	})
-	t.Run("UnknownIsNoop", func(t *testing.T) {
+	t.Run("SameInstantUndoesOnlyItsCall", func(t *testing.T) {
+		// Calls admitted at one instant are told apart by id: undoing
+		// one twice gives back one slot, not two.
 		q := NewQuotas(0)
-		q.Undo("key:none", 0, t0)
-		q.Admit("key:a", 0, 3, t0)
-		q.Undo("key:a", 0, t0.Add(time.Nanosecond))
-		q.Undo("key:a", 2, t0)
+		for id := uint64(1); id <= 3; id++ {
+			q.Admit("key:a", 0, 3, t0, id)
+		}
+		q.Undo("key:a", 0, 2)
+		q.Undo("key:a", 0, 2)
+		if used, _ := q.Peek("key:a", 0, 3, t0); used != 2 {
+			t.Fatalf("used: got %d, want 2", used)
+		}
+		q.Undo("key:a", 0, 3)
 		if used, _ := q.Peek("key:a", 0, 3, t0); used != 1 {
 			t.Fatalf("used: got %d, want 1", used)
+		}
+	})
+	t.Run("UnknownIsNoop", func(t *testing.T) {
+		q := NewQuotas(0)
+		q.Undo("key:none", 0, 1)
+		q.Admit("key:a", 0, 3, t0, 1)
+		q.Undo("key:a", 0, 2)
+		q.Undo("key:a", 2, 1)
+		if used, _ := q.Peek("key:a", 0, 3, t0); used != 1 {
+			t.Fatalf("used: got %d, want 1", used)
+		}
+	})
+	t.Run("OutOfWindowIsNoop", func(t *testing.T) {
+		q := NewQuotas(0)
+		q.Admit("key:a", 0, 1, t0, 1)
+		q.Admit("key:a", 0, 1, t0.Add(time.Minute), 2) // 1 left the window
+		q.Undo("key:a", 0, 1)
+		if r := q.Admit("key:a", 0, 1, t0.Add(time.Minute), 3); r.Allowed {
+			t.Fatalf("got %+v, want denied (call 2 still counts)", r)
 		}
 	})
 }
@@ -159,47 +192,47 @@ func TestQuotas_AdmitLimitChange(t *testing.T) {
 	t.Run("Lowered", func(t *testing.T) {
 		q := NewQuotas(0)
 		for i := 0; i < 5; i++ {
-			q.Admit("key:a", 0, 5, t0.Add(time.Duration(i)*time.Second))
+			q.Admit("key:a", 0, 5, t0.Add(time.Duration(i)*time.Second), nextID())
 		}
 		// 5 calls at 0..4s; a limit of 2 admits only when 4 have left,
 		// i.e. when the call at 3s leaves at 63s.
-		r := q.Admit("key:a", 0, 2, t0.Add(10*time.Second))
+		r := q.Admit("key:a", 0, 2, t0.Add(10*time.Second), nextID())
 		if r.Allowed || r.Used != 5 || r.ResetIn != 53*time.Second {
 			t.Fatalf("got %+v, want denied, used 5, ResetIn 53s", r)
 		}
-		if r := q.Admit("key:a", 0, 2, t0.Add(62*time.Second)); r.Allowed {
+		if r := q.Admit("key:a", 0, 2, t0.Add(62*time.Second), nextID()); r.Allowed {
 			t.Fatalf("at 62s: got %+v, want denied", r)
 		}
-		if r := q.Admit("key:a", 0, 2, t0.Add(63*time.Second)); !r.Allowed || r.Used != 2 {
+		if r := q.Admit("key:a", 0, 2, t0.Add(63*time.Second), nextID()); !r.Allowed || r.Used != 2 {
 			t.Fatalf("at 63s: got %+v, want allowed, used 2", r)
 		}
-		if r := q.Admit("key:a", 0, 2, t0.Add(63*time.Second)); r.Allowed {
+		if r := q.Admit("key:a", 0, 2, t0.Add(63*time.Second), nextID()); r.Allowed {
 			t.Fatalf("at 63s again: got %+v, want denied", r)
 		}
-		if got := len(q.shards[shardOf(q.seed, "key:a")].m["key:a"].rings[0].buf); got != 2 {
+		if got := len(q.m.shardOf("key:a").m["key:a"].rings[0].buf); got != 2 {
 			t.Errorf("ring capacity after lowering: got %d, want 2", got)
 		}
 	})
 	t.Run("Raised", func(t *testing.T) {
 		q := NewQuotas(0)
-		q.Admit("key:a", 0, 2, t0)
-		q.Admit("key:a", 0, 2, t0)
+		q.Admit("key:a", 0, 2, t0, nextID())
+		q.Admit("key:a", 0, 2, t0, nextID())
 		for i := 3; i <= 40; i++ {
-			if r := q.Admit("key:a", 0, 40, t0.Add(time.Second)); !r.Allowed || r.Used != i {
+			if r := q.Admit("key:a", 0, 40, t0.Add(time.Second), nextID()); !r.Allowed || r.Used != i {
 				t.Fatalf("call %d: got %+v, want allowed, used %d", i, r, i)
 			}
 		}
-		if r := q.Admit("key:a", 0, 40, t0.Add(time.Second)); r.Allowed {
+		if r := q.Admit("key:a", 0, 40, t0.Add(time.Second), nextID()); r.Allowed {
 			t.Fatalf("call 41: got allowed, want denied")
 		}
 	})
 	t.Run("ToZeroAndBack", func(t *testing.T) {
 		q := NewQuotas(0)
-		q.Admit("key:a", 0, 3, t0)
-		if r := q.Admit("key:a", 0, 0, t0.Add(time.Second)); r.Allowed || r.Used != 1 || r.ResetIn != 0 {
+		q.Admit("key:a", 0, 3, t0, nextID())
+		if r := q.Admit("key:a", 0, 0, t0.Add(time.Second), nextID()); r.Allowed || r.Used != 1 || r.ResetIn != 0 {
 			t.Fatalf("blocked: got %+v, want denied, used 1, ResetIn 0", r)
 		}
-		if r := q.Admit("key:a", 0, 3, t0.Add(2*time.Second)); !r.Allowed || r.Used != 2 {
+		if r := q.Admit("key:a", 0, 3, t0.Add(2*time.Second), nextID()); !r.Allowed || r.Used != 2 {
 			t.Fatalf("unblocked: got %+v, want allowed, used 2", r)
 		}
 	})
@@ -217,9 +250,13 @@ func TestQuotas_AdmitProperty(t *testing.T) {
 			q := NewQuotas(window)
 			limit := 1 + rng.IntN(12)
 			changing := seed%4 == 0
-			var admitted []time.Time // model, sorted
+			type call struct {
+				at time.Time
+				id uint64
+			}
+			var admitted []call // model, sorted by time
 			inWindow := func(now time.Time) (n, first int) {
-				first = sort.Search(len(admitted), func(i int) bool { return admitted[i].After(now.Add(-window)) })
+				first = sort.Search(len(admitted), func(i int) bool { return admitted[i].at.After(now.Add(-window)) })
 				return len(admitted) - first, first
 			}
 			now := t0
@@ -237,24 +274,26 @@ func TestQuotas_AdmitProperty(t *testing.T) {
 					limit = rng.IntN(12)
 				}
 				n, first := inWindow(now)
-				r := q.Admit("key:p", 1, limit, now)
+				id := uint64(step + 1)
+				r := q.Admit("key:p", 1, limit, now, id)
 				if want := n < limit; r.Allowed != want {
 					t.Fatalf("step %d at +%s limit %d with %d in window: allowed got %v, want %v",
 						step, now.Sub(t0), limit, n, r.Allowed, want)
 				}
 				if r.Allowed {
-					admitted = append(admitted, now)
+					admitted = append(admitted, call{now, id})
 					n++
-					if want := admitted[first].Add(window).Sub(now); r.ResetIn != want {
+					if want := admitted[first].at.Add(window).Sub(now); r.ResetIn != want {
 						t.Fatalf("step %d: ResetIn got %s, want %s", step, r.ResetIn, want)
 					}
-					if rng.IntN(8) == 0 { // a later stage denied it
-						q.Undo("key:p", 1, r.At)
-						admitted = admitted[:len(admitted)-1]
+					if rng.IntN(8) == 0 { // a later stage denied a call still in the window
+						k := first + rng.IntN(n)
+						q.Undo("key:p", 1, admitted[k].id)
+						admitted = append(admitted[:k], admitted[k+1:]...)
 						n--
 					}
 				} else if limit > 0 {
-					if want := admitted[first+n-limit].Add(window).Sub(now); r.ResetIn != want {
+					if want := admitted[first+n-limit].at.Add(window).Sub(now); r.ResetIn != want {
 						t.Fatalf("step %d: denied ResetIn got %s, want %s", step, r.ResetIn, want)
 					}
 				}
@@ -265,9 +304,9 @@ func TestQuotas_AdmitProperty(t *testing.T) {
 			// No window-long interval holds more than the largest limit.
 			if !changing {
 				for i, a := range admitted {
-					j := sort.Search(len(admitted), func(k int) bool { return admitted[k].After(a.Add(-window)) })
+					j := sort.Search(len(admitted), func(k int) bool { return admitted[k].at.After(a.at.Add(-window)) })
 					if n := i - j + 1; n > limit {
-						t.Fatalf("%d calls in the window ending at +%s, limit %d", n, a.Sub(t0), limit)
+						t.Fatalf("%d calls in the window ending at +%s, limit %d", n, a.at.Sub(t0), limit)
 					}
 				}
 			}
@@ -284,7 +323,7 @@ func TestQuotas_AdmitConcurrent(t *testing.T) {
 		for i := 0; i < 200; i++ {
 			wg.Go(func() {
 				now := t0.Add(time.Duration(i) * time.Millisecond)
-				if q.Admit("key:hot", 2, 5, now).Allowed {
+				if q.Admit("key:hot", 2, 5, now, nextID()).Allowed {
 					mu.Lock()
 					allowed++
 					mu.Unlock()
@@ -310,12 +349,13 @@ func TestQuotas_AdmitConcurrent(t *testing.T) {
 			wg.Go(func() {
 				for i := 0; i < 100; i++ {
 					p := names[(g+i)%principals]
-					r := q.Admit(p, i%MaxClasses, 5, t0.Add(time.Duration(i)*time.Millisecond))
+					id := nextID()
+					r := q.Admit(p, i%MaxClasses, 5, t0.Add(time.Duration(i)*time.Millisecond), id)
 					if !r.Allowed {
 						continue
 					}
 					if i%2 == 0 {
-						q.Undo(p, i%MaxClasses, r.At)
+						q.Undo(p, i%MaxClasses, id)
 						continue
 					}
 					mu.Lock()
@@ -343,8 +383,8 @@ func TestQuotas_AdmitConcurrent(t *testing.T) {
 
 func TestQuotas_Peek(t *testing.T) {
 	q := NewQuotas(0)
-	q.Admit("key:a", 0, 3, t0)
-	q.Admit("key:a", 0, 3, t0.Add(20*time.Second))
+	q.Admit("key:a", 0, 3, t0, nextID())
+	q.Admit("key:a", 0, 3, t0.Add(20*time.Second), nextID())
 	tests := []struct {
 		name      string
 		principal string
@@ -370,7 +410,7 @@ func TestQuotas_Peek(t *testing.T) {
 		})
 	}
 	// Peek counted nothing.
-	if r := q.Admit("key:a", 0, 3, t0.Add(30*time.Second)); !r.Allowed || r.Used != 3 {
+	if r := q.Admit("key:a", 0, 3, t0.Add(30*time.Second), nextID()); !r.Allowed || r.Used != 3 {
 		t.Errorf("Admit after Peek: got %+v, want allowed, used 3", r)
 	}
 }
@@ -379,9 +419,9 @@ func TestQuotas_Sweep(t *testing.T) {
 	t.Run("EvictsIdle", func(t *testing.T) {
 		q := NewQuotas(0)
 		for i := 0; i < 1000; i++ {
-			q.Admit(fmt.Sprintf("key:%d", i), i%MaxClasses, 3, t0.Add(time.Duration(i)*time.Millisecond))
+			q.Admit(fmt.Sprintf("key:%d", i), i%MaxClasses, 3, t0.Add(time.Duration(i)*time.Millisecond), nextID())
 		}
-		q.Admit("key:0", 2, 3, t0.Add(30*time.Second))
+		q.Admit("key:0", 2, 3, t0.Add(30*time.Second), nextID())
 		if got := q.Len(); got != 1000 {
 			t.Fatalf("Len: got %d, want 1000", got)
 		}
@@ -407,7 +447,7 @@ func TestQuotas_Sweep(t *testing.T) {
 		now := t0
 		for round := 0; round < 20; round++ {
 			for i := 0; i < 2000; i++ {
-				q.Admit(fmt.Sprintf("wallet:%d-%d", round, i), 0, 5, now)
+				q.Admit(fmt.Sprintf("wallet:%d-%d", round, i), 0, 5, now, nextID())
 			}
 			if got := q.Len(); got > 4000 {
 				t.Fatalf("round %d: Len got %d, want <= 4000", round, got)
@@ -420,8 +460,8 @@ func TestQuotas_Sweep(t *testing.T) {
 		if got := q.Len(); got != 0 {
 			t.Fatalf("Len: got %d, want 0", got)
 		}
-		for i := range q.shards {
-			if sh := &q.shards[i]; sh.m != nil || sh.peak != 0 {
+		for i := range q.m.shards {
+			if sh := &q.m.shards[i]; sh.m != nil || sh.peak != 0 {
 				t.Fatalf("shard %d: map kept (peak %d), want released", i, sh.peak)
 			}
 		}

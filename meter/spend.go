@@ -1,9 +1,9 @@
 package meter
 
 import (
-	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/toolgate/toolgate/money"
@@ -20,22 +20,20 @@ import (
 // balance is postpaid: its spend is tracked and capped, never refused for
 // lack of credits.
 //
-// Spend is safe for concurrent use. Principals are spread over 64 locked
-// shards, each principal with its own lock; Reserve, Commit and Release for
-// a known principal allocate nothing. Nothing is persisted: the gateway
+// A reservation is named by its ID, unique in the Spend. Commit and
+// Release are idempotent by that ID: the first Commit or Release of a
+// reservation closes it and later ones report false and change nothing,
+// so a reservation is never billed twice nor both billed and returned.
+//
+// Spend is safe for concurrent use. Principals are spread over the 64
+// locked shards of a shardedMap, each principal with its own lock;
+// Reserve, Commit and Release for a known principal allocate nothing. Nothing is persisted: the gateway
 // rebuilds state from its ledger with Restore and RestoreBalance before
 // serving, and calls Sweep periodically to drop old days. Use NewSpend;
 // the zero value is not usable.
 type Spend struct {
-	seed   maphash.Seed
-	shards [numShards]spendShard
-}
-
-type spendShard struct {
-	mu   sync.Mutex
-	m    map[string]*account
-	peak int
-	_    [40]byte
+	m   *shardedMap[string, *account]
+	ids atomic.Uint64 // last reservation ID issued
 }
 
 // account is one principal's state, guarded by mu. Lock order: shard, then
@@ -46,7 +44,6 @@ type account struct {
 	hasBalance bool
 	balance    money.Micros
 	held       money.Micros // credits held by open reservations
-	seq        uint64       // last reservation number issued
 	days       []daySpend
 	open       []hold
 }
@@ -59,7 +56,7 @@ type daySpend struct {
 
 // hold is an open reservation.
 type hold struct {
-	seq     uint64
+	id      uint64
 	day     Day
 	cost    money.Micros
 	credits bool // also held against the balance
@@ -112,23 +109,51 @@ type SpendResult struct {
 	HasBalance bool
 }
 
-// Reservation is a cost reserved by Reserve, to be passed exactly once to
-// Commit or Release. The zero value, like the reservation of a zero cost,
-// holds nothing. Reservations are plain values; copying one does not
-// duplicate what it holds.
+// Reservation names a cost reserved by Reserve, to be passed to Commit or
+// Release. It is a plain value (an ID, the principal, the day and the
+// cost): copying one does not duplicate what it holds, and it stays valid
+// however long it is kept; once its reservation is closed, Commit and
+// Release of it do nothing. The zero value, like the reservation of a zero
+// cost, holds nothing (ID 0).
 type Reservation struct {
-	acct      *account // nil when nothing is held
-	seq       uint64
+	id        uint64 // 0 when nothing is held
 	principal string
 	day       Day
 	cost      money.Micros
 }
+
+// NewReservation returns the Reservation with the given parts, for other
+// implementations of the spend store (which issue their own IDs, never 0
+// for a held cost) and for tests.
+func NewReservation(id uint64, principal string, day Day, cost money.Micros) Reservation {
+	return Reservation{id: id, principal: principal, day: day, cost: cost}
+}
+
+// ID returns the reservation's ID, unique among the reservations of its
+// Spend; 0 when it holds nothing.
+func (r Reservation) ID() uint64 { return r.id }
+
+// Principal returns the principal the cost is reserved for.
+func (r Reservation) Principal() string { return r.principal }
 
 // Cost returns the reserved amount.
 func (r Reservation) Cost() money.Micros { return r.cost }
 
 // Day returns the day the cost is charged to.
 func (r Reservation) Day() Day { return r.day }
+
+// SpendStatus is a principal's spend on one day and its credits, as
+// Spend.Status reads them at one instant.
+type SpendStatus struct {
+	// Committed is the day's billed spend; Reserved what calls in flight
+	// hold on that day. Committed + Reserved is what the cap is checked
+	// against (Today).
+	Committed, Reserved money.Micros
+	// Balance is the credits balance (committed debits only; open
+	// reservations do not lower it); meaningful only when HasBalance.
+	Balance    money.Micros
+	HasBalance bool
+}
 
 // Committed is what Commit reports to its callback, after the commit.
 type Committed struct {
@@ -141,28 +166,21 @@ type Committed struct {
 }
 
 // NewSpend returns an empty Spend.
-func NewSpend() *Spend { return &Spend{seed: maphash.MakeSeed()} }
+func NewSpend() *Spend { return &Spend{m: newShardedMap[string, *account]()} }
 
 // lock returns principal's account, locked, creating it when create is
 // set; nil when it does not exist and create is not set.
 func (s *Spend) lock(principal string, create bool) *account {
-	sh := &s.shards[shardOf(s.seed, principal)]
 	for {
-		sh.mu.Lock()
-		a := sh.m[principal]
+		sh := s.m.lock(principal)
+		a, _ := sh.get(principal)
 		if a == nil {
 			if !create {
 				sh.mu.Unlock()
 				return nil
 			}
 			a = &account{}
-			if sh.m == nil {
-				sh.m = make(map[string]*account)
-			}
-			sh.m[principal] = a
-			if len(sh.m) > sh.peak {
-				sh.peak = len(sh.m)
-			}
+			sh.put(principal, a)
 		}
 		sh.mu.Unlock()
 		a.mu.Lock()
@@ -224,8 +242,8 @@ func (a *account) available() (money.Micros, bool) { return a.balance.Sub(a.held
 // ReasonCapExceeded when there is a cap, which it then exceeds), so a
 // figure never wraps negative.
 //
-// The returned Reservation must be passed to Commit or Release when OK;
-// when not OK it holds nothing. principal is kept as a map key; it must be
+// The returned Reservation, with a new ID, must be passed to Commit or
+// Release when OK; when not OK it holds nothing. principal is kept as a map key; it must be
 // an ordinary immutable string. Safe for concurrent use.
 func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit money.Micros, hasLimit bool) (Reservation, SpendResult) {
 	cost = max(cost, 0)
@@ -276,18 +294,18 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 	if a.hasBalance {
 		a.held = held
 	}
-	a.seq++
-	a.open = append(a.open, hold{seq: a.seq, day: day, cost: cost, credits: a.hasBalance})
-	r.acct, r.seq, r.cost = a, a.seq, cost
+	id := s.ids.Add(1)
+	a.open = append(a.open, hold{id: id, day: day, cost: cost, credits: a.hasBalance})
+	r.id, r.cost = id, cost
 	res.OK = true
 	return r, res
 }
 
-// take removes the open reservation seq from a and undoes its hold,
+// take removes the open reservation id from a and undoes its hold,
 // returning it; ok is false when it is not open.
-func (a *account) take(seq uint64) (h hold, ok bool) {
+func (a *account) take(id uint64) (h hold, ok bool) {
 	for i := range a.open {
-		if a.open[i].seq == seq {
+		if a.open[i].id == id {
 			h = a.open[i]
 			last := len(a.open) - 1
 			a.open[i] = a.open[last]
@@ -310,11 +328,12 @@ func (a *account) take(seq uint64) (h hold, ok bool) {
 // the order of balance changes; it must be quick and must not call back
 // into s for the same principal. Commit reports false, doing nothing and
 // not calling fn, when r is no longer open (committed or released already):
-// a second Commit never debits twice. A reservation that holds nothing
+// a second Commit never debits twice, and a Commit after Release never
+// bills. A reservation that holds nothing
 // (zero cost) always commits, calling fn with the principal's current
 // figures. Safe for concurrent use.
 func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
-	if r.acct == nil {
+	if r.id == 0 {
 		if fn == nil {
 			return true
 		}
@@ -327,10 +346,12 @@ func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
 		fn(Committed{SpentToday: a.spentToday(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
 		return true
 	}
-	a := r.acct
-	a.mu.Lock()
+	a := s.lock(r.principal, false)
+	if a == nil { // evicted: it had no open reservation left
+		return false
+	}
 	defer a.mu.Unlock()
-	h, ok := a.take(r.seq)
+	h, ok := a.take(r.id)
 	if !ok {
 		return false
 	}
@@ -358,14 +379,19 @@ func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
 }
 
 // Release returns r's reserved cost unused. It reports false, doing
-// nothing, when r is no longer open. Safe for concurrent use.
+// nothing, when r is no longer open (released or committed already): a
+// second Release never returns the cost twice, and a Release after Commit
+// does not undo the bill. A reservation that holds nothing always
+// releases. Safe for concurrent use.
 func (s *Spend) Release(r Reservation) bool {
-	if r.acct == nil {
+	if r.id == 0 {
 		return true
 	}
-	a := r.acct
-	a.mu.Lock()
-	_, ok := a.take(r.seq)
+	a := s.lock(r.principal, false)
+	if a == nil {
+		return false
+	}
+	_, ok := a.take(r.id)
 	a.mu.Unlock()
 	return ok
 }
@@ -415,6 +441,30 @@ func (s *Spend) Today(principal string, day Day) (spent money.Micros) {
 	return a.spentToday(day)
 }
 
+// Status returns principal's committed and reserved spend on day and its
+// credits balance, read under one lock. Safe for concurrent use.
+func (s *Spend) Status(principal string, day Day) SpendStatus {
+	a := s.lock(principal, false)
+	if a == nil {
+		return SpendStatus{}
+	}
+	defer a.mu.Unlock()
+	st := SpendStatus{Balance: a.balance, HasBalance: a.hasBalance}
+	if i := a.dayAt(day); i >= 0 {
+		st.Committed, st.Reserved = a.days[i].committed, a.days[i].reserved
+	}
+	return st
+}
+
+// Today returns Committed + Reserved, what the cap is checked against,
+// saturated at the largest Micros rather than wrapped.
+func (st SpendStatus) Today() money.Micros {
+	if s, ok := st.Committed.Add(st.Reserved); ok {
+		return s
+	}
+	return math.MaxInt64
+}
+
 // Restore sets principal's committed spend on day to spent, replacing what
 // was recorded; the gateway calls it once per (principal, day) with the
 // ledger's sum when it starts. Open reservations are kept. Safe for
@@ -445,40 +495,24 @@ const keepDays = 2
 // Safe for concurrent use.
 func (s *Spend) Sweep(now time.Time) (evicted int) {
 	oldest := localDay(now, time.UTC) - keepDays
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for p, a := range sh.m {
-			a.mu.Lock()
-			kept := a.days[:0]
-			for _, d := range a.days {
-				if d.day >= oldest || d.reserved != 0 {
-					kept = append(kept, d)
-				}
+	return s.m.sweep(func(_ string, a *account) bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		kept := a.days[:0]
+		for _, d := range a.days {
+			if d.day >= oldest || d.reserved != 0 {
+				kept = append(kept, d)
 			}
-			clear(a.days[len(kept):])
-			a.days = kept
-			if len(a.days) == 0 && len(a.open) == 0 && !a.hasBalance {
-				a.dead = true
-				delete(sh.m, p)
-				evicted++
-			}
-			a.mu.Unlock()
 		}
-		sh.m, sh.peak = compactMap(sh.m, sh.peak)
-		sh.mu.Unlock()
-	}
-	return evicted
+		clear(a.days[len(kept):])
+		a.days = kept
+		if len(a.days) == 0 && len(a.open) == 0 && !a.hasBalance {
+			a.dead = true
+			return false
+		}
+		return true
+	})
 }
 
 // Len returns the number of principals tracked. Safe for concurrent use.
-func (s *Spend) Len() int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
+func (s *Spend) Len() int { return s.m.len() }

@@ -343,8 +343,8 @@ func TestSpend_ReserveConcurrent(t *testing.T) {
 		// Committed days may be swept at any time; open reservations never
 		// are, and nothing may be left open.
 		s.Sweep(d0.Time())
-		for i := range s.shards {
-			for p, a := range s.shards[i].m {
+		for i := range s.m.shards {
+			for p, a := range s.m.shards[i].m {
 				if len(a.open) != 0 || a.held != 0 {
 					t.Errorf("%s: %d open reservations, want 0", p, len(a.open))
 				}
@@ -554,4 +554,87 @@ func TestSpend_NearMaximum(t *testing.T) {
 			t.Fatalf("commit: got %+v", seen)
 		}
 	})
+}
+
+func TestSpend_ReservationID(t *testing.T) {
+	t.Run("UniqueAndIdempotent", func(t *testing.T) {
+		s := NewSpend()
+		s.RestoreBalance("key:a", 1000)
+		r1, _ := s.Reserve("key:a", d0, 100, 0, false)
+		r2, _ := s.Reserve("key:b", d0, 100, 0, false)
+		if r1.ID() == 0 || r1.ID() == r2.ID() {
+			t.Fatalf("IDs: got %d and %d, want distinct and non-zero", r1.ID(), r2.ID())
+		}
+		if r1.Principal() != "key:a" || r1.Day() != d0 || r1.Cost() != 100 {
+			t.Fatalf("got %+v, want key:a, %s, 100", r1, d0)
+		}
+		copied := r1
+		if !s.Commit(r1, nil) {
+			t.Fatal("Commit: got false, want true")
+		}
+		if s.Commit(copied, nil) || s.Release(copied) {
+			t.Error("Commit or Release of a copy after Commit: got true, want false")
+		}
+		if b, _ := s.Balance("key:a"); b != 900 {
+			t.Errorf("Balance: got %d, want 900", b)
+		}
+		if !s.Release(r2) || s.Release(r2) || s.Commit(r2, nil) {
+			t.Error("Release, Release, Commit: want true, false, false")
+		}
+		if got := s.Today("key:b", d0); got != 0 {
+			t.Errorf("Today key:b: got %d, want 0", got)
+		}
+	})
+	t.Run("ForeignIDHoldsNothing", func(t *testing.T) {
+		s := NewSpend()
+		r, _ := s.Reserve("key:a", d0, 100, 0, false)
+		// The same ID under another principal, or another ID under the
+		// same principal, is not r.
+		if s.Commit(NewReservation(r.ID(), "key:b", d0, 100), nil) {
+			t.Error("Commit under another principal: got true, want false")
+		}
+		if s.Release(NewReservation(r.ID()+1, "key:a", d0, 100)) {
+			t.Error("Release of an unknown ID: got true, want false")
+		}
+		if got := s.Today("key:a", d0); got != 100 {
+			t.Errorf("Today: got %d, want 100 (still reserved)", got)
+		}
+	})
+	t.Run("StaleAfterEviction", func(t *testing.T) {
+		s := NewSpend()
+		r, _ := s.Reserve("key:a", d0, 100, 0, false)
+		s.Release(r)
+		s.Sweep(d0.Time().Add(10 * 24 * time.Hour)) // evicts key:a
+		if got := s.Len(); got != 0 {
+			t.Fatalf("Len: got %d, want 0", got)
+		}
+		fresh, _ := s.Reserve("key:a", d0, 100, 0, false)
+		if s.Commit(r, nil) {
+			t.Error("Commit of a reservation of the evicted account: got true, want false")
+		}
+		if !s.Commit(fresh, nil) {
+			t.Error("Commit of the fresh reservation: got false, want true")
+		}
+		if got := s.Today("key:a", d0); got != 100 {
+			t.Errorf("Today: got %d, want 100", got)
+		}
+	})
+}
+
+func TestSpend_Status(t *testing.T) {
+	s := NewSpend()
+	if got := s.Status("key:none", d0); got != (SpendStatus{}) {
+		t.Fatalf("unknown: got %+v, want zero", got)
+	}
+	s.RestoreBalance("key:a", 1000)
+	r1, _ := s.Reserve("key:a", d0, 300, 0, false)
+	s.Reserve("key:a", d0, 200, 0, false)
+	s.Commit(r1, nil)
+	want := SpendStatus{Committed: 300, Reserved: 200, Balance: 700, HasBalance: true}
+	if got := s.Status("key:a", d0); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got := s.Status("key:a", d0+1); got != (SpendStatus{Balance: 700, HasBalance: true}) {
+		t.Errorf("next day: got %+v, want the balance only", got)
+	}
 }

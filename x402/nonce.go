@@ -30,9 +30,12 @@ func (k NonceKey) String() string {
 // "x/n/" ‖ chainID (8 bytes big-endian) ‖ asset (20) ‖ from (20) ‖ nonce
 // (32), 84 bytes. The value is state (1 byte: 1 locked, 2 settled) ‖
 // tx hash (32 bytes, zero until settled) ‖ expiry (8 bytes big-endian Unix
-// seconds, 0 = none). Entries carry a badger TTL of expiry + NonceGrace:
-// once an authorization's validBefore has passed the token refuses it, so
-// its entry is no longer needed.
+// seconds, 0 = none). Entries carry a badger expiry of validBefore +
+// NonceGrace (at least one second after the write), on the NonceLock's
+// clock: once an authorization's validBefore has passed the token refuses
+// it, so its entry is no longer needed. The lock itself treats an entry
+// past its expiry as free by its own clock, so a test clock decides
+// expiry; badger drops the entry by the wall clock.
 const noncePrefix = "x/n/"
 
 // NonceGrace is how long a nonce entry outlives its authorization's
@@ -58,6 +61,10 @@ var ErrNonceStore = errors.New("x402: nonce store")
 // request at a time, across restarts. It is safe for concurrent use; it
 // does not own the badger DB (the caller opens and closes it).
 type NonceLock struct {
+	// Now is the clock every expiry is measured on; nil means time.Now.
+	// Set it before the first call, not while the lock is in use.
+	Now func() time.Time
+
 	db   *badger.DB
 	mu   sync.Mutex
 	held map[NonceKey]time.Time // locked by this process → expiry
@@ -110,18 +117,35 @@ func parseNonceValue(v []byte) (s NonceState, tx common.Hash, expires time.Time)
 	return NonceState(v[0]), tx, expires
 }
 
-func nonceEntry(k []byte, v []byte, expires time.Time) *badger.Entry {
+func (l *NonceLock) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+// entry returns the badger entry for k with value v, expiring NonceGrace
+// after expires (zero: never) and at least a second from now.
+func (l *NonceLock) entry(k []byte, v []byte, expires time.Time) *badger.Entry {
 	e := badger.NewEntry(k, v)
 	if !expires.IsZero() {
-		switch ttl := time.Until(expires); {
+		now := l.now()
+		switch ttl := expires.Sub(now); {
 		case ttl > 100*365*24*time.Hour: // effectively never expires
 		case ttl+NonceGrace > 0:
-			e = e.WithTTL(ttl + NonceGrace)
+			e.ExpiresAt = uint64(now.Add(ttl + NonceGrace).Unix())
 		default:
-			e = e.WithTTL(time.Second)
+			e.ExpiresAt = uint64(now.Add(time.Second).Unix())
 		}
 	}
 	return e
+}
+
+// expired reports whether a stored entry is past its expiry on l's clock
+// (badger hides it only once the wall clock passes it).
+func (l *NonceLock) expired(it *badger.Item) bool {
+	at := it.ExpiresAt()
+	return at != 0 && at <= uint64(l.now().Unix())
 }
 
 // Lock marks k in flight if it is free. It returns false when k is already
@@ -130,7 +154,7 @@ func nonceEntry(k []byte, v []byte, expires time.Time) *badger.Entry {
 // concurrent calls for one key exactly one returns true.
 func (l *NonceLock) Lock(k NonceKey, expires time.Time) (bool, error) {
 	l.mu.Lock()
-	if exp, ok := l.held[k]; ok && (exp.IsZero() || time.Now().Before(exp.Add(NonceGrace))) {
+	if exp, ok := l.held[k]; ok && (exp.IsZero() || l.now().Before(exp.Add(NonceGrace))) {
 		l.mu.Unlock()
 		return false, nil
 	}
@@ -143,15 +167,15 @@ func (l *NonceLock) Lock(k NonceKey, expires time.Time) (bool, error) {
 	for range 3 {
 		taken = false
 		err = l.db.Update(func(txn *badger.Txn) error {
-			_, gerr := txn.Get(dk)
+			it, gerr := txn.Get(dk)
 			switch {
-			case gerr == nil:
+			case gerr == nil && !l.expired(it):
 				taken = true
 				return nil
-			case !errors.Is(gerr, badger.ErrKeyNotFound):
+			case gerr != nil && !errors.Is(gerr, badger.ErrKeyNotFound):
 				return gerr
 			}
-			return txn.SetEntry(nonceEntry(dk, nonceValue(NonceLocked, common.Hash{}, expires), expires))
+			return txn.SetEntry(l.entry(dk, nonceValue(NonceLocked, common.Hash{}, expires), expires))
 		})
 		if !errors.Is(err, badger.ErrConflict) {
 			break
@@ -179,7 +203,7 @@ func (l *NonceLock) Settled(k NonceKey, tx common.Hash) error {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		return txn.SetEntry(nonceEntry(dk, nonceValue(NonceSettled, tx, expires), expires))
+		return txn.SetEntry(l.entry(dk, nonceValue(NonceSettled, tx, expires), expires))
 	})
 	l.forget(k)
 	if err != nil {
@@ -225,6 +249,9 @@ func (l *NonceLock) Lookup(k NonceKey) (NonceState, common.Hash, error) {
 		} else if err != nil {
 			return err
 		}
+		if l.expired(it) {
+			return nil
+		}
 		return it.Value(func(v []byte) error { s, tx, _ = parseNonceValue(v); return nil })
 	})
 	if err != nil {
@@ -244,7 +271,7 @@ func (l *NonceLock) Locked(fn func(k NonceKey, expires time.Time)) error {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k, ok := keyFromDB(it.Item().Key())
-			if !ok {
+			if !ok || l.expired(it.Item()) {
 				continue
 			}
 			var s NonceState

@@ -157,16 +157,79 @@ func TestNonceLock_Lock(t *testing.T) {
 	t.Run("ExpiredEntryFreed", func(t *testing.T) {
 		db := openBadger(t, t.TempDir())
 		defer db.Close()
+		clk := newFakeClock(time.Now())
 		l := NewNonceLock(db)
+		l.Now = clk.Now
 		k := testNonceKey(4)
-		// validBefore long past: entry TTL is the one-second floor.
-		if ok, _ := l.Lock(k, time.Now().Add(-2*NonceGrace)); !ok {
+		// validBefore long past: the entry lives the one-second floor.
+		if ok, _ := l.Lock(k, clk.Now().Add(-2*NonceGrace)); !ok {
 			t.Fatal("got false, want true")
 		}
 		l.forget(k)
-		time.Sleep(1100 * time.Millisecond)
+		if ok, _ := l.Lock(k, time.Time{}); ok {
+			t.Fatal("within the floor: got lockable, want held")
+		}
+		clk.Advance(1100 * time.Millisecond)
 		if ok, _ := l.Lock(k, time.Time{}); !ok {
-			t.Error("after TTL: got held, want lockable")
+			t.Error("after expiry: got held, want lockable")
 		}
 	})
+	t.Run("HeldUntilValidBeforePlusGrace", func(t *testing.T) {
+		db := openBadger(t, t.TempDir())
+		defer db.Close()
+		clk := newFakeClock(time.Now())
+		l := NewNonceLock(db)
+		l.Now = clk.Now
+		k := testNonceKey(5)
+		validBefore := clk.Now().Add(time.Minute)
+		if ok, _ := l.Lock(k, validBefore); !ok {
+			t.Fatal("got false, want true")
+		}
+		other := NewNonceLock(db) // the store's view, not this process's map
+		other.Now = clk.Now
+		clk.Advance(time.Minute + NonceGrace - 2*time.Second)
+		if ok, _ := l.Lock(k, validBefore); ok {
+			t.Fatal("before validBefore+grace (this lock): got lockable, want held")
+		}
+		if ok, _ := other.Lock(k, validBefore); ok {
+			t.Fatal("before validBefore+grace (store): got lockable, want held")
+		}
+		var pending int
+		_ = other.Locked(func(NonceKey, time.Time) { pending++ })
+		if pending != 1 {
+			t.Fatalf("Locked before expiry: got %d, want 1", pending)
+		}
+		clk.Advance(3 * time.Second)
+		if s, _, err := other.Lookup(k); err != nil || s != NonceFree {
+			t.Fatalf("Lookup after expiry: got %v, %v, want free", s, err)
+		}
+		pending = 0
+		_ = other.Locked(func(NonceKey, time.Time) { pending++ })
+		if pending != 0 {
+			t.Fatalf("Locked after expiry: got %d, want 0", pending)
+		}
+		if ok, _ := l.Lock(k, clk.Now().Add(time.Minute)); !ok {
+			t.Error("after validBefore+grace: got held, want lockable")
+		}
+	})
+}
+
+// fakeClock is a clock that moves only when told. Safe for concurrent use.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }

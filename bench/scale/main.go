@@ -67,6 +67,7 @@ type decider struct {
 	tool   *catalog.Tool
 	quotas *meter.Quotas
 	spend  *meter.Spend
+	calls  uint64 // quota call ids
 }
 
 // decide runs one API-key decision as the gateway's identify and decide
@@ -79,7 +80,8 @@ func (d *decider) decide(secret []byte, now time.Time) {
 	if ok, reason := d.eff.Decide(d.tool); !ok {
 		log.Fatalf("scale: policy denied: %s", reason)
 	}
-	q := d.quotas.Admit(k.Principal, int(d.tool.RateClass), d.eff.Quota(d.tool.RateClass), now)
+	d.calls++
+	q := d.quotas.Admit(k.Principal, int(d.tool.RateClass), d.eff.Quota(d.tool.RateClass), now, d.calls)
 	if !q.Allowed {
 		log.Fatalf("scale: quota refused %s", k.Principal)
 	}
