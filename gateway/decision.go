@@ -40,7 +40,7 @@ type Decision struct {
 	// Allow is the methods of a 405.
 	Allow string
 
-	fields [8]Field // backing store of Fields for decisions built in a call
+	fields [6]Field // backing store of Fields for decisions built in a call (the most any has)
 }
 
 // FieldKind says how a Field's value is written.
@@ -54,15 +54,21 @@ const (
 	FieldBool
 )
 
-// Field is one named value of a decision's body.
+// Field is one named value of a decision's body: Str for strings; Int
+// for integers, booleans (0/1), money (micro-USD) and times (Unix
+// nanoseconds).
 type Field struct {
 	Key  string
 	Kind FieldKind
 	Str  string
 	Int  int64
-	USD  money.Micros
-	Time time.Time
 }
+
+// USD returns a money field's value.
+func (f Field) USD() money.Micros { return money.Micros(f.Int) }
+
+// Time returns a time field's value.
+func (f Field) Time() time.Time { return time.Unix(0, f.Int).UTC() }
 
 // add appends a field, in the decision's own array while it has room.
 func (d *Decision) add(f Field) *Decision {
@@ -78,10 +84,10 @@ func (d *Decision) num(k string, v int64) *Decision {
 	return d.add(Field{Key: k, Kind: FieldInt, Int: v})
 }
 func (d *Decision) usd(k string, v money.Micros) *Decision {
-	return d.add(Field{Key: k, Kind: FieldUSD, USD: v})
+	return d.add(Field{Key: k, Kind: FieldUSD, Int: int64(v)})
 }
 func (d *Decision) at(k string, v time.Time) *Decision {
-	return d.add(Field{Key: k, Kind: FieldTime, Time: v})
+	return d.add(Field{Key: k, Kind: FieldTime, Int: v.UnixNano()})
 }
 func (d *Decision) flag(k string, v bool) *Decision {
 	i := int64(0)
@@ -126,10 +132,10 @@ func (f Field) appendJSON(b []byte) []byte {
 	case FieldInt:
 		return strconv.AppendInt(b, f.Int, 10)
 	case FieldUSD:
-		return f.USD.AppendDecimal(b, 1)
+		return f.USD().AppendDecimal(b, 1)
 	case FieldTime:
 		b = append(b, '"')
-		b = f.Time.UTC().AppendFormat(b, time.RFC3339)
+		b = f.Time().AppendFormat(b, time.RFC3339)
 		return append(b, '"')
 	case FieldBool:
 		if f.Int != 0 {

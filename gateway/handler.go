@@ -74,6 +74,9 @@ func restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.source = remoteAddr(ctx)
 	r.tls = ctx.IsTLS()
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if r.hasKey {
+		return // a key is who the caller is; a payment beside it is not read
+	}
 	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {
 		r.payment, r.paymentVersion = v, 2
 	} else if v := rh.Peek(x402.HeaderXPayment); len(v) > 0 {
