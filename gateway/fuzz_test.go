@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -79,6 +80,65 @@ func FuzzHandler(f *testing.F) {
 		g.Handler(&ctx)
 		if code := ctx.Response.StatusCode(); code >= 500 && code != 502 && code != 503 && code != 504 {
 			t.Fatalf("%s %q: status %d: %s", method, uri, code, ctx.Response.Body())
+		}
+	})
+}
+
+// FuzzMCP drives /mcp with arbitrary bodies and protocol headers: the
+// answer is never a 5xx other than the documented 502/503/504 of a tool
+// call, never a panic, and every 200/4xx body is one JSON value (or an
+// event carrying one).
+func FuzzMCP(f *testing.F) {
+	dir := f.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
+	if err != nil {
+		f.Fatal(err)
+	}
+	led, err := ledger.Open(db, dir, ledger.Options{Sync: ledger.SyncInterval})
+	if err != nil {
+		f.Fatal(err)
+	}
+	keys, _ := identity.Open(db)
+	cat, err := catalog.Decode([]byte(`{"tools":[
+ {"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"http://127.0.0.1:1/p"},
+ {"id":"free","rate_class":"heavy","upstream":"http://127.0.0.1:1/f"}]}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	doc, err := policy.DecodeDocument([]byte(benchPolicies))
+	if err != nil {
+		f.Fatal(err)
+	}
+	g, err := New(Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc, AdminToken: "admin"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	secret, _, _ := keys.Create("fuzz", time.Time{}, time.Now())
+	f.Cleanup(func() { g.Close(); led.Close(); db.Close() })
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{`+meta+`}}`), "2026-07-28", "tools/list", "", "")
+	f.Add([]byte(`{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"free","arguments":{},`+meta+`}}`), "2026-07-28", "tools/call", "free", "")
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}`), "", "", "", "")
+	f.Add([]byte(`[{"jsonrpc":"2.0","id":1,"method":"ping"}]`), "2025-11-25", "", "", "s")
+	f.Add([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), "2025-11-25", "", "", "s")
+	f.Fuzz(func(t *testing.T, body []byte, version, method, name, session string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/mcp")
+		ctx.Request.Header.Set("X-API-Key", secret)
+		for k, v := range map[string]string{"MCP-Protocol-Version": version, "Mcp-Method": method, "Mcp-Name": name, "Mcp-Session-Id": session} {
+			if v != "" {
+				ctx.Request.Header.Set(k, v)
+			}
+		}
+		ctx.Request.SetBody(body)
+		g.Handler(&ctx)
+		code := ctx.Response.StatusCode()
+		if code >= 500 {
+			t.Fatalf("status %d: %s", code, ctx.Response.Body())
+		}
+		if b := ctx.Response.Body(); len(b) > 0 && !json.Valid(b) {
+			t.Fatalf("status %d: body is not one JSON value: %q", code, b)
 		}
 	})
 }

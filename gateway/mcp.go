@@ -15,6 +15,7 @@ import (
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // The MCP front end: POST /mcp, the Streamable HTTP transport of the Model
@@ -447,6 +448,9 @@ var emptySchema = json.RawMessage(`{"type":"object"}`)
 // key sees the priced tools an unknown wallet may pay for (with x402 on).
 func (g *Gateway) mcpToolsList(st *state, x *mcpExchange) map[string]any {
 	tier := st.tierOf(x.who)
+	if x.who.IsZero() {
+		tier = policy.TierUnknownWallet // who pays per call without a key
+	}
 	eff := st.effective(tier, x.who.String())
 	tools := make([]mcpTool, 0, len(st.cat.Tools))
 	for _, t := range st.cat.Tools {
