@@ -43,11 +43,17 @@ type Tool struct {
 	MaxResponseBytes int64
 	// Discovery is the raw `discovery` block for the x402 Bazaar declaration.
 	Discovery []byte
+	// MCPServer and MCPTool name the upstream MCP server and its tool for
+	// a tool imported from "mcp_servers"; "" for a REST tool.
+	MCPServer, MCPTool string
 }
 
 // Catalog is an immutable set of tools with their routes.
 type Catalog struct {
-	Tools  []*Tool
-	byPath map[string]*Tool
-	byID   map[string]*Tool
+	Tools []*Tool
+	// MCPServers are the upstream MCP servers to import tools from; their
+	// tools join Tools through WithImports.
+	MCPServers []*MCPServer
+	byPath     map[string]*Tool
+	byID       map[string]*Tool
 }

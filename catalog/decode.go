@@ -75,7 +75,7 @@ func DecodeWith(data []byte, o Options) (*Catalog, error) {
 		return nil, ps.Err()
 	}
 	for k := range top {
-		if k != "tools" {
+		if k != "tools" && k != "mcp_servers" {
 			ps.Add(k, "unknown field")
 		}
 	}
@@ -85,6 +85,9 @@ func DecodeWith(data []byte, o Options) (*Catalog, error) {
 		return nil, ps.Err()
 	}
 	c := &Catalog{byPath: make(map[string]*Tool), byID: make(map[string]*Tool)}
+	if v := top["mcp_servers"]; v != nil {
+		c.MCPServers = decodeMCPServers(v, &ps, o)
+	}
 	for i, raw := range raws {
 		at := fmt.Sprintf("tools[%d]", i)
 		t := decodeTool(raw, at, &ps, o)

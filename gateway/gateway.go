@@ -119,6 +119,9 @@ type Gateway struct {
 	auths     []authenticator // tried in order by identify
 	mcp       mcpSessions     // MCP sessions of the stateful revisions
 
+	mcpUpsMu sync.Mutex
+	mcpUps   map[string]*mcpUpstream // upstream MCP servers by id
+
 	readyProblems sync.Map // component → last logged readiness error text
 
 	settlerHealth *probeCache // x402 backend's health for /readyz; nil without x402 or a pinger
@@ -216,7 +219,7 @@ func New(o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := g.build(o.Catalog, o.Policies, overrides)
+	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides)
 	if err != nil {
 		return nil, err
 	}

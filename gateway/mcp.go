@@ -544,6 +544,13 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	defer fasthttp.ReleaseResponse(resp)
 	c.upResp = resp
 	d := g.run(c)
+	if d != nil && d.Outcome == outUpstreamError {
+		// The tool's upstream failed: a protocol error naming the tool
+		// (the call was recorded and not billed).
+		writeRPC(x.ctx, fasthttp.StatusOK, rpcErrorBody(x.msg.ID, rpcInternalError,
+			"Tool "+t.ID+": "+d.Message, json.RawMessage(d.AppendJSON(nil))), x.sse)
+		return
+	}
 	g.writeRPCResult(x, g.mcpResult(c, d))
 }
 
@@ -588,6 +595,22 @@ func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
 	var structured json.RawMessage
 	isError := true
 	switch {
+	case d == nil && c.mcpResult:
+		// An upstream MCP server's result passes through, with the
+		// gateway's _meta added to its own.
+		var out map[string]any
+		json.Unmarshal(c.body.b, &out)
+		if out == nil {
+			out = map[string]any{}
+		}
+		if m, ok := out["_meta"].(map[string]any); ok {
+			for k, v := range meta {
+				m[k] = v
+			}
+		} else {
+			out["_meta"] = meta
+		}
+		return out
 	case d == nil:
 		text = c.upResp.Body()
 		if c.body != nil {

@@ -44,6 +44,9 @@ var (
 // front end provides and releases. It returns nil when an answer came
 // (c.upStatus, body in c.upResp or c.body), else the failure's decision.
 func (g *Gateway) upstream(c *call) *Decision {
+	if c.rt.tool.MCPTool != "" {
+		return g.upstreamMCP(c)
+	}
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	g.prepareUpstreamRequest(c, req)

@@ -96,6 +96,7 @@ type call struct {
 	upResp    *fasthttp.Response // the upstream's answer, when one came
 	body      *bodyBuf           // an upstream body that outlives upResp; released with the call
 	allowed   bool               // the answer carries X-Policy-Allowed: true
+	mcpResult bool               // c.body is an upstream MCP server's tool result
 
 	dec Decision // storage for the call's decision
 	buf []byte   // scratch

@@ -172,9 +172,20 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 		}
 		up = g.opts.DemoUpstreams + "/" + name
 	}
+	uc, uri, err := g.clientFor(up, t.IdleTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("tool %s: %w", t.ID, err)
+	}
+	return &route{tool: t, client: uc, uri: uri, allow: strings.Join(t.Methods, ", "),
+		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
+}
+
+// clientFor returns the clients of an upstream URL (shared by every tool
+// on the same address and idle timeout) and the URL without its query.
+func (g *Gateway) clientFor(up string, idle time.Duration) (*upstreamClient, string, error) {
 	u, err := url.Parse(up)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("tool %s: bad upstream %q", t.ID, up)
+		return nil, "", fmt.Errorf("bad upstream %q", up)
 	}
 	tls := u.Scheme == "https"
 	addr := u.Host
@@ -185,20 +196,18 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 			addr += ":80"
 		}
 	}
-	key := u.Scheme + "://" + addr + "|" + t.IdleTimeout.String()
+	key := u.Scheme + "://" + addr + "|" + idle.String()
 	g.clientsMu.Lock()
 	uc := g.clients[key]
 	if uc == nil {
 		uc = &upstreamClient{
-			pooled: newHostClient(addr, tls, t.IdleTimeout, g.opts.UpstreamDial),
-			fresh:  newHostClient(addr, tls, t.IdleTimeout, g.opts.UpstreamDial),
+			pooled: newHostClient(addr, tls, idle, g.opts.UpstreamDial),
+			fresh:  newHostClient(addr, tls, idle, g.opts.UpstreamDial),
 		}
 		g.clients[key] = uc
 	}
 	g.clientsMu.Unlock()
-	uri := u.Scheme + "://" + u.Host + u.EscapedPath()
-	return &route{tool: t, client: uc, uri: uri, allow: strings.Join(t.Methods, ", "),
-		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
+	return uc, u.Scheme + "://" + u.Host + u.EscapedPath(), nil
 }
 
 // swapOverride installs (raw != nil) or removes (raw == nil) the override of
@@ -236,7 +245,7 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	for k, v := range cur.overrides {
 		raws[k] = v.raw
 	}
-	st, err := g.build(cat, doc, raws)
+	st, err := g.build(g.importMCP(cat), doc, raws)
 	if err != nil {
 		return err
 	}
