@@ -193,3 +193,64 @@ func BenchmarkHandler(b *testing.B) {
 		runHandler(b, env.g.Handler, env.secret, false)
 	})
 }
+
+// BenchmarkMCP compares, one call at a time over in-memory listeners, the
+// same tool called straight on its upstream, through the gateway over REST,
+// and through the gateway over MCP (tools/call, stateless revision): the
+// gateway's added latency over MCP is MCP − Direct, over REST REST − Direct.
+func BenchmarkMCP(b *testing.B) {
+	serial := func(b *testing.B, h fasthttp.RequestHandler, prepare func(req *fasthttp.Request)) {
+		ln := fasthttputil.NewInmemoryListener()
+		srv := &fasthttp.Server{Handler: h, ReadBufferSize: 16 << 10}
+		go srv.Serve(ln)
+		defer srv.Shutdown()
+		client := &fasthttp.HostClient{Addr: "gw", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			prepare(req)
+			if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				b.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
+			}
+		}
+	}
+	args := `{"text":"Invoice 42 from ACME, total $120"}`
+	b.Run("Direct", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		serial(b, env.upstream.Handler, func(req *fasthttp.Request) {
+			req.SetRequestURI("http://gw/extract")
+			req.Header.SetMethod("POST")
+			req.SetBodyString(args)
+		})
+	})
+	b.Run("REST", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		serial(b, env.g.Handler, func(req *fasthttp.Request) {
+			req.SetRequestURI("http://gw/tools/extract/structured")
+			req.Header.SetMethod("POST")
+			req.Header.Set("X-Api-Key", env.secret)
+			req.SetBodyString(args)
+		})
+	})
+	b.Run("MCP", func(b *testing.B) {
+		env := newBenchEnv(b, ledger.SyncInterval)
+		defer env.close()
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"extract/structured","arguments":` + args +
+			`,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		serial(b, env.g.Handler, func(req *fasthttp.Request) {
+			req.SetRequestURI("http://gw/mcp")
+			req.Header.SetMethod("POST")
+			req.Header.Set("X-Api-Key", env.secret)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "extract/structured")
+			req.SetBodyString(body)
+		})
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"iter"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +63,7 @@ type rpcMessage struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Method  string          `json:"method"`
-	Params  json.RawMessage `json:"params"`
+	Params  rpcParams       `json:"params"`
 	Result  json.RawMessage `json:"result"`
 	Error   json.RawMessage `json:"error"`
 }
@@ -151,14 +153,45 @@ var (
 )
 
 // mcpExchange is one HTTP request to /mcp: its message and how to answer.
+// mcpParams are the params fields any method served reads, decoded once.
+type mcpParams struct {
+	Name            string          `json:"name"`
+	URI             string          `json:"uri"`
+	Arguments       json.RawMessage `json:"arguments"`
+	Meta            mcpMeta         `json:"_meta"`
+	ProtocolVersion string          `json:"protocolVersion"`
+}
+
+// mcpMeta is the part of params._meta the gateway reads.
+type mcpMeta struct {
+	ProtocolVersion    *string         `json:"io.modelcontextprotocol/protocolVersion"`
+	ClientCapabilities json.RawMessage `json:"io.modelcontextprotocol/clientCapabilities"`
+	Payment            json.RawMessage `json:"x402/payment"`
+}
+
+// rpcParams decodes params in the same pass as the message: into
+// mcpParams when they have its shape (ok), and never failing the message
+// when they do not (the method then says what it wanted).
+type rpcParams struct {
+	present, ok bool
+	mcpParams
+}
+
+func (p *rpcParams) UnmarshalJSON(b []byte) error {
+	p.present = string(b) != "null"
+	p.ok = !p.present || json.Unmarshal(b, &p.mcpParams) == nil
+	return nil
+}
+
 type mcpExchange struct {
-	ctx     *fasthttp.RequestCtx
-	msg     rpcMessage
-	meta    map[string]json.RawMessage // params._meta
-	version string
-	modern  bool // the stateless revision
-	who     identity.Principal
-	sse     bool // answer as text/event-stream
+	ctx      *fasthttp.RequestCtx
+	msg      rpcMessage
+	params   *mcpParams // = &msg.Params.mcpParams
+	paramsOK bool       // params absent, or of the shape read
+	version  string
+	modern   bool // the stateless revision
+	who      identity.Principal
+	sse      bool // answer as text/event-stream
 }
 
 // serveMCP handles /mcp.
@@ -175,13 +208,17 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 		writeRPCError(ctx, fasthttp.StatusMethodNotAllowed, nil, rpcInvalidRequest, "Method not allowed: POST JSON-RPC messages to /mcp")
 		return
 	}
+	if !g.sameOrigin(ctx) {
+		writeRPCError(ctx, fasthttp.StatusForbidden, nil, rpcInvalidRequest, "Forbidden: Origin not allowed")
+		return
+	}
 	x := &mcpExchange{ctx: ctx}
 	body := bytes.TrimSpace(ctx.PostBody())
 	if len(body) > 0 && body[0] == '[' {
 		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcInvalidRequest, "JSON-RPC batches are not supported: send one message per request")
 		return
 	}
-	if err := json.Unmarshal(body, &x.msg); err != nil || !json.Valid(body) {
+	if err := json.Unmarshal(body, &x.msg); err != nil {
 		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcParseError, "Parse error: the body is not one JSON-RPC message")
 		return
 	}
@@ -206,9 +243,9 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 		x.who = k.Who()
 	}
 
-	x.meta = paramsMeta(m.Params)
+	x.params, x.paramsOK = &m.Params.mcpParams, m.Params.ok || !m.Params.present
 	hv := string(rh.Peek(hdrMCPVersion))
-	x.modern = hv >= mcpStateless || x.meta[metaProtocolVersion] != nil
+	x.modern = hv >= mcpStateless || x.params.Meta.ProtocolVersion != nil
 	if x.modern {
 		if !g.mcpStatelessChecks(x, hv) {
 			return
@@ -260,15 +297,27 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 
 const mcpInstructions = "Tools governed by toolgate: policies, quotas, spend caps and x402 payments apply per call; each result's _meta carries toolgate/cost_usd and toolgate/request_id."
 
-// paramsMeta returns params._meta, or nil.
-func paramsMeta(params json.RawMessage) map[string]json.RawMessage {
-	var p struct {
-		Meta map[string]json.RawMessage `json:"_meta"`
+// sameOrigin guards against DNS rebinding: a request with an Origin
+// header (browsers send one; MCP SDK clients do not) must come from the
+// gateway's own origin, its Host or --public-url.
+func (g *Gateway) sameOrigin(ctx *fasthttp.RequestCtx) bool {
+	origin := ctx.Request.Header.Peek("Origin")
+	if len(origin) == 0 {
+		return true
 	}
-	if len(params) == 0 || json.Unmarshal(params, &p) != nil {
-		return nil
+	u, err := url.Parse(string(origin))
+	if err != nil || u.Host == "" {
+		return false
 	}
-	return p.Meta
+	if strings.EqualFold(u.Host, string(ctx.Host())) {
+		return true
+	}
+	if g.opts.X402 != nil && g.opts.X402.Config.PublicURL != "" {
+		if pu, err := url.Parse(g.opts.X402.Config.PublicURL); err == nil && strings.EqualFold(pu.Host, u.Host) {
+			return true
+		}
+	}
+	return false
 }
 
 // validRPCID: absent, null, a string or a number.
@@ -294,8 +343,8 @@ func (g *Gateway) mcpStatelessChecks(x *mcpExchange, hv string) bool {
 		return false
 	}
 	var mv string
-	if raw := x.meta[metaProtocolVersion]; raw != nil {
-		json.Unmarshal(raw, &mv)
+	if v := x.params.Meta.ProtocolVersion; v != nil {
+		mv = *v
 	}
 	switch {
 	case mv == "":
@@ -307,7 +356,7 @@ func (g *Gateway) mcpStatelessChecks(x *mcpExchange, hv string) bool {
 	case mv != mcpStateless:
 		return fail(rpcUnsupportedVersion, "Unsupported protocol version "+mv,
 			map[string]any{"supported": mcpVersions, "requested": mv})
-	case !m.isNotification() && x.meta[metaClientCapabilities] == nil:
+	case !m.isNotification() && x.params.Meta.ClientCapabilities == nil:
 		return fail(rpcInvalidParams, "Invalid params: _meta."+metaClientCapabilities+" is required", nil)
 	}
 	rh := &x.ctx.Request.Header
@@ -319,7 +368,10 @@ func (g *Gateway) mcpStatelessChecks(x *mcpExchange, hv string) bool {
 		if m.Method == "resources/read" {
 			field = "uri"
 		}
-		body := paramString(m.Params, field)
+		body := x.params.Name
+		if field == "uri" {
+			body = x.params.URI
+		}
 		hn, ok := decodeHeaderValue(string(rh.Peek(hdrMCPName)))
 		if !ok || hn != body {
 			return fail(rpcHeaderMismatch, "Header mismatch: Mcp-Name header '"+hn+"' does not match body value '"+body+"'", nil)
@@ -393,22 +445,11 @@ func supportedMCP(v string) bool {
 	return false
 }
 
-// paramString returns params[field] when it is a string ("" if not).
-func paramString(params json.RawMessage, field string) string {
-	var p map[string]json.RawMessage
-	json.Unmarshal(params, &p)
-	var v string
-	json.Unmarshal(p[field], &v)
-	return v
-}
-
 // mcpInitialize answers initialize (stateful revisions): the requested
 // revision when served, else the newest stateful one; a session.
 func (g *Gateway) mcpInitialize(x *mcpExchange) {
-	var p struct {
-		ProtocolVersion string `json:"protocolVersion"`
-	}
-	if len(x.msg.Params) > 0 && json.Unmarshal(x.msg.Params, &p) != nil {
+	p := x.params
+	if !x.paramsOK {
 		g.writeRPCErrorX(x, rpcInvalidParams, "Invalid params: initialize takes an object")
 		return
 	}
@@ -506,8 +547,8 @@ func (mcpHeaders) Peek(string) []byte { return nil }
 // mcpToolsCall runs tools/call through the stages and renders the outcome
 // as a tool result.
 func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
-	var p mcpCallParams
-	if err := json.Unmarshal(x.msg.Params, &p); err != nil || p.Name == "" {
+	p := x.params
+	if !x.paramsOK || p.Name == "" {
 		g.writeRPCErrorX(x, rpcInvalidParams, "Invalid params: tools/call takes {\"name\": string, \"arguments\": object}")
 		return
 	}
@@ -537,7 +578,7 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	r.tls = x.ctx.IsTLS()
 	rh := &x.ctx.Request.Header
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
-	if pay := p.Meta["x402/payment"]; isPaymentPayload(pay) {
+	if pay := p.Meta.Payment; isPaymentPayload(pay) {
 		r.payment, r.paymentJSON = pay, true
 	}
 	resp := fasthttp.AcquireResponse()
@@ -551,7 +592,74 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 			"Tool "+t.ID+": "+d.Message, json.RawMessage(d.AppendJSON(nil))), x.sse)
 		return
 	}
-	g.writeRPCResult(x, g.mcpResult(c, d))
+	if d == nil && c.mcpResult || d != nil && d.Offer != nil {
+		g.writeRPCResult(x, g.mcpResult(c, d))
+		return
+	}
+	b := c.buf[:0]
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = append(b, rpcID(x.msg.ID)...)
+	b = append(b, `,"result":`...)
+	b = g.appendToolResult(b, x, c, d)
+	c.buf = append(b, '}')
+	writeRPC(x.ctx, fasthttp.StatusOK, c.buf, x.sse)
+}
+
+// appendToolResult appends the tools/call result of a call answered by a
+// REST upstream (d nil) or refused by d (not x402): the same as mcpResult,
+// written without building maps (the common case, kept cheap).
+func (g *Gateway) appendToolResult(b []byte, x *mcpExchange, c *call, d *Decision) []byte {
+	var text []byte
+	var structured []byte
+	isError := true
+	if d == nil {
+		text = c.upResp.Body()
+		if c.body != nil {
+			text = c.body.b
+		}
+		if t := bytes.TrimSpace(text); len(t) > 0 && t[0] == '{' && json.Valid(t) {
+			structured = t
+		}
+		isError = c.upStatus >= 400
+	} else {
+		n := len(b)
+		b = d.AppendJSON(b)
+		text = append([]byte(nil), b[n:]...)
+		b = b[:n]
+		structured = text
+	}
+	b = append(b, `{"content":[{"type":"text","text":`...)
+	b = appendJSONString(b, string(text))
+	b = append(b, `}],"isError":`...)
+	if isError {
+		b = append(b, "true"...)
+	} else {
+		b = append(b, "false"...)
+	}
+	if structured != nil {
+		b = append(b, `,"structuredContent":`...)
+		b = append(b, structured...)
+	}
+	b = append(b, `,"_meta":{"toolgate/cost_usd":"`...)
+	b = c.cost.AppendDecimal(b, 3)
+	b = append(b, `","toolgate/request_id":`...)
+	b = appendJSONString(b, string(c.reqID))
+	if d == nil {
+		b = append(b, `,"toolgate/upstream_status":`...)
+		b = strconv.AppendInt(b, int64(c.upStatus), 10)
+	}
+	if c.pay != nil && c.pay.settled && d != ledgerUnavailable {
+		pr, _ := json.Marshal(c.pay.result.Response())
+		b = append(b, `,"x402/payment-response":`...)
+		b = append(b, pr...)
+	}
+	if x.modern {
+		b = append(b, `,"`+metaServerInfo+`":{"name":"toolgate","version":`...)
+		b = appendJSONString(b, Version)
+		b = append(b, `}},"resultType":"complete"}`...)
+		return b
+	}
+	return append(b, `}}`...)
 }
 
 // isPaymentPayload: an object with a non-zero x402Version and a payload,
@@ -626,13 +734,10 @@ func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
 		if d.PayReason != "" {
 			hdr, _ = d.Offer.WithError(d.PayReason)
 		}
+		// A refused or failed payment: the requirements again, with the
+		// reason; no receipt (the x402 MCP transport sends none then).
 		raw, _ := base64.StdEncoding.DecodeString(string(hdr))
 		text, structured = raw, raw
-		if d.PayResponse != nil {
-			if pr, err := base64.StdEncoding.DecodeString(string(d.PayResponse)); err == nil {
-				meta["x402/payment-response"] = json.RawMessage(pr)
-			}
-		}
 	default:
 		text = d.AppendJSON(nil)
 		structured = text

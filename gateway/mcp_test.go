@@ -390,6 +390,16 @@ func TestMCP_BadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ForeignOrigin403", func(t *testing.T) {
+		resp, _ := h.do("POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, "X-API-Key", k.Secret, "Origin", "https://evil.example")
+		if resp.StatusCode != 403 {
+			t.Fatalf("foreign Origin: %d, want 403", resp.StatusCode)
+		}
+		resp, _ = h.do("POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, "X-API-Key", k.Secret, "Origin", h.url)
+		if resp.StatusCode != 200 {
+			t.Fatalf("own Origin: %d, want 200", resp.StatusCode)
+		}
+	})
 	t.Run("GetIs405", func(t *testing.T) {
 		resp, _ := h.do("GET", "/mcp", "", "Accept", "text/event-stream")
 		if resp.StatusCode != 405 {
