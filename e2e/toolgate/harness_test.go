@@ -386,6 +386,7 @@ type auditRecord struct {
 	Principal string       `json:"principal"`
 	Tier      string       `json:"tier"`
 	Tool      string       `json:"tool"`
+	Protocol  string       `json:"protocol"`
 	Outcome   string       `json:"outcome"`
 	Reason    string       `json:"reason"`
 	Status    int          `json:"status"`
