@@ -218,7 +218,7 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcInvalidRequest, "JSON-RPC batches are not supported: send one message per request")
 		return
 	}
-	if err := json.Unmarshal(body, &x.msg); err != nil {
+	if err := decodeRPC(body, &x.msg); err != nil {
 		writeRPCError(ctx, fasthttp.StatusBadRequest, nil, rpcParseError, "Parse error: the body is not one JSON-RPC message")
 		return
 	}
