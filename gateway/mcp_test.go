@@ -456,3 +456,55 @@ func mustPolicies(t *testing.T, doc string) *policy.Document {
 	}
 	return d
 }
+
+// TestMCP_CapAndCredits: the daily cap and prepaid credits refuse over MCP
+// with the REST bodies' fields, never forwarded, never billed.
+func TestMCP_CapAndCredits(t *testing.T) {
+	h := newHarness(t)
+	t.Run("Cap", func(t *testing.T) {
+		k := h.createKey(`{"policy":{"daily_spend_cap_usd":0.02}}`)
+		cs := h.mcpConnect(t, k.Secret, "")
+		for i := 0; i < 2; i++ {
+			if res, _ := callMCP(t, cs, "extract/structured", map[string]any{}); res.IsError {
+				t.Fatalf("call %d under the cap: isError", i)
+			}
+		}
+		hits := h.up.hits.Load()
+		res, sc := callMCP(t, cs, "extract/structured", map[string]any{})
+		if !res.IsError || sc["error"] != "Daily spend cap exceeded" || sc["spend_today_usd"] != 0.02 || sc["spend_limit_usd"] != 0.02 ||
+			sc["cost_usd"] != 0.01 || sc["reserved_usd"] != 0.0 || sc["reset_at"] == nil || sc["reset_in_seconds"] == nil {
+			t.Fatalf("over the cap: isError %v %v", res.IsError, sc)
+		}
+		if h.up.hits.Load() != hits || res.Meta["toolgate/cost_usd"] != "0.000" {
+			t.Fatalf("a capped call reached the upstream or was billed: %v", res.Meta)
+		}
+	})
+	t.Run("Credits", func(t *testing.T) {
+		k := h.createKey(`{"credits_usd":"0.015"}`)
+		cs := h.mcpConnect(t, k.Secret, "2025-11-25")
+		if res, _ := callMCP(t, cs, "extract/structured", map[string]any{}); res.IsError {
+			t.Fatal("first call within the credits: isError")
+		}
+		res, sc := callMCP(t, cs, "extract/structured", map[string]any{})
+		if !res.IsError || sc["error"] != "Insufficient credits" || sc["balance_usd"] != 0.005 || sc["cost_usd"] != 0.01 {
+			t.Fatalf("beyond the credits: isError %v %v", res.IsError, sc)
+		}
+		if st := h.status("key_id=" + k.KeyID); st["balance_usd"] != 0.005 {
+			t.Fatalf("balance %v, want 0.005 (one call debited)", st["balance_usd"])
+		}
+	})
+	t.Run("UpstreamTimeoutIsAnErrorNamingTheTool", func(t *testing.T) {
+		k := h.createKey(`{}`)
+		cs := h.mcpConnect(t, k.Secret, "")
+		h.up.delay.Store(int64(time.Second))
+		defer h.up.delay.Store(0)
+		start := time.Now()
+		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}})
+		if err == nil || !strings.Contains(err.Error(), "slow") || !strings.Contains(err.Error(), "timed out") {
+			t.Fatalf("slow upstream: %v, want a JSON-RPC error naming the tool", err)
+		}
+		if el := time.Since(start); el > 900*time.Millisecond {
+			t.Fatalf("answered after %v, want near the tool's 150 ms timeout", el)
+		}
+	})
+}
