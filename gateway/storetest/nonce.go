@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/x402"
 )
@@ -17,9 +15,10 @@ import (
 // every expiry on it).
 func NonceContract(t *testing.T, newStore func(t *testing.T, now func() time.Time) gateway.NonceStore) {
 	key := func(b byte) x402.NonceKey {
-		k := x402.NonceKey{ChainID: 84532,
-			Asset: common.HexToAddress("0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
-			From:  common.HexToAddress("0x00000000000000000000000000000000000000a1")}
+		// Byte arrays set in place: only x402 imports go-ethereum.
+		k := x402.NonceKey{ChainID: 84532}
+		copy(k.Asset[:], []byte{0x03, 0x6C, 0xbD, 0x53, 0x84, 0x2c, 0x54, 0x26, 0x63, 0x4e, 0x79, 0x29, 0x54, 0x1e, 0xC2, 0x31, 0x8f, 0x3d, 0xCF, 0x7e})
+		k.From[19] = 0xa1
 		k.Nonce[0] = b
 		return k
 	}
@@ -79,7 +78,7 @@ func NonceContract(t *testing.T, newStore func(t *testing.T, now func() time.Tim
 		n := newStore(t, clk.Now)
 		k, exp := key(3), clk.Now().Add(time.Minute)
 		lock(t, n, k, exp)
-		if err := n.MarkSettled(k, "0x"+common.Bytes2Hex(common.HexToHash("0xabcd").Bytes())); err != nil {
+		if err := n.MarkSettled(k, "0x000000000000000000000000000000000000000000000000000000000000abcd"); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.Release(k); err != nil { // a no-op on a settled key
