@@ -29,6 +29,7 @@ type mcpUpstream struct {
 	client  *upstreamClient
 	uri     string
 
+	initMu  sync.Mutex // one initialize at a time
 	mu      sync.Mutex
 	session string // Mcp-Session-Id, "" before initialize (or when the server issues none)
 	version string // negotiated protocol version
@@ -66,7 +67,7 @@ func (up *mcpUpstream) rpc(method string, params any, timeout time.Duration) (js
 	defer fasthttp.ReleaseResponse(resp)
 	id := up.ids.Add(1)
 	up.prepare(req, method, id, params)
-	if err := up.client.pooled.DoTimeout(req, resp, timeout); err != nil {
+	if err := up.do(req, resp, timeout); err != nil {
 		return nil, err
 	}
 	if resp.StatusCode() == fasthttp.StatusNotFound && up.sessionOf(req) != "" {
@@ -108,12 +109,35 @@ func (up *mcpUpstream) sessionOf(req *fasthttp.Request) string {
 	return string(req.Header.Peek(hdrMCPSession))
 }
 
-// ensure initializes the session when there is none.
-func (up *mcpUpstream) ensure(timeout time.Duration) error {
+// do sends a session-management request (initialize, notifications,
+// tools/list: safe to send twice) and, when a pooled connection turns out
+// closed before answering, once more on a fresh one.
+func (up *mcpUpstream) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	err := up.client.pooled.DoTimeout(req, resp, timeout)
+	if err != nil && !isTimeout(err) && !errors.Is(err, fasthttp.ErrTimeout) {
+		resp.Reset()
+		req.SetConnectionClose()
+		err = up.client.fresh.DoTimeout(req, resp, timeout)
+	}
+	return err
+}
+
+// isReady reports whether there is a session.
+func (up *mcpUpstream) isReady() bool {
 	up.mu.Lock()
-	ready := up.ready
-	up.mu.Unlock()
-	if ready {
+	defer up.mu.Unlock()
+	return up.ready
+}
+
+// ensure initializes the session when there is none; concurrent callers
+// wait for one initialize.
+func (up *mcpUpstream) ensure(timeout time.Duration) error {
+	if up.isReady() {
+		return nil
+	}
+	up.initMu.Lock()
+	defer up.initMu.Unlock()
+	if up.isReady() {
 		return nil
 	}
 	req := fasthttp.AcquireRequest()
@@ -129,7 +153,7 @@ func (up *mcpUpstream) ensure(timeout time.Duration) error {
 		"capabilities":    map[string]any{},
 		"clientInfo":      map[string]any{"name": "toolgate", "version": Version},
 	})
-	if err := up.client.pooled.DoTimeout(req, resp, timeout); err != nil {
+	if err := up.do(req, resp, timeout); err != nil {
 		return fmt.Errorf("initialize: %w", err)
 	}
 	res, err := parseRPCResponse(resp, id)
@@ -145,16 +169,23 @@ func (up *mcpUpstream) ensure(timeout time.Duration) error {
 	up.mu.Lock()
 	up.session = string(resp.Header.Peek(hdrMCPSession))
 	up.version = ir.ProtocolVersion
-	up.ready = true
 	up.mu.Unlock()
-	_, err = up.rpc("notifications/initialized", nil, timeout)
-	return err
+	if _, err := up.rpc("notifications/initialized", nil, timeout); err != nil {
+		return fmt.Errorf("notifications/initialized: %w", err)
+	}
+	up.mu.Lock()
+	up.ready = true // only now may calls use the session
+	up.mu.Unlock()
+	return nil
 }
 
-// reset forgets the session, so that the next call initializes again.
-func (up *mcpUpstream) reset() {
+// reset forgets the session sid (all sessions when sid is ""), so that the
+// next call initializes again; a newer session is kept.
+func (up *mcpUpstream) reset(sid ...string) {
 	up.mu.Lock()
-	up.ready, up.session = false, ""
+	if len(sid) == 0 || sid[0] == up.session {
+		up.ready, up.session = false, ""
+	}
 	up.mu.Unlock()
 }
 
@@ -298,7 +329,7 @@ func (g *Gateway) upstreamMCP(c *call) *Decision {
 			return g.upstreamFailure(c, err)
 		}
 		if c.upResp.StatusCode() == fasthttp.StatusNotFound && sent != "" && attempt == 0 {
-			up.reset() // the session is gone; the call did not run
+			up.reset(sent) // that session is gone; the call did not run
 			continue
 		}
 		if c.body != nil {

@@ -51,14 +51,25 @@ const probeIdle = 100 * time.Millisecond
 // cleaner, which touches no field.
 type upstreamConn struct {
 	net.Conn
-	exchanges int       // requests begun on this connection
+	exchanges int       // requests begun on this connection, by whoever sent them
+	writing   bool      // between a request's first write and its first read
 	readBytes int64     // response bytes read since the current request began
 	lastUse   time.Time // end of the previous exchange
 }
 
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	if !c.writing {
+		c.writing, c.readBytes = true, 0
+		c.exchanges++
+	}
+	return c.Conn.Write(p)
+}
+
 func (c *upstreamConn) Read(p []byte) (int, error) {
+	c.writing = false
 	n, err := c.Conn.Read(p)
 	c.readBytes += int64(n)
+	c.lastUse = time.Now()
 	return n, err
 }
 
@@ -267,10 +278,6 @@ func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Requ
 		hc.CloseConn(cc)
 		return true, errStaleConn
 	}
-	if uc != nil {
-		uc.exchanges++
-		uc.readBytes = 0
-	}
 	conn := cc.Conn()
 	if err := conn.SetDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
@@ -297,9 +304,6 @@ func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Requ
 	if err != nil || !keep || req.ConnectionClose() || resp.ConnectionClose() {
 		hc.CloseConn(cc)
 		return false, err
-	}
-	if uc != nil {
-		uc.lastUse = time.Now()
 	}
 	hc.ReleaseConn(cc)
 	return false, nil
