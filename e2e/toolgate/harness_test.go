@@ -207,9 +207,15 @@ type gateway struct {
 // policies.json and runs toolgate serve with x402 on, paying chain.PayTo.
 func startGateway(t testing.TB, upstreamURL string, extra ...string) *gateway {
 	t.Helper()
+	return startGatewayCatalog(t, fmt.Sprintf(testTools, upstreamURL), extra...)
+}
+
+// startGatewayCatalog is startGateway with toolsJSON as tools.json.
+func startGatewayCatalog(t testing.TB, toolsJSON string, extra ...string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	tools := filepath.Join(dir, "tools.json")
-	if err := os.WriteFile(tools, []byte(fmt.Sprintf(testTools, upstreamURL)), 0o600); err != nil {
+	if err := os.WriteFile(tools, []byte(toolsJSON), 0o600); err != nil {
 		t.Fatalf("write tools.json: %v", err)
 	}
 	pol, err := os.ReadFile(filepath.Join(repoRoot, "policies.json"))
