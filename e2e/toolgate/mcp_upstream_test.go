@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -496,23 +495,12 @@ func TestMCPUpstream_TSServer(t *testing.T) {
 	}
 }
 
-// knownGatewayBug skips a test of a gateway bug not fixed yet unless
-// TOOLGATE_E2E_KNOWN_BUGS is set (to check a fix).
-func knownGatewayBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("TOOLGATE_E2E_KNOWN_BUGS") == "" {
-		t.Skipf("known gateway bug (set TOOLGATE_E2E_KNOWN_BUGS=1 to run): %s", bug)
-	}
-}
-
 // TestMCPUpstream_RestartBeforeAnyCall: the server restarts before any
 // tools/call went to it. toolgate's only pooled connection to it served
 // the import (initialize, notifications/initialized, tools/list); it is
 // dead now. The first call must still succeed: the request never reached
 // the server, so it can be sent again on a new connection.
 func TestMCPUpstream_RestartBeforeAnyCall(t *testing.T) {
-	knownGatewayBug(t, "the first tools/call after an upstream MCP server restart fails with 502 upstream_closed "+
-		"when the pooled connection had served only the gateway's own initialize/tools/list")
 	t.Parallel()
 	chain.RequireDeps(t)
 	files, _ := startFilesUpstream(t, 0)
@@ -535,9 +523,6 @@ func TestMCPUpstream_RestartBeforeAnyCall(t *testing.T) {
 // TestMCPUpstream_ConcurrentAfterRestart: 8 calls at once after the
 // server restarted (its sessions gone) all succeed, on one new session.
 func TestMCPUpstream_ConcurrentAfterRestart(t *testing.T) {
-	knownGatewayBug(t, "concurrent tools/calls after an upstream MCP session loss each re-initialize "+
-		"(mcpUpstream.ensure is not single-flight and clears the shared session id), so some go out "+
-		"with no Mcp-Session-Id, get 400 and fail with 502 upstream_bad_response")
 	t.Parallel()
 	chain.RequireDeps(t)
 	files, _ := startFilesUpstream(t, 0)
