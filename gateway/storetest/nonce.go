@@ -1,11 +1,10 @@
 package storetest
 
 import (
+	"encoding/hex"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/x402"
@@ -17,9 +16,11 @@ import (
 // every expiry on it).
 func NonceContract(t *testing.T, newStore func(t *testing.T, now func() time.Time) gateway.NonceStore) {
 	key := func(b byte) x402.NonceKey {
-		k := x402.NonceKey{ChainID: 84532,
-			Asset: common.HexToAddress("0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
-			From:  common.HexToAddress("0x00000000000000000000000000000000000000a1")}
+		// Base Sepolia USDC from 0x…a1 (addresses filled by hand: only
+		// x402 imports go-ethereum).
+		k := x402.NonceKey{ChainID: 84532}
+		hex.Decode(k.Asset[:], []byte("036CbD53842c5426634e7929541eC2318f3dCF7e"))
+		k.From[19] = 0xa1
 		k.Nonce[0] = b
 		return k
 	}
@@ -79,7 +80,7 @@ func NonceContract(t *testing.T, newStore func(t *testing.T, now func() time.Tim
 		n := newStore(t, clk.Now)
 		k, exp := key(3), clk.Now().Add(time.Minute)
 		lock(t, n, k, exp)
-		if err := n.MarkSettled(k, "0x"+common.Bytes2Hex(common.HexToHash("0xabcd").Bytes())); err != nil {
+		if err := n.MarkSettled(k, "0x000000000000000000000000000000000000000000000000000000000000abcd"); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.Release(k); err != nil { // a no-op on a settled key
