@@ -1,7 +1,9 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/gateway/storetest"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/x402"
 )
 
 // The Redis implementations against the gateway's contract suites, on a
@@ -151,4 +154,47 @@ func TestSpend_AcrossNodes(t *testing.T) {
 		}
 		a.Release(r)
 	})
+}
+
+// TestStores_RedisDown: with the server gone, every decision reports an
+// error instead of deciding (the gateway then refuses or counts locally).
+func TestStores_RedisDown(t *testing.T) {
+	s := redistest.Start(t)
+	c, err := cluster.Dial(s.URL(), cluster.Options{NodeID: "node-a", Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	q, sp, n := cluster.NewQuotas(c, 0), cluster.NewSpend(c), cluster.NewNonces(c)
+	if r := q.Admit("key:a", 0, 5, time.Now(), 1); !r.Allowed || r.Err != nil {
+		t.Fatalf("Admit while up: got %+v", r)
+	}
+	s.Stop()
+	if r := q.Admit("key:a", 0, 5, time.Now(), 2); r.Allowed || !errors.Is(r.Err, cluster.ErrRedis) {
+		t.Fatalf("Admit while down: got %+v, want Err wrapping ErrRedis", r)
+	}
+	day, _ := meter.DayOf(time.Now(), nil)
+	if _, r := sp.Reserve("key:a", day, 10, 100, true); r.OK || !errors.Is(r.Err, cluster.ErrRedis) {
+		t.Fatalf("Reserve while down: got %+v, want Err", r)
+	}
+	if _, err := n.Lock(x402.NonceKey{ChainID: 1}, time.Now().Add(time.Minute)); !errors.Is(err, cluster.ErrRedis) {
+		t.Fatalf("Lock while down: got %v, want ErrRedis", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"Password", "redis://:s3cret@10.0.0.5:6379/0", "redis://:xxxxx@10.0.0.5:6379/0"},
+		{"UserPassword", "rediss://app:s3cret@r.example:6380/1", "rediss://app:xxxxx@r.example:6380/1"},
+		{"NoPassword", "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := cluster.Redact(tc.in); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if _, err := cluster.Dial("redis://:s3cret@127.0.0.1:1/0", cluster.Options{NodeID: "n"}); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Dial of a closed port: got %v, want an error without the password", err)
+	}
 }
