@@ -91,16 +91,19 @@ type Options struct {
 // Gateway serves tool calls and the management API. Create it with New;
 // it is safe for concurrent use.
 type Gateway struct {
-	opts      Options
-	now       func() time.Time
-	log       *slog.Logger
-	quotas    QuotaStore
-	spend     SpendStore
-	keys      KeyStore
-	overrides OverrideStore
-	led       *ledger.Ledger
-	metrics   *metrics
-	space     spaceGuard
+	opts   Options
+	now    func() time.Time
+	log    *slog.Logger
+	quotas QuotaStore
+	spend  SpendStore
+	// localQuotas counts the calls of open principals when a shared
+	// quotas store cannot decide (quotas itself when it is local).
+	localQuotas QuotaStore
+	keys        KeyStore
+	overrides   OverrideStore
+	led         *ledger.Ledger
+	metrics     *metrics
+	space       spaceGuard
 
 	draining atomic.Bool
 
@@ -163,6 +166,9 @@ func New(o Options) (*Gateway, error) {
 	}
 	if g.quotas == nil {
 		g.quotas = meter.NewQuotas(0)
+		g.localQuotas = g.quotas
+	} else {
+		g.localQuotas = meter.NewQuotas(0)
 	}
 	if g.spend == nil {
 		g.spend = meter.NewSpend()
@@ -244,6 +250,9 @@ func New(o Options) (*Gateway, error) {
 		g.every(o.SweepInterval, func() {
 			now := g.now()
 			g.quotas.Sweep(now)
+			if g.localQuotas != g.quotas {
+				g.localQuotas.Sweep(now)
+			}
 			g.spend.Sweep(now)
 		})
 	}

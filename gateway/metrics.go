@@ -31,6 +31,7 @@ type metrics struct {
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
 	configReloads   prometheus.Counter       // Gateway.Reload calls applied
+	sharedFailures  prometheus.Counter       // decisions the shared (cluster) store could not make
 
 	handler fasthttp.RequestHandler
 }
@@ -76,7 +77,11 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_config_reloads_total",
 		Help: "Configuration reloads applied (SIGHUP, --watch-config); refused reloads are not counted.",
 	})
-	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.configReloads, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
+	m.sharedFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "toolgate_shared_state_failures_total",
+		Help: "Quota or spend decisions the shared cluster store (Redis) could not make: refused (strict, or priced) or counted locally (open).",
+	})
+	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.configReloads, m.sharedFailures, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_lsm_bytes", Help: "Badger LSM size."},
 			func() float64 { lsm, _ := db.Size(); return float64(lsm) }),

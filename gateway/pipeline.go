@@ -123,6 +123,17 @@ func (g *Gateway) decide(c *call) *Decision {
 	limit := c.eff.Quota(t.RateClass)
 	id := g.callIDs.Add(1)
 	q := g.quotas.Admit(principal, int(t.RateClass), limit, c.start, id)
+	if q.Err != nil {
+		// The shared store could not decide. Strict principals are
+		// refused; open ones are counted by this node alone.
+		g.log.Error("shared quota store", "request_id", string(c.reqID), "err", q.Err)
+		g.metrics.sharedFailures.Inc()
+		if c.eff.FailClosed() {
+			return sharedUnavailable
+		}
+		q = g.localQuotas.Admit(principal, int(t.RateClass), limit, c.start, id)
+		c.quotaLocal = true
+	}
 	if !q.Allowed {
 		reset := ceilSeconds(int64(q.ResetIn))
 		reason := "rate_class_quota"
@@ -140,6 +151,15 @@ func (g *Gateway) decide(c *call) *Decision {
 		day, resetAt := meter.DayOf(c.start, c.eff.Location())
 		capUSD, hasCap := c.eff.SpendCap()
 		res, sr := g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
+		if sr.Err != nil {
+			// Neither a cap nor a balance can be checked by this node
+			// alone without risking to exceed it: refused, in either
+			// fail mode.
+			g.log.Error("shared spend store", "request_id", string(c.reqID), "err", sr.Err)
+			g.metrics.sharedFailures.Inc()
+			g.releaseHolds(c)
+			return sharedUnavailable
+		}
 		if !sr.OK {
 			g.releaseHolds(c) // a refused call costs nothing, quota included
 			if sr.Reason == meter.ReasonInsufficientCredits {
@@ -152,6 +172,10 @@ func (g *Gateway) decide(c *call) *Decision {
 	}
 	return nil
 }
+
+// sharedUnavailable refuses a call the cluster's shared state could not
+// decide (Redis unreachable): nothing was run or charged.
+var sharedUnavailable = fixed(503, outStoreUnavailable, "shared_state_unavailable", "shared state unavailable; nothing was charged")
 
 // capExceeded is the 429 of a call the daily cap refuses. spend_today_usd
 // is what was spent (committed), reserved_usd what calls in flight hold.
@@ -200,7 +224,11 @@ func (g *Gateway) releaseHolds(c *call) {
 		c.reserved = false
 	}
 	if c.quotaHeld {
-		g.quotas.Undo(c.principal(), int(c.rt.tool.RateClass), c.quotaID)
+		q := g.quotas
+		if c.quotaLocal {
+			q = g.localQuotas
+		}
+		q.Undo(c.principal(), int(c.rt.tool.RateClass), c.quotaID)
 		c.quotaHeld = false
 	}
 }

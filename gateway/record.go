@@ -44,7 +44,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	case billable:
 		c.cost = c.rt.tool.Price
 		rec = g.callRecord(c, outcome, reason, status)
-		g.spend.Commit(c.res, func(cm meter.Committed) {
+		committed := g.spend.Commit(c.res, func(cm meter.Committed) {
 			switch {
 			case c.pay != nil && c.pay.result.Success:
 				ticket = g.append(c, rec, settlementRecord(c))
@@ -58,6 +58,23 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 				ticket = g.append(c, rec)
 			}
 		})
+		if !committed {
+			// Only a shared store answers false for an open reservation:
+			// it could not be reached, or the reservation had expired.
+			// The call was served and this node bills it in its ledger,
+			// the durable record; the node's contribution in the shared
+			// store is set from the ledger at the next start (Restore).
+			// The balance after a credits debit is unknown here, so no
+			// debit record is written.
+			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
+				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
+			g.metrics.sharedFailures.Inc()
+			recs := []*ledger.Record{rec}
+			if c.pay != nil && c.pay.result.Success {
+				recs = append(recs, settlementRecord(c))
+			}
+			ticket = g.append(c, recs...)
+		}
 		c.reserved = false
 	case paidAhead:
 		// before_upstream: settled, then not served. The payer's money

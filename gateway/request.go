@@ -79,8 +79,9 @@ type call struct {
 	tier policy.Tier
 	eff  *policy.Effective
 
-	quotaHeld bool
-	quotaID   uint64 // the call id the quota slot is counted under
+	quotaHeld  bool
+	quotaID    uint64 // the call id the quota slot is counted under
+	quotaLocal bool   // the slot is in localQuotas: the shared store could not decide
 
 	reserved bool
 	res      meter.Reservation

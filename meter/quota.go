@@ -56,6 +56,10 @@ type QuotaResult struct {
 	// nothing was counted: the call was denied or the class is unlimited,
 	// so there is nothing to Undo.
 	At time.Time
+	// Err is set when the store could not decide (a shared store that
+	// could not be reached); the call was then not counted and the other
+	// fields are zero. The local Quotas never sets it.
+	Err error
 }
 
 // NewQuotas returns an empty Quotas with the given window; 0 means

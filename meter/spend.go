@@ -107,6 +107,10 @@ type SpendResult struct {
 	// HasBalance.
 	Balance    money.Micros
 	HasBalance bool
+	// Err is set when the store could not decide (a shared store that
+	// could not be reached); nothing was then reserved and OK is false.
+	// The local Spend never sets it.
+	Err error
 }
 
 // Reservation names a cost reserved by Reserve, to be passed to Commit or

@@ -12,6 +12,15 @@ step() { printf '\n== %s\n' "$*"; }
 step "dependencies"
 go mod download
 if [ -x scripts/e2e-deps.sh ]; then scripts/e2e-deps.sh; fi
+# Cluster-mode tests start their own redis-server (Redis 7, Debian's
+# package); install it when missing. Never started here: each test runs
+# its own on a free loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+  command -v redis-server >/dev/null 2>&1 || { echo "redis-server could not be installed" >&2; exit 1; }
+  echo "redis-server: installed ($(redis-server --version | cut -d' ' -f3))"
+fi
 
 step "gofmt + go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))

@@ -11,8 +11,9 @@ const mod = "github.com/toolgate/toolgate/"
 // TestLayout_Dependencies keeps DESIGN.md section 9's rules: dependencies
 // point one way (cmd → gateway → domain packages); only gateway imports
 // fasthttp (besides the bench/ harness programs); only x402 (and the e2e
-// test helpers) import go-ethereum; domain
-// packages import only lower domain packages.
+// test helpers) import go-ethereum; only cluster imports the Redis client
+// and only cmd imports cluster; domain packages import only lower domain
+// packages.
 func TestLayout_Dependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{join .Imports " "}}`, mod+"...").Output()
 	if err != nil {
@@ -39,6 +40,9 @@ func TestLayout_Dependencies(t *testing.T) {
 			if strings.HasPrefix(imp, "github.com/ethereum/go-ethereum") && name != "x402" && !strings.HasPrefix(name, "e2e/") {
 				t.Errorf("%s imports %s: only x402 may use go-ethereum", name, imp)
 			}
+			if strings.HasPrefix(imp, "github.com/redis/rueidis") && name != "cluster" {
+				t.Errorf("%s imports %s: only cluster may use Redis", name, imp)
+			}
 			if !strings.HasPrefix(imp, mod) {
 				continue
 			}
@@ -55,6 +59,10 @@ func TestLayout_Dependencies(t *testing.T) {
 			}
 			if name == "gateway" && (dep == "cmd/toolgate" || strings.HasPrefix(dep, "e2e")) {
 				t.Errorf("gateway imports %s", dep)
+			}
+			// cluster is an adapter like cmd: only cmd wires it in.
+			if (dep == "cluster" || strings.HasPrefix(dep, "cluster/")) && name != "cmd/toolgate" && !strings.HasPrefix(name, "cluster") {
+				t.Errorf("%s imports %s: only cmd/toolgate may wire cluster mode", name, dep)
 			}
 		}
 	}

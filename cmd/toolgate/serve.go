@@ -41,6 +41,7 @@ type serveFlags struct {
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
 	forwardUnderscoreHeaders                        bool
+	clusterRedis, nodeID                            string
 }
 
 func runServe(args []string) error {
@@ -76,6 +77,8 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.x402ReconcileEvery, "x402-reconcile-every", 15*time.Second, "pause between checks of a settlement whose outcome is unknown")
 	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
+	fs.StringVar(&f.clusterRedis, "cluster-redis", "", "cluster mode: share quota windows, spend and credit reservations and x402 nonces with the other nodes through this Redis (redis://[:password@]host:port/db or rediss://); prefer TOOLGATE_CLUSTER_REDIS when the URL holds a password")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's name in cluster mode (default: the host name and a hash of the data dir, stable across restarts)")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -182,6 +185,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
+		}
+	}
+	if f.clusterRedis != "" {
+		if err := joinCluster(f, &opts, sd, log); err != nil {
+			return err
 		}
 	}
 	if usesDemo(cat) {
