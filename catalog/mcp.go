@@ -82,7 +82,7 @@ func decodeMCPServers(raw json.RawMessage, ps *Problems, o Options) []*MCPServer
 		}
 		tmpl := map[string]json.RawMessage{}
 		for k, v := range f {
-			if k != "id" && k != "url" && k != "tools" {
+			if mcpServerFields[k] && k != "id" && k != "url" && k != "tools" {
 				tmpl[k] = v
 			}
 		}
@@ -113,17 +113,14 @@ func decodeMCPServers(raw json.RawMessage, ps *Problems, o Options) []*MCPServer
 					ps.Add(tat, "must be an object")
 					continue
 				}
-				ok := true
 				for k := range of {
 					if !mcpToolFields[k] {
 						ps.Add(tat+"."+k, "unknown field")
-						ok = false
+						delete(of, k) // the rest is still checked
 					}
 				}
-				if ok {
-					s.overrides[n] = of
-					s.decode(n, nil, tat, ps, o)
-				}
+				s.overrides[n] = of
+				s.decode(n, nil, tat, ps, o)
 			}
 		}
 		out = append(out, s)
