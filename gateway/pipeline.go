@@ -168,7 +168,7 @@ func (g *Gateway) decide(c *call) *Decision {
 			}
 			return g.capExceeded(c, sr, resetAt)
 		}
-		c.reserved, c.res, c.day = true, res, day
+		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
 	}
 	return nil
 }

@@ -41,7 +41,27 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	var rec *ledger.Record
 	var ticket ledger.Ticket
 	switch {
+	case billable && !c.prepaid:
+		// No balance moves: the records need no ordering against the
+		// principal's other calls, so no callback (which would escape to
+		// the heap through the SpendStore interface).
+		c.cost = c.rt.tool.Price
+		rec = g.callRecord(c, outcome, reason, status)
+		if !g.spend.Commit(c.res, nil) {
+			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
+				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
+			g.metrics.sharedFailures.Inc()
+		}
+		c.reserved = false
+		if c.pay != nil && c.pay.result.Success {
+			ticket = g.append(c, rec, settlementRecord(c))
+		} else {
+			ticket = g.append(c, rec)
+		}
 	case billable:
+		// Prepaid credits: the debit and its balance_after are appended
+		// while the balance cannot change, so that records follow the
+		// order of balance changes (a restart restores the latest).
 		c.cost = c.rt.tool.Price
 		rec = g.callRecord(c, outcome, reason, status)
 		committed := g.spend.Commit(c.res, func(cm meter.Committed) {

@@ -86,6 +86,7 @@ type call struct {
 	reserved bool
 	res      meter.Reservation
 	day      meter.Day
+	prepaid  bool // the reservation holds prepaid credits: the debit record is written under the account's lock
 
 	pay        *paidCall // x402 caller's payment; nil for API keys
 	unrecorded bool      // store low on space: a free call served under fail_mode open
