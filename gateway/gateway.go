@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,11 @@ type Options struct {
 	// ResponseBufferBytes bounds the upstream response bytes held in
 	// memory at once across all calls (default 256 MiB).
 	ResponseBufferBytes int64
+
+	// TLS, if set, is the certificate served over TLS: /readyz reports its
+	// expiry (and fails in its last week unless it renews itself), and
+	// toolgate_tls_cert_expiry_days follows it.
+	TLS CertSource
 
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
@@ -179,6 +185,17 @@ func New(o Options) (*Gateway, error) {
 	}, func() float64 { return float64(g.budget.held.Load()) }))
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	if o.TLS != nil {
+		g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "toolgate_tls_cert_expiry_days", Help: "Days until the served TLS certificate expires (negative: expired; absent before the first certificate).",
+		}, func() float64 {
+			na, ok := o.TLS.NotAfter()
+			if !ok {
+				return math.NaN()
+			}
+			return na.Sub(g.now()).Hours() / 24
+		}))
 	}
 	if x := o.X402; x != nil {
 		if x.Settler == nil || x.Nonces == nil {
