@@ -1,15 +1,22 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // CertSource is the certificate the gateway serves over TLS, as /readyz
@@ -143,3 +150,81 @@ type lfTLSConn struct {
 
 func (c *lfTLSConn) Handshake() error                     { return c.tc.Handshake() }
 func (c *lfTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// Redirect says where RedirectServer sends plain-HTTP requests.
+type Redirect struct {
+	// Host is the HTTPS host[:port] to send to (the --public-url's); ""
+	// means the request's own Host with its port replaced by Port.
+	Host string
+	// Port is the HTTPS port; "443" (or "") is left out of the URL.
+	Port string
+	// Challenge, if set, answers /.well-known/acme-challenge/ (ACME
+	// HTTP-01) instead of redirecting.
+	Challenge http.Handler
+}
+
+// RedirectServer returns a server answering every request with 308 to
+// the same path and query over HTTPS (308 keeps the method and body of a
+// POST). A request without a usable Host is answered 400.
+func RedirectServer(r Redirect) *fasthttp.Server {
+	var challenge fasthttp.RequestHandler
+	if r.Challenge != nil {
+		challenge = fasthttpadaptor.NewFastHTTPHandler(r.Challenge)
+	}
+	port := r.Port
+	if port == "443" {
+		port = ""
+	}
+	return &fasthttp.Server{
+		Name: "toolgate", NoDefaultDate: true,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+		MaxRequestBodySize: 1 << 10, // the body is not read; the client resends it
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if challenge != nil && bytes.HasPrefix(ctx.Path(), []byte("/.well-known/acme-challenge/")) {
+				challenge(ctx)
+				return
+			}
+			host := r.Host
+			if host == "" {
+				h := string(ctx.Host())
+				if hh, _, err := net.SplitHostPort(h); err == nil {
+					h = hh
+				}
+				h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+				if !validHost(h) {
+					writeJSON(ctx, fasthttp.StatusBadRequest, errorBody("Missing or invalid Host header"))
+					return
+				}
+				if port != "" {
+					host = net.JoinHostPort(h, port)
+				} else if strings.Contains(h, ":") {
+					host = "[" + h + "]"
+				} else {
+					host = h
+				}
+			}
+			ctx.Response.Header.Set("Location", "https://"+host+string(ctx.RequestURI()))
+			ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
+			ctx.SetConnectionClose()
+			ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
+		},
+	}
+}
+
+// validHost reports whether h is a DNS name or an IP literal (without
+// zone): nothing else goes into a Location header.
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == ""
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -376,3 +376,39 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestRedirectServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gateway.RedirectServer(gateway.Redirect{Port: "8443"})
+	go srv.Serve(gateway.Listener(ln))
+	t.Cleanup(func() { srv.Shutdown() })
+	for _, tc := range []struct {
+		name, host   string
+		status       int
+		wantLocation string
+	}{
+		{"Name", "api.example.com:80", 308, "https://api.example.com:8443/tools/x?a=1"},
+		{"IPv6", "[::1]:80", 308, "https://[::1]:8443/tools/x?a=1"},
+		{"NoPort", "api.example.com", 308, "https://api.example.com:8443/tools/x?a=1"},
+		{"Injected", "evil.com/x?", 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, "POST /tools/x?a=1 HTTP/1.1\r\nHost: "+tc.host+"\r\nContent-Length: 0\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.wantLocation {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.wantLocation)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,6 +42,11 @@ type serveFlags struct {
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
 	forwardUnderscoreHeaders                        bool
+	tlsCert, tlsKey, tlsListen                      string
+	redirectHTTP                                    bool
+	acmeDomains                                     listFlag
+	acmeDirectory, acmeEmail                        string
+	trustedProxies                                  string
 }
 
 func runServe(args []string) error {
@@ -76,6 +82,14 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.x402ReconcileEvery, "x402-reconcile-every", 15*time.Second, "pause between checks of a settlement whose outcome is unknown")
 	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS; re-read on SIGHUP and when it changes")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
+	fs.StringVar(&f.tlsListen, "tls-listen", "", "serve HTTPS on this address and plain HTTP on --listen beside it (default with TLS on: HTTPS on --listen only)")
+	fs.BoolVar(&f.redirectHTTP, "redirect-http", false, "with --tls-listen: answer plain HTTP on --listen with a redirect to HTTPS")
+	fs.Var(&f.acmeDomains, "acme-domain", "obtain and renew a certificate for this name over ACME (repeatable, or comma-separated)")
+	fs.StringVar(&f.acmeDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL of the certificate authority")
+	fs.StringVar(&f.acmeEmail, "acme-email", "", "contact address given to the ACME certificate authority")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -175,13 +189,22 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 
+	e, err := newEdge(f)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+	f.publicURL = e.publicURL(f)
+
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
-		ResponseBufferBytes: f.upstreamBufferMB << 20}
+		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
+		}
+		if why := publicURLProblem(f.publicURL); why != "" {
+			log.Warn("payment requirements name a URL payers may not reach; set --public-url", "public_url", f.publicURL, "problem", why)
 		}
 	}
 	if usesDemo(cat) {
@@ -203,8 +226,37 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	srv := gw.Server()
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+	errc := make(chan error, 3)
+	var served []any
+	switch {
+	case e.cfg == nil:
+		go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+		served = append(served, "listen", ln.Addr().String())
+	case f.tlsListen == "":
+		go func() { errc <- srv.Serve(gateway.TLSListener(ln, e.cfg)) }()
+		served = append(served, "tls_listen", ln.Addr().String())
+	default:
+		tln, err := net.Listen("tcp", f.tlsListen)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- srv.Serve(gateway.TLSListener(tln, e.cfg)) }()
+		served = append(served, "tls_listen", tln.Addr().String())
+		if f.redirectHTTP {
+			_, port, _ := net.SplitHostPort(tln.Addr().String())
+			rd := gateway.Redirect{Port: port}
+			if u, err := url.Parse(f.publicURL); err == nil && u.Scheme == "https" {
+				rd.Host = u.Host
+			}
+			rsrv := gateway.RedirectServer(rd)
+			go func() { errc <- rsrv.Serve(gateway.Listener(ln)) }()
+			sd.add("stopping the HTTP redirect", rsrv.Shutdown)
+			served = append(served, "redirect_listen", ln.Addr().String())
+		} else {
+			go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+			served = append(served, "listen", ln.Addr().String())
+		}
+	}
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
@@ -215,7 +267,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		sd.add("stopping the metrics server", msrv.Shutdown)
 		log.Info("metrics serving", "listen", mln.Addr().String())
 	}
-	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
+	log.Info("toolgate serving", append(served, "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data, "public_url", f.publicURL)...)
 
 	reload := func(why string) {
 		c, d, err := loadConfig(f.tools, f.policies, f.listen)
@@ -236,6 +288,15 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
 		changed = ch
 	}
+	var certChanged <-chan struct{}
+	if e.certs != nil {
+		ch := make(chan struct{}, 1)
+		stopWatch := make(chan struct{})
+		sd.add("stopping the certificate watcher", func() error { close(stopWatch); return nil })
+		certFile, keyFile := e.certs.Paths()
+		go watchFiles(stopWatch, ch, time.Second, certFile, keyFile)
+		certChanged = ch
+	}
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
@@ -243,9 +304,12 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 			return err
 		case <-changed:
 			reload("file change")
+		case <-certChanged:
+			e.reloadCert("file change", log)
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				reload("SIGHUP")
+				e.reloadCert("SIGHUP", log)
 				continue
 			}
 			log.Info("shutting down", "signal", s.String(), "drain_delay", f.drainDelay, "shutdown_timeout", f.shutdownTimeout)
