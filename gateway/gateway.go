@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,6 +84,15 @@ type Options struct {
 	// ResponseBufferBytes bounds the upstream response bytes held in
 	// memory at once across all calls (default 256 MiB).
 	ResponseBufferBytes int64
+
+	// TrustedProxies are the networks of the proxies in front of the
+	// gateway: from them only, ProxyHeader is read to find the client
+	// address (forwarded.go). Empty: the connection's peer is the client
+	// and forwarding headers are ignored.
+	TrustedProxies []netip.Prefix
+	// ProxyHeader is the header trusted proxies set (default
+	// X-Forwarded-For).
+	ProxyHeader ProxyHeader
 
 	// TLS, if set, is the certificate served over TLS: /readyz reports its
 	// expiry (and fails in its last week unless it renews itself), and
@@ -185,6 +195,10 @@ func New(o Options) (*Gateway, error) {
 	}, func() float64 { return float64(g.budget.held.Load()) }))
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.opts.TrustedProxies = make([]netip.Prefix, len(o.TrustedProxies))
+	for i, p := range o.TrustedProxies {
+		g.opts.TrustedProxies[i] = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
 	}
 	if o.TLS != nil {
 		g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -325,6 +339,15 @@ func (g *Gateway) Server() *fasthttp.Server {
 			writeJSON(ctx, status, errorBody(msg))
 		},
 	}
+}
+
+// unmapBits is how many bits a prefix loses when its IPv4-mapped address
+// is unmapped (::ffff:10.0.0.0/104 is 10.0.0.0/8).
+func unmapBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return 96
+	}
+	return 0
 }
 
 // MaxBodySize bounds request bodies accepted by the gateway (8 MiB).

@@ -139,3 +139,39 @@ func (l *listFlag) Set(v string) error {
 	}
 	return nil
 }
+
+// trustedProxies parses --trusted-proxies (CIDRs or single addresses,
+// comma-separated) and --trusted-proxy-header, naming every bad value.
+func trustedProxies(list, header string) ([]netip.Prefix, gateway.ProxyHeader, error) {
+	var out []netip.Prefix
+	var bad []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			if p != p.Masked() {
+				bad = append(bad, fmt.Sprintf("%q has host bits set (did you mean %s?)", s, p.Masked()))
+				continue
+			}
+			out = append(out, p)
+		} else if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			bad = append(bad, fmt.Sprintf("%q is not a CIDR or an address", s))
+		}
+	}
+	var h gateway.ProxyHeader
+	switch strings.ToLower(header) {
+	case "x-forwarded-for":
+		h = gateway.ProxyXForwardedFor
+	case "forwarded":
+		h = gateway.ProxyForwarded
+	default:
+		bad = append(bad, fmt.Sprintf("--trusted-proxy-header %q: want X-Forwarded-For or Forwarded", header))
+	}
+	if len(bad) > 0 {
+		return nil, 0, errors.New("--trusted-proxies: " + strings.Join(bad, "; "))
+	}
+	return out, h, nil
+}

@@ -277,3 +277,44 @@ func TestServe_TLSFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestServe_TrustedProxies: with the loopback proxy trusted, the client
+// X-Forwarded-For names (right to left, past a spoofed left part) is the
+// call's source in the access log; without --trusted-proxies the same
+// header changes nothing.
+func TestServe_TrustedProxies(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"Trusted", `"source":"198.51.100.7"`, []string{"--trusted-proxies", "10.0.0.0/8, 127.0.0.1"}},
+		{"NotTrusted", `"source":"127.0.0.1"`, []string{"--trusted-proxies", "10.0.0.0/8"}},
+		{"NoneConfigured", `"source":"127.0.0.1"`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeConfig(t, dir)
+			p := startGateway(t, dir, append([]string{"--log-format", "json"}, tc.args...)...)
+			secret, _ := p.createKey(`{}`)
+			p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret, "X-Forwarded-For", "6.6.6.6, 198.51.100.7")
+			p.stop(syscall.SIGTERM)
+			log, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
+			if !strings.Contains(string(log), tc.want) {
+				t.Fatalf("log lacks %s:\n%s", tc.want, log)
+			}
+		})
+	}
+}
+
+func TestTrustedProxiesFlag(t *testing.T) {
+	got, _, err := trustedProxies("10.0.0.0/8, 192.168.1.5,fd00::/8", "forwarded")
+	if err != nil || len(got) != 3 || got[1].String() != "192.168.1.5/32" {
+		t.Fatalf("got %v %v, want three prefixes", got, err)
+	}
+	_, _, err = trustedProxies("10.0.0.1/8,nope", "X-Real-IP")
+	for _, want := range []string{`"10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)`, `"nope" is not a CIDR`, `--trusted-proxy-header "X-Real-IP"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("got %v, want it to say %s", err, want)
+		}
+	}
+}

@@ -46,7 +46,7 @@ type serveFlags struct {
 	redirectHTTP                                    bool
 	acmeDomains                                     listFlag
 	acmeDirectory, acmeEmail                        string
-	trustedProxies                                  string
+	trustedProxies, trustedProxyHeader              string
 }
 
 func runServe(args []string) error {
@@ -90,6 +90,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.acmeDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL of the certificate authority")
 	fs.StringVar(&f.acmeEmail, "acme-email", "", "contact address given to the ACME certificate authority")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
+	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -193,12 +194,17 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	if err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
+	proxies, proxyHeader, err := trustedProxies(f.trustedProxies, f.trustedProxyHeader)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
 	f.publicURL = e.publicURL(f)
 
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
-		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source}
+		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
+		TrustedProxies: proxies, ProxyHeader: proxyHeader}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
