@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -317,4 +318,83 @@ func TestTrustedProxiesFlag(t *testing.T) {
 			t.Fatalf("got %v, want it to say %s", err, want)
 		}
 	}
+}
+
+// TestServe_PublicURL: the payment requirements name --public-url; with
+// TLS on and none given, https:// and the certificate's name; and a start
+// with x402 on warns when that URL is plain HTTP or loopback.
+func TestServe_PublicURL(t *testing.T) {
+	const warn = "payment requirements name a URL payers may not reach"
+	x402 := []string{"--x402-pay-to", "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "--x402-facilitator", "http://127.0.0.1:1"}
+	resource := func(t *testing.T, get func(string) (int, []byte), base string) string {
+		t.Helper()
+		code, b := get(base + "/tools/extract/structured")
+		if code != 402 {
+			t.Fatalf("got %d %s, want 402", code, b)
+		}
+		var body struct {
+			Accepts []struct {
+				Resource string `json:"resource"`
+			} `json:"accepts"`
+		}
+		if err := json.Unmarshal(b, &body); err != nil || len(body.Accepts) == 0 {
+			t.Fatalf("402 body %s: %v", b, err)
+		}
+		return body.Accepts[0].Resource
+	}
+	t.Run("TLSDefault", func(t *testing.T) {
+		dir := t.TempDir()
+		writeConfig(t, dir)
+		ca := newTestCA(t, dir)
+		c, k, _ := ca.pair(t, 90)
+		ca.write(t, c, k)
+		tlsAddr := freePort(t)
+		p, cl := startEdge(t, dir, tlsAddr, ca.pool, append(append(ca.flags(), "--tls-listen", tlsAddr), x402...)...)
+		_, port, _ := net.SplitHostPort(tlsAddr)
+		get := func(u string) (int, []byte) {
+			resp, err := cl.Post(u, "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, b
+		}
+		if got, want := resource(t, get, "https://"+tlsAddr), "https://localhost:"+port+"/tools/extract/structured"; got != want {
+			t.Fatalf("resource %q, want %q", got, want)
+		}
+		resp, err := cl.Get("https://" + tlsAddr + "/discovery/resources")
+		if err != nil {
+			t.Fatal(err)
+		}
+		disc, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(disc), `"resource":"https://localhost:`+port+`/tools/extract/structured"`) {
+			t.Fatalf("discovery does not name the https URL: %s", disc)
+		}
+		if p.logCount(warn) != 1 || p.logCount("its host is loopback") != 1 || p.logCount("plain HTTP") != 0 {
+			t.Fatal("no loopback warning (or a plain-HTTP one) at start")
+		}
+	})
+	t.Run("Given", func(t *testing.T) {
+		dir := t.TempDir()
+		writeConfig(t, dir)
+		p := startGateway(t, dir, append(x402, "--public-url", "https://api.example.com")...)
+		get := func(u string) (int, []byte) { return p.req("POST", strings.TrimPrefix(u, p.url), `{}`) }
+		if got := resource(t, get, p.url); got != "https://api.example.com/tools/extract/structured" {
+			t.Fatalf("resource %q, want https://api.example.com/tools/extract/structured", got)
+		}
+		if p.logCount(warn) != 0 {
+			t.Fatal("warned about a public https URL")
+		}
+	})
+	t.Run("PlainHTTPWarns", func(t *testing.T) {
+		dir := t.TempDir()
+		writeConfig(t, dir)
+		p := startGateway(t, dir, x402...)
+		if p.logCount(warn) != 1 || p.logCount("it is plain HTTP and its host is loopback") != 1 {
+			b, _ := os.ReadFile(p.log.Name())
+			t.Fatalf("no plain-HTTP warning at start:\n%s", b)
+		}
+	})
 }
