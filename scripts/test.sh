@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test toolgate has, on a fresh machine: installs what the
-# tests need (npm packages for the x402 end-to-end tests, anvil), vets,
+# tests need (npm packages for the x402 end-to-end tests, anvil, pebble
+# for the ACME tests), vets,
 # runs the Go tests under -race, runs each fuzz target briefly, and builds
 # the benchmarks so that they do not rot.
 set -euo pipefail
@@ -12,6 +13,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "dependencies"
 go mod download
 if [ -x scripts/e2e-deps.sh ]; then scripts/e2e-deps.sh; fi
+if [ -x scripts/pebble-deps.sh ]; then scripts/pebble-deps.sh; fi
 
 step "gofmt + go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))

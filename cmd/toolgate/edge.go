@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,13 +19,15 @@ import (
 // TLS settings, and the name served. The zero value is plain HTTP.
 type edge struct {
 	certs  *gateway.CertFile // --tls-cert/--tls-key
+	acme   *gateway.ACME     // --acme-domain
 	source gateway.CertSource
 	cfg    *tls.Config // nil: no TLS
 	name   string      // the name the certificate is for (default public URL)
 }
 
-// newEdge checks the TLS flags together and loads the certificate.
-func newEdge(f serveFlags) (*edge, error) {
+// newEdge checks the TLS flags together and loads the certificate (or
+// sets up ACME, which obtains its certificates once serving: see obtain).
+func newEdge(f serveFlags, log *slog.Logger) (*edge, error) {
 	var problems []string
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		problems = append(problems, "--tls-cert and --tls-key go together")
@@ -59,7 +62,23 @@ func newEdge(f serveFlags) (*edge, error) {
 			e.name = leaf.Subject.CommonName
 		}
 	}
+	if len(f.acmeDomains) > 0 {
+		a, err := gateway.NewACME(gateway.ACMEOptions{Domains: f.acmeDomains, CacheDir: filepath.Join(f.data, "acme"),
+			DirectoryURL: f.acmeDirectory, Email: f.acmeEmail, RenewBefore: f.acmeRenewBefore, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		e.acme, e.source, e.cfg, e.name = a, a, a.TLSConfig(), f.acmeDomains[0]
+	}
 	return e, nil
+}
+
+// obtain gets the ACME certificates in the background once the TLS
+// listener serves (TLS-ALPN-01 is answered there); a no-op without ACME.
+func (e *edge) obtain() {
+	if e.acme != nil {
+		go e.acme.Obtain()
+	}
 }
 
 // tlsAddr is the address TLS is served on: --tls-listen, or --listen

@@ -264,6 +264,7 @@ func TestServe_TLSFlags(t *testing.T) {
 		{"CertWithoutKey", []string{"--tls-cert", "x.pem"}, "--tls-cert and --tls-key go together"},
 		{"TLSListenWithoutCert", []string{"--tls-listen", "127.0.0.1:0"}, "--tls-listen needs"},
 		{"RedirectWithoutTLSListen", []string{"--redirect-http"}, "--redirect-http needs --tls-listen"},
+		{"CertAndACME", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--acme-domain", "api.example.com"}, "choose one source of certificates"},
 		{"MissingFiles", []string{"--tls-cert", filepath.Join(dir, "no.pem"), "--tls-key", filepath.Join(dir, "no.key")}, "read certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

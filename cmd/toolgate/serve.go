@@ -46,6 +46,7 @@ type serveFlags struct {
 	redirectHTTP                                    bool
 	acmeDomains                                     listFlag
 	acmeDirectory, acmeEmail                        string
+	acmeRenewBefore                                 time.Duration
 	trustedProxies, trustedProxyHeader              string
 }
 
@@ -89,6 +90,7 @@ func runServe(args []string) error {
 	fs.Var(&f.acmeDomains, "acme-domain", "obtain and renew a certificate for this name over ACME (repeatable, or comma-separated)")
 	fs.StringVar(&f.acmeDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL of the certificate authority")
 	fs.StringVar(&f.acmeEmail, "acme-email", "", "contact address given to the ACME certificate authority")
+	fs.DurationVar(&f.acmeRenewBefore, "acme-renew-before", 0, "renew ACME certificates this long before they expire (default: a third of their lifetime, at most 30 days)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
 	if err := envDefaults(fs); err != nil {
@@ -190,7 +192,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 
-	e, err := newEdge(f)
+	e, err := newEdge(f, log)
 	if err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -251,6 +253,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		if f.redirectHTTP {
 			_, port, _ := net.SplitHostPort(tln.Addr().String())
 			rd := gateway.Redirect{Port: port}
+			if e.acme != nil {
+				rd.Challenge = e.acme.HTTPHandler() // HTTP-01, when --listen is port 80
+			}
 			if u, err := url.Parse(f.publicURL); err == nil && u.Scheme == "https" {
 				rd.Host = u.Host
 			}
@@ -294,6 +299,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
 		changed = ch
 	}
+	e.obtain()
 	var certChanged <-chan struct{}
 	if e.certs != nil {
 		ch := make(chan struct{}, 1)
