@@ -36,7 +36,42 @@ const (
 var (
 	hdrForwarded = []byte("Forwarded")
 	strFor       = []byte("for")
+	strProto     = []byte("proto")
 )
+
+// viaTLS reports whether the caller reached the gateway over TLS: this
+// connection, or, from a trusted proxy, the scheme that proxy reports
+// (the last X-Forwarded-Proto value, or the proto= of the last Forwarded
+// element; "https" case-insensitively). A proxy that does not set it
+// passes the client's own claim through, which affects only the
+// X-Forwarded-Proto sent upstream.
+func (g *Gateway) viaTLS(ctx *fasthttp.RequestCtx) bool {
+	if ctx.IsTLS() {
+		return true
+	}
+	if len(g.opts.TrustedProxies) == 0 || !isTrusted(g.opts.TrustedProxies, remoteAddr(ctx)) {
+		return false
+	}
+	var proto []byte
+	if g.opts.ProxyHeader == ProxyForwarded {
+		vals := ctx.Request.Header.PeekAll(string(hdrForwarded))
+		if len(vals) == 0 {
+			return false
+		}
+		elem, _ := lastForwardedElement(vals[len(vals)-1])
+		proto = forwardedParam(trimOWS(elem), strProto)
+	} else {
+		vals := ctx.Request.Header.PeekAll(string(hdrXFProto))
+		if len(vals) == 0 {
+			return false
+		}
+		proto = vals[len(vals)-1]
+		if j := bytes.LastIndexByte(proto, ','); j >= 0 {
+			proto = proto[j+1:]
+		}
+	}
+	return bytes.EqualFold(trimOWS(proto), strHTTPS)
+}
 
 // clientAddr is the call's source: the peer, or with a trusted peer the
 // client its forwarding header names.
@@ -133,7 +168,11 @@ func lastForwardedElement(v []byte) (elem, rest []byte) {
 
 // forwardedFor returns the value of an element's for= parameter, its
 // quotes removed; nil without one, or when it is malformed.
-func forwardedFor(elem []byte) []byte {
+func forwardedFor(elem []byte) []byte { return forwardedParam(elem, strFor) }
+
+// forwardedParam returns the value of an element's parameter name, its
+// quotes removed; nil without one, with two, or when it is malformed.
+func forwardedParam(elem, name []byte) []byte {
 	var found []byte
 	for len(elem) > 0 {
 		var pair []byte
@@ -143,11 +182,11 @@ func forwardedFor(elem []byte) []byte {
 			pair, elem = elem, nil
 		}
 		k, val, ok := bytes.Cut(trimOWS(pair), []byte("="))
-		if !ok || !bytes.EqualFold(trimOWS(k), strFor) {
+		if !ok || !bytes.EqualFold(trimOWS(k), name) {
 			continue
 		}
 		if found != nil {
-			return nil // two for= in one element: not a value we can trust
+			return nil // twice in one element: not a value we can trust
 		}
 		val = trimOWS(val)
 		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {

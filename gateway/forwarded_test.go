@@ -194,6 +194,13 @@ func TestTrustedProxies_Gateway(t *testing.T) {
 	if !strings.Contains(logs.String(), "source=198.51.100.7") {
 		t.Fatalf("access log lacks source=198.51.100.7:\n%s", logs.String())
 	}
+	if got := last.Header.Get("X-Forwarded-Proto"); got != "http" {
+		t.Fatalf("upstream X-Forwarded-Proto: got %q, want http (the proxy said nothing)", got)
+	}
+	h.call(k.Secret, "search/web", `{}`, "X-Forwarded-For", "198.51.100.7", "X-Forwarded-Proto", "http, HTTPS")
+	if last, _ := up.lastRequest(); last.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("upstream X-Forwarded-Proto: got %q, want https (the trusted proxy's last value)", last.Header.Get("X-Forwarded-Proto"))
+	}
 	// Forwarded is not the configured header: a client's is ignored.
 	h.call(k.Secret, "search/web", `{}`, "Forwarded", "for=198.51.100.9")
 	if last, _ := up.lastRequest(); last.Header.Get("X-Forwarded-For") != "127.0.0.1" {
@@ -253,13 +260,17 @@ func TestTrustedProxies_Untrusted(t *testing.T) {
 				o.ProxyHeader = gateway.ProxyForwarded
 			})
 			k := h.createKey(`{}`)
-			resp, body := h.call(k.Secret, "search/web", `{}`, "X-Forwarded-For", "198.51.100.7", "Forwarded", "for=198.51.100.8")
+			resp, body := h.call(k.Secret, "search/web", `{}`, "X-Forwarded-For", "198.51.100.7", "Forwarded", "for=198.51.100.8;proto=https",
+				"X-Forwarded-Proto", "https")
 			if resp.StatusCode != 200 {
 				t.Fatalf("got %d %s", resp.StatusCode, body)
 			}
 			last, _ := up.lastRequest()
 			if got := last.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
 				t.Fatalf("upstream X-Forwarded-For: got %q, want [127.0.0.1]", got)
+			}
+			if got := last.Header.Get("X-Forwarded-Proto"); got != "http" {
+				t.Fatalf("upstream X-Forwarded-Proto: got %q, want http (an untrusted claim)", got)
 			}
 			if got := last.Header.Get("Forwarded"); got != "" {
 				t.Fatalf("upstream Forwarded: got %q, want none (stripped)", got)
@@ -278,7 +289,9 @@ func TestTrustedProxies_Forwarded(t *testing.T) {
 	})
 	k := h.createKey(`{}`)
 	h.call(k.Secret, "search/web", `{}`, "Forwarded", `for=6.6.6.6, for="[2001:db8::7]:443";proto=https`, "X-Forwarded-For", "198.51.100.1")
-	if last, _ := up.lastRequest(); last.Header.Get("X-Forwarded-For") != "2001:db8::7" {
-		t.Fatalf("upstream X-Forwarded-For: got %q, want 2001:db8::7", last.Header.Get("X-Forwarded-For"))
+	last, _ := up.lastRequest()
+	if last.Header.Get("X-Forwarded-For") != "2001:db8::7" || last.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("upstream X-Forwarded-For %q, X-Forwarded-Proto %q: want 2001:db8::7 and https",
+			last.Header.Get("X-Forwarded-For"), last.Header.Get("X-Forwarded-Proto"))
 	}
 }

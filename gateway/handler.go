@@ -72,7 +72,7 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.query = ctx.URI().QueryString()
 	r.header = rh
 	r.source = g.clientAddr(ctx)
-	r.tls = ctx.IsTLS()
+	r.tls = g.viaTLS(ctx)
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
 	if r.hasKey {
 		return // a key is who the caller is; a payment beside it is not read

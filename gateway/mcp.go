@@ -575,7 +575,7 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	}
 	r.header = mcpHeaders{}
 	r.source = g.clientAddr(x.ctx)
-	r.tls = x.ctx.IsTLS()
+	r.tls = g.viaTLS(x.ctx)
 	rh := &x.ctx.Request.Header
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
 	if pay := p.Meta.Payment; isPaymentPayload(pay) {
