@@ -579,6 +579,9 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 			checks["x402"] = "ok"
 		}
 	}
+	if g.opts.TLS != nil {
+		g.readyTLS(checks, fail)
+	}
 	status := 200
 	if !ready {
 		status = 503
@@ -590,6 +593,32 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	body, _ := json.Marshal(detail)
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 	writeJSON(ctx, status, body)
+}
+
+// certMinDays is how close to expiry a certificate nothing renews may get
+// before /readyz fails.
+const certMinDays = 7
+
+// readyTLS reports the served certificate's expiry: "ok: expires <time>
+// (<n> days)", failing when it has expired, or has under certMinDays left
+// and renews by no one the gateway knows of.
+func (g *Gateway) readyTLS(checks map[string]string, fail func(name, why string)) {
+	na, ok := g.opts.TLS.NotAfter()
+	if !ok {
+		fail("tls", "no certificate yet")
+		return
+	}
+	left := na.Sub(g.now())
+	days := int(left.Hours() / 24)
+	at := na.UTC().Format(time.RFC3339)
+	switch {
+	case left <= 0:
+		fail("tls", "certificate expired at "+at)
+	case days < certMinDays && !g.opts.TLS.Renews():
+		fail("tls", fmt.Sprintf("certificate expires at %s (%d days) and is not renewed automatically", at, days))
+	default:
+		checks["tls"] = fmt.Sprintf("ok: expires at %s (%d days)", at, days)
+	}
 }
 
 // logReadyProblem logs a readiness problem once per change of its text:

@@ -22,7 +22,7 @@ func TestDecision_ZeroAlloc(t *testing.T) {
 		c := acquireCall()
 		c.start = env.g.now()
 		c.st, c.rt = st, rt
-		restRequest(&ctx, &c.req)
+		env.g.restRequest(&ctx, &c.req)
 		if env.g.identify(c) != nil || env.g.decide(c) != nil {
 			t.Fatal("denied")
 		}

@@ -90,7 +90,7 @@ func BenchmarkDecision(b *testing.B) {
 		c := acquireCall()
 		c.start = env.g.now()
 		c.st, c.rt = st, rt
-		restRequest(&ctx, &c.req)
+		env.g.restRequest(&ctx, &c.req)
 		if d := env.g.identify(c); d != nil {
 			b.Fatal(string(d.AppendJSON(nil)))
 		}

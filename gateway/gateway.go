@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +84,20 @@ type Options struct {
 	// ResponseBufferBytes bounds the upstream response bytes held in
 	// memory at once across all calls (default 256 MiB).
 	ResponseBufferBytes int64
+
+	// TrustedProxies are the networks of the proxies in front of the
+	// gateway: from them only, ProxyHeader is read to find the client
+	// address (forwarded.go). Empty: the connection's peer is the client
+	// and forwarding headers are ignored.
+	TrustedProxies []netip.Prefix
+	// ProxyHeader is the header trusted proxies set (default
+	// X-Forwarded-For).
+	ProxyHeader ProxyHeader
+
+	// TLS, if set, is the certificate served over TLS: /readyz reports its
+	// expiry (and fails in its last week unless it renews itself), and
+	// toolgate_tls_cert_expiry_days follows it.
+	TLS CertSource
 
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
@@ -185,6 +201,21 @@ func New(o Options) (*Gateway, error) {
 	}, func() float64 { return float64(g.budget.held.Load()) }))
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.opts.TrustedProxies = make([]netip.Prefix, len(o.TrustedProxies))
+	for i, p := range o.TrustedProxies {
+		g.opts.TrustedProxies[i] = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
+	}
+	if o.TLS != nil {
+		g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "toolgate_tls_cert_expiry_days", Help: "Days until the served TLS certificate expires (negative: expired; absent before the first certificate).",
+		}, func() float64 {
+			na, ok := o.TLS.NotAfter()
+			if !ok {
+				return math.NaN()
+			}
+			return na.Sub(g.now()).Hours() / 24
+		}))
 	}
 	if x := o.X402; x != nil {
 		if x.Settler == nil || x.Nonces == nil {
@@ -317,6 +348,15 @@ func (g *Gateway) Server() *fasthttp.Server {
 			writeJSON(ctx, status, errorBody(msg))
 		},
 	}
+}
+
+// unmapBits is how many bits a prefix loses when its IPv4-mapped address
+// is unmapped (::ffff:10.0.0.0/104 is 10.0.0.0/8).
+func unmapBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return 96
+	}
+	return 0
 }
 
 // MaxBodySize bounds request bodies accepted by the gateway (8 MiB).

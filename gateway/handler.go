@@ -55,7 +55,7 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 	c.start = g.now()
 	c.st, c.rt = st, rt
 	c.reqID = g.appendRequestID(c.reqID)
-	restRequest(ctx, &c.req)
+	g.restRequest(ctx, &c.req)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	c.upResp = resp
@@ -64,15 +64,15 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 }
 
 // restRequest fills r from a REST tool call.
-func restRequest(ctx *fasthttp.RequestCtx, r *request) {
+func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	rh := &ctx.Request.Header
 	r.protocol = "rest"
 	r.method = ctx.Method()
 	r.body = ctx.Request.Body()
 	r.query = ctx.URI().QueryString()
 	r.header = rh
-	r.source = remoteAddr(ctx)
-	r.tls = ctx.IsTLS()
+	r.source = g.clientAddr(ctx)
+	r.tls = g.viaTLS(ctx)
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
 	if r.hasKey {
 		return // a key is who the caller is; a payment beside it is not read
@@ -106,7 +106,7 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	c.unrecorded = g.space.low.Load()
 	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	body := d.AppendJSON(c.buf[:0])
-	restRequest(ctx, &c.req)
+	g.restRequest(ctx, &c.req)
 	if c.req.hasKey {
 		if id, ok, _, _ := (keyAuth{g.keys}).authenticate(c); ok && !id.who.IsZero() {
 			c.who, c.tier = id.who, id.tier
@@ -124,7 +124,7 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 		writeJSON(ctx, d.Status, d.AppendJSON(nil))
 		return
 	}
-	g.observe(rec)
+	g.observe(rec, c.req.source)
 	writeJSON(ctx, fasthttp.StatusNotFound, body)
 }
 

@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -136,6 +138,13 @@ func newHarness(t testing.TB) *harness {
 // nil, adjusts the gateway's options before it is built.
 func newHarnessWith(t testing.TB, up *upstream, catJSON string, opts func(*gateway.Options)) *harness {
 	t.Helper()
+	return newHarnessOn(t, up, catJSON, opts, nil, nil)
+}
+
+// newHarnessOn is newHarnessWith serving HTTPS when srvTLS is set (the
+// client trusting roots).
+func newHarnessOn(t testing.TB, up *upstream, catJSON string, opts func(*gateway.Options), srvTLS *tls.Config, roots *x509.CertPool) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
 	if err != nil {
@@ -170,9 +179,15 @@ func newHarnessWith(t testing.TB, up *upstream, catJSON string, opts func(*gatew
 		t.Fatal(err)
 	}
 	srv := gw.Server()
-	go srv.Serve(gateway.Listener(ln))
-	h := &harness{t: t, url: "http://" + ln.Addr().String(), up: up, gw: gw, led: led, db: db,
-		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
+	scheme, tr := "http", &http.Transport{MaxIdleConnsPerHost: 256}
+	if srvTLS != nil {
+		go srv.Serve(gateway.TLSListener(ln, srvTLS))
+		scheme, tr.TLSClientConfig = "https", &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	} else {
+		go srv.Serve(gateway.Listener(ln))
+	}
+	h := &harness{t: t, url: scheme + "://" + ln.Addr().String(), up: up, gw: gw, led: led, db: db,
+		http: &http.Client{Timeout: 10 * time.Second, Transport: tr}}
 	t.Cleanup(func() {
 		srv.Shutdown()
 		gw.Close()

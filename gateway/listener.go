@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -22,6 +23,9 @@ func (l lfListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		return &lfTLSConn{lfConn: lfConn{Conn: c}, tc: tc}, nil
 	}
 	return &lfConn{Conn: c}, nil
 }

@@ -574,8 +574,8 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 		r.body = []byte(`{}`)
 	}
 	r.header = mcpHeaders{}
-	r.source = remoteAddr(x.ctx)
-	r.tls = x.ctx.IsTLS()
+	r.source = g.clientAddr(x.ctx)
+	r.tls = g.viaTLS(x.ctx)
 	rh := &x.ctx.Request.Header
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
 	if pay := p.Meta.Payment; isPaymentPayload(pay) {
@@ -761,11 +761,12 @@ func (g *Gateway) mcpUnknownTool(x *mcpExchange, name string) {
 	c.start = g.now()
 	c.reqID = g.appendRequestID(c.reqID)
 	c.req.protocol = "mcp"
+	c.req.source = g.clientAddr(x.ctx)
 	c.st = g.state.Load()
 	c.who, c.tier = x.who, c.st.tierOf(x.who)
 	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("tool", sanitizePath([]byte(name)))
 	c.unrecorded = g.space.low.Load()
-	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(remoteAddr(x.ctx), outUnknownTool, "no_route", "", 404, c.start) {
+	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, outUnknownTool, "no_route", "", 404, c.start) {
 		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
 	} else {
 		rec := g.callRecord(c, outUnknownTool, "no_route", 404)
@@ -773,7 +774,7 @@ func (g *Gateway) mcpUnknownTool(x *mcpExchange, name string) {
 		if err := g.wait(g.append(c, rec)); err != nil {
 			d = g.ledgerFailed(c, err)
 		} else {
-			g.observe(rec)
+			g.observe(rec, c.req.source)
 		}
 	}
 	g.writeRPCResult(x, map[string]any{

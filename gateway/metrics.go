@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -117,8 +118,9 @@ func (g *Gateway) wait(t ledger.Ticket) error {
 }
 
 // observe counts a finished call and, with AccessLog, logs it: one line
-// per call, never a secret (the record holds none).
-func (g *Gateway) observe(r *ledger.Record) {
+// per call, never a secret (the record holds none), with the call's
+// source address (the client behind trusted proxies).
+func (g *Gateway) observe(r *ledger.Record, src netip.Addr) {
 	g.metrics.calls.WithLabelValues(r.Tool, r.Outcome, r.Reason).Inc()
 	if r.Cost > 0 {
 		g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
@@ -129,6 +131,13 @@ func (g *Gateway) observe(r *ledger.Record) {
 			slog.String("tool", r.Tool), slog.String("outcome", r.Outcome), slog.String("reason", r.Reason),
 			slog.Int("status", r.Status), slog.String("cost_usd", string(r.Cost.AppendDecimal(nil, 3))),
 			slog.Int64("latency_us", r.LatencyUS), slog.Int("upstream_status", r.UpstreamStatus),
-			slog.Int64("upstream_latency_us", r.UpstreamLatencyUS))
+			slog.Int64("upstream_latency_us", r.UpstreamLatencyUS), slog.String("source", sourceString(src)))
 	}
+}
+
+func sourceString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

@@ -212,7 +212,7 @@ func (g *Gateway) finish(c *call, d *Decision) *Decision {
 	if err := g.wait(g.append(c, rec)); err != nil {
 		return g.ledgerFailed(c, err)
 	}
-	g.observe(rec)
+	g.observe(rec, c.req.source)
 	return d
 }
 

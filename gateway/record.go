@@ -122,7 +122,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	if err := g.wait(ticket); err != nil {
 		return g.ledgerFailed(c, err)
 	}
-	g.observe(rec)
+	g.observe(rec, c.req.source)
 	c.allowed = true
 	return upFail // nil: the upstream's answer goes back
 }

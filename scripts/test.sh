@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test toolgate has, on a fresh machine: installs what the
-# tests need (npm packages for the x402 end-to-end tests, anvil), vets,
+# tests need (npm packages for the x402 end-to-end tests, anvil, pebble
+# for the ACME tests), vets,
 # runs the Go tests under -race, runs each fuzz target briefly, and builds
 # the benchmarks so that they do not rot.
 set -euo pipefail
@@ -21,6 +22,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   command -v redis-server >/dev/null 2>&1 || { echo "redis-server could not be installed" >&2; exit 1; }
   echo "redis-server: installed ($(redis-server --version | cut -d' ' -f3))"
 fi
+if [ -x scripts/pebble-deps.sh ]; then scripts/pebble-deps.sh; fi
 
 step "gofmt + go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))

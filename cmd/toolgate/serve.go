@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -42,6 +43,12 @@ type serveFlags struct {
 	x402DeployWallets                               bool
 	forwardUnderscoreHeaders                        bool
 	clusterRedis, nodeID                            string
+	tlsCert, tlsKey, tlsListen                      string
+	redirectHTTP                                    bool
+	acmeDomains                                     listFlag
+	acmeDirectory, acmeEmail                        string
+	acmeRenewBefore                                 time.Duration
+	trustedProxies, trustedProxyHeader              string
 }
 
 func runServe(args []string) error {
@@ -79,6 +86,16 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
 	fs.StringVar(&f.clusterRedis, "cluster-redis", "", "cluster mode: share quota windows, spend and credit reservations and x402 nonces with the other nodes through this Redis (redis://[:password@]host:port/db or rediss://); prefer TOOLGATE_CLUSTER_REDIS when the URL holds a password")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's name in cluster mode (default: the host name and a hash of the data dir, stable across restarts)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS; re-read on SIGHUP and when it changes")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
+	fs.StringVar(&f.tlsListen, "tls-listen", "", "serve HTTPS on this address and plain HTTP on --listen beside it (default with TLS on: HTTPS on --listen only)")
+	fs.BoolVar(&f.redirectHTTP, "redirect-http", false, "with --tls-listen: answer plain HTTP on --listen with a redirect to HTTPS")
+	fs.Var(&f.acmeDomains, "acme-domain", "obtain and renew a certificate for this name over ACME (repeatable, or comma-separated)")
+	fs.StringVar(&f.acmeDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL of the certificate authority")
+	fs.StringVar(&f.acmeEmail, "acme-email", "", "contact address given to the ACME certificate authority")
+	fs.DurationVar(&f.acmeRenewBefore, "acme-renew-before", 0, "renew ACME certificates this long before they expire (default: a third of their lifetime, at most 30 days)")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
+	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -178,13 +195,27 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 
+	e, err := newEdge(f, log)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+	proxies, proxyHeader, err := trustedProxies(f.trustedProxies, f.trustedProxyHeader)
+	if err != nil {
+		return exitError{2, "toolgate serve: " + err.Error()}
+	}
+	f.publicURL = e.publicURL(f)
+
 	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
-		ResponseBufferBytes: f.upstreamBufferMB << 20}
+		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
+		TrustedProxies: proxies, ProxyHeader: proxyHeader}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
+		}
+		if why := publicURLProblem(f.publicURL); why != "" {
+			log.Warn("payment requirements name a URL payers may not reach; set --public-url", "public_url", f.publicURL, "problem", why)
 		}
 	}
 	if f.clusterRedis != "" {
@@ -211,8 +242,40 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	srv := gw.Server()
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+	errc := make(chan error, 3)
+	var served []any
+	switch {
+	case e.cfg == nil:
+		go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+		served = append(served, "listen", ln.Addr().String())
+	case f.tlsListen == "":
+		go func() { errc <- srv.Serve(gateway.TLSListener(ln, e.cfg)) }()
+		served = append(served, "tls_listen", ln.Addr().String())
+	default:
+		tln, err := net.Listen("tcp", f.tlsListen)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- srv.Serve(gateway.TLSListener(tln, e.cfg)) }()
+		served = append(served, "tls_listen", tln.Addr().String())
+		if f.redirectHTTP {
+			_, port, _ := net.SplitHostPort(tln.Addr().String())
+			rd := gateway.Redirect{Port: port}
+			if e.acme != nil {
+				rd.Challenge = e.acme.HTTPHandler() // HTTP-01, when --listen is port 80
+			}
+			if u, err := url.Parse(f.publicURL); err == nil && u.Scheme == "https" {
+				rd.Host = u.Host
+			}
+			rsrv := gateway.RedirectServer(rd)
+			go func() { errc <- rsrv.Serve(gateway.Listener(ln)) }()
+			sd.add("stopping the HTTP redirect", rsrv.Shutdown)
+			served = append(served, "redirect_listen", ln.Addr().String())
+		} else {
+			go func() { errc <- srv.Serve(gateway.Listener(ln)) }()
+			served = append(served, "listen", ln.Addr().String())
+		}
+	}
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
@@ -223,7 +286,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		sd.add("stopping the metrics server", msrv.Shutdown)
 		log.Info("metrics serving", "listen", mln.Addr().String())
 	}
-	log.Info("toolgate serving", "listen", ln.Addr().String(), "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data)
+	log.Info("toolgate serving", append(served, "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data, "public_url", f.publicURL)...)
 
 	reload := func(why string) {
 		c, d, err := loadConfig(f.tools, f.policies, f.listen)
@@ -244,6 +307,16 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
 		changed = ch
 	}
+	e.obtain()
+	var certChanged <-chan struct{}
+	if e.certs != nil {
+		ch := make(chan struct{}, 1)
+		stopWatch := make(chan struct{})
+		sd.add("stopping the certificate watcher", func() error { close(stopWatch); return nil })
+		certFile, keyFile := e.certs.Paths()
+		go watchFiles(stopWatch, ch, time.Second, certFile, keyFile)
+		certChanged = ch
+	}
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
@@ -251,9 +324,12 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 			return err
 		case <-changed:
 			reload("file change")
+		case <-certChanged:
+			e.reloadCert("file change", log)
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				reload("SIGHUP")
+				e.reloadCert("SIGHUP", log)
 				continue
 			}
 			log.Info("shutting down", "signal", s.String(), "drain_delay", f.drainDelay, "shutdown_timeout", f.shutdownTimeout)
