@@ -238,7 +238,7 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision
 				g.log.Error("revoke key", "key_id", k.ID, "err", err)
 				return nil, apiErr(503, "Store unavailable")
 			}
-			if err := g.recordKey(actorOf(ctx), ledger.KindKeyRevoked, rk); err != nil {
+			if err := g.recordKey(g.actorOf(ctx), ledger.KindKeyRevoked, rk); err != nil {
 				// Revoked all the same; the next start records it.
 				return nil, apiErr(503, "Key revoked, but the ledger could not record it yet")
 			}
@@ -321,7 +321,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 		g.log.Error("create key", "err", err)
 		return nil, apiErr(503, "Store unavailable")
 	}
-	actor := actorOf(ctx)
+	actor := g.actorOf(ctx)
 	if err := g.recordKey(actor, ledger.KindKeyCreated, k); err != nil {
 		// Its secret is never shown, so it can never be used; revoked,
 		// the next start records it.
@@ -375,7 +375,7 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *D
 		if err != nil {
 			return nil, invalidBody(err)
 		}
-		if aerr := g.putOverride(actorOf(ctx), principal, pol); aerr != nil {
+		if aerr := g.putOverride(g.actorOf(ctx), principal, pol); aerr != nil {
 			return nil, aerr
 		}
 		st := g.state.Load()
@@ -390,7 +390,7 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *D
 			return nil, apiErr(503, "Store unavailable")
 		}
 		if had {
-			if err := g.recordPolicy(actorOf(ctx), principal, nil); err != nil {
+			if err := g.recordPolicy(g.actorOf(ctx), principal, nil); err != nil {
 				if err := g.overrides.Put(principal, prev.raw); err != nil {
 					g.log.Error("roll back override", "principal", principal, "err", err)
 				}
@@ -467,7 +467,7 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *Decisi
 	if !k.Active(g.now()) {
 		return nil, apiErr(409, "Key is "+k.Status(g.now()))
 	}
-	if err := g.credit(actorOf(ctx), k.Principal, amount); errors.Is(err, errBalanceOverflow) {
+	if err := g.credit(g.actorOf(ctx), k.Principal, amount); errors.Is(err, errBalanceOverflow) {
 		return nil, badRequest("amount_usd: the balance would exceed the largest amount toolgate can hold")
 	} else if err != nil {
 		return nil, apiErr(503, "Ledger unavailable")
@@ -479,8 +479,11 @@ func (g *Gateway) topUp(ctx *fasthttp.RequestCtx, k *identity.Key) (any, *Decisi
 // errBalanceOverflow: a top-up would take a balance past money.Micros.
 var errBalanceOverflow = errors.New("gateway: balance overflow")
 
-// actorOf names the caller of a management request in its admin record.
-func actorOf(ctx *fasthttp.RequestCtx) string { return actorAdmin(ctx.RemoteIP().String()) }
+// actorOf names the caller of a management request in its admin record
+// (its address: behind trusted proxies, the client they name).
+func (g *Gateway) actorOf(ctx *fasthttp.RequestCtx) string {
+	return actorAdmin(g.clientAddr(ctx).String())
+}
 
 // credit tops up a principal's prepaid balance and records the txn
 // (attributed to actor) before returning.

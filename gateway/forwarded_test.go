@@ -295,3 +295,25 @@ func TestTrustedProxies_Forwarded(t *testing.T) {
 			last.Header.Get("X-Forwarded-For"), last.Header.Get("X-Forwarded-Proto"))
 	}
 }
+
+// TestTrustedProxies_AdminActor: a management change made through a
+// trusted proxy names the client in its ledger record's actor.
+func TestTrustedProxies_AdminActor(t *testing.T) {
+	up := newUpstream(t)
+	h := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	if resp, b := h.do("POST", "/credits/keys", `{}`, "Authorization", "Bearer "+adminToken, "X-Forwarded-For", "6.6.6.6, 198.51.100.7"); resp.StatusCode != 201 {
+		t.Fatalf("create key: got %d %s", resp.StatusCode, b)
+	}
+	var actors []string
+	h.led.Query(ledger.Query{}, func(r *ledger.Record) error {
+		if r.Actor != "" {
+			actors = append(actors, r.Actor)
+		}
+		return nil
+	})
+	if len(actors) != 1 || actors[0] != "admin@198.51.100.7" {
+		t.Fatalf("actors %q, want [admin@198.51.100.7]", actors)
+	}
+}

@@ -74,11 +74,22 @@ func newEdge(f serveFlags, log *slog.Logger) (*edge, error) {
 }
 
 // obtain gets the ACME certificates in the background once the TLS
-// listener serves (TLS-ALPN-01 is answered there); a no-op without ACME.
-func (e *edge) obtain() {
-	if e.acme != nil {
-		go e.acme.Obtain()
+// listener serves (TLS-ALPN-01 is answered there), trying again after a
+// failure (30 s, doubling up to 30 min) until every name has one or stop
+// closes; a no-op without ACME.
+func (e *edge) obtain(stop <-chan struct{}) {
+	if e.acme == nil {
+		return
 	}
+	go func() {
+		for wait := 30 * time.Second; e.acme.Obtain() != nil; wait = min(2*wait, 30*time.Minute) {
+			select {
+			case <-stop:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
 }
 
 // tlsAddr is the address TLS is served on: --tls-listen, or --listen

@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -186,6 +188,45 @@ func TestServe_TLS(t *testing.T) {
 	}
 	keptGet()
 
+	// Bounded load across the rotations: 4 clients, half of them on a new
+	// connection per call; not one call may fail.
+	secret, _ := p.createKey(`{"policy":{"rate_class_quota":{"light":1000000}}}`)
+	stopLoad := make(chan struct{})
+	var calls, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "localhost"}, DisableKeepAlives: i%2 == 0}
+			defer tr.CloseIdleConnections()
+			lc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", base+"/tools/extract/structured", strings.NewReader(`{}`))
+				req.Header.Set("X-API-Key", secret)
+				resp, err := lc.Do(req)
+				calls.Add(1)
+				if err != nil {
+					failed.Add(1)
+					t.Errorf("call during rotation: %v", err)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					t.Errorf("call during rotation: got %d, want 200", resp.StatusCode)
+				}
+			}
+		}()
+	}
+	loadStart := time.Now()
+
 	t.Run("FileChange", func(t *testing.T) {
 		c2, k2, s2 := ca.pair(t, 90)
 		ca.write(t, c2, k2)
@@ -222,6 +263,15 @@ func TestServe_TLS(t *testing.T) {
 			t.Fatalf("serving serial %d, want %d", got, s5)
 		}
 	})
+	if d := time.Since(loadStart); d < 2*time.Second {
+		time.Sleep(2*time.Second - d) // at least 2 s of load
+	}
+	close(stopLoad)
+	wg.Wait()
+	if failed.Load() != 0 || calls.Load() == 0 {
+		t.Fatalf("%d of %d calls failed across the rotations, want none", failed.Load(), calls.Load())
+	}
+	t.Logf("%d calls across the rotations, none failed", calls.Load())
 	p.stop(syscall.SIGTERM)
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)

@@ -307,7 +307,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
 		changed = ch
 	}
-	e.obtain()
+	if e.acme != nil {
+		stopObtain := make(chan struct{})
+		sd.add("stopping ACME retries", func() error { close(stopObtain); return nil })
+		e.obtain(stopObtain)
+	}
 	var certChanged <-chan struct{}
 	if e.certs != nil {
 		ch := make(chan struct{}, 1)
