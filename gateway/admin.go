@@ -512,7 +512,7 @@ func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *Decisi
 	if !ok {
 		return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", addr))
 	}
-	return g.apiPolicy(ctx, "wallet:"+norm)
+	return g.apiPolicy(ctx, identity.WalletPrincipal(norm).String())
 }
 
 // discovery serves GET /discovery/resources: the x402 listing of the

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/policy"
@@ -124,7 +122,7 @@ func loadHistory(led *ledger.Ledger) (*adminHistory, error) {
 		switch r.Kind {
 		case ledger.KindKeyCreated, ledger.KindKeyRevoked, ledger.KindKeyExpired:
 			var ks keyState
-			if err := json.Unmarshal(r.State, &ks); err != nil || ks.KeyID == "" || r.Principal != "key:"+ks.KeyID {
+			if err := json.Unmarshal(r.State, &ks); err != nil || ks.KeyID == "" || r.Principal != identity.KeyPrincipal(ks.KeyID).String() {
 				return fmt.Errorf("admin record %d: key state undecodable", r.Seq)
 			}
 			h.keys[ks.KeyID], h.keySeq[ks.KeyID] = ks, r.Seq
@@ -196,8 +194,8 @@ type diff struct {
 // benign: a key revoked in the store but not in the ledger (a revocation
 // whose record failed; a revocation always wins) and a key that expired
 // since its last record. Everything else is a problem.
-func compareState(h *adminHistory, keys *identity.Store, db *badger.DB, led *ledger.Ledger, now time.Time, actor string) (benign, problems []diff, err error) {
-	stored, err := policy.LoadOverrides(db)
+func compareState(h *adminHistory, keys *identity.Store, overrides OverrideStore, led *ledger.Ledger, now time.Time, actor string) (benign, problems []diff, err error) {
+	stored, _, err := overrides.Load()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -267,7 +265,7 @@ func compareState(h *adminHistory, keys *identity.Store, db *badger.DB, led *led
 		seq := h.keySeq[id]
 		problems = append(problems, diff{fmt.Sprintf("key %s: created in the ledger (seq %d) but missing from the store", id, seq), func() (string, error) {
 			want.RevokedAt, want.Status = now.Truncate(time.Second), "revoked"
-			err := appendAdmin(led, now, actor, "key:"+id, ledger.KindKeyRevoked, want)
+			err := appendAdmin(led, now, actor, identity.KeyPrincipal(id).String(), ledger.KindKeyRevoked, want)
 			return fmt.Sprintf("key %s: its row is lost and cannot be rebuilt (the ledger holds nothing that authenticates); recorded as revoked: issue a new key", id), err
 		}})
 	}
@@ -305,13 +303,13 @@ func compareState(h *adminHistory, keys *identity.Store, db *badger.DB, led *led
 		}
 		problems = append(problems, diff{msg, func() (string, error) {
 			if !inLedger {
-				return fmt.Sprintf("override of %s: deleted (not in the ledger)", p), policy.DeleteOverride(db, p)
+				return fmt.Sprintf("override of %s: deleted (not in the ledger)", p), overrides.Delete(p)
 			}
 			pol, err := policy.DecodePolicy(want)
 			if err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("override of %s: restored from the ledger (seq %d)", p, h.polSeq[p]), policy.SaveOverride(db, p, pol)
+			return fmt.Sprintf("override of %s: restored from the ledger (seq %d)", p, h.polSeq[p]), overrides.Put(p, pol)
 		}})
 	}
 	return benign, problems, nil
@@ -333,15 +331,15 @@ func firstNonZero(a, b time.Time) time.Time {
 // record are recorded (a revocation always wins). A data dir written
 // before admin records existed (a ledger without any, a store with keys
 // or overrides) is adopted: its state is recorded as found, once.
-func CheckState(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now time.Time, log *slog.Logger) error {
+func CheckState(led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, now time.Time, log *slog.Logger) error {
 	h, err := loadHistory(led)
 	if err != nil {
 		return err
 	}
 	if h.records == 0 {
-		return adopt(led, keys, db, now, log)
+		return adopt(led, keys, overrides, now, log)
 	}
-	benign, problems, err := compareState(h, keys, db, led, now, actorStart)
+	benign, problems, err := compareState(h, keys, overrides, led, now, actorStart)
 	if err != nil {
 		return err
 	}
@@ -363,8 +361,8 @@ func CheckState(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now tim
 
 // adopt records the keys and overrides of a store whose ledger has no
 // admin record yet.
-func adopt(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now time.Time, log *slog.Logger) error {
-	stored, err := policy.LoadOverrides(db)
+func adopt(led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, now time.Time, log *slog.Logger) error {
+	stored, _, err := overrides.Load()
 	if err != nil {
 		return err
 	}
@@ -393,7 +391,7 @@ func adopt(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now time.Tim
 // created revoked, and keys whose row is lost or damaged recorded as
 // revoked (they cannot be rebuilt). Every change that makes the ledger
 // agree is itself an admin record. It returns one line per change.
-func RebuildState(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now time.Time) ([]string, error) {
+func RebuildState(led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, now time.Time) ([]string, error) {
 	h, err := loadHistory(led)
 	if err != nil {
 		return nil, err
@@ -401,7 +399,7 @@ func RebuildState(led *ledger.Ledger, keys *identity.Store, db *badger.DB, now t
 	if h.records == 0 {
 		return nil, errors.New("the ledger holds no management records: nothing to rebuild from (a data dir from before admin records is adopted at its next start)")
 	}
-	benign, problems, err := compareState(h, keys, db, led, now, actorRebuild)
+	benign, problems, err := compareState(h, keys, overrides, led, now, actorRebuild)
 	if err != nil {
 		return nil, err
 	}

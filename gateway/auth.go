@@ -39,7 +39,10 @@ func (a keyAuth) authenticate(c *call) (callerIdentity, bool, *Decision, error) 
 	if !c.req.hasKey {
 		return callerIdentity{}, false, nil, nil
 	}
-	k, ok := a.keys.Authenticate(c.req.apiKey, c.start)
+	k, ok := c.req.key, c.req.key != nil
+	if !ok {
+		k, ok = a.keys.Authenticate(c.req.apiKey, c.start)
+	}
 	if !ok {
 		return callerIdentity{}, true, bodyInvalidKey, nil
 	}

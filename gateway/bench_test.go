@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -208,12 +209,23 @@ func BenchmarkMCP(b *testing.B) {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()
 		b.ReportAllocs()
+		lat := make([]time.Duration, 0, 1<<16)
 		b.ResetTimer()
 		for b.Loop() {
 			prepare(req)
+			t0 := time.Now()
 			if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 				b.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
 			}
+			if len(lat) < cap(lat) {
+				lat = append(lat, time.Since(t0))
+			}
+		}
+		b.StopTimer()
+		slices.Sort(lat)
+		if n := len(lat); n > 0 {
+			b.ReportMetric(float64(lat[n/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[min(n-1, n*99/100)].Nanoseconds()), "p99-ns")
 		}
 	}
 	args := `{"text":"Invoice 42 from ACME, total $120"}`

@@ -105,27 +105,15 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
 	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
-	body := d.AppendJSON(c.buf[:0])
 	g.restRequest(ctx, &c.req)
 	if c.req.hasKey {
 		if id, ok, _, _ := (keyAuth{g.keys}).authenticate(c); ok && !id.who.IsZero() {
 			c.who, c.tier = id.who, id.tier
 		}
 	}
-	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, outUnknownTool, "no_route", "", 404, c.start) {
-		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
-		writeJSON(ctx, fasthttp.StatusNotFound, body)
-		return
-	}
-	rec := g.callRecord(c, outUnknownTool, "no_route", 404)
-	rec.Tool = p // the path asked for
-	if err := g.wait(g.append(c, rec)); err != nil {
-		d := g.ledgerFailed(c, err)
-		writeJSON(ctx, d.Status, d.AppendJSON(nil))
-		return
-	}
-	g.observe(rec, c.req.source)
-	writeJSON(ctx, fasthttp.StatusNotFound, body)
+	d = g.recordRefused(c, d, "", p) // the record keeps the path asked for
+	c.buf = d.AppendJSON(c.buf[:0])
+	writeJSON(ctx, d.Status, c.buf)
 }
 
 // isAdmin reports whether the request carries the admin token, compared

@@ -189,7 +189,8 @@ type mcpExchange struct {
 	params   *mcpParams // = &msg.Params.mcpParams
 	paramsOK bool       // params absent, or of the shape read
 	version  string
-	modern   bool // the stateless revision
+	modern   bool          // the stateless revision
+	key      *identity.Key // the caller's key, authenticated; nil without one
 	who      identity.Principal
 	sse      bool // answer as text/event-stream
 }
@@ -233,14 +234,14 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 	// The caller, on every request: a key that does not authenticate is
 	// refused whatever the method.
 	rh := &ctx.Request.Header
-	if secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); present {
-		k, ok := g.keys.Authenticate(secret, g.now())
-		if !ok {
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
-			writeRPCError(ctx, fasthttp.StatusUnauthorized, m.ID, rpcInvalidRequest, "Invalid API key")
-			return
-		}
-		x.who = k.Who()
+	k, ok := g.mcpCaller(ctx)
+	if !ok {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
+		writeRPCError(ctx, fasthttp.StatusUnauthorized, m.ID, rpcInvalidRequest, "Invalid API key")
+		return
+	}
+	if k != nil {
+		x.key, x.who = k, k.Who()
 	}
 
 	x.params, x.paramsOK = &m.Params.mcpParams, m.Params.ok || !m.Params.present
@@ -436,15 +437,6 @@ func legacyMCP(v string) bool {
 	return false
 }
 
-func supportedMCP(v string) bool {
-	for _, s := range mcpVersions {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-
 // mcpInitialize answers initialize (stateful revisions): the requested
 // revision when served, else the newest stateful one; a session.
 func (g *Gateway) mcpInitialize(x *mcpExchange) {
@@ -528,20 +520,17 @@ func toolSchema(t *catalog.Tool) json.RawMessage {
 	return d.InputSchema
 }
 
-// mcpCallParams are tools/call's params.
-type mcpCallParams struct {
-	Name      string                     `json:"name"`
-	Arguments json.RawMessage            `json:"arguments"`
-	Meta      map[string]json.RawMessage `json:"_meta"`
-}
-
 // mcpHeaders is what an upstream of an MCP call sees of the caller's
 // headers: only that the body is JSON.
 type mcpHeaders struct{}
 
-func (mcpHeaders) All() iter.Seq2[[]byte, []byte] {
-	return func(yield func([]byte, []byte) bool) { yield([]byte("Content-Type"), strJSON) }
-}
+func (mcpHeaders) All() iter.Seq2[[]byte, []byte] { return mcpHeaderSeq }
+
+var (
+	hdrContentType = []byte("Content-Type")
+	mcpHeaderSeq   = func(yield func([]byte, []byte) bool) { yield(hdrContentType, strJSON) }
+)
+
 func (mcpHeaders) Peek(string) []byte { return nil }
 
 // mcpToolsCall runs tools/call through the stages and renders the outcome
@@ -576,8 +565,7 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	r.header = mcpHeaders{}
 	r.source = g.clientAddr(x.ctx)
 	r.tls = g.viaTLS(x.ctx)
-	rh := &x.ctx.Request.Header
-	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	r.key, r.hasKey = x.key, x.key != nil // authenticated once, in serveMCP
 	if pay := p.Meta.Payment; isPaymentPayload(pay) {
 		r.payment, r.paymentJSON = pay, true
 	}
@@ -596,6 +584,11 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 		g.writeRPCResult(x, g.mcpResult(c, d))
 		return
 	}
+	g.writeToolResult(x, c, d)
+}
+
+// writeToolResult answers x with the tool result of c (appendToolResult).
+func (g *Gateway) writeToolResult(x *mcpExchange, c *call, d *Decision) {
 	b := c.buf[:0]
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = append(b, rpcID(x.msg.ID)...)
@@ -764,40 +757,40 @@ func (g *Gateway) mcpUnknownTool(x *mcpExchange, name string) {
 	c.req.source = g.clientAddr(x.ctx)
 	c.st = g.state.Load()
 	c.who, c.tier = x.who, c.st.tierOf(x.who)
-	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("tool", sanitizePath([]byte(name)))
+	tool := sanitizePath([]byte(name))
 	c.unrecorded = g.space.low.Load()
-	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, outUnknownTool, "no_route", "", 404, c.start) {
-		g.metrics.calls.WithLabelValues("", outUnknownTool, "no_route").Inc()
-	} else {
-		rec := g.callRecord(c, outUnknownTool, "no_route", 404)
-		rec.Tool = sanitizePath([]byte(name))
-		if err := g.wait(g.append(c, rec)); err != nil {
-			d = g.ledgerFailed(c, err)
-		} else {
-			g.observe(rec, c.req.source)
-		}
+	d := g.recordRefused(c, c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("tool", tool), "", tool)
+	g.writeToolResult(x, c, d)
+}
+
+// mcpCaller authenticates an MCP request's API key, on every request: the
+// key (nil when none is presented), and false for a key that does not
+// authenticate.
+func (g *Gateway) mcpCaller(ctx *fasthttp.RequestCtx) (*identity.Key, bool) {
+	rh := &ctx.Request.Header
+	secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
+	if !present {
+		return nil, true
 	}
-	g.writeRPCResult(x, map[string]any{
-		"content":           []map[string]any{{"type": "text", "text": string(d.AppendJSON(nil))}},
-		"structuredContent": json.RawMessage(d.AppendJSON(nil)),
-		"isError":           true,
-		"_meta":             map[string]any{"toolgate/cost_usd": "0.000", "toolgate/request_id": string(c.reqID)},
-	})
+	k, ok := g.keys.Authenticate(secret, g.now())
+	if !ok {
+		return nil, false
+	}
+	return k, true
 }
 
 // mcpDelete ends a session.
 func (g *Gateway) mcpDelete(ctx *fasthttp.RequestCtx) {
-	rh := &ctx.Request.Header
+	k, ok := g.mcpCaller(ctx)
+	if !ok {
+		writeRPCError(ctx, fasthttp.StatusUnauthorized, nil, rpcInvalidRequest, "Invalid API key")
+		return
+	}
 	var who identity.Principal
-	if secret, present := identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization")); present {
-		k, ok := g.keys.Authenticate(secret, g.now())
-		if !ok {
-			writeRPCError(ctx, fasthttp.StatusUnauthorized, nil, rpcInvalidRequest, "Invalid API key")
-			return
-		}
+	if k != nil {
 		who = k.Who()
 	}
-	if !g.mcp.close(string(rh.Peek(hdrMCPSession)), who.String()) {
+	if !g.mcp.close(string(ctx.Request.Header.Peek(hdrMCPSession)), who.String()) {
 		writeRPCError(ctx, fasthttp.StatusNotFound, nil, rpcInvalidRequest, "Session not found")
 		return
 	}

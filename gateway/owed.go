@@ -1,8 +1,9 @@
 package gateway
 
 import (
-	"strings"
 	"sync"
+
+	"github.com/toolgate/toolgate/identity"
 
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/money"
@@ -52,7 +53,10 @@ func (o *owedBook) restore(principal string, total money.Micros) {
 
 // isOwedPrincipal reports whether a principal's balance index entry is an
 // owed total (wallets) rather than a prepaid balance (keys).
-func isOwedPrincipal(principal string) bool { return strings.HasPrefix(principal, "wallet:") }
+func isOwedPrincipal(principal string) bool {
+	p, _ := identity.ParsePrincipal(principal)
+	return p.Kind == identity.KindWallet
+}
 
 // owe records that c's payment, settled ahead, bought nothing: it returns
 // the txn record and counts it.

@@ -204,11 +204,22 @@ func (g *Gateway) finish(c *call, d *Decision) *Decision {
 	if c.norecord {
 		return d
 	}
-	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, d.Outcome, d.Reason, c.rt.tool.ID, d.Status, c.start) {
-		g.metrics.calls.WithLabelValues(c.rt.tool.ID, d.Outcome, d.Reason).Inc()
+	return g.recordRefused(c, d, c.rt.tool.ID, "")
+}
+
+// recordRefused records a refused call and returns d, or the ledger's
+// failure. An unidentified caller past its burst is counted in aggregate
+// instead (anon.go), under aggTool. recTool, if set, is the record's tool
+// (the path or name asked for, when no tool matched).
+func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *Decision {
+	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, d.Outcome, d.Reason, aggTool, d.Status, c.start) {
+		g.metrics.calls.WithLabelValues(aggTool, d.Outcome, d.Reason).Inc()
 		return d
 	}
 	rec := g.callRecord(c, d.Outcome, d.Reason, d.Status)
+	if recTool != "" {
+		rec.Tool = recTool
+	}
 	if err := g.wait(g.append(c, rec)); err != nil {
 		return g.ledgerFailed(c, err)
 	}

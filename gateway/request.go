@@ -49,7 +49,8 @@ type request struct {
 	tls      bool
 
 	// Credentials, as presented; the authenticators decide what they are.
-	apiKey         []byte // X-Api-Key, or Authorization: Bearer it-…
+	apiKey         []byte        // X-Api-Key, or Authorization: Bearer it-…
+	key            *identity.Key // the key, when the front end authenticated it already (MCP does, per request)
 	hasKey         bool
 	payment        []byte // x402 payment: header value (base64), or JSON when paymentJSON
 	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)

@@ -158,7 +158,7 @@ func tierForOverride(principal string, raw *policy.Policy) policy.Tier {
 	if raw != nil && raw.Tier != "" {
 		return raw.Tier
 	}
-	if strings.HasPrefix(principal, "wallet:") {
+	if p, _ := identity.ParsePrincipal(principal); p.Kind == identity.KindWallet {
 		return policy.TierWallet
 	}
 	return policy.TierAPIKey

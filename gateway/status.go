@@ -72,7 +72,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		if !ok {
 			return nil, badRequest("wallet is not a 0x-prefixed 20-byte hex address")
 		}
-		principal = "wallet:" + addr
+		principal = identity.WalletPrincipal(addr).String()
 		out["wallet"] = addr
 	default:
 		return nil, badRequest("one of api_key, key_id or wallet is required")

@@ -20,6 +20,7 @@ import (
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/policy"
 )
 
 const auditUsage = `usage:
@@ -209,7 +210,7 @@ func rebuildState(dataDir string) error {
 		led.Close()
 		return fmt.Errorf("%w: a key row the store cannot read blocks the rebuild", err)
 	}
-	done, rerr := gateway.RebuildState(led, keys, db, time.Now())
+	done, rerr := gateway.RebuildState(led, keys, policy.NewOverrides(db), time.Now())
 	for _, d := range done {
 		fmt.Println(d)
 	}

@@ -187,7 +187,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	if err != nil {
 		return err
 	}
-	if err := gateway.CheckState(led, keys, db, time.Now(), log); err != nil {
+	overrides := policy.NewOverrides(db)
+	if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
 		return exitError{1, "toolgate serve: " + err.Error()}
 	}
 	token, err := adminToken(f.adminToken, f.data)
@@ -205,7 +206,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	}
 	f.publicURL = e.publicURL(f)
 
-	opts := gateway.Options{DB: db, Keys: keys, Ledger: led, Catalog: cat, Policies: doc,
+	opts := gateway.Options{DB: db, Keys: keys, Overrides: overrides, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
