@@ -23,6 +23,7 @@ import (
 const (
 	walFileHeader = 20
 	walMaxKey     = 1 << 16
+	walMaxValue   = 1 << 20 // badger's default value threshold: larger values go to the value log
 )
 
 var walCRC = crc32.MakeTable(crc32.Castagnoli)
@@ -71,10 +72,11 @@ func walBadTail(b []byte) (int, string) {
 		end, zero, ok := walEntry(b, off)
 		switch {
 		case zero:
-			if nz := firstNonZero(b[off:]); nz >= 0 {
-				return off + nz, "data after the end of the log"
+			nz := firstNonZero(b[off:])
+			if nz < 0 || tornCopy(b, off, nz) {
+				return 0, ""
 			}
-			return 0, ""
+			return off + nz, "data after the end of the log"
 		case ok:
 			off = end
 			continue
@@ -89,6 +91,35 @@ func walBadTail(b []byte) (int, string) {
 		return 0, ""
 	}
 	return 0, ""
+}
+
+// walCopyHead is how much of an entry's start a copy interrupted by a
+// crash may not have stored yet: Go's memmove stores the first block of
+// a large copy last, so a process killed mid-write can leave an entry
+// whose header is still zero and whose body is already there.
+const walCopyHead = 256
+
+// tornCopy reports whether the data after a zero header at off (its first
+// non-zero byte at off+nz) is one entry caught mid-copy by a crash: it
+// starts within walCopyHead bytes, spans at most one entry, and holds no
+// complete entry (nothing whose checksum holds is lost).
+func tornCopy(b []byte, off, nz int) bool {
+	if nz >= walCopyHead {
+		return false
+	}
+	last := len(b) - 1
+	for last > off && b[last] == 0 {
+		last--
+	}
+	if last-off > walMaxKey+walMaxValue {
+		return false
+	}
+	for p := off + 1; p <= last; p++ {
+		if _, zero, ok := walEntry(b, p); ok && !zero {
+			return false
+		}
+	}
+	return true
 }
 
 // walEntry parses the entry at off. zero reports an all-zero header (the

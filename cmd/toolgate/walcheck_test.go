@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"strings"
 	"testing"
 )
 
@@ -42,6 +43,22 @@ func TestWALBadTail(t *testing.T) {
 		{"FlipFirstEntry", func() []byte { b := log(full); b[walFileHeader+8] ^= 1; return b }, true},
 		{"FlipLastEntry", func() []byte { b := log(full); b[len(b)-1024-8] ^= 1; return b }, true},
 		{"DataAfterEnd", func() []byte { b := log(full); b[len(b)-10] = 7; return b }, true},
+		// A kill -9 during a large entry's copy: its first block (header
+		// included) not stored yet, the rest already there.
+		{"TornCopyHeadMissing", func() []byte {
+			b := log(full)
+			big := walEntryBytes("l/r/2", strings.Repeat("x", 600))
+			clear(big[:64])
+			return append(b[:len(b)-1024], append(big, make([]byte, 1024)...)...)
+		}, false},
+		// The same shape hiding a complete entry is damage: a write would be lost.
+		{"ZeroHeaderBeforeCompleteEntry", func() []byte {
+			b := log(full)
+			big := walEntryBytes("l/r/2", strings.Repeat("x", 600))
+			clear(big[:64])
+			next := walEntryBytes("k/d", `{"revoked":true}`)
+			return append(b[:len(b)-1024], append(append(big, next...), make([]byte, 1024)...)...)
+		}, true},
 		{"HugeKey", func() []byte {
 			b := log(0)
 			b = append(b[:walFileHeader], 0, 0, 0xff, 0xff, 0xff, 0x7f)
