@@ -102,6 +102,9 @@ func (g *Gateway) identify(c *call) *Decision {
 	}
 	switch {
 	case c.rt.offer != nil:
+		if d := g.unpaidAnswer(c); d != nil {
+			return d
+		}
 		d := c.decide(402, outPaymentRequired, "no_payment", "Payment required")
 		d.Offer = c.rt.offer
 		return d
