@@ -31,7 +31,7 @@ type state struct {
 	// walletAllows counts, by tool index, the wallet overrides that let
 	// their wallet call the tool (walletgate.go).
 	walletAllows []int32
-	loaded    time.Time            // when this configuration was compiled
+	loaded       time.Time // when this configuration was compiled
 
 	// hash identifies the configuration (configHash of its catalog and
 	// policy document); reloads counts the Reloads applied since New.
