@@ -134,6 +134,7 @@ type Gateway struct {
 	budget    *responseBudget
 	owed      owedBook
 	verified  verifyCache     // remote x402 verifications by payment
+	answers   *answers        // recorded answers for retries (idempotency.go)
 	anon      anonBook        // anonymous calls past their burst, this interval
 	auths     []authenticator // tried in order by identify
 	mcp       mcpSessions     // MCP sessions of the stateful revisions
@@ -177,6 +178,7 @@ func New(o Options) (*Gateway, error) {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 	}
+	g.answers = newAnswers(o.DB, func() time.Time { return g.now() })
 	if g.now == nil {
 		g.now = time.Now
 	}

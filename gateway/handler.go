@@ -75,6 +75,7 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.tls = g.viaTLS(ctx)
 	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
 	if r.hasKey {
+		r.idemKey = rh.Peek("Idempotency-Key")
 		return // a key is who the caller is; a payment beside it is not read
 	}
 	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {

@@ -28,6 +28,7 @@ type metrics struct {
 	ledgerWait      prometheus.Histogram     // Append → committed, per call
 	x402Verify      *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
 	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
+	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
@@ -60,6 +61,10 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 	m.x402Verify = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_verifications_total", Help: "x402 payment verifications by result.",
 	}, []string{"result"})
+	m.replays = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_replayed_answers_total", Help: "Retries answered with a recorded answer, by kind (idempotency_key, payment_identifier, same_payment).",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.replays)
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})

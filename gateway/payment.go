@@ -163,8 +163,7 @@ func (g *Gateway) settle(c *call) *Decision {
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
 		sr = x402.SettleResult{Pending: true, Payer: pc.verified.Payer, Network: c.rt.offer.Network(pc.version)}
 		pc.nonceHeld = false // stays locked in the store
-		pc.settled, pc.result = true, sr
-		g.reconcileLater(c, sr)
+		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil
 	case err != nil:
 		g.log.Warn("settlement failed before sending", "request_id", string(c.reqID), "err", err)
@@ -178,8 +177,7 @@ func (g *Gateway) settle(c *call) *Decision {
 		return nil
 	case sr.Pending:
 		pc.nonceHeld = false
-		pc.settled, pc.result = true, sr
-		g.reconcileLater(c, sr)
+		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil
 	}
 	d := c.decide(402, outSettleFailed, sr.Reason, "Settlement failed")
@@ -206,6 +204,14 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 	key, tx, principal, reqID := c.pay.verified.Key, sr.Transaction, c.principal(), string(c.reqID)
 	amount, network, payer, deadline := c.rt.tool.Price, sr.Network, c.pay.verified.Payer, c.pay.verified.ValidBefore
 	every := g.opts.X402.ReconcileEvery
+	answerKeys := []string{nonceAnswerKey(key)}
+	if c.claim != nil && c.claim.kind == "payment_identifier" {
+		answerKeys = append(answerKeys, c.claim.keys[0])
+	}
+	final := func(res x402.SettleResult) {
+		res.Payer, res.Network = payer, network
+		g.settleAnswers(answerKeys, res)
+	}
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -234,17 +240,20 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 				}
 				g.metrics.x402Settle.WithLabelValues("reconciled").Inc()
 				record("x402_settlement", res.Transaction, "")
+				final(res)
 				return
 			case !res.Pending:
 				g.log.Error("pending settlement failed on chain", "request_id", reqID, "tx", res.Transaction, "reason", res.Reason)
 				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
 				record("x402_settlement_failed", res.Transaction, res.Reason)
+				final(res)
 				return
 			case g.now().After(deadline.Add(2 * time.Minute)):
 				// Unused past validBefore: nobody can settle it any more.
 				g.log.Error("pending settlement expired unused", "request_id", reqID)
 				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
 				record("x402_settlement_failed", "", x402.ReasonValidBefore)
+				final(x402.SettleResult{Reason: x402.ReasonValidBefore})
 				return
 			}
 		}
