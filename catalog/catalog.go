@@ -30,7 +30,10 @@ type Tool struct {
 	Path        string   // route, default "/tools/<id>"
 	Methods     []string // allowed methods, default ["POST"]
 	RateClass   RateClass
-	Price       money.Micros // 0 = free
+	Price       money.Micros // 0 = free; for a metered tool, the most one call costs
+	// Metered: the upstream reports each call's cost in the response
+	// header X-Toolgate-Cost-Usd (at most Price); see docs/x402.md, "Metered prices".
+	Metered     bool
 	Upstream    string       // absolute http(s) URL, or "demo:<name>"
 	Packs       []string
 	Description string

@@ -29,6 +29,7 @@ type metrics struct {
 	x402Verify      *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
 	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
 	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
+	meterReports    *prometheus.CounterVec   // tool, result: reported, missing, malformed, capped
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
@@ -65,6 +66,10 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_replayed_answers_total", Help: "Retries answered with a recorded answer, by kind (idempotency_key, payment_identifier, same_payment).",
 	}, []string{"kind"})
 	m.reg.MustRegister(m.replays)
+	m.meterReports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_metered_cost_reports_total", Help: "Cost reports of metered tools' upstreams, by tool and result (reported, missing, malformed, capped).",
+	}, []string{"tool", "result"})
+	m.reg.MustRegister(m.meterReports)
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})
