@@ -246,6 +246,9 @@ func New(o Options) (*Gateway, error) {
 			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
 	}
+	if fp, ok := o.X402Settler().(facilitatorPool); ok {
+		g.watchFacilitators(fp)
+	}
 	g.auths = []authenticator{keyAuth{g.keys}}
 	if o.X402 != nil {
 		g.auths = append(g.auths, paymentAuth{g})

@@ -30,6 +30,7 @@ type metrics struct {
 	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
 	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
 	meterReports    *prometheus.CounterVec   // tool, result: reported, missing, malformed, capped
+	facRequests     *prometheus.CounterVec   // facilitator, op, result: ok, error, skipped
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
@@ -70,6 +71,10 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_metered_cost_reports_total", Help: "Cost reports of metered tools' upstreams, by tool and result (reported, missing, malformed, capped).",
 	}, []string{"tool", "result"})
 	m.reg.MustRegister(m.meterReports)
+	m.facRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_facilitator_requests_total", Help: "Requests to each x402 facilitator by op (verify, settle, ping) and result (ok: a decision; error: none, failed over; skipped: backing off).",
+	}, []string{"facilitator", "op", "result"})
+	m.reg.MustRegister(m.facRequests)
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})
