@@ -18,6 +18,13 @@ type X402Options struct {
 	Settler x402.Settler // facilitator or on-chain; required
 	Nonces  NonceStore   // an *x402.NonceLock, or a shared store; required
 
+	// Verifier, if set, verifies payments instead of the Settler: a
+	// read-only chain (x402.DialReader) beside a facilitator verifies
+	// locally over RPC, saving the facilitator's /verify round trip.
+	Verifier interface {
+		Verify(ctx context.Context, p *x402.Payment, o *x402.Offer) (x402.VerifyResult, error)
+	}
+
 	// Reconciler finds out what became of a settlement whose outcome is
 	// unknown (a facilitator timeout after sending, a transaction not yet
 	// mined). Nil: the Settler itself when it can (on-chain settlement).
@@ -84,7 +91,13 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		return vr, nil
 	}
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
-	vr, err := g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
+	var vr x402.VerifyResult
+	var err error
+	if v := g.opts.X402.Verifier; v != nil {
+		vr, err = v.Verify(vctx, pc.p, c.rt.offer)
+	} else {
+		vr, err = g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
+	}
 	cancel()
 	switch {
 	case err != nil:

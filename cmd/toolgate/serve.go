@@ -38,6 +38,7 @@ type serveFlags struct {
 	x402AssetName, x402AssetVersion                 string
 	x402Facilitators                                urlList
 	x402RPC, x402RelayerKey                         string
+	x402Verify                                      string
 	publicURL                                       string
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
@@ -77,6 +78,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.x402AssetName, "x402-asset-name", "", "token EIP-712 domain name")
 	fs.StringVar(&f.x402AssetVersion, "x402-asset-version", "", "token EIP-712 domain version")
 	fs.Var(&f.x402Facilitators, "x402-facilitator", "facilitator URL for /verify and /settle; repeat for failover, in order of preference")
+	fs.StringVar(&f.x402Verify, "x402-verify", "facilitator", "with --x402-facilitator and --x402-rpc: who verifies payments before the tool runs, facilitator (/verify) or rpc (balance, authorizationState and a simulated transfer over the RPC: no facilitator round trip)")
 	fs.StringVar(&f.x402RPC, "x402-rpc", "", "JSON-RPC URL: direct on-chain settlement (with --x402-relayer-key-file), or, beside --x402-facilitator, reconciliation of unanswered settlements")
 	fs.StringVar(&f.x402RelayerKey, "x402-relayer-key-file", "", "file holding the relayer's hex private key (with --x402-rpc)")
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
@@ -478,6 +480,12 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case f.x402Verify != "facilitator" && f.x402Verify != "rpc":
+		return nil, fmt.Errorf("--x402-verify %q: want facilitator or rpc", f.x402Verify)
+	case f.x402Verify == "rpc" && (f.x402RPC == "" || len(f.x402Facilitators) == 0):
+		return nil, errors.New("--x402-verify rpc needs --x402-facilitator and --x402-rpc")
+	}
 	o := &gateway.X402Options{Config: cfg, Nonces: x402.NewNonceLock(db),
 		SettleTimeout: f.x402SettleTimeout, ReconcileEvery: f.x402ReconcileEvery}
 	switch {
@@ -497,6 +505,9 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 				return nil, err
 			}
 			o.Reconciler = reader
+			if f.x402Verify == "rpc" {
+				o.Verifier = reader
+			}
 		}
 		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitators", strings.Join(f.x402Facilitators, " "),
 			"cdp_auth", cdpAuth, "reconcile_rpc", f.x402RPC != "")

@@ -78,3 +78,37 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestGateway_VerifyRPC: with --x402-verify rpc beside a facilitator, the
+// gateway verifies payments itself over the RPC (balance,
+// authorizationState, a simulated transfer) and only settles through the
+// facilitator: a paid call by @x402/fetch is served with no /verify, and
+// an unfunded payer is refused without reaching the facilitator or the tool.
+func TestGateway_VerifyRPC(t *testing.T) {
+	t.Parallel()
+	a := chain.Start(t)
+	chain.DeployUSDC(t, a)
+	chain.Mint(t, a, chain.Payer.Address, 5*money.PerUSD)
+	fac := chain.StartFacilitator(t, a, chain.FacilitatorConfig{})
+	up := startUpstream(t)
+	g := startGateway(t, up.url, "--x402-facilitator", fac.URL(), "--x402-rpc", a.RPC(), "--x402-verify", "rpc")
+
+	r := chain.PayV2(t, g.url+"/tools/extract/structured", chain.PayOptions{RPC: a.RPC(), JSON: extractInput})[0]
+	if s, ok := r.Settlement(); r.Status != 200 || !ok || !s.Success {
+		t.Fatalf("paid call: got %d %q %s (settlement %+v), want 200 settled", r.Status, r.Error, r.Body, s)
+	}
+	if st := fac.Stats(t); st.Verify != 0 || st.Settle != 1 {
+		t.Fatalf("facilitator: %d verifications, %d settlements; want 0 and 1", st.Verify, st.Settle)
+	}
+	poor := chain.NewAccount(t)
+	p := g.validV2(t, poor, "extract/structured", priceExtract)
+	r2 := do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), p.Headers())
+	var pr paymentRequired
+	decodeB64JSON(t, "PAYMENT-REQUIRED", r2.Header.Get("Payment-Required"), &pr)
+	if r2.Status != 402 || pr.Error != "invalid_exact_evm_insufficient_balance" {
+		t.Fatalf("unfunded payer: got %d (error %q), want 402 invalid_exact_evm_insufficient_balance", r2.Status, pr.Error)
+	}
+	if st := fac.Stats(t); st.Verify != 0 || st.Settle != 1 || up.Hits("/extract") != 1 {
+		t.Fatalf("after the refusal: facilitator %+v, upstream %d; want unchanged", st, up.Hits("/extract"))
+	}
+}
