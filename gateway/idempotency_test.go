@@ -250,3 +250,27 @@ func TestPaymentIdentifier(t *testing.T) {
 		})
 	}
 }
+
+// TestExtensionResponses: a facilitator's EXTENSION-RESPONSES rejecting
+// the Bazaar declaration is counted and noted on the settlement's txn
+// record, so that a listing that will never appear is visible.
+func TestExtensionResponses(t *testing.T) {
+	ext := `{"bazaar":{"status":"rejected","rejectedReason":"missing info.input"}}`
+	settler := &fakeSettler{}
+	settler.SettleFn = func(_ context.Context, p *x402.Payment, o *x402.Offer) (x402.SettleResult, error) {
+		return x402.SettleResult{Success: true, Transaction: "0x" + strings.Repeat("ef", 32), Network: o.Network(p.Version),
+			Payer: p.Authorization.From.Hex(), Extensions: ext}, nil
+	}
+	e := newPaidEnv(t, settler, nil)
+	if resp, b := e.callPaid("after", "", e.sign("after", false).hdr); resp.StatusCode != 200 {
+		t.Fatalf("got %d %s", resp.StatusCode, b)
+	}
+	s := ledgerOf(e.records(e.principal))["x402_settlement"]
+	if len(s) != 1 || s[0].Reason != "bazaar_rejected: missing info.input" {
+		t.Fatalf("settlement txns %+v, want one with reason bazaar_rejected: missing info.input", s)
+	}
+	_, m := e.admin("GET", "/metrics", "")
+	if !strings.Contains(string(m), `toolgate_x402_extension_responses_total{extension="bazaar",status="rejected"} 1`) {
+		t.Fatal("metric toolgate_x402_extension_responses_total{bazaar,rejected} not 1")
+	}
+}

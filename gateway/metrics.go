@@ -31,6 +31,7 @@ type metrics struct {
 	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
 	meterReports    *prometheus.CounterVec   // tool, result: reported, missing, malformed, capped
 	facRequests     *prometheus.CounterVec   // facilitator, op, result: ok, error, skipped
+	extResponses    *prometheus.CounterVec   // extension, status (EXTENSION-RESPONSES)
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
@@ -75,6 +76,10 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_x402_facilitator_requests_total", Help: "Requests to each x402 facilitator by op (verify, settle, ping) and result (ok: a decision; error: none, failed over; skipped: backing off).",
 	}, []string{"facilitator", "op", "result"})
 	m.reg.MustRegister(m.facRequests)
+	m.extResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_extension_responses_total", Help: "Facilitators' EXTENSION-RESPONSES entries by extension (bazaar …) and status (success, processing, rejected).",
+	}, []string{"extension", "status"})
+	m.reg.MustRegister(m.extResponses)
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})

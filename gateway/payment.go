@@ -99,6 +99,7 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		vr, err = g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
 	}
 	cancel()
+	g.extensionResponses(c, vr.Extensions)
 	switch {
 	case err != nil:
 		g.metrics.x402Verify.WithLabelValues("error").Inc()
@@ -171,6 +172,7 @@ func (g *Gateway) settle(c *call) *Decision {
 	defer cancel()
 	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, c.rt.offer)
 	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()
+	g.extensionResponses(c, sr.Extensions)
 	switch {
 	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
@@ -285,7 +287,7 @@ func settlementRecord(c *call) *ledger.Record {
 	sr := &c.pay.result
 	return &ledger.Record{Type: ledger.TypeTxn, At: c.start, RequestID: string(c.reqID), Principal: c.principal(),
 		Tool: c.rt.tool.ID, Kind: ledger.KindX402Settlement, Amount: c.rt.tool.Price,
-		Payer: c.pay.verified.Payer, Network: sr.Network, TxHash: sr.Transaction}
+		Payer: c.pay.verified.Payer, Network: sr.Network, TxHash: sr.Transaction, Reason: c.pay.extNote}
 }
 
 func settleResult(sr x402.SettleResult, err error) string {
@@ -300,4 +302,25 @@ func settleResult(sr x402.SettleResult, err error) string {
 		return "pending"
 	}
 	return "failed"
+}
+
+// extensionResponses records a facilitator's EXTENSION-RESPONSES: counted
+// by extension and status; a rejection (a Bazaar listing refused) is
+// logged and noted on the settlement's txn record ("bazaar_rejected: …").
+func (g *Gateway) extensionResponses(c *call, raw string) {
+	for _, e := range x402.ParseExtensionResponses(raw) {
+		g.metrics.extResponses.WithLabelValues(e.Extension, e.Status).Inc()
+		if e.Status == "rejected" {
+			g.log.Warn("facilitator rejected an extension of the payment", "request_id", string(c.reqID),
+				"tool", c.rt.tool.ID, "extension", e.Extension, "reason", e.Reason)
+			note := e.Extension + "_rejected"
+			if e.Reason != "" {
+				note += ": " + e.Reason
+			}
+			if len(note) > 200 {
+				note = note[:200]
+			}
+			c.pay.extNote = note
+		}
+	}
 }

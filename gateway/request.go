@@ -118,6 +118,7 @@ type paidCall struct {
 	digest      [32]byte // SHA-256 of the header: the remote verification cache key
 	settled     bool     // settled (or left pending) ahead of, or after, the call
 	reconcile   bool     // left pending: follow it once the call is answered (run)
+	extNote     string   // a facilitator's rejection of an extension (the txn record's reason)
 	result      x402.SettleResult
 }
 

@@ -2,8 +2,12 @@ package x402
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -111,4 +115,31 @@ func repeat(s string, n int) string {
 		b = append(b, s...)
 	}
 	return string(b)
+}
+
+func TestFacilitator_ExtensionResponses(t *testing.T) {
+	o := vecOffer(t)
+	p, err := Decode(payHeader(t, o, goodArgs(o, testKey("payer"))), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := `{"bazaar":{"status":"rejected","rejectedReason":"missing info.input"}}`
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("EXTENSION-RESPONSES", base64.StdEncoding.EncodeToString([]byte(ext)))
+		_, _ = io.WriteString(w, `{"isValid":true,"success":true,"transaction":"0x`+repeat("ab", 32)+`","network":"eip155:84532"}`)
+	}))
+	defer s.Close()
+	f := &Facilitator{URL: s.URL, HTTP: s.Client()}
+	vr, err := f.Verify(context.Background(), p, o)
+	if err != nil || vr.Extensions != ext {
+		t.Fatalf("verify: got %+v %v, want extensions %s", vr, err, ext)
+	}
+	sr, err := f.Settle(context.Background(), p, o)
+	if err != nil || sr.Extensions != ext {
+		t.Fatalf("settle: got %+v %v, want extensions %s", sr, err, ext)
+	}
+	got := ParseExtensionResponses(sr.Extensions)
+	if len(got) != 1 || got[0] != (ExtensionStatus{"bazaar", "rejected", "missing info.input"}) {
+		t.Fatalf("parsed %+v", got)
+	}
 }
