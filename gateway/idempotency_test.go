@@ -274,3 +274,52 @@ func TestExtensionResponses(t *testing.T) {
 		t.Fatal("metric toolgate_x402_extension_responses_total{bazaar,rejected} not 1")
 	}
 }
+
+// TestPendingSettlement_OwedOnlyOnceSettled: a payment settled ahead
+// (before_upstream) whose settlement is pending, for a call that was then
+// not served, is owed to the payer only when reconciliation finds it
+// settled: never for a settlement that did not happen.
+func TestPendingSettlement_OwedOnlyOnceSettled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		outcome x402.SettleResult
+		owed    int
+	}{
+		{"Settled", x402.SettleResult{Success: true, Transaction: "0x" + strings.Repeat("12", 32)}, 1},
+		{"Reverted", x402.SettleResult{Reason: x402.ReasonTransactionFailed}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var released atomic.Bool
+			rc := &fakeReconciler{ReconcileFn: func(_ context.Context, _ x402.NonceKey, tx string) (x402.SettleResult, error) {
+				if !released.Load() {
+					return x402.SettleResult{Pending: true, Transaction: tx}, nil
+				}
+				return tc.outcome, nil
+			}}
+			e := newPaidEnv(t, &fakeSettler{SettleFn: pendingOutcomes[1].settle}, func(o *gateway.Options) {
+				o.X402.Reconciler = rc
+				o.X402.ReconcileEvery = 10 * time.Millisecond
+				o.X402.SettleTimeout = 50 * time.Millisecond
+			})
+			if resp, b := e.callPaid("before", "?fail=1", e.sign("before", false).hdr); resp.StatusCode != 500 {
+				t.Fatalf("got %d %s, want the upstream's 500", resp.StatusCode, b)
+			}
+			if o := ledgerOf(e.records(e.principal))[gateway.KindX402Owed]; len(o) != 0 {
+				t.Fatalf("owed while the settlement is pending: %+v", o)
+			}
+			released.Store(true)
+			kind := "x402_settlement"
+			if tc.owed == 0 {
+				kind = "x402_settlement_failed"
+			}
+			e.waitTxn(kind)
+			waitFor(t, "the owed record", func() bool {
+				return len(ledgerOf(e.records(e.principal))[gateway.KindX402Owed]) == tc.owed
+			})
+			if o := ledgerOf(e.records(e.principal))[gateway.KindX402Owed]; len(o) != tc.owed ||
+				(tc.owed == 1 && o[0].Amount != paidPrice) {
+				t.Fatalf("owed records %+v, want %d of %d", o, tc.owed, paidPrice)
+			}
+		})
+	}
+}

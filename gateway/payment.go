@@ -209,13 +209,11 @@ func (g *Gateway) settle(c *call) *Decision {
 // until the authorization expires, and the call record says
 // settlement_pending.
 func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
-	rc := g.opts.X402.Reconciler
-	if rc == nil {
-		rc, _ = g.opts.X402.Settler.(Reconciler)
-	}
+	rc := g.reconciler()
 	if rc == nil {
 		return
 	}
+	oweOnSettle, tool := c.pay.oweOnSettle, c.rt.tool.ID
 	key, tx, principal, reqID := c.pay.verified.Key, sr.Transaction, c.principal(), string(c.reqID)
 	amount, network, payer, deadline := c.rt.tool.Price, sr.Network, c.pay.verified.Payer, c.pay.verified.ValidBefore
 	every := g.opts.X402.ReconcileEvery
@@ -255,6 +253,13 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 				}
 				g.metrics.x402Settle.WithLabelValues("reconciled").Inc()
 				record("x402_settlement", res.Transaction, "")
+				if oweOnSettle {
+					// Settled ahead of a call that was not served.
+					owed := g.oweRecord(principal, tool, reqID, payer, network, amount, g.now())
+					if err := g.led.Append(owed).Wait(); err != nil {
+						g.log.Error("record owed payment", "request_id", reqID, "err", err)
+					}
+				}
 				final(res)
 				return
 			case !res.Pending:
@@ -323,4 +328,14 @@ func (g *Gateway) extensionResponses(c *call, raw string) {
 			c.pay.extNote = note
 		}
 	}
+}
+
+// reconciler is what follows pending settlements: the configured
+// Reconciler, else the Settler when it can (on-chain settlement), else nil.
+func (g *Gateway) reconciler() Reconciler {
+	if rc := g.opts.X402.Reconciler; rc != nil {
+		return rc
+	}
+	rc, _ := g.opts.X402.Settler.(Reconciler)
+	return rc
 }

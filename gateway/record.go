@@ -106,10 +106,16 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		}
 		rec = g.callRecord(c, outcome, reason, status)
 		recs := []*ledger.Record{rec}
-		if c.pay.result.Success {
-			recs = append(recs, settlementRecord(c))
+		switch {
+		case c.pay.result.Success:
+			recs = append(recs, settlementRecord(c), g.owe(c))
+		case g.reconciler() != nil:
+			// Pending: the money may not have moved. Owed once
+			// reconciliation finds the settlement (reconcileLater).
+			c.pay.oweOnSettle = true
+		default:
+			recs = append(recs, g.owe(c)) // nobody will know better: owed, as if settled
 		}
-		recs = append(recs, g.owe(c))
 		ticket = g.append(c, recs...)
 	default:
 		if c.reserved {

@@ -119,6 +119,7 @@ type paidCall struct {
 	settled     bool     // settled (or left pending) ahead of, or after, the call
 	reconcile   bool     // left pending: follow it once the call is answered (run)
 	extNote     string   // a facilitator's rejection of an extension (the txn record's reason)
+	oweOnSettle bool     // settled ahead, pending, not served: owed once reconciled as settled
 	result      x402.SettleResult
 }
 
