@@ -53,6 +53,14 @@ type Options struct {
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
+	// ViewerToken, if set, grants read-only access to the management API
+	// and the dashboard (GET only; changes answer 403).
+	ViewerToken string
+	// SessionTTL is how long a dashboard session lasts (0:
+	// DefaultSessionTTL). SecureCookies marks the session cookie Secure
+	// on every answer (the public URL is https), not only over TLS.
+	SessionTTL    time.Duration
+	SecureCookies bool
 
 	// DemoUpstreams maps "demo:<name>" upstreams to a base URL
 	// ("http://127.0.0.1:port"); see StartDemoUpstreams.
@@ -123,7 +131,11 @@ type Gateway struct {
 
 	draining atomic.Bool
 
-	adminHash [32]byte
+	adminHash  [32]byte
+	viewerHash [32]byte
+	sessions   sessionBook // dashboard sessions (session.go)
+	stats      statsBook   // per-minute call counts for /stats (stats.go)
+	lastVerify atomic.Pointer[verifyResult]
 
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
@@ -163,6 +175,9 @@ func New(o Options) (*Gateway, error) {
 	if o.AdminToken == "" {
 		return nil, fmt.Errorf("gateway: admin token is required")
 	}
+	if o.ViewerToken != "" && o.ViewerToken == o.AdminToken {
+		return nil, fmt.Errorf("gateway: the viewer token must differ from the admin token")
+	}
 	g := &Gateway{
 		opts:      o,
 		now:       o.Now,
@@ -173,6 +188,7 @@ func New(o Options) (*Gateway, error) {
 		overrides: o.Overrides,
 		led:       o.Ledger,
 		adminHash: sha256.Sum256([]byte(o.AdminToken)),
+		viewerHash: sha256.Sum256([]byte(o.ViewerToken)),
 		clients:   make(map[string]*upstreamClient),
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
