@@ -179,19 +179,19 @@ func New(o Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: the viewer token must differ from the admin token")
 	}
 	g := &Gateway{
-		opts:      o,
-		now:       o.Now,
-		log:       o.Logger,
-		quotas:    o.Quotas,
-		spend:     o.Spend,
-		keys:      o.Keys,
-		overrides: o.Overrides,
-		led:       o.Ledger,
-		adminHash: sha256.Sum256([]byte(o.AdminToken)),
+		opts:       o,
+		now:        o.Now,
+		log:        o.Logger,
+		quotas:     o.Quotas,
+		spend:      o.Spend,
+		keys:       o.Keys,
+		overrides:  o.Overrides,
+		led:        o.Ledger,
+		adminHash:  sha256.Sum256([]byte(o.AdminToken)),
 		viewerHash: sha256.Sum256([]byte(o.ViewerToken)),
-		clients:   make(map[string]*upstreamClient),
-		stop:      make(chan struct{}),
-		metrics:   newMetrics(o.DB, o.Ledger),
+		clients:    make(map[string]*upstreamClient),
+		stop:       make(chan struct{}),
+		metrics:    newMetrics(o.DB, o.Ledger),
 	}
 	if g.now == nil {
 		g.now = time.Now
