@@ -117,7 +117,7 @@ func (b *browser) waitText(sel, want string) {
 
 func (b *browser) view(name string) {
 	b.t.Helper()
-	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="`+name+`"]`)))
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="` + name + `"]`)))
 	b.waitFor("the "+name+" view", `document.querySelector('#nav a[aria-current="page"]').dataset.view === `+strconv.Quote(name))
 }
 
@@ -277,7 +277,7 @@ func TestDashboard_Browser(t *testing.T) {
 		b.checkLabels("principals")
 		b.do(chromedp.SendKeys(chromedp.CSS("#principal-search"), "ci-agent"))
 		b.waitText("#principal-list", keyID)
-		b.do(chromedp.Click(chromedp.CSS(`#principal-list a[href*="`+keyID+`"]`)))
+		b.do(chromedp.Click(chromedp.CSS(`#principal-list a[href*="` + keyID + `"]`)))
 		b.waitText(`#quota tr[data-class="light"] .used`, "3")
 		if got := b.text(`tr[data-field="deny_tools"] .from`); got != "override" {
 			t.Errorf("deny_tools provenance: got %q, want override", got)
