@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/money"
 )
@@ -86,14 +88,31 @@ func BenchmarkStats_24h(b *testing.B) {
 	})
 }
 
-// BenchmarkStats_Add is the per-call cost of counting (the hot path).
+// BenchmarkStats_Add is the per-call cost of counting (the hot path),
+// against the baseline of the Prometheus counter every call already
+// increments (toolgate_calls_total).
 func BenchmarkStats_Add(b *testing.B) {
-	var book statsBook
 	at := time.Now()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			book.add(at, "key:k_0001", "search/web", outAllowed, "", 2000, 1)
-		}
+	b.Run("stats", func(b *testing.B) {
+		var book statsBook
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				book.add(at, "key:k_0001", "search/web", outAllowed, "", 2000, 1)
+			}
+		})
 	})
+	b.Run("prometheus-baseline", func(b *testing.B) {
+		m := newMetricsForBench()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				m.WithLabelValues("search/web", outAllowed, "").Inc()
+			}
+		})
+	})
+}
+
+func newMetricsForBench() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bench_calls_total", Help: "bench"}, []string{"tool", "outcome", "reason"})
 }
