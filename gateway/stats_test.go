@@ -1,12 +1,15 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/x402"
 )
 
 type statsBody struct {
@@ -17,6 +20,7 @@ type statsBody struct {
 		ByOutcome       map[string]int64 `json:"by_outcome"`
 		DenialsByReason map[string]int64 `json:"denials_by_reason"`
 		SpendUSD        float64          `json:"spend_usd"`
+		X402RevenueUSD  float64          `json:"x402_revenue_usd"`
 	} `json:"totals"`
 	Series struct {
 		Points    int                `json:"points"`
@@ -226,5 +230,39 @@ func TestPolicy_DryRun(t *testing.T) {
 	}
 	if resp, _ := h.admin("POST", "/credits/keys?dry_run=true", `{"name":"x"}`); resp.StatusCode != 200 || len(h.keys(t)) != 1 {
 		t.Fatalf("valid create dry run: got %d and %d keys, want 200 and 1", resp.StatusCode, len(h.keys(t)))
+	}
+}
+
+// TestStats_X402Revenue: a settled x402 payment counts as revenue, a
+// refused settlement does not (both settle modes).
+func TestStats_X402Revenue(t *testing.T) {
+	for _, tool := range settleModes {
+		t.Run(tool, func(t *testing.T) {
+			var refuse atomic.Bool
+			refuse.Store(true)
+			settler := &fakeSettler{}
+			settler.SettleFn = func(_ context.Context, p *x402.Payment, o *x402.Offer) (x402.SettleResult, error) {
+				if refuse.Load() {
+					return x402.SettleResult{Reason: x402.ReasonTransferFailed, Payer: p.Authorization.From.Hex(), Network: o.Network(p.Version)}, nil
+				}
+				return x402.SettleResult{Success: true, Transaction: "0xabc", Network: o.Network(p.Version), Payer: p.Authorization.From.Hex()}, nil
+			}
+			e := newPaidEnv(t, settler, nil)
+			if resp, b := e.callPaid(tool, "", e.sign(tool, false).hdr); resp.StatusCode != 402 {
+				t.Fatalf("refused settlement: got %d %s, want 402", resp.StatusCode, b)
+			}
+			if s := e.harness.stats(t, "?since=1h"); s.Totals.X402RevenueUSD != 0 || s.Totals.ByOutcome["settle_failed"] != 1 {
+				t.Fatalf("after a refused settlement: revenue %v, settle_failed %d, want 0 and 1", s.Totals.X402RevenueUSD, s.Totals.ByOutcome["settle_failed"])
+			}
+			refuse.Store(false)
+			if resp, b := e.callPaid(tool, "", e.sign(tool, false).hdr); resp.StatusCode != 200 {
+				t.Fatalf("settled call: got %d %s, want 200", resp.StatusCode, b)
+			}
+			s := e.harness.stats(t, "?since=1h")
+			if s.Totals.X402RevenueUSD != 0.01 || s.Totals.ByOutcome["allowed"] != 1 || len(s.TopPrincipals.BySpend) != 1 ||
+				s.TopPrincipals.BySpend[0].Principal != e.principal {
+				t.Fatalf("after a settled call: %+v, want revenue 0.01, one allowed call by %s", s.Totals, e.principal)
+			}
+		})
 	}
 }
