@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -229,12 +230,7 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision
 	if rest == "" {
 		switch m {
 		case "GET":
-			keys := g.keys.List()
-			out := make([]keyView, len(keys))
-			for i, k := range keys {
-				out[i] = g.viewKey(k)
-			}
-			return map[string]any{"keys": out}, nil
+			return g.listKeys(ctx)
 		case "POST":
 			return g.createKey(ctx)
 		}
@@ -275,6 +271,43 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision
 		return g.topUp(ctx, k)
 	}
 	return nil, errNotFound
+}
+
+// listKeys serves GET /credits/keys: every key, oldest first (newest
+// first with ?order=desc), or with ?q= those whose key_id or name contains
+// q (case-insensitive), at most ?limit= of them; "total" counts the
+// matches.
+func (g *Gateway) listKeys(ctx *fasthttp.RequestCtx) (any, *Decision) {
+	args := ctx.QueryArgs()
+	q := strings.ToLower(string(args.Peek("q")))
+	limit := -1
+	if args.Has("limit") {
+		n, err := args.GetUint("limit")
+		if err != nil || n < 1 {
+			return nil, badRequest("Invalid query: limit: want a positive integer")
+		}
+		limit = n
+	}
+	keys := g.keys.List()
+	switch string(args.Peek("order")) {
+	case "", "asc":
+	case "desc":
+		slices.Reverse(keys)
+	default:
+		return nil, badRequest("Invalid query: order: want asc or desc")
+	}
+	out := []keyView{}
+	total := 0
+	for _, k := range keys {
+		if q != "" && !strings.Contains(strings.ToLower(k.ID), q) && !strings.Contains(strings.ToLower(k.Name), q) {
+			continue
+		}
+		total++
+		if limit < 0 || len(out) < limit {
+			out = append(out, g.viewKey(k))
+		}
+	}
+	return map[string]any{"keys": out, "total": total}, nil
 }
 
 func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {

@@ -131,11 +131,12 @@ type Gateway struct {
 
 	draining atomic.Bool
 
-	adminHash  [32]byte
-	viewerHash [32]byte
-	sessions   sessionBook // dashboard sessions (session.go)
-	stats      statsBook   // per-minute call counts for /stats (stats.go)
-	lastVerify atomic.Pointer[verifyResult]
+	adminHash   [32]byte
+	viewerHash  [32]byte
+	sessions    sessionBook // dashboard sessions (session.go)
+	signInFails signInLimiter
+	stats       statsBook // per-minute call counts for /stats (stats.go)
+	lastVerify  atomic.Pointer[verifyResult]
 
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)

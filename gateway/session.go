@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -55,11 +56,60 @@ const (
 )
 
 var (
-	errViewerReadOnly = apiErr(403, "Read-only (viewer) access: changes need the admin token")
-	errCSRF           = apiErr(403, "CSRF token missing or invalid: send the session's csrf_token in X-CSRF-Token")
-	errNoSession      = apiErr(401, "Not signed in")
-	errBadToken       = apiErr(401, "Invalid token")
+	errViewerReadOnly  = apiErr(403, "Read-only (viewer) access: changes need the admin token")
+	errCSRF            = apiErr(403, "CSRF token missing or invalid: send the session's csrf_token in X-CSRF-Token")
+	errNoSession       = apiErr(401, "Not signed in")
+	errBadToken        = apiErr(401, "Invalid token")
+	errSignInThrottled = apiErr(429, "Too many failed sign-ins from this address; try again in a minute")
 )
+
+// signInFailLimit is how many wrong tokens one source address may send to
+// POST /ui/session per clock minute before it is refused (429) for the
+// rest of that minute; signInMaxSources bounds the addresses tracked (the
+// rest share one count).
+const (
+	signInFailLimit  = 10
+	signInMaxSources = 10000
+)
+
+// signInLimiter counts failed sign-ins per source (an IPv6 /64 as one) in
+// the current minute. Safe for concurrent use.
+type signInLimiter struct {
+	mu     sync.Mutex
+	minute int64
+	fails  map[netip.Addr]int
+}
+
+func (l *signInLimiter) roll(now time.Time) {
+	if m := now.Unix() / 60; m != l.minute || l.fails == nil {
+		l.minute, l.fails = m, make(map[netip.Addr]int)
+	}
+}
+
+func (l *signInLimiter) blocked(src netip.Addr, now time.Time) bool {
+	src = sourceKey(src)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	if _, ok := l.fails[src]; !ok && len(l.fails) >= signInMaxSources {
+		src = netip.IPv4Unspecified()
+	}
+	return l.fails[src] >= signInFailLimit
+}
+
+// failed counts a wrong token; it reports whether the source just reached
+// the limit (logged once).
+func (l *signInLimiter) failed(src netip.Addr, now time.Time) bool {
+	src = sourceKey(src)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	if _, ok := l.fails[src]; !ok && len(l.fails) >= signInMaxSources {
+		src = netip.IPv4Unspecified()
+	}
+	l.fails[src]++
+	return l.fails[src] == signInFailLimit
+}
 
 type session struct {
 	role    role
@@ -239,9 +289,16 @@ func (g *Gateway) apiSession(ctx *fasthttp.RequestCtx) (any, *Decision) {
 		if !ok || json.Unmarshal(raw, &tok) != nil || tok == "" || len(f) != 1 {
 			return nil, badRequest(`Request body must be {"token": "<admin or viewer token>"}`)
 		}
+		src := g.clientAddr(ctx)
+		if g.signInFails.blocked(src, now) {
+			ctx.Response.Header.Set("Retry-After", "60")
+			return nil, errSignInThrottled
+		}
 		r := g.tokenRole([]byte(tok))
 		if r == roleNone {
-			g.log.Warn("dashboard sign-in refused", "source", sourceString(g.clientAddr(ctx)))
+			if g.signInFails.failed(src, now) {
+				g.log.Warn("dashboard sign-ins refused: too many wrong tokens, throttled for the minute", "source", sourceString(src))
+			}
 			return nil, errBadToken
 		}
 		ttl := g.opts.SessionTTL

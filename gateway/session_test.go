@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -260,5 +262,78 @@ func TestUI_Static(t *testing.T) {
 	}
 	if resp, _ := h.do("POST", "/ui/", "x"); resp.StatusCode != 405 {
 		t.Errorf("POST /ui/: got %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestKeys_ListFilter: GET /credits/keys?q=&limit=&order= finds keys by
+// id or name without sending every key.
+func TestKeys_ListFilter(t *testing.T) {
+	h := newHarness(t)
+	for _, n := range []string{"alpha-bot", "beta-bot", "Gamma"} {
+		h.createKey(`{"name":"` + n + `"}`)
+	}
+	list := func(q string) (names []string, total float64) {
+		resp, b := h.admin("GET", "/credits/keys"+q, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /credits/keys%s: %d %s", q, resp.StatusCode, b)
+		}
+		m := decode(t, b)
+		for _, k := range m["keys"].([]any) {
+			names = append(names, k.(map[string]any)["name"].(string))
+		}
+		return names, m["total"].(float64)
+	}
+	sorted := func(v []string) string { v = slices.Clone(v); slices.Sort(v); return strings.Join(v, ",") }
+	for _, tc := range []struct {
+		q, want string
+		total   float64
+	}{
+		{"", "Gamma,alpha-bot,beta-bot", 3},
+		{"?q=BOT", "alpha-bot,beta-bot", 2},
+		{"?q=gam", "Gamma", 1},
+		{"?q=nothing", "", 0},
+	} {
+		names, total := list(tc.q)
+		if sorted(names) != tc.want || total != tc.total {
+			t.Errorf("%s: got %v (total %v), want %s (total %v)", tc.q, names, total, tc.want, tc.total)
+		}
+	}
+	asc, _ := list("")
+	desc, total := list("?order=desc&limit=2")
+	if total != 3 || len(desc) != 2 || desc[0] != asc[2] || desc[1] != asc[1] {
+		t.Errorf("?order=desc&limit=2: got %v (total %v), want the last two of %v, newest first", desc, total, asc)
+	}
+	for _, q := range []string{"?limit=0", "?limit=x", "?order=up"} {
+		if resp, _ := h.admin("GET", "/credits/keys"+q, ""); resp.StatusCode != 400 {
+			t.Errorf("GET /credits/keys%s: got %d, want 400", q, resp.StatusCode)
+		}
+	}
+}
+
+// TestSession_SignInThrottle: past 10 wrong tokens in a minute from one
+// address, sign-in is refused (429), the right token too, until the next
+// minute.
+func TestSession_SignInThrottle(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 1, 10, 0, 5, 0, time.UTC).UnixNano())
+	up := newUpstream(t)
+	h := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) {
+		o.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	})
+	try := func(tok string) int {
+		resp, _ := h.do("POST", "/ui/session", `{"token":"`+tok+`"}`, "Content-Type", "application/json")
+		return resp.StatusCode
+	}
+	for i := range 10 {
+		if got := try("guess-" + strconv.Itoa(i)); got != 401 {
+			t.Fatalf("wrong token %d: got %d, want 401", i, got)
+		}
+	}
+	if got := try(adminToken); got != 429 {
+		t.Fatalf("right token after 10 wrong ones: got %d, want 429", got)
+	}
+	now.Add(int64(time.Minute))
+	if got := try(adminToken); got != 200 {
+		t.Fatalf("next minute: got %d, want 200", got)
 	}
 }

@@ -6,6 +6,7 @@
 'use strict';
 
 const POLL_MS = 2000;
+const KEYS_SHOWN = 200;
 const S = { role: null, csrf: null, timer: null, refresh: null, range: 'hour' };
 const OUTCOMES = ['allowed', 'denied', 'quota_exceeded', 'spend_cap_exceeded', 'insufficient_credits',
   'unauthenticated', 'payment_required', 'payment_invalid', 'settle_failed', 'upstream_error',
@@ -259,7 +260,8 @@ function viewOverview(root) {
 
 function viewPrincipals(root, arg) {
   const search = h('input', { type: 'search', id: 'principal-search', placeholder: 'key id, name or 0x wallet',
-    on: { input: () => renderList() } });
+    on: { input: () => { renderList(); clearTimeout(typing); typing = setTimeout(refreshList, 250); } } });
+  let typing = null;
   const list = h('div', { class: 'card wide', id: 'principal-list' });
   const detail = h('div', { class: 'card wide', id: 'principal-detail' });
   root.append(h('h1', {}, 'Principals'), h('div', { class: 'row' }, field('Search principals', search)),
@@ -276,7 +278,8 @@ function viewPrincipals(root, arg) {
           h('td', {}, p.name || ''), h('td', {}, p.status || ''), h('td', { class: 'num' }, usd(p.spend)), h('td', { class: 'num' }, p.denied || 0)))));
   }
   async function refreshList() {
-    const [keys, st] = await Promise.all([api('GET', '/credits/keys'), api('GET', '/stats?since=24h&step=60m&top=200')]);
+    const q = encodeURIComponent(search.value.trim());
+    const [keys, st] = await Promise.all([api('GET', '/credits/keys?order=desc&limit=200&q=' + q), api('GET', '/stats?since=24h&step=60m&top=200')]);
     const m = new Map();
     if (keys.ok) for (const k of keys.data.keys) m.set('key:' + k.key_id, { principal: 'key:' + k.key_id, name: k.name, status: k.status });
     if (st.ok) {
@@ -521,12 +524,13 @@ function viewKeys(root) {
   }
   async function refresh(force) {
     if (busy && !force) return;
-    const r = await api('GET', '/credits/keys');
+    const r = await api('GET', '/credits/keys?order=desc&limit=' + KEYS_SHOWN);
     if (!r.ok) return;
     const sig = JSON.stringify(r.data);
     if (sig === last && !force) return;
     last = sig;
-    tableBox.replaceChildren(h('h2', {}, 'Keys'), table([{ label: 'Key ID' }, { label: 'Name' }, { label: 'Key' }, { label: 'Status' },
+    const shown = r.data.keys.length < r.data.total ? ` (newest ${r.data.keys.length} of ${r.data.total}; find others under Principals)` : '';
+    tableBox.replaceChildren(h('h2', {}, 'Keys' + shown), table([{ label: 'Key ID' }, { label: 'Name' }, { label: 'Key' }, { label: 'Status' },
       { label: 'Created' }, { label: 'Expires' }, { label: 'Credits', num: true }, { label: 'Policy' }, { label: 'Actions' }],
     r.data.keys.map((k) => h('tr', { 'data-key-id': k.key_id }, h('td', {}, principalLink('key:' + k.key_id)), h('td', {}, k.name || ''),
       h('td', {}, h('code', {}, k.key)), h('td', { class: 'status' }, k.status), h('td', {}, when(k.created_at)), h('td', {}, when(k.expires_at)),
