@@ -14,6 +14,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/ledger"
 )
 
 // The dashboard in a real browser: headless Chromium (Debian's package;
@@ -157,6 +160,38 @@ func (b *browser) signIn(tok string) {
 	b.waitFor("the signed-in page", `!document.querySelector('#nav').hidden && document.querySelector('#main h1') !== null`)
 }
 
+// seedHistory appends an hour of earlier traffic by a few other callers
+// to the ledger before the gateway starts (which counts it for /stats from
+// the ledger), so that the charts and top lists have something to show.
+func seedHistory(t *testing.T, led *ledger.Ledger, now time.Time) {
+	t.Helper()
+	who := []string{"key:k_RESEARCHBOT01", "key:k_MAILER000002", "key:k_SCRAPER00003", "wallet:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}
+	tools := []string{"extract/structured", "search/web", "email/send", "image/generate", "code_execute"}
+	var recs []*ledger.Record
+	for m := 60; m >= 1; m-- {
+		at := now.Add(-time.Duration(m) * time.Minute)
+		n := 4 + (60-m)%7 + m%5
+		for i := range n {
+			r := &ledger.Record{Type: ledger.TypeCall, At: at.Add(time.Duration(i) * time.Second), Principal: who[(m+i)%len(who)],
+				Tier: "api_key", Tool: tools[(m*3+i)%len(tools)], RateClass: "light", Outcome: "allowed", Status: 200}
+			switch {
+			case r.Tool == "code_execute":
+				r.Outcome, r.Reason, r.Status = "denied", "deny_tools", 403
+			case (m+i)%11 == 0:
+				r.Outcome, r.Reason, r.Status = "quota_exceeded", "rate_class_quota", 403
+			case (m+i)%17 == 0:
+				r.Outcome, r.Reason, r.Status = "spend_cap_exceeded", "daily_spend_cap", 429
+			default:
+				r.Cost, r.SpendDay = 10_000, now.UTC().Format(time.DateOnly)
+			}
+			recs = append(recs, r)
+		}
+	}
+	if err := led.Append(recs...).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDashboard_Browser drives the dashboard in headless Chromium: sign
 // in; create a key with a policy (an invalid one first: the validator's
 // problem at its JSON path, nothing created); calls over HTTP change the
@@ -166,7 +201,10 @@ func (b *browser) signIn(tok string) {
 // console errors; a screenshot of each view.
 func TestDashboard_Browser(t *testing.T) {
 	up := newUpstream(t)
-	h := newHarnessWith(t, up, testCatalog(up.srv.URL), withViewer)
+	h := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) {
+		withViewer(o)
+		seedHistory(t, o.Ledger, time.Now())
+	})
 	b := newBrowser(t, h.url)
 	run := func(name string, fn func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
@@ -249,7 +287,14 @@ func TestDashboard_Browser(t *testing.T) {
 	run("LiveOverview", func(t *testing.T) {
 		b.view("overview")
 		b.waitFor("the chart", `document.querySelector('#chart svg') !== null`)
-		eval[bool](b, `(window.__noReload = true)`)
+		eval[bool](b, `(window.__noReload = true, window.__count = (o) => {
+			const m = document.querySelector('#chart svg').getAttribute('aria-label').match(new RegExp('(\\d+) ' + o + '(,|$)'));
+			return m ? Number(m[1]) : 0;
+		}, window.__reason = (r) => {
+			const row = [...document.querySelectorAll('#denials tbody tr')].find(tr => tr.cells[0].textContent === r);
+			return row ? Number(row.cells[1].textContent) : 0;
+		}, window.__before = Object.fromEntries(['allowed', 'denied', 'quota_exceeded'].map(o => [o, __count(o)])),
+		window.__reasons = {deny: __reason('deny_tools'), quota: __reason('rate_class_quota')}, true)`)
 		for range 3 {
 			if resp, body := h.call(secret, "search/web", `{}`); resp.StatusCode != 200 {
 				t.Fatalf("allowed call: %d %s", resp.StatusCode, body)
@@ -257,10 +302,9 @@ func TestDashboard_Browser(t *testing.T) {
 		}
 		h.call(secret, "search/web", `{}`)   // over the light quota of 3
 		h.call(secret, "code_execute", `{}`) // denied by policy
-		b.waitFor("the chart to count the calls", `(l => l.includes('3 allowed') && l.includes('1 denied') && l.includes('1 quota_exceeded'))(
-			document.querySelector('#chart svg').getAttribute('aria-label'))`)
-		b.waitText("#denials", "deny_tools")
-		b.waitText("#denials", "rate_class_quota")
+		b.waitFor("the chart to count the calls", `__count('allowed') === __before.allowed + 3 && __count('denied') === __before.denied + 1 &&
+			__count('quota_exceeded') === __before.quota_exceeded + 1`)
+		b.waitFor("the denials by reason to count them", `__reason('deny_tools') === __reasons.deny + 1 && __reason('rate_class_quota') === __reasons.quota + 1`)
 		b.waitText("#top-denials", keyID)
 		b.waitText("#top-spend", keyID)
 		if !eval[bool](b, `window.__noReload === true`) {

@@ -153,7 +153,8 @@ function kpi(label, value, id) {
 }
 function principalLink(p) {
   if (!p.startsWith('key:') && !p.startsWith('wallet:')) return h('span', {}, p);
-  return h('a', { href: '#/principals/' + encodeURIComponent(p) }, p);
+  const short = p.startsWith('wallet:') ? p.slice(0, 14) + '…' + p.slice(-4) : p;
+  return h('a', { href: '#/principals/' + encodeURIComponent(p), title: p }, short);
 }
 function outcomeBadge(o) {
   return h('span', { class: 'badge ' + (o === 'allowed' ? 'allowed' : 'refused') }, o);
