@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/toolgate/toolgate/e2e/chain"
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/ledger"
 )
@@ -203,6 +204,7 @@ func TestDashboard_Browser(t *testing.T) {
 	up := newUpstream(t)
 	h := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) {
 		withViewer(o)
+		withX402(t, &fakeSettler{})(o) // wallets pay per call: revenue and the Bazaar listing
 		seedHistory(t, o.Ledger, time.Now())
 	})
 	b := newBrowser(t, h.url)
@@ -302,8 +304,20 @@ func TestDashboard_Browser(t *testing.T) {
 		}
 		h.call(secret, "search/web", `{}`)   // over the light quota of 3
 		h.call(secret, "code_execute", `{}`) // denied by policy
+		defer func() {
+			if t.Failed() {
+				t.Logf("chart: %s; before: %s", eval[string](b, `document.querySelector('#chart svg').getAttribute('aria-label')`),
+					eval[string](b, `JSON.stringify(__before)`))
+			}
+		}()
 		b.waitFor("the chart to count the calls", `__count('allowed') === __before.allowed + 3 && __count('denied') === __before.denied + 1 &&
 			__count('quota_exceeded') === __before.quota_exceeded + 1`)
+		// A wallet pays for one call: x402 revenue.
+		if resp, body := h.do("POST", "/tools/search/web", `{}`, "PAYMENT-SIGNATURE", h.pay(chain.Accounts[6], "search/web", 2000)); resp.StatusCode != 200 {
+			t.Fatalf("paid call: %d %s", resp.StatusCode, body)
+		}
+		b.waitText("#kpi-revenue", "$0.0020")
+		b.waitFor("the chart to count the paid call", `__count('allowed') === __before.allowed + 4`)
 		b.waitFor("the denials by reason to count them", `__reason('deny_tools') === __reasons.deny + 1 && __reason('rate_class_quota') === __reasons.quota + 1`)
 		b.waitText("#top-denials", keyID)
 		b.waitText("#top-spend", keyID)
@@ -377,6 +391,14 @@ func TestDashboard_Browser(t *testing.T) {
 		if href := eval[string](b, `document.querySelector('#export-selection').getAttribute('href')`); !strings.Contains(href, "outcome=denied") {
 			t.Errorf("export link: %q, want the selection's query", href)
 		}
+		exported := eval[string](b, `fetch(document.querySelector('#export-selection').href).then(r => r.text())`)
+		if lines := strings.Split(strings.TrimSpace(exported), "\n"); len(lines) != 1 || !strings.Contains(lines[0], `"outcome":"denied"`) {
+			t.Errorf("downloaded selection: %q, want the one denied record", exported)
+		}
+		chainExport := eval[string](b, `fetch(document.querySelector('#export-chain').href).then(r => r.text())`)
+		if !strings.Contains(chainExport, `"type":"checkpoint"`) {
+			t.Errorf("chain export: no checkpoint in %.200q", chainExport)
+		}
 		b.do(chromedp.Click(chromedp.CSS("#verify-chain")))
 		b.waitText("#verify-result", "Intact")
 		b.screenshot("audit")
@@ -386,7 +408,8 @@ func TestDashboard_Browser(t *testing.T) {
 		b.view("tools")
 		b.waitText("#tools", "extract/structured")
 		b.waitText("#tools", "after_upstream")
-		b.waitText("#bazaar", "x402 is off")
+		b.waitText("#bazaar", "/tools/extract/structured")
+		b.waitText("#tools", "offered")
 		b.screenshot("tools")
 	})
 

@@ -637,7 +637,10 @@ function viewTools(root) {
     const items = (d.ok && d.data.items) || [];
     bazaar.replaceChildren(h('h2', {}, 'x402 / Bazaar listing preview'),
       items.length ? h('ul', {}, items.map((it) => h('li', {}, h('code', {}, it.resource), ' ',
-        (it.accepts || []).map((a) => a.amount || a.maxAmountRequired).join(' / ') + ' atomic units'))) :
+        (it.accepts || []).map((a) => {
+          const n = Number(a.amount || a.maxAmountRequired);
+          return usd(n / 1e6) + ' on ' + a.network + ' (' + n + ' atomic units)';
+        }).join(' / ')))) :
         h('p', { class: 'muted' }, c.data.x402 ? 'No priced tools.' : 'x402 is off (--x402-pay-to): nothing is listed.'),
       items.length ? h('details', {}, h('summary', {}, 'Full listing (GET /discovery/resources)'), h('pre', {}, JSON.stringify(d.data, null, 2))) : '');
   }
