@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -403,11 +404,10 @@ func (g *Gateway) apiStats(ctx *fasthttp.RequestCtx) (any, *Decision) {
 			bad = append(bad, key+": unknown parameter")
 		}
 	})
+	if until.After(now) {
+		until = now
+	}
 	if len(bad) == 0 {
-		switch {
-		case until.After(now):
-			until = now
-		}
 		switch {
 		case since.Before(now.Add(-statsSpan)):
 			bad = append(bad, "since: at most 24h back (the gateway counts the last 24 hours; older calls: GET /audit)")
@@ -420,22 +420,11 @@ func (g *Gateway) apiStats(ctx *fasthttp.RequestCtx) (any, *Decision) {
 		bad = append(bad, "step: too many steps (at most 1441); use a larger step")
 	}
 	if len(bad) > 0 {
-		return nil, badRequest("Invalid query: " + joinProblems(bad))
+		return nil, badRequest("Invalid query: " + strings.Join(bad, "; "))
 	}
 	out := g.stats.query(from, to, stepM, top)
 	out.Since, out.Until, out.StepS = time.Unix(from*60, 0).UTC(), until.UTC(), int(step/time.Second)
 	out.Ledger.HeadSeq, out.Ledger.HeadHash = g.led.Head()
 	out.Ledger.LastVerification = g.lastVerify.Load()
 	return out, nil
-}
-
-func joinProblems(bad []string) string {
-	s := ""
-	for i, b := range bad {
-		if i > 0 {
-			s += "; "
-		}
-		s += b
-	}
-	return s
 }
