@@ -131,11 +131,14 @@ type Gateway struct {
 
 	draining atomic.Bool
 
-	adminHash   [32]byte
+	adminHash [32]byte
+
+	// The dashboard's state: sessions and sign-in throttle (session.go),
+	// the call counters of /stats and the last verification (stats.go).
 	viewerHash  [32]byte
-	sessions    sessionBook // dashboard sessions (session.go)
+	sessions    sessionBook
 	signInFails signInLimiter
-	stats       statsBook // per-minute call counts for /stats (stats.go)
+	stats       statsBook
 	lastVerify  atomic.Pointer[verifyResult]
 
 	state   atomic.Pointer[state]
@@ -180,20 +183,20 @@ func New(o Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: the viewer token must differ from the admin token")
 	}
 	g := &Gateway{
-		opts:       o,
-		now:        o.Now,
-		log:        o.Logger,
-		quotas:     o.Quotas,
-		spend:      o.Spend,
-		keys:       o.Keys,
-		overrides:  o.Overrides,
-		led:        o.Ledger,
-		adminHash:  sha256.Sum256([]byte(o.AdminToken)),
-		viewerHash: sha256.Sum256([]byte(o.ViewerToken)),
-		clients:    make(map[string]*upstreamClient),
-		stop:       make(chan struct{}),
-		metrics:    newMetrics(o.DB, o.Ledger),
+		opts:      o,
+		now:       o.Now,
+		log:       o.Logger,
+		quotas:    o.Quotas,
+		spend:     o.Spend,
+		keys:      o.Keys,
+		overrides: o.Overrides,
+		led:       o.Ledger,
+		adminHash: sha256.Sum256([]byte(o.AdminToken)),
+		clients:   make(map[string]*upstreamClient),
+		stop:      make(chan struct{}),
+		metrics:   newMetrics(o.DB, o.Ledger),
 	}
+	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
 	if g.now == nil {
 		g.now = time.Now
 	}
