@@ -54,9 +54,12 @@ func newBrowser(t *testing.T, url string) *browser {
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run its sandbox as root
 	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	// A bound on the whole browser session: a hung Chromium fails the
+	// test instead of holding CI.
+	tctx, cancelT := context.WithTimeout(context.Background(), 3*time.Minute)
+	actx, cancelA := chromedp.NewExecAllocator(tctx, opts...)
 	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelA() })
+	t.Cleanup(func() { cancel(); cancelA(); cancelT() })
 	b := &browser{t: t, ctx: ctx, url: url}
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("start Chromium: %v", err)
