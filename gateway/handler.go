@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/netip"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -21,6 +22,10 @@ func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	if string(path) == MCPPath {
 		g.serveMCP(ctx, st)
+		return
+	}
+	if p := string(path); strings.HasPrefix(p, wellKnownResource) {
+		g.serveResourceMetadata(ctx, st, p)
 		return
 	}
 	if rt := st.route(path); rt != nil {
@@ -77,6 +82,9 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	if r.hasKey {
 		return // a key is who the caller is; a payment beside it is not read
 	}
+	if form, tok := identity.Bearer(rh.Peek("Authorization")); form == identity.BearerJWT || form == identity.BearerOpaque {
+		r.token = tok // an access token, when auth.json is configured (tokenAuth)
+	}
 	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {
 		r.payment, r.paymentVersion = v, 2
 	} else if v := rh.Peek(x402.HeaderXPayment); len(v) > 0 {
@@ -106,9 +114,10 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	c.unrecorded = g.space.low.Load()
 	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	g.restRequest(ctx, &c.req)
-	if c.req.hasKey {
-		if id, ok, _, _ := (keyAuth{g.keys}).authenticate(c); ok && !id.who.IsZero() {
+	for _, a := range []authenticator{keyAuth{g.keys}, tokenAuth{g}} {
+		if id, ok, d, err := a.authenticate(c); ok && d == nil && err == nil && !id.who.IsZero() {
 			c.who, c.tier = id.who, id.tier
+			break
 		}
 	}
 	d = g.recordRefused(c, d, "", p) // the record keeps the path asked for

@@ -51,6 +51,11 @@ type Config struct {
 	// issuer and the "resource" of the protected-resource metadata.
 	Resource string
 	Issuers  []*IssuerConfig
+	// MCPAnonymous keeps /mcp open to callers without credentials (x402
+	// payers). By default, with issuers configured, such a request is
+	// answered 401 with the protected-resource metadata, which is how MCP
+	// clients learn to fetch a token.
+	MCPAnonymous bool
 }
 
 // IssuerConfig is one trusted issuer.
@@ -118,6 +123,11 @@ func Decode(data []byte) (*Config, error) {
 				}
 				cfg.Resource = strings.TrimSuffix(s, "/")
 			}
+		case "mcp_anonymous":
+			if string(f.val) != "true" && string(f.val) != "false" {
+				ps.Add(path, "must be true or false")
+			}
+			cfg.MCPAnonymous = string(f.val) == "true"
 		case "issuers":
 			var list []json.RawMessage
 			if err := json.Unmarshal(f.val, &list); err != nil || list == nil {
@@ -130,7 +140,7 @@ func Decode(data []byte) (*Config, error) {
 				}
 			}
 		default:
-			ps.Add(path, "unknown field (want version, resource, issuers)")
+			ps.Add(path, "unknown field (want version, resource, mcp_anonymous, issuers)")
 		}
 	}
 	aliases := map[string]int{}

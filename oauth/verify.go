@@ -173,7 +173,9 @@ func (v *Verifier) Verify(tok []byte, now time.Time) (*Token, error) {
 }
 
 // VerifyUncached is Verify without the cache (benchmarks, tests).
-func (v *Verifier) VerifyUncached(tok []byte, now time.Time) (*Token, error) { return v.verify(tok, now) }
+func (v *Verifier) VerifyUncached(tok []byte, now time.Time) (*Token, error) {
+	return v.verify(tok, now)
+}
 
 type jwtHeader struct {
 	Alg  string          `json:"alg"`
