@@ -78,11 +78,15 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.header = rh
 	r.source = g.clientAddr(ctx)
 	r.tls = g.viaTLS(ctx)
-	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
-	if r.hasKey {
+	if k := rh.Peek("X-Api-Key"); len(k) > 0 {
+		r.apiKey, r.hasKey = k, true
 		return // a key is who the caller is; a payment beside it is not read
 	}
-	if form, tok := identity.Bearer(rh.Peek("Authorization")); form == identity.BearerJWT || form == identity.BearerOpaque {
+	switch form, tok := identity.Bearer(rh.Peek("Authorization")); form {
+	case identity.BearerAPIKey:
+		r.apiKey, r.hasKey = tok, true
+		return
+	case identity.BearerJWT, identity.BearerOpaque:
 		r.token = tok // an access token, when auth.json is configured (tokenAuth)
 	}
 	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {

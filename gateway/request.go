@@ -55,9 +55,9 @@ type request struct {
 	hasKey         bool
 	token          []byte       // Authorization: Bearer of any other form (a JWT access token, or not a credential)
 	tok            *oauth.Token // the access token, when the front end verified it already (MCP does, per request)
-	payment        []byte // x402 payment: header value (base64), or JSON when paymentJSON
-	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
-	paymentJSON    bool   // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
+	payment        []byte       // x402 payment: header value (base64), or JSON when paymentJSON
+	paymentVersion int          // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
+	paymentJSON    bool         // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
 }
 
 // headerSource is a read-only view of a caller's headers.

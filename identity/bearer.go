@@ -1,12 +1,14 @@
 package identity
 
+import "bytes"
+
 // BearerForm is what an "Authorization: Bearer" token is, told apart by
 // its form alone. API keys, the admin token and OAuth access tokens all
 // travel in that header; Bearer is the one place that decides which is
 // which (docs/oauth.md):
 //
 //   - "it-…"                              an API key
-//   - three dot-separated base64url parts a JWT (an OAuth / OIDC access token)
+//   - three dot-separated parts, the first base64url: a JWT (an OAuth / OIDC access token)
 //   - anything else                       opaque: the admin token on the
 //     management API, nothing on a tool call
 type BearerForm uint8
@@ -16,9 +18,9 @@ const (
 	BearerNone BearerForm = iota
 	// BearerAPIKey: a token starting with "it-".
 	BearerAPIKey
-	// BearerJWT: header.payload.signature, each part base64url without
-	// padding (the signature part may be empty, as in alg "none", so that
-	// such tokens are refused as tokens, not ignored).
+	// BearerJWT: header.payload.signature, the header base64url, the
+	// first two parts non-empty (the signature part may be empty, as in
+	// alg "none", so that such tokens are refused as tokens, not ignored).
 	BearerJWT
 	// BearerOpaque: any other token.
 	BearerOpaque
@@ -55,27 +57,37 @@ func Bearer(authorization []byte) (BearerForm, []byte) {
 	return BearerOpaque, tok
 }
 
-// looksLikeJWT: exactly two dots, the first two parts non-empty, every
-// byte base64url.
+// looksLikeJWT: exactly two dots, the first two parts non-empty, the
+// header part base64url (the rest is checked when the token is decoded:
+// classifying must stay cheap for tokens of kilobytes).
 func looksLikeJWT(tok []byte) bool {
-	dots, part := 0, 0
-	for _, c := range tok {
-		switch {
-		case c == '.':
-			if part == 0 && dots < 2 {
-				return false
-			}
-			dots++
-			part = 0
-			if dots > 2 {
-				return false
-			}
-			continue
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
-		default:
+	i := bytes.IndexByte(tok, '.')
+	if i <= 0 {
+		return false
+	}
+	j := bytes.IndexByte(tok[i+1:], '.')
+	if j <= 0 || bytes.IndexByte(tok[i+1+j+1:], '.') >= 0 {
+		return false
+	}
+	for _, c := range tok[:i] {
+		if !b64url[c] {
 			return false
 		}
-		part++
 	}
-	return dots == 2
+	return true
 }
+
+// b64url marks the bytes of the base64url alphabet.
+var b64url = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	t['-'], t['_'] = true, true
+	return t
+}()
