@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
@@ -203,28 +204,14 @@ func (st *state) issuerTier(p identity.Principal) policy.Tier {
 	return tier
 }
 
-// checkAuth cross-checks auth.json against policies.json: every tier an
-// issuer or a claim mapping names is declared, and every mapped policy
-// compiles. Problems name auth.json paths.
+// checkAuth cross-checks auth.json against policies.json
+// (oauth.Config.Check): problems name auth.json paths.
 func (st *state) checkAuth() error {
 	if st.auth == nil {
 		return nil
 	}
-	var msgs []string
-	for i, is := range st.auth.Issuers {
-		ic := is.Cfg
-		if st.set.Tier(ic.Tier) == nil {
-			msgs = append(msgs, fmt.Sprintf("auth.json: $.issuers[%d].tier: tier %q is not declared in policies.json (add it under \"tiers\")", i, ic.Tier))
-			continue
-		}
-		for j, m := range ic.Mappings {
-			if _, _, err := st.compileTokenPolicy(is, 1<<uint(j), nil); err != nil {
-				msgs = append(msgs, fmt.Sprintf("auth.json: $.issuers[%d].claims.%s.%q: %v", i, m.Claim, m.Value, err))
-			}
-		}
-	}
-	if len(msgs) > 0 {
-		return errors.New(strings.Join(msgs, "\n"))
+	if err := st.auth.Config.Check(st.set); err != nil {
+		return fmt.Errorf("auth.json: %w", err)
 	}
 	return nil
 }
@@ -238,6 +225,20 @@ func (g *Gateway) ReloadAuth(cfg *oauth.Config) error {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
 	cur := g.state.Load()
+	return g.reloadLocked(cur.cat, cur.doc, cfg, false)
+}
+
+// ReloadWithAuth is Reload and ReloadAuth at once: the catalog, the
+// policies and auth.json are checked together and swapped together (a
+// tier removed from policies.json and from auth.json in one change).
+func (g *Gateway) ReloadWithAuth(cat *catalog.Catalog, doc *policy.Document, cfg *oauth.Config) error {
+	g.writeMu.Lock()
+	defer g.writeMu.Unlock()
+	return g.reloadLocked(g.importMCP(cat), doc, cfg, true)
+}
+
+func (g *Gateway) reloadLocked(cat *catalog.Catalog, doc *policy.Document, cfg *oauth.Config, counted bool) error {
+	cur := g.state.Load()
 	var v *oauth.Verifier
 	switch {
 	case cfg == nil:
@@ -250,11 +251,15 @@ func (g *Gateway) ReloadAuth(cfg *oauth.Config) error {
 	for k, o := range cur.overrides {
 		raws[k] = o.raw
 	}
-	st, err := g.build(cur.cat, cur.doc, raws, v)
+	st, err := g.build(cat, doc, raws, v)
 	if err != nil {
 		return err
 	}
 	st.reloads = cur.reloads
+	if counted {
+		st.reloads++
+		g.metrics.configReloads.Inc()
+	}
 	g.state.Store(st)
 	if v != nil {
 		g.prefetchAuth(v)

@@ -423,3 +423,33 @@ func strList(ps *catalog.Problems, v json.RawMessage, path string, check func(pa
 	}
 	return out
 }
+
+// Check cross-checks cfg against compiled policies: every tier an issuer
+// or a claim mapping names is declared, and every mapped policy compiles
+// over its tier. Each problem names its auth.json path.
+func (cfg *Config) Check(set *policy.Set) error {
+	var ps catalog.Problems
+	for i, ic := range cfg.Issuers {
+		if set.Tier(ic.Tier) == nil {
+			ps.Add(fmt.Sprintf("$.issuers[%d].tier", i), fmt.Sprintf("tier %q is not declared in policies.json (add it under \"tiers\")", ic.Tier))
+			continue
+		}
+		for _, m := range ic.Mappings {
+			path := fmt.Sprintf("$.issuers[%d].claims.%s.%q", i, m.Claim, m.Value)
+			tier := ic.Tier
+			if m.Policy.Tier != "" {
+				tier = m.Policy.Tier
+			}
+			if set.Tier(tier) == nil {
+				ps.Add(path+".tier", fmt.Sprintf("tier %q is not declared in policies.json", tier))
+				continue
+			}
+			p := *m.Policy
+			p.Tier = ""
+			if _, err := set.Effective(tier, &p); err != nil {
+				ps.Add(path, err.Error())
+			}
+		}
+	}
+	return ps.Err()
+}
