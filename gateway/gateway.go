@@ -263,6 +263,9 @@ func New(o Options) (*Gateway, error) {
 	}
 	var auth *oauth.Verifier
 	if o.Auth != nil {
+		if err := o.Auth.Resolve(""); err != nil { // serve resolves it with --public-url
+			return nil, fmt.Errorf("auth.json: %w", err)
+		}
 		auth = oauth.NewVerifier(o.Auth, oauth.Options{Logger: g.log})
 	}
 	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides, auth)

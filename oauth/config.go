@@ -155,18 +155,40 @@ func Decode(data []byte) (*Config, error) {
 			ps.Add(path+".issuer", fmt.Sprintf("issuer %q already configured at $.issuers[%d]", ic.Issuer, j))
 		}
 		issuers[ic.Issuer] = i
-		if len(ic.Audiences) == 0 {
-			if cfg.Resource == "" {
-				ps.Add(path+".audiences", "required when $.resource is not set: the audiences (RFC 8707 resource) a token must be issued for")
-			} else {
-				ic.Audiences = []string{cfg.Resource, cfg.Resource + "/mcp"}
-			}
-		}
 	}
+	cfg.defaultAudiences()
 	if err := ps.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// defaultAudiences gives the issuers without "audiences" the resource's:
+// the resource itself and its MCP endpoint.
+func (cfg *Config) defaultAudiences() {
+	for _, ic := range cfg.Issuers {
+		if len(ic.Audiences) == 0 && cfg.Resource != "" {
+			ic.Audiences = []string{cfg.Resource, cfg.Resource + "/mcp"}
+		}
+	}
+}
+
+// Resolve completes cfg for a gateway served at publicURL (its
+// --public-url): without "resource", the public URL is the resource, and
+// the default audience of issuers that name none. It fails when an issuer
+// is left without an audience.
+func (cfg *Config) Resolve(publicURL string) error {
+	if cfg.Resource == "" && publicURL != "" {
+		cfg.Resource = strings.TrimSuffix(publicURL, "/")
+		cfg.defaultAudiences()
+	}
+	var ps catalog.Problems
+	for i, ic := range cfg.Issuers {
+		if len(ic.Audiences) == 0 {
+			ps.Add(fmt.Sprintf("$.issuers[%d].audiences", i), "required when neither $.resource nor --public-url is set: the audiences (RFC 8707 resource) a token must be issued for")
+		}
+	}
+	return ps.Err()
 }
 
 func decodeIssuer(ps *catalog.Problems, data []byte, root string) *IssuerConfig {

@@ -24,6 +24,21 @@ func TestDecode(t *testing.T) {
 			t.Fatalf("decoded %+v", ic)
 		}
 	})
+	t.Run("Resolve", func(t *testing.T) {
+		cfg, err := oauth.Decode([]byte(`{"issuers":[{"alias":"a","issuer":"https://a.example"},{"alias":"b","issuer":"https://b.example","audiences":["x"]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Resolve(""); err == nil || !strings.Contains(err.Error(), "$.issuers[0].audiences: required") {
+			t.Fatalf("no resource, no public URL: %v", err)
+		}
+		if err := cfg.Resolve("https://gw.example/"); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Resource != "https://gw.example" || strings.Join(cfg.Issuers[0].Audiences, " ") != "https://gw.example https://gw.example/mcp" || cfg.Issuers[1].Audiences[0] != "x" {
+			t.Fatalf("resolved %+v %+v", cfg, cfg.Issuers[0])
+		}
+	})
 	t.Run("Problems", func(t *testing.T) {
 		_, err := oauth.Decode([]byte(`{"version":2,"extra":1,"issuers":[
 			{"alias":"Corp!","issuer":"http://login.example","algorithms":["none","HS256","RS256","XX1"],"clock_skew_s":3600,
@@ -45,7 +60,6 @@ func TestDecode(t *testing.T) {
 			`$.issuers[0].claims.scope."s".allow_tools`,
 			`$.issuers[0].bogus: unknown field`,
 			`$.issuers[1].alias: required`,
-			`$.issuers[0].audiences: required when $.resource is not set`,
 		}
 		msg := err.Error()
 		for _, w := range want {

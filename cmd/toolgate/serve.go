@@ -212,6 +212,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
 	f.publicURL = e.publicURL(f)
+	if f.authCfg != nil {
+		if err := f.authCfg.Resolve(f.publicURL); err != nil {
+			return exitError{1, strings.Join(describe(f.auth, err), "\n")}
+		}
+	}
 
 	opts := gateway.Options{DB: db, Keys: keys, Overrides: overrides, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
@@ -301,7 +306,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		if err == nil && f.auth != "" {
 			var a *oauth.Config
 			if a, err = loadAuth(f.auth, c, d); err == nil {
-				err = gw.ReloadWithAuth(c, d, a)
+				if err = a.Resolve(f.publicURL); err == nil {
+					err = gw.ReloadWithAuth(c, d, a)
+				}
 			}
 		} else if err == nil {
 			err = gw.Reload(c, d)

@@ -48,6 +48,78 @@ type Provider struct {
 	Down atomic.Bool
 	// JWKSHits counts JWKS requests served.
 	JWKSHits atomic.Int64
+
+	clientsMu sync.Mutex
+	clients   map[string]*Client
+}
+
+// Client is a client registered for the client_credentials grant, which
+// this provider adds to mockoidc's token endpoint (RFC 6749 section 4.4,
+// with RFC 8707 resource indicators: the token's aud is the requested
+// resource).
+type Client struct {
+	ID, Secret string
+	// Scopes the client may be granted; a request is granted the
+	// requested scopes it may have (all of them when it asks for none).
+	Scopes []string
+	// MaxScopes, if > 0, grants at most that many scopes per token (an
+	// authorization server may grant less than asked: step-up tests).
+	MaxScopes int
+	// Tokens counts the tokens issued.
+	Tokens atomic.Int64
+}
+
+// AddClient registers a client_credentials client.
+func (p *Provider) AddClient(c *Client) {
+	p.clientsMu.Lock()
+	defer p.clientsMu.Unlock()
+	if p.clients == nil {
+		p.clients = map[string]*Client{}
+	}
+	p.clients[c.ID] = c
+}
+
+// clientCredentials answers a client_credentials token request.
+func (p *Provider) clientCredentials(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	p.clientsMu.Lock()
+	c := p.clients[id]
+	p.clientsMu.Unlock()
+	if c == nil || secret != c.Secret {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"invalid_client"}`))
+		return
+	}
+	allowed := map[string]bool{}
+	for _, s := range c.Scopes {
+		allowed[s] = true
+	}
+	var granted []string
+	want := strings.Fields(r.PostForm.Get("scope"))
+	if len(want) == 0 {
+		want = c.Scopes
+	}
+	for _, s := range want {
+		if allowed[s] && (c.MaxScopes == 0 || len(granted) < c.MaxScopes) {
+			granted = append(granted, s)
+		}
+	}
+	aud := r.PostForm.Get("resource")
+	if aud == "" {
+		aud = id
+	}
+	claims := p.Claims(id, aud, strings.Join(granted, " "), time.Now(), time.Hour)
+	claims["client_id"] = id
+	tok := p.Sign(testingTB{}, claims)
+	c.Tokens.Add(1)
+	b, _ := json.Marshal(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600, "scope": strings.Join(granted, " ")})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(b)
 }
 
 // Key is a signing key of the provider.
@@ -93,6 +165,12 @@ func (p *Provider) middleware(next http.Handler) http.Handler {
 		if p.Down.Load() && (r.URL.Path == mockoidc.JWKSEndpoint || r.URL.Path == mockoidc.DiscoveryEndpoint) {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
+		}
+		if r.URL.Path == mockoidc.TokenEndpoint && r.Method == http.MethodPost {
+			if err := r.ParseForm(); err == nil && r.PostForm.Get("grant_type") == "client_credentials" {
+				p.clientCredentials(w, r)
+				return
+			}
 		}
 		if r.URL.Path != mockoidc.JWKSEndpoint {
 			next.ServeHTTP(w, r)
@@ -285,3 +363,11 @@ func (p *Provider) CodeFlowToken(t testing.TB, clientID string) string {
 	}
 	return tr.AccessToken
 }
+
+// testingTB lets the token endpoint sign outside a test's goroutine: a
+// signing failure there is a panic (a broken key, never a client's fault).
+type testingTB struct{ testing.TB }
+
+func (testingTB) Helper()                   {}
+func (testingTB) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
+func (testingTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
