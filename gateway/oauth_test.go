@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,4 +435,53 @@ func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.tok)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestOAuth_Concurrent: tokens of one subject share its quota window
+// exactly under concurrent first-seen and cached verifications, while
+// auth.json is reloaded (key caches kept, token caches renewed).
+func TestOAuth_Concurrent(t *testing.T) {
+	h, p := newOAuthHarness(t, "")
+	now := time.Now()
+	var toks []string
+	for range 5 {
+		toks = append(toks, p.Sign(t, p.Claims("quinn", gwResource, "tools:research", now, time.Hour)))
+	}
+	var wg sync.WaitGroup
+	var allowed, quota atomic.Int64
+	for i := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", h.url+"/tools/search/web", strings.NewReader(`{}`))
+			req.Header.Set("Authorization", "Bearer "+toks[i%len(toks)])
+			resp, err := h.http.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case 200:
+				allowed.Add(1)
+			case 403:
+				quota.Add(1)
+			default:
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+		if i%6 == 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := h.gw.ReloadAuth(oauthConfig(t, p, "")); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if allowed.Load() != 3 || quota.Load() != 21 {
+		t.Fatalf("allowed %d, over quota %d: want exactly 3 of 24 at the research scope's light quota 3", allowed.Load(), quota.Load())
+	}
 }
