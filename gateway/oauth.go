@@ -104,6 +104,11 @@ func (st *state) tokenPolicy(t *oauth.Token, now time.Time, keys KeyStore) (*pol
 		tier := st.tierOf(who)
 		return st.effective(tier, who.String()), tier, nil, nil
 	}
+	if m := t.Memo.Load(); m != nil {
+		if tm := (*m).(*tokenMemo); tm.st == st {
+			return tm.eff, tm.tier, nil, nil
+		}
+	}
 	principal := t.Who.String()
 	o := st.overrides[principal]
 	key := tokenPolicyKey{iss: t.Issuer.Index, mask: t.Mask}
@@ -111,6 +116,7 @@ func (st *state) tokenPolicy(t *oauth.Token, now time.Time, keys KeyStore) (*pol
 		key.principal = principal
 	}
 	if p, ok := st.tokEff.get(key); ok {
+		t.Memo.Store(tokenMemoOf(st, p))
 		return p.eff, p.tier, nil, nil
 	}
 	var raw *policy.Policy
@@ -122,8 +128,25 @@ func (st *state) tokenPolicy(t *oauth.Token, now time.Time, keys KeyStore) (*pol
 		return nil, "", nil, &storeError{op: "token policy", err: err,
 			d: fixed(503, outUnauthenticated, "token_policy_unavailable", "Token policy could not be compiled; nothing was charged")}
 	}
-	st.tokEff.put(key, tokenPolicyVal{eff: eff, tier: tier})
+	p := tokenPolicyVal{eff: eff, tier: tier}
+	st.tokEff.put(key, p)
+	t.Memo.Store(tokenMemoOf(st, p))
 	return eff, tier, nil, nil
+}
+
+// tokenMemo is a token's policy under one state, kept in the token
+// (oauth.Token.Memo): while the state is current, a cached token's policy
+// costs one pointer comparison. A new state (reload, override write)
+// makes every memo stale.
+type tokenMemo struct {
+	st   *state
+	eff  *policy.Effective
+	tier policy.Tier
+}
+
+func tokenMemoOf(st *state, p tokenPolicyVal) *any {
+	var m any = &tokenMemo{st: st, eff: p.eff, tier: p.tier}
+	return &m
 }
 
 // compileTokenPolicy layers the mapped policies of mask and an override.
@@ -361,7 +384,6 @@ func (g *Gateway) serveResourceMetadata(ctx *fasthttp.RequestCtx, st *state, pat
 		"scopes_supported":         scopes,
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "toolgate",
-		"resource_documentation":   "https://github.com/toolgate/toolgate/blob/main/docs/oauth.md",
 	})
 	ctx.Response.Header.Set("Cache-Control", "public, max-age=300")
 	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")

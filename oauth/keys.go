@@ -54,6 +54,9 @@ type keySnap struct {
 	fetched time.Time
 	expires time.Time // refresh at or after this
 	stale   bool      // the last refresh failed; these are older keys
+	// published: no key of this set is a retired one kept for its
+	// grace, so a token verified under it stays valid while it is current.
+	published bool
 }
 
 // keySource holds an issuer's signing keys: discovery, the JWKS and its
@@ -111,6 +114,13 @@ func (s *keySource) key(kid string, now time.Time) (k *pubKey, known bool, err e
 	return nil, false, nil
 }
 
+// fresh reports whether every key of sn is published (none is a retired
+// one kept for its grace): with sn the current set, a token verified
+// under it needs no other check.
+func (sn *keySnap) fresh() bool {
+	return sn != nil && sn.published
+}
+
 func (sn *keySnap) find(kid string, now time.Time, grace time.Duration) *pubKey {
 	k := sn.keys[kid]
 	if k == nil && kid == "" && len(sn.keys) == 1 {
@@ -151,7 +161,7 @@ func (s *keySource) refresh(now time.Time, seen *keySnap, unknownKid bool) *keyS
 		s.snap.Store(&stale)
 		return &stale
 	}
-	next := &keySnap{keys: keys, fetched: now, expires: now.Add(lifetime)}
+	next := &keySnap{keys: keys, fetched: now, expires: now.Add(lifetime), published: true}
 	if cur != nil && s.grace > 0 {
 		for kid, k := range cur.keys {
 			if _, still := keys[kid]; still {
@@ -163,6 +173,7 @@ func (s *keySource) refresh(now time.Time, seen *keySnap, unknownKid bool) *keyS
 			}
 			if now.Sub(r.retired) < s.grace {
 				keys[kid] = &r
+				next.published = false
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -61,6 +61,11 @@ type Token struct {
 	Mask     uint64    // the issuer's Mappings the token matches, bit i = Mappings[i]
 	Expires  time.Time // "exp"
 	kid      string
+	snap     *keySnap // the key set it was verified under: alive without a lookup while it is current
+
+	// Memo is the gateway's to keep what it derives from the token (its
+	// compiled policy under one configuration); oauth never reads it.
+	Memo atomic.Pointer[any]
 }
 
 // Issuer is a configured issuer, compiled: its settings and key cache.
@@ -78,8 +83,8 @@ type Issuer struct {
 func (is *Issuer) Fetches() int64 { return is.keys.fetches.Load() }
 
 // Verifier verifies access tokens against the configured issuers and
-// caches what it verified, keyed by the token's SHA-256, until the token
-// expires (bounded in memory). Safe for concurrent use; build a new one
+// caches what it verified, keyed by a hash of the token (tokenCache),
+// until the token expires (bounded in count and bytes). Safe for concurrent use; build a new one
 // when auth.json changes, or use WithConfig to keep the key caches of the
 // issuers that stay the same.
 type Verifier struct {
@@ -91,9 +96,10 @@ type Verifier struct {
 
 // Options of a Verifier.
 type Options struct {
-	Client    *http.Client // nil: one with the fetch timeout
-	Logger    *slog.Logger // nil: discard
-	CacheSize int          // tokens kept verified (0: 100 000)
+	Client     *http.Client // nil: one with the fetch timeout
+	Logger     *slog.Logger // nil: discard
+	CacheSize  int          // tokens kept verified (0: 100 000)
+	CacheBytes int          // token bytes kept (0: DefaultCacheBytes)
 }
 
 // NewVerifier compiles cfg. It fetches nothing yet (Prefetch does).
@@ -116,7 +122,10 @@ func newVerifier(cfg *Config, o Options, old *Verifier) *Verifier {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 100_000
 	}
-	v := &Verifier{Config: cfg, byIss: make(map[string]*Issuer, len(cfg.Issuers)), cache: newTokenCache(o.CacheSize)}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
+	v := &Verifier{Config: cfg, byIss: make(map[string]*Issuer, len(cfg.Issuers)), cache: newTokenCache(o.CacheSize, o.CacheBytes)}
 	for i, ic := range cfg.Issuers {
 		is := &Issuer{Index: i, Cfg: ic, algs: map[string]jwa.SignatureAlgorithm{}, aud: map[string]bool{},
 			skew: time.Duration(ic.SkewSec) * time.Second}
@@ -160,15 +169,15 @@ func (v *Verifier) Prefetch(now time.Time) {
 // and a map lookup. Errors: *TokenError for a token refused;
 // ErrIssuerUnavailable (wrapped) when the issuer's keys cannot be had.
 func (v *Verifier) Verify(tok []byte, now time.Time) (*Token, error) {
-	h := sha256.Sum256(tok)
-	if t := v.cache.get(&h, now); t != nil && t.Issuer.keys.alive(t.kid, now) {
+	h := v.cache.hash(tok)
+	if t := v.cache.get(h, tok, now); t != nil && (t.snap == t.Issuer.keys.snap.Load() && t.snap.fresh() || t.Issuer.keys.alive(t.kid, now)) {
 		return t, nil
 	}
 	t, err := v.verify(tok, now)
 	if err != nil {
 		return nil, err
 	}
-	v.cache.put(&h, t, now)
+	v.cache.put(h, tok, t, now)
 	return t, nil
 }
 
@@ -266,7 +275,7 @@ func (v *Verifier) verify(tok []byte, now time.Time) (*Token, error) {
 	if te.Who.IsZero() {
 		return fail(ReasonClaims, fmt.Sprintf("the %s claim must be a string of 1 to %d printable bytes", is.Cfg.Subject, identity.MaxSubject))
 	}
-	t := &Token{Issuer: is, Who: te.Who, JTI: te.JTI, ClientID: te.ClientID, Expires: exp, kid: hdr.Kid}
+	t := &Token{Issuer: is, Who: te.Who, JTI: te.JTI, ClientID: te.ClientID, Expires: exp, kid: hdr.Kid, snap: is.keys.snap.Load()}
 	if n := is.Cfg.KeyIDClaim; n != "" {
 		if _, present := raw[n]; present {
 			if t.KeyID = c.str(n); t.KeyID == "" {
