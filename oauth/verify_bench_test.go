@@ -2,6 +2,7 @@ package oauth_test
 
 import (
 	"crypto/rsa"
+	"slices"
 	"testing"
 	"time"
 
@@ -48,6 +49,34 @@ func BenchmarkVerify(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+	// Paired: each iteration times one of each, so that the ratio is taken
+	// under the same machine load (the machine is shared and noisy).
+	b.Run("Paired", func(b *testing.B) {
+		bare := make([]time.Duration, b.N)
+		first := make([]time.Duration, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			t0 := time.Now()
+			if _, err := jws.VerifyCompactFast(&pub, tok, jwa.RS256()); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if _, err := v.VerifyUncached(tok, now); err != nil {
+				b.Fatal(err)
+			}
+			bare[i], first[i] = t1.Sub(t0), time.Since(t1)
+		}
+		b.StopTimer()
+		slices.Sort(bare)
+		slices.Sort(first)
+		p := func(l []time.Duration, q int) float64 { return float64(l[min(len(l)-1, len(l)*q/100)].Nanoseconds()) }
+		b.ReportMetric(p(bare, 50), "bare-p50-ns")
+		b.ReportMetric(p(bare, 99), "bare-p99-ns")
+		b.ReportMetric(p(first, 50), "first-p50-ns")
+		b.ReportMetric(p(first, 99), "first-p99-ns")
+		b.ReportMetric(p(first, 50)/p(bare, 50), "p50-ratio")
 	})
 	b.Run("Cached", func(b *testing.B) {
 		b.ReportAllocs()
