@@ -303,6 +303,13 @@ func TestOAuth_Refused(t *testing.T) {
 			}
 		})
 	}
+	t.Run("NoCredentials", func(t *testing.T) {
+		resp, b := h.do("POST", "/tools/time/now", `{}`)
+		if resp.StatusCode != 401 || decode(t, b)["error"] != "API key or access token required" ||
+			resp.Header.Get("WWW-Authenticate") != `Bearer resource_metadata="`+gwResource+`/.well-known/oauth-protected-resource"` {
+			t.Fatalf("got %d %q %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), b)
+		}
+	})
 	t.Run("NoAuthConfigured", func(t *testing.T) {
 		plain := newHarness(t)
 		resp, b := plain.tokenCall(p.Sign(t, good()), "time/now", `{}`)

@@ -111,6 +111,9 @@ func (g *Gateway) identify(c *call) *Decision {
 	case c.rt.tool.Price > 0:
 		return bodyKeyRequired402
 	}
+	if c.st.auth != nil {
+		return c.st.missingCredential
+	}
 	return bodyMissingKey
 }
 

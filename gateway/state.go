@@ -42,6 +42,10 @@ type state struct {
 	// (oauth.go). Both are replaced with the state.
 	auth   *oauth.Verifier
 	tokEff *tokenPolicies
+	// missingCredential answers a free tool's call without credentials
+	// when access tokens are accepted: the 401 names both kinds and the
+	// protected-resource metadata.
+	missingCredential *Decision
 }
 
 // override is a per-principal policy as written and as compiled.
@@ -122,6 +126,13 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		auth: auth, tokEff: newTokenPolicies()}
 	if err := st.checkAuth(); err != nil {
 		return nil, err
+	}
+	if auth != nil {
+		st.missingCredential = fixed(401, outUnauthenticated, "missing_api_key", "API key or access token required").
+			str("hint", "send X-API-Key: it-…, or Authorization: Bearer <access token> from an issuer in the resource metadata")
+		if r := auth.Config.Resource; r != "" {
+			st.missingCredential.Challenge = bearerChallenge("resource_metadata", r+wellKnownResource)
+		}
 	}
 	for principal, raw := range raws {
 		eff, err := set.Effective(st.overrideTier(principal, raw), raw)
