@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -404,9 +403,6 @@ func (c claims) has(name, value string) bool {
 	return false
 }
 
-// ErrNoIssuer is returned by Verifier.Issuer for an unknown alias.
-var ErrNoIssuer = errors.New("oauth: no such issuer")
-
 // IssuerByAlias returns the issuer configured as alias, or nil.
 func (v *Verifier) IssuerByAlias(alias string) *Issuer {
 	for _, is := range v.Issuers {
@@ -465,9 +461,9 @@ func union(a, b []string) []string {
 	return out
 }
 
-// ScopesFor returns the "scope" mapping values whose policy allows tool
-// by its allow_tools (matched with match), in file order: the scopes to
-// ask for when a token lacks one (insufficient_scope).
+// ScopesFor returns the values of the "scope" (or "scp") mappings that
+// have an allow list and whose policy allows says yes to, in file order:
+// the scopes to ask for when a token lacks one (insufficient_scope).
 func (is *Issuer) ScopesFor(allows func(p *policy.Policy) bool) []string {
 	var out []string
 	for _, m := range is.Cfg.Mappings {
