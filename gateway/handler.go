@@ -116,14 +116,15 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
 	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
-	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	g.restRequest(ctx, &c.req)
 	for _, a := range []authenticator{keyAuth{g.keys}, tokenAuth{g}} {
-		if id, ok, d, err := a.authenticate(c); ok && d == nil && err == nil && !id.who.IsZero() {
+		if id, ok, refused, err := a.authenticate(c); ok && refused == nil && err == nil && !id.who.IsZero() {
 			c.who, c.tier = id.who, id.tier
 			break
 		}
 	}
+	// Decided after the authenticators: a refusal of theirs is built in c.dec too.
+	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	d = g.recordRefused(c, d, "", p) // the record keeps the path asked for
 	c.buf = d.AppendJSON(c.buf[:0])
 	writeJSON(ctx, d.Status, c.buf)

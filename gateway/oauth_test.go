@@ -303,6 +303,22 @@ func TestOAuth_Refused(t *testing.T) {
 			}
 		})
 	}
+	t.Run("UnknownToolWithBadToken", func(t *testing.T) {
+		resp, b := h.tokenCall("aaaa.bbbb.cccc", "no/such/tool", `{}`)
+		if resp.StatusCode != 404 || decode(t, b)["error"] != "Unknown tool" {
+			t.Fatalf("got %d %s, want the 404", resp.StatusCode, b)
+		}
+	})
+	t.Run("UnknownToolWithToken", func(t *testing.T) {
+		resp, _ := h.tokenCall(p.Sign(t, good()), "no/such/tool", `{}`)
+		if resp.StatusCode != 404 {
+			t.Fatalf("got %d", resp.StatusCode)
+		}
+		recs := h.records("oidc:corp:eve")
+		if last := recs[len(recs)-1]; last.Outcome != "unknown_tool" || last.TokenID == "" {
+			t.Fatalf("last record %+v: the 404 is the token holder's", last)
+		}
+	})
 	t.Run("NoCredentials", func(t *testing.T) {
 		resp, b := h.do("POST", "/tools/time/now", `{}`)
 		if resp.StatusCode != 401 || decode(t, b)["error"] != "API key or access token required" ||
