@@ -130,8 +130,7 @@ func newVerifier(cfg *Config, o Options, old *Verifier) *Verifier {
 			skew: time.Duration(ic.SkewSec) * time.Second}
 		if old != nil {
 			if prev := old.byIss[ic.Issuer]; prev != nil && prev.Cfg.JWKSURI == ic.JWKSURI && prev.Cfg.RetiredGraceSec == ic.RetiredGraceSec {
-				is.keys = prev.keys
-				is.keys.cfg = ic
+				is.keys = prev.keys // shared as is: it reads only the issuer and JWKS URI, unchanged
 			}
 		}
 		if is.keys == nil {

@@ -289,3 +289,26 @@ func TestVerifier_Cache(t *testing.T) {
 		t.Fatalf("cache holds %d tokens, bound 16", n)
 	}
 }
+
+// TestVerifier_WithConfig: a new configuration keeps the cached keys of
+// an unchanged issuer (no fetch) and starts with an empty token cache.
+func TestVerifier_WithConfig(t *testing.T) {
+	p := oauthtest.Start(t)
+	v := newVerifier(t, p, "")
+	now := time.Now()
+	tok := []byte(p.Sign(t, p.Claims("a", resource, "", now, time.Hour)))
+	if _, err := v.Verify(tok, now); err != nil {
+		t.Fatal(err)
+	}
+	hits := p.JWKSHits.Load()
+	w := v.WithConfig(newVerifier(t, p, `,"clock_skew_s":10`).Config, oauth.Options{})
+	if w.CacheLen() != 0 {
+		t.Fatal("token cache carried over")
+	}
+	if _, err := w.Verify(tok, now); err != nil {
+		t.Fatal(err)
+	}
+	if p.JWKSHits.Load() != hits {
+		t.Fatal("keys fetched again for an unchanged issuer")
+	}
+}
