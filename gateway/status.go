@@ -87,6 +87,13 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		if err != nil {
 			return nil, badRequest("principal: " + err.Error())
 		}
+		if p.Kind == identity.KindWallet {
+			addr, ok := x402.ChecksumAddress(p.ID)
+			if !ok {
+				return nil, badRequest("principal: not a 0x-prefixed 20-byte hex address")
+			}
+			p = identity.WalletPrincipal(addr)
+		}
 		principal = p.String()
 		if p.Kind == identity.KindOIDC {
 			out["claims_known"] = false // the policy shown is the one of a token whose claims map to nothing
