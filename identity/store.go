@@ -53,9 +53,9 @@ type Store struct {
 // and indexing runs on a second goroutine while the iterator decodes.
 func Open(db *badger.DB) (*Store, error) {
 	n := estimateKeys(db)
-	s := &Store{db: db, byID: make(map[string]*Key, n)}
+	s := &Store{db: db, byID: make(map[string]*Key, mapHint(n))}
 	for i := range s.shards {
-		s.shards[i].byHash = make(map[digestKey]*Key, n/shards+n/(4*shards))
+		s.shards[i].byHash = make(map[digestKey]*Key, mapHint(n/shards))
 	}
 	batches := make(chan []Key, 4)
 	indexed := make(chan struct{})
@@ -108,6 +108,19 @@ func estimateKeys(db *badger.DB) int {
 		}
 	}
 	return min(n, 1<<24)
+}
+
+// mapHint returns a size hint for a map that will hold about n entries:
+// the largest that does not round the map's capacity up past n (a map
+// sized for n rounds its slots up to a power of two, up to twice the
+// memory at a million keys); the rest grows table by table.
+func mapHint(n int) int {
+	const load = 7.0 / 8 // a map's maximum load factor
+	slots := 1
+	for float64(slots*2)*load <= float64(n) {
+		slots *= 2
+	}
+	return int(float64(slots) * load)
 }
 
 // index adds or replaces k in both indexes. Revoked keys stay in the

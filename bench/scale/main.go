@@ -254,7 +254,7 @@ func writeKeys(dir string, n, active int) [][]byte {
 func openDB(dir string) *badger.DB {
 	// The store options of cmd/toolgate's openStore.
 	o := badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20).WithBlockCacheSize(64 << 20)
+		WithMemTableSize(32 << 20).WithBlockCacheSize(16 << 20)
 	if v := os.Getenv("XBC"); v != "" {
 		n, _ := strconv.Atoi(v)
 		o = o.WithBlockCacheSize(int64(n) << 20)
