@@ -3,6 +3,7 @@ package identity
 import (
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +77,45 @@ func TestDecodeStored(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, want)
 			}
 		})
+	}
+}
+
+// TestEstimateKeys checks that the map size hint never counts rows of
+// other prefixes, however many share a table with the keys.
+func TestEstimateKeys(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir)
+	wb := db.NewWriteBatch()
+	for i := range 20000 {
+		// Ledger-like rows on both sides of the key prefix, so that the
+		// flushed table straddles it.
+		for _, k := range []string{"a/" + strconv.Itoa(i), "l/" + strconv.Itoa(i)} {
+			if err := wb.Set([]byte(k), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 10 {
+		if err := wb.Set([]byte(keyPrefix+"k_"+strconv.Itoa(i)), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close() // flushes the memtable into a table
+	db = openDB(t, dir)
+	defer db.Close()
+	straddling := 0
+	for _, tb := range db.Tables() {
+		if string(tb.Left) < keyPrefix && string(tb.Right) > keyPrefix+"\xff" {
+			straddling += int(tb.KeyCount)
+		}
+	}
+	if straddling < 40000 {
+		t.Fatalf("setup: %d rows in tables straddling the key prefix, want the 40 010 written", straddling)
+	}
+	if n := estimateKeys(db); n > 10 {
+		t.Fatalf("estimateKeys = %d, want at most the 10 key rows", n)
 	}
 }

@@ -96,14 +96,14 @@ func Open(db *badger.DB) (*Store, error) {
 	return s, nil
 }
 
-// estimateKeys returns about how many rows the key prefix holds, from
-// badger's table statistics (tables that overlap the prefix count whole;
-// the memtable is not counted), capped, to size the maps.
+// estimateKeys returns a lower bound of the rows under the key prefix,
+// from badger's table statistics, to size the maps: only tables that
+// hold nothing but key rows count (a table that also holds ledger
+// entries could count millions of them; the memtable is not counted).
 func estimateKeys(db *badger.DB) int {
-	lo, hi := []byte(keyPrefix), []byte(keyPrefix+"\xff")
 	n := 0
 	for _, t := range db.Tables() {
-		if bytes.Compare(t.Left, hi) <= 0 && bytes.Compare(t.Right, lo) >= 0 {
+		if bytes.HasPrefix(t.Left, []byte(keyPrefix)) && bytes.HasPrefix(t.Right, []byte(keyPrefix)) {
 			n += int(t.KeyCount)
 		}
 	}
