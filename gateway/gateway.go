@@ -28,6 +28,7 @@ import (
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -106,6 +107,10 @@ type Options struct {
 	// expiry (and fails in its last week unless it renews itself), and
 	// toolgate_tls_cert_expiry_days follows it.
 	TLS CertSource
+
+	// Auth, if set, is auth.json: the OAuth 2.1 / OIDC issuers whose
+	// access tokens identify callers (docs/oauth.md). ReloadAuth replaces it.
+	Auth *oauth.Config
 
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
@@ -269,7 +274,7 @@ func New(o Options) (*Gateway, error) {
 	if fp, ok := o.X402Settler().(facilitatorPool); ok {
 		g.watchFacilitators(fp)
 	}
-	g.auths = []authenticator{keyAuth{g.keys}}
+	g.auths = []authenticator{keyAuth{g.keys}, tokenAuth{g}}
 	if o.X402 != nil {
 		g.auths = append(g.auths, paymentAuth{g})
 	}
@@ -281,7 +286,14 @@ func New(o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides)
+	var auth *oauth.Verifier
+	if o.Auth != nil {
+		if err := o.Auth.Resolve(""); err != nil { // serve resolves it with --public-url
+			return nil, fmt.Errorf("auth.json: %w", err)
+		}
+		auth = oauth.NewVerifier(o.Auth, oauth.Options{Logger: g.log})
+	}
+	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -311,6 +323,9 @@ func New(o Options) (*Gateway, error) {
 			}
 			g.spend.Sweep(now)
 		})
+	}
+	if auth != nil {
+		g.prefetchAuth(auth)
 	}
 	return g, nil
 }
