@@ -2,15 +2,25 @@ package main
 
 import (
 	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/toolgate/toolgate/cluster"
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/policy"
 )
 
+// overrideSync is how often a cluster node's gateway follows the override
+// changes its node copy applied (a local read; the copy follows Redis).
+const overrideSync = 100 * time.Millisecond
+
 // joinCluster connects to the cluster's Redis and puts the shared quota,
-// spend and nonce stores in opts (keys and overrides stay local in this
-// version). The URL's password is never logged.
-func joinCluster(f serveFlags, opts *gateway.Options, sd *shutdown, log *slog.Logger) error {
+// spend, nonce, key and override stores in opts. The node's own keys and
+// overrides (made before it joined) are merged into the cluster's. The
+// URL's password is never logged.
+func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) error {
 	node := f.nodeID
 	if node == "" {
 		node = cluster.DefaultNodeID(f.data)
@@ -20,12 +30,32 @@ func joinCluster(f serveFlags, opts *gateway.Options, sd *shutdown, log *slog.Lo
 		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
 	}
 	sd.add("closing the cluster connection", func() error { c.Close(); return nil })
+	imported, _, err := ownOverrides.Load()
+	if err != nil {
+		return err
+	}
+	st, err := cluster.OpenState(c, db, cluster.StateOptions{
+		ImportKeys: own.List(), ImportOverrides: imported,
+		Report: func(event string, err error) {
+			if err != nil {
+				log.Warn(event, "err", err)
+			} else {
+				log.Info(event)
+			}
+		}})
+	if err != nil {
+		return exitError{1, "toolgate serve: --cluster-redis: shared keys and overrides: " + err.Error()}
+	}
+	sd.add("stopping the cluster feed", func() error { st.Close(); return nil })
+	opts.Keys = st.Keys()
+	opts.Overrides = st.Overrides()
+	opts.OverrideSync = overrideSync
 	opts.Quotas = cluster.NewQuotas(c, 0)
 	opts.Spend = cluster.NewSpend(c)
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "quotas, spend, credits, x402 nonces", "local", "keys, overrides")
+		"shared", "keys, overrides, quotas, spend, credits, x402 nonces", "local", "ledger, a copy of keys and overrides")
 	return nil
 }

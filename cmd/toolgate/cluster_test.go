@@ -7,26 +7,21 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
+	"time"
 
 	"github.com/toolgate/toolgate/cluster/redistest"
 )
 
 // TestCluster_ThreeNodes runs one real redis-server and three real
-// toolgate processes in cluster mode on one loopback upstream, with the
-// same API keys on every node, and spreads concurrent calls round-robin
-// over the nodes: the quota window and the daily cap hold cluster-wide.
-//
-// Keys stay local to each node in this version of cluster mode, so the
-// keys are made once on a first node, which is stopped, and its data dir
-// is copied to the other two before any of them starts (every node then
-// also starts from the same ledger history, which holds no calls).
+// toolgate processes in cluster mode on one loopback upstream. Keys,
+// policies, revocations and credit top-ups made on one node are seen by
+// the others within 1 s; concurrent calls spread round-robin over the
+// nodes hold the quota window and the daily cap cluster-wide.
 func TestCluster_ThreeNodes(t *testing.T) {
 	const password = "cluster-test-pw-7f3a"
 	rs := redistest.Start(t, "--requirepass", password)
@@ -46,33 +41,18 @@ func TestCluster_ThreeNodes(t *testing.T) {
 	t.Cleanup(up.Close)
 	tools := `{"tools":[
  {"id":"heavy","rate_class":"heavy","upstream":"` + up.URL + `/heavy"},
+ {"id":"free","rate_class":"light","upstream":"` + up.URL + `/free"},
  {"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"` + up.URL + `/paid"}]}`
 	pol, err := os.ReadFile("../../policies.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirs := make([]string, 3)
-	for i := range dirs {
-		dirs[i] = t.TempDir()
-		os.WriteFile(filepath.Join(dirs[i], "tools.json"), []byte(tools), 0o600)
-		os.WriteFile(filepath.Join(dirs[i], "policies.json"), pol, 0o600)
-	}
-
-	first := startGateway(t, dirs[0])
-	heavyKey, _ := first.createKey(`{"name":"heavy","policy":{"rate_class_quota":{"heavy":5}}}`)
-	capKey, capID := first.createKey(`{"name":"capped","policy":{"daily_spend_cap_usd":"0.05","rate_class_quota":{"light":1000}}}`)
-	first.stop(syscall.SIGTERM)
-	for _, d := range dirs[1:] {
-		if out, err := exec.Command("cp", "-a", filepath.Join(dirs[0], "data"), filepath.Join(d, "data")).CombinedOutput(); err != nil {
-			t.Fatalf("copy data dir: %v %s", err, out)
-		}
-	}
-
 	nodes := make([]*proc, 3)
-	for i, d := range dirs {
+	for i := range nodes {
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "tools.json"), []byte(tools), 0o600)
+		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
 		nodes[i] = startGateway(t, d, "--cluster-redis", redisURL, "--access-log=false")
-	}
-	for i, d := range dirs {
 		b, _ := os.ReadFile(filepath.Join(d, "gateway.log"))
 		if !strings.Contains(string(b), "cluster mode") {
 			t.Fatalf("node %d log: no \"cluster mode\" line:\n%s", i, b)
@@ -80,6 +60,74 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if strings.Contains(string(b), password) {
 			t.Fatalf("node %d log shows the Redis password:\n%s", i, b)
 		}
+	}
+	call := func(p *proc, tool, key string) int {
+		code, _ := p.req("POST", "/tools/"+tool, `{}`, "X-API-Key", key, "Content-Type", "application/json")
+		return code
+	}
+	// within waits until cond holds on every node but from, at most 1 s
+	// after the change (the issue's bound).
+	within := func(t *testing.T, from int, what string, cond func(p *proc) bool) {
+		t.Helper()
+		start := time.Now()
+		for i, p := range nodes {
+			if i == from {
+				continue
+			}
+			for !cond(p) {
+				if time.Since(start) > time.Second {
+					t.Fatalf("node %d: %s not within 1 s of the change on node %d", i, what, from)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		t.Logf("%s: on every node after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	t.Run("Propagation", func(t *testing.T) {
+		key, id := nodes[0].createKey(`{"name":"moving","policy":{"deny_tools":["free"]}}`)
+		within(t, 0, "key and its policy", func(p *proc) bool { return call(p, "free", key) == 403 })
+		if code, b := nodes[2].admin("PUT", "/credits/keys/"+id+"/policy", `{"allow_tools":["free"]}`); code != 200 {
+			t.Fatalf("PUT policy on node 2: got %d %s", code, b)
+		}
+		within(t, 2, "policy put", func(p *proc) bool { return call(p, "free", key) == 200 })
+		if code, b := nodes[1].admin("DELETE", "/credits/keys/"+id, ""); code != 200 {
+			t.Fatalf("revoke on node 1: got %d %s", code, b)
+		}
+		if code := call(nodes[1], "free", key); code != 401 {
+			t.Fatalf("revoking node: got %d, want 401 at once", code)
+		}
+		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
+	})
+	t.Run("Credits", func(t *testing.T) {
+		key, id := nodes[0].createKey(`{"name":"prepaid","credits_usd":"0.02","policy":{"rate_class_quota":{"light":1000}}}`)
+		within(t, 0, "prepaid key", func(p *proc) bool { return call(p, "free", key) == 200 })
+		got := []int{call(nodes[1], "paid", key), call(nodes[2], "paid", key), call(nodes[0], "paid", key)}
+		if got[0] != 200 || got[1] != 200 || got[2] != 402 {
+			t.Fatalf("three $0.01 calls on $0.02 of credits: got %v, want 200 200 402", got)
+		}
+		if code, b := nodes[2].admin("POST", "/credits/keys/"+id+"/credits", `{"amount_usd":"0.01"}`); code != 200 {
+			t.Fatalf("top up on node 2: got %d %s", code, b)
+		}
+		if code := call(nodes[1], "paid", key); code != 200 {
+			t.Fatalf("after a top-up on another node: got %d, want 200", code)
+		}
+		for i, p := range nodes {
+			_, b := p.admin("GET", "/credits/keys/"+id, "")
+			if got := jsonField(t, b, "balance_usd"); got != 0.0 {
+				t.Fatalf("node %d balance: got %v, want 0 (never negative, the cluster's)", i, got)
+			}
+		}
+		paidHits.Store(0)
+	})
+
+	heavyKey, heavyID := nodes[0].createKey(`{"name":"heavy","policy":{"rate_class_quota":{"heavy":5}}}`)
+	capKey, capID := nodes[1].createKey(`{"name":"capped","policy":{"daily_spend_cap_usd":"0.05","rate_class_quota":{"light":1000}}}`)
+	for _, id := range []string{heavyID, capID} {
+		within(t, -1, "key "+id, func(p *proc) bool {
+			code, _ := p.admin("GET", "/credits/keys/"+id+"/policy", "")
+			return code == 200
+		})
 	}
 
 	// race sends n calls of tool with key, concurrently, round-robin over

@@ -188,8 +188,13 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	overrides := policy.NewOverrides(db)
-	if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
-		return exitError{1, "toolgate serve: " + err.Error()}
+	// In cluster mode the keys and overrides are the cluster's (Redis and
+	// each node's copy) and a node's ledger holds only its own changes:
+	// the start check of the store against the ledger is single-node.
+	if f.clusterRedis == "" {
+		if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
+			return exitError{1, "toolgate serve: " + err.Error()}
+		}
 	}
 	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {
@@ -220,7 +225,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 	}
 	if f.clusterRedis != "" {
-		if err := joinCluster(f, &opts, sd, log); err != nil {
+		if err := joinCluster(f, db, keys, overrides, &opts, sd, log); err != nil {
 			return err
 		}
 	}
