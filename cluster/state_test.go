@@ -248,7 +248,7 @@ func dialServer(t *testing.T) *testServer {
 	return &testServer{Server: s, client: c}
 }
 
-func (s *testServer) flushAll() error { _, err := s.Do("FLUSHALL"); return err }
+func (s *testServer) flushAll() error    { _, err := s.Do("FLUSHALL"); return err }
 func (s *testServer) pause(t *testing.T) { s.Pause() }
 func (s *testServer) resume(t *testing.T) {
 	s.Resume()
