@@ -254,3 +254,57 @@ func (s *testServer) resume(t *testing.T) {
 	s.Resume()
 	eventually(t, 5*time.Second, "redis answers", func() bool { return s.client.Ping(context.Background()) == nil })
 }
+
+// TestRegistry_LiveAndShare: three nodes' heartbeats make three live
+// nodes; the fallback quota store holds each node to a third of a
+// limit; a node that leaves stops counting at the next heartbeat; the
+// marker changing (FLUSHALL) is reported as lost data to every node.
+func TestRegistry_LiveAndShare(t *testing.T) {
+	srv := dialServer(t)
+	var regs []*cluster.Registry
+	for _, n := range []string{"a", "b", "c"} {
+		r := cluster.NewRegistry(srv.client.WithNode(n), cluster.Peer{ConfigHash: "h1"}, time.Second)
+		if _, err := r.Beat(); err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, r)
+	}
+	regs[0].Beat()
+	if got := regs[0].Live(); got != 3 {
+		t.Fatalf("Live: got %d, want 3", got)
+	}
+	sq := cluster.NewShareQuotas(regs[0])
+	now := time.Now()
+	allowed := 0
+	for i := range 10 {
+		if sq.Admit("key:k", 0, 6, now, uint64(i)).Allowed {
+			allowed++
+		}
+	}
+	if allowed != 2 {
+		t.Fatalf("fallback admits at limit 6 over 3 nodes: got %d, want 2", allowed)
+	}
+	if got := regs[0].View("h2").ConfigMismatch; len(got) != 3 {
+		t.Fatalf("View with another hash: got mismatch %v, want all three", got)
+	}
+	if err := srv.flushAll(); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range regs {
+		lost, err := r.Beat()
+		if err != nil || !lost {
+			t.Fatalf("node %d after FLUSHALL: got lost=%t, %v, want lost", i, lost, err)
+		}
+		if lost, _ := r.Beat(); lost {
+			t.Fatalf("node %d second beat: got lost, want not", i)
+		}
+	}
+	srv.pause(t)
+	if _, err := regs[0].Beat(); err == nil || regs[0].Up() {
+		t.Fatal("Beat with redis paused: got no error")
+	}
+	if got := regs[0].Live(); got != 3 {
+		t.Fatalf("Live with redis down: got %d, want the last known 3", got)
+	}
+	srv.resume(t)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -20,19 +21,20 @@ const overrideSync = 100 * time.Millisecond
 // spend, nonce, key and override stores in opts. The node's own keys and
 // overrides (made before it joined) are merged into the cluster's. The
 // URL's password is never logged.
-func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) error {
+// The returned node's start must be called once the gateway exists.
+func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) (*clusterNode, error) {
 	node := f.nodeID
 	if node == "" {
 		node = cluster.DefaultNodeID(f.data)
 	}
 	c, err := cluster.Dial(f.clusterRedis, cluster.Options{NodeID: node})
 	if err != nil {
-		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
+		return nil, exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
 	}
 	sd.add("closing the cluster connection", func() error { c.Close(); return nil })
 	imported, _, err := ownOverrides.Load()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st, err := cluster.OpenState(c, db, cluster.StateOptions{
 		ImportKeys: own.List(), ImportOverrides: imported,
@@ -44,12 +46,15 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 			}
 		}})
 	if err != nil {
-		return exitError{1, "toolgate serve: --cluster-redis: shared keys and overrides: " + err.Error()}
+		return nil, exitError{1, "toolgate serve: --cluster-redis: shared keys and overrides: " + err.Error()}
 	}
 	sd.add("stopping the cluster feed", func() error { st.Close(); return nil })
 	opts.Keys = st.Keys()
 	opts.Overrides = st.Overrides()
 	opts.OverrideSync = overrideSync
+	reg := cluster.NewRegistry(c, cluster.Peer{URL: f.publicURL}, 0)
+	opts.Cluster = reg
+	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
 	opts.Quotas = cluster.NewQuotas(c, 0)
 	opts.Spend = cluster.NewSpend(c)
 	if opts.X402 != nil {
@@ -57,5 +62,39 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
 		"shared", "keys, overrides, quotas, spend, credits, x402 nonces", "local", "ledger, a copy of keys and overrides")
+	return &clusterNode{reg: reg, sd: sd, log: log}, nil
+}
+
+// clusterNode is the part of joining that needs the gateway: the
+// heartbeat announcing its configuration hash, and putting the node's
+// spend back when Redis returns.
+type clusterNode struct {
+	reg *cluster.Registry
+	sd  *shutdown
+	log *slog.Logger
+}
+
+func (n *clusterNode) start(gw *gateway.Gateway) error {
+	n.reg.ConfigHash = gw.ConfigHash
+	n.reg.Report = func(mismatch []string) {
+		if len(mismatch) == 0 {
+			n.log.Info("cluster: every live node serves this configuration", "config_hash", gw.ConfigHash())
+			return
+		}
+		n.log.Warn("cluster: nodes serve another configuration (policies.json, tools.json)",
+			"config_hash", gw.ConfigHash(), "others", strings.Join(mismatch, ","))
+	}
+	n.reg.OnRejoin = func(lost bool) {
+		// The node's spend contribution is set (never added) from its
+		// ledger: after Redis lost its data, or after a failure that
+		// may have left a commit out of it.
+		err := gw.RestoreSpend()
+		n.log.Warn("cluster: redis reachable again; spend contribution restored from the ledger",
+			"redis_lost_data", lost, "err", err)
+	}
+	if err := n.reg.Start(); err != nil {
+		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
+	}
+	n.sd.add("leaving the cluster", func() error { n.reg.Close(); return nil })
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,9 +66,14 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		code, _ := p.req("POST", "/tools/"+tool, `{}`, "X-API-Key", key, "Content-Type", "application/json")
 		return code
 	}
+	var withinD func(t *testing.T, d time.Duration, from int, what string, cond func(p *proc) bool)
 	// within waits until cond holds on every node but from, at most 1 s
 	// after the change (the issue's bound).
 	within := func(t *testing.T, from int, what string, cond func(p *proc) bool) {
+		t.Helper()
+		withinD(t, time.Second, from, what, cond)
+	}
+	withinD = func(t *testing.T, d time.Duration, from int, what string, cond func(p *proc) bool) {
 		t.Helper()
 		start := time.Now()
 		for i, p := range nodes {
@@ -75,8 +81,8 @@ func TestCluster_ThreeNodes(t *testing.T) {
 				continue
 			}
 			for !cond(p) {
-				if time.Since(start) > time.Second {
-					t.Fatalf("node %d: %s not within 1 s of the change on node %d", i, what, from)
+				if time.Since(start) > d {
+					t.Fatalf("node %d: %s not within %v of the change on node %d", i, what, d, from)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -125,8 +131,8 @@ func TestCluster_ThreeNodes(t *testing.T) {
 	capKey, capID := nodes[1].createKey(`{"name":"capped","policy":{"daily_spend_cap_usd":"0.05","rate_class_quota":{"light":1000}}}`)
 	for _, id := range []string{heavyID, capID} {
 		within(t, -1, "key "+id, func(p *proc) bool {
-			code, _ := p.admin("GET", "/credits/keys/"+id+"/policy", "")
-			return code == 200
+			_, b := p.admin("GET", "/credits/keys/"+id+"/policy", "")
+			return strings.Contains(string(b), `"override":{`) // its policy is in force
 		})
 	}
 
@@ -218,4 +224,135 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("RedisLosesData", func(t *testing.T) {
+		// The Propagation key is revoked; the heavy key lives; the capped
+		// key spent its whole cap. FLUSHALL: the nodes put back the keys
+		// and their own spend contributions.
+		if _, err := rs.Do("FLUSHALL"); err != nil {
+			t.Fatal(err)
+		}
+		// A node notices at its next heartbeat (1 s).
+		defer func() {
+			if t.Failed() {
+				for _, p := range nodes {
+					b, _ := os.ReadFile(p.log.Name())
+					t.Logf("%s:\n%s", p.log.Name(), grepLines(string(b), "cluster"))
+				}
+			}
+		}()
+		withinD(t, 3*time.Second, -1, "spend re-seeded from the ledgers", func(p *proc) bool {
+			_, b := p.admin("GET", "/authorization/status?key_id="+capID, "")
+			return jsonField(t, b, "spend_today_usd") == 0.05
+		})
+		// Every node noticed (one may have had nothing to put back).
+		withinD(t, 3*time.Second, -1, "restore logged", func(p *proc) bool {
+			b, _ := os.ReadFile(p.log.Name())
+			return strings.Contains(string(b), "spend contribution restored")
+		})
+		paidHits.Store(0)
+		got := race(t, 60, "paid", capKey)
+		if got[429] != 60 || paidHits.Load() != 0 {
+			t.Fatalf("after FLUSHALL: got %v and %d upstream calls, want 60 × 429 and none (the cap is spent)", got, paidHits.Load())
+		}
+		for i, p := range nodes {
+			if code := call(p, "free", heavyKey); code != 200 {
+				t.Fatalf("node %d: heavy key after FLUSHALL got %d, want 200 (no key lost)", i, code)
+			}
+		}
+		if n, err := rs.Do("HLEN", "tg:{state}:keys"); err != nil || n == "0" {
+			t.Fatalf("keys in Redis after the nodes restored them: got %s, %v", n, err)
+		}
+	})
+	t.Run("RedisDown", func(t *testing.T) {
+		openKey, _ := nodes[0].createKey(`{"name":"open","policy":{"rate_class_quota":{"light":6}}}`)
+		strictKey, _ := nodes[0].createKey(`{"name":"strict","policy":{"mode":"strict","allow_tools":["free","paid"]}}`)
+		// Both policies are in force on every node once the strict one
+		// denies a tool outside its allow list (the open key's policy
+		// was put before it).
+		within(t, 0, "keys and policies", func(p *proc) bool { return call(p, "heavy", strictKey) == 403 })
+		// Every node counts three live nodes (its share is a third).
+		within(t, -1, "three live nodes", func(p *proc) bool {
+			_, b := p.req("GET", "/readyz", "")
+			return jsonField(t, b, "cluster", "live_nodes") == 3.0
+		})
+		rs.Pause()
+		paused := true
+		defer func() {
+			if paused {
+				rs.Resume()
+			}
+		}()
+		// Open: each of the three nodes admits its share, 6 / 3 = 2.
+		got := race(t, 30, "free", openKey)
+		if got[200] != 6 || got[403] != 24 {
+			t.Fatalf("open principal, redis down: got %v, want 6 × 200 (2 per node) and 24 × 403", got)
+		}
+		for i, p := range nodes {
+			code, b := p.req("POST", "/tools/free", `{}`, "X-API-Key", strictKey, "Content-Type", "application/json")
+			if code != 503 || !strings.Contains(string(b), "shared state unavailable; nothing was charged") {
+				t.Fatalf("node %d strict principal, redis down: got %d %s, want 503", i, code, b)
+			}
+			if code := call(p, "paid", heavyKey); code != 503 {
+				t.Fatalf("node %d priced call, redis down: got %d, want 503", i, code)
+			}
+		}
+		rs.Resume()
+		paused = false
+		start := time.Now()
+		for _, p := range nodes {
+			for call(p, "free", strictKey) != 200 {
+				if time.Since(start) > 10*time.Second {
+					t.Fatal("nodes did not rejoin within 10 s of Redis answering")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		t.Logf("rejoined after %v", time.Since(start).Round(time.Millisecond))
+	})
+	t.Run("ConfigMismatch", func(t *testing.T) {
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "tools.json"), []byte(strings.Replace(tools, `"heavy","rate_class"`, `"heavy","price_usd":"0.02","rate_class"`, 1)), 0o600)
+		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
+		odd := startGateway(t, d, "--cluster-redis", redisURL, "--access-log=false", "--node-id", "odd-node")
+		within(t, -1, "mismatch reported", func(p *proc) bool {
+			_, b := p.req("GET", "/readyz", "")
+			mm, _ := jsonField(t, b, "cluster").(map[string]any)["config_mismatch"].([]any)
+			if p == odd {
+				return len(mm) == 3
+			}
+			return len(mm) == 1 && strings.HasPrefix(mm[0].(string), "odd-node=")
+		})
+		_, b := nodes[0].req("GET", "/readyz", "")
+		if code, _ := nodes[0].req("GET", "/readyz", ""); code != 200 {
+			t.Fatalf("readyz with a mismatch: got %d %s, want 200 (reported, still serving)", code, b)
+		}
+		_, m := nodes[0].admin("GET", "/metrics", "")
+		if !strings.Contains(string(m), "toolgate_cluster_config_mismatch 1") || !strings.Contains(string(m), "toolgate_cluster_live_nodes 4") {
+			t.Fatalf("metrics: no toolgate_cluster_config_mismatch 1 / live_nodes 4 in\n%s", grepLines(string(m), "toolgate_cluster"))
+		}
+		logb, _ := os.ReadFile(filepath.Join(d, "gateway.log"))
+		if !strings.Contains(string(logb), "nodes serve another configuration") {
+			t.Fatalf("odd node log: no mismatch line:\n%s", logb)
+		}
+		odd.stop(syscall.SIGTERM)
+		within(t, -1, "mismatch gone once the odd node left", func(p *proc) bool {
+			if p == odd {
+				return true
+			}
+			_, b := p.req("GET", "/readyz", "")
+			_, has := jsonField(t, b, "cluster").(map[string]any)["config_mismatch"]
+			return !has
+		})
+	})
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -224,8 +224,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 			log.Warn("payment requirements name a URL payers may not reach; set --public-url", "public_url", f.publicURL, "problem", why)
 		}
 	}
+	var node *clusterNode
 	if f.clusterRedis != "" {
-		if err := joinCluster(f, db, keys, overrides, &opts, sd, log); err != nil {
+		if node, err = joinCluster(f, db, keys, overrides, &opts, sd, log); err != nil {
 			return err
 		}
 	}
@@ -242,6 +243,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	sd.add("stopping background work", func() error { gw.Close(); return nil })
+	if node != nil {
+		if err := node.start(gw); err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
