@@ -54,6 +54,10 @@ type Options struct {
 	// Quotas cannot decide (nil: a local meter.Quotas at the full limit;
 	// a cluster passes one that holds each node to its share).
 	FallbackQuotas QuotaStore
+	// AdmitReserve, if set, decides a priced call's quota and spend in
+	// one step (a cluster's one round trip); it must work on Quotas and
+	// Spend.
+	AdmitReserve AdmitReserver
 	// Cluster, if set, is the node's view of its cluster, reported in
 	// /readyz and the metrics (cluster.go).
 	Cluster ClusterView

@@ -55,8 +55,9 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	reg := cluster.NewRegistry(c, cluster.Peer{URL: f.publicURL}, 0)
 	opts.Cluster = reg
 	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
-	opts.Quotas = cluster.NewQuotas(c, 0)
-	opts.Spend = cluster.NewSpend(c)
+	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
+	opts.Quotas, opts.Spend = q, sp
+	opts.AdmitReserve = cluster.NewDecider(q, sp)
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
 	}
