@@ -6,6 +6,7 @@ package redistest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -195,4 +196,88 @@ func ping(addr string) error {
 		return fmt.Errorf("PING: got %q", line)
 	}
 	return nil
+}
+
+// Cluster is a Redis Cluster of masters started by StartCluster.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// URL returns redis://<first node>/0: a client discovers the others.
+func (c *Cluster) URL() string { return c.Nodes[0].URL() }
+
+// StartCluster runs n redis-server masters with --cluster-enabled yes on
+// free loopback ports, joins them with redis-cli --cluster create (no
+// replicas) and waits until the cluster serves every slot. Every server
+// is killed by PID when t ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-cli not on PATH: scripts/test.sh installs it (apt-get install redis-server)")
+		}
+		t.Skip("redis-cli not on PATH")
+	}
+	c := &Cluster{}
+	var addrs []string
+	for range n {
+		s := Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		c.Nodes = append(c.Nodes, s)
+		addrs = append(addrs, s.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := true
+		for _, s := range c.Nodes {
+			info, err := s.DoBulk("CLUSTER", "INFO")
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+			}
+		}
+		if ok {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redis cluster did not reach cluster_state:ok within 20 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// DoBulk sends one command and returns its bulk string reply whole.
+func (s *Server) DoBulk(args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(line, "$") && !strings.HasPrefix(line, "=") {
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	var size int
+	fmt.Sscanf(line[1:], "%d", &size)
+	buf := make([]byte, size+2)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return "", err
+	}
+	return string(buf[:size]), nil
 }
