@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -90,6 +91,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		t.Logf("%s: on every node after %v", what, time.Since(start).Round(time.Millisecond))
 	}
 
+	var revokedKey string
 	t.Run("Propagation", func(t *testing.T) {
 		key, id := nodes[0].createKey(`{"name":"moving","policy":{"deny_tools":["free"]}}`)
 		within(t, 0, "key and its policy", func(p *proc) bool { return call(p, "free", key) == 403 })
@@ -104,6 +106,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			t.Fatalf("revoking node: got %d, want 401 at once", code)
 		}
 		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
+		revokedKey = key
 	})
 	t.Run("Credits", func(t *testing.T) {
 		key, id := nodes[0].createKey(`{"name":"prepaid","credits_usd":"0.02","policy":{"rate_class_quota":{"light":1000}}}`)
@@ -259,6 +262,9 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			if code := call(p, "free", heavyKey); code != 200 {
 				t.Fatalf("node %d: heavy key after FLUSHALL got %d, want 200 (no key lost)", i, code)
 			}
+			if code := call(p, "free", revokedKey); code != 401 {
+				t.Fatalf("node %d: revoked key after FLUSHALL got %d, want 401 (never revived)", i, code)
+			}
 		}
 		if n, err := rs.Do("HLEN", "tg:{state}:keys"); err != nil || n == "0" {
 			t.Fatalf("keys in Redis after the nodes restored them: got %s, %v", n, err)
@@ -345,6 +351,116 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			return !has
 		})
 	})
+	t.Run("KillNodeUnderLoad", func(t *testing.T) {
+		// A fresh key with a cap of 10 calls; calls round-robin over the
+		// three nodes until the cap answers everywhere; node 2 is killed
+		// with SIGKILL part-way.
+		key, id := nodes[0].createKey(`{"name":"killed","policy":{"daily_spend_cap_usd":"0.10","rate_class_quota":{"light":100000}}}`)
+		within(t, 0, "key", func(p *proc) bool {
+			_, b := p.admin("GET", "/credits/keys/"+id+"/policy", "")
+			return strings.Contains(string(b), `"override":{`)
+		})
+		var ok [3]atomic.Int64
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		client := &http.Client{Timeout: 5 * time.Second}
+		for w := range 6 {
+			wg.Go(func() {
+				for i := w; !stop.Load(); i++ {
+					n := i % 3
+					req, _ := http.NewRequest("POST", nodes[n].url+"/tools/paid", strings.NewReader(`{}`))
+					req.Header.Set("X-API-Key", key)
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := client.Do(req)
+					if err != nil {
+						continue
+					}
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						ok[n].Add(1)
+					}
+				}
+			})
+		}
+		for ok[2].Load() == 0 && ok[0].Load()+ok[1].Load() < 8 {
+			time.Sleep(time.Millisecond)
+		}
+		nodes[2].cmd.Process.Kill()
+		nodes[2].cmd.Wait()
+		answered2 := ok[2].Load()
+		// The survivors go on until the cap refuses everything.
+		deadline := time.Now().Add(10 * time.Second)
+		for call(nodes[0], "paid", key) != 429 || call(nodes[1], "paid", key) != 429 {
+			if time.Now().After(deadline) {
+				t.Fatal("the cap did not close on the surviving nodes")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		stop.Store(true)
+		wg.Wait()
+		nodes[2] = restart(t, nodes[2])
+		billed := make([]int, 3)
+		for i, p := range nodes {
+			code, b := p.admin("GET", "/audit?type=call&principal=key:"+id, "")
+			if code != 200 {
+				t.Fatalf("node %d /audit: %d %s", i, code, b)
+			}
+			sc := bufio.NewScanner(bytes.NewReader(b))
+			for sc.Scan() {
+				var r struct {
+					Cost int64 `json:"cost_micros"`
+				}
+				json.Unmarshal(sc.Bytes(), &r)
+				if r.Cost > 0 {
+					billed[i]++
+				}
+			}
+		}
+		total := billed[0] + billed[1] + billed[2]
+		t.Logf("answered 200: %d %d %d (node 2 before its kill: %d); billed in the ledgers: %v", ok[0].Load(), ok[1].Load(), ok[2].Load(), answered2, billed)
+		if int64(billed[2]) < answered2 {
+			t.Fatalf("node 2 answered %d calls but its ledger bills %d", answered2, billed[2])
+		}
+		if total > 10 {
+			t.Fatalf("billed %d calls under a 10-call cap", total)
+		}
+		if int64(billed[0]) < ok[0].Load() || int64(billed[1]) < ok[1].Load() {
+			t.Fatalf("survivors: answered %d/%d, billed %d/%d", ok[0].Load(), ok[1].Load(), billed[0], billed[1])
+		}
+		// Redis's committed figure is the ledgers' sum once node 2 has
+		// put its contribution back.
+		_, b := nodes[0].admin("GET", "/authorization/status?key_id="+id, "")
+		if got := jsonField(t, b, "spend_today_usd"); got != float64(total)/100 {
+			t.Fatalf("cluster spend after the restart: got %v, want %v (the ledgers' sum)", got, float64(total)/100)
+		}
+	})
+}
+
+// restart runs a stopped node again with its arguments (same port, data
+// dir and flags) and waits until it is healthy.
+func restart(t *testing.T, p *proc) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, p.args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	np := &proc{t: t, cmd: cmd, url: p.url, args: p.args, log: p.log}
+	t.Cleanup(func() {
+		if np.cmd.ProcessState == nil {
+			np.cmd.Process.Kill()
+			np.cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, _, err := tryReq(p.url + "/healthz"); err == nil && code == 200 {
+			return np
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("restarted node did not become healthy")
+	return nil
 }
 
 func grepLines(s, sub string) string {
