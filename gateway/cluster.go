@@ -23,6 +23,18 @@ type ClusterStatus struct {
 	ConfigMismatch []string `json:"config_mismatch,omitempty"`
 }
 
+// DenialLog shares the recent denials of each principal across a
+// cluster, for /authorization/status. Add is called for every refused
+// call of an identified principal, after it is recorded, and must not
+// block (a cluster queues and drops under pressure: the ledger is the
+// record, this is a view). Recent returns the newest first; an error
+// makes the status fall back to this node's ledger. Safe for concurrent
+// use.
+type DenialLog interface {
+	Add(principal string, d Denial)
+	Recent(principal string, n int) ([]Denial, error)
+}
+
 // ConfigHash returns the hash of the configuration serving now (the one
 // /readyz reports as config_hash).
 func (g *Gateway) ConfigHash() string {

@@ -58,6 +58,9 @@ type Options struct {
 	// one step (a cluster's one round trip); it must work on Quotas and
 	// Spend.
 	AdmitReserve AdmitReserver
+	// Denials, if set, shares recent denials across a cluster
+	// (/authorization/status shows the cluster's).
+	Denials DenialLog
 	// Cluster, if set, is the node's view of its cluster, reported in
 	// /readyz and the metrics (cluster.go).
 	Cluster ClusterView

@@ -250,6 +250,9 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 		return g.ledgerFailed(c, err)
 	}
 	g.observe(rec, c.req.source)
+	if g.opts.Denials != nil && !c.who.IsZero() {
+		g.opts.Denials.Add(rec.Principal, Denial{At: rec.At.UTC(), Tool: rec.Tool, Reason: rec.Reason, Status: rec.Status})
+	}
 	return d
 }
 

@@ -58,6 +58,9 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
 	opts.Quotas, opts.Spend = q, sp
 	opts.AdmitReserve = cluster.NewDecider(q, sp)
+	den := cluster.NewDenials(c)
+	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
+	opts.Denials = den
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
 	}

@@ -178,6 +178,26 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if n := heavyHits.Load(); n != 5 {
 			t.Fatalf("upstream calls: got %d, want 5", n)
 		}
+		// Every node's status shows the cluster's recent denials, made
+		// on all three nodes.
+		within(t, -1, "recent denials from every node", func(p *proc) bool {
+			_, b := p.admin("GET", "/authorization/status?key_id="+heavyID, "")
+			var st struct {
+				Scope   string `json:"recent_denials_scope"`
+				Denials []struct {
+					Node   string `json:"node"`
+					Reason string `json:"reason"`
+				} `json:"recent_denials"`
+			}
+			json.Unmarshal(b, &st)
+			nodesSeen := map[string]bool{}
+			for _, d := range st.Denials {
+				if d.Reason == "rate_class_quota" {
+					nodesSeen[d.Node] = true
+				}
+			}
+			return st.Scope == "cluster" && len(st.Denials) == 10 && len(nodesSeen) == 3
+		})
 	})
 	t.Run("SpendCap", func(t *testing.T) {
 		got := race(t, 200, "paid", capKey)
