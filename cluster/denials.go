@@ -124,4 +124,3 @@ func (d *Denials) Close() {
 	}
 	d.wg.Wait()
 }
-
