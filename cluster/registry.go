@@ -239,8 +239,8 @@ func (r *Registry) Live() int { return int(r.live.Load()) }
 // Up reports whether the last heartbeat reached Redis.
 func (r *Registry) Up() bool { return r.up.Load() }
 
-// Peers returns the live nodes at the last heartbeat, by node id.
-func (r *Registry) Peers() []Peer {
+// Nodes returns the live nodes at the last heartbeat, by node id.
+func (r *Registry) Nodes() []Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Peer(nil), r.peers...)
@@ -260,14 +260,28 @@ func mismatched(peers []Peer, hash string) []string {
 // View implements gateway.ClusterView.
 func (r *Registry) View(configHash string) gateway.ClusterStatus {
 	cs := gateway.ClusterStatus{Node: r.self.Node, Redis: "ok", LiveNodes: r.Live(),
-		ConfigMismatch: mismatched(r.Peers(), configHash)}
+		ConfigMismatch: mismatched(r.Nodes(), configHash)}
 	if !r.Up() {
 		cs.Redis = "unreachable"
 	}
 	return cs
 }
 
-var _ gateway.ClusterView = (*Registry)(nil)
+var (
+	_ gateway.ClusterView  = (*Registry)(nil)
+	_ gateway.ClusterPeers = (*Registry)(nil)
+)
+
+// Peers returns the live nodes and their advertised URLs
+// (gateway.ClusterPeers: /audit fans out to them).
+func (r *Registry) Peers() []gateway.ClusterPeer {
+	ns := r.Nodes()
+	out := make([]gateway.ClusterPeer, len(ns))
+	for i, n := range ns {
+		out[i] = gateway.ClusterPeer{Node: n.Node, URL: n.URL}
+	}
+	return out
+}
 
 // Self returns what this node announces.
 func (r *Registry) Self() Peer { return r.self }

@@ -100,6 +100,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	day, resetAt := meter.DayOf(now, eff.Location())
 	spend := g.spend.Status(principal, day)
 	out["spend_today_usd"] = spend.Today()
+	out["spend_reserved_usd"] = spend.Reserved // held by calls in flight (included in spend_today_usd)
 	if capUSD, ok := eff.SpendCap(); ok {
 		out["spend_limit_usd"] = capUSD
 	} else {

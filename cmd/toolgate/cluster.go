@@ -2,6 +2,8 @@ package main
 
 import (
 	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -52,7 +54,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Keys = st.Keys()
 	opts.Overrides = st.Overrides()
 	opts.OverrideSync = overrideSync
-	reg := cluster.NewRegistry(c, cluster.Peer{URL: f.publicURL}, 0)
+	reg := cluster.NewRegistry(c, cluster.Peer{URL: advertiseURL(f)}, 0)
 	opts.Cluster = reg
 	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
@@ -101,4 +103,22 @@ func (n *clusterNode) start(gw *gateway.Gateway) error {
 	}
 	n.sd.add("leaving the cluster", func() error { n.reg.Close(); return nil })
 	return nil
+}
+
+// advertiseURL is --cluster-advertise, or http:// and --listen (the host
+// name when --listen names no host or every address).
+func advertiseURL(f serveFlags) string {
+	if f.clusterAdvertise != "" {
+		return strings.TrimSuffix(f.clusterAdvertise, "/")
+	}
+	host, port, err := net.SplitHostPort(f.listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

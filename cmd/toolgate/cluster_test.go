@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,6 +93,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		t.Logf("%s: on every node after %v", what, time.Since(start).Round(time.Millisecond))
 	}
 
+	outer := t // for what must outlive a subtest
 	var revokedKey string
 	t.Run("Propagation", func(t *testing.T) {
 		key, id := nodes[0].createKey(`{"name":"moving","policy":{"deny_tools":["free"]}}`)
@@ -178,8 +181,14 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if n := heavyHits.Load(); n != 5 {
 			t.Fatalf("upstream calls: got %d, want 5", n)
 		}
-		// Every node's status shows the cluster's recent denials, made
-		// on all three nodes.
+		// Every node's status shows the cluster's recent denials: one
+		// more refused call on each node, and the newest three name the
+		// three nodes.
+		for _, p := range nodes {
+			if code := call(p, "heavy", heavyKey); code != 403 {
+				t.Fatalf("over the quota: got %d, want 403", code)
+			}
+		}
 		within(t, -1, "recent denials from every node", func(p *proc) bool {
 			_, b := p.admin("GET", "/authorization/status?key_id="+heavyID, "")
 			var st struct {
@@ -191,8 +200,8 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			}
 			json.Unmarshal(b, &st)
 			nodesSeen := map[string]bool{}
-			for _, d := range st.Denials {
-				if d.Reason == "rate_class_quota" {
+			for i, d := range st.Denials {
+				if i < 3 && d.Reason == "rate_class_quota" {
 					nodesSeen[d.Node] = true
 				}
 			}
@@ -211,7 +220,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		var total int64
 		var billed int
 		for i, p := range nodes {
-			code, b := p.admin("GET", "/audit?type=call&principal=key:"+capID, "")
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+capID, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
 			if code != 200 {
 				t.Fatalf("node %d /audit: got %d %s", i, code, b)
 			}
@@ -418,10 +427,10 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		}
 		stop.Store(true)
 		wg.Wait()
-		nodes[2] = restart(t, nodes[2])
+		nodes[2] = restart(outer, nodes[2])
 		billed := make([]int, 3)
 		for i, p := range nodes {
-			code, b := p.admin("GET", "/audit?type=call&principal=key:"+id, "")
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
 			if code != 200 {
 				t.Fatalf("node %d /audit: %d %s", i, code, b)
 			}
@@ -449,9 +458,86 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		}
 		// Redis's committed figure is the ledgers' sum once node 2 has
 		// put its contribution back.
+		// (A call node 2 had in flight when it died still holds its
+		// reservation until the reservation TTL gives it back.)
 		_, b := nodes[0].admin("GET", "/authorization/status?key_id="+id, "")
-		if got := jsonField(t, b, "spend_today_usd"); got != float64(total)/100 {
-			t.Fatalf("cluster spend after the restart: got %v, want %v (the ledgers' sum)", got, float64(total)/100)
+		today, held := jsonField(t, b, "spend_today_usd").(float64), jsonField(t, b, "spend_reserved_usd").(float64)
+		if committed := math.Round((today-held)*100) / 100; committed != float64(total)/100 || today > 0.10 {
+			t.Fatalf("cluster spend after the restart: got %v committed (+%v held), want %v (the ledgers' sum), within the cap", committed, held, float64(total)/100)
+		}
+		t.Logf("held by node 2's dead reservations: %v", held)
+	})
+	t.Run("AuditFanOut", func(t *testing.T) {
+		ids := make([]string, 3)
+		for i, p := range nodes {
+			_, b := p.req("GET", "/readyz", "")
+			ids[i] = jsonField(t, b, "cluster", "node").(string)
+		}
+		local := 0
+		for _, p := range nodes {
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+capID, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
+			if code != 200 {
+				t.Fatalf("local /audit: %d %s", code, b)
+			}
+			local += bytes.Count(b, []byte("\n"))
+		}
+		code, b := nodes[0].admin("GET", "/audit?type=call&principal=key:"+capID, "")
+		if code != 200 {
+			t.Fatalf("/audit: %d %s", code, b)
+		}
+		var last time.Time
+		seen := map[string]int{}
+		n := 0
+		for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+			var r struct {
+				Node string    `json:"node"`
+				At   time.Time `json:"at"`
+			}
+			if err := json.Unmarshal(l, &r); err != nil || r.Node == "" {
+				t.Fatalf("merged record %s: no node (%v)", l, err)
+			}
+			if r.At.Before(last) {
+				t.Fatalf("merged records out of time order at %s", l)
+			}
+			last = r.At
+			seen[r.Node]++
+			n++
+		}
+		if n != local || len(seen) != 3 {
+			t.Fatalf("cluster /audit: got %d records from %v, want the nodes' %d from all three (ids %v, asked %q)", n, seen, local, ids, hdrOf(nodes[0], "/audit?type=call&principal=key:"+capID, "X-Cluster-Nodes"))
+		}
+		code, b = nodes[1].admin("GET", "/audit/verify", "")
+		if code != 200 || jsonField(t, b, "ok") != true || len(jsonField(t, b, "nodes").(map[string]any)) != 3 {
+			t.Fatalf("cluster /audit/verify: got %d %s, want ok for three nodes", code, b)
+		}
+		// A node that does not answer is named, never skipped silently.
+		nodes[2].cmd.Process.Signal(syscall.SIGSTOP)
+		defer nodes[2].cmd.Process.Signal(syscall.SIGCONT)
+		quick := &http.Client{Timeout: 200 * time.Millisecond}
+		for {
+			resp, err := quick.Get(nodes[2].url + "/healthz")
+			if err != nil {
+				break // stopped
+			}
+			resp.Body.Close()
+		}
+		req, _ := http.NewRequest("GET", nodes[0].url+"/audit?type=call&principal=key:"+capID, nil)
+		req.Header.Set("Authorization", "Bearer "+testAdmin)
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		t.Logf("fan-out with a stopped node: %v, nodes %s", time.Since(t0), resp.Header.Get("X-Cluster-Nodes"))
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Cluster-Unreachable"); got != ids[2] || !bytes.Contains(body, []byte(`"type":"unreachable","node":"`+ids[2]+`"`)) &&
+			!bytes.Contains(body, []byte(`"node":"`+ids[2]+`","type":"unreachable"`)) {
+			t.Fatalf("with node 2 stopped: X-Cluster-Unreachable %q, body tail %s; want node %s named", got, body[max(0, len(body)-300):], ids[2])
+		}
+		code, b = nodes[0].admin("GET", "/audit/verify", "")
+		if code != 200 || jsonField(t, b, "ok") != false || jsonField(t, b, "unreachable", ids[2]) == nil {
+			t.Fatalf("verify with node 2 stopped: got %d %s, want ok false naming it", code, b)
 		}
 	})
 }
@@ -481,6 +567,17 @@ func restart(t *testing.T, p *proc) *proc {
 	}
 	t.Fatal("restarted node did not become healthy")
 	return nil
+}
+
+func hdrOf(p *proc, path, name string) string {
+	req, _ := http.NewRequest("GET", p.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdmin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	resp.Body.Close()
+	return resp.Header.Get(name)
 }
 
 func grepLines(s, sub string) string {

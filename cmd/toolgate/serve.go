@@ -42,7 +42,7 @@ type serveFlags struct {
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
 	forwardUnderscoreHeaders                        bool
-	clusterRedis, nodeID                            string
+	clusterRedis, nodeID, clusterAdvertise          string
 	tlsCert, tlsKey, tlsListen                      string
 	redirectHTTP                                    bool
 	acmeDomains                                     listFlag
@@ -85,6 +85,7 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
 	fs.StringVar(&f.clusterRedis, "cluster-redis", "", "cluster mode: share quota windows, spend and credit reservations and x402 nonces with the other nodes through this Redis (redis://[:password@]host:port/db or rediss://); prefer TOOLGATE_CLUSTER_REDIS when the URL holds a password")
+	fs.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "cluster mode: the URL at which the other nodes reach this node's management API (GET /audit fans out to it; default http://<--listen>, the host name when --listen has no host)")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's name in cluster mode (default: the host name and a hash of the data dir, stable across restarts)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS; re-read on SIGHUP and when it changes")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
