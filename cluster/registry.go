@@ -51,6 +51,7 @@ type Registry struct {
 	peers    []Peer
 	mismatch string // last reported, joined
 	seen     map[string]time.Time
+	known    map[string]knownPeer // seen within KnownFor: asked by the audit fan-out
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -81,12 +82,13 @@ local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
 local epoch = redis.call('GET', KEYS[3])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[1], ms, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[3]))
 for _, n in ipairs(gone) do redis.call('HDEL', KEYS[2], n) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[3]))
-local out = {epoch}
+local out = {epoch, table.concat(redis.call('HKEYS', KEYS[4]), ' ')}
 local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #live, 2 do
   table.insert(out, live[i])
@@ -108,7 +110,7 @@ func (r *Registry) Beat() (lost bool, err error) {
 	ctx, cancel := r.c.ctx()
 	defer cancel()
 	arr, err := heartbeatScript.Exec(ctx, r.c.rdb,
-		[]string{r.c.prefix + "{nodes}:live", r.c.prefix + "{nodes}:info", r.c.prefix + "{nodes}:epoch"},
+		[]string{r.c.prefix + "{nodes}:live", r.c.prefix + "{nodes}:info", r.c.prefix + "{nodes}:epoch", r.c.prefix + "{nodes}:left"},
 		[]string{r.self.Node, string(info), strconv.FormatInt((5 * r.interval).Milliseconds(), 10), newEpoch()}).ToArray()
 	if err != nil {
 		r.up.Store(false)
@@ -117,8 +119,10 @@ func (r *Registry) Beat() (lost bool, err error) {
 	epoch, _ := arr[0].ToString()
 	lost = r.epoch != "" && epoch != r.epoch
 	r.epoch = epoch
+	leftS, _ := arr[1].ToString()
+	left := strings.Fields(leftS)
 	var peers []Peer
-	for i := 1; i+3 <= len(arr); i += 3 {
+	for i := 2; i+3 <= len(arr); i += 3 {
 		peers = append(peers, peerOf(arr[i:i+3]))
 	}
 	sort.Slice(peers, func(i, j int) bool { return peers[i].Node < peers[j].Node })
@@ -135,8 +139,25 @@ func (r *Registry) Beat() (lost bool, err error) {
 	for _, p := range peers {
 		r.seen[p.Node] = now
 	}
+	if r.known == nil {
+		r.known = map[string]knownPeer{}
+	}
+	for _, p := range peers {
+		r.known[p.Node] = knownPeer{p, now}
+	}
 	for n, at := range r.seen {
 		if now.Sub(at) > 5*r.interval {
+			delete(r.seen, n)
+		}
+	}
+	for n, k := range r.known {
+		if now.Sub(k.at) > KnownFor {
+			delete(r.known, n)
+		}
+	}
+	for _, n := range left {
+		if n != r.self.Node {
+			delete(r.known, n)
 			delete(r.seen, n)
 		}
 	}
@@ -211,7 +232,8 @@ func (r *Registry) loop() {
 }
 
 // Close stops the heartbeats and removes the node from the live set (a
-// node leaving on purpose stops counting at once).
+// node leaving on purpose stops counting at once, and the others forget
+// it at their next heartbeat instead of KnownFor later).
 func (r *Registry) Close() {
 	select {
 	case <-r.stop:
@@ -229,7 +251,9 @@ func (r *Registry) Leave() {
 	defer cancel()
 	b := r.c.rdb.B()
 	r.c.rdb.DoMulti(ctx, b.Zrem().Key(r.c.prefix+"{nodes}:live").Member(r.self.Node).Build(),
-		b.Hdel().Key(r.c.prefix+"{nodes}:info").Field(r.self.Node).Build())
+		b.Hdel().Key(r.c.prefix+"{nodes}:info").Field(r.self.Node).Build(),
+		b.Hset().Key(r.c.prefix+"{nodes}:left").FieldValue().FieldValue(r.self.Node, strconv.FormatInt(time.Now().Unix(), 10)).Build(),
+		b.Expire().Key(r.c.prefix+"{nodes}:left").Seconds(int64(2*KnownFor/time.Second)).Build())
 }
 
 // Live returns the number of live nodes at the last heartbeat that
@@ -272,14 +296,27 @@ var (
 	_ gateway.ClusterPeers = (*Registry)(nil)
 )
 
-// Peers returns the live nodes and their advertised URLs
-// (gateway.ClusterPeers: /audit fans out to them).
+// KnownFor is how long a node that stopped heartbeating is still asked by
+// the audit fan-out (and named when it does not answer), so that a node
+// that just died or stalls is reported, not silently left out. A node
+// that left on purpose (Close) is forgotten at once.
+const KnownFor = time.Minute
+
+type knownPeer struct {
+	p  Peer
+	at time.Time
+}
+
+// Peers returns the nodes seen within KnownFor and their advertised
+// URLs, by node id (gateway.ClusterPeers: /audit fans out to them).
 func (r *Registry) Peers() []gateway.ClusterPeer {
-	ns := r.Nodes()
-	out := make([]gateway.ClusterPeer, len(ns))
-	for i, n := range ns {
-		out[i] = gateway.ClusterPeer{Node: n.Node, URL: n.URL}
+	r.mu.Lock()
+	out := make([]gateway.ClusterPeer, 0, len(r.known))
+	for _, k := range r.known {
+		out = append(out, gateway.ClusterPeer{Node: k.p.Node, URL: k.p.URL})
 	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
 }
 
