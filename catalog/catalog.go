@@ -25,13 +25,16 @@ const (
 // Tool is one catalog entry, compiled. Tools are shared read-only.
 type Tool struct {
 	// Index is the tool's position in Catalog.Tools; policy bitsets use it.
-	Index       int
-	ID          string
-	Path        string   // route, default "/tools/<id>"
-	Methods     []string // allowed methods, default ["POST"]
-	RateClass   RateClass
-	Price       money.Micros // 0 = free
-	Upstream    string       // absolute http(s) URL, or "demo:<name>"
+	Index     int
+	ID        string
+	Path      string   // route, default "/tools/<id>"
+	Methods   []string // allowed methods, default ["POST"]
+	RateClass RateClass
+	Price     money.Micros // 0 = free; for a metered tool, the most one call costs
+	// Metered: the upstream reports each call's cost in the response
+	// header X-Toolgate-Cost-Usd (at most Price); see docs/x402.md, "Metered prices".
+	Metered     bool
+	Upstream    string // absolute http(s) URL, or "demo:<name>"
 	Packs       []string
 	Description string
 	Settle      Settle

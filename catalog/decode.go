@@ -19,7 +19,7 @@ const DefaultTimeout = 30 * time.Second
 var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audit", "/discovery", "/healthz", "/readyz", "/metrics", "/mcp", "/ui", "/stats", "/catalog"}
 
 var toolFields = map[string]bool{
-	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true,
+	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true, "price": true,
 	"upstream": true, "packs": true, "description": true, "settle": true,
 	"timeout_ms": true, "discovery": true, "idle_timeout_ms": true, "max_response_bytes": true,
 }
@@ -196,6 +196,9 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems, o Options) *Tool {
 		}
 		t.Price = p
 	}
+	if v, ok := f["price"]; ok {
+		decodePrice(v, at+".price", t, ps, f["price_usd"] != nil)
+	}
 	t.Upstream = str("upstream", true)
 	if t.Upstream != "" && !strings.HasPrefix(t.Upstream, "demo:") {
 		for _, msg := range upstreamProblems(t.Upstream, o.Listen) {
@@ -309,4 +312,37 @@ func (t *Tool) AllowsMethod(m []byte) bool {
 		}
 	}
 	return false
+}
+
+// decodePrice reads a tool's "price" object: {"max_usd": "0.10",
+// "metered": true}. A metered tool's upstream reports what each call
+// cost; max_usd caps it and is what a call reserves.
+func decodePrice(raw json.RawMessage, at string, t *Tool, ps *Problems, hasPriceUSD bool) {
+	var p struct {
+		MaxUSD  json.RawMessage `json:"max_usd"`
+		Metered *bool           `json:"metered"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		ps.Add(at, `must be an object {"max_usd": "0.10", "metered": true}`)
+		return
+	}
+	if hasPriceUSD {
+		ps.Add(at, "give price_usd or price, not both")
+	}
+	if p.MaxUSD == nil {
+		ps.Add(at+".max_usd", "required")
+	} else if m, err := money.ParseAmount(p.MaxUSD); err != nil {
+		ps.Add(at+".max_usd", fmt.Sprintf("%s: %v", p.MaxUSD, err))
+	} else if m <= 0 {
+		ps.Add(at+".max_usd", "must be above 0")
+	} else {
+		t.Price = m
+	}
+	if p.Metered == nil || !*p.Metered {
+		ps.Add(at+".metered", `must be true (a fixed price is "price_usd")`)
+		return
+	}
+	t.Metered = true
 }

@@ -9,6 +9,11 @@
 //                     (x402-fetch's default is 100000 = 0.10 USDC)
 //   --no-spend-controls  v2 only: disable @x402/core's default spend controls
 //   --also-v1         v2 only: also register the v1 scheme (registerExactEvmScheme)
+//   --payment-id ID   v2 only: send the payment-identifier extension with ID
+//                     (@x402/extensions appendPaymentIdentifierToExtensions)
+//   --resend          after each call, send its paid request again, byte for
+//                     byte (a network-level retry); printed as its own line
+//                     with "resent":true
 // Environment:
 //   PAYER_PRIVATE_KEY  (required) payer key, 0x-prefixed 32-byte hex
 //   PAYER_RPC_URL      local RPC for any chain reads (v1: the wallet client's
@@ -34,6 +39,8 @@ export function parseCommandLine() {
       "max-value": { type: "string" },
       "no-spend-controls": { type: "boolean", default: false },
       "also-v1": { type: "boolean", default: false },
+      "payment-id": { type: "string" },
+      resend: { type: "boolean", default: false },
     },
   });
   if (positionals.length !== 1) {
@@ -70,6 +77,8 @@ export function parseCommandLine() {
     maxValue: values["max-value"],
     spendControls: !values["no-spend-controls"],
     alsoV1: values["also-v1"],
+    paymentId: values["payment-id"],
+    resend: values.resend,
   };
 }
 
@@ -86,17 +95,51 @@ function decodeB64JSON(value) {
   }
 }
 
+// capturingFetch returns a fetch that remembers the last request it sent
+// carrying a payment header (capture.last: url, method, headers, body).
+export function capturingFetch(capture) {
+  return async (input, init) => {
+    const req = input instanceof Request ? input : new Request(input, init);
+    if (req.headers.get("PAYMENT-SIGNATURE") || req.headers.get("X-PAYMENT")) {
+      const headers = {};
+      req.headers.forEach((v, k) => {
+        headers[k] = v;
+      });
+      const body = req.body ? await req.clone().text() : undefined;
+      capture.last = { url: req.url, method: req.method, headers, body };
+    }
+    return fetch(req);
+  };
+}
+
 // runCalls makes opts.count sequential calls with doFetch(url, init) and
 // prints one line per call. decodeResponse(name, value) decodes a payment
-// response header with the client library's own decoder.
-export async function runCalls(opts, doFetch, decodeResponse) {
+// response header with the client library's own decoder. With
+// opts.resend, capture (see capturingFetch) holds each call's paid
+// request, sent again with plain fetch after the call.
+export async function runCalls(opts, doFetch, decodeResponse, capture) {
   let failed = false;
   for (let i = 0; i < opts.count; i++) {
     const init = { method: opts.method, headers: { ...opts.headers } };
     if (opts.body !== undefined) init.body = opts.body;
+    await callOnce(i, false, () => doFetch(opts.url, init));
+    if (opts.resend) {
+      const last = capture?.last;
+      if (!last) {
+        failed = true;
+        out({ i, resent: true, error: "no paid request to resend" });
+        continue;
+      }
+      capture.last = undefined;
+      await callOnce(i, true, () => fetch(last.url, { method: last.method, headers: last.headers, body: last.body }));
+    }
+  }
+  process.exit(failed ? 1 : 0);
+
+  async function callOnce(i, resent, send) {
     const t0 = performance.now();
     try {
-      const res = await doFetch(opts.url, init);
+      const res = await send();
       const text = await res.text();
       const ms = performance.now() - t0;
       let json = null;
@@ -124,6 +167,7 @@ export async function runCalls(opts, doFetch, decodeResponse) {
       });
       out({
         i,
+        resent,
         status: res.status,
         ms: Math.round(ms * 1000) / 1000,
         body: text,
@@ -136,10 +180,9 @@ export async function runCalls(opts, doFetch, decodeResponse) {
     } catch (e) {
       failed = true;
       const cause = e?.cause ? `: ${e.cause.message ?? e.cause}` : "";
-      out({ i, error: `${e instanceof Error ? e.message : String(e)}${cause}`, ms: performance.now() - t0 });
+      out({ i, resent, error: `${e instanceof Error ? e.message : String(e)}${cause}`, ms: performance.now() - t0 });
     }
   }
-  process.exit(failed ? 1 : 0);
 }
 
 function out(obj) {

@@ -7,7 +7,8 @@
 import { privateKeyToAccount } from "viem/accounts";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme, registerExactEvmScheme } from "@x402/evm/exact/client";
-import { parseCommandLine, runCalls } from "./pay-common.mjs";
+import { appendPaymentIdentifierToExtensions } from "@x402/extensions/payment-identifier";
+import { capturingFetch, parseCommandLine, runCalls } from "./pay-common.mjs";
 
 const opts = parseCommandLine();
 const account = privateKeyToAccount(opts.key);
@@ -20,6 +21,12 @@ if (opts.alsoV1) {
 if (!opts.spendControls) {
   client.setSpendControls(false);
 }
-const fetchWithPayment = wrapFetchWithPayment(fetch, client);
+if (opts.paymentId !== undefined) {
+  client.onBeforePaymentCreation(async ({ paymentRequired }) => {
+    if (paymentRequired.extensions) appendPaymentIdentifierToExtensions(paymentRequired.extensions, opts.paymentId);
+  });
+}
+const capture = {};
+const fetchWithPayment = wrapFetchWithPayment(capturingFetch(capture), client);
 
-await runCalls(opts, fetchWithPayment, (_name, value) => decodePaymentResponseHeader(value));
+await runCalls(opts, fetchWithPayment, (_name, value) => decodePaymentResponseHeader(value), capture);

@@ -637,16 +637,35 @@ func (g *Gateway) discovery(ctx *fasthttp.RequestCtx, st *state) {
 		writeAPIError(ctx, errBadMethod)
 		return
 	}
+	args := ctx.QueryArgs()
+	ctx.Response.Header.SetBytesKV(hdrACAO, strStar)
+	limit, offset := x402.DiscoveryLimitDefault, 0
+	if args.Has("limit") {
+		n, err := args.GetUint("limit")
+		if err != nil || n < 1 || n > x402.DiscoveryLimitMax {
+			writeAPIError(ctx, apiErr(400, "limit must be an integer from 1 to 100"))
+			return
+		}
+		limit = n
+	}
+	if args.Has("offset") {
+		n, err := args.GetUint("offset")
+		if err != nil {
+			writeAPIError(ctx, apiErr(400, "offset must be a non-negative integer"))
+			return
+		}
+		offset = n
+	}
+	// Every listed resource is an HTTP endpoint: type=http (or none)
+	// lists them, any other type nothing.
 	var offers []*x402.Offer
-	for _, rt := range st.routes {
-		if rt.offer != nil {
-			offers = append(offers, rt.offer)
+	if typ := args.Peek("type"); len(typ) == 0 || string(typ) == "http" {
+		for _, rt := range st.routes {
+			if rt.offer != nil {
+				offers = append(offers, rt.offer)
+			}
 		}
 	}
-	args := ctx.QueryArgs()
-	limit, _ := args.GetUint("limit")
-	offset, _ := args.GetUint("offset")
-	ctx.Response.Header.SetBytesKV(hdrACAO, strStar)
 	writeJSON(ctx, 200, x402.DiscoveryResources(offers, limit, offset, st.loaded))
 }
 

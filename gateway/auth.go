@@ -94,12 +94,27 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		pc.digest = sha256.Sum256(c.req.payment)
 	}
 	who := identity.WalletPrincipal(v.Payer)
+	if c.req.protocol == "rest" {
+		id, err := p.PaymentID()
+		if err != nil {
+			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true,
+				c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header").str("reason", x402.MalformedReason(err)), nil
+		}
+		if id != "" {
+			if d := g.claimAnswer(c, pc, paymentIDAnswerKey(v.Payer, id), "payment_identifier"); d != nil {
+				return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
+			}
+		}
+	}
 	ok, err := g.opts.X402.Nonces.Lock(v.Key, v.ValidBefore)
 	if err != nil {
 		return callerIdentity{who: who, pay: pc}, true, nil, &storeError{op: "nonce lock", err: err,
 			d: fixed(503, outPaymentUnavailable, "nonce_store_unavailable", "Payment store unavailable; nothing was charged")}
 	}
 	if !ok {
+		if d := g.pendingReplay(c, pc); d != nil {
+			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
+		}
 		return callerIdentity{who: who, pay: pc}, true, paymentInvalid(c, x402.ReasonNonceUsed), nil
 	}
 	pc.nonceHeld = true

@@ -37,6 +37,9 @@ type Decision struct {
 	PayReason   string
 	PayResponse []byte
 
+	// Replay is a recorded answer to give again (idempotency.go).
+	Replay *recordedAnswer
+
 	// Allow is the methods of a 405.
 	Allow string
 	// Challenge is the WWW-Authenticate value of a refused access token

@@ -169,6 +169,7 @@ type Gateway struct {
 	budget    *responseBudget
 	owed      owedBook
 	verified  verifyCache     // remote x402 verifications by payment
+	answers   *answers        // recorded answers for retries (idempotency.go)
 	anon      anonBook        // anonymous calls past their burst, this interval
 	auths     []authenticator // tried in order by identify
 	mcp       mcpSessions     // MCP sessions of the stateful revisions
@@ -215,6 +216,7 @@ func New(o Options) (*Gateway, error) {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 	}
+	g.answers = newAnswers(o.DB, func() time.Time { return g.now() })
 	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
 	if g.now == nil {
 		g.now = time.Now
@@ -287,6 +289,9 @@ func New(o Options) (*Gateway, error) {
 			}
 			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
+	}
+	if fp, ok := o.X402Settler().(facilitatorPool); ok {
+		g.watchFacilitators(fp)
 	}
 	g.auths = []authenticator{keyAuth{g.keys}, tokenAuth{g}}
 	if o.X402 != nil {

@@ -75,6 +75,7 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.header = rh
 	r.source = g.clientAddr(ctx)
 	r.tls = g.viaTLS(ctx)
+	r.idemKey = rh.Peek("Idempotency-Key") // applied to key and token callers, not to x402 payers
 	if k := rh.Peek("X-Api-Key"); len(k) > 0 {
 		r.apiKey, r.hasKey = k, true
 		return // a key is who the caller is; a payment beside it is not read

@@ -77,6 +77,9 @@ func newUpstream(t testing.TB) *upstream {
 			w.Write([]byte(`{"error":"upstream broke"}`))
 			return
 		}
+		if cost := r.URL.Query().Get("cost"); cost != "" { // a metered tool's cost report
+			w.Header().Set("X-Toolgate-Cost-Usd", cost)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Connection", "keep-alive, X-Hop")
 		w.Header().Set("X-Hop", "must not pass")

@@ -28,6 +28,10 @@ type metrics struct {
 	ledgerWait      prometheus.Histogram     // Append → committed, per call
 	x402Verify      *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
 	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
+	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
+	meterReports    *prometheus.CounterVec   // tool, result: reported, missing, malformed, capped
+	facRequests     *prometheus.CounterVec   // facilitator, op, result: ok, error, skipped
+	extResponses    *prometheus.CounterVec   // extension, status (EXTENSION-RESPONSES)
 	billedMicro     *prometheus.CounterVec   // tool: micro-USD billed
 	owedMicro       prometheus.Counter       // micro-USD settled for calls not served (owed to payers)
 	upstreamRetries prometheus.Counter       // requests sent again after a reused connection was found closed
@@ -60,6 +64,22 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 	m.x402Verify = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_verifications_total", Help: "x402 payment verifications by result.",
 	}, []string{"result"})
+	m.replays = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_replayed_answers_total", Help: "Retries answered with a recorded answer, by kind (idempotency_key, payment_identifier, same_payment).",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.replays)
+	m.meterReports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_metered_cost_reports_total", Help: "Cost reports of metered tools' upstreams, by tool and result (reported, missing, malformed, capped).",
+	}, []string{"tool", "result"})
+	m.reg.MustRegister(m.meterReports)
+	m.facRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_facilitator_requests_total", Help: "Requests to each x402 facilitator by op (verify, settle, ping) and result (ok: a decision; error: none, failed over; skipped: backing off).",
+	}, []string{"facilitator", "op", "result"})
+	m.reg.MustRegister(m.facRequests)
+	m.extResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_x402_extension_responses_total", Help: "Facilitators' EXTENSION-RESPONSES entries by extension (bazaar …) and status (success, processing, rejected).",
+	}, []string{"extension", "status"})
+	m.reg.MustRegister(m.extResponses)
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"time"
 
 	"github.com/toolgate/toolgate/identity"
 
@@ -61,12 +62,15 @@ func isOwedPrincipal(principal string) bool {
 // owe records that c's payment, settled ahead, bought nothing: it returns
 // the txn record and counts it.
 func (g *Gateway) owe(c *call) *ledger.Record {
-	amount := c.rt.tool.Price
-	total := g.owed.add(c.principal(), amount)
+	return g.oweRecord(c.principal(), c.rt.tool.ID, string(c.reqID), c.pay.verified.Payer, c.pay.result.Network, c.rt.tool.Price, c.start)
+}
+
+// oweRecord counts amount as owed to principal and returns its txn record.
+func (g *Gateway) oweRecord(principal, tool, reqID, payer, network string, amount money.Micros, at time.Time) *ledger.Record {
+	total := g.owed.add(principal, amount)
 	g.metrics.owedMicro.Add(float64(amount))
 	g.log.Warn("payment settled for a call that was not served: owed to the payer",
-		"request_id", string(c.reqID), "principal", c.principal(), "amount_micros", int64(amount))
-	return &ledger.Record{Type: ledger.TypeTxn, At: c.start, RequestID: string(c.reqID), Principal: c.principal(),
-		Tool: c.rt.tool.ID, Kind: KindX402Owed, Amount: amount, BalanceAfter: &total,
-		Payer: c.pay.verified.Payer, Network: c.pay.result.Network}
+		"request_id", reqID, "principal", principal, "amount_micros", int64(amount))
+	return &ledger.Record{Type: ledger.TypeTxn, At: at, RequestID: reqID, Principal: principal,
+		Tool: tool, Kind: KindX402Owed, Amount: amount, BalanceAfter: &total, Payer: payer, Network: network}
 }

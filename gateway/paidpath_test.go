@@ -223,6 +223,21 @@ func (e *paidEnv) wantNotBilled(outcome, reason string) {
 	}
 }
 
+// wantReplayed checks that hdr, a payment whose settlement was left
+// pending, gets the recorded answer without a further backend or upstream
+// call.
+func (e *paidEnv) wantReplayed(tool, hdr string) {
+	e.t.Helper()
+	v, s, hits := e.settler.verifies.Load(), e.settler.settles.Load(), e.up.hits.Load()
+	resp, b := e.callPaid(tool, "", hdr)
+	if resp.StatusCode != 200 || resp.Header.Get("Idempotent-Replayed") != "true" || resp.Header.Get("PAYMENT-RESPONSE") == "" {
+		e.t.Fatalf("replay of a pending payment: got %d %s, want the recorded 200 with PAYMENT-RESPONSE", resp.StatusCode, b)
+	}
+	if e.settler.verifies.Load() != v || e.settler.settles.Load() != s || e.up.hits.Load() != hits {
+		e.t.Fatal("replay reached the settlement backend or the upstream")
+	}
+}
+
 // wantNonceUsed checks that hdr is refused as a replay without a further
 // backend call.
 func (e *paidEnv) wantNonceUsed(tool, hdr string) {
@@ -500,8 +515,8 @@ func TestPaidPath_OutcomeUnknown(t *testing.T) {
 				if s := ledgerOf(e.records(e.principal))["x402_settlement"]; len(s) != 0 {
 					t.Fatalf("x402_settlement %+v before the outcome is known", s)
 				}
-				e.wantNonceUsed(tool, p.hdr)
-				e.wantNonceUsed(tool, respell(t, p.hdr))
+				e.wantReplayed(tool, p.hdr)
+				e.wantReplayed(tool, respell(t, p.hdr))
 			})
 		}
 	}
@@ -564,7 +579,7 @@ func TestPaidPath_Reconcile(t *testing.T) {
 				if f := ledgerOf(e.records(e.principal))["x402_settlement_failed"]; len(f) != 0 {
 					t.Fatalf("x402_settlement_failed %+v", f)
 				}
-				e.wantNonceUsed(tool, p.hdr)
+				e.wantReplayed(tool, p.hdr)
 			})
 		}
 	})
@@ -587,7 +602,7 @@ func TestPaidPath_Reconcile(t *testing.T) {
 				if s := ledgerOf(e.records(e.principal))["x402_settlement"]; len(s) != 0 {
 					t.Fatalf("x402_settlement %+v for a reverted transaction", s)
 				}
-				e.wantNonceUsed(tool, p.hdr)
+				e.wantReplayed(tool, p.hdr)
 			})
 		}
 	})

@@ -18,6 +18,13 @@ type X402Options struct {
 	Settler x402.Settler // facilitator or on-chain; required
 	Nonces  NonceStore   // an *x402.NonceLock, or a shared store; required
 
+	// Verifier, if set, verifies payments instead of the Settler: a
+	// read-only chain (x402.DialReader) beside a facilitator verifies
+	// locally over RPC, saving the facilitator's /verify round trip.
+	Verifier interface {
+		Verify(ctx context.Context, p *x402.Payment, o *x402.Offer) (x402.VerifyResult, error)
+	}
+
 	// Reconciler finds out what became of a settlement whose outcome is
 	// unknown (a facilitator timeout after sending, a transaction not yet
 	// mined). Nil: the Settler itself when it can (on-chain settlement).
@@ -84,8 +91,15 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		return vr, nil
 	}
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
-	vr, err := g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
+	var vr x402.VerifyResult
+	var err error
+	if v := g.opts.X402.Verifier; v != nil {
+		vr, err = v.Verify(vctx, pc.p, c.rt.offer)
+	} else {
+		vr, err = g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
+	}
 	cancel()
+	g.extensionResponses(c, vr.Extensions)
 	switch {
 	case err != nil:
 		g.metrics.x402Verify.WithLabelValues("error").Inc()
@@ -158,13 +172,13 @@ func (g *Gateway) settle(c *call) *Decision {
 	defer cancel()
 	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, c.rt.offer)
 	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()
+	g.extensionResponses(c, sr.Extensions)
 	switch {
 	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
 		sr = x402.SettleResult{Pending: true, Payer: pc.verified.Payer, Network: c.rt.offer.Network(pc.version)}
 		pc.nonceHeld = false // stays locked in the store
-		pc.settled, pc.result = true, sr
-		g.reconcileLater(c, sr)
+		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil
 	case err != nil:
 		g.log.Warn("settlement failed before sending", "request_id", string(c.reqID), "err", err)
@@ -178,8 +192,7 @@ func (g *Gateway) settle(c *call) *Decision {
 		return nil
 	case sr.Pending:
 		pc.nonceHeld = false
-		pc.settled, pc.result = true, sr
-		g.reconcileLater(c, sr)
+		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil
 	}
 	d := c.decide(402, outSettleFailed, sr.Reason, "Settlement failed")
@@ -196,16 +209,22 @@ func (g *Gateway) settle(c *call) *Decision {
 // until the authorization expires, and the call record says
 // settlement_pending.
 func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
-	rc := g.opts.X402.Reconciler
-	if rc == nil {
-		rc, _ = g.opts.X402.Settler.(Reconciler)
-	}
+	rc := g.reconciler()
 	if rc == nil {
 		return
 	}
+	oweOnSettle, tool := c.pay.oweOnSettle, c.rt.tool.ID
 	key, tx, principal, reqID := c.pay.verified.Key, sr.Transaction, c.principal(), string(c.reqID)
 	amount, network, payer, deadline := c.rt.tool.Price, sr.Network, c.pay.verified.Payer, c.pay.verified.ValidBefore
 	every := g.opts.X402.ReconcileEvery
+	answerKeys := []string{nonceAnswerKey(key)}
+	if c.claim != nil && c.claim.kind == "payment_identifier" {
+		answerKeys = append(answerKeys, c.claim.keys[0])
+	}
+	final := func(res x402.SettleResult) {
+		res.Payer, res.Network = payer, network
+		g.settleAnswers(answerKeys, res)
+	}
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -234,17 +253,27 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 				}
 				g.metrics.x402Settle.WithLabelValues("reconciled").Inc()
 				record("x402_settlement", res.Transaction, "")
+				if oweOnSettle {
+					// Settled ahead of a call that was not served.
+					owed := g.oweRecord(principal, tool, reqID, payer, network, amount, g.now())
+					if err := g.led.Append(owed).Wait(); err != nil {
+						g.log.Error("record owed payment", "request_id", reqID, "err", err)
+					}
+				}
+				final(res)
 				return
 			case !res.Pending:
 				g.log.Error("pending settlement failed on chain", "request_id", reqID, "tx", res.Transaction, "reason", res.Reason)
 				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
 				record("x402_settlement_failed", res.Transaction, res.Reason)
+				final(res)
 				return
 			case g.now().After(deadline.Add(2 * time.Minute)):
 				// Unused past validBefore: nobody can settle it any more.
 				g.log.Error("pending settlement expired unused", "request_id", reqID)
 				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
 				record("x402_settlement_failed", "", x402.ReasonValidBefore)
+				final(x402.SettleResult{Reason: x402.ReasonValidBefore})
 				return
 			}
 		}
@@ -263,7 +292,7 @@ func settlementRecord(c *call) *ledger.Record {
 	sr := &c.pay.result
 	return &ledger.Record{Type: ledger.TypeTxn, At: c.start, RequestID: string(c.reqID), Principal: c.principal(),
 		Tool: c.rt.tool.ID, Kind: ledger.KindX402Settlement, Amount: c.rt.tool.Price,
-		Payer: c.pay.verified.Payer, Network: sr.Network, TxHash: sr.Transaction}
+		Payer: c.pay.verified.Payer, Network: sr.Network, TxHash: sr.Transaction, Reason: c.pay.extNote}
 }
 
 func settleResult(sr x402.SettleResult, err error) string {
@@ -278,4 +307,35 @@ func settleResult(sr x402.SettleResult, err error) string {
 		return "pending"
 	}
 	return "failed"
+}
+
+// extensionResponses records a facilitator's EXTENSION-RESPONSES: counted
+// by extension and status; a rejection (a Bazaar listing refused) is
+// logged and noted on the settlement's txn record ("bazaar_rejected: …").
+func (g *Gateway) extensionResponses(c *call, raw string) {
+	for _, e := range x402.ParseExtensionResponses(raw) {
+		g.metrics.extResponses.WithLabelValues(e.Extension, e.Status).Inc()
+		if e.Status == "rejected" {
+			g.log.Warn("facilitator rejected an extension of the payment", "request_id", string(c.reqID),
+				"tool", c.rt.tool.ID, "extension", e.Extension, "reason", e.Reason)
+			note := e.Extension + "_rejected"
+			if e.Reason != "" {
+				note += ": " + e.Reason
+			}
+			if len(note) > 200 {
+				note = note[:200]
+			}
+			c.pay.extNote = note
+		}
+	}
+}
+
+// reconciler is what follows pending settlements: the configured
+// Reconciler, else the Settler when it can (on-chain settlement), else nil.
+func (g *Gateway) reconciler() Reconciler {
+	if rc := g.opts.X402.Reconciler; rc != nil {
+		return rc
+	}
+	rc, _ := g.opts.X402.Settler.(Reconciler)
+	return rc
 }

@@ -27,10 +27,25 @@ import (
 // passed on; otherwise the decision to render. Either way the call has
 // been recorded, or the decision says it could not be.
 func (g *Gateway) run(c *call) *Decision {
+	d := g.stages(c)
+	if c.claim != nil || c.pay != nil {
+		g.keepAnswer(c, d)
+	}
+	if c.pay != nil && c.pay.reconcile {
+		g.reconcileLater(c, c.pay.result)
+	}
+	return d
+}
+
+// stages runs the stages in order (see run).
+func (g *Gateway) stages(c *call) *Decision {
 	if d := g.admit(c); d != nil {
 		return g.finish(c, d)
 	}
 	d := g.identify(c)
+	if d == nil && c.pay == nil && len(c.req.idemKey) > 0 {
+		d = g.claimKey(c) // a retry is answered before it counts against quota or spend
+	}
 	if d == nil {
 		d = g.decide(c)
 	}
@@ -106,6 +121,9 @@ func (g *Gateway) identify(c *call) *Decision {
 	}
 	switch {
 	case c.rt.offer != nil:
+		if d := g.unpaidAnswer(c); d != nil {
+			return d
+		}
 		d := c.decide(402, outPaymentRequired, "no_payment", "Payment required")
 		d.Offer = c.rt.offer
 		return d

@@ -29,6 +29,7 @@ var strippedResponseHeaders = []string{
 	"Transfer-Encoding", "Upgrade", "Set-Cookie",
 	"X-Policy-Allowed", "X-Tool", "X-Cost-Usd", "X-Request-Id",
 	"Payment-Response", "X-Payment-Response", "Payment-Required",
+	hdrToolgateCost, // a metered tool's cost report (metered.go)
 }
 
 var (

@@ -45,9 +45,9 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// No balance moves: the records need no ordering against the
 		// principal's other calls, so no callback (which would escape to
 		// the heap through the SpendStore interface).
-		c.cost = c.rt.tool.Price
+		c.cost = g.callCost(c)
 		rec = g.callRecord(c, outcome, reason, status)
-		if !g.spend.Commit(c.res, nil) {
+		if !g.commitSpend(c, nil) {
 			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
 				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
 			g.metrics.sharedFailures.Inc()
@@ -62,9 +62,9 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// Prepaid credits: the debit and its balance_after are appended
 		// while the balance cannot change, so that records follow the
 		// order of balance changes (a restart restores the latest).
-		c.cost = c.rt.tool.Price
+		c.cost = g.callCost(c)
 		rec = g.callRecord(c, outcome, reason, status)
-		committed := g.spend.Commit(c.res, func(cm meter.Committed) {
+		committed := g.commitSpend(c, func(cm meter.Committed) {
 			switch {
 			case c.pay != nil && c.pay.result.Success:
 				ticket = g.append(c, rec, settlementRecord(c))
@@ -106,10 +106,16 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		}
 		rec = g.callRecord(c, outcome, reason, status)
 		recs := []*ledger.Record{rec}
-		if c.pay.result.Success {
-			recs = append(recs, settlementRecord(c))
+		switch {
+		case c.pay.result.Success:
+			recs = append(recs, settlementRecord(c), g.owe(c))
+		case g.reconciler() != nil:
+			// Pending: the money may not have moved. Owed once
+			// reconciliation finds the settlement (reconcileLater).
+			c.pay.oweOnSettle = true
+		default:
+			recs = append(recs, g.owe(c)) // nobody will know better: owed, as if settled
 		}
-		recs = append(recs, g.owe(c))
 		ticket = g.append(c, recs...)
 	default:
 		if c.reserved {

@@ -32,6 +32,7 @@ const (
 	outMethodNotAllowed    = "method_not_allowed"  // a tool's route, another method (405)
 	outStoreUnavailable    = "store_unavailable"   // the data dir is low on space: nothing could be recorded safely (503)
 	outPaymentUnavailable  = "payment_unavailable" // the nonce store or the settlement backend could not answer (503)
+	outReplayed            = "replayed"            // a retry answered with the first attempt's recorded answer (idempotency.go)
 )
 
 // request is one tool call as the stages see it, whatever front end it
@@ -58,6 +59,7 @@ type request struct {
 	payment        []byte       // x402 payment: header value (base64), or JSON when paymentJSON
 	paymentVersion int          // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
 	paymentJSON    bool         // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
+	idemKey        []byte       // Idempotency-Key (REST; key and token callers)
 }
 
 // headerSource is a read-only view of a caller's headers.
@@ -97,6 +99,7 @@ type call struct {
 	tokClient string
 
 	pay        *paidCall // x402 caller's payment; nil for API keys
+	claim      *claim    // the idempotency claim this call holds (idempotency.go)
 	unrecorded bool      // store low on space: a free call served under fail_mode open
 	norecord   bool      // refused before anything could be recorded
 
@@ -121,6 +124,9 @@ type paidCall struct {
 	needsRemote bool     // only the settlement backend can check the signature
 	digest      [32]byte // SHA-256 of the header: the remote verification cache key
 	settled     bool     // settled (or left pending) ahead of, or after, the call
+	reconcile   bool     // left pending: follow it once the call is answered (run)
+	extNote     string   // a facilitator's rejection of an extension (the txn record's reason)
+	oweOnSettle bool     // settled ahead, pending, not served: owed once reconciled as settled
 	result      x402.SettleResult
 }
 

@@ -41,7 +41,10 @@ var (
 // CORS, Retry-After, and the x402 headers).
 func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 	h := &ctx.Response.Header
-	if d == nil {
+	switch {
+	case d != nil && d.Replay != nil:
+		renderReplay(ctx, c, d.Replay)
+	case d == nil:
 		copyResponseHeaders(h, &c.upResp.Header)
 		ctx.Response.SetStatusCode(c.upStatus)
 		switch {
@@ -53,7 +56,7 @@ func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 		default:
 			ctx.Response.SetBody(c.body.b)
 		}
-	} else {
+	default:
 		if d.RetryAfter > 0 {
 			setRetryAfter(ctx, d.RetryAfter)
 		}
@@ -91,9 +94,29 @@ func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 	h.SetBytesKV(hdrACEH, strExposeHeader)
 	var cb [24]byte
 	h.SetBytesKV(hdrCost, c.cost.AppendDecimal(cb[:0], 3))
-	if c.pay != nil && c.pay.settled && d != ledgerUnavailable {
+	if c.pay != nil && c.pay.settled && d != ledgerUnavailable && (d == nil || d.Replay == nil) {
 		h.SetBytesKV(c.paymentResponseHeader(), x402.AppendSettleResponse(nil, c.pay.result.Response()))
 	}
+}
+
+var hdrReplayed = []byte("Idempotent-Replayed")
+
+// renderReplay answers with a recorded answer: its status, content type
+// and body (when it was kept), and its PAYMENT-RESPONSE as it stands now.
+func renderReplay(ctx *fasthttp.RequestCtx, c *call, rec *recordedAnswer) {
+	h := &ctx.Response.Header
+	ctx.Response.SetStatusCode(rec.Status)
+	if rec.ContentType != "" {
+		h.SetContentType(rec.ContentType)
+	}
+	if rec.BodyKept {
+		ctx.Response.SetBody(rec.Body)
+	}
+	if rec.PayResponse != "" {
+		h.Set(rec.PayHeader, rec.PayResponse)
+	}
+	h.SetBytesKV(hdrReplayed, strTrue)
+	c.allowed = rec.Allowed
 }
 
 // appendJSONString appends s as a JSON string literal.

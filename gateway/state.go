@@ -29,7 +29,10 @@ type state struct {
 	set       *policy.Set          // also every tier's policy, by name (set.Tier)
 	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
 	routes    []*route             // by tool index
-	loaded    time.Time            // when this configuration was compiled
+	// walletAllows counts, by tool index, the wallet overrides that let
+	// their wallet call the tool (walletgate.go).
+	walletAllows []int32
+	loaded       time.Time // when this configuration was compiled
 
 	// hash identifies the configuration (configHash of its catalog and
 	// policy document); reloads counts the Reloads applied since New.
@@ -141,6 +144,7 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 		}
 		st.overrides[principal] = &override{raw: raw, eff: eff}
 	}
+	st.walletAllows = countWalletAllows(cat.Tools, st.overrides)
 	st.routes = make([]*route, len(cat.Tools))
 	for i, t := range cat.Tools {
 		rt, err := g.newRoute(t)
@@ -251,14 +255,24 @@ func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, er
 	for k, v := range cur.overrides {
 		next.overrides[k] = v
 	}
+	var old *policy.Effective
+	if o, ok := cur.overrides[principal]; ok {
+		old = o.eff
+	}
+	var eff *policy.Effective
 	if raw == nil {
 		delete(next.overrides, principal)
 	} else {
-		eff, err := cur.set.Effective(cur.overrideTier(principal, raw), raw)
-		if err != nil {
+		var err error
+		if eff, err = cur.set.Effective(cur.overrideTier(principal, raw), raw); err != nil {
 			return nil, err
 		}
 		next.overrides[principal] = &override{raw: raw, eff: eff}
+	}
+	if isOwedPrincipal(principal) {
+		next.walletAllows = append([]int32(nil), cur.walletAllows...)
+		addWalletAllows(next.walletAllows, cur.cat.Tools, old, -1)
+		addWalletAllows(next.walletAllows, cur.cat.Tools, eff, 1)
 	}
 	return &next, nil
 }

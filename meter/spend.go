@@ -337,6 +337,18 @@ func (a *account) take(id uint64) (h hold, ok bool) {
 // (zero cost) always commits, calling fn with the principal's current
 // figures. Safe for concurrent use.
 func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
+	return s.commit(r, -1, fn)
+}
+
+// CommitCost is Commit billing cost instead of the reserved amount: a
+// metered call reserves its maximum and commits what it cost. cost is
+// capped at the reservation's; the rest is released.
+func (s *Spend) CommitCost(r Reservation, cost money.Micros, fn func(Committed)) bool {
+	return s.commit(r, max(cost, 0), fn)
+}
+
+// commit commits r at cost (< 0: the reserved cost).
+func (s *Spend) commit(r Reservation, cost money.Micros, fn func(Committed)) bool {
 	if r.id == 0 {
 		if fn == nil {
 			return true
@@ -358,6 +370,9 @@ func (s *Spend) Commit(r Reservation, fn func(Committed)) bool {
 	h, ok := a.take(r.id)
 	if !ok {
 		return false
+	}
+	if cost >= 0 && cost < h.cost {
+		h.cost = cost
 	}
 	// Reserve checked that committed + reserved + cost fits and that the
 	// balance covers cost, so these cannot overflow unless Restore or a

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -44,7 +45,7 @@ var defaultFacilitatorHTTP = &http.Client{Timeout: 30 * time.Second}
 // carrying isValid is a decision whatever its HTTP status; isValid:false
 // is never success.
 func (f *Facilitator) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult, error) {
-	status, body, err := f.post(ctx, "verify", p, o)
+	status, body, hdr, err := f.post(ctx, "verify", p, o)
 	if err != nil {
 		return VerifyResult{}, err
 	}
@@ -57,7 +58,8 @@ func (f *Facilitator) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyR
 	if err := json.Unmarshal(body, &r); err != nil || r.IsValid == nil {
 		return VerifyResult{}, fmt.Errorf("%w: verify: HTTP %d: no isValid in %q", ErrFacilitator, status, snippet(body))
 	}
-	res := VerifyResult{Valid: *r.IsValid, Reason: r.InvalidReason, Message: r.InvalidMessage, Payer: r.Payer}
+	res := VerifyResult{Valid: *r.IsValid, Reason: r.InvalidReason, Message: r.InvalidMessage, Payer: r.Payer,
+		Extensions: extensionResponses(hdr)}
 	if res.Valid && status/100 != 2 {
 		return VerifyResult{}, fmt.Errorf("%w: verify: HTTP %d with isValid:true", ErrFacilitator, status)
 	}
@@ -73,7 +75,7 @@ func (f *Facilitator) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyR
 // executed. Other errors after the request may have reached the
 // facilitator wrap ErrOutcomeUnknown.
 func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
-	status, body, err := f.post(ctx, "settle", p, o)
+	status, body, hdr, err := f.post(ctx, "settle", p, o)
 	if err != nil {
 		return SettleResult{}, err
 	}
@@ -94,7 +96,7 @@ func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleR
 		return SettleResult{}, fmt.Errorf("%w: %w: settle: HTTP %d: no success in %q", ErrFacilitator, ErrOutcomeUnknown, status, snippet(body))
 	}
 	res := SettleResult{Success: *r.Success, Reason: r.ErrorReason, Message: r.ErrorMessage,
-		Payer: r.Payer, Transaction: r.Transaction, Network: r.Network}
+		Payer: r.Payer, Transaction: r.Transaction, Network: r.Network, Extensions: extensionResponses(hdr)}
 	if res.Network == "" {
 		res.Network = o.Network(p.Version)
 	}
@@ -136,7 +138,7 @@ func (s Supported) Supports(version int, scheme, network string) bool {
 
 // Supported fetches GET /supported.
 func (f *Facilitator) Supported(ctx context.Context) (Supported, error) {
-	status, body, err := f.do(ctx, http.MethodGet, "supported", nil)
+	status, body, _, err := f.do(ctx, http.MethodGet, "supported", nil)
 	if err != nil {
 		return Supported{}, err
 	}
@@ -150,13 +152,13 @@ func (f *Facilitator) Supported(ctx context.Context) (Supported, error) {
 	return s, nil
 }
 
-func (f *Facilitator) post(ctx context.Context, op string, p *Payment, o *Offer) (int, []byte, error) {
+func (f *Facilitator) post(ctx context.Context, op string, p *Payment, o *Offer) (int, []byte, http.Header, error) {
 	if p == nil || len(p.Raw) == 0 {
-		return 0, nil, fmt.Errorf("%w: %s: payment without raw payload", ErrFacilitator, op)
+		return 0, nil, nil, fmt.Errorf("%w: %s: payment without raw payload", ErrFacilitator, op)
 	}
 	req := o.Requirements(p.Version)
 	if req == nil {
-		return 0, nil, fmt.Errorf("%w: %s: no v%d requirements for %s", ErrFacilitator, op, p.Version, o.cfg.Network)
+		return 0, nil, nil, fmt.Errorf("%w: %s: no v%d requirements for %s", ErrFacilitator, op, p.Version, o.cfg.Network)
 	}
 	body := make([]byte, 0, 80+len(p.Raw)+len(req))
 	body = append(body, `{"x402Version":`...)
@@ -166,18 +168,18 @@ func (f *Facilitator) post(ctx context.Context, op string, p *Payment, o *Offer)
 	body = append(body, `,"paymentRequirements":`...)
 	body = append(body, req...)
 	body = append(body, '}')
-	status, resp, err := f.do(ctx, http.MethodPost, op, body)
+	status, resp, hdr, err := f.do(ctx, http.MethodPost, op, body)
 	if err != nil && op == "settle" && mayHaveSent(err) {
 		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
-	return status, resp, err
+	return status, resp, hdr, err
 }
 
-func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (int, []byte, error) {
+func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (int, []byte, http.Header, error) {
 	endpoint := strings.TrimRight(f.URL, "/") + "/" + op
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
-		return 0, nil, fmt.Errorf("%w: bad URL %q", ErrFacilitator, f.URL)
+		return 0, nil, nil, fmt.Errorf("%w: bad URL %q", ErrFacilitator, f.URL)
 	}
 	var rd io.Reader
 	if body != nil {
@@ -185,7 +187,7 @@ func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (i
 	}
 	req, err := http.NewRequestWithContext(ctx, method, endpoint, rd)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %s: %v", ErrFacilitator, op, err)
+		return 0, nil, nil, fmt.Errorf("%w: %s: %v", ErrFacilitator, op, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
@@ -194,7 +196,7 @@ func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (i
 	if f.Auth != nil {
 		tok, err := f.Auth(method, u.Host, u.Path)
 		if err != nil {
-			return 0, nil, fmt.Errorf("%w: %s: auth: %v", ErrFacilitator, op, err)
+			return 0, nil, nil, fmt.Errorf("%w: %s: auth: %v", ErrFacilitator, op, err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
@@ -204,14 +206,14 @@ func (f *Facilitator) do(ctx context.Context, method, op string, body []byte) (i
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %s: %w", ErrFacilitator, op, err)
+		return 0, nil, nil, fmt.Errorf("%w: %s: %w", ErrFacilitator, op, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFacilitatorBody))
 	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("%w: %s: read: %w", ErrFacilitator, op, err)
+		return resp.StatusCode, nil, nil, fmt.Errorf("%w: %s: read: %w", ErrFacilitator, op, err)
 	}
-	return resp.StatusCode, b, nil
+	return resp.StatusCode, b, resp.Header, nil
 }
 
 // mayHaveSent reports whether a request error may have happened after the
@@ -229,4 +231,47 @@ func snippet(b []byte) string {
 		b = b[:200]
 	}
 	return string(b)
+}
+
+// HeaderExtensionResponses is the facilitator's report on the payload's
+// extensions (base64 JSON {"bazaar":{"status":"success"|"processing"|
+// "rejected","rejectedReason":…}}): server-internal, never forwarded.
+const HeaderExtensionResponses = "EXTENSION-RESPONSES"
+
+// extensionResponses returns the decoded EXTENSION-RESPONSES JSON, "" when
+// absent or undecodable.
+func extensionResponses(h http.Header) string {
+	v := h.Get(HeaderExtensionResponses)
+	if v == "" {
+		return ""
+	}
+	raw, err := decodeBase64([]byte(strings.TrimSpace(v)))
+	if err != nil || !json.Valid(raw) {
+		return ""
+	}
+	return string(raw)
+}
+
+// ExtensionStatus is one extension's entry in EXTENSION-RESPONSES.
+type ExtensionStatus struct {
+	Extension, Status, Reason string
+}
+
+// ParseExtensionResponses lists the entries of an EXTENSION-RESPONSES
+// object (VerifyResult.Extensions, SettleResult.Extensions), sorted by
+// extension name.
+func ParseExtensionResponses(raw string) []ExtensionStatus {
+	var m map[string]struct {
+		Status         string `json:"status"`
+		RejectedReason string `json:"rejectedReason"`
+	}
+	if raw == "" || json.Unmarshal([]byte(raw), &m) != nil {
+		return nil
+	}
+	out := make([]ExtensionStatus, 0, len(m))
+	for k, v := range m {
+		out = append(out, ExtensionStatus{Extension: k, Status: v.Status, Reason: v.RejectedReason})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
+	return out
 }

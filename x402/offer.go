@@ -131,13 +131,15 @@ func NewOffer(cfg Config, res Resource) (*Offer, error) {
 
 	resInfo := mustJSON(ResourceInfo{URL: o.resourceURL, Description: res.Description, MimeType: res.MimeType})
 	o.prHead = []byte(`{"x402Version":2,"error":`)
-	tail := make([]byte, 0, 256+len(resInfo)+len(o.reqV2)+len(bz))
+	tail := make([]byte, 0, 256+len(resInfo)+len(o.reqV2)+len(bz)+len(paymentIdentifierDecl))
 	tail = append(tail, `,"resource":`...)
 	tail = append(tail, resInfo...)
 	tail = append(tail, `,"accepts":[`...)
 	tail = append(tail, o.reqV2...)
 	tail = append(tail, `],"extensions":{"bazaar":`...)
 	tail = append(tail, bz...)
+	tail = append(tail, `,"`+ExtPaymentIdentifier+`":`...)
+	tail = append(tail, paymentIdentifierDecl...)
 	tail = append(tail, "}}"...)
 	o.prTail = tail
 	o.header, o.body402 = o.build(defaultPaymentRequired, defaultV1PaymentMissing)

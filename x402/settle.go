@@ -30,6 +30,8 @@ type VerifyResult struct {
 	// for logs (never echo it to clients verbatim).
 	Reason, Message string
 	Payer           string
+	// Extensions is the facilitator's EXTENSION-RESPONSES (JSON), if any.
+	Extensions string
 }
 
 // SettleResult is a settlement outcome.
@@ -46,6 +48,8 @@ type SettleResult struct {
 	Transaction     string
 	// Network in the naming of the payment's protocol version.
 	Network string
+	// Extensions is the facilitator's EXTENSION-RESPONSES (JSON), if any.
+	Extensions string
 }
 
 // Response returns the PAYMENT-RESPONSE / X-PAYMENT-RESPONSE object of r.

@@ -17,6 +17,7 @@ usage:
   toolgate validate  [--policies F] [--tools F] [--listen ADDR]
   toolgate keys      create|list|show|revoke ...
   toolgate audit     verify|replay|export ...
+  toolgate x402      check [--url URL]   listing self-check of a running gateway
   toolgate version
 `
 
@@ -39,6 +40,8 @@ func main() {
 		err = runKeys(args)
 	case "audit":
 		err = runAudit(args)
+	case "x402":
+		err = runX402(args)
 	case "version", "--version", "-v":
 		fmt.Println("toolgate", version)
 	case "help", "-h", "--help":

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -38,7 +37,9 @@ type serveFlags struct {
 	minFreeMB, upstreamBufferMB                     int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
-	x402Facilitator, x402RPC, x402RelayerKey        string
+	x402Facilitators                                urlList
+	x402RPC, x402RelayerKey                         string
+	x402Verify                                      string
 	publicURL                                       string
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
@@ -81,7 +82,8 @@ func runServe(args []string) error {
 	fs.StringVar(&f.x402Asset, "x402-asset", "", "token address (default: the network's USDC)")
 	fs.StringVar(&f.x402AssetName, "x402-asset-name", "", "token EIP-712 domain name")
 	fs.StringVar(&f.x402AssetVersion, "x402-asset-version", "", "token EIP-712 domain version")
-	fs.StringVar(&f.x402Facilitator, "x402-facilitator", "", "facilitator URL for /verify and /settle")
+	fs.Var(&f.x402Facilitators, "x402-facilitator", "facilitator URL for /verify and /settle; repeat for failover, in order of preference")
+	fs.StringVar(&f.x402Verify, "x402-verify", "facilitator", "with --x402-facilitator and --x402-rpc: who verifies payments before the tool runs, facilitator (/verify) or rpc (balance, authorizationState and a simulated transfer over the RPC: no facilitator round trip)")
 	fs.StringVar(&f.x402RPC, "x402-rpc", "", "JSON-RPC URL: direct on-chain settlement (with --x402-relayer-key-file), or, beside --x402-facilitator, reconciliation of unanswered settlements")
 	fs.StringVar(&f.x402RelayerKey, "x402-relayer-key-file", "", "file holding the relayer's hex private key (with --x402-rpc)")
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
@@ -518,17 +520,21 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case f.x402Verify != "facilitator" && f.x402Verify != "rpc":
+		return nil, fmt.Errorf("--x402-verify %q: want facilitator or rpc", f.x402Verify)
+	case f.x402Verify == "rpc" && (f.x402RPC == "" || len(f.x402Facilitators) == 0):
+		return nil, errors.New("--x402-verify rpc needs --x402-facilitator and --x402-rpc")
+	}
 	o := &gateway.X402Options{Config: cfg, Nonces: x402.NewNonceLock(db),
 		SettleTimeout: f.x402SettleTimeout, ReconcileEvery: f.x402ReconcileEvery}
 	switch {
-	case f.x402Facilitator != "":
-		fac := &x402.Facilitator{URL: f.x402Facilitator, HTTP: &http.Client{Timeout: 60 * time.Second}}
-		if os.Getenv("CDP_API_KEY_ID") != "" {
-			if fac.Auth, err = x402.CDPAuthFromEnv(); err != nil {
-				return nil, err
-			}
+	case len(f.x402Facilitators) > 0:
+		facs, cdpAuth, err := facilitators(f.x402Facilitators)
+		if err != nil {
+			return nil, err
 		}
-		o.Settler = fac
+		o.Settler = x402.NewFacilitators(facs...)
 		if f.x402RPC != "" {
 			// With a facilitator, the RPC only reads: it reconciles
 			// settlements the facilitator left without an answer.
@@ -539,9 +545,12 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 				return nil, err
 			}
 			o.Reconciler = reader
+			if f.x402Verify == "rpc" {
+				o.Verifier = reader
+			}
 		}
-		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitator", f.x402Facilitator,
-			"cdp_auth", fac.Auth != nil, "reconcile_rpc", f.x402RPC != "")
+		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitators", strings.Join(f.x402Facilitators, " "),
+			"cdp_auth", cdpAuth, "reconcile_rpc", f.x402RPC != "")
 	case f.x402RPC != "":
 		if f.x402RelayerKey == "" {
 			return nil, errors.New("--x402-rpc needs --x402-relayer-key-file")

@@ -41,6 +41,12 @@ type PayOptions struct {
 	NoSpendControls bool
 	// AlsoV1 makes the v2 client register the v1 scheme too (v2).
 	AlsoV1 bool
+	// PaymentID, if set, is sent in the payment-identifier extension (v2,
+	// @x402/extensions).
+	PaymentID string
+	// Resend sends each call's paid request again, byte for byte, after
+	// the call: a second result line per call, with Resent set.
+	Resend bool
 	// Timeout bounds the whole client run; 0 means 60 s plus 5 s per call.
 	Timeout time.Duration
 }
@@ -49,6 +55,8 @@ type PayOptions struct {
 type PayResult struct {
 	// I is the call's index (0 ... Count-1).
 	I int `json:"i"`
+	// Resent marks the line of a resent paid request (PayOptions.Resend).
+	Resent bool `json:"resent"`
 	// Status is the final HTTP status (after the paid retry, if any).
 	Status int `json:"status"`
 	// Ms is the call's wall time in milliseconds, 402 round trip included.
@@ -143,6 +151,12 @@ func runPay(t testing.TB, script, url string, opts PayOptions) []PayResult {
 	if opts.AlsoV1 {
 		args = append(args, "--also-v1")
 	}
+	if opts.PaymentID != "" {
+		args = append(args, "--payment-id", opts.PaymentID)
+	}
+	if opts.Resend {
+		args = append(args, "--resend")
+	}
 	args = append(args, url)
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
@@ -169,8 +183,12 @@ func runPay(t testing.TB, script, url string, opts PayOptions) []PayResult {
 		}
 		out = append(out, r)
 	}
-	if len(out) != opts.Count {
-		t.Fatalf("%s: got %d result lines, want %d\nstderr: %s", script, len(out), opts.Count, stderr.String())
+	want := opts.Count
+	if opts.Resend {
+		want *= 2
+	}
+	if len(out) != want {
+		t.Fatalf("%s: got %d result lines, want %d\nstderr: %s", script, len(out), want, stderr.String())
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package toolgate_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -37,9 +38,14 @@ func TestGateway_SettlementReconciled(t *testing.T) {
 	if got := up.Hits("/extract"); got != 1 {
 		t.Fatalf("upstream hits: got %d, want 1", got)
 	}
-	// The same payment again: still locked, never settled twice.
-	if r2 := do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), p.Headers()); r2.Status != 402 {
-		t.Fatalf("replay while pending: got %d %s, want 402", r2.Status, r2.Body)
+	// The same payment again: never a fresh 402 (that invites a second
+	// signature), never settled twice: the recorded answer, still pending.
+	r2 := do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), p.Headers())
+	if r2.Status != 200 || string(r2.Body) != string(r.Body) || r2.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay while pending: got %d %s, want the recorded 200 %s", r2.Status, r2.Body, r.Body)
+	}
+	if s2 := decodeSettlement(t, r2, "PAYMENT-RESPONSE"); s2.ErrorReason != "settlement_pending" {
+		t.Fatalf("replay while pending: PAYMENT-RESPONSE %+v, want settlement_pending", s2)
 	}
 
 	principal := "wallet:" + chain.Payer.Address.Hex()
@@ -62,6 +68,28 @@ func TestGateway_SettlementReconciled(t *testing.T) {
 			t.Fatalf("no x402_settlement txn recorded within 30 s; ledger: %+v", g.audit(t, principal))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Once reconciled, the same payment again learns the outcome.
+	var final settleResponse
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		r3 := do(t, "POST", g.url+"/tools/extract/structured", []byte(extractInput), p.Headers())
+		if r3.Status != 200 {
+			t.Fatalf("replay after reconciliation: got %d %s, want 200", r3.Status, r3.Body)
+		}
+		if final = decodeSettlement(t, r3, "PAYMENT-RESPONSE"); final.Success {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replay PAYMENT-RESPONSE still %+v 30 s after reconciliation", final)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(final.Transaction) != 66 || !strings.EqualFold(final.Payer, chain.Payer.Address.Hex()) {
+		t.Fatalf("final PAYMENT-RESPONSE %+v, want success with the transaction and payer", final)
+	}
+	if got := up.Hits("/extract"); got != 1 {
+		t.Fatalf("upstream hits after replays: got %d, want 1", got)
 	}
 	if got, want := chain.BalanceOf(t, a, chain.PayTo.Address)-payTo0, money.Micros(priceExtract); got != want {
 		t.Fatalf("payTo balance rose by %d, want exactly one price %d", got, want)

@@ -520,6 +520,23 @@ func TestGateway_Refusals(t *testing.T) {
 
 	t.Run("DeniedTool", func(t *testing.T) {
 		before := snapshot()
+		// No wallet may call it: the unpaid call gets the 403, no challenge.
+		r0 := do(t, "POST", url("code_execute"), nil, nil)
+		if r0.Status != 403 || string(r0.Body) != `{"error":"Tool access denied by policy","tool":"code_execute","reason":"deny_tools"}` ||
+			r0.Header.Get("Payment-Required") != "" {
+			t.Fatalf("unpaid, no wallet may call it: got %d %s (PAYMENT-REQUIRED %q), want 403 without a challenge",
+				r0.Status, r0.Body, r0.Header.Get("Payment-Required"))
+		}
+		// Some wallet may (an override): the challenge comes back, saying a
+		// policy applies; the unknown payer's paid call is still refused.
+		other := chain.NewAccount(t)
+		if r := g.admin(t, "PUT", "/wallets/"+other.Address.Hex()+"/policy", map[string]any{}); r.Status/100 != 2 {
+			t.Fatalf("PUT wallet policy: got %d: %s", r.Status, r.Body)
+		}
+		pr, _ := g.offer(t, "code_execute")
+		if !strings.Contains(pr.Error, "a policy applies") {
+			t.Errorf("PAYMENT-REQUIRED error: got %q, want it to say a policy applies", pr.Error)
+		}
 		p := g.validV2(t, chain.Payer, "code_execute", priceCode)
 		r := do(t, "POST", url("code_execute"), []byte(`{"code":"1+1"}`), p.Headers())
 		if r.Status != 403 {
