@@ -23,9 +23,16 @@ import (
 // The dashboard in a real browser: headless Chromium (Debian's package;
 // scripts/test.sh installs it) driven over the DevTools protocol.
 
-// screenshotDir is where the test writes a screenshot of each view, for
-// docs/dashboard.md.
-const screenshotDir = "../docs/dashboard"
+// screenshotDir is where the test writes a screenshot of each view:
+// docs/dashboard (the pictures of docs/dashboard.md) when
+// TOOLGATE_SCREENSHOTS=1, else the test's own temporary folder, so that
+// a run of make test leaves the checkout as it found it.
+func screenshotDir(t *testing.T) string {
+	if os.Getenv("TOOLGATE_SCREENSHOTS") == "1" {
+		return "../docs/dashboard"
+	}
+	return t.TempDir()
+}
 
 func chromiumPath(t *testing.T) string {
 	t.Helper()
@@ -39,9 +46,10 @@ func chromiumPath(t *testing.T) string {
 }
 
 type browser struct {
-	t   *testing.T
-	ctx context.Context
-	url string
+	t     *testing.T
+	ctx   context.Context
+	url   string
+	shots string // the folder screenshots go to (screenshotDir)
 
 	mu     sync.Mutex
 	errors []string // console errors and uncaught exceptions
@@ -135,10 +143,16 @@ func (b *browser) screenshot(name string) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+	if len(png) < 8 || string(png[1:4]) != "PNG" {
+		b.t.Fatalf("screenshot %s: not a PNG (%d bytes)", name, len(png))
+	}
+	if b.shots == "" {
+		b.shots = screenshotDir(b.t)
+	}
+	if err := os.MkdirAll(b.shots, 0o755); err != nil {
 		b.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(screenshotDir, name+".png"), png, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(b.shots, name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
 }
