@@ -148,6 +148,7 @@ type Gateway struct {
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
 	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
+	gov       governance    // agent governance state (governance.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -176,6 +177,7 @@ func New(o Options) (*Gateway, error) {
 		clients:   make(map[string]*upstreamClient),
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
+		gov:       newGovernance(),
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -285,6 +287,7 @@ func New(o Options) (*Gateway, error) {
 				g.localQuotas.Sweep(now)
 			}
 			g.spend.Sweep(now)
+			g.gov.sweep()
 		})
 	}
 	return g, nil

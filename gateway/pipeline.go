@@ -119,6 +119,9 @@ func (g *Gateway) decide(c *call) *Decision {
 		return c.decide(403, outDenied, reason.String(), "Tool access denied by policy").
 			str("tool", t.ID).str("reason", reason.String())
 	}
+	if d := g.admitInFlight(c); d != nil {
+		return d
+	}
 	principal := c.principal()
 	limit := c.eff.Quota(t.RateClass)
 	id := g.callIDs.Add(1)
@@ -129,6 +132,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		g.log.Error("shared quota store", "request_id", string(c.reqID), "err", q.Err)
 		g.metrics.sharedFailures.Inc()
 		if c.eff.FailClosed() {
+			g.releaseHolds(c)
 			return sharedUnavailable
 		}
 		q = g.localQuotas.Admit(principal, int(t.RateClass), limit, c.start, id)
@@ -144,6 +148,7 @@ func (g *Gateway) decide(c *call) *Decision {
 			str("rate_class", t.RateClass.String()).num("limit", int64(q.Limit)).
 			num("calls_this_minute", int64(q.Used)).num("reset_in_seconds", int64(reset))
 		d.RetryAfter = max(reset, 1)
+		g.releaseHolds(c)
 		return d
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
@@ -227,9 +232,10 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 	return d
 }
 
-// releaseHolds gives back the quota slot and spend reservation of a call
-// that was not served.
+// releaseHolds gives back the quota slot, spend reservation and
+// governance holds (governance.go) of a call that was not served.
 func (g *Gateway) releaseHolds(c *call) {
+	g.releaseGovernance(c)
 	if c.reserved {
 		g.spend.Release(c.res)
 		c.reserved = false

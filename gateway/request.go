@@ -83,6 +83,7 @@ type call struct {
 	quotaHeld  bool
 	quotaID    uint64 // the call id the quota slot is counted under
 	quotaLocal bool   // the slot is in localQuotas: the shared store could not decide
+	inFlight   bool   // a concurrency slot is held (governance.go)
 
 	reserved bool
 	res      meter.Reservation

@@ -93,6 +93,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		windows[c.String()] = qv
 	}
 	out["quota_window"] = windows
+	g.governanceStatus(out, principal, eff, now)
 
 	day, resetAt := meter.DayOf(now, eff.Location())
 	spend := g.spend.Status(principal, day)

@@ -171,7 +171,7 @@ func merge(base, over Policy) Policy {
 	if over.Mode != ModeUnset {
 		base.Mode = over.Mode
 	}
-	return base
+	return mergeGovernance(base, over)
 }
 
 // compile turns a merged, valid policy of tier into decisions for every
@@ -204,6 +204,7 @@ func (s *Set) compile(tier Tier, p Policy) *Effective {
 			e.tz, e.loc = p.SpendResetTZ, loc
 		}
 	}
+	e.compileGovernance(p)
 	deny := s.ix.match(p.DenyTools)
 	var allow bitset
 	if p.AllowTools != nil {
@@ -252,7 +253,7 @@ func (p Policy) clone() Policy {
 		c := *p.DailySpendCap
 		p.DailySpendCap = &c
 	}
-	return p
+	return p.cloneGovernance()
 }
 
 // cloneStrings copies list, keeping nil nil and empty non-nil.

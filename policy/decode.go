@@ -222,7 +222,9 @@ func (d *decoder) policy(data []byte, root string, p *Policy, override bool) {
 		case "mode":
 			p.Mode = d.mode(val, path)
 		default:
-			d.ps.add(path, "unknown field")
+			if !d.governance(key, val, path, p, override) {
+				d.ps.add(path, "unknown field")
+			}
 		}
 	})
 }

@@ -55,6 +55,10 @@ type Effective struct {
 	loc      *time.Location
 	mode     Mode
 	failMode Mode
+
+	// governance (governance.go)
+	inFlight      int
+	inFlightClass Quotas
 }
 
 // Decide says whether the policy lets the caller run tool, and if not, why:
@@ -157,6 +161,7 @@ type View struct {
 	SpendResetTZ      string        `json:"spend_reset_tz"`
 	Mode              string        `json:"mode"`
 	FailMode          string        `json:"fail_mode"`
+	GovernanceView
 }
 
 // View returns a fresh copy of the effective policy for display.
@@ -170,6 +175,7 @@ func (e *Effective) View() View {
 		SpendResetTZ:      e.tz,
 		Mode:              e.mode.String(),
 		FailMode:          e.failMode.String(),
+		GovernanceView:    e.governanceView(),
 	}
 	if v.DenyTools == nil {
 		v.DenyTools = []string{}

@@ -158,6 +158,13 @@ type Policy struct {
 	SpendResetTZ string
 	// Mode is ModeUnset when absent (effective default open).
 	Mode Mode
+
+	// Governance fields (governance.go): nil when absent.
+
+	// MaxInFlight caps the calls in flight at once, all classes together.
+	MaxInFlight *int
+	// MaxInFlightClass caps them per rate class (Unlimited: no cap).
+	MaxInFlightClass *Quotas
 }
 
 // MarshalJSON writes the policy object with its present fields only, in a
@@ -206,6 +213,7 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		sep("mode")
 		writeString(&b, p.Mode.String())
 	}
+	p.marshalGovernance(&b, sep)
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }

@@ -203,6 +203,7 @@ func (p *Policy) validate(ps *problems, root string) {
 	if p.Mode > ModeStrict {
 		ps.add(join(root, "mode"), `must be "open" or "strict"`)
 	}
+	p.validateGovernance(ps, root)
 }
 
 // Validate reports every problem of a Document built in code; it returns

@@ -1,0 +1,142 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/toolgate/toolgate/catalog"
+)
+
+// The governance fields of a policy object (docs/policies.md, "Agent
+// governance"): concurrency caps, more quota windows, the loop and spend
+// breakers, groups, shadow policies and human approval. They decode,
+// validate, layer and compile like the seed's fields; this file keeps
+// them together so that policy.go, decode.go and compile.go each call one
+// hook.
+
+// governance decodes a governance field of a policy object into p. It
+// reports whether key is one.
+func (d *decoder) governance(key string, val []byte, path string, p *Policy, override bool) bool {
+	switch key {
+	case "max_in_flight":
+		if n, ok := d.integer(val, path, MaxQuota); ok {
+			p.MaxInFlight = &n
+		}
+	case "max_in_flight_class":
+		q := d.classTable(val, path)
+		p.MaxInFlightClass = &q
+	default:
+		return false
+	}
+	return true
+}
+
+// classTable decodes {class: integer} with absent classes Unlimited.
+func (d *decoder) classTable(val []byte, path string) Quotas {
+	q := Quotas{Unlimited, Unlimited, Unlimited}
+	d.object(val, path, func(key string, val []byte, path string) {
+		c, ok := catalog.ParseRateClass(key)
+		if !ok {
+			d.ps.add(path, "unknown rate class (want light, medium or heavy)")
+			return
+		}
+		if n, ok := d.integer(val, path, MaxQuota); ok {
+			q[c] = n
+		}
+	})
+	return q
+}
+
+// marshalGovernance writes p's present governance fields.
+func (p Policy) marshalGovernance(b *bytes.Buffer, sep func(string)) {
+	if p.MaxInFlight != nil {
+		sep("max_in_flight")
+		fmt.Fprintf(b, "%d", *p.MaxInFlight)
+	}
+	if p.MaxInFlightClass != nil {
+		sep("max_in_flight_class")
+		q, _ := p.MaxInFlightClass.MarshalJSON()
+		b.Write(q)
+	}
+}
+
+// mergeGovernance layers over's present governance fields onto base.
+func mergeGovernance(base, over Policy) Policy {
+	if over.MaxInFlight != nil {
+		base.MaxInFlight = over.MaxInFlight
+	}
+	if over.MaxInFlightClass != nil {
+		base.MaxInFlightClass = over.MaxInFlightClass
+	}
+	return base
+}
+
+// validateGovernance reports the problems of p's governance fields built
+// in code.
+func (p *Policy) validateGovernance(ps *problems, root string) {
+	if p.MaxInFlight != nil && (*p.MaxInFlight < 0 || *p.MaxInFlight > MaxQuota) {
+		ps.add(join(root, "max_in_flight"), fmt.Sprintf("must be an integer from 0 to %d", MaxQuota))
+	}
+	if p.MaxInFlightClass != nil {
+		for c, n := range p.MaxInFlightClass {
+			if n < Unlimited || n > MaxQuota {
+				ps.add(join(join(root, "max_in_flight_class"), catalog.RateClass(c).String()),
+					fmt.Sprintf("must be an integer from 0 to %d", MaxQuota))
+			}
+		}
+	}
+}
+
+// cloneGovernance deep-copies p's governance fields.
+func (p Policy) cloneGovernance() Policy {
+	if p.MaxInFlight != nil {
+		n := *p.MaxInFlight
+		p.MaxInFlight = &n
+	}
+	if p.MaxInFlightClass != nil {
+		q := *p.MaxInFlightClass
+		p.MaxInFlightClass = &q
+	}
+	return p
+}
+
+// compileGovernance fills e's governance decisions from the merged p.
+func (e *Effective) compileGovernance(p Policy) {
+	e.inFlight = Unlimited
+	e.inFlightClass = Quotas{Unlimited, Unlimited, Unlimited}
+	if p.MaxInFlight != nil {
+		e.inFlight = *p.MaxInFlight
+	}
+	if p.MaxInFlightClass != nil {
+		e.inFlightClass = *p.MaxInFlightClass
+	}
+}
+
+// MaxInFlight returns the calls a principal may have in flight at once, in
+// total and in class: Unlimited (-1) when no layer limits them.
+func (e *Effective) MaxInFlight(class catalog.RateClass) (all, inClass int) {
+	inClass = 0
+	if int(class) < len(e.inFlightClass) {
+		inClass = e.inFlightClass[class]
+	}
+	return e.inFlight, inClass
+}
+
+// GovernanceView is the governance part of View.
+type GovernanceView struct {
+	MaxInFlight      *int    `json:"max_in_flight,omitempty"`
+	MaxInFlightClass *Quotas `json:"max_in_flight_class,omitempty"`
+}
+
+func (e *Effective) governanceView() GovernanceView {
+	v := GovernanceView{}
+	if e.inFlight >= 0 {
+		n := e.inFlight
+		v.MaxInFlight = &n
+	}
+	if e.inFlightClass != (Quotas{Unlimited, Unlimited, Unlimited}) {
+		q := e.inFlightClass
+		v.MaxInFlightClass = &q
+	}
+	return v
+}
