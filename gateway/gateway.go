@@ -287,7 +287,7 @@ func New(o Options) (*Gateway, error) {
 				g.localQuotas.Sweep(now)
 			}
 			g.spend.Sweep(now)
-			g.gov.sweep()
+			g.gov.sweep(now)
 		})
 	}
 	return g, nil

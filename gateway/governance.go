@@ -26,15 +26,50 @@ const (
 // except group budgets, which are reserved in the shared SpendStore.
 type governance struct {
 	inFlight *meter.InFlight
+	windows  *meter.Windows
 }
 
 func newGovernance() governance {
-	return governance{inFlight: meter.NewInFlight()}
+	return governance{inFlight: meter.NewInFlight(), windows: meter.NewWindows()}
 }
 
 // sweep evicts idle governance state.
-func (gv *governance) sweep() {
+func (gv *governance) sweep(now time.Time) {
 	gv.inFlight.Sweep()
+	gv.windows.Sweep(now)
+}
+
+// admitWindows counts c in the policy's quota windows (quotas), or
+// refuses it with 403 naming the window that is full.
+func (g *Gateway) admitWindows(c *call) *Decision {
+	rules, ix := c.eff.Windows(c.rt.tool)
+	if len(rules) == 0 {
+		return nil
+	}
+	r := g.gov.windows.Admit(c.principal(), rules, c.start)
+	if !r.OK {
+		w, _ := c.eff.Window(ix[r.Rule])
+		k, v := w.Label()
+		reset := ceilSeconds(int64(r.ResetIn))
+		reason := "quota_window"
+		if w.Limit == 0 {
+			reason = "quota_window_blocked"
+		}
+		d := c.decide(403, outQuotaExceeded, reason, "Policy quota exceeded").
+			str("window", w.PerLabel()).str(k, v).num("limit", int64(w.Limit)).
+			num("calls_in_window", int64(r.Used)).num("reset_in_seconds", int64(reset))
+		d.RetryAfter = max(reset, 1)
+		return d
+	}
+	c.winRules, c.winAt = rules, r.At
+	return nil
+}
+
+// keepGovernance is called when a call reached its upstream: like the
+// quota slot, its place in the quota windows is kept whatever the
+// upstream answered.
+func (g *Gateway) keepGovernance(c *call) {
+	c.winRules, c.winAt = nil, 0
 }
 
 // admitInFlight takes a concurrency slot (max_in_flight,
@@ -71,6 +106,10 @@ func (g *Gateway) releaseInFlight(c *call) {
 // not served.
 func (g *Gateway) releaseGovernance(c *call) {
 	g.releaseInFlight(c)
+	if c.winAt != 0 {
+		g.gov.windows.Undo(c.principal(), c.winRules, c.winAt)
+		c.winRules, c.winAt = nil, 0
+	}
 }
 
 // inFlightView is the status endpoint's "in_flight": the calls in flight
@@ -104,4 +143,29 @@ func (g *Gateway) governanceStatus(out map[string]any, principal string, eff *po
 		v.ByClass[c.String()] = inFlightCap{InFlight: n, Limit: limitPtr(lc)}
 	}
 	out["in_flight"] = v
+	out["quota_windows"] = g.windowsStatus(principal, eff, now)
+}
+
+// windowView is one entry of the status endpoint's "quota_windows".
+type windowView struct {
+	Class    string `json:"class,omitempty"`
+	Tool     string `json:"tool,omitempty"`
+	Window   string `json:"window"`
+	Used     int    `json:"used"`
+	Limit    int    `json:"limit"`
+	ResetInS int    `json:"reset_in_s"`
+}
+
+func (g *Gateway) windowsStatus(principal string, eff *policy.Effective, now time.Time) []windowView {
+	out := make([]windowView, 0, eff.NumWindows())
+	for i := 0; i < eff.NumWindows(); i++ {
+		w, rule := eff.Window(i)
+		used, reset := g.gov.windows.Peek(principal, rule, now)
+		v := windowView{Tool: w.Tool, Window: w.PerLabel(), Used: used, Limit: w.Limit, ResetInS: ceilSeconds(int64(reset))}
+		if w.Tool == "" {
+			v.Class = w.Class.String()
+		}
+		out = append(out, v)
+	}
+	return out
 }

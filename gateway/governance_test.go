@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/ledger"
 )
 
@@ -75,10 +76,14 @@ func govCatalog(up string) string {
 ]}`
 }
 
-func newGovHarness(t *testing.T) (*harness, *gateUpstream) {
+func newGovHarness(t *testing.T, opts ...func(*gateway.Options)) (*harness, *gateUpstream) {
 	t.Helper()
 	up := newGateUpstream(t)
-	h := newHarnessWith(t, newUpstream(t), govCatalog(up.srv.URL), nil)
+	var o func(*gateway.Options)
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	h := newHarnessWith(t, newUpstream(t), govCatalog(up.srv.URL), o)
 	return h, up
 }
 
@@ -216,5 +221,89 @@ func TestGovernance_MaxInFlightClass(t *testing.T) {
 	up.open()
 	if s := <-done; s != 200 {
 		t.Fatalf("gated call: %d", s)
+	}
+}
+
+func TestGovernance_QuotaWindows(t *testing.T) {
+	clock := newTestClock()
+	h, _ := newGovHarness(t, func(o *gateway.Options) { o.Now = clock.now })
+	k := h.createKey(`{"policy":{"quotas":[{"class":"light","per":"1h","limit":3},{"tool":"email/*","per":"24h","limit":2}]}}`)
+	for i := 0; i < 3; i++ {
+		if resp, b := h.call(k.Secret, "fast", `{}`); resp.StatusCode != 200 {
+			t.Fatalf("call %d: got %d %s", i, resp.StatusCode, b)
+		}
+		clock.advance(time.Minute)
+	}
+	// The fourth light call within the hour: refused, naming the window.
+	resp, b := h.call(k.Secret, "fast2", `{}`)
+	if resp.StatusCode != 403 {
+		t.Fatalf("4th light call: got %d %s, want 403", resp.StatusCode, b)
+	}
+	wantJSON(t, b, `{"error":"Policy quota exceeded","window":"1h","class":"light","limit":3,"calls_in_window":3,"reset_in_seconds":3420}`)
+	if ra := resp.Header.Get("Retry-After"); ra != "3420" {
+		t.Fatalf("Retry-After: got %q, want 3420", ra)
+	}
+	// Another class is not counted in it.
+	for i := 0; i < 2; i++ {
+		if resp, b := h.call(k.Secret, "email/send", `{}`); resp.StatusCode != 200 {
+			t.Fatalf("email %d: got %d %s", i, resp.StatusCode, b)
+		}
+	}
+	resp, b = h.call(k.Secret, "email/send", `{}`)
+	wantJSON(t, b, `{"error":"Policy quota exceeded","window":"24h","tool":"email/*","limit":2,"calls_in_window":2,"reset_in_seconds":86400}`)
+	// Exactly one hour after the first light call it leaves the window.
+	clock.advance(57*time.Minute - 1)
+	if resp, _ := h.call(k.Secret, "fast", `{}`); resp.StatusCode != 403 {
+		t.Fatalf("1 ns before the first call leaves: got %d, want 403", resp.StatusCode)
+	}
+	clock.advance(1)
+	if resp, b := h.call(k.Secret, "fast", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("after the first call left the window: got %d %s", resp.StatusCode, b)
+	}
+	// The status endpoint shows both windows.
+	_, b = h.do("GET", "/authorization/status?api_key="+k.Secret, "")
+	var st struct {
+		QuotaWindows []map[string]any `json:"quota_windows"`
+	}
+	json.Unmarshal(b, &st)
+	if len(st.QuotaWindows) != 2 || st.QuotaWindows[0]["used"] != 3.0 || st.QuotaWindows[1]["used"] != 2.0 ||
+		st.QuotaWindows[1]["window"] != "24h" || st.QuotaWindows[1]["tool"] != "email/*" {
+		t.Fatalf("status quota_windows: %s", b)
+	}
+	// The refusals are ledger records.
+	n := 0
+	h.led.Query(ledger.Query{Principal: "key:" + k.KeyID, Outcome: "quota_exceeded"}, func(r *ledger.Record) error {
+		if r.Reason == "quota_window" {
+			n++
+		}
+		return nil
+	})
+	if n != 3 {
+		t.Fatalf("quota_window records: got %d, want 3", n)
+	}
+}
+
+// TestGovernance_QuotaWindowsConcurrent: 200 calls at once against a
+// window of 7 admit exactly 7; a call the spend cap then refuses gives its
+// place back.
+func TestGovernance_QuotaWindowsConcurrent(t *testing.T) {
+	h, up := newGovHarness(t)
+	k := h.createKey(`{"policy":{"quotas":[{"class":"light","per":"24h","limit":7}]}}`)
+	counts := fire(h, 200, k.Secret, "fast2")
+	if counts[200] != 7 || counts[403] != 193 {
+		t.Fatalf("statuses: got %v, want 7×200 and 193×403", counts)
+	}
+	if got := up.hits.Load(); got != 7 {
+		t.Fatalf("upstream hits: got %d, want 7", got)
+	}
+	k2 := h.createKey(`{"policy":{"daily_spend_cap_usd":"0.01","quotas":[{"class":"light","per":"24h","limit":2}]}}`)
+	if resp, _ := h.call(k2.Secret, "fast", `{}`); resp.StatusCode != 200 {
+		t.Fatal("first call")
+	}
+	if resp, _ := h.call(k2.Secret, "fast", `{}`); resp.StatusCode != 429 {
+		t.Fatal("second call should hit the spend cap")
+	}
+	if resp, b := h.call(k2.Secret, "fast2", `{}`); resp.StatusCode != 200 { // free: the cap-refused call left no trace in the window
+		t.Fatalf("third call: got %d %s, want 200", resp.StatusCode, b)
 	}
 }

@@ -152,6 +152,10 @@ func (g *Gateway) decide(c *call) *Decision {
 		return d
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
+	if d := g.admitWindows(c); d != nil {
+		g.releaseHolds(c)
+		return d
+	}
 	if t.Price > 0 {
 		day, resetAt := meter.DayOf(c.start, c.eff.Location())
 		capUSD, hasCap := c.eff.SpendCap()

@@ -26,6 +26,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// The call reached the upstream (or tried to): it keeps its
 		// quota slot; the reservation goes back.
 		c.quotaHeld = false
+		g.keepGovernance(c)
 		return g.finish(c, upFail)
 	}
 

@@ -81,9 +81,11 @@ type call struct {
 	eff  *policy.Effective
 
 	quotaHeld  bool
-	quotaID    uint64 // the call id the quota slot is counted under
-	quotaLocal bool   // the slot is in localQuotas: the shared store could not decide
-	inFlight   bool   // a concurrency slot is held (governance.go)
+	quotaID    uint64              // the call id the quota slot is counted under
+	quotaLocal bool                // the slot is in localQuotas: the shared store could not decide
+	inFlight   bool                // a concurrency slot is held (governance.go)
+	winRules   []policy.WindowRule // the quota windows the call is counted in at winAt (governance.go)
+	winAt      int64
 
 	reserved bool
 	res      meter.Reservation

@@ -25,6 +25,8 @@ func (d *decoder) governance(key string, val []byte, path string, p *Policy, ove
 	case "max_in_flight_class":
 		q := d.classTable(val, path)
 		p.MaxInFlightClass = &q
+	case "quotas":
+		p.Quotas = d.windows(val, path)
 	default:
 		return false
 	}
@@ -58,6 +60,18 @@ func (p Policy) marshalGovernance(b *bytes.Buffer, sep func(string)) {
 		q, _ := p.MaxInFlightClass.MarshalJSON()
 		b.Write(q)
 	}
+	if p.Quotas != nil {
+		sep("quotas")
+		b.WriteByte('[')
+		for i, w := range p.Quotas {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			j, _ := w.MarshalJSON()
+			b.Write(j)
+		}
+		b.WriteByte(']')
+	}
 }
 
 // mergeGovernance layers over's present governance fields onto base.
@@ -68,12 +82,18 @@ func mergeGovernance(base, over Policy) Policy {
 	if over.MaxInFlightClass != nil {
 		base.MaxInFlightClass = over.MaxInFlightClass
 	}
+	if over.Quotas != nil {
+		base.Quotas = over.Quotas
+	}
 	return base
 }
 
 // validateGovernance reports the problems of p's governance fields built
 // in code.
 func (p *Policy) validateGovernance(ps *problems, root string) {
+	if p.Quotas != nil {
+		validateWindows(ps, join(root, "quotas"), p.Quotas)
+	}
 	if p.MaxInFlight != nil && (*p.MaxInFlight < 0 || *p.MaxInFlight > MaxQuota) {
 		ps.add(join(root, "max_in_flight"), fmt.Sprintf("must be an integer from 0 to %d", MaxQuota))
 	}
@@ -89,6 +109,9 @@ func (p *Policy) validateGovernance(ps *problems, root string) {
 
 // cloneGovernance deep-copies p's governance fields.
 func (p Policy) cloneGovernance() Policy {
+	if p.Quotas != nil {
+		p.Quotas = append(make([]Window, 0, len(p.Quotas)), p.Quotas...)
+	}
 	if p.MaxInFlight != nil {
 		n := *p.MaxInFlight
 		p.MaxInFlight = &n
@@ -110,6 +133,7 @@ func (e *Effective) compileGovernance(p Policy) {
 	if p.MaxInFlightClass != nil {
 		e.inFlightClass = *p.MaxInFlightClass
 	}
+	e.compileWindows(p.Quotas)
 }
 
 // MaxInFlight returns the calls a principal may have in flight at once, in
@@ -124,12 +148,13 @@ func (e *Effective) MaxInFlight(class catalog.RateClass) (all, inClass int) {
 
 // GovernanceView is the governance part of View.
 type GovernanceView struct {
+	Quotas           []Window `json:"quotas,omitempty"`
 	MaxInFlight      *int    `json:"max_in_flight,omitempty"`
 	MaxInFlightClass *Quotas `json:"max_in_flight_class,omitempty"`
 }
 
 func (e *Effective) governanceView() GovernanceView {
-	v := GovernanceView{}
+	v := GovernanceView{Quotas: e.policy.Quotas}
 	if e.inFlight >= 0 {
 		n := e.inFlight
 		v.MaxInFlight = &n

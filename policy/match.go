@@ -59,6 +59,9 @@ type Effective struct {
 	// governance (governance.go)
 	inFlight      int
 	inFlightClass Quotas
+	windows       []WindowRule   // the quotas list, compiled
+	toolWindows   [][]WindowRule // by tool index: the windows it counts in
+	toolWindowIx  [][]int        // … and their indexes in the quotas list
 }
 
 // Decide says whether the policy lets the caller run tool, and if not, why:
@@ -98,23 +101,22 @@ func (e *Effective) decideSlow(t *catalog.Tool) Reason {
 // matchAny reports whether any pattern matches t, without allocating.
 func matchAny(patterns []string, t *catalog.Tool) bool {
 	for _, p := range patterns {
-		if name, ok := strings.CutPrefix(p, packPrefix); ok {
-			if slices.Contains(t.Packs, name) {
-				return true
-			}
-			continue
-		}
-		if prefix, ok := strings.CutSuffix(p, "*"); ok {
-			if strings.HasPrefix(t.ID, prefix) {
-				return true
-			}
-			continue
-		}
-		if p == t.ID {
+		if matchOne(p, t) {
 			return true
 		}
 	}
 	return false
+}
+
+// matchOne reports whether pattern p matches t.
+func matchOne(p string, t *catalog.Tool) bool {
+	if name, ok := strings.CutPrefix(p, packPrefix); ok {
+		return slices.Contains(t.Packs, name)
+	}
+	if prefix, ok := strings.CutSuffix(p, "*"); ok {
+		return strings.HasPrefix(t.ID, prefix)
+	}
+	return p == t.ID
 }
 
 // Quota returns the calls per minute allowed for class: Unlimited (-1) if

@@ -165,6 +165,9 @@ type Policy struct {
 	MaxInFlight *int
 	// MaxInFlightClass caps them per rate class (Unlimited: no cap).
 	MaxInFlightClass *Quotas
+	// Quotas are sliding windows beyond the per-minute rate-class quota;
+	// nil when absent, non-nil empty for [] (no windows).
+	Quotas []Window
 }
 
 // MarshalJSON writes the policy object with its present fields only, in a
