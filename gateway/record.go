@@ -11,7 +11,7 @@ import (
 // committed before the answer. upFail is the upstream stage's failure,
 // nil when an answer came (c.upStatus).
 func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
-	g.releaseInFlight(c) // the upstream exchange is over, whatever came of it
+	g.releaseInFlight(c)                       // the upstream exchange is over, whatever came of it
 	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
 	billable := c.reserved && upFail == nil && c.upStatus < 400
 	if billable && c.pay != nil && !paidAhead {

@@ -149,8 +149,8 @@ func (e *Effective) MaxInFlight(class catalog.RateClass) (all, inClass int) {
 // GovernanceView is the governance part of View.
 type GovernanceView struct {
 	Quotas           []Window `json:"quotas,omitempty"`
-	MaxInFlight      *int    `json:"max_in_flight,omitempty"`
-	MaxInFlightClass *Quotas `json:"max_in_flight_class,omitempty"`
+	MaxInFlight      *int     `json:"max_in_flight,omitempty"`
+	MaxInFlightClass *Quotas  `json:"max_in_flight_class,omitempty"`
 }
 
 func (e *Effective) governanceView() GovernanceView {
