@@ -11,7 +11,9 @@ import (
 // committed before the answer. upFail is the upstream stage's failure,
 // nil when an answer came (c.upStatus).
 func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
-	g.releaseInFlight(c)                       // the upstream exchange is over, whatever came of it
+	// The upstream exchange is over, whatever came of it: the call's
+	// concurrency slot goes back.
+	g.releaseInFlight(c)
 	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
 	billable := c.reserved && upFail == nil && c.upStatus < 400
 	if billable && c.pay != nil && !paidAhead {
