@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"hash/maphash"
 	"time"
 
 	"github.com/toolgate/toolgate/catalog"
@@ -27,16 +28,83 @@ const (
 type governance struct {
 	inFlight *meter.InFlight
 	windows  *meter.Windows
+	breakers *meter.Breakers
+	seed     maphash.Seed // of the loop breaker's call hashes
 }
 
 func newGovernance() governance {
-	return governance{inFlight: meter.NewInFlight(), windows: meter.NewWindows()}
+	return governance{inFlight: meter.NewInFlight(), windows: meter.NewWindows(),
+		breakers: meter.NewBreakers(), seed: maphash.MakeSeed()}
 }
 
 // sweep evicts idle governance state.
 func (gv *governance) sweep(now time.Time) {
 	gv.inFlight.Sweep()
 	gv.windows.Sweep(now)
+	gv.breakers.Sweep(now, 25*time.Hour) // longer than any breaker window or cool-down
+}
+
+// Ledger outcome of a tripped breaker (reasons loop_detected, spend_burst).
+const outBreakerTripped = "breaker_tripped"
+
+// callHash identifies "the same call" for the loop breaker: the tool, the
+// query and the body.
+func (g *Gateway) callHash(c *call) uint64 {
+	h := maphash.String(g.gov.seed, c.rt.tool.ID)
+	h ^= maphash.Bytes(g.gov.seed, c.req.body) * 0x9e3779b97f4a7c15
+	h ^= maphash.Bytes(g.gov.seed, c.req.query) * 0xc2b2ae3d27d4eb4f
+	return h
+}
+
+// admitLoop refuses the next identical call of a principal that repeats
+// itself (loop_breaker) with 429 until the cool-down ends.
+func (g *Gateway) admitLoop(c *call) *Decision {
+	repeats, within, cooldown := c.eff.LoopBreaker()
+	if repeats == 0 {
+		return nil
+	}
+	h := g.callHash(c)
+	r := g.gov.breakers.Loop(c.principal(), h, repeats, within, cooldown, c.start)
+	if !r.OK {
+		left := ceilSeconds(int64(r.CooldownLeft))
+		d := c.decide(429, outBreakerTripped, "loop_detected", "Repeated identical calls").
+			str("reason", "loop_detected").num("repeats", int64(repeats)).num("cooldown_seconds", int64(left))
+		d.RetryAfter = max(left, 1)
+		return d
+	}
+	c.loopHash, c.loopAt = h, r.At
+	return nil
+}
+
+// admitBurst holds the call's price against the spend_burst window, or
+// refuses it with 429.
+func (g *Gateway) admitBurst(c *call) *Decision {
+	price := c.rt.tool.Price
+	usd, within, ok := c.eff.SpendBurst()
+	if !ok || price <= 0 {
+		return nil
+	}
+	r := g.gov.breakers.Burst(c.principal(), price, usd, within, c.start)
+	if !r.OK {
+		reset := ceilSeconds(int64(r.ResetIn))
+		d := c.decide(429, outBreakerTripped, "spend_burst", "Spend burst limit exceeded").
+			str("reason", "spend_burst").usd("spent_usd", r.Spent).usd("limit_usd", usd).
+			usd("cost_usd", price).num("within_s", int64(within/time.Second)).num("reset_in_seconds", int64(reset))
+		d.RetryAfter = max(reset, 1)
+		return d
+	}
+	c.burstID = r.ID
+	return nil
+}
+
+// releaseUnbilled gives back what a call holds against its spend
+// (spend_burst) when it is not billed; conclude calls it for a served
+// call that is not billable, releaseGovernance for a refused one.
+func (g *Gateway) releaseUnbilled(c *call) {
+	if c.burstID != 0 {
+		g.gov.breakers.BurstUndo(c.principal(), c.burstID)
+		c.burstID = 0
+	}
 }
 
 // admitWindows counts c in the policy's quota windows (quotas), or
@@ -70,6 +138,7 @@ func (g *Gateway) admitWindows(c *call) *Decision {
 // upstream answered.
 func (g *Gateway) keepGovernance(c *call) {
 	c.winRules, c.winAt = nil, 0
+	c.loopAt = 0
 }
 
 // admitInFlight takes a concurrency slot (max_in_flight,
@@ -110,6 +179,11 @@ func (g *Gateway) releaseGovernance(c *call) {
 		g.gov.windows.Undo(c.principal(), c.winRules, c.winAt)
 		c.winRules, c.winAt = nil, 0
 	}
+	if c.loopAt != 0 {
+		g.gov.breakers.LoopUndo(c.principal(), c.loopHash, c.loopAt)
+		c.loopAt = 0
+	}
+	g.releaseUnbilled(c)
 }
 
 // inFlightView is the status endpoint's "in_flight": the calls in flight
@@ -144,6 +218,10 @@ func (g *Gateway) governanceStatus(out map[string]any, principal string, eff *po
 	}
 	out["in_flight"] = v
 	out["quota_windows"] = g.windowsStatus(principal, eff, now)
+	if usd, within, ok := eff.SpendBurst(); ok {
+		out["spend_burst"] = map[string]any{"spent_usd": g.gov.breakers.BurstSpent(principal, within, now),
+			"limit_usd": usd, "within_s": int64(within / time.Second)}
+	}
 }
 
 // windowView is one entry of the status endpoint's "quota_windows".

@@ -307,3 +307,99 @@ func TestGovernance_QuotaWindowsConcurrent(t *testing.T) {
 		t.Fatalf("third call: got %d %s, want 200", resp.StatusCode, b)
 	}
 }
+
+func TestGovernance_LoopBreaker(t *testing.T) {
+	clock := newTestClock()
+	h, up := newGovHarness(t, func(o *gateway.Options) { o.Now = clock.now })
+	k := h.createKey(`{"policy":{"loop_breaker":{"repeats":5,"within_s":60,"cooldown_s":300}}}`)
+	same := `{"check":"ci-status","run":42}`
+	for i := 0; i < 5; i++ {
+		if resp, b := h.call(k.Secret, "fast2", same); resp.StatusCode != 200 {
+			t.Fatalf("identical call %d: got %d %s", i, resp.StatusCode, b)
+		}
+		clock.advance(time.Second)
+	}
+	resp, b := h.call(k.Secret, "fast2", same)
+	if resp.StatusCode != 429 {
+		t.Fatalf("6th identical call: got %d %s, want 429", resp.StatusCode, b)
+	}
+	wantJSON(t, b, `{"error":"Repeated identical calls","reason":"loop_detected","repeats":5,"cooldown_seconds":300}`)
+	if ra := resp.Header.Get("Retry-After"); ra != "300" {
+		t.Fatalf("Retry-After %q, want 300", ra)
+	}
+	hits := up.hits.Load()
+	// Different calls still pass: another body, another tool, many of them.
+	for i := 0; i < 30; i++ {
+		if resp, b := h.call(k.Secret, "fast2", fmt.Sprintf(`{"check":"ci-status","run":%d}`, 100+i)); resp.StatusCode != 200 {
+			t.Fatalf("varied call %d: got %d %s", i, resp.StatusCode, b)
+		}
+	}
+	if resp, _ := h.call(k.Secret, "fast", same); resp.StatusCode != 200 {
+		t.Fatalf("same body, other tool: got %d", resp.StatusCode)
+	}
+	if got := up.hits.Load() - hits; got != 31 {
+		t.Fatalf("upstream hits for the varied calls: got %d, want 31", got)
+	}
+	clock.advance(100 * time.Second)
+	resp, b = h.call(k.Secret, "fast2", same)
+	wantJSON(t, b, `{"error":"Repeated identical calls","reason":"loop_detected","repeats":5,"cooldown_seconds":200}`)
+	clock.advance(200 * time.Second)
+	if resp, b := h.call(k.Secret, "fast2", same); resp.StatusCode != 200 {
+		t.Fatalf("after the cool-down: got %d %s", resp.StatusCode, b)
+	}
+	n := 0
+	h.led.Query(ledger.Query{Principal: "key:" + k.KeyID, Outcome: "breaker_tripped"}, func(r *ledger.Record) error {
+		if r.Reason == "loop_detected" && r.Cost == 0 {
+			n++
+		}
+		return nil
+	})
+	if n != 2 {
+		t.Fatalf("loop_detected records: got %d, want 2", n)
+	}
+}
+
+// TestGovernance_LoopBreakerConcurrent: 100 identical calls at once with
+// repeats 20 let exactly 20 through.
+func TestGovernance_LoopBreakerConcurrent(t *testing.T) {
+	h, up := newGovHarness(t)
+	k := h.createKey(`{"policy":{"loop_breaker":{}}}`) // the defaults: 20 within 60 s, 300 s cool-down
+	counts := fire(h, 100, k.Secret, "fast2")
+	if counts[200] != 20 || counts[429] != 80 || up.hits.Load() != 20 {
+		t.Fatalf("statuses %v, upstream %d: want 20×200 and 80×429", counts, up.hits.Load())
+	}
+}
+
+func TestGovernance_SpendBurst(t *testing.T) {
+	clock := newTestClock()
+	h, _ := newGovHarness(t, func(o *gateway.Options) { o.Now = clock.now })
+	k := h.createKey(`{"policy":{"spend_burst":{"usd":"0.03","within_s":60}}}`)
+	// Calls that are not billed (the upstream failed) hold nothing.
+	for i := 0; i < 3; i++ {
+		if resp, _ := h.call(k.Secret, "fail", `{}`); resp.StatusCode != 500 {
+			t.Fatalf("fail: %d", resp.StatusCode)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if resp, b := h.call(k.Secret, "fast", fmt.Sprintf(`{"n":%d}`, i)); resp.StatusCode != 200 {
+			t.Fatalf("billed call %d: got %d %s", i, resp.StatusCode, b)
+		}
+		clock.advance(10 * time.Second)
+	}
+	resp, b := h.call(k.Secret, "fast", `{"n":9}`)
+	if resp.StatusCode != 429 {
+		t.Fatalf("4th cent within a minute: got %d %s, want 429", resp.StatusCode, b)
+	}
+	wantJSON(t, b, `{"error":"Spend burst limit exceeded","reason":"spend_burst","spent_usd":0.03,"limit_usd":0.03,"cost_usd":0.01,"within_s":60,"reset_in_seconds":30}`)
+	if resp, _ := h.call(k.Secret, "fast2", `{}`); resp.StatusCode != 200 { // free calls are not counted
+		t.Fatalf("free call: %d", resp.StatusCode)
+	}
+	clock.advance(30 * time.Second)
+	if resp, b := h.call(k.Secret, "fast", `{"n":10}`); resp.StatusCode != 200 {
+		t.Fatalf("after the first cent left the window: got %d %s", resp.StatusCode, b)
+	}
+	_, b = h.do("GET", "/authorization/status?api_key="+k.Secret, "")
+	if m := decode(t, b); fmt.Sprint(m["spend_burst"]) != "map[limit_usd:0.03 spent_usd:0.03 within_s:60]" {
+		t.Fatalf("status spend_burst: %v", m["spend_burst"])
+	}
+}

@@ -119,7 +119,11 @@ func (g *Gateway) decide(c *call) *Decision {
 		return c.decide(403, outDenied, reason.String(), "Tool access denied by policy").
 			str("tool", t.ID).str("reason", reason.String())
 	}
+	if d := g.admitLoop(c); d != nil {
+		return d
+	}
 	if d := g.admitInFlight(c); d != nil {
+		g.releaseHolds(c)
 		return d
 	}
 	principal := c.principal()
@@ -153,6 +157,10 @@ func (g *Gateway) decide(c *call) *Decision {
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
 	if d := g.admitWindows(c); d != nil {
+		g.releaseHolds(c)
+		return d
+	}
+	if d := g.admitBurst(c); d != nil {
 		g.releaseHolds(c)
 		return d
 	}

@@ -16,6 +16,9 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	g.releaseInFlight(c)
 	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
 	billable := c.reserved && upFail == nil && c.upStatus < 400
+	if !billable {
+		g.releaseUnbilled(c)
+	}
 	if billable && c.pay != nil && !paidAhead {
 		if d := g.settle(c); d != nil { // body withheld until paid
 			return g.finish(c, d)

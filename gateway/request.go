@@ -86,6 +86,9 @@ type call struct {
 	inFlight   bool                // a concurrency slot is held (governance.go)
 	winRules   []policy.WindowRule // the quota windows the call is counted in at winAt (governance.go)
 	winAt      int64
+	loopHash   uint64 // the loop breaker's hash of the call, counted at loopAt
+	loopAt     int64
+	burstID    uint64 // the price held in the spend_burst window
 
 	reserved bool
 	res      meter.Reservation

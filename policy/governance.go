@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"github.com/toolgate/toolgate/catalog"
 )
@@ -27,6 +28,10 @@ func (d *decoder) governance(key string, val []byte, path string, p *Policy, ove
 		p.MaxInFlightClass = &q
 	case "quotas":
 		p.Quotas = d.windows(val, path)
+	case "loop_breaker":
+		p.LoopBreaker = d.loopBreaker(val, path)
+	case "spend_burst":
+		p.SpendBurst = d.spendBurst(val, path)
 	default:
 		return false
 	}
@@ -72,6 +77,14 @@ func (p Policy) marshalGovernance(b *bytes.Buffer, sep func(string)) {
 		}
 		b.WriteByte(']')
 	}
+	if p.LoopBreaker != nil {
+		sep("loop_breaker")
+		p.LoopBreaker.marshal(b)
+	}
+	if p.SpendBurst != nil {
+		sep("spend_burst")
+		p.SpendBurst.marshal(b)
+	}
 }
 
 // mergeGovernance layers over's present governance fields onto base.
@@ -85,6 +98,12 @@ func mergeGovernance(base, over Policy) Policy {
 	if over.Quotas != nil {
 		base.Quotas = over.Quotas
 	}
+	if over.LoopBreaker != nil {
+		base.LoopBreaker = over.LoopBreaker
+	}
+	if over.SpendBurst != nil {
+		base.SpendBurst = over.SpendBurst
+	}
 	return base
 }
 
@@ -94,6 +113,7 @@ func (p *Policy) validateGovernance(ps *problems, root string) {
 	if p.Quotas != nil {
 		validateWindows(ps, join(root, "quotas"), p.Quotas)
 	}
+	validateBreakers(ps, root, p)
 	if p.MaxInFlight != nil && (*p.MaxInFlight < 0 || *p.MaxInFlight > MaxQuota) {
 		ps.add(join(root, "max_in_flight"), fmt.Sprintf("must be an integer from 0 to %d", MaxQuota))
 	}
@@ -111,6 +131,14 @@ func (p *Policy) validateGovernance(ps *problems, root string) {
 func (p Policy) cloneGovernance() Policy {
 	if p.Quotas != nil {
 		p.Quotas = append(make([]Window, 0, len(p.Quotas)), p.Quotas...)
+	}
+	if p.LoopBreaker != nil {
+		lb := *p.LoopBreaker
+		p.LoopBreaker = &lb
+	}
+	if p.SpendBurst != nil {
+		sb := *p.SpendBurst
+		p.SpendBurst = &sb
 	}
 	if p.MaxInFlight != nil {
 		n := *p.MaxInFlight
@@ -148,13 +176,21 @@ func (e *Effective) MaxInFlight(class catalog.RateClass) (all, inClass int) {
 
 // GovernanceView is the governance part of View.
 type GovernanceView struct {
-	Quotas           []Window `json:"quotas,omitempty"`
-	MaxInFlight      *int     `json:"max_in_flight,omitempty"`
-	MaxInFlightClass *Quotas  `json:"max_in_flight_class,omitempty"`
+	Quotas           []Window   `json:"quotas,omitempty"`
+	LoopBreaker      *loopView  `json:"loop_breaker,omitempty"`
+	SpendBurst       *burstView `json:"spend_burst,omitempty"`
+	MaxInFlight      *int       `json:"max_in_flight,omitempty"`
+	MaxInFlightClass *Quotas    `json:"max_in_flight_class,omitempty"`
 }
 
 func (e *Effective) governanceView() GovernanceView {
 	v := GovernanceView{Quotas: e.policy.Quotas}
+	if n, w, c := e.LoopBreaker(); n > 0 {
+		v.LoopBreaker = &loopView{Repeats: n, WithinS: int64(w / time.Second), CooldownS: int64(c / time.Second)}
+	}
+	if usd, w, ok := e.SpendBurst(); ok {
+		v.SpendBurst = &burstView{USD: usd, WithinS: int64(w / time.Second)}
+	}
 	if e.inFlight >= 0 {
 		n := e.inFlight
 		v.MaxInFlight = &n

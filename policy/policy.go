@@ -168,6 +168,9 @@ type Policy struct {
 	// Quotas are sliding windows beyond the per-minute rate-class quota;
 	// nil when absent, non-nil empty for [] (no windows).
 	Quotas []Window
+	// LoopBreaker and SpendBurst are the breakers (breakers.go).
+	LoopBreaker *LoopBreaker
+	SpendBurst  *SpendBurst
 }
 
 // MarshalJSON writes the policy object with its present fields only, in a
