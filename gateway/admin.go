@@ -112,6 +112,10 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			}
 			err = errNotFound
 		}
+	case p == "/groups" || strings.HasPrefix(p, "/groups/"):
+		if err = g.allowed(ctx, adminWrite); err == nil {
+			v, err = g.apiGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/groups"), "/"))
+		}
 	case strings.HasPrefix(p, "/wallets/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
 			v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
@@ -187,6 +191,7 @@ type keyView struct {
 	RevokedAt  time.Time      `json:"revoked_at,omitzero"`
 	Status     string         `json:"status"`
 	Policy     *policy.Policy `json:"policy,omitempty"`
+	Group      string         `json:"group,omitempty"`
 	BalanceUSD *money.Micros  `json:"balance_usd,omitempty"`
 	Secret     string         `json:"secret,omitempty"`
 }
@@ -195,7 +200,7 @@ func (g *Gateway) viewKey(k *identity.Key) keyView {
 	v := keyView{KeyID: k.ID, Name: k.Name, Key: k.Hint, CreatedAt: k.CreatedAt(), ExpiresAt: k.ExpiresAt(),
 		RevokedAt: k.RevokedAt(), Status: k.Status(g.now())}
 	if o, ok := g.state.Load().overrides[k.Principal]; ok {
-		v.Policy = o.raw
+		v.Policy, v.Group = o.raw, o.raw.Group
 	}
 	if b, ok := g.spend.Balance(k.Principal); ok {
 		v.BalanceUSD = &b
@@ -266,6 +271,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	var expires time.Time
 	var pol *policy.Policy
 	var credits money.Micros
+	var group string
 	for k, raw := range f {
 		switch k {
 		case "name":
@@ -298,6 +304,12 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 				}
 			}
 			pol = p
+		case "group":
+			if err := json.Unmarshal(raw, &group); err != nil {
+				ps.Add("group", "must be a string: the name of a group")
+			} else if msg := policy.CheckGroupName(group); msg != "" {
+				ps.Add("group", msg)
+			}
 		case "credits_usd":
 			c, err := money.ParseAmount(raw) // at most money.MaxAmount
 			if err != nil {
@@ -311,8 +323,26 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	if err := ps.Err(); err != nil {
 		return nil, invalidBody(err)
 	}
+	if group != "" {
+		// "group" on the key is its override's group.
+		if pol == nil {
+			pol = &policy.Policy{}
+		}
+		if pol.Group != "" && pol.Group != group {
+			return nil, badRequest(`group and policy.group name different groups`)
+		}
+		pol.Group = group
+	}
 	if pol != nil {
 		if _, err := g.state.Load().set.Effective(policy.TierAPIKey, pol); err != nil {
+			var ve *catalog.ValidationError
+			if errors.As(err, &ve) {
+				for i := range ve.Problems {
+					if ve.Problems[i].Path == "$.group" && group != "" {
+						ve.Problems[i].Path = "group"
+					}
+				}
+			}
 			return nil, invalidBody(err)
 		}
 	}

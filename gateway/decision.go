@@ -40,7 +40,7 @@ type Decision struct {
 	// Allow is the methods of a 405.
 	Allow string
 
-	fields [6]Field // backing store of Fields for decisions built in a call (the most any has)
+	fields [8]Field // backing store of Fields for decisions built in a call (the most any has)
 }
 
 // FieldKind says how a Field's value is written.

@@ -101,6 +101,7 @@ func (g *Gateway) admitBurst(c *call) *Decision {
 // (spend_burst) when it is not billed; conclude calls it for a served
 // call that is not billable, releaseGovernance for a refused one.
 func (g *Gateway) releaseUnbilled(c *call) {
+	g.releaseGroup(c)
 	if c.burstID != 0 {
 		g.gov.breakers.BurstUndo(c.principal(), c.burstID)
 		c.burstID = 0

@@ -14,6 +14,7 @@ import (
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // gateUpstream is a loopback upstream whose calls wait until the test
@@ -401,5 +402,131 @@ func TestGovernance_SpendBurst(t *testing.T) {
 	_, b = h.do("GET", "/authorization/status?api_key="+k.Secret, "")
 	if m := decode(t, b); fmt.Sprint(m["spend_burst"]) != "map[limit_usd:0.03 spent_usd:0.03 within_s:60]" {
 		t.Fatalf("status spend_burst: %v", m["spend_burst"])
+	}
+}
+
+func TestGovernance_Groups(t *testing.T) {
+	h, up := newGovHarness(t)
+	// A group before its members: unknown groups are refused.
+	resp, b := h.admin("POST", "/credits/keys", `{"group":"team-a"}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"path":"group"`) || !strings.Contains(string(b), `unknown group \"team-a\"`) {
+		t.Fatalf("key in an unknown group: got %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.admin("PUT", "/groups/team-a/policy", `{"tier":"x"}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"path":"$.tier"`) {
+		t.Fatalf("group policy with a tier: got %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.admin("PUT", "/groups/team-a/policy", `{"group_daily_spend_cap_usd":"0.10","deny_tools":["email/*"],"max_in_flight":50}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT group: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.admin("PUT", "/credits/keys/nope/policy", `{"group_daily_spend_cap_usd":"1"}`)
+	if resp.StatusCode != 404 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	var keys []createdKey
+	for i := 0; i < 10; i++ {
+		keys = append(keys, h.createKey(`{"group":"team-a"}`))
+	}
+	// The group's layer applies to its members (defaults ← tier ← group ← override).
+	if resp, b := h.call(keys[0].Secret, "email/send", `{}`); resp.StatusCode != 403 {
+		t.Fatalf("member calling a tool the group denies: got %d %s", resp.StatusCode, b)
+	}
+	lifted := h.createKey(`{"policy":{"group":"team-a","deny_tools":[]}}`)
+	if resp, b := h.call(lifted.Secret, "email/send", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("member whose override lifts the group's deny list: got %d %s", resp.StatusCode, b)
+	}
+	// The group's daily cap holds across all members: 200 calls at once,
+	// spread over ten keys, bill exactly the cap ($0.10 at $0.01 a call,
+	// less the $0.005 email above: 9 calls).
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	counts := map[int]int{}
+	var capBody []byte
+	hits := up.hits.Load()
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(k createdKey, n int) {
+			defer wg.Done()
+			resp, b := h.call(k.Secret, "fast", fmt.Sprintf(`{"n":%d}`, n))
+			mu.Lock()
+			counts[resp.StatusCode]++
+			if resp.StatusCode == 429 {
+				capBody = b
+			}
+			mu.Unlock()
+		}(keys[i%10], i)
+	}
+	wg.Wait()
+	if counts[200] != 9 || counts[429] != 191 || up.hits.Load()-hits != 9 {
+		t.Fatalf("statuses %v, upstream hits %d: want 9×200, 191×429", counts, up.hits.Load()-hits)
+	}
+	m := decode(t, capBody)
+	if m["error"] != "Group daily spend cap exceeded" || m["group"] != "team-a" || m["spend_limit_usd"] != 0.1 || m["cost_usd"] != 0.01 {
+		t.Fatalf("429 body: %s", capBody)
+	}
+	// The ledger bills exactly the cap, and names the group on each call.
+	var billed int64
+	named := 0
+	h.led.Query(ledger.Query{Type: "call"}, func(r *ledger.Record) error {
+		billed += int64(r.Cost)
+		if string(r.State) == `{"group":"team-a"}` {
+			named++
+		}
+		return nil
+	})
+	if billed != 95_000 || named != 202 {
+		t.Fatalf("ledger: billed %d µUSD, %d records naming the group; want 95000 and 202", billed, named)
+	}
+	// The group's status: shared spend, members, policy.
+	resp, b = h.admin("GET", "/authorization/status?group=team-a", "")
+	m = decode(t, b)
+	if resp.StatusCode != 200 || m["spend_today_usd"] != 0.095 || m["spend_limit_usd"] != 0.1 || len(m["members"].([]any)) != 11 || m["source"] != "store" {
+		t.Fatalf("group status: %d %s", resp.StatusCode, b)
+	}
+	if resp, _ := h.do("GET", "/authorization/status?group=team-a", ""); resp.StatusCode != 401 {
+		t.Fatalf("group status without the admin token: %d", resp.StatusCode)
+	}
+	_, b = h.do("GET", "/authorization/status?api_key="+keys[0].Secret, "")
+	if m := decode(t, b); m["group"] != "team-a" {
+		t.Fatalf("member status names no group: %s", b)
+	}
+	// A group with members cannot be deleted.
+	if resp, b := h.admin("DELETE", "/groups/team-a/policy", ""); resp.StatusCode != 409 {
+		t.Fatalf("DELETE group with members: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestGovernance_GroupsInFile: groups declared in policies.json, and the
+// validation of the document's group fields.
+func TestGovernance_GroupsInFile(t *testing.T) {
+	doc := `{"version":1,"defaults":{},"tiers":{},"groups":{"research":{"allow_tools":["fast","fast2"],"group_daily_spend_cap_usd":"0.02"}}}`
+	up := newGateUpstream(t)
+	h := newHarnessWith(t, newUpstream(t), govCatalog(up.srv.URL), func(o *gateway.Options) {
+		d, err := policy.DecodeDocument([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Policies = d
+	})
+	a, b := h.createKey(`{"group":"research"}`), h.createKey(`{"group":"research"}`)
+	if resp, _ := h.call(a.Secret, "fast", `{}`); resp.StatusCode != 200 {
+		t.Fatal("a")
+	}
+	if resp, _ := h.call(b.Secret, "fast", `{}`); resp.StatusCode != 200 {
+		t.Fatal("b")
+	}
+	resp, body := h.call(a.Secret, "fast", `{"x":1}`)
+	if resp.StatusCode != 429 || decode(t, body)["group"] != "research" {
+		t.Fatalf("third cent for the group: got %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := h.call(b.Secret, "timeout", `{}`); resp.StatusCode != 403 {
+		t.Fatalf("tool outside the group's allow list: %d", resp.StatusCode)
+	}
+	_, err := policy.DecodeDocument([]byte(`{"version":1,"defaults":{"group_daily_spend_cap_usd":1},"groups":{"a b":{},"x":{"group":"y"}}}`))
+	for _, want := range []string{"defaults.group_daily_spend_cap_usd: only a group policy", `groups["a b"]: group name`, "groups.x.group: only an override selects a group"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("document problems: got %v, want %q", err, want)
+		}
 	}
 }

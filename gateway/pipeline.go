@@ -186,6 +186,10 @@ func (g *Gateway) decide(c *call) *Decision {
 			return g.capExceeded(c, sr, resetAt)
 		}
 		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
+		if d := g.admitGroup(c); d != nil {
+			g.releaseHolds(c)
+			return d
+		}
 	}
 	return nil
 }
@@ -293,6 +297,7 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	if c.req.protocol != "rest" {
 		rec.Protocol = c.req.protocol
 	}
+	rec.State = g.callState(c)
 	return rec
 }
 

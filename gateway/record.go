@@ -54,6 +54,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// the heap through the SpendStore interface).
 		c.cost = c.rt.tool.Price
 		rec = g.callRecord(c, outcome, reason, status)
+		g.commitGroup(c)
 		if !g.spend.Commit(c.res, nil) {
 			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
 				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
@@ -71,6 +72,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// order of balance changes (a restart restores the latest).
 		c.cost = c.rt.tool.Price
 		rec = g.callRecord(c, outcome, reason, status)
+		g.commitGroup(c)
 		committed := g.spend.Commit(c.res, func(cm meter.Committed) {
 			switch {
 			case c.pay != nil && c.pay.result.Success:

@@ -88,7 +88,9 @@ type call struct {
 	winAt      int64
 	loopHash   uint64 // the loop breaker's hash of the call, counted at loopAt
 	loopAt     int64
-	burstID    uint64 // the price held in the spend_burst window
+	burstID    uint64            // the price held in the spend_burst window
+	groupRes   meter.Reservation // the price held against the group's shared cap (groups.go)
+	groupHeld  bool
 
 	reserved bool
 	res      meter.Reservation

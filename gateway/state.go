@@ -25,10 +25,11 @@ import (
 type state struct {
 	cat       *catalog.Catalog
 	doc       *policy.Document
-	set       *policy.Set          // also every tier's policy, by name (set.Tier)
-	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
-	routes    []*route             // by tool index
-	loaded    time.Time            // when this configuration was compiled
+	set       *policy.Set               // also every tier's policy, by name (set.Tier)
+	overrides map[string]*override      // by principal ("key:…", "wallet:0x…")
+	groups    map[string]*policy.Policy // stored group policies by group id (groups.go)
+	routes    []*route                  // by tool index
+	loaded    time.Time                 // when this configuration was compiled
 
 	// hash identifies the configuration (configHash of its catalog and
 	// policy document); reloads counts the Reloads applied since New.
@@ -100,7 +101,8 @@ func (st *state) tierOfName(principal string) policy.Tier {
 // longer declares) fails the build with an error naming its principal and
 // the problem's path; Reload then keeps the old state.
 func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy) (*state, error) {
-	set, err := policy.Compile(doc, cat)
+	raws, groups := splitGroups(raws)
+	set, err := policy.Compile(withGroups(doc, groups), cat)
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
@@ -108,7 +110,7 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	if err != nil {
 		return nil, err
 	}
-	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash}
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), groups: groups, loaded: g.now(), hash: hash}
 	for principal, raw := range raws {
 		eff, err := set.Effective(tierForOverride(principal, raw), raw)
 		if err != nil {
@@ -214,6 +216,9 @@ func (g *Gateway) clientFor(up string, idle time.Duration) (*upstreamClient, str
 // principal, compiled against the current state, and returns the new state.
 // The caller holds writeMu and has persisted the change.
 func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, error) {
+	if strings.HasPrefix(principal, policy.GroupPrefix) {
+		return g.rebuildWith(principal, raw)
+	}
 	cur := g.state.Load()
 	next := *cur
 	next.overrides = make(map[string]*override, len(cur.overrides)+1)
@@ -241,11 +246,7 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
 	cur := g.state.Load()
-	raws := make(map[string]*policy.Policy, len(cur.overrides))
-	for k, v := range cur.overrides {
-		raws[k] = v.raw
-	}
-	st, err := g.build(g.importMCP(cat), doc, raws)
+	st, err := g.build(g.importMCP(cat), doc, cur.allRaws())
 	if err != nil {
 		return err
 	}

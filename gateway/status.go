@@ -64,6 +64,8 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		}
 		principal = k.Principal
 		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
+	case args.Has("group"):
+		return g.groupStatus(ctx, st, string(args.Peek("group")))
 	case args.Has("wallet"):
 		if !g.isAdmin(ctx) {
 			return nil, errAdminOnly
@@ -80,6 +82,9 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	tier := st.tierOfName(principal)
 	eff := st.effective(tier, principal)
 	out["principal"], out["tier"] = principal, tier.String()
+	if grp := eff.Group(); grp != "" {
+		out["group"] = grp
+	}
 	out["policy"] = eff.View()
 
 	windows := make(map[string]quotaView, catalog.NumRateClasses)
@@ -160,6 +165,9 @@ func (g *Gateway) restoreMeters() error {
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := g.restoreGroups(st, now); err != nil {
 		return err
 	}
 	for k, v := range spent {

@@ -102,6 +102,16 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 		if err := override.Validate(); err != nil {
 			return nil, fmt.Errorf("effective policy: %w", err)
 		}
+		var ps problems
+		override.validateNotGroup(&ps, "$")
+		if err := ps.err(); err != nil {
+			return nil, fmt.Errorf("effective policy: %w", err)
+		}
+		if override.Group != "" {
+			if _, ok := s.doc.Groups[override.Group]; !ok {
+				return nil, fmt.Errorf("effective policy: %w", s.unknownGroup(override.Group))
+			}
+		}
 		if override.Tier != "" {
 			if _, ok := s.base[override.Tier]; !ok {
 				return nil, fmt.Errorf("effective policy: %w", s.unknownTier(override.Tier))
@@ -115,6 +125,16 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 	}
 	if override == nil {
 		return s.tiers[tier], nil
+	}
+	if override.Group != "" {
+		gp := s.doc.Groups[override.Group]
+		gp.GroupDailySpendCap = nil // shared, not a member's own cap
+		e := s.compile(tier, merge(merge(base, gp), *override))
+		e.group.Name = override.Group
+		if b, ok := s.GroupBudget(override.Group); ok {
+			e.group = b
+		}
+		return e, nil
 	}
 	return s.compile(tier, merge(base, *override)), nil
 }
@@ -239,6 +259,12 @@ func (d *Document) clone() Document {
 		}
 	}
 	c.EnforcedDenyTools = cloneStrings(d.EnforcedDenyTools)
+	if d.Groups != nil {
+		c.Groups = make(map[string]Policy, len(d.Groups))
+		for n, p := range d.Groups {
+			c.Groups[n] = p.clone()
+		}
+	}
 	return c
 }
 

@@ -144,6 +144,26 @@ func (d *decoder) document(data []byte) *Document {
 				}
 				doc.Tiers[Tier(key)] = p
 			})
+		case "groups":
+			n := 0
+			d.object(val, path, func(key string, val []byte, path string) {
+				if n++; n > MaxGroups {
+					if n == MaxGroups+1 {
+						d.ps.add(path, fmt.Sprintf("more than %d groups", MaxGroups))
+					}
+					return
+				}
+				if msg := CheckGroupName(key); msg != "" {
+					d.ps.add(path, msg)
+					return
+				}
+				var p Policy
+				d.policy(val, path, &p, false)
+				if doc.Groups == nil {
+					doc.Groups = map[string]Policy{}
+				}
+				doc.Groups[key] = p
+			})
 		case "enforced":
 			d.object(val, path, func(key string, val []byte, path string) {
 				if key != "deny_tools" {
@@ -166,6 +186,11 @@ func (d *decoder) document(data []byte) *Document {
 		if _, ok := doc.Tiers[t]; !ok {
 			doc.Tiers[t] = Policy{}
 		}
+	}
+	doc.Defaults.validateNotGroup(&d.ps, "defaults")
+	for _, t := range doc.TierNames() {
+		p := doc.Tiers[t]
+		p.validateNotGroup(&d.ps, join("tiers", t.String()))
 	}
 	if !seenVersion && kind(data) == '{' {
 		d.ps.add("version", "missing (must be 1)")

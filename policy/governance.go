@@ -19,6 +19,21 @@ import (
 // reports whether key is one.
 func (d *decoder) governance(key string, val []byte, path string, p *Policy, override bool) bool {
 	switch key {
+	case "group":
+		s, ok := d.str(val, path)
+		switch {
+		case !ok:
+		case !override:
+			d.ps.add(path, errGroupOutsideOverride)
+		default:
+			if msg := CheckGroupName(s); msg != "" {
+				d.ps.add(path, msg)
+			} else {
+				p.Group = s
+			}
+		}
+	case "group_daily_spend_cap_usd":
+		p.GroupDailySpendCap = d.spendCap(val, path)
 	case "max_in_flight":
 		if n, ok := d.integer(val, path, MaxQuota); ok {
 			p.MaxInFlight = &n
@@ -56,6 +71,18 @@ func (d *decoder) classTable(val []byte, path string) Quotas {
 
 // marshalGovernance writes p's present governance fields.
 func (p Policy) marshalGovernance(b *bytes.Buffer, sep func(string)) {
+	if p.Group != "" {
+		sep("group")
+		writeString(b, p.Group)
+	}
+	if c := p.GroupDailySpendCap; c != nil {
+		sep("group_daily_spend_cap_usd")
+		if c.NoCap {
+			b.WriteString("null")
+		} else {
+			b.Write(c.Limit.AppendDecimal(nil, 1))
+		}
+	}
 	if p.MaxInFlight != nil {
 		sep("max_in_flight")
 		fmt.Fprintf(b, "%d", *p.MaxInFlight)
@@ -110,6 +137,14 @@ func mergeGovernance(base, over Policy) Policy {
 // validateGovernance reports the problems of p's governance fields built
 // in code.
 func (p *Policy) validateGovernance(ps *problems, root string) {
+	if p.Group != "" {
+		if msg := CheckGroupName(p.Group); msg != "" {
+			ps.add(join(root, "group"), msg)
+		}
+	}
+	if c := p.GroupDailySpendCap; c != nil && !c.NoCap && (c.Limit < 0 || c.Limit > 1_000_000_000_000) {
+		ps.add(join(root, "group_daily_spend_cap_usd"), "must be from 0 to 1000000")
+	}
 	if p.Quotas != nil {
 		validateWindows(ps, join(root, "quotas"), p.Quotas)
 	}
@@ -131,6 +166,10 @@ func (p *Policy) validateGovernance(ps *problems, root string) {
 func (p Policy) cloneGovernance() Policy {
 	if p.Quotas != nil {
 		p.Quotas = append(make([]Window, 0, len(p.Quotas)), p.Quotas...)
+	}
+	if p.GroupDailySpendCap != nil {
+		c := *p.GroupDailySpendCap
+		p.GroupDailySpendCap = &c
 	}
 	if p.LoopBreaker != nil {
 		lb := *p.LoopBreaker

@@ -59,6 +59,7 @@ type Effective struct {
 	// governance (governance.go)
 	inFlight      int
 	inFlightClass Quotas
+	group         GroupBudget    // the group layered in (Name), and its shared cap (Key set)
 	windows       []WindowRule   // the quotas list, compiled
 	toolWindows   [][]WindowRule // by tool index: the windows it counts in
 	toolWindowIx  [][]int        // … and their indexes in the quotas list

@@ -161,6 +161,13 @@ type Policy struct {
 
 	// Governance fields (governance.go): nil when absent.
 
+	// Group selects the group layered between the tier and this policy
+	// ("" = none). Only an override may set it (groups.go).
+	Group string
+	// GroupDailySpendCap is, in a group's policy only, the daily ceiling
+	// shared by all the group's members.
+	GroupDailySpendCap *SpendCap
+
 	// MaxInFlight caps the calls in flight at once, all classes together.
 	MaxInFlight *int
 	// MaxInFlightClass caps them per rate class (Unlimited: no cap).
@@ -254,6 +261,9 @@ type Document struct {
 	// policy too (the zero Policy), so Tiers[TierWallet] always reads the
 	// right layer.
 	Tiers map[Tier]Policy
+	// Groups holds the group layers by name (groups.go); nil or empty
+	// when the document declares none.
+	Groups map[string]Policy
 	// EnforcedDenyTools applies to every principal; no layer lifts it.
 	// The decoder leaves it nil when empty.
 	EnforcedDenyTools []string
@@ -301,7 +311,26 @@ func (d Document) MarshalJSON() ([]byte, error) {
 		pj, _ := d.Tiers[t].MarshalJSON()
 		b.Write(pj)
 	}
-	b.WriteString(`},"enforced":{"deny_tools":`)
+	b.WriteString(`}`)
+	if len(d.Groups) > 0 {
+		b.WriteString(`,"groups":{`)
+		names := make([]string, 0, len(d.Groups))
+		for n := range d.Groups {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for i, n := range names {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeString(&b, n)
+			b.WriteByte(':')
+			pj, _ := d.Groups[n].MarshalJSON()
+			b.Write(pj)
+		}
+		b.WriteByte('}')
+	}
+	b.WriteString(`,"enforced":{"deny_tools":`)
 	writeStrings(&b, d.EnforcedDenyTools)
 	b.WriteString(`}}`)
 	return b.Bytes(), nil

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,6 +224,7 @@ func (d *Document) validate(ps *problems) {
 		ps.add("fail_mode", `must be "open" or "strict"`)
 	}
 	d.Defaults.validate(ps, "defaults")
+	d.Defaults.validateNotGroup(ps, "defaults")
 	if d.Defaults.Tier != "" {
 		ps.add("defaults.tier", errTierOutsideOverride)
 	}
@@ -241,6 +243,20 @@ func (d *Document) validate(ps *problems) {
 			p.Tier = ""
 		}
 		p.validate(ps, path)
+		p.validateNotGroup(ps, path)
+	}
+	if len(d.Groups) > MaxGroups {
+		ps.add("groups", fmt.Sprintf("more than %d groups", MaxGroups))
+	}
+	for _, n := range sortedKeys(d.Groups) {
+		path := join("groups", n)
+		if msg := CheckGroupName(n); msg != "" {
+			ps.add(path, msg)
+			continue
+		}
+		p := d.Groups[n]
+		p.validate(ps, path)
+		p.validateGroupLayer(ps, path)
 	}
 	path := "enforced.deny_tools"
 	if len(d.EnforcedDenyTools) > MaxPatterns {
@@ -300,4 +316,13 @@ func join(root, key string) string {
 // index appends an array element to a JSON path.
 func index(path string, i int) string {
 	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
