@@ -20,6 +20,7 @@ import (
 // Ledger outcomes of the governance checks (docs/ledger.md).
 const (
 	outConcurrencyExceeded = "concurrency_exceeded" // max_in_flight (429)
+	outPendingApproval     = "pending_approval"     // held for a human decision (202)
 )
 
 // governance is the gateway's local governance state. The counts are this
@@ -219,6 +220,9 @@ func (g *Gateway) governanceStatus(out map[string]any, principal string, eff *po
 	}
 	out["in_flight"] = v
 	out["quota_windows"] = g.windowsStatus(principal, eff, now)
+	if sh := eff.Shadow(); sh != nil {
+		out["shadow_policy"] = sh.View()
+	}
 	if usd, within, ok := eff.SpendBurst(); ok {
 		out["spend_burst"] = map[string]any{"spent_usd": g.gov.breakers.BurstSpent(principal, within, now),
 			"limit_usd": usd, "within_s": int64(within / time.Second)}

@@ -530,3 +530,71 @@ func TestGovernance_GroupsInFile(t *testing.T) {
 		}
 	}
 }
+
+// shadowOf returns the state of the principal's call records, oldest first.
+func statesOf(h *harness, principal string) []string {
+	var out []string
+	h.led.Query(ledger.Query{Principal: principal, Type: "call"}, func(r *ledger.Record) error {
+		out = append(out, r.Outcome+" "+string(r.State))
+		return nil
+	})
+	return out
+}
+
+func TestGovernance_Shadow(t *testing.T) {
+	h, up := newGovHarness(t)
+	// mode "shadow": the override is evaluated and recorded, not enforced.
+	k := h.createKey(`{"policy":{"mode":"shadow","deny_tools":["fast2"],"approval_tools":["email/send"]}}`)
+	for _, tool := range []string{"fast2", "fast", "email/send"} {
+		if resp, b := h.call(k.Secret, tool, `{}`); resp.StatusCode != 200 {
+			t.Fatalf("%s under a shadow override: got %d %s, want 200", tool, resp.StatusCode, b)
+		}
+	}
+	got := strings.Join(statesOf(h, "key:"+k.KeyID), "\n")
+	want := `allowed {"shadow":{"outcome":"denied","reason":"deny_tools"}}
+allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"pending_approval","reason":"approval_required"}}`
+	if got != want {
+		t.Fatalf("records:\n%s\nwant\n%s", got, want)
+	}
+	if up.hits.Load() != 3 {
+		t.Fatalf("upstream hits %d, want 3", up.hits.Load())
+	}
+	// A shadow policy beside the enforced one: the enforced quota holds,
+	// the shadow's tighter one is only recorded.
+	k2 := h.createKey(`{"policy":{"rate_class_quota":{"light":3},"shadow":{"rate_class_quota":{"light":1},"daily_spend_cap_usd":"0.01"}}}`)
+	for i := 0; i < 4; i++ {
+		h.call(k2.Secret, "fast", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	got = strings.Join(statesOf(h, "key:"+k2.KeyID), "\n")
+	want = `allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"quota_exceeded","reason":"rate_class_quota"}}
+allowed {"shadow":{"outcome":"quota_exceeded","reason":"rate_class_quota"}}
+quota_exceeded {"shadow":{"outcome":"quota_exceeded","reason":"rate_class_quota"}}`
+	if got != want {
+		t.Fatalf("records:\n%s\nwant\n%s", got, want)
+	}
+	_, b := h.do("GET", "/authorization/status?api_key="+k2.Secret, "")
+	var st struct {
+		Policy struct {
+			RateClassQuota map[string]int `json:"rate_class_quota"`
+		} `json:"policy"`
+		Shadow struct {
+			RateClassQuota map[string]int `json:"rate_class_quota"`
+		} `json:"shadow_policy"`
+	}
+	json.Unmarshal(b, &st)
+	if st.Policy.RateClassQuota["light"] != 3 || st.Shadow.RateClassQuota["light"] != 1 {
+		t.Fatalf("status: %s", b)
+	}
+	// Validation of the shadow fields.
+	resp, b := h.admin("PUT", "/credits/keys/"+k.KeyID+"/policy", `{"shadow":{"mode":"shadow","shadow":{},"tier":"x"}}`)
+	for _, want := range []string{`$.shadow.mode`, `$.shadow.shadow`, `$.shadow.tier`} {
+		if resp.StatusCode != 400 || !strings.Contains(string(b), want) {
+			t.Fatalf("invalid shadow: got %d %s, want a problem at %s", resp.StatusCode, b, want)
+		}
+	}
+	if _, err := policy.DecodeDocument([]byte(`{"version":1,"fail_mode":"shadow"}`)); err == nil || !strings.Contains(err.Error(), `fail_mode: must be "open" or "strict"`) {
+		t.Fatalf("fail_mode shadow: %v", err)
+	}
+}

@@ -300,10 +300,33 @@ func (g *Gateway) callState(c *call) json.RawMessage {
 		return nil
 	}
 	grp := c.eff.Group()
-	if grp == "" {
+	if grp == "" && !c.shadowSet && c.approvalID == "" {
 		return nil
 	}
-	b := append([]byte(`{"group":`), appendJSONString(nil, grp)...)
+	b := []byte{'{'}
+	if grp != "" {
+		b = append(b, `"group":`...)
+		b = appendJSONString(b, grp)
+	}
+	if c.shadowSet {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, `"shadow":{"outcome":`...)
+		b = appendJSONString(b, c.shadowOutcome)
+		if c.shadowReason != "" {
+			b = append(b, `,"reason":`...)
+			b = appendJSONString(b, c.shadowReason)
+		}
+		b = append(b, '}')
+	}
+	if c.approvalID != "" {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, `"approval_id":`...)
+		b = appendJSONString(b, c.approvalID)
+	}
 	return append(b, '}')
 }
 

@@ -115,6 +115,9 @@ func (g *Gateway) identify(c *call) *Decision {
 // quota slot and the spend reservation are held by c.
 func (g *Gateway) decide(c *call) *Decision {
 	t := c.rt.tool
+	if sh := c.eff.Shadow(); sh != nil {
+		g.evalShadow(c, sh)
+	}
 	if ok, reason := c.eff.Decide(t); !ok {
 		return c.decide(403, outDenied, reason.String(), "Tool access denied by policy").
 			str("tool", t.ID).str("reason", reason.String())

@@ -80,17 +80,21 @@ type call struct {
 	tier policy.Tier
 	eff  *policy.Effective
 
-	quotaHeld  bool
-	quotaID    uint64              // the call id the quota slot is counted under
-	quotaLocal bool                // the slot is in localQuotas: the shared store could not decide
-	inFlight   bool                // a concurrency slot is held (governance.go)
-	winRules   []policy.WindowRule // the quota windows the call is counted in at winAt (governance.go)
-	winAt      int64
-	loopHash   uint64 // the loop breaker's hash of the call, counted at loopAt
-	loopAt     int64
-	burstID    uint64            // the price held in the spend_burst window
-	groupRes   meter.Reservation // the price held against the group's shared cap (groups.go)
-	groupHeld  bool
+	quotaHeld     bool
+	quotaID       uint64              // the call id the quota slot is counted under
+	quotaLocal    bool                // the slot is in localQuotas: the shared store could not decide
+	inFlight      bool                // a concurrency slot is held (governance.go)
+	winRules      []policy.WindowRule // the quota windows the call is counted in at winAt (governance.go)
+	winAt         int64
+	loopHash      uint64 // the loop breaker's hash of the call, counted at loopAt
+	loopAt        int64
+	burstID       uint64            // the price held in the spend_burst window
+	groupRes      meter.Reservation // the price held against the group's shared cap (groups.go)
+	groupHeld     bool
+	approvalID    string // the approval this call runs under (approval.go)
+	shadowSet     bool   // a shadow policy was evaluated (shadow.go):
+	shadowOutcome string // … what it would have decided
+	shadowReason  string
 
 	reserved bool
 	res      meter.Reservation

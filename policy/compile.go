@@ -61,7 +61,7 @@ func Compile(doc *Document, cat *catalog.Catalog) (*Set, error) {
 	s.tiers = make(map[Tier]*Effective, len(s.names))
 	for _, t := range s.names {
 		s.base[t] = merge(s.doc.Defaults, s.doc.Tiers[t])
-		s.tiers[t] = s.compile(t, s.base[t])
+		s.tiers[t] = s.compileLayers(t, s.doc.Defaults, s.doc.Tiers[t])
 	}
 	for i, t := range defaultTiers {
 		s.builtin[i] = s.tiers[t]
@@ -119,7 +119,7 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 			tier = override.Tier
 		}
 	}
-	base, ok := s.base[tier]
+	_, ok := s.base[tier]
 	if !ok {
 		return nil, fmt.Errorf("effective policy: %w %s", ErrUnknownTier, quote(tier.String()))
 	}
@@ -129,14 +129,14 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 	if override.Group != "" {
 		gp := s.doc.Groups[override.Group]
 		gp.GroupDailySpendCap = nil // shared, not a member's own cap
-		e := s.compile(tier, merge(merge(base, gp), *override))
+		e := s.compileLayers(tier, s.doc.Defaults, s.doc.Tiers[tier], gp, *override)
 		e.group.Name = override.Group
 		if b, ok := s.GroupBudget(override.Group); ok {
 			e.group = b
 		}
 		return e, nil
 	}
-	return s.compile(tier, merge(base, *override)), nil
+	return s.compileLayers(tier, s.doc.Defaults, s.doc.Tiers[tier], *override), nil
 }
 
 // unknownTierError is an override's reference to an undeclared tier: a
@@ -225,6 +225,9 @@ func (s *Set) compile(tier Tier, p Policy) *Effective {
 		}
 	}
 	e.compileGovernance(p)
+	if len(p.ApprovalTools) > 0 {
+		e.approval = s.ix.match(p.ApprovalTools)
+	}
 	deny := s.ix.match(p.DenyTools)
 	var allow bitset
 	if p.AllowTools != nil {

@@ -121,7 +121,7 @@ func (d *decoder) document(data []byte) *Document {
 				d.ps.add(path, "must be 1")
 			}
 		case "fail_mode":
-			doc.FailMode = d.mode(val, path)
+			doc.FailMode = d.mode(val, path, false)
 		case "defaults":
 			d.policy(val, path, &doc.Defaults, false)
 		case "tiers":
@@ -245,7 +245,7 @@ func (d *decoder) policy(data []byte, root string, p *Policy, override bool) {
 				}
 			}
 		case "mode":
-			p.Mode = d.mode(val, path)
+			p.Mode = d.mode(val, path, true)
 		default:
 			if !d.governance(key, val, path, p, override) {
 				d.ps.add(path, "unknown field")
@@ -397,14 +397,18 @@ func (d *decoder) integer(data []byte, path string, max int) (int, bool) {
 	return int(n), true
 }
 
-func (d *decoder) mode(data []byte, path string) Mode {
+func (d *decoder) mode(data []byte, path string, shadow bool) Mode {
 	s, ok := d.str(data, path)
 	if !ok {
 		return ModeUnset
 	}
 	m, ok := ParseMode(s)
-	if !ok {
+	switch {
+	case !shadow && (!ok || m == ModeShadow):
 		d.ps.add(path, fmt.Sprintf(`must be "open" or "strict", not %s`, quote(s)))
+		return ModeUnset
+	case !ok:
+		d.ps.add(path, fmt.Sprintf(`must be "open", "strict" or "shadow", not %s`, quote(s)))
 	}
 	return m
 }

@@ -32,6 +32,30 @@ func (d *decoder) governance(key string, val []byte, path string, p *Policy, ove
 				p.Group = s
 			}
 		}
+	case "approval_tools":
+		p.ApprovalTools = d.patterns(val, path)
+	case "approval_timeout_s":
+		if n, ok := d.integer(val, path, maxApprovalTimeout); ok {
+			if n < 1 {
+				d.ps.add(path, fmt.Sprintf("must be an integer from 1 to %d", maxApprovalTimeout))
+			}
+			p.ApprovalTimeout = &n
+		}
+	case "shadow":
+		if kind(val) != '{' {
+			d.wrongType(path, "a policy object", val)
+			break
+		}
+		var sp Policy
+		d.policy(val, path, &sp, false)
+		if sp.Shadow != nil {
+			d.ps.add(join(path, "shadow"), "a shadow policy has no shadow of its own")
+		}
+		if sp.Mode == ModeShadow {
+			d.ps.add(join(path, "mode"), `a shadow policy's mode is "open" or "strict"`)
+		}
+		sp.GroupDailySpendCap = nil
+		p.Shadow = &sp
 	case "group_daily_spend_cap_usd":
 		p.GroupDailySpendCap = d.spendCap(val, path)
 	case "max_in_flight":
@@ -74,6 +98,19 @@ func (p Policy) marshalGovernance(b *bytes.Buffer, sep func(string)) {
 	if p.Group != "" {
 		sep("group")
 		writeString(b, p.Group)
+	}
+	if p.ApprovalTools != nil {
+		sep("approval_tools")
+		writeStrings(b, p.ApprovalTools)
+	}
+	if p.ApprovalTimeout != nil {
+		sep("approval_timeout_s")
+		fmt.Fprintf(b, "%d", *p.ApprovalTimeout)
+	}
+	if p.Shadow != nil {
+		sep("shadow")
+		j, _ := p.Shadow.MarshalJSON()
+		b.Write(j)
 	}
 	if c := p.GroupDailySpendCap; c != nil {
 		sep("group_daily_spend_cap_usd")
@@ -128,6 +165,12 @@ func mergeGovernance(base, over Policy) Policy {
 	if over.LoopBreaker != nil {
 		base.LoopBreaker = over.LoopBreaker
 	}
+	if over.ApprovalTools != nil {
+		base.ApprovalTools = over.ApprovalTools
+	}
+	if over.ApprovalTimeout != nil {
+		base.ApprovalTimeout = over.ApprovalTimeout
+	}
 	if over.SpendBurst != nil {
 		base.SpendBurst = over.SpendBurst
 	}
@@ -137,6 +180,19 @@ func mergeGovernance(base, over Policy) Policy {
 // validateGovernance reports the problems of p's governance fields built
 // in code.
 func (p *Policy) validateGovernance(ps *problems, root string) {
+	if sp := p.Shadow; sp != nil {
+		path := join(root, "shadow")
+		sp.validate(ps, path)
+		if sp.Shadow != nil {
+			ps.add(join(path, "shadow"), "a shadow policy has no shadow of its own")
+		}
+		if sp.Mode == ModeShadow {
+			ps.add(join(path, "mode"), `a shadow policy's mode is "open" or "strict"`)
+		}
+		if sp.Tier != "" || sp.Group != "" {
+			ps.add(path, "a shadow policy selects no tier or group")
+		}
+	}
 	if p.Group != "" {
 		if msg := CheckGroupName(p.Group); msg != "" {
 			ps.add(join(root, "group"), msg)
@@ -149,6 +205,7 @@ func (p *Policy) validateGovernance(ps *problems, root string) {
 		validateWindows(ps, join(root, "quotas"), p.Quotas)
 	}
 	validateBreakers(ps, root, p)
+	validateApproval(ps, root, p)
 	if p.MaxInFlight != nil && (*p.MaxInFlight < 0 || *p.MaxInFlight > MaxQuota) {
 		ps.add(join(root, "max_in_flight"), fmt.Sprintf("must be an integer from 0 to %d", MaxQuota))
 	}
@@ -170,6 +227,15 @@ func (p Policy) cloneGovernance() Policy {
 	if p.GroupDailySpendCap != nil {
 		c := *p.GroupDailySpendCap
 		p.GroupDailySpendCap = &c
+	}
+	if p.Shadow != nil {
+		sp := p.Shadow.clone()
+		p.Shadow = &sp
+	}
+	p.ApprovalTools = cloneStrings(p.ApprovalTools)
+	if p.ApprovalTimeout != nil {
+		n := *p.ApprovalTimeout
+		p.ApprovalTimeout = &n
 	}
 	if p.LoopBreaker != nil {
 		lb := *p.LoopBreaker
@@ -217,13 +283,14 @@ func (e *Effective) MaxInFlight(class catalog.RateClass) (all, inClass int) {
 type GovernanceView struct {
 	Quotas           []Window   `json:"quotas,omitempty"`
 	LoopBreaker      *loopView  `json:"loop_breaker,omitempty"`
+	ApprovalTools    []string   `json:"approval_tools,omitempty"`
 	SpendBurst       *burstView `json:"spend_burst,omitempty"`
 	MaxInFlight      *int       `json:"max_in_flight,omitempty"`
 	MaxInFlightClass *Quotas    `json:"max_in_flight_class,omitempty"`
 }
 
 func (e *Effective) governanceView() GovernanceView {
-	v := GovernanceView{Quotas: e.policy.Quotas}
+	v := GovernanceView{Quotas: e.policy.Quotas, ApprovalTools: cloneStrings(e.policy.ApprovalTools)}
 	if n, w, c := e.LoopBreaker(); n > 0 {
 		v.LoopBreaker = &loopView{Repeats: n, WithinS: int64(w / time.Second), CooldownS: int64(c / time.Second)}
 	}

@@ -60,6 +60,8 @@ type Effective struct {
 	inFlight      int
 	inFlightClass Quotas
 	group         GroupBudget    // the group layered in (Name), and its shared cap (Key set)
+	shadow        *Effective     // evaluated beside, never enforced (shadow.go)
+	approval      bitset         // tools whose calls wait for approval (approval.go)
 	windows       []WindowRule   // the quotas list, compiled
 	toolWindows   [][]WindowRule // by tool index: the windows it counts in
 	toolWindowIx  [][]int        // … and their indexes in the quotas list

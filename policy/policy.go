@@ -30,6 +30,9 @@ const (
 	ModeUnset Mode = iota
 	ModeOpen
 	ModeStrict
+	// ModeShadow marks a policy layer that is evaluated and recorded but
+	// not enforced (shadow.go). Not a fail_mode, never an effective mode.
+	ModeShadow
 )
 
 // String returns the mode as written in configuration ("open", "strict"),
@@ -40,6 +43,8 @@ func (m Mode) String() string {
 		return "open"
 	case ModeStrict:
 		return "strict"
+	case ModeShadow:
+		return "shadow"
 	case ModeUnset:
 		return ""
 	}
@@ -53,6 +58,8 @@ func ParseMode(s string) (Mode, bool) {
 		return ModeOpen, true
 	case "strict":
 		return ModeStrict, true
+	case "shadow":
+		return ModeShadow, true
 	}
 	return ModeUnset, false
 }
@@ -160,6 +167,17 @@ type Policy struct {
 	Mode Mode
 
 	// Governance fields (governance.go): nil when absent.
+
+	// ApprovalTools lists patterns of tools whose calls wait for a human
+	// decision (approval.go); nil when absent. ApprovalTimeout is how long,
+	// in seconds (nil: DefaultApprovalTimeout).
+	ApprovalTools   []string
+	ApprovalTimeout *int
+
+	// Shadow is a candidate policy evaluated beside the enforced one: it
+	// is layered over this layer's result and recorded, never enforced
+	// (shadow.go). nil when absent.
+	Shadow *Policy
 
 	// Group selects the group layered between the tier and this policy
 	// ("" = none). Only an override may set it (groups.go).

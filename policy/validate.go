@@ -201,8 +201,8 @@ func (p *Policy) validate(ps *problems, root string) {
 			ps.add(join(root, "spend_reset_tz"), msg)
 		}
 	}
-	if p.Mode > ModeStrict {
-		ps.add(join(root, "mode"), `must be "open" or "strict"`)
+	if p.Mode > ModeShadow {
+		ps.add(join(root, "mode"), `must be "open", "strict" or "shadow"`)
 	}
 	p.validateGovernance(ps, root)
 }
