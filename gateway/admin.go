@@ -112,6 +112,10 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			}
 			err = errNotFound
 		}
+	case p == "/policies/simulate":
+		if err = g.allowed(ctx, admin); err == nil {
+			v, err = g.apiSimulate(ctx)
+		}
 	case p == "/groups" || strings.HasPrefix(p, "/groups/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
 			v, err = g.apiGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/groups"), "/"))
