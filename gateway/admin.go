@@ -112,6 +112,8 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			}
 			err = errNotFound
 		}
+	case p == "/approvals" || strings.HasPrefix(p, "/approvals/"):
+		v, err = g.apiApprovals(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/approvals"), "/"))
 	case p == "/policies/simulate":
 		if err = g.allowed(ctx, admin); err == nil {
 			v, err = g.apiSimulate(ctx)

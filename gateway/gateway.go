@@ -149,6 +149,7 @@ type Gateway struct {
 	reqSeq    atomic.Uint64
 	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
 	gov       governance    // agent governance state (governance.go)
+	approvals approvals     // held calls (approval.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -178,6 +179,7 @@ func New(o Options) (*Gateway, error) {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 		gov:       newGovernance(),
+		approvals: approvals{db: o.DB, waiters: map[string]chan struct{}{}},
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -265,6 +267,9 @@ func New(o Options) (*Gateway, error) {
 	g.state.Store(st)
 	g.overVer = ver
 	if err := g.restoreMeters(); err != nil {
+		return nil, err
+	}
+	if err := g.recoverApprovals(); err != nil {
 		return nil, err
 	}
 	if o.MinFreeBytes > 0 && o.DataDir != "" {

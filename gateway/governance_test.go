@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/policy"
 )
@@ -677,5 +680,198 @@ func TestGovernance_Simulate(t *testing.T) {
 	}
 	if resp, _ := h.do("POST", "/policies/simulate", `{"policies":`+cand+`}`); resp.StatusCode != 401 {
 		t.Fatalf("simulate without the admin token: %d", resp.StatusCode)
+	}
+}
+
+// restarted runs a second gateway over h's store and ledger, as after a
+// restart (the first one stopped), and returns a harness for it.
+func restarted(t *testing.T, h *harness, catJSON string, clock *testClock) *harness {
+	t.Helper()
+	h.gw.Close()
+	keys, err := identity.Open(h.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Decode([]byte(catJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := policy.DecodeDocument([]byte(seedPolicies))
+	o := gateway.Options{DB: h.db, Keys: keys, Ledger: h.led, Catalog: cat, Policies: doc, AdminToken: adminToken}
+	if clock != nil {
+		o.Now = clock.now
+	}
+	gw, err := gateway.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gw.Server()
+	go srv.Serve(gateway.Listener(ln))
+	t.Cleanup(func() { srv.Shutdown(); gw.Close() })
+	h2 := *h
+	h2.url, h2.gw = "http://"+ln.Addr().String(), gw
+	return &h2
+}
+
+type approvalView struct {
+	ID     string `json:"approval_id"`
+	Status string `json:"status"`
+	Poll   string `json:"poll"`
+	Reason string `json:"reason"`
+	By     string `json:"decided_by"`
+	Result *struct {
+		Status int             `json:"status"`
+		Body   json.RawMessage `json:"body"`
+	} `json:"result"`
+}
+
+func TestGovernance_Approval(t *testing.T) {
+	clock := newTestClock()
+	h, up := newGovHarness(t, func(o *gateway.Options) { o.Now = clock.now })
+	k := h.createKey(`{"policy":{"approval_tools":["email/*"],"approval_timeout_s":600}}`)
+
+	// A held call: 202 with its poll URL; nothing forwarded or billed.
+	resp, b := h.call(k.Secret, "email/send", `{"to":"cfo@example.com","subject":"wire"}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("approval tool: got %d %s, want 202", resp.StatusCode, b)
+	}
+	m := decode(t, b)
+	id, _ := m["approval_id"].(string)
+	if m["status"] != "pending_approval" || !strings.HasPrefix(id, "ap_") || m["poll"] != "/approvals/"+id || m["error"] != nil {
+		t.Fatalf("202 body: %s", b)
+	}
+	if up.hits.Load() != 0 {
+		t.Fatal("a held call reached the upstream")
+	}
+	if resp, b := h.call(k.Secret, "fast2", `{}`); resp.StatusCode != 200 { // other tools are not held
+		t.Fatalf("other tool: %d %s", resp.StatusCode, b)
+	}
+	// The operator sees it; the caller may poll it with its key; nobody else.
+	_, b = h.admin("GET", "/approvals", "")
+	if !strings.Contains(string(b), id) || !strings.Contains(string(b), `"request_body":{"to":"cfo@example.com","subject":"wire"}`) {
+		t.Fatalf("GET /approvals: %s", b)
+	}
+	if resp, b := h.do("GET", "/approvals/"+id, "", "X-API-Key", k.Secret); resp.StatusCode != 200 || decode(t, b)["status"] != "pending" {
+		t.Fatalf("caller polls: %d %s", resp.StatusCode, b)
+	}
+	other := h.createKey(`{}`)
+	if resp, _ := h.do("GET", "/approvals/"+id, "", "X-API-Key", other.Secret); resp.StatusCode != 404 {
+		t.Fatalf("another key polls: %d, want 404", resp.StatusCode)
+	}
+	if resp, _ := h.do("POST", "/approvals/"+id, `{"decision":"approve"}`, "X-API-Key", k.Secret); resp.StatusCode != 401 {
+		t.Fatalf("the caller approves its own call: %d, want 401", resp.StatusCode)
+	}
+
+	// The gateway restarts with the call pending: it is still there.
+	h = restarted(t, h, govCatalog(up.srv.URL), clock)
+	if resp, b := h.admin("GET", "/approvals/"+id, ""); resp.StatusCode != 200 || decode(t, b)["status"] != "pending" {
+		t.Fatalf("after restart: %d %s", resp.StatusCode, b)
+	}
+
+	// Two operators approve at once: the call is forwarded exactly once.
+	var wg sync.WaitGroup
+	results := make([]int, 2)
+	bodies := make([][]byte, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, b := h.admin("POST", "/approvals/"+id, `{"decision":"approve","reason":"expected wire"}`)
+			results[i], bodies[i] = resp.StatusCode, b
+		}()
+	}
+	wg.Wait()
+	if !(results[0] == 200 && results[1] == 409 || results[0] == 409 && results[1] == 200) {
+		t.Fatalf("double approve: got %v %s %s, want one 200 and one 409", results, bodies[0], bodies[1])
+	}
+	if up.hits.Load() != 2 { // fast2 above, and the approved call
+		t.Fatalf("upstream hits: %d, want the approved call once", up.hits.Load()-1)
+	}
+	var av approvalView
+	_, b = h.do("GET", "/approvals/"+id, "", "X-API-Key", k.Secret)
+	json.Unmarshal(b, &av)
+	if av.Status != "done" || av.Result == nil || av.Result.Status != 200 || !strings.Contains(string(av.Result.Body), `"path":"/email"`) ||
+		av.Reason != "expected wire" || !strings.HasPrefix(av.By, "admin@") {
+		t.Fatalf("approved call's result: %s", b)
+	}
+	// The ledger: held (not billed), decided (who, when), run (billed once).
+	var trail []string
+	h.led.Query(ledger.Query{Principal: "key:" + k.KeyID}, func(r *ledger.Record) error {
+		if r.Tool == "email/send" || r.Type == "admin" && strings.HasPrefix(r.Kind, "approval") {
+			trail = append(trail, fmt.Sprintf("%s %s %s %d %d", r.Type, r.Outcome, r.Kind, r.Status, r.Cost))
+		}
+		return nil
+	})
+	if got := strings.Join(trail, "|"); got != "call pending_approval  202 0|admin  approval_approved 0 0|call allowed  200 5000" {
+		t.Fatalf("ledger trail: %s", got)
+	}
+
+	// Denied: never forwarded.
+	_, b = h.call(k.Secret, "email/send", `{"n":2}`)
+	id2 := decode(t, b)["approval_id"].(string)
+	_, b = h.admin("POST", "/approvals/"+id2, `{"decision":"deny","reason":"not today"}`)
+	if json.Unmarshal(b, &av); av.Status != "denied" || av.Reason != "not today" || up.hits.Load() != 2 {
+		t.Fatalf("deny: %s", b)
+	}
+	if resp, _ := h.admin("POST", "/approvals/"+id2, `{"decision":"approve"}`); resp.StatusCode != 409 {
+		t.Fatalf("approve after deny: %d", resp.StatusCode)
+	}
+	// Expired: denied.
+	_, b = h.call(k.Secret, "email/send", `{"n":3}`)
+	id3 := decode(t, b)["approval_id"].(string)
+	clock.advance(601 * time.Second)
+	if resp, b := h.admin("POST", "/approvals/"+id3, `{"decision":"approve"}`); resp.StatusCode != 409 || !strings.Contains(string(b), `"status":"expired"`) {
+		t.Fatalf("approve after expiry: %d %s", resp.StatusCode, b)
+	}
+	if up.hits.Load() != 2 {
+		t.Fatal("an expired call was forwarded")
+	}
+	// Bad decisions name the problem.
+	if resp, b := h.admin("POST", "/approvals/"+id3, `{"decision":"maybe"}`); resp.StatusCode != 400 || !strings.Contains(string(b), `"path":"decision"`) {
+		t.Fatalf("bad decision: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestGovernance_ApprovalWait: with Prefer: wait=N the caller waits for
+// the decision and gets the call's answer itself.
+func TestGovernance_ApprovalWait(t *testing.T) {
+	h, up := newGovHarness(t)
+	k := h.createKey(`{"policy":{"approval_tools":["email/send"]}}`)
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer)
+	go func() {
+		resp, b := h.call(k.Secret, "email/send", `{"to":"x"}`, "Prefer", "wait=20")
+		done <- answer{resp.StatusCode, b}
+	}()
+	var id string
+	waitFor(t, "the held call listed", func() bool {
+		_, b := h.admin("GET", "/approvals", "")
+		var l struct {
+			Approvals []approvalView `json:"approvals"`
+		}
+		json.Unmarshal(b, &l)
+		if len(l.Approvals) == 1 {
+			id = l.Approvals[0].ID
+		}
+		return id != ""
+	})
+	if resp, b := h.admin("POST", "/approvals/"+id, `{"decision":"approve"}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	a := <-done
+	if a.status != 200 || !strings.Contains(string(a.body), `"path":"/email"`) || up.hits.Load() != 1 {
+		t.Fatalf("waiting caller: got %d %s, upstream hits %d", a.status, a.body, up.hits.Load())
+	}
+	// Without a decision in time: the 202.
+	resp, b := h.call(k.Secret, "email/send", `{"to":"y"}`, "Prefer", "wait=1")
+	if resp.StatusCode != 202 || decode(t, b)["status"] != "pending_approval" {
+		t.Fatalf("wait=1 without a decision: %d %s", resp.StatusCode, b)
 	}
 }

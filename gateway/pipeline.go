@@ -194,6 +194,10 @@ func (g *Gateway) decide(c *call) *Decision {
 			return d
 		}
 	}
+	if d := g.admitApproval(c); d != nil {
+		g.releaseHolds(c) // held: nothing is reserved or billed before approval
+		return d
+	}
 	return nil
 }
 
