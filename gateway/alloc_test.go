@@ -34,3 +34,19 @@ func TestDecision_ZeroAlloc(t *testing.T) {
 		t.Fatalf("decision path allocates %v times per call, want 0", n)
 	}
 }
+
+// TestDecisionGoverned_ZeroAlloc: with every governance feature on, the
+// decision path (and giving its holds back) allocates nothing.
+func TestDecisionGoverned_ZeroAlloc(t *testing.T) {
+	env := governedEnv(t)
+	defer env.close()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.Set("X-Api-Key", env.secret)
+	ctx.Request.SetBodyString(`{"text":"Invoice 42"}`)
+	st := env.g.state.Load()
+	run := func() { governedDecision(t, env, &ctx, st) }
+	run()
+	if n := testing.AllocsPerRun(1000, run); n != 0 {
+		t.Fatalf("governed decision path allocates %v times per call, want 0", n)
+	}
+}

@@ -23,26 +23,23 @@ const (
 	outPendingApproval     = "pending_approval"     // held for a human decision (202)
 )
 
-// governance is the gateway's local governance state. The counts are this
-// node's: in a cluster each node caps its own calls (docs/cluster.md),
-// except group budgets, which are reserved in the shared SpendStore.
+// governance is the gateway's local governance state: one Governor
+// entry per principal holds its concurrency slots, quota windows and
+// breakers. The counts are this node's: in a cluster each node caps its
+// own calls (docs/cluster.md), except group budgets, which are
+// reservations in the shared SpendStore.
 type governance struct {
-	inFlight *meter.InFlight
-	windows  *meter.Windows
-	breakers *meter.Breakers
-	seed     maphash.Seed // of the loop breaker's call hashes
+	g    *meter.Governor
+	seed maphash.Seed // of the loop breaker's call hashes
 }
 
 func newGovernance() governance {
-	return governance{inFlight: meter.NewInFlight(), windows: meter.NewWindows(),
-		breakers: meter.NewBreakers(), seed: maphash.MakeSeed()}
+	return governance{g: meter.NewGovernor(), seed: maphash.MakeSeed()}
 }
 
 // sweep evicts idle governance state.
 func (gv *governance) sweep(now time.Time) {
-	gv.inFlight.Sweep()
-	gv.windows.Sweep(now)
-	gv.breakers.Sweep(now, 25*time.Hour) // longer than any breaker window or cool-down
+	gv.g.Sweep(now, 25*time.Hour) // longer than any breaker window or cool-down
 }
 
 // Ledger outcome of a tripped breaker (reasons loop_detected, spend_burst).
@@ -57,135 +54,80 @@ func (g *Gateway) callHash(c *call) uint64 {
 	return h
 }
 
-// admitLoop refuses the next identical call of a principal that repeats
-// itself (loop_breaker) with 429 until the cool-down ends.
-func (g *Gateway) admitLoop(c *call) *Decision {
-	repeats, within, cooldown := c.eff.LoopBreaker()
-	if repeats == 0 {
-		return nil
+// admitGoverned runs the checks the Governor keeps for c, in one step
+// after the rate-class quota: the loop breaker (429), the concurrency
+// caps (429), the quota windows (403) and the spend burst (429). An
+// admitted call holds its places in c.gov until it ends.
+func (g *Gateway) admitGoverned(c *call) *Decision {
+	t, eff := c.rt.tool, c.eff
+	gc := meter.GovCall{Class: int(t.RateClass)}
+	gc.InFlightAll, gc.InFlightClass = eff.MaxInFlight(t.RateClass)
+	rules, ix := eff.Windows(t)
+	gc.Windows = rules
+	if gc.LoopRepeats, gc.LoopWithin, gc.Cooldown = eff.LoopBreaker(); gc.LoopRepeats > 0 {
+		gc.LoopHash = g.callHash(c)
 	}
-	h := g.callHash(c)
-	r := g.gov.breakers.Loop(c.principal(), h, repeats, within, cooldown, c.start)
-	if !r.OK {
-		left := ceilSeconds(int64(r.CooldownLeft))
+	gc.Burst, gc.BurstWithin, gc.BurstOn = eff.SpendBurst()
+	gc.Cost = t.Price
+	r := g.gov.g.Admit(c.principal(), &gc, c.start, &c.gov)
+	switch r.Refused {
+	case meter.GovLoop:
+		left := ceilSeconds(int64(r.Loop.CooldownLeft))
 		d := c.decide(429, outBreakerTripped, "loop_detected", "Repeated identical calls").
-			str("reason", "loop_detected").num("repeats", int64(repeats)).num("cooldown_seconds", int64(left))
+			str("reason", "loop_detected").num("repeats", int64(gc.LoopRepeats)).num("cooldown_seconds", int64(left))
 		d.RetryAfter = max(left, 1)
 		return d
-	}
-	c.loopHash, c.loopAt = h, r.At
-	return nil
-}
-
-// admitBurst holds the call's price against the spend_burst window, or
-// refuses it with 429.
-func (g *Gateway) admitBurst(c *call) *Decision {
-	price := c.rt.tool.Price
-	usd, within, ok := c.eff.SpendBurst()
-	if !ok || price <= 0 {
-		return nil
-	}
-	r := g.gov.breakers.Burst(c.principal(), price, usd, within, c.start)
-	if !r.OK {
-		reset := ceilSeconds(int64(r.ResetIn))
-		d := c.decide(429, outBreakerTripped, "spend_burst", "Spend burst limit exceeded").
-			str("reason", "spend_burst").usd("spent_usd", r.Spent).usd("limit_usd", usd).
-			usd("cost_usd", price).num("within_s", int64(within/time.Second)).num("reset_in_seconds", int64(reset))
-		d.RetryAfter = max(reset, 1)
+	case meter.GovInFlight:
+		reason := "max_in_flight"
+		if r.InFlight.PerClass {
+			reason = "max_in_flight_class"
+		}
+		d := c.decide(429, outConcurrencyExceeded, reason, "Concurrency limit exceeded").
+			num("limit", int64(r.InFlight.Limit)).num("in_flight", int64(r.InFlight.InFlight))
+		d.RetryAfter = 1
 		return d
-	}
-	c.burstID = r.ID
-	return nil
-}
-
-// releaseUnbilled gives back what a call holds against its spend
-// (spend_burst) when it is not billed; conclude calls it for a served
-// call that is not billable, releaseGovernance for a refused one.
-func (g *Gateway) releaseUnbilled(c *call) {
-	g.releaseGroup(c)
-	if c.burstID != 0 {
-		g.gov.breakers.BurstUndo(c.principal(), c.burstID)
-		c.burstID = 0
-	}
-}
-
-// admitWindows counts c in the policy's quota windows (quotas), or
-// refuses it with 403 naming the window that is full.
-func (g *Gateway) admitWindows(c *call) *Decision {
-	rules, ix := c.eff.Windows(c.rt.tool)
-	if len(rules) == 0 {
-		return nil
-	}
-	r := g.gov.windows.Admit(c.principal(), rules, c.start)
-	if !r.OK {
-		w, _ := c.eff.Window(ix[r.Rule])
+	case meter.GovWindow:
+		w, _ := eff.Window(ix[r.Window.Rule])
 		k, v := w.Label()
-		reset := ceilSeconds(int64(r.ResetIn))
+		reset := ceilSeconds(int64(r.Window.ResetIn))
 		reason := "quota_window"
 		if w.Limit == 0 {
 			reason = "quota_window_blocked"
 		}
 		d := c.decide(403, outQuotaExceeded, reason, "Policy quota exceeded").
 			str("window", w.PerLabel()).str(k, v).num("limit", int64(w.Limit)).
-			num("calls_in_window", int64(r.Used)).num("reset_in_seconds", int64(reset))
+			num("calls_in_window", int64(r.Window.Used)).num("reset_in_seconds", int64(reset))
+		d.RetryAfter = max(reset, 1)
+		return d
+	case meter.GovBurst:
+		reset := ceilSeconds(int64(r.Burst.ResetIn))
+		d := c.decide(429, outBreakerTripped, "spend_burst", "Spend burst limit exceeded").
+			str("reason", "spend_burst").usd("spent_usd", r.Burst.Spent).usd("limit_usd", gc.Burst).
+			usd("cost_usd", t.Price).num("within_s", int64(gc.BurstWithin/time.Second)).num("reset_in_seconds", int64(reset))
 		d.RetryAfter = max(reset, 1)
 		return d
 	}
-	c.winRules, c.winAt = rules, r.At
 	return nil
 }
 
-// keepGovernance is called when a call reached its upstream: like the
-// quota slot, its place in the quota windows is kept whatever the
-// upstream answered.
-func (g *Gateway) keepGovernance(c *call) {
-	c.winRules, c.winAt = nil, 0
-	c.loopAt = 0
-}
-
-// admitInFlight takes a concurrency slot (max_in_flight,
-// max_in_flight_class) for c, or refuses it at once with 429.
-func (g *Gateway) admitInFlight(c *call) *Decision {
-	class := int(c.rt.tool.RateClass)
-	all, perClass := c.eff.MaxInFlight(c.rt.tool.RateClass)
-	r := g.gov.inFlight.Acquire(c.principal(), class, all, perClass)
-	if !r.OK {
-		reason := "max_in_flight"
-		if r.PerClass {
-			reason = "max_in_flight_class"
-		}
-		d := c.decide(429, outConcurrencyExceeded, reason, "Concurrency limit exceeded").
-			num("limit", int64(r.Limit)).num("in_flight", int64(r.InFlight))
-		d.RetryAfter = 1
-		return d
-	}
-	c.inFlight = r.Held
-	return nil
-}
-
-// releaseInFlight gives back c's concurrency slot, once: when the call is
-// refused (releaseHolds) or its upstream exchange has ended, whatever its
-// result (conclude).
-func (g *Gateway) releaseInFlight(c *call) {
-	if c.inFlight {
-		g.gov.inFlight.Release(c.principal(), int(c.rt.tool.RateClass))
-		c.inFlight = false
+// servedGovernance ends the governance holds of a call whose upstream
+// exchange is over (conclude): its concurrency slot goes back; like the
+// quota slot, its places in the quota windows and the loop breaker are
+// kept whatever the upstream answered; what it holds against spend (the
+// spend burst, the group cap) is kept for billing when billable, else
+// given back.
+func (g *Gateway) servedGovernance(c *call, billable bool) {
+	g.gov.g.Served(c.principal(), &c.gov, billable)
+	if !billable {
+		g.releaseGroup(c)
 	}
 }
 
 // releaseGovernance gives back every governance hold of a call that was
 // not served.
 func (g *Gateway) releaseGovernance(c *call) {
-	g.releaseInFlight(c)
-	if c.winAt != 0 {
-		g.gov.windows.Undo(c.principal(), c.winRules, c.winAt)
-		c.winRules, c.winAt = nil, 0
-	}
-	if c.loopAt != 0 {
-		g.gov.breakers.LoopUndo(c.principal(), c.loopHash, c.loopAt)
-		c.loopAt = 0
-	}
-	g.releaseUnbilled(c)
+	g.gov.g.Release(c.principal(), &c.gov)
+	g.releaseGroup(c)
 }
 
 // inFlightView is the status endpoint's "in_flight": the calls in flight
@@ -213,7 +155,7 @@ func limitPtr(n int) *int {
 func (g *Gateway) governanceStatus(out map[string]any, principal string, eff *policy.Effective, now time.Time) {
 	v := inFlightView{ByClass: make(map[string]inFlightCap, catalog.NumRateClasses)}
 	for c := catalog.RateClass(0); c < catalog.NumRateClasses; c++ {
-		all, n := g.gov.inFlight.Count(principal, int(c))
+		all, n := g.gov.g.InFlight(principal, int(c))
 		la, lc := eff.MaxInFlight(c)
 		v.All, v.Limit = all, limitPtr(la)
 		v.ByClass[c.String()] = inFlightCap{InFlight: n, Limit: limitPtr(lc)}
@@ -224,7 +166,7 @@ func (g *Gateway) governanceStatus(out map[string]any, principal string, eff *po
 		out["shadow_policy"] = sh.View()
 	}
 	if usd, within, ok := eff.SpendBurst(); ok {
-		out["spend_burst"] = map[string]any{"spent_usd": g.gov.breakers.BurstSpent(principal, within, now),
+		out["spend_burst"] = map[string]any{"spent_usd": g.gov.g.BurstSpent(principal, within, now),
 			"limit_usd": usd, "within_s": int64(within / time.Second)}
 	}
 }
@@ -240,10 +182,17 @@ type windowView struct {
 }
 
 func (g *Gateway) windowsStatus(principal string, eff *policy.Effective, now time.Time) []windowView {
-	out := make([]windowView, 0, eff.NumWindows())
-	for i := 0; i < eff.NumWindows(); i++ {
-		w, rule := eff.Window(i)
-		used, reset := g.gov.windows.Peek(principal, rule, now)
+	n := eff.NumWindows()
+	out := make([]windowView, 0, n)
+	rules := make([]policy.WindowRule, n)
+	for i := range rules {
+		_, rules[i] = eff.Window(i)
+	}
+	used, resets := make([]int, n), make([]time.Duration, n)
+	g.gov.g.PeekWindows(principal, rules, now, used, resets)
+	for i := 0; i < n; i++ {
+		w, _ := eff.Window(i)
+		used, reset := used[i], resets[i]
 		v := windowView{Tool: w.Tool, Window: w.PerLabel(), Used: used, Limit: w.Limit, ResetInS: ceilSeconds(int64(reset))}
 		if w.Tool == "" {
 			v.Class = w.Class.String()

@@ -122,13 +122,6 @@ func (g *Gateway) decide(c *call) *Decision {
 		return c.decide(403, outDenied, reason.String(), "Tool access denied by policy").
 			str("tool", t.ID).str("reason", reason.String())
 	}
-	if d := g.admitLoop(c); d != nil {
-		return d
-	}
-	if d := g.admitInFlight(c); d != nil {
-		g.releaseHolds(c)
-		return d
-	}
 	principal := c.principal()
 	limit := c.eff.Quota(t.RateClass)
 	id := g.callIDs.Add(1)
@@ -159,11 +152,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		return d
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
-	if d := g.admitWindows(c); d != nil {
-		g.releaseHolds(c)
-		return d
-	}
-	if d := g.admitBurst(c); d != nil {
+	if d := g.admitGoverned(c); d != nil { // governance.go
 		g.releaseHolds(c)
 		return d
 	}

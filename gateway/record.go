@@ -11,19 +11,14 @@ import (
 // committed before the answer. upFail is the upstream stage's failure,
 // nil when an answer came (c.upStatus).
 func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
-	// The upstream exchange is over, whatever came of it: the call's
-	// concurrency slot goes back.
-	g.releaseInFlight(c)
 	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
 	billable := c.reserved && upFail == nil && c.upStatus < 400
-	if !billable {
-		g.releaseUnbilled(c)
-	}
 	if billable && c.pay != nil && !paidAhead {
 		if d := g.settle(c); d != nil { // body withheld until paid
 			return g.finish(c, d)
 		}
 	}
+	g.servedGovernance(c, billable) // governance.go
 	if !billable && c.pay != nil && !paidAhead {
 		g.releaseNonce(c) // not served: the authorization stays unspent
 	}
@@ -31,7 +26,6 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// The call reached the upstream (or tried to): it keeps its
 		// quota slot; the reservation goes back.
 		c.quotaHeld = false
-		g.keepGovernance(c)
 		return g.finish(c, upFail)
 	}
 

@@ -81,14 +81,9 @@ type call struct {
 	eff  *policy.Effective
 
 	quotaHeld     bool
-	quotaID       uint64              // the call id the quota slot is counted under
-	quotaLocal    bool                // the slot is in localQuotas: the shared store could not decide
-	inFlight      bool                // a concurrency slot is held (governance.go)
-	winRules      []policy.WindowRule // the quota windows the call is counted in at winAt (governance.go)
-	winAt         int64
-	loopHash      uint64 // the loop breaker's hash of the call, counted at loopAt
-	loopAt        int64
-	burstID       uint64            // the price held in the spend_burst window
+	quotaID       uint64            // the call id the quota slot is counted under
+	quotaLocal    bool              // the slot is in localQuotas: the shared store could not decide
+	gov           meter.GovHold     // concurrency slot, quota windows, breakers (governance.go)
 	groupRes      meter.Reservation // the price held against the group's shared cap (groups.go)
 	groupHeld     bool
 	approvalID    string // the approval this call runs under (approval.go)

@@ -23,26 +23,19 @@ func (g *Gateway) shadowOutcome(c *call, sh *policy.Effective) (outcome, reason 
 	}
 	principal := c.principal()
 	class := int(t.RateClass)
-	if all, perClass := sh.MaxInFlight(t.RateClass); all >= 0 || perClass >= 0 {
-		a, n := g.gov.inFlight.Count(principal, class)
-		if all >= 0 && a >= all {
-			return outConcurrencyExceeded, "max_in_flight"
-		}
-		if perClass >= 0 && n >= perClass {
-			return outConcurrencyExceeded, "max_in_flight_class"
-		}
+	all, perClass := sh.MaxInFlight(t.RateClass)
+	rules, _ := sh.Windows(t)
+	switch g.gov.g.ShadowFull(principal, class, all, perClass, rules, c.start) {
+	case meter.GovInFlight:
+		return outConcurrencyExceeded, "max_in_flight"
+	case meter.GovWindow:
+		return outQuotaExceeded, "quota_window"
 	}
 	if limit := sh.Quota(t.RateClass); limit == 0 {
 		return outQuotaExceeded, "rate_class_blocked"
 	} else if limit > 0 {
 		if used, _ := g.quotas.Peek(principal, class, limit, c.start); used >= limit {
 			return outQuotaExceeded, "rate_class_quota"
-		}
-	}
-	rules, _ := sh.Windows(t)
-	for _, r := range rules {
-		if used, _ := g.gov.windows.Peek(principal, r, c.start); used >= r.Limit {
-			return outQuotaExceeded, "quota_window"
 		}
 	}
 	if capUSD, ok := sh.SpendCap(); ok && t.Price > 0 {

@@ -85,9 +85,12 @@ func (b *Breakers) Loop(principal string, hash uint64, repeats int, within, cool
 	if repeats <= 0 {
 		return LoopResult{OK: true}
 	}
-	t := now.UnixNano()
 	sh, e := b.entry(principal)
 	defer sh.mu.Unlock()
+	return e.loop(hash, repeats, within, cooldown, now.UnixNano())
+}
+
+func (e *breakerEntry) loop(hash uint64, repeats int, within, cooldown time.Duration, t int64) LoopResult {
 	s := e.slot(hash, t)
 	if s.blockedUntil > t {
 		return LoopResult{CooldownLeft: time.Duration(s.blockedUntil - t)}
@@ -123,10 +126,12 @@ func (b *Breakers) LoopUndo(principal string, hash uint64, at int64) {
 	}
 	sh := b.m.lock(principal)
 	defer sh.mu.Unlock()
-	e, _ := sh.get(principal)
-	if e == nil {
-		return
+	if e, _ := sh.get(principal); e != nil {
+		e.loopUndo(hash, at)
 	}
+}
+
+func (e *breakerEntry) loopUndo(hash uint64, at int64) {
 	for i := range e.loops {
 		s := &e.loops[i]
 		if !s.used || s.hash != hash {
@@ -187,9 +192,12 @@ func (b *Breakers) Burst(principal string, cost, limit money.Micros, within time
 	if cost <= 0 {
 		return BurstResult{OK: true}
 	}
-	t := now.UnixNano()
 	sh, e := b.entry(principal)
 	defer sh.mu.Unlock()
+	return e.admitBurst(cost, limit, within, now.UnixNano())
+}
+
+func (e *breakerEntry) admitBurst(cost, limit money.Micros, within time.Duration, t int64) BurstResult {
 	cutoff := t - int64(within)
 	for e.n > 0 && e.burst[e.head].t <= cutoff {
 		e.sum -= e.burst[e.head].cost
@@ -236,10 +244,12 @@ func (b *Breakers) BurstUndo(principal string, id uint64) {
 	}
 	sh := b.m.lock(principal)
 	defer sh.mu.Unlock()
-	e, _ := sh.get(principal)
-	if e == nil {
-		return
+	if e, _ := sh.get(principal); e != nil {
+		e.burstUndo(id)
 	}
+}
+
+func (e *breakerEntry) burstUndo(id uint64) {
 	for i := e.n - 1; i >= 0; i-- {
 		if e.burst[(e.head+i)%len(e.burst)].id == id {
 			e.sum -= e.burst[(e.head+i)%len(e.burst)].cost

@@ -55,6 +55,10 @@ func (f *InFlight) Acquire(principal string, class, all, perClass int) InFlightR
 		e = &flights{}
 		sh.put(principal, e)
 	}
+	return e.acquire(class, all, perClass)
+}
+
+func (e *flights) acquire(class, all, perClass int) InFlightResult {
 	if all >= 0 && int(e.n[0]) >= all {
 		return InFlightResult{Limit: all, InFlight: int(e.n[0])}
 	}
@@ -73,14 +77,18 @@ func (f *InFlight) Release(principal string, class int) {
 	checkClass(class)
 	sh := f.m.lock(principal)
 	if e, _ := sh.get(principal); e != nil {
-		if e.n[0] > 0 {
-			e.n[0]--
-		}
-		if e.n[1+class] > 0 {
-			e.n[1+class]--
-		}
+		e.release(class)
 	}
 	sh.mu.Unlock()
+}
+
+func (e *flights) release(class int) {
+	if e.n[0] > 0 {
+		e.n[0]--
+	}
+	if e.n[1+class] > 0 {
+		e.n[1+class]--
+	}
 }
 
 // Count returns principal's calls in flight, in total and in class (class

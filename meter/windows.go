@@ -119,7 +119,6 @@ func (ws *Windows) Admit(principal string, rules []WindowRule, now time.Time) Wi
 	if len(rules) == 0 {
 		return WindowResult{OK: true}
 	}
-	t := now.UnixNano()
 	sh := ws.m.lock(principal)
 	defer sh.mu.Unlock()
 	e, _ := sh.get(principal)
@@ -127,6 +126,10 @@ func (ws *Windows) Admit(principal string, rules []WindowRule, now time.Time) Wi
 		e = &windowEntry{rings: make([]wring, 0, len(rules))}
 		sh.put(principal, e)
 	}
+	return e.admit(rules, now.UnixNano())
+}
+
+func (e *windowEntry) admit(rules []WindowRule, t int64) WindowResult {
 	t = max(t, e.newest)
 	for i, r := range rules {
 		w := e.ring(r)
@@ -155,10 +158,12 @@ func (ws *Windows) Undo(principal string, rules []WindowRule, at int64) {
 	}
 	sh := ws.m.lock(principal)
 	defer sh.mu.Unlock()
-	e, _ := sh.get(principal)
-	if e == nil {
-		return
+	if e, _ := sh.get(principal); e != nil {
+		e.undo(rules, at)
 	}
+}
+
+func (e *windowEntry) undo(rules []WindowRule, at int64) {
 	for _, r := range rules {
 		w := e.ring(r)
 		for i := w.n - 1; i >= 0; i-- {
@@ -177,13 +182,16 @@ func (ws *Windows) Undo(principal string, rules []WindowRule, at int64) {
 // the time until the next could pass (when full) or until the oldest
 // leaves, without counting one.
 func (ws *Windows) Peek(principal string, rule WindowRule, now time.Time) (used int, resetIn time.Duration) {
-	t := now.UnixNano()
 	sh := ws.m.lock(principal)
 	defer sh.mu.Unlock()
 	e, _ := sh.get(principal)
 	if e == nil {
 		return 0, 0
 	}
+	return e.peek(rule, now.UnixNano())
+}
+
+func (e *windowEntry) peek(rule WindowRule, t int64) (used int, resetIn time.Duration) {
 	for i := range e.rings {
 		w := &e.rings[i]
 		if w.key != rule.Key {
