@@ -875,3 +875,22 @@ func TestGovernance_ApprovalWait(t *testing.T) {
 		t.Fatalf("wait=1 without a decision: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestGovernance_GroupSpendRestart: a group's shared spend is rebuilt
+// from the ledger at start.
+func TestGovernance_GroupSpendRestart(t *testing.T) {
+	h, up := newGovHarness(t)
+	if resp, b := h.admin("PUT", "/groups/ops/policy", `{"group_daily_spend_cap_usd":"0.03"}`); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	a, b := h.createKey(`{"group":"ops"}`), h.createKey(`{"group":"ops"}`)
+	h.call(a.Secret, "fast", `{"n":1}`)
+	h.call(b.Secret, "fast", `{"n":2}`)
+	h = restarted(t, h, govCatalog(up.srv.URL), nil)
+	if resp, body := h.call(a.Secret, "fast", `{"n":3}`); resp.StatusCode != 200 {
+		t.Fatalf("third cent: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := h.call(b.Secret, "fast", `{"n":4}`); resp.StatusCode != 429 || decode(t, body)["group"] != "ops" {
+		t.Fatalf("fourth cent after restart: %d %s, want the group's 429", resp.StatusCode, body)
+	}
+}
