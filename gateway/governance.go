@@ -69,7 +69,9 @@ func (g *Gateway) admitGoverned(c *call) *Decision {
 	}
 	gc.Burst, gc.BurstWithin, gc.BurstOn = eff.SpendBurst()
 	gc.Cost = t.Price
+	shadowGov(c, &gc)
 	r := g.gov.g.Admit(c.principal(), &gc, c.start, &c.gov)
+	g.shadowGovResult(c, r.Shadow)
 	switch r.Refused {
 	case meter.GovLoop:
 		left := ceilSeconds(int64(r.Loop.CooldownLeft))

@@ -299,6 +299,7 @@ func (g *Gateway) callState(c *call) json.RawMessage {
 	if c.eff == nil {
 		return nil
 	}
+	g.shadowRest(c)
 	grp := c.eff.Group()
 	if grp == "" && !c.shadowSet && c.approvalID == "" {
 		return nil

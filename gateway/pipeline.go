@@ -178,11 +178,13 @@ func (g *Gateway) decide(c *call) *Decision {
 			return g.capExceeded(c, sr, resetAt)
 		}
 		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
+		g.shadowSpend(c, sr.SpentToday)
 		if d := g.admitGroup(c); d != nil {
 			g.releaseHolds(c)
 			return d
 		}
 	}
+	g.shadowEnd(c)
 	if d := g.admitApproval(c); d != nil {
 		g.releaseHolds(c) // held: nothing is reserved or billed before approval
 		return d

@@ -88,6 +88,7 @@ type call struct {
 	groupHeld     bool
 	approvalID    string // the approval this call runs under (approval.go)
 	shadowSet     bool   // a shadow policy was evaluated (shadow.go):
+	shadowPending bool   // … not all of its checks yet
 	shadowOutcome string // … what it would have decided
 	shadowReason  string
 

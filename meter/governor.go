@@ -42,6 +42,12 @@ type GovCall struct {
 	BurstOn     bool
 	Cost, Burst money.Micros
 	BurstWithin time.Duration
+	// A shadow policy's concurrency caps and windows, checked without
+	// counting before anything is counted (GovResult.Shadow); off unless
+	// Shadow.
+	Shadow                 bool
+	ShadowAll, ShadowClass int
+	ShadowWindows          []WindowRule
 }
 
 // GovCheck names the check that refused a call.
@@ -77,7 +83,10 @@ func (h *GovHold) Holds() bool { return h.inFlight || h.winAt != 0 || h.loopAt !
 // GovResult is the outcome of Admit: Refused names the check that refused
 // the call (GovNone: admitted, Hold set), with that check's result.
 type GovResult struct {
-	Refused  GovCheck
+	Refused GovCheck
+	// Shadow is the check the shadow policy would have refused the call
+	// at (GovInFlight or GovWindow), GovNone for none.
+	Shadow   GovCheck
 	Loop     LoopResult
 	InFlight InFlightResult
 	Window   WindowResult
@@ -93,7 +102,8 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 	loop := call.LoopRepeats > 0
 	inFlight := call.InFlightAll >= 0 || call.InFlightClass >= 0
 	burst := call.BurstOn && call.Cost > 0
-	if !loop && !inFlight && len(call.Windows) == 0 && !burst {
+	shadow := call.Shadow && (call.ShadowAll >= 0 || call.ShadowClass >= 0 || len(call.ShadowWindows) > 0)
+	if !loop && !inFlight && len(call.Windows) == 0 && !burst && !shadow {
 		return GovResult{}
 	}
 	checkClass(call.Class)
@@ -106,6 +116,9 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 		sh.put(principal, e)
 	}
 	var res GovResult
+	if shadow {
+		res.Shadow = e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t)
+	}
 	if loop {
 		if res.Loop = e.brk.loop(call.LoopHash, call.LoopRepeats, call.LoopWithin, call.Cooldown, t); !res.Loop.OK {
 			res.Refused = GovLoop
@@ -230,20 +243,15 @@ func (g *Governor) ShadowFull(principal string, class, all, perClass int, rules 
 	defer sh.mu.Unlock()
 	e, _ := sh.get(principal)
 	if e == nil {
-		if all == 0 || perClass == 0 {
-			return GovInFlight
-		}
-		for _, r := range rules {
-			if r.Limit == 0 {
-				return GovWindow
-			}
-		}
-		return GovNone
+		e = &govEntry{}
 	}
+	return e.shadowFull(class, all, perClass, rules, now.UnixNano())
+}
+
+func (e *govEntry) shadowFull(class, all, perClass int, rules []WindowRule, t int64) GovCheck {
 	if all >= 0 && int(e.flights.n[0]) >= all || perClass >= 0 && int(e.flights.n[1+class]) >= perClass {
 		return GovInFlight
 	}
-	t := now.UnixNano()
 	for _, r := range rules {
 		if used, _ := e.windows.peek(r, t); used >= r.Limit {
 			return GovWindow
