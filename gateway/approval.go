@@ -254,7 +254,7 @@ func (g *Gateway) recordApproval(a *approval, kind string) {
 func (g *Gateway) apiApprovals(ctx *fasthttp.RequestCtx, id string) (any, *Decision) {
 	now := g.now()
 	if id == "" {
-		if !g.isAdmin(ctx) {
+		if !g.canRead(ctx) {
 			return nil, errAdminOnly
 		}
 		if !ctx.IsGet() {
@@ -290,21 +290,20 @@ func (g *Gateway) apiApprovals(ctx *fasthttp.RequestCtx, id string) (any, *Decis
 		g.log.Error("load approval", "approval_id", id, "err", err)
 		return nil, apiErr(503, "Store unavailable")
 	}
-	admin := g.isAdmin(ctx)
-	if a == nil || !admin && !g.presentsPrincipal(ctx, a.Principal, now) {
-		if !admin && !ctx.IsGet() {
-			return nil, errAdminOnly
+	if ctx.IsPost() {
+		if d := g.allowed(ctx, adminWrite); d != nil {
+			return nil, d
 		}
-		return nil, apiErr(404, "Unknown approval")
-	}
-	switch {
-	case ctx.IsGet():
-		return a.view(), nil
-	case ctx.IsPost():
-		if !admin {
-			return nil, errAdminOnly
+		if a == nil {
+			return nil, apiErr(404, "Unknown approval")
 		}
 		return g.decideApproval(ctx, id)
+	}
+	if a == nil || !g.canRead(ctx) && !g.presentsPrincipal(ctx, a.Principal, now) {
+		return nil, apiErr(404, "Unknown approval")
+	}
+	if ctx.IsGet() {
+		return a.view(), nil
 	}
 	return nil, errBadMethod
 }

@@ -151,7 +151,7 @@ func (g *Gateway) releaseGroup(c *call) {
 // groupStatus serves GET /authorization/status?group=id (admin): the
 // group's policy layer, members, and shared spend today.
 func (g *Gateway) groupStatus(ctx *fasthttp.RequestCtx, st *state, id string) (any, *Decision) {
-	if !g.isAdmin(ctx) {
+	if !g.canRead(ctx) {
 		return nil, errAdminOnly
 	}
 	p, ok := st.set.Group(id)

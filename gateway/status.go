@@ -45,7 +45,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		}
 		k, ok := g.keys.Authenticate(secret, now)
 		if !ok {
-			if !g.isAdmin(ctx) {
+			if !g.canRead(ctx) {
 				return nil, apiErr(401, "Invalid API key")
 			}
 			if k, ok = g.keys.Lookup(string(secret)); !ok {
@@ -56,7 +56,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
 	case args.Has("key_id"):
 		k, ok := g.keys.Lookup(string(args.Peek("key_id")))
-		if !g.isAdmin(ctx) && !g.presentsKey(ctx, k, now) {
+		if !g.canRead(ctx) && !g.presentsKey(ctx, k, now) {
 			return nil, errAdminOnly
 		}
 		if !ok {
@@ -67,7 +67,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	case args.Has("group"):
 		return g.groupStatus(ctx, st, string(args.Peek("group")))
 	case args.Has("wallet"):
-		if !g.isAdmin(ctx) {
+		if !g.canRead(ctx) {
 			return nil, errAdminOnly
 		}
 		addr, ok := x402.ChecksumAddress(string(args.Peek("wallet")))
@@ -86,6 +86,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		out["group"] = grp
 	}
 	out["policy"] = eff.View()
+	out["provenance"] = st.provenance(tier, principal)
 
 	windows := make(map[string]quotaView, catalog.NumRateClasses)
 	for c := catalog.RateClass(0); c < catalog.NumRateClasses; c++ {
@@ -151,7 +152,11 @@ func (g *Gateway) restoreMeters() error {
 	type dayKey struct{ principal, day string }
 	spent := map[dayKey]money.Micros{}
 	balances := map[string]money.Micros{}
+	statsFrom := now.Add(-statsSpan - time.Minute)
 	err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour)}, func(r *ledger.Record) error {
+		if r.At.After(statsFrom) {
+			g.stats.restore(r)
+		}
 		if r.Type == "call" && r.Cost > 0 && r.SpendDay != "" {
 			spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
 		}
