@@ -76,7 +76,7 @@ func (g *Gateway) rebuildWith(key string, raw *policy.Policy) (*state, error) {
 	} else {
 		raws[key] = raw
 	}
-	st, err := g.build(cur.cat, cur.doc, raws)
+	st, err := g.build(cur.cat, cur.doc, raws, cur.auth)
 	if err != nil {
 		return nil, err
 	}

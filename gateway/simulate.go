@@ -201,7 +201,7 @@ func (g *Gateway) simulate(st *state, req simRequest) (*simResult, error) {
 	// Every override must compile under the candidate: a candidate that
 	// drops a tier or group still in use is refused like a reload.
 	for p, raw := range sim.overrides {
-		eff, err := set.Effective(tierForOverride(p, raw), raw)
+		eff, err := set.Effective(st.overrideTier(p, raw), raw)
 		if err != nil {
 			return nil, fmt.Errorf("override of %s: %w", p, err)
 		}
