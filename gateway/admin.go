@@ -134,6 +134,16 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			}
 			err = errNotFound
 		}
+	case p == "/approvals" || strings.HasPrefix(p, "/approvals/"):
+		v, err = g.apiApprovals(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/approvals"), "/"))
+	case p == "/policies/simulate":
+		if err = g.allowed(ctx, admin); err == nil {
+			v, err = g.apiSimulate(ctx)
+		}
+	case p == "/groups" || strings.HasPrefix(p, "/groups/"):
+		if err = g.allowed(ctx, adminWrite); err == nil {
+			v, err = g.apiGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/groups"), "/"))
+		}
 	case strings.HasPrefix(p, "/principals/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
 			v, err = g.apiPrincipal(ctx, strings.TrimPrefix(p, "/principals/"))
@@ -215,6 +225,7 @@ type keyView struct {
 	RevokedAt  time.Time      `json:"revoked_at,omitzero"`
 	Status     string         `json:"status"`
 	Policy     *policy.Policy `json:"policy,omitempty"`
+	Group      string         `json:"group,omitempty"`
 	BalanceUSD *money.Micros  `json:"balance_usd,omitempty"`
 	Secret     string         `json:"secret,omitempty"`
 }
@@ -223,7 +234,7 @@ func (g *Gateway) viewKey(k *identity.Key) keyView {
 	v := keyView{KeyID: k.ID, Name: k.Name, Key: k.Hint, CreatedAt: k.CreatedAt(), ExpiresAt: k.ExpiresAt(),
 		RevokedAt: k.RevokedAt(), Status: k.Status(g.now())}
 	if o, ok := g.state.Load().overrides[k.Principal]; ok {
-		v.Policy = o.raw
+		v.Policy, v.Group = o.raw, o.raw.Group
 	}
 	if b, ok := g.spend.Balance(k.Principal); ok {
 		v.BalanceUSD = &b
@@ -326,6 +337,7 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	var expires time.Time
 	var pol *policy.Policy
 	var credits money.Micros
+	var group string
 	for k, raw := range f {
 		switch k {
 		case "name":
@@ -358,6 +370,12 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 				}
 			}
 			pol = p
+		case "group":
+			if err := json.Unmarshal(raw, &group); err != nil {
+				ps.Add("group", "must be a string: the name of a group")
+			} else if msg := policy.CheckGroupName(group); msg != "" {
+				ps.Add("group", msg)
+			}
 		case "credits_usd":
 			c, err := money.ParseAmount(raw) // at most money.MaxAmount
 			if err != nil {
@@ -371,8 +389,23 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	if err := ps.Err(); err != nil {
 		return nil, invalidBody(err)
 	}
+	if group != "" {
+		// "group" on the key is its override's group.
+		if pol == nil {
+			pol = &policy.Policy{}
+		}
+		if pol.Group != "" && pol.Group != group {
+			return nil, badRequest(`group and policy.group name different groups`)
+		}
+		pol.Group = group
+	}
 	if pol != nil {
 		if _, err := g.state.Load().set.Effective(policy.TierAPIKey, pol); err != nil {
+			var ve *catalog.ValidationError
+			if group != "" && errors.As(err, &ve) && len(ve.Problems) == 1 && ve.Problems[0].Path == "$.group" {
+				ve.Problems[0].Path = "group" // the body's own "group" field
+				return nil, invalidBody(err)
+			}
 			return nil, invalidBody(prefixProblems("policy", err))
 		}
 	}

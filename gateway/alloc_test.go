@@ -35,6 +35,22 @@ func TestDecision_ZeroAlloc(t *testing.T) {
 	}
 }
 
+// TestDecisionGoverned_ZeroAlloc: with every governance feature on, the
+// decision path (and giving its holds back) allocates nothing.
+func TestDecisionGoverned_ZeroAlloc(t *testing.T) {
+	env := governedEnv(t)
+	defer env.close()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.Set("X-Api-Key", env.secret)
+	ctx.Request.SetBodyString(`{"text":"Invoice 42"}`)
+	st := env.g.state.Load()
+	run := func() { governedDecision(t, env, &ctx, st) }
+	run()
+	if n := testing.AllocsPerRun(1000, run); n != 0 {
+		t.Fatalf("governed decision path allocates %v times per call, want 0", n)
+	}
+}
+
 // TestDecision_TokenZeroAlloc: the decision for a cached access token
 // allocates nothing either.
 func TestDecision_TokenZeroAlloc(t *testing.T) {

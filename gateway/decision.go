@@ -46,7 +46,7 @@ type Decision struct {
 	// (RFC 6750); "" for none.
 	Challenge string
 
-	fields [6]Field // backing store of Fields for decisions built in a call (the most any has)
+	fields [8]Field // backing store of Fields for decisions built in a call (the most any has)
 }
 
 // FieldKind says how a Field's value is written.
@@ -117,10 +117,18 @@ func (d *Decision) Field(key string) (Field, bool) {
 // {"error": Message, fields…, "problems": […]}. An x402 payment decision's
 // REST body is the offer's (x402 v1 body), see appendRESTBody.
 func (d *Decision) AppendJSON(b []byte) []byte {
-	b = append(b, `{"error":`...)
-	b = appendJSONString(b, d.Message)
+	b = append(b, '{')
+	first := true
+	if d.Message != "" { // a decision that is not a refusal (202 pending_approval) has no "error"
+		b = append(b, `"error":`...)
+		b = appendJSONString(b, d.Message)
+		first = false
+	}
 	for _, f := range d.Fields {
-		b = append(b, ',')
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
 		b = appendJSONString(b, f.Key)
 		b = append(b, ':')
 		b = f.appendJSON(b)

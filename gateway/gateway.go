@@ -184,6 +184,8 @@ type Gateway struct {
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
 	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
+	gov       governance    // agent governance state (governance.go)
+	approvals approvals     // held calls (approval.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -215,6 +217,8 @@ func New(o Options) (*Gateway, error) {
 		clients:   make(map[string]*upstreamClient),
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
+		gov:       newGovernance(),
+		approvals: approvals{db: o.DB, waiters: map[string]chan struct{}{}},
 	}
 	g.answers = newAnswers(o.DB, func() time.Time { return g.now() })
 	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
@@ -321,6 +325,9 @@ func New(o Options) (*Gateway, error) {
 	if err := g.restoreMeters(); err != nil {
 		return nil, err
 	}
+	if err := g.recoverApprovals(); err != nil {
+		return nil, err
+	}
 	if o.MinFreeBytes > 0 && o.DataDir != "" {
 		g.checkSpace()
 		g.every(250*time.Millisecond, g.checkSpace)
@@ -341,6 +348,7 @@ func New(o Options) (*Gateway, error) {
 				g.localQuotas.Sweep(now)
 			}
 			g.spend.Sweep(now)
+			g.gov.sweep(now)
 		})
 	}
 	if auth != nil {

@@ -62,6 +62,9 @@ func (g *Gateway) serveTool(ctx *fasthttp.RequestCtx, st *state, rt *route) {
 	defer fasthttp.ReleaseResponse(resp)
 	c.upResp = resp
 	d := g.run(c)
+	if g.awaitApproval(ctx, c, d) { // Prefer: wait on a held call
+		return
+	}
 	g.renderREST(ctx, c, d)
 }
 

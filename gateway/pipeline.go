@@ -140,6 +140,9 @@ func (g *Gateway) identify(c *call) *Decision {
 // quota slot and the spend reservation are held by c.
 func (g *Gateway) decide(c *call) *Decision {
 	t := c.rt.tool
+	if sh := c.eff.Shadow(); sh != nil {
+		g.evalShadow(c, sh)
+	}
 	if ok, reason := c.eff.Decide(t); !ok {
 		return c.decide(403, outDenied, reason.String(), "Tool access denied by policy").
 			str("tool", t.ID).str("reason", reason.String())
@@ -179,6 +182,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		g.log.Error("shared quota store", "request_id", string(c.reqID), "err", q.Err)
 		g.metrics.sharedFailures.Inc()
 		if c.eff.FailClosed() {
+			g.releaseHolds(c)
 			return sharedUnavailable
 		}
 		q = g.localQuotas.Admit(principal, int(t.RateClass), limit, c.start, id)
@@ -194,9 +198,14 @@ func (g *Gateway) decide(c *call) *Decision {
 			str("rate_class", t.RateClass.String()).num("limit", int64(q.Limit)).
 			num("calls_this_minute", int64(q.Used)).num("reset_in_seconds", int64(reset))
 		d.RetryAfter = max(reset, 1)
+		g.releaseHolds(c)
 		return d
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
+	if d := g.admitGoverned(c); d != nil { // governance.go
+		g.releaseHolds(c)
+		return d
+	}
 	if t.Price > 0 {
 		if !reservedOnce {
 			res, sr = g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
@@ -219,6 +228,16 @@ func (g *Gateway) decide(c *call) *Decision {
 			return g.capExceeded(c, sr, resetAt)
 		}
 		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
+		g.shadowSpend(c, sr.SpentToday)
+		if d := g.admitGroup(c); d != nil {
+			g.releaseHolds(c)
+			return d
+		}
+	}
+	g.shadowEnd(c)
+	if d := g.admitApproval(c); d != nil {
+		g.releaseHolds(c) // held: nothing is reserved or billed before approval
+		return d
 	}
 	return nil
 }
@@ -281,9 +300,10 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 	return d
 }
 
-// releaseHolds gives back the quota slot and spend reservation of a call
-// that was not served.
+// releaseHolds gives back the quota slot, spend reservation and
+// governance holds (governance.go) of a call that was not served.
 func (g *Gateway) releaseHolds(c *call) {
+	g.releaseGovernance(c)
 	if c.reserved {
 		g.spend.Release(c.res)
 		c.reserved = false
@@ -329,6 +349,7 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	if c.req.protocol != "rest" {
 		rec.Protocol = c.req.protocol
 	}
+	rec.State = g.callState(c)
 	rec.TokenID, rec.ClientID = c.tokJTI, c.tokClient
 	return rec
 }

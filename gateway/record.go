@@ -18,6 +18,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 			return g.finish(c, d)
 		}
 	}
+	g.servedGovernance(c, billable) // governance.go
 	if !billable && c.pay != nil && !paidAhead {
 		g.releaseNonce(c) // not served: the authorization stays unspent
 	}
@@ -47,6 +48,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// the heap through the SpendStore interface).
 		c.cost = g.callCost(c)
 		rec = g.callRecord(c, outcome, reason, status)
+		g.commitGroup(c)
 		if !g.commitSpend(c, nil) {
 			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
 				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
@@ -64,6 +66,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// order of balance changes (a restart restores the latest).
 		c.cost = g.callCost(c)
 		rec = g.callRecord(c, outcome, reason, status)
+		g.commitGroup(c)
 		committed := g.commitSpend(c, func(cm meter.Committed) {
 			switch {
 			case c.pay != nil && c.pay.result.Success:

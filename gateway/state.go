@@ -26,9 +26,10 @@ import (
 type state struct {
 	cat       *catalog.Catalog
 	doc       *policy.Document
-	set       *policy.Set          // also every tier's policy, by name (set.Tier)
-	overrides map[string]*override // by principal ("key:…", "wallet:0x…")
-	routes    []*route             // by tool index
+	set       *policy.Set               // also every tier's policy, by name (set.Tier)
+	overrides map[string]*override      // by principal ("key:…", "wallet:0x…")
+	groups    map[string]*policy.Policy // stored group policies by group id (groups.go)
+	routes    []*route                  // by tool index
 	// walletAllows counts, by tool index, the wallet overrides that let
 	// their wallet call the tool (walletgate.go).
 	walletAllows []int32
@@ -117,7 +118,8 @@ func (st *state) tierOfName(principal string) policy.Tier {
 // longer declares) fails the build with an error naming its principal and
 // the problem's path; Reload then keeps the old state.
 func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy, auth *oauth.Verifier) (*state, error) {
-	set, err := policy.Compile(doc, cat)
+	raws, groups := splitGroups(raws)
+	set, err := policy.Compile(withGroups(doc, groups), cat)
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
@@ -125,7 +127,7 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	if err != nil {
 		return nil, err
 	}
-	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash,
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), groups: groups, loaded: g.now(), hash: hash,
 		auth: auth, tokEff: newTokenPolicies()}
 	if err := st.checkAuth(); err != nil {
 		return nil, err
@@ -248,6 +250,9 @@ func (g *Gateway) clientFor(up string, idle time.Duration) (*upstreamClient, str
 // principal, compiled against the current state, and returns the new state.
 // The caller holds writeMu and has persisted the change.
 func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, error) {
+	if strings.HasPrefix(principal, policy.GroupPrefix) {
+		return g.rebuildWith(principal, raw)
+	}
 	cur := g.state.Load()
 	next := *cur
 	next.tokEff = newTokenPolicies()
@@ -286,11 +291,7 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
 	cur := g.state.Load()
-	raws := make(map[string]*policy.Policy, len(cur.overrides))
-	for k, v := range cur.overrides {
-		raws[k] = v.raw
-	}
-	st, err := g.build(g.importMCP(cat), doc, raws, cur.auth)
+	st, err := g.build(g.importMCP(cat), doc, cur.allRaws(), cur.auth)
 	if err != nil {
 		return err
 	}

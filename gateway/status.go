@@ -72,6 +72,8 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		}
 		principal = k.Principal
 		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
+	case args.Has("group"):
+		return g.groupStatus(ctx, st, string(args.Peek("group")))
 	case args.Has("wallet"):
 		if !g.canRead(ctx) {
 			return nil, errAdminOnly
@@ -131,6 +133,9 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		eff = st.effective(tier, principal)
 	}
 	out["principal"], out["tier"] = principal, tier.String()
+	if grp := eff.Group(); grp != "" {
+		out["group"] = grp
+	}
 	out["policy"] = eff.View()
 	out["provenance"] = st.provenance(tier, principal)
 
@@ -145,6 +150,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		windows[c.String()] = qv
 	}
 	out["quota_window"] = windows
+	g.governanceStatus(out, principal, eff, now)
 
 	day, resetAt := meter.DayOf(now, eff.Location())
 	spend := g.spend.Status(principal, day)
@@ -263,6 +269,9 @@ func (g *Gateway) restoreMeters() error {
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := g.restoreGroups(st, now); err != nil {
 		return err
 	}
 	for k, v := range spent {

@@ -61,7 +61,7 @@ func Compile(doc *Document, cat *catalog.Catalog) (*Set, error) {
 	s.tiers = make(map[Tier]*Effective, len(s.names))
 	for _, t := range s.names {
 		s.base[t] = merge(s.doc.Defaults, s.doc.Tiers[t])
-		s.tiers[t] = s.compile(t, s.base[t])
+		s.tiers[t] = s.compileLayers(t, s.doc.Defaults, s.doc.Tiers[t])
 	}
 	for i, t := range defaultTiers {
 		s.builtin[i] = s.tiers[t]
@@ -102,6 +102,16 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 		if err := override.Validate(); err != nil {
 			return nil, fmt.Errorf("effective policy: %w", err)
 		}
+		var ps problems
+		override.validateNotGroup(&ps, "$")
+		if err := ps.err(); err != nil {
+			return nil, fmt.Errorf("effective policy: %w", err)
+		}
+		if override.Group != "" {
+			if _, ok := s.doc.Groups[override.Group]; !ok {
+				return nil, fmt.Errorf("effective policy: %w", s.unknownGroup(override.Group))
+			}
+		}
 		if override.Tier != "" {
 			if _, ok := s.base[override.Tier]; !ok {
 				return nil, fmt.Errorf("effective policy: %w", s.unknownTier(override.Tier))
@@ -109,14 +119,24 @@ func (s *Set) Effective(tier Tier, override *Policy) (*Effective, error) {
 			tier = override.Tier
 		}
 	}
-	base, ok := s.base[tier]
+	_, ok := s.base[tier]
 	if !ok {
 		return nil, fmt.Errorf("effective policy: %w %s", ErrUnknownTier, quote(tier.String()))
 	}
 	if override == nil {
 		return s.tiers[tier], nil
 	}
-	return s.compile(tier, merge(base, *override)), nil
+	if override.Group != "" {
+		gp := s.doc.Groups[override.Group]
+		gp.GroupDailySpendCap = nil // shared, not a member's own cap
+		e := s.compileLayers(tier, s.doc.Defaults, s.doc.Tiers[tier], gp, *override)
+		e.group.Name = override.Group
+		if b, ok := s.GroupBudget(override.Group); ok {
+			e.group = b
+		}
+		return e, nil
+	}
+	return s.compileLayers(tier, s.doc.Defaults, s.doc.Tiers[tier], *override), nil
 }
 
 // unknownTierError is an override's reference to an undeclared tier: a
@@ -177,7 +197,7 @@ func merge(base, over Policy) Policy {
 	if over.Mode != ModeUnset {
 		base.Mode = over.Mode
 	}
-	return base
+	return mergeGovernance(base, over)
 }
 
 // compile turns a merged, valid policy of tier into decisions for every
@@ -209,6 +229,10 @@ func (s *Set) compile(tier Tier, p Policy) *Effective {
 		if loc, err := loadLocation(p.SpendResetTZ); err == nil { // validated
 			e.tz, e.loc = p.SpendResetTZ, loc
 		}
+	}
+	e.compileGovernance(p)
+	if len(p.ApprovalTools) > 0 {
+		e.approval = s.ix.match(p.ApprovalTools)
 	}
 	deny := s.ix.match(p.DenyTools)
 	var allow bitset
@@ -244,6 +268,12 @@ func (d *Document) clone() Document {
 		}
 	}
 	c.EnforcedDenyTools = cloneStrings(d.EnforcedDenyTools)
+	if d.Groups != nil {
+		c.Groups = make(map[string]Policy, len(d.Groups))
+		for n, p := range d.Groups {
+			c.Groups[n] = p.clone()
+		}
+	}
 	return c
 }
 
@@ -258,7 +288,7 @@ func (p Policy) clone() Policy {
 		c := *p.DailySpendCap
 		p.DailySpendCap = &c
 	}
-	return p
+	return p.cloneGovernance()
 }
 
 // cloneStrings copies list, keeping nil nil and empty non-nil.

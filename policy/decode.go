@@ -121,7 +121,7 @@ func (d *decoder) document(data []byte) *Document {
 				d.ps.add(path, "must be 1")
 			}
 		case "fail_mode":
-			doc.FailMode = d.mode(val, path)
+			doc.FailMode = d.mode(val, path, false)
 		case "defaults":
 			d.policy(val, path, &doc.Defaults, false)
 		case "tiers":
@@ -143,6 +143,26 @@ func (d *decoder) document(data []byte) *Document {
 					doc.Tiers = make(map[Tier]Policy, len(defaultTiers))
 				}
 				doc.Tiers[Tier(key)] = p
+			})
+		case "groups":
+			n := 0
+			d.object(val, path, func(key string, val []byte, path string) {
+				if n++; n > MaxGroups {
+					if n == MaxGroups+1 {
+						d.ps.add(path, fmt.Sprintf("more than %d groups", MaxGroups))
+					}
+					return
+				}
+				if msg := CheckGroupName(key); msg != "" {
+					d.ps.add(path, msg)
+					return
+				}
+				var p Policy
+				d.policy(val, path, &p, false)
+				if doc.Groups == nil {
+					doc.Groups = map[string]Policy{}
+				}
+				doc.Groups[key] = p
 			})
 		case "enforced":
 			d.object(val, path, func(key string, val []byte, path string) {
@@ -166,6 +186,11 @@ func (d *decoder) document(data []byte) *Document {
 		if _, ok := doc.Tiers[t]; !ok {
 			doc.Tiers[t] = Policy{}
 		}
+	}
+	doc.Defaults.validateNotGroup(&d.ps, "defaults")
+	for _, t := range doc.TierNames() {
+		p := doc.Tiers[t]
+		p.validateNotGroup(&d.ps, join("tiers", t.String()))
 	}
 	if !seenVersion && kind(data) == '{' {
 		d.ps.add("version", "missing (must be 1)")
@@ -220,9 +245,11 @@ func (d *decoder) policy(data []byte, root string, p *Policy, override bool) {
 				}
 			}
 		case "mode":
-			p.Mode = d.mode(val, path)
+			p.Mode = d.mode(val, path, true)
 		default:
-			d.ps.add(path, "unknown field")
+			if !d.governance(key, val, path, p, override) {
+				d.ps.add(path, "unknown field")
+			}
 		}
 	})
 }
@@ -370,14 +397,18 @@ func (d *decoder) integer(data []byte, path string, max int) (int, bool) {
 	return int(n), true
 }
 
-func (d *decoder) mode(data []byte, path string) Mode {
+func (d *decoder) mode(data []byte, path string, shadow bool) Mode {
 	s, ok := d.str(data, path)
 	if !ok {
 		return ModeUnset
 	}
 	m, ok := ParseMode(s)
-	if !ok {
+	switch {
+	case !shadow && (!ok || m == ModeShadow):
 		d.ps.add(path, fmt.Sprintf(`must be "open" or "strict", not %s`, quote(s)))
+		return ModeUnset
+	case !ok:
+		d.ps.add(path, fmt.Sprintf(`must be "open", "strict" or "shadow", not %s`, quote(s)))
 	}
 	return m
 }

@@ -55,6 +55,16 @@ type Effective struct {
 	loc      *time.Location
 	mode     Mode
 	failMode Mode
+
+	// governance (governance.go)
+	inFlight      int
+	inFlightClass Quotas
+	group         GroupBudget    // the group layered in (Name), and its shared cap (Key set)
+	shadow        *Effective     // evaluated beside, never enforced (shadow.go)
+	approval      bitset         // tools whose calls wait for approval (approval.go)
+	windows       []WindowRule   // the quotas list, compiled
+	toolWindows   [][]WindowRule // by tool index: the windows it counts in
+	toolWindowIx  [][]int        // … and their indexes in the quotas list
 }
 
 // Decide says whether the policy lets the caller run tool, and if not, why:
@@ -94,23 +104,22 @@ func (e *Effective) decideSlow(t *catalog.Tool) Reason {
 // matchAny reports whether any pattern matches t, without allocating.
 func matchAny(patterns []string, t *catalog.Tool) bool {
 	for _, p := range patterns {
-		if name, ok := strings.CutPrefix(p, packPrefix); ok {
-			if slices.Contains(t.Packs, name) {
-				return true
-			}
-			continue
-		}
-		if prefix, ok := strings.CutSuffix(p, "*"); ok {
-			if strings.HasPrefix(t.ID, prefix) {
-				return true
-			}
-			continue
-		}
-		if p == t.ID {
+		if matchOne(p, t) {
 			return true
 		}
 	}
 	return false
+}
+
+// matchOne reports whether pattern p matches t.
+func matchOne(p string, t *catalog.Tool) bool {
+	if name, ok := strings.CutPrefix(p, packPrefix); ok {
+		return slices.Contains(t.Packs, name)
+	}
+	if prefix, ok := strings.CutSuffix(p, "*"); ok {
+		return strings.HasPrefix(t.ID, prefix)
+	}
+	return p == t.ID
 }
 
 // Quota returns the calls per minute allowed for class: Unlimited (-1) if
@@ -157,6 +166,7 @@ type View struct {
 	SpendResetTZ      string        `json:"spend_reset_tz"`
 	Mode              string        `json:"mode"`
 	FailMode          string        `json:"fail_mode"`
+	GovernanceView
 }
 
 // View returns a fresh copy of the effective policy for display.
@@ -170,6 +180,7 @@ func (e *Effective) View() View {
 		SpendResetTZ:      e.tz,
 		Mode:              e.mode.String(),
 		FailMode:          e.failMode.String(),
+		GovernanceView:    e.governanceView(),
 	}
 	if v.DenyTools == nil {
 		v.DenyTools = []string{}

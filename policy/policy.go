@@ -30,6 +30,9 @@ const (
 	ModeUnset Mode = iota
 	ModeOpen
 	ModeStrict
+	// ModeShadow marks a policy layer that is evaluated and recorded but
+	// not enforced (shadow.go). Not a fail_mode, never an effective mode.
+	ModeShadow
 )
 
 // String returns the mode as written in configuration ("open", "strict"),
@@ -40,6 +43,8 @@ func (m Mode) String() string {
 		return "open"
 	case ModeStrict:
 		return "strict"
+	case ModeShadow:
+		return "shadow"
 	case ModeUnset:
 		return ""
 	}
@@ -53,6 +58,8 @@ func ParseMode(s string) (Mode, bool) {
 		return ModeOpen, true
 	case "strict":
 		return ModeStrict, true
+	case "shadow":
+		return ModeShadow, true
 	}
 	return ModeUnset, false
 }
@@ -158,6 +165,37 @@ type Policy struct {
 	SpendResetTZ string
 	// Mode is ModeUnset when absent (effective default open).
 	Mode Mode
+
+	// Governance fields (governance.go): nil when absent.
+
+	// ApprovalTools lists patterns of tools whose calls wait for a human
+	// decision (approval.go); nil when absent. ApprovalTimeout is how long,
+	// in seconds (nil: DefaultApprovalTimeout).
+	ApprovalTools   []string
+	ApprovalTimeout *int
+
+	// Shadow is a candidate policy evaluated beside the enforced one: it
+	// is layered over this layer's result and recorded, never enforced
+	// (shadow.go). nil when absent.
+	Shadow *Policy
+
+	// Group selects the group layered between the tier and this policy
+	// ("" = none). Only an override may set it (groups.go).
+	Group string
+	// GroupDailySpendCap is, in a group's policy only, the daily ceiling
+	// shared by all the group's members.
+	GroupDailySpendCap *SpendCap
+
+	// MaxInFlight caps the calls in flight at once, all classes together.
+	MaxInFlight *int
+	// MaxInFlightClass caps them per rate class (Unlimited: no cap).
+	MaxInFlightClass *Quotas
+	// Quotas are sliding windows beyond the per-minute rate-class quota;
+	// nil when absent, non-nil empty for [] (no windows).
+	Quotas []Window
+	// LoopBreaker and SpendBurst are the breakers (breakers.go).
+	LoopBreaker *LoopBreaker
+	SpendBurst  *SpendBurst
 }
 
 // MarshalJSON writes the policy object with its present fields only, in a
@@ -206,6 +244,7 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		sep("mode")
 		writeString(&b, p.Mode.String())
 	}
+	p.marshalGovernance(&b, sep)
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
@@ -240,6 +279,9 @@ type Document struct {
 	// policy too (the zero Policy), so Tiers[TierWallet] always reads the
 	// right layer.
 	Tiers map[Tier]Policy
+	// Groups holds the group layers by name (groups.go); nil or empty
+	// when the document declares none.
+	Groups map[string]Policy
 	// EnforcedDenyTools applies to every principal; no layer lifts it.
 	// The decoder leaves it nil when empty.
 	EnforcedDenyTools []string
@@ -287,7 +329,26 @@ func (d Document) MarshalJSON() ([]byte, error) {
 		pj, _ := d.Tiers[t].MarshalJSON()
 		b.Write(pj)
 	}
-	b.WriteString(`},"enforced":{"deny_tools":`)
+	b.WriteString(`}`)
+	if len(d.Groups) > 0 {
+		b.WriteString(`,"groups":{`)
+		names := make([]string, 0, len(d.Groups))
+		for n := range d.Groups {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for i, n := range names {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeString(&b, n)
+			b.WriteByte(':')
+			pj, _ := d.Groups[n].MarshalJSON()
+			b.Write(pj)
+		}
+		b.WriteByte('}')
+	}
+	b.WriteString(`,"enforced":{"deny_tools":`)
 	writeStrings(&b, d.EnforcedDenyTools)
 	b.WriteString(`}}`)
 	return b.Bytes(), nil

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,9 +201,10 @@ func (p *Policy) validate(ps *problems, root string) {
 			ps.add(join(root, "spend_reset_tz"), msg)
 		}
 	}
-	if p.Mode > ModeStrict {
-		ps.add(join(root, "mode"), `must be "open" or "strict"`)
+	if p.Mode > ModeShadow {
+		ps.add(join(root, "mode"), `must be "open", "strict" or "shadow"`)
 	}
+	p.validateGovernance(ps, root)
 }
 
 // Validate reports every problem of a Document built in code; it returns
@@ -222,6 +224,7 @@ func (d *Document) validate(ps *problems) {
 		ps.add("fail_mode", `must be "open" or "strict"`)
 	}
 	d.Defaults.validate(ps, "defaults")
+	d.Defaults.validateNotGroup(ps, "defaults")
 	if d.Defaults.Tier != "" {
 		ps.add("defaults.tier", errTierOutsideOverride)
 	}
@@ -240,6 +243,20 @@ func (d *Document) validate(ps *problems) {
 			p.Tier = ""
 		}
 		p.validate(ps, path)
+		p.validateNotGroup(ps, path)
+	}
+	if len(d.Groups) > MaxGroups {
+		ps.add("groups", fmt.Sprintf("more than %d groups", MaxGroups))
+	}
+	for _, n := range sortedKeys(d.Groups) {
+		path := join("groups", n)
+		if msg := CheckGroupName(n); msg != "" {
+			ps.add(path, msg)
+			continue
+		}
+		p := d.Groups[n]
+		p.validate(ps, path)
+		p.validateGroupLayer(ps, path)
 	}
 	path := "enforced.deny_tools"
 	if len(d.EnforcedDenyTools) > MaxPatterns {
@@ -299,4 +316,13 @@ func join(root, key string) string {
 // index appends an array element to a JSON path.
 func index(path string, i int) string {
 	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

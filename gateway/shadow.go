@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// Shadow policies (policy/shadow.go): decide evaluates c's shadow policy
+// beside the enforced one, without enforcing or counting anything, and
+// the call's record keeps what it would have decided. The checks run
+// where the enforced ones read the same state, so that they cost no
+// extra lock on the way of an admitted call: the allow/deny lists first
+// (evalShadow), the rate-class quota (a peek), the concurrency caps and
+// quota windows inside the Governor's admission (admitGoverned), the
+// daily cap against the figure the spend reservation returned
+// (shadowSpend), the approval list last (shadowEnd). A call refused
+// before some of them has the rest checked when it is recorded
+// (callState). The breakers and group caps are not shadowed.
+
+// evalShadow starts the shadow decision of c.
+func (g *Gateway) evalShadow(c *call, sh *policy.Effective) {
+	c.shadowSet, c.shadowPending = true, true
+	t := c.rt.tool
+	if ok, r := sh.Decide(t); !ok {
+		g.shadowIs(c, outDenied, r.String())
+		return
+	}
+	if limit := sh.Quota(t.RateClass); limit == 0 {
+		g.shadowIs(c, outQuotaExceeded, "rate_class_blocked")
+	} else if limit > 0 {
+		if used, _ := g.quotas.Peek(c.principal(), int(t.RateClass), limit, c.start); used >= limit {
+			g.shadowIs(c, outQuotaExceeded, "rate_class_quota")
+		}
+	}
+}
+
+// shadowIs settles the shadow decision.
+func (g *Gateway) shadowIs(c *call, outcome, reason string) {
+	c.shadowOutcome, c.shadowReason, c.shadowPending = outcome, reason, false
+}
+
+// shadowGov fills the Governor's shadow checks of gc for c.
+func shadowGov(c *call, gc *meter.GovCall) {
+	if !c.shadowPending {
+		return
+	}
+	sh := c.eff.Shadow()
+	gc.Shadow = true
+	gc.ShadowAll, gc.ShadowClass = sh.MaxInFlight(c.rt.tool.RateClass)
+	gc.ShadowWindows, _ = sh.Windows(c.rt.tool)
+}
+
+// shadowGovResult settles the shadow decision by the Governor's answer.
+func (g *Gateway) shadowGovResult(c *call, r meter.GovCheck) {
+	switch {
+	case !c.shadowPending:
+	case r == meter.GovInFlight:
+		g.shadowIs(c, outConcurrencyExceeded, "max_in_flight")
+	case r == meter.GovWindow:
+		g.shadowIs(c, outQuotaExceeded, "quota_window")
+	}
+}
+
+// shadowSpend checks the shadow's daily cap against spent, the day's
+// spend before this call, as the enforced reservation saw it.
+func (g *Gateway) shadowSpend(c *call, spent money.Micros) {
+	if !c.shadowPending {
+		return
+	}
+	sh := c.eff.Shadow()
+	if capUSD, ok := sh.SpendCap(); ok {
+		if after, ok := spent.Add(c.rt.tool.Price); !ok || after > capUSD {
+			g.shadowIs(c, outSpendCapExceeded, "daily_spend_cap")
+		}
+	}
+}
+
+// shadowEnd settles what is left of the shadow decision at the end of
+// decide: the approval list, else allowed.
+func (g *Gateway) shadowEnd(c *call) {
+	if !c.shadowPending {
+		return
+	}
+	if c.eff.Shadow().NeedsApproval(c.rt.tool) {
+		g.shadowIs(c, outPendingApproval, "approval_required")
+		return
+	}
+	g.shadowIs(c, outAllowed, "")
+}
+
+// shadowRest settles the shadow decision of a call the enforced policy
+// refused before its shadow was settled: the remaining checks, each with
+// its own read (off the way of admitted calls).
+func (g *Gateway) shadowRest(c *call) {
+	if !c.shadowPending || c.eff == nil || c.eff.Shadow() == nil {
+		return
+	}
+	sh, t := c.eff.Shadow(), c.rt.tool
+	all, perClass := sh.MaxInFlight(t.RateClass)
+	rules, _ := sh.Windows(t)
+	g.shadowGovResult(c, g.gov.g.ShadowFull(c.principal(), int(t.RateClass), all, perClass, rules, c.start))
+	if c.shadowPending && t.Price > 0 {
+		if _, ok := sh.SpendCap(); ok {
+			day, _ := meter.DayOf(c.start, sh.Location())
+			g.shadowSpend(c, g.spend.Status(c.principal(), day).Today())
+		}
+	}
+	g.shadowEnd(c)
+}
