@@ -23,6 +23,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server: installed ($(redis-server --version | cut -d' ' -f3))"
 fi
 if [ -x scripts/pebble-deps.sh ]; then scripts/pebble-deps.sh; fi
+# Audit shipping tests run versitygw (S3 with Object Lock) locally.
+if [ -x scripts/versitygw-deps.sh ]; then scripts/versitygw-deps.sh; fi
 
 step "gofmt + go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))

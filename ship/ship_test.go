@@ -83,7 +83,7 @@ func TestShipper_ShipsCompleteDays(t *testing.T) {
 		t.Errorf("record file 2 alone: %+v", c)
 	}
 	// Stage dir is empty once everything is read back.
-	if ents, _ := os.ReadDir(filepath.Join(s.cfg.StageDir, "node-a")); len(ents) != 1 || ents[0].Name() != "lock" {
+	if ents, _ := os.ReadDir(s.stageDir()); len(ents) != 1 || ents[0].Name() != "lock" {
 		t.Errorf("stage dir left: %v", ents)
 	}
 }
@@ -133,7 +133,7 @@ func TestShipper_ResumesInterruptedUpload(t *testing.T) {
 	if len(res) != 2 {
 		t.Fatalf("days shipped before the failure: %+v, want 2", res)
 	}
-	staged, err := os.ReadFile(filepath.Join(stage, "node-a", "2026-11-30", manifestName))
+	staged, err := os.ReadFile(filepath.Join(newShipper(t, tl, fs.bucket, stage).stageDir(), "2026-11-30", manifestName))
 	if err != nil {
 		t.Fatalf("the interrupted day is not staged: %v", err)
 	}
@@ -182,7 +182,7 @@ func TestShipper_ManifestLastAndBusy(t *testing.T) {
 	fs.faults.setCut(nil)
 
 	// A second shipper on the same stage dir while one runs: ErrBusy.
-	unlock, err := lockDir(filepath.Join(stage, "node-a"))
+	unlock, err := lockDir(newShipper(t, tl, fs.bucket, stage).stageDir())
 	if err != nil {
 		t.Fatal(err)
 	}

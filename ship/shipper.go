@@ -174,8 +174,16 @@ func (s *Shipper) Run(ctx context.Context) ([]DayResult, error) {
 	return res, err
 }
 
+// stageDir is where this destination's days of this node are staged:
+// StageDir/<bucket>-<hash of the location>/<node>, so that shipping one
+// node to two destinations stages (and locks) each apart.
+func (s *Shipper) stageDir() string {
+	loc := s.cfg.Bucket.Location()
+	return filepath.Join(s.cfg.StageDir, loc.Bucket+"-"+sha256Hex([]byte(loc.String()))[:12], s.cfg.Node)
+}
+
 func (s *Shipper) run(ctx context.Context) ([]DayResult, error) {
-	stage := filepath.Join(s.cfg.StageDir, s.cfg.Node)
+	stage := s.stageDir()
 	if err := os.MkdirAll(stage, 0o700); err != nil {
 		return nil, fmt.Errorf("stage dir: %w", err)
 	}

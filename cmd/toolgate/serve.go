@@ -49,6 +49,7 @@ type serveFlags struct {
 	acmeDirectory, acmeEmail                        string
 	acmeRenewBefore                                 time.Duration
 	trustedProxies, trustedProxyHeader              string
+	ship                                            shipFlags
 }
 
 func runServe(args []string) error {
@@ -96,6 +97,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.acmeRenewBefore, "acme-renew-before", 0, "renew ACME certificates this long before they expire (default: a third of their lifetime, at most 30 days)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
+	f.ship.register(fs)
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -231,6 +233,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 		sd.add("stopping the demo upstreams", stop)
 		opts.DemoUpstreams = base
+	}
+	if err := startShipping(f, led, log, sd, &opts); err != nil {
+		return err
 	}
 	gw, err := gateway.New(opts)
 	if err != nil {
