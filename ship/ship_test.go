@@ -15,6 +15,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/toolgate/toolgate/ledger"
 )
 
 var ctx = context.Background()
@@ -397,6 +399,40 @@ func TestParseLocation(t *testing.T) {
 		got, err := ParseLocation(tc.in)
 		if (err != nil) != tc.wantErr || got != tc.want {
 			t.Errorf("ParseLocation(%q) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// TestShipper_ClockSteppedBack: a record stamped before midnight but
+// appended after one of the next day stays in the chain: days are cut by
+// seq, so every record is shipped exactly once and each day verifies.
+func TestShipper_ClockSteppedBack(t *testing.T) {
+	tl := openLedger(t, 3)
+	d1, d2 := day(t, "2026-11-28"), day(t, "2026-11-29")
+	stamps := []time.Time{
+		d1.Add(10 * time.Hour), d1.Add(11 * time.Hour), d1.Add(24*time.Hour - time.Second), // 1-3
+		d2.Add(time.Second),                      // 4
+		d1.Add(24*time.Hour - 2*time.Second),     // 5: the clock stepped back
+		d2.Add(time.Hour), d2.Add(2 * time.Hour), // 6-7
+	}
+	for _, at := range stamps {
+		tl.clk.set(at)
+		if err := tl.l.Append(&ledger.Record{Type: ledger.TypeCall, Tool: "t", Outcome: ledger.OutcomeAllowed}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl.clk.set(day(t, "2026-11-30").Add(time.Hour))
+	fs := startFakeS3(t, "audit", "")
+	res, err := newShipper(t, tl, fs.bucket, t.TempDir()).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].FirstSeq != 1 || res[0].LastSeq != 5 || res[1].FirstSeq != 6 || res[1].LastSeq != 7 {
+		t.Fatalf("days: %+v, want 1..5 (record 4 of the next day rides along) and 6..7", res)
+	}
+	for _, d := range []time.Time{d1, d2} {
+		if rep, err := Verify(ctx, fs.bucket, "node-a", d, pubOf(t, tl)); err != nil || !rep.OK {
+			t.Errorf("verify %v: %+v, %v", d, rep, err)
 		}
 	}
 }
