@@ -24,7 +24,7 @@ import (
 
 // s3env points the AWS SDK's usual environment variables at a local
 // store with static test credentials.
-func s3env(t *testing.T) {
+func s3env(t testing.TB) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "toolgate-test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "toolgate-test-secret")
 	t.Setenv("AWS_REGION", "us-east-1")
@@ -84,7 +84,7 @@ type fakeS3 struct {
 	faults *faults
 }
 
-func startFakeS3(t *testing.T, bucket, prefix string) *fakeS3 {
+func startFakeS3(t testing.TB, bucket, prefix string) *fakeS3 {
 	t.Helper()
 	s3env(t)
 	f := &faults{puts: map[string]int{}}
@@ -97,7 +97,7 @@ func startFakeS3(t *testing.T, bucket, prefix string) *fakeS3 {
 	return &fakeS3{url: srv.URL, bucket: b, faults: f}
 }
 
-func openBucket(t *testing.T, endpoint, loc string) *Bucket {
+func openBucket(t testing.TB, endpoint, loc string) *Bucket {
 	t.Helper()
 	l, err := ParseLocation(loc)
 	if err != nil {
@@ -137,13 +137,17 @@ type testLedger struct {
 }
 
 func openLedger(t *testing.T, checkpointEvery int) *testLedger {
+	return openLedgerTB(t, checkpointEvery)
+}
+
+func openLedgerTB(t testing.TB, checkpointEvery int) *testLedger {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: day(t, "2026-11-28").Add(9 * time.Hour)}
+	clk := &clock{t: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)}
 	l, err := ledger.Open(db, dir, ledger.Options{CheckpointEvery: checkpointEvery, Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +173,7 @@ func (tl *testLedger) add(t *testing.T, d time.Time, n int) {
 	}
 }
 
-func (tl *testLedger) key(t *testing.T) []byte {
+func (tl *testLedger) key(t testing.TB) []byte {
 	t.Helper()
 	k, err := ledger.LoadKey(tl.dir)
 	if err != nil {
@@ -196,6 +200,10 @@ func day(t *testing.T, s string) time.Time {
 }
 
 func newShipper(t *testing.T, tl *testLedger, b *Bucket, stage string, mod ...func(*Config)) *Shipper {
+	return newShipperTB(t, tl, b, stage, mod...)
+}
+
+func newShipperTB(t testing.TB, tl *testLedger, b *Bucket, stage string, mod ...func(*Config)) *Shipper {
 	t.Helper()
 	cfg := Config{Bucket: b, Node: "node-a", Source: LedgerSource{tl.l}, Key: tl.key(t),
 		StageDir: stage, PartBytes: 2048, Now: tl.clk.now}
@@ -210,7 +218,7 @@ func newShipper(t *testing.T, tl *testLedger, b *Bucket, stage string, mod ...fu
 }
 
 // freeAddr returns a free loopback address.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

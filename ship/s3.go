@@ -30,7 +30,10 @@ type Location struct {
 // ParseLocation parses "s3://bucket" or "s3://bucket/prefix".
 func ParseLocation(s string) (Location, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "s3" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if err == nil && u.User != nil {
+		return Location{}, errors.New("s3 URL: want s3://bucket/prefix, without credentials")
+	}
+	if err != nil || u.Scheme != "s3" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return Location{}, fmt.Errorf("%q: want s3://bucket/prefix", s)
 	}
 	p := strings.Trim(u.Path, "/")

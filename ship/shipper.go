@@ -53,6 +53,16 @@ func (s LedgerSource) Oldest() (time.Time, bool, error) {
 	return at, found, err
 }
 
+// LockMode is an S3 Object Lock retention mode.
+type LockMode string
+
+// Object Lock modes: COMPLIANCE retention cannot be shortened or removed
+// by anyone until it ends; GOVERNANCE can be, with a special permission.
+const (
+	LockCompliance LockMode = "COMPLIANCE"
+	LockGovernance LockMode = "GOVERNANCE"
+)
+
 // Defaults.
 const (
 	DefaultPartBytes = 64 << 20 // uncompressed bytes of one record file
@@ -79,7 +89,7 @@ type Config struct {
 	// shipped: LockMode (default COMPLIANCE) until now + Retain. The
 	// bucket must have Object Lock enabled.
 	Retain   time.Duration
-	LockMode types.ObjectLockMode
+	LockMode LockMode
 	// PartBytes bounds the uncompressed size of one record file (a file
 	// is cut after a checkpoint line past it); 0 means DefaultPartBytes.
 	PartBytes int64
@@ -122,7 +132,7 @@ func New(cfg Config) (*Shipper, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Retain > 0 && cfg.LockMode == "" {
-		cfg.LockMode = types.ObjectLockModeCompliance
+		cfg.LockMode = LockCompliance
 	}
 	return &Shipper{cfg: cfg, pub: cfg.Key.Public().(ed25519.PublicKey)}, nil
 }
@@ -320,7 +330,7 @@ func (s *Shipper) shipDay(ctx context.Context, stage string, d time.Time, cur *c
 	rel := s.nodeRel() + day + "/"
 	po := putOptions{}
 	if s.cfg.Retain > 0 {
-		po.lockMode, po.retainUntil = s.cfg.LockMode, s.cfg.Now().Add(s.cfg.Retain)
+		po.lockMode, po.retainUntil = types.ObjectLockMode(s.cfg.LockMode), s.cfg.Now().Add(s.cfg.Retain)
 	}
 	upload := func(name, path string, data []byte, sum string, size int64, ctype string) error {
 		o, ok, err := s.cfg.Bucket.head(ctx, rel+name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/toolgate/toolgate/cluster"
 	"github.com/toolgate/toolgate/gateway"
@@ -52,8 +51,12 @@ func (s *s3Flags) open(ctx context.Context, raw string) (*ship.Bucket, error) {
 		return nil, fmt.Errorf("--s3-path-style %q: want auto, true or false", s.pathStyle)
 	}
 	if s.endpoint != "" {
-		if u, err := url.Parse(s.endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			return nil, fmt.Errorf("--s3-endpoint %q: want http(s)://host[:port], without credentials", s.endpoint)
+		u, err := url.Parse(s.endpoint)
+		switch {
+		case err == nil && u.User != nil:
+			return nil, errors.New("--s3-endpoint: want it without credentials (give them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			return nil, fmt.Errorf("--s3-endpoint %q: want http(s)://host[:port]", s.endpoint)
 		}
 	}
 	return ship.Open(ctx, loc, o)
@@ -81,13 +84,13 @@ func registerRetain(fs *flag.FlagSet, retain, mode *string, prefix string) {
 }
 
 // parseRetain reads "400d", "36h", "0" or "".
-func parseRetain(s, mode string) (time.Duration, types.ObjectLockMode, error) {
-	var m types.ObjectLockMode
+func parseRetain(s, mode string) (time.Duration, ship.LockMode, error) {
+	var m ship.LockMode
 	switch mode {
 	case "compliance":
-		m = types.ObjectLockModeCompliance
+		m = ship.LockCompliance
 	case "governance":
-		m = types.ObjectLockModeGovernance
+		m = ship.LockGovernance
 	default:
 		return 0, "", fmt.Errorf("lock mode %q: want compliance or governance", mode)
 	}
