@@ -436,3 +436,25 @@ func TestShipper_ClockSteppedBack(t *testing.T) {
 		}
 	}
 }
+
+// TestShipper_From: with --from, shipping starts at the first day from
+// then that has records, and its manifest starts the chain mid-ledger.
+func TestShipper_From(t *testing.T) {
+	tl := fixture(t)
+	fs := startFakeS3(t, "audit", "")
+	s := newShipper(t, tl, fs.bucket, t.TempDir(), func(c *Config) { c.From = day(t, "2026-11-29") })
+	res, err := s.Run(ctx)
+	if err != nil || len(res) != 1 || res[0].Day != "2026-11-30" || res[0].FirstSeq != 31 {
+		t.Fatalf("from 2026-11-29: %+v, %v; want only 2026-11-30 from record 31", res, err)
+	}
+	rep, err := Verify(ctx, fs.bucket, "node-a", day(t, "2026-11-30"), pubOf(t, tl))
+	if err != nil || !rep.OK {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	tl.add(t, day(t, "2026-12-01"), 3)
+	tl.clk.set(day(t, "2026-12-02").Add(time.Hour))
+	res, err = newShipper(t, tl, fs.bucket, t.TempDir()).Run(ctx)
+	if err != nil || len(res) != 1 || res[0].FirstSeq != 56 {
+		t.Fatalf("next day: %+v, %v", res, err)
+	}
+}

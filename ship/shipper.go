@@ -170,6 +170,9 @@ type cursor struct {
 	sha     string // of the manifest's bytes
 }
 
+// errSkip says a day before the node's first record day was not shipped.
+var errSkip = errors.New("ship: nothing to start the chain with")
+
 // ErrBusy is returned by Run when another process ships from the same
 // StageDir.
 var ErrBusy = errors.New("ship: another process is shipping from this stage dir")
@@ -234,6 +237,9 @@ func (s *Shipper) run(ctx context.Context) ([]DayResult, error) {
 			return done, err
 		}
 		r, next, err := s.shipDay(ctx, stage, d, cur)
+		if errors.Is(err, errSkip) {
+			continue
+		}
 		if err != nil {
 			return done, fmt.Errorf("ship %s: %w", d.Format(dayLayout), err)
 		}
@@ -325,6 +331,12 @@ func (s *Shipper) shipDay(ctx context.Context, stage string, d time.Time, cur *c
 		if m, raw, sig, err = s.stage(dir, d, cur); err != nil {
 			return DayResult{}, nil, err
 		}
+	}
+	if cur == nil && m.Records == 0 {
+		// Before the first day with records there is no chain to
+		// extend: the first manifest is the first day with records.
+		os.RemoveAll(dir)
+		return DayResult{}, nil, errSkip
 	}
 	r := DayResult{Day: day, Records: m.Records, Files: len(m.Files), FirstSeq: m.FirstSeq, LastSeq: m.LastSeq}
 	rel := s.nodeRel() + day + "/"
