@@ -458,3 +458,26 @@ func TestShipper_From(t *testing.T) {
 		t.Fatalf("next day: %+v, %v", res, err)
 	}
 }
+
+// TestShipper_TwoNodes: nodes ship side by side under one prefix, each
+// its own chain.
+func TestShipper_TwoNodes(t *testing.T) {
+	a, b := fixture(t), fixture(t)
+	fs := startFakeS3(t, "audit", "fleet")
+	for node, tl := range map[string]*testLedger{"gw-1": a, "gw-2": b} {
+		s := newShipper(t, tl, fs.bucket, t.TempDir(), func(c *Config) { c.Node = node })
+		if res, err := s.Run(ctx); err != nil || len(res) != 3 {
+			t.Fatalf("%s: %+v, %v", node, res, err)
+		}
+	}
+	nodes, err := Nodes(ctx, fs.bucket)
+	if err != nil || len(nodes) != 2 || nodes[0] != "gw-1" || nodes[1] != "gw-2" {
+		t.Fatalf("nodes %v, %v", nodes, err)
+	}
+	if rep, err := Verify(ctx, fs.bucket, "gw-2", day(t, "2026-11-30"), pubOf(t, b)); err != nil || !rep.OK {
+		t.Fatalf("gw-2 with its key: %+v, %v", rep, err)
+	}
+	if rep, err := Verify(ctx, fs.bucket, "gw-2", day(t, "2026-11-30"), pubOf(t, a)); err != nil || rep.OK {
+		t.Fatalf("gw-2 with gw-1's key: %+v, %v; want a signature failure", rep, err)
+	}
+}

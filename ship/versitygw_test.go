@@ -3,6 +3,7 @@ package ship
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -131,6 +132,27 @@ func TestShipper_ObjectLockOnVersityGW(t *testing.T) {
 	var ae smithy.APIError
 	if !errors.As(err, &ae) {
 		t.Fatalf("deleting a locked version: %v, want a refusal", err)
+	}
+	// Overwriting the key makes a new version; the shipped one stays,
+	// byte for byte, under its version id.
+	orig, err := b.get(ctx, "node-a/2026-11-28/records-0001.jsonl.gz", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.putBytes(ctx, "node-a/2026-11-28/records-0001.jsonl.gz", []byte("overwritten"), putOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := b.c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("evidence"), Key: aws.String(key), VersionId: head.VersionId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := io.ReadAll(old.Body)
+	old.Body.Close()
+	if !bytes.Equal(kept, orig) {
+		t.Fatal("the locked version changed after an overwrite")
+	}
+	if rep, err := Verify(ctx, b, "node-a", day(t, "2026-11-28"), pubOf(t, tl)); err != nil || rep.OK || rep.File != "records-0001.jsonl.gz" {
+		t.Fatalf("verify after the overwrite: %+v, %v; want records-0001 reported", rep, err)
 	}
 	rep, err := Verify(ctx, b, "node-a", day(t, "2026-11-30"), pubOf(t, tl))
 	if err != nil || !rep.OK {
