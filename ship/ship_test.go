@@ -481,3 +481,50 @@ func TestShipper_TwoNodes(t *testing.T) {
 		t.Fatalf("gw-2 with gw-1's key: %+v, %v; want a signature failure", rep, err)
 	}
 }
+
+// TestVerify_LocalCopy verifies a day from a local copy of the prefix
+// (as aws s3 sync makes it), with no access to the bucket.
+func TestVerify_LocalCopy(t *testing.T) {
+	tl, fs := tampered(t) // shipped, not damaged
+	copyDir := t.TempDir()
+	p := s3.NewListObjectsV2Paginator(fs.bucket.c, &s3.ListObjectsV2Input{Bucket: aws.String("audit"), Prefix: aws.String("x/")})
+	n := 0
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			rel := strings.TrimPrefix(aws.ToString(o.Key), "x/")
+			data := must(fs.bucket.get(ctx, rel, 1<<20))
+			dst := filepath.Join(copyDir, filepath.FromSlash(rel))
+			os.MkdirAll(filepath.Dir(dst), 0o700)
+			if err := os.WriteFile(dst, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing copied")
+	}
+	local := Dir(copyDir)
+	if nodes, err := Nodes(ctx, local); err != nil || len(nodes) != 1 || nodes[0] != "node-a" {
+		t.Fatalf("nodes of the copy: %v, %v", nodes, err)
+	}
+	for _, d := range []string{"2026-11-28", "2026-11-29", "2026-11-30"} {
+		if rep, err := Verify(ctx, local, "node-a", day(t, d), pubOf(t, tl)); err != nil || !rep.OK {
+			t.Fatalf("copy of %s: %+v, %v", d, rep, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(copyDir, "node-a", "2026-11-29", manifestName)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, local, "node-a", day(t, "2026-11-30"), pubOf(t, tl))
+	if err != nil || rep.OK || rep.File != "2026-11-29/manifest.json" {
+		t.Fatalf("copy without the previous manifest: %+v, %v", rep, err)
+	}
+	if _, err := Verify(ctx, local, "../etc", day(t, "2026-11-30"), pubOf(t, tl)); err == nil {
+		t.Fatal("a node name leaving the copy was accepted")
+	}
+}

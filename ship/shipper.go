@@ -297,7 +297,7 @@ func (s *Shipper) latest(ctx context.Context) (*cursor, error) {
 }
 
 // readManifest reads and checks dir's manifest and signature.
-func readManifest(ctx context.Context, b *Bucket, dir string, pub ed25519.PublicKey) (*Manifest, []byte, error) {
+func readManifest(ctx context.Context, b Store, dir string, pub ed25519.PublicKey) (*Manifest, []byte, error) {
 	raw, err := b.get(ctx, dir+manifestName, maxManifestBytes)
 	if errors.Is(err, errNotFound) {
 		return nil, nil, errNoManifest

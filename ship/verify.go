@@ -45,16 +45,19 @@ func (r *Report) fail(file string, seq uint64, format string, args ...any) Repor
 const maxFileBytes = 4 << 30
 
 // Verify checks node's shipped day against pub, needing nothing but the
-// bucket and the key: the manifest's signature, every file's SHA-256
+// bucket (or a copy of it, Dir) and the key: the manifest's signature, every file's SHA-256
 // and order, each file as an audit export (hash chain, canonical
 // encoding, checkpoint signatures), that the files continue one another
 // and the manifest's seq range and heads, and the link to the previous
 // day's manifest (present, unchanged, signed, continued by this day).
 // The first bad point is reported; an error means the bucket could not
 // be read.
-func Verify(ctx context.Context, b *Bucket, node string, day time.Time, pub ed25519.PublicKey) (Report, error) {
+func Verify(ctx context.Context, b Store, node string, day time.Time, pub ed25519.PublicKey) (Report, error) {
 	dayS := utcDay(day).Format(dayLayout)
 	rep := Report{Node: node, Day: dayS}
+	if !validNode(node) {
+		return rep, fmt.Errorf("node %q: want 1 to 128 letters, digits, '.', '_' or '-'", node)
+	}
 	rel := node + "/" + dayS + "/"
 	m, raw, err := readManifest(ctx, b, rel, pub)
 	switch {
@@ -214,4 +217,4 @@ func checkFile(gz []byte, pub ed25519.PublicKey) fileCheck {
 }
 
 // Nodes lists the nodes that shipped under b's prefix.
-func Nodes(ctx context.Context, b *Bucket) ([]string, error) { return b.dirs(ctx, "") }
+func Nodes(ctx context.Context, b Store) ([]string, error) { return b.dirs(ctx, "") }

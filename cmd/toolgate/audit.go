@@ -30,6 +30,7 @@ const auditUsage = `usage:
   toolgate audit rebuild-state --data DIR
   toolgate audit ship --s3 s3://bucket/prefix [--offline] [--retain 400d] [--node-id N] [--from DAY]
   toolgate audit verify --s3 s3://bucket/prefix --day YYYY-MM-DD [--to DAY] [--pubkey HEX] [--node-id N]
+  toolgate audit verify --dir COPY --day YYYY-MM-DD …   (a local copy: aws s3 sync s3://bucket/prefix COPY)
 common flags: --url --admin-token --data; S3: --s3-endpoint --s3-region --s3-path-style
 (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)
 Online commands use the running gateway's management API; --offline reads
@@ -43,7 +44,7 @@ func runAudit(args []string) error {
 	switch {
 	case args[0] == "ship":
 		return runAuditShip(args[1:])
-	case args[0] == "verify" && hasFlag(args[1:], "s3"):
+	case args[0] == "verify" && (hasFlag(args[1:], "s3") || hasFlag(args[1:], "dir")):
 		return runAuditVerifyS3(args[1:])
 	}
 	var c apiClient

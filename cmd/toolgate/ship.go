@@ -288,8 +288,9 @@ func (a apiSource) Oldest() (time.Time, bool, error) {
 }
 
 // runAuditVerifyS3 is `toolgate audit verify --s3 … --day D [--to D2]`:
-// it checks shipped days against the checkpoint public key, needing no
-// gateway (given --pubkey), and prints one JSON report per day.
+// it checks shipped days (in the bucket, or with --dir in a local copy)
+// against the checkpoint public key, needing no gateway (given
+// --pubkey), and prints one JSON report per day.
 func runAuditVerifyS3(args []string) error {
 	var c apiClient
 	var s3f s3Flags
@@ -297,6 +298,7 @@ func runAuditVerifyS3(args []string) error {
 	c.flags(fs)
 	s3f.register(fs)
 	src := fs.String("s3", "", "where the days were shipped: s3://bucket/prefix")
+	dirCopy := fs.String("dir", "", "verify a local copy of the prefix instead of --s3 (aws s3 sync s3://bucket/prefix DIR)")
 	dayS := fs.String("day", "", "the UTC day to verify, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "verify every day from --day through this one")
 	nodeID := fs.String("node-id", "", "the node whose days to verify (default: the only node under the prefix)")
@@ -304,8 +306,8 @@ func runAuditVerifyS3(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *src == "" || *dayS == "" {
-		return exitError{2, "audit verify: --s3 s3://bucket/prefix and --day YYYY-MM-DD are required"}
+	if (*src == "") == (*dirCopy == "") || *dayS == "" {
+		return exitError{2, "audit verify: --s3 s3://bucket/prefix (or --dir COPY) and --day YYYY-MM-DD are required"}
 	}
 	first, err := time.Parse("2006-01-02", *dayS)
 	if err != nil {
@@ -322,9 +324,16 @@ func runAuditVerifyS3(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	b, err := s3f.open(ctx, *src)
-	if err != nil {
-		return exitError{2, "audit verify: " + err.Error()}
+	var b ship.Store
+	where := *src
+	if *dirCopy != "" {
+		b, where = ship.Dir(*dirCopy), *dirCopy
+	} else {
+		bk, err := s3f.open(ctx, *src)
+		if err != nil {
+			return exitError{2, "audit verify: " + err.Error()}
+		}
+		b = bk
 	}
 	node := *nodeID
 	if node == "" {
@@ -333,7 +342,7 @@ func runAuditVerifyS3(args []string) error {
 			return err
 		}
 		if len(nodes) != 1 {
-			return exitError{2, fmt.Sprintf("audit verify: %d nodes shipped under %s (%s): name one with --node-id", len(nodes), b.Location(), strings.Join(nodes, ", "))}
+			return exitError{2, fmt.Sprintf("audit verify: %d nodes shipped under %s (%s): name one with --node-id", len(nodes), where, strings.Join(nodes, ", "))}
 		}
 		node = nodes[0]
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -144,12 +146,35 @@ func TestServe_AuditShipSchedule(t *testing.T) {
 	if code, out := verify(); code != 0 || strings.Count(out, `"ok":true`) != 3 {
 		t.Fatalf("audit verify --s3: exit %d:\n%s", code, out)
 	}
+	// The same from a local copy of the prefix (what aws s3 sync makes).
+	copyDir := t.TempDir()
+	for i, d := range days {
+		names := []string{"manifest.json", "manifest.sig"}
+		if i < 2 {
+			names = append(names, "records-0001.jsonl.gz")
+		}
+		for _, n := range names {
+			resp, err := http.Get(s3srv.URL + "/audit/prod/n1/" + d + "/" + n)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("copy %s/%s: %v %v", d, n, err, resp)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.MkdirAll(filepath.Join(copyDir, "n1", d), 0o700)
+			os.WriteFile(filepath.Join(copyDir, "n1", d, n), b, 0o600)
+		}
+	}
+	out, err := exec.Command(binPath, "audit", "verify", "--dir", copyDir, "--day", days[0], "--to", days[2], "--pubkey", pub.PublicKey).Output()
+	if err != nil || strings.Count(string(out), `"ok":true`) != 3 {
+		t.Fatalf("audit verify --dir: %v:\n%s", err, out)
+	}
+
 	if _, err := backend.DeleteObject("audit", "prod/n1/"+days[0]+"/records-0001.jsonl.gz"); err != nil {
 		t.Fatal(err)
 	}
-	code, out := verify()
-	if code != 1 || !strings.Contains(out, `"file":"records-0001.jsonl.gz","first_bad_seq":1,"reason":"file 1 of 1 missing`) {
-		t.Fatalf("audit verify after a deleted file: exit %d:\n%s", code, out)
+	code, outs := verify()
+	if code != 1 || !strings.Contains(outs, `"file":"records-0001.jsonl.gz","first_bad_seq":1,"reason":"file 1 of 1 missing`) {
+		t.Fatalf("audit verify after a deleted file: exit %d:\n%s", code, outs)
 	}
 
 	// `audit ship` from the command line, reading the running gateway.
