@@ -326,7 +326,7 @@ func (s *Shipper) shipDay(ctx context.Context, stage string, d time.Time, cur *c
 		return DayResult{}, nil, err
 	}
 	if m == nil {
-		if m, raw, sig, err = s.stage(dir, d, cur); err != nil {
+		if m, raw, sig, err = s.stage(ctx, dir, d, cur); err != nil {
 			return DayResult{}, nil, err
 		}
 	}
@@ -446,7 +446,7 @@ func hashFile(path string) (string, int64, error) {
 
 // stage exports day d after cur into dir as record files, checks them,
 // and writes the signed manifest there last.
-func (s *Shipper) stage(dir string, d time.Time, cur *cursor) (*Manifest, []byte, []byte, error) {
+func (s *Shipper) stage(ctx context.Context, dir string, d time.Time, cur *cursor) (*Manifest, []byte, []byte, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, nil, err
 	}
@@ -469,7 +469,7 @@ func (s *Shipper) stage(dir string, d time.Time, cur *cursor) (*Manifest, []byte
 		pw.CloseWithError(err)
 		errc <- err
 	}()
-	serr := sp.read(pr)
+	serr := sp.read(ctx, pr)
 	pr.CloseWithError(errors.New("ship: export stopped being read"))
 	if err := <-errc; err != nil {
 		sp.abort()

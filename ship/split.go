@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -48,10 +49,15 @@ var (
 	checkpointPrefix = []byte(`{"type":"checkpoint","seq":`)
 )
 
-func (sp *splitter) read(r io.Reader) error {
+// read consumes the export stream r; it stops early, with ctx's error,
+// once ctx is done.
+func (sp *splitter) read(ctx context.Context, r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
+	for n := 0; sc.Scan(); n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		line := sc.Bytes()
 		if len(line) == 0 {
 			continue
