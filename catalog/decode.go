@@ -16,7 +16,7 @@ import (
 const DefaultTimeout = 30 * time.Second
 
 // ReservedPrefixes are the gateway's own paths; no tool route may use them.
-var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audit", "/discovery", "/healthz", "/readyz", "/metrics", "/mcp", "/ui"}
+var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audit", "/discovery", "/healthz", "/readyz", "/metrics", "/mcp", "/ui", "/stats", "/catalog"}
 
 var toolFields = map[string]bool{
 	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,14 +60,22 @@ const (
 	adminWrite              // the admin token, and room in the store for a write (not for GET)
 )
 
-// allowed checks g's guard for a request: the one admin guard of the
-// management API.
+// allowed checks g's guard for a request: the one guard of the
+// management API. The admin token (or an admin session) passes; a viewer
+// (token or session) passes for reads only (403 for changes); a session
+// changing anything must carry its CSRF token (session.go).
 func (g *Gateway) allowed(ctx *fasthttp.RequestCtx, need guard) *Decision {
 	if need == open {
 		return nil
 	}
-	if !g.isAdmin(ctx) {
+	r, d := g.roleOf(ctx)
+	switch {
+	case d != nil:
+		return d
+	case r == roleNone:
 		return errAdminOnly
+	case r == roleViewer && !safeMethod(ctx):
+		return errViewerReadOnly
 	}
 	if need == adminWrite && g.space.low.Load() && !ctx.IsGet() {
 		return errLowSpace
@@ -103,6 +112,19 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 		if err = g.allowed(ctx, adminWrite); err == nil {
 			v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
 		}
+	case p == "/ui/session":
+		v, err = g.apiSession(ctx)
+	case p == "/stats":
+		if err = g.allowed(ctx, admin); err == nil {
+			v, err = g.apiStats(ctx)
+		}
+	case p == "/catalog":
+		if err = g.allowed(ctx, admin); err == nil {
+			v, err = g.apiCatalog(ctx, st)
+		}
+	case p == "/ui" || strings.HasPrefix(p, "/ui/"):
+		g.serveUI(ctx, p)
+		return true
 	case p == "/audit/pubkey":
 		v = map[string]string{"algorithm": "ed25519", "public_key": fmt.Sprintf("%x", []byte(g.led.PublicKey()))}
 	case p == "/audit" || strings.HasPrefix(p, "/audit/"):
@@ -208,12 +230,7 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision
 	if rest == "" {
 		switch m {
 		case "GET":
-			keys := g.keys.List()
-			out := make([]keyView, len(keys))
-			for i, k := range keys {
-				out[i] = g.viewKey(k)
-			}
-			return map[string]any{"keys": out}, nil
+			return g.listKeys(ctx)
 		case "POST":
 			return g.createKey(ctx)
 		}
@@ -254,6 +271,43 @@ func (g *Gateway) apiKeys(ctx *fasthttp.RequestCtx, rest string) (any, *Decision
 		return g.topUp(ctx, k)
 	}
 	return nil, errNotFound
+}
+
+// listKeys serves GET /credits/keys: every key, oldest first (newest
+// first with ?order=desc), or with ?q= those whose key_id or name contains
+// q (case-insensitive), at most ?limit= of them; "total" counts the
+// matches.
+func (g *Gateway) listKeys(ctx *fasthttp.RequestCtx) (any, *Decision) {
+	args := ctx.QueryArgs()
+	q := strings.ToLower(string(args.Peek("q")))
+	limit := -1
+	if args.Has("limit") {
+		n, err := args.GetUint("limit")
+		if err != nil || n < 1 {
+			return nil, badRequest("Invalid query: limit: want a positive integer")
+		}
+		limit = n
+	}
+	keys := g.keys.List()
+	switch string(args.Peek("order")) {
+	case "", "asc":
+	case "desc":
+		slices.Reverse(keys)
+	default:
+		return nil, badRequest("Invalid query: order: want asc or desc")
+	}
+	out := []keyView{}
+	total := 0
+	for _, k := range keys {
+		if q != "" && !strings.Contains(strings.ToLower(k.ID), q) && !strings.Contains(strings.ToLower(k.Name), q) {
+			continue
+		}
+		total++
+		if limit < 0 || len(out) < limit {
+			out = append(out, g.viewKey(k))
+		}
+	}
+	return map[string]any{"keys": out, "total": total}, nil
 }
 
 func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
@@ -313,8 +367,11 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	}
 	if pol != nil {
 		if _, err := g.state.Load().set.Effective(policy.TierAPIKey, pol); err != nil {
-			return nil, invalidBody(err)
+			return nil, invalidBody(prefixProblems("policy", err))
 		}
+	}
+	if string(ctx.QueryArgs().Peek("dry_run")) == "true" {
+		return map[string]any{"dry_run": true, "valid": true}, nil // validated; nothing created
 	}
 	secret, k, err := g.keys.Create(name, expires, g.now())
 	if err != nil {
@@ -341,6 +398,20 @@ func (g *Gateway) createKey(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	v := g.viewKey(k)
 	v.Secret = secret
 	return created{v}, nil
+}
+
+// prefixProblems puts a validation error's paths under prefix (an error
+// of another kind is returned as is).
+func prefixProblems(prefix string, err error) error {
+	var ve *catalog.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	var ps catalog.Problems
+	for _, pr := range ve.Problems {
+		ps.Add(joinPath(prefix, pr.Path), pr.Message)
+	}
+	return ps.Err()
 }
 
 func joinPath(prefix, p string) string {
@@ -374,6 +445,15 @@ func (g *Gateway) apiPolicy(ctx *fasthttp.RequestCtx, principal string) (any, *D
 		pol, err := policy.DecodePolicy(body)
 		if err != nil {
 			return nil, invalidBody(err)
+		}
+		if string(ctx.QueryArgs().Peek("dry_run")) == "true" {
+			// Validate only: the problems, or the effective policy it would give.
+			next, err := g.withOverride(principal, pol)
+			if err != nil {
+				return nil, invalidBody(err)
+			}
+			return map[string]any{"principal": principal, "override": pol, "dry_run": true,
+				"effective": next.effective(next.tierOfName(principal), principal).View()}, nil
 		}
 		if aerr := g.putOverride(g.actorOf(ctx), principal, pol); aerr != nil {
 			return nil, aerr

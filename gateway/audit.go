@@ -22,6 +22,7 @@ func (g *Gateway) apiAudit(ctx *fasthttp.RequestCtx, p string) bool {
 	switch p {
 	case "/audit/verify":
 		rep := g.led.Verify()
+		g.lastVerify.Store(&verifyResult{At: g.now().UTC(), Report: rep})
 		body, _ := json.Marshal(rep)
 		ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 		writeJSON(ctx, 200, body)
@@ -75,6 +76,14 @@ func parseAuditQuery(args *fasthttp.Args, now time.Time) (ledger.Query, *Decisio
 			q.Tool = val
 		case "type":
 			q.Type = val
+		case "order":
+			switch val {
+			case "asc":
+			case "desc":
+				q.Desc = true
+			default:
+				bad = append(bad, "order: want asc or desc")
+			}
 		case "since", "until":
 			t, err := parseWhen(val, now)
 			if err != nil {

@@ -53,6 +53,14 @@ type Options struct {
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
+	// ViewerToken, if set, grants read-only access to the management API
+	// and the dashboard (GET only; changes answer 403).
+	ViewerToken string
+	// SessionTTL is how long a dashboard session lasts (0:
+	// DefaultSessionTTL). SecureCookies marks the session cookie Secure
+	// on every answer (the public URL is https), not only over TLS.
+	SessionTTL    time.Duration
+	SecureCookies bool
 
 	// DemoUpstreams maps "demo:<name>" upstreams to a base URL
 	// ("http://127.0.0.1:port"); see StartDemoUpstreams.
@@ -131,6 +139,14 @@ type Gateway struct {
 
 	adminHash [32]byte
 
+	// The dashboard's state: sessions and sign-in throttle (session.go),
+	// the call counters of /stats and the last verification (stats.go).
+	viewerHash  [32]byte
+	sessions    sessionBook
+	signInFails signInLimiter
+	stats       statsBook
+	lastVerify  atomic.Pointer[verifyResult]
+
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
 	overVer uint64     // the override feed's version the state follows; under writeMu
@@ -169,6 +185,9 @@ func New(o Options) (*Gateway, error) {
 	if o.AdminToken == "" {
 		return nil, fmt.Errorf("gateway: admin token is required")
 	}
+	if o.ViewerToken != "" && o.ViewerToken == o.AdminToken {
+		return nil, fmt.Errorf("gateway: the viewer token must differ from the admin token")
+	}
 	g := &Gateway{
 		opts:      o,
 		now:       o.Now,
@@ -183,6 +202,7 @@ func New(o Options) (*Gateway, error) {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 	}
+	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
 	if g.now == nil {
 		g.now = time.Now
 	}

@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -114,18 +111,6 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	d = g.recordRefused(c, d, "", p) // the record keeps the path asked for
 	c.buf = d.AppendJSON(c.buf[:0])
 	writeJSON(ctx, d.Status, c.buf)
-}
-
-// isAdmin reports whether the request carries the admin token, compared
-// in constant time over SHA-256 digests (so length is not leaked either).
-func (g *Gateway) isAdmin(ctx *fasthttp.RequestCtx) bool {
-	auth := ctx.Request.Header.Peek("Authorization")
-	tok, ok := bytes.CutPrefix(auth, []byte("Bearer "))
-	if !ok {
-		return false
-	}
-	h := sha256.Sum256(bytes.TrimSpace(tok))
-	return subtle.ConstantTimeCompare(h[:], g.adminHash[:]) == 1
 }
 
 // sanitizePath returns a request path fit for a record and a JSON answer:

@@ -122,6 +122,7 @@ func (g *Gateway) wait(t ledger.Ticket) error {
 // source address (the client behind trusted proxies).
 func (g *Gateway) observe(r *ledger.Record, src netip.Addr) {
 	g.metrics.calls.WithLabelValues(r.Tool, r.Outcome, r.Reason).Inc()
+	g.stats.add(r.At, r.Principal, r.Tool, r.Outcome, r.Reason, r.Cost, 1)
 	if r.Cost > 0 {
 		g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
 	}

@@ -214,6 +214,7 @@ func (g *Gateway) finish(c *call, d *Decision) *Decision {
 func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *Decision {
 	if c.who.IsZero() && !c.unrecorded && g.anon.absorb(c.req.source, d.Outcome, d.Reason, aggTool, d.Status, c.start) {
 		g.metrics.calls.WithLabelValues(aggTool, d.Outcome, d.Reason).Inc()
+		g.stats.add(c.start, "", aggTool, d.Outcome, d.Reason, 0, 1)
 		return d
 	}
 	rec := g.callRecord(c, d.Outcome, d.Reason, d.Status)

@@ -123,6 +123,9 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		return g.ledgerFailed(c, err)
 	}
 	g.observe(rec, c.req.source)
+	if c.pay != nil && c.pay.result.Success {
+		g.stats.addRevenue(c.start, c.rt.tool.Price) // its settlement record is committed with rec
+	}
 	c.allowed = true
 	return upFail // nil: the upstream's answer goes back
 }

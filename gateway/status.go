@@ -45,7 +45,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		}
 		k, ok := g.keys.Authenticate(secret, now)
 		if !ok {
-			if !g.isAdmin(ctx) {
+			if !g.canRead(ctx) {
 				return nil, apiErr(401, "Invalid API key")
 			}
 			if k, ok = g.keys.Lookup(string(secret)); !ok {
@@ -56,7 +56,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
 	case args.Has("key_id"):
 		k, ok := g.keys.Lookup(string(args.Peek("key_id")))
-		if !g.isAdmin(ctx) && !g.presentsKey(ctx, k, now) {
+		if !g.canRead(ctx) && !g.presentsKey(ctx, k, now) {
 			return nil, errAdminOnly
 		}
 		if !ok {
@@ -65,7 +65,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		principal = k.Principal
 		out["key"], out["key_id"], out["status"] = k.Hint, k.ID, k.Status(now)
 	case args.Has("wallet"):
-		if !g.isAdmin(ctx) {
+		if !g.canRead(ctx) {
 			return nil, errAdminOnly
 		}
 		addr, ok := x402.ChecksumAddress(string(args.Peek("wallet")))
@@ -81,6 +81,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	eff := st.effective(tier, principal)
 	out["principal"], out["tier"] = principal, tier.String()
 	out["policy"] = eff.View()
+	out["provenance"] = st.provenance(tier, principal)
 
 	windows := make(map[string]quotaView, catalog.NumRateClasses)
 	for c := catalog.RateClass(0); c < catalog.NumRateClasses; c++ {
@@ -145,7 +146,11 @@ func (g *Gateway) restoreMeters() error {
 	type dayKey struct{ principal, day string }
 	spent := map[dayKey]money.Micros{}
 	balances := map[string]money.Micros{}
+	statsFrom := now.Add(-statsSpan - time.Minute)
 	err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour)}, func(r *ledger.Record) error {
+		if r.At.After(statsFrom) {
+			g.stats.restore(r)
+		}
 		if r.Type == "call" && r.Cost > 0 && r.SpendDay != "" {
 			spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
 		}

@@ -28,6 +28,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server: installed ($(redis-server --version | cut -d' ' -f3))"
 fi
 if [ -x scripts/pebble-deps.sh ]; then scripts/pebble-deps.sh; fi
+# The dashboard's browser test drives Debian's Chromium headless; install
+# it when missing.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+  command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed" >&2; exit 1; }
+  echo "chromium: installed ($(chromium --version 2>/dev/null | cut -d' ' -f2))"
+fi
 if [ -n "$vgw_pid" ]; then
   if ! wait "$vgw_pid"; then cat "$vgw_log"; echo "versitygw could not be built" >&2; exit 1; fi
   cat "$vgw_log"

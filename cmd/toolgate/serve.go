@@ -50,6 +50,8 @@ type serveFlags struct {
 	acmeRenewBefore                                 time.Duration
 	trustedProxies, trustedProxyHeader              string
 	ship                                            shipFlags
+	viewerToken                                     string
+	sessionTTL                                      time.Duration
 }
 
 func runServe(args []string) error {
@@ -98,6 +100,8 @@ func runServe(args []string) error {
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
 	f.ship.register(fs)
+	fs.StringVar(&f.viewerToken, "viewer-token", "", "read-only token for the management API and the dashboard at /ui/ (auditors: GET only; changes answer 403); prefer TOOLGATE_VIEWER_TOKEN")
+	fs.DurationVar(&f.sessionTTL, "session-ttl", gateway.DefaultSessionTTL, "how long a dashboard sign-in lasts")
 	if err := envDefaults(fs); err != nil {
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
@@ -212,7 +216,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
-		TrustedProxies: proxies, ProxyHeader: proxyHeader}
+		TrustedProxies: proxies, ProxyHeader: proxyHeader,
+		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://")}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
