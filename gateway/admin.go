@@ -134,6 +134,10 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 			}
 			err = errNotFound
 		}
+	case strings.HasPrefix(p, "/principals/"):
+		if err = g.allowed(ctx, adminWrite); err == nil {
+			v, err = g.apiPrincipal(ctx, strings.TrimPrefix(p, "/principals/"))
+		}
 	case strings.HasPrefix(p, "/wallets/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
 			v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
@@ -171,7 +175,9 @@ func writeAPIError(ctx *fasthttp.RequestCtx, d *Decision) {
 	if d.Status == 405 {
 		ctx.Response.Header.Set("Allow", "GET, POST, PUT, DELETE")
 	}
-	if d.Status == 401 {
+	if d.Challenge != "" {
+		ctx.Response.Header.Set("WWW-Authenticate", d.Challenge)
+	} else if d.Status == 401 {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
 	}
 	writeJSON(ctx, d.Status, d.AppendJSON(nil))
@@ -593,6 +599,35 @@ func (g *Gateway) apiWallet(ctx *fasthttp.RequestCtx, rest string) (any, *Decisi
 		return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", addr))
 	}
 	return g.apiPolicy(ctx, identity.WalletPrincipal(norm).String())
+}
+
+// apiPrincipal serves /principals/{principal}/policy: the override of any
+// principal kind (key:<key_id>, wallet:0x…, oidc:<alias>:<sub>), the
+// same as the key and wallet endpoints. A key must exist; a wallet
+// address is checksummed; an oidc subject is taken as written (it need
+// not have called yet).
+func (g *Gateway) apiPrincipal(ctx *fasthttp.RequestCtx, rest string) (any, *Decision) {
+	name, ok := strings.CutSuffix(rest, "/policy")
+	if !ok {
+		return nil, errNotFound
+	}
+	p, err := identity.ParsePrincipal(name)
+	if err != nil {
+		return nil, badRequest(err.Error())
+	}
+	switch p.Kind {
+	case identity.KindKey:
+		if k, ok := g.keys.Lookup(p.ID); !ok || k.ID != p.ID {
+			return nil, errNoKey
+		}
+	case identity.KindWallet:
+		addr, ok := x402.ChecksumAddress(p.ID)
+		if !ok {
+			return nil, badRequest(fmt.Sprintf("%q is not a 0x-prefixed 20-byte hex address", p.ID))
+		}
+		p = identity.WalletPrincipal(addr)
+	}
+	return g.apiPolicy(ctx, p.String())
 }
 
 // discovery serves GET /discovery/resources: the x402 listing of the

@@ -34,3 +34,18 @@ func TestDecision_ZeroAlloc(t *testing.T) {
 		t.Fatalf("decision path allocates %v times per call, want 0", n)
 	}
 }
+
+// TestDecision_TokenZeroAlloc: the decision for a cached access token
+// allocates nothing either.
+func TestDecision_TokenZeroAlloc(t *testing.T) {
+	env, tok := tokenBenchEnv(t)
+	defer env.close()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.Set("Authorization", "Bearer "+tok)
+	st := env.g.state.Load()
+	run := func() { env.decideOnce(t, &ctx, st) }
+	run()
+	if n := testing.AllocsPerRun(1000, run); n != 0 {
+		t.Fatalf("cached-token decision allocates %v times per call, want 0", n)
+	}
+}

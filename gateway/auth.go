@@ -28,6 +28,7 @@ type callerIdentity struct {
 	who  identity.Principal
 	tier policy.Tier
 	pay  *paidCall
+	eff  *policy.Effective // set when the identity decides the policy (access tokens); else tier and override do
 }
 
 // keyAuth identifies API-key holders.

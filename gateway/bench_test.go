@@ -36,7 +36,7 @@ type benchEnv struct {
 func newBenchEnv(b testing.TB, sync ledger.SyncMode) *benchEnv {
 	b.Helper()
 	dir := b.TempDir()
-	db, err := badger.Open(badger.DefaultOptions(dir + "/store").WithLogger(nil))
+	db, err := badger.Open(benchStoreOptions(dir + "/store"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -74,6 +74,13 @@ func newBenchEnv(b testing.TB, sync ledger.SyncMode) *benchEnv {
 		led.Close()
 		db.Close()
 	}}
+}
+
+// benchStoreOptions are cmd/toolgate's store options (storeOptions), so
+// that the ledger's badger work is measured as the gateway runs it.
+func benchStoreOptions(dir string) badger.Options {
+	return badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).
+		WithMemTableSize(32 << 20).WithBlockCacheSize(16 << 20)
 }
 
 // BenchmarkDecision measures identify → policy → quota → spend for an

@@ -39,6 +39,9 @@ type Decision struct {
 
 	// Allow is the methods of a 405.
 	Allow string
+	// Challenge is the WWW-Authenticate value of a refused access token
+	// (RFC 6750); "" for none.
+	Challenge string
 
 	fields [6]Field // backing store of Fields for decisions built in a call (the most any has)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -112,6 +113,10 @@ type Options struct {
 	// gateway (audit shipping).
 	ReadyChecks []ReadyCheck
 	Collectors  []prometheus.Collector
+
+	// Auth, if set, is auth.json: the OAuth 2.1 / OIDC issuers whose
+	// access tokens identify callers (docs/oauth.md). ReloadAuth replaces it.
+	Auth *oauth.Config
 
 	// UpstreamDial, if set, replaces TCP dialing to upstreams (benchmarks
 	// use in-memory listeners).
@@ -271,7 +276,7 @@ func New(o Options) (*Gateway, error) {
 			g.settlerHealth = &probeCache{probe: ping, ttl: settlerHealthTTL, now: g.now}
 		}
 	}
-	g.auths = []authenticator{keyAuth{g.keys}}
+	g.auths = []authenticator{keyAuth{g.keys}, tokenAuth{g}}
 	if o.X402 != nil {
 		g.auths = append(g.auths, paymentAuth{g})
 	}
@@ -283,7 +288,14 @@ func New(o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides)
+	var auth *oauth.Verifier
+	if o.Auth != nil {
+		if err := o.Auth.Resolve(""); err != nil { // serve resolves it with --public-url
+			return nil, fmt.Errorf("auth.json: %w", err)
+		}
+		auth = oauth.NewVerifier(o.Auth, oauth.Options{Logger: g.log})
+	}
+	st, err := g.build(g.importMCP(o.Catalog), o.Policies, overrides, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -313,6 +325,9 @@ func New(o Options) (*Gateway, error) {
 			}
 			g.spend.Sweep(now)
 		})
+	}
+	if auth != nil {
+		g.prefetchAuth(auth)
 	}
 	return g, nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -18,6 +19,10 @@ func (g *Gateway) Handler(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	if string(path) == MCPPath {
 		g.serveMCP(ctx, st)
+		return
+	}
+	if p := string(path); strings.HasPrefix(p, wellKnownResource) {
+		g.serveResourceMetadata(ctx, st, p)
 		return
 	}
 	if rt := st.route(path); rt != nil {
@@ -70,9 +75,16 @@ func (g *Gateway) restRequest(ctx *fasthttp.RequestCtx, r *request) {
 	r.header = rh
 	r.source = g.clientAddr(ctx)
 	r.tls = g.viaTLS(ctx)
-	r.apiKey, r.hasKey = identity.Credential(rh.Peek("X-Api-Key"), rh.Peek("Authorization"))
-	if r.hasKey {
+	if k := rh.Peek("X-Api-Key"); len(k) > 0 {
+		r.apiKey, r.hasKey = k, true
 		return // a key is who the caller is; a payment beside it is not read
+	}
+	switch form, tok := identity.Bearer(rh.Peek("Authorization")); form {
+	case identity.BearerAPIKey:
+		r.apiKey, r.hasKey = tok, true
+		return
+	case identity.BearerJWT, identity.BearerOpaque:
+		r.token = tok // an access token, when auth.json is configured (tokenAuth)
 	}
 	if v := rh.Peek(x402.HeaderPaymentSignature); len(v) > 0 {
 		r.payment, r.paymentVersion = v, 2
@@ -101,13 +113,15 @@ func (g *Gateway) unknownTool(ctx *fasthttp.RequestCtx, path []byte) {
 	ctx.Response.Header.SetBytesKV(hdrPolicyAllowed, strFalse)
 	p := sanitizePath(path)
 	c.unrecorded = g.space.low.Load()
-	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	g.restRequest(ctx, &c.req)
-	if c.req.hasKey {
-		if id, ok, _, _ := (keyAuth{g.keys}).authenticate(c); ok && !id.who.IsZero() {
+	for _, a := range []authenticator{keyAuth{g.keys}, tokenAuth{g}} {
+		if id, ok, refused, err := a.authenticate(c); ok && refused == nil && err == nil && !id.who.IsZero() {
 			c.who, c.tier = id.who, id.tier
+			break
 		}
 	}
+	// Decided after the authenticators: a refusal of theirs is built in c.dec too.
+	d := c.decide(404, outUnknownTool, "no_route", "Unknown tool").str("path", p)
 	d = g.recordRefused(c, d, "", p) // the record keeps the path asked for
 	c.buf = d.AppendJSON(c.buf[:0])
 	writeJSON(ctx, d.Status, c.buf)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -191,6 +192,7 @@ type mcpExchange struct {
 	version  string
 	modern   bool          // the stateless revision
 	key      *identity.Key // the caller's key, authenticated; nil without one
+	tok      *oauth.Token  // the caller's access token, verified; nil without one
 	who      identity.Principal
 	sse      bool // answer as text/event-stream
 }
@@ -242,6 +244,17 @@ func (g *Gateway) serveMCP(ctx *fasthttp.RequestCtx, st *state) {
 	}
 	if k != nil {
 		x.key, x.who = k, k.Who()
+	} else {
+		tok, ok := g.mcpToken(ctx, st, m.ID)
+		switch {
+		case !ok:
+			return // refused and answered
+		case tok != nil:
+			x.tok, x.who = tok, tok.Who
+		case st.auth != nil && !st.auth.Config.MCPAnonymous:
+			g.mcpChallenge(ctx, st, m.ID)
+			return
+		}
 	}
 
 	x.params, x.paramsOK = &m.Params.mcpParams, m.Params.ok || !m.Params.present
@@ -484,7 +497,13 @@ func (g *Gateway) mcpToolsList(st *state, x *mcpExchange) map[string]any {
 	if x.who.IsZero() {
 		tier = policy.TierUnknownWallet // who pays per call without a key
 	}
-	eff := st.effective(tier, x.who.String())
+	var eff *policy.Effective
+	if x.tok != nil {
+		eff, _, _, _ = st.tokenPolicy(x.tok, g.now(), g.keys) // it decided once already in serveMCP
+	}
+	if eff == nil {
+		eff = st.effective(tier, x.who.String())
+	}
 	tools := make([]mcpTool, 0, len(st.cat.Tools))
 	for _, t := range st.cat.Tools {
 		if x.who.IsZero() && (t.Price == 0 || st.routes[t.Index].offer == nil) {
@@ -566,6 +585,7 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	r.source = g.clientAddr(x.ctx)
 	r.tls = g.viaTLS(x.ctx)
 	r.key, r.hasKey = x.key, x.key != nil // authenticated once, in serveMCP
+	r.tok = x.tok
 	if pay := p.Meta.Payment; isPaymentPayload(pay) {
 		r.payment, r.paymentJSON = pay, true
 	}
@@ -573,6 +593,9 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	defer fasthttp.ReleaseResponse(resp)
 	c.upResp = resp
 	d := g.run(c)
+	if g.mcpInsufficientScope(x, st, c, d) {
+		return
+	}
 	if d != nil && d.Outcome == outUpstreamError {
 		// The tool's upstream failed: a protocol error naming the tool
 		// (the call was recorded and not billed).
@@ -789,6 +812,10 @@ func (g *Gateway) mcpDelete(ctx *fasthttp.RequestCtx) {
 	var who identity.Principal
 	if k != nil {
 		who = k.Who()
+	} else if tok, ok := g.mcpToken(ctx, g.state.Load(), nil); !ok {
+		return
+	} else if tok != nil {
+		who = tok.Who
 	}
 	if !g.mcp.close(string(ctx.Request.Header.Peek(hdrMCPSession)), who.String()) {
 		writeRPCError(ctx, fasthttp.StatusNotFound, nil, rpcInvalidRequest, "Session not found")

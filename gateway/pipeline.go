@@ -97,7 +97,10 @@ func (g *Gateway) identify(c *call) *Decision {
 		if d != nil {
 			return d
 		}
-		c.eff = c.st.effective(c.tier, c.principal())
+		c.eff = id.eff
+		if c.eff == nil {
+			c.eff = c.st.effective(c.tier, c.principal())
+		}
 		return nil
 	}
 	switch {
@@ -107,6 +110,9 @@ func (g *Gateway) identify(c *call) *Decision {
 		return d
 	case c.rt.tool.Price > 0:
 		return bodyKeyRequired402
+	}
+	if c.st.auth != nil {
+		return c.st.missingCredential
 	}
 	return bodyMissingKey
 }
@@ -276,6 +282,7 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	if c.req.protocol != "rest" {
 		rec.Protocol = c.req.protocol
 	}
+	rec.TokenID, rec.ClientID = c.tokJTI, c.tokClient
 	return rec
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
 )
@@ -52,9 +53,11 @@ type request struct {
 	apiKey         []byte        // X-Api-Key, or Authorization: Bearer it-…
 	key            *identity.Key // the key, when the front end authenticated it already (MCP does, per request)
 	hasKey         bool
-	payment        []byte // x402 payment: header value (base64), or JSON when paymentJSON
-	paymentVersion int    // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
-	paymentJSON    bool   // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
+	token          []byte       // Authorization: Bearer of any other form (a JWT access token, or not a credential)
+	tok            *oauth.Token // the access token, when the front end verified it already (MCP does, per request)
+	payment        []byte       // x402 payment: header value (base64), or JSON when paymentJSON
+	paymentVersion int          // 2: PAYMENT-SIGNATURE, 1: X-PAYMENT; 0 for JSON (the payload says)
+	paymentJSON    bool         // payment is the payload's JSON (x402 over MCP: params._meta["x402/payment"])
 }
 
 // headerSource is a read-only view of a caller's headers.
@@ -88,6 +91,10 @@ type call struct {
 	res      meter.Reservation
 	day      meter.Day
 	prepaid  bool // the reservation holds prepaid credits: the debit record is written under the account's lock
+
+	token     *oauth.Token // the caller's access token, verified
+	tokJTI    string       // its jti and client_id, also of a refused one (for the record)
+	tokClient string
 
 	pay        *paidCall // x402 caller's payment; nil for API keys
 	unrecorded bool      // store low on space: a free call served under fail_mode open

@@ -60,6 +60,9 @@ func (g *Gateway) renderREST(ctx *fasthttp.RequestCtx, c *call, d *Decision) {
 		if d.Allow != "" {
 			h.SetBytesK(hdrAllow, d.Allow)
 		}
+		if d.Challenge != "" {
+			h.Set("WWW-Authenticate", d.Challenge)
+		}
 		if d.Status == 402 {
 			h.SetBytesKV(hdrCacheControl, strNoStore)
 		}

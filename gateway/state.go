@@ -14,6 +14,7 @@ import (
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
 )
@@ -35,6 +36,16 @@ type state struct {
 	// Override writes keep both.
 	hash    string
 	reloads uint64
+
+	// auth verifies OAuth access tokens (nil: auth.json not configured);
+	// tokEff holds the effective policies of tokens compiled so far
+	// (oauth.go). Both are replaced with the state.
+	auth   *oauth.Verifier
+	tokEff *tokenPolicies
+	// missingCredential answers a free tool's call without credentials
+	// when access tokens are accepted: the 401 names both kinds and the
+	// protected-resource metadata.
+	missingCredential *Decision
 }
 
 // override is a per-principal policy as written and as compiled.
@@ -80,11 +91,14 @@ func (st *state) tierOf(p identity.Principal) policy.Tier {
 	if ok && o.raw.Tier != "" {
 		return o.raw.Tier
 	}
-	if p.Kind == identity.KindWallet {
+	switch p.Kind {
+	case identity.KindWallet:
 		if ok {
 			return policy.TierWallet
 		}
 		return policy.TierUnknownWallet
+	case identity.KindOIDC:
+		return st.issuerTier(p)
 	}
 	return policy.TierAPIKey
 }
@@ -99,7 +113,7 @@ func (st *state) tierOfName(principal string) policy.Tier {
 // the new configuration (e.g. one whose "tier" the new policies.json no
 // longer declares) fails the build with an error naming its principal and
 // the problem's path; Reload then keeps the old state.
-func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy) (*state, error) {
+func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[string]*policy.Policy, auth *oauth.Verifier) (*state, error) {
 	set, err := policy.Compile(doc, cat)
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
@@ -108,9 +122,20 @@ func (g *Gateway) build(cat *catalog.Catalog, doc *policy.Document, raws map[str
 	if err != nil {
 		return nil, err
 	}
-	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash}
+	st := &state{cat: cat, doc: doc, set: set, overrides: make(map[string]*override, len(raws)), loaded: g.now(), hash: hash,
+		auth: auth, tokEff: newTokenPolicies()}
+	if err := st.checkAuth(); err != nil {
+		return nil, err
+	}
+	if auth != nil {
+		st.missingCredential = fixed(401, outUnauthenticated, "missing_api_key", "API key or access token required").
+			str("hint", "send X-API-Key: it-…, or Authorization: Bearer <access token> from an issuer in the resource metadata")
+		if r := auth.Config.Resource; r != "" {
+			st.missingCredential.Challenge = bearerChallenge("resource_metadata", r+wellKnownResource)
+		}
+	}
 	for principal, raw := range raws {
-		eff, err := set.Effective(tierForOverride(principal, raw), raw)
+		eff, err := set.Effective(st.overrideTier(principal, raw), raw)
 		if err != nil {
 			return nil, fmt.Errorf("compile override for %s: %w", principal, err)
 		}
@@ -151,15 +176,20 @@ func configHash(cat *catalog.Catalog, doc *policy.Document) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// tierForOverride returns the tier under the override raw of principal:
+// overrideTier returns the tier under the override raw of principal:
 // the one raw selects, else the one identity assigns to a principal with an
-// override. A tier the set lacks makes Set.Effective fail at "$.tier".
-func tierForOverride(principal string, raw *policy.Policy) policy.Tier {
+// override (an oidc principal: its issuer's tier). A tier the set lacks
+// makes Set.Effective fail at "$.tier".
+func (st *state) overrideTier(principal string, raw *policy.Policy) policy.Tier {
 	if raw != nil && raw.Tier != "" {
 		return raw.Tier
 	}
-	if p, _ := identity.ParsePrincipal(principal); p.Kind == identity.KindWallet {
+	p, _ := identity.ParsePrincipal(principal)
+	switch p.Kind {
+	case identity.KindWallet:
 		return policy.TierWallet
+	case identity.KindOIDC:
+		return st.issuerTier(p)
 	}
 	return policy.TierAPIKey
 }
@@ -216,6 +246,7 @@ func (g *Gateway) clientFor(up string, idle time.Duration) (*upstreamClient, str
 func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, error) {
 	cur := g.state.Load()
 	next := *cur
+	next.tokEff = newTokenPolicies()
 	next.overrides = make(map[string]*override, len(cur.overrides)+1)
 	for k, v := range cur.overrides {
 		next.overrides[k] = v
@@ -223,7 +254,7 @@ func (g *Gateway) withOverride(principal string, raw *policy.Policy) (*state, er
 	if raw == nil {
 		delete(next.overrides, principal)
 	} else {
-		eff, err := cur.set.Effective(tierForOverride(principal, raw), raw)
+		eff, err := cur.set.Effective(cur.overrideTier(principal, raw), raw)
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +276,7 @@ func (g *Gateway) Reload(cat *catalog.Catalog, doc *policy.Document) error {
 	for k, v := range cur.overrides {
 		raws[k] = v.raw
 	}
-	st, err := g.build(g.importMCP(cat), doc, raws)
+	st, err := g.build(g.importMCP(cat), doc, raws, cur.auth)
 	if err != nil {
 		return err
 	}
@@ -272,7 +303,7 @@ func (g *Gateway) syncOverrides() error {
 			return fmt.Errorf("load overrides: %w", err)
 		}
 		cur := g.state.Load()
-		st, err := g.build(cur.cat, cur.doc, raws)
+		st, err := g.build(cur.cat, cur.doc, raws, cur.auth)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -10,6 +11,8 @@ import (
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
+	"github.com/toolgate/toolgate/oauth"
+	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
 )
 
@@ -37,6 +40,8 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	now := g.now()
 	out := map[string]any{}
 	var principal string
+	var eff *policy.Effective // set by a case that knows the policy (a token's claims)
+	var tier policy.Tier
 	switch {
 	case args.Has("api_key"):
 		secret := args.Peek("api_key")
@@ -74,11 +79,54 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 		}
 		principal = identity.WalletPrincipal(addr).String()
 		out["wallet"] = addr
+	case args.Has("principal"):
+		if !g.canRead(ctx) {
+			return nil, errAdminOnly
+		}
+		p, err := identity.ParsePrincipal(string(args.Peek("principal")))
+		if err != nil {
+			return nil, badRequest("principal: " + err.Error())
+		}
+		if p.Kind == identity.KindWallet {
+			addr, ok := x402.ChecksumAddress(p.ID)
+			if !ok {
+				return nil, badRequest("principal: not a 0x-prefixed 20-byte hex address")
+			}
+			p = identity.WalletPrincipal(addr)
+		}
+		principal = p.String()
+		if p.Kind == identity.KindOIDC {
+			out["claims_known"] = false // the policy shown is the one of a token whose claims map to nothing
+			if e, t, ok := g.oidcStatusPolicy(st, p); ok {
+				eff, tier = e, t
+			}
+		}
 	default:
-		return nil, badRequest("one of api_key, key_id or wallet is required")
+		t, d := g.tokenHolder(ctx, st, now)
+		if d != nil {
+			return nil, d
+		}
+		if t == nil {
+			return nil, badRequest("one of api_key, key_id, wallet or principal is required (or present your access token)")
+		}
+		principal = t.Who.String()
+		var pd *Decision
+		var perr error
+		eff, tier, pd, perr = st.tokenPolicy(t, now, g.keys)
+		if pd != nil {
+			return nil, apiErr(401, "Invalid access token")
+		}
+		if perr != nil {
+			g.log.Error("status: token policy", "principal", principal, "err", perr)
+			return nil, apiErr(503, "Token policy unavailable")
+		}
+		out["token"] = map[string]any{"issuer": t.Issuer.Cfg.Issuer, "jti": t.JTI, "client_id": t.ClientID,
+			"expires_at": t.Expires.UTC().Format(time.RFC3339), "inherits_key_id": t.KeyID}
 	}
-	tier := st.tierOfName(principal)
-	eff := st.effective(tier, principal)
+	if eff == nil {
+		tier = st.tierOfName(principal)
+		eff = st.effective(tier, principal)
+	}
 	out["principal"], out["tier"] = principal, tier.String()
 	out["policy"] = eff.View()
 	out["provenance"] = st.provenance(tier, principal)
@@ -121,6 +169,46 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	}
 	out["recent_denials"] = denials
 	return out, nil
+}
+
+// tokenHolder returns the verified access token the request presents
+// (nil without one), or the 401 of one that does not verify.
+func (g *Gateway) tokenHolder(ctx *fasthttp.RequestCtx, st *state, now time.Time) (*oauth.Token, *Decision) {
+	form, tok := identity.Bearer(ctx.Request.Header.Peek("Authorization"))
+	if st.auth == nil || form != identity.BearerJWT {
+		return nil, nil
+	}
+	t, err := st.auth.Verify(tok, now)
+	if err != nil {
+		var te *oauth.TokenError
+		if errors.As(err, &te) {
+			d := apiErr(401, "Invalid access token").str("reason", te.Reason).str("error_description", te.Description)
+			d.Challenge = bearerChallenge("error", "invalid_token", "error_description", te.Description)
+			return nil, d
+		}
+		g.log.Error("status: token issuer", "err", err)
+		return nil, apiErr(503, "Token issuer unavailable")
+	}
+	return t, nil
+}
+
+// oidcStatusPolicy is the policy of an oidc principal as the admin sees
+// it: its override (if any) over its issuer's tier, no claims matched.
+func (g *Gateway) oidcStatusPolicy(st *state, p identity.Principal) (*policy.Effective, policy.Tier, bool) {
+	alias, _, _ := p.OIDC()
+	if st.auth == nil {
+		return nil, "", false
+	}
+	is := st.auth.IssuerByAlias(alias)
+	if is == nil {
+		return nil, "", false
+	}
+	var raw *policy.Policy
+	if o := st.overrides[p.String()]; o != nil {
+		raw = o.raw
+	}
+	eff, tier, err := st.compileTokenPolicy(is, 0, raw)
+	return eff, tier, err == nil
 }
 
 // presentsKey reports whether the request authenticates as k itself.

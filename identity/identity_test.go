@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"strings"
@@ -199,4 +200,75 @@ func FuzzLooksLikeSecret(f *testing.F) {
 			t.Fatalf("%q accepted", s)
 		}
 	})
+}
+
+func TestBearer(t *testing.T) {
+	cases := []struct {
+		in   string
+		form BearerForm
+		tok  string
+	}{
+		{"", BearerNone, ""},
+		{"Basic abc", BearerNone, ""},
+		{"Bearer ", BearerNone, ""},
+		{"Bearer    ", BearerNone, ""},
+		{"Bearer it-ABCD-EFGH", BearerAPIKey, "it-ABCD-EFGH"},
+		{"bearer   it-x ", BearerAPIKey, "it-x"},
+		{"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", BearerJWT, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"},
+		{"Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", BearerJWT, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."},
+		{"Bearer a..c", BearerOpaque, "a..c"},
+		{"Bearer .b.c", BearerOpaque, ".b.c"},
+		{"Bearer a.b.c.d", BearerOpaque, "a.b.c.d"},
+		{"Bearer a+b.c.d", BearerOpaque, "a+b.c.d"},
+		{"Bearer a.b+c.d", BearerJWT, "a.b+c.d"}, // only the header part is checked here; decoding refuses the rest
+		{"Bearer admin-token-123", BearerOpaque, "admin-token-123"},
+	}
+	for _, tc := range cases {
+		form, tok := Bearer([]byte(tc.in))
+		if form != tc.form || string(tok) != tc.tok {
+			t.Errorf("Bearer(%q) = %s %q, want %s %q", tc.in, form, tok, tc.form, tc.tok)
+		}
+	}
+}
+
+// FuzzBearer: the one bearer classifier never panics, returns a token
+// that is part of its input, and agrees with Credential on API keys.
+func FuzzBearer(f *testing.F) {
+	for _, s := range []string{"Bearer it-ABCD", "Bearer a.b.c", "Bearer a.b.", "bearer x", "Bearer  eyJ.eyJ.sig ", "Basic x", "Bearer ..."} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, auth []byte) {
+		form, tok := Bearer(auth)
+		if form == BearerNone {
+			if tok != nil {
+				t.Fatalf("no bearer but token %q", tok)
+			}
+		} else if len(tok) == 0 || !bytes.Contains(auth, tok) {
+			t.Fatalf("token %q not in %q", tok, auth)
+		}
+		if form == BearerJWT && bytes.Count(tok, []byte{'.'}) != 2 {
+			t.Fatalf("JWT %q without two dots", tok)
+		}
+		_, isKey := Credential(nil, auth)
+		if isKey != (form == BearerAPIKey) {
+			t.Fatalf("Credential says key %v, Bearer says %s", isKey, form)
+		}
+	})
+}
+
+func TestParsePrincipal_OIDC(t *testing.T) {
+	p := OIDCPrincipal("corp", "user:42/x")
+	back, err := ParsePrincipal(p.String())
+	if err != nil || back != p || back.String() != "oidc:corp:user:42/x" {
+		t.Fatalf("round trip %v %v", back, err)
+	}
+	alias, sub, ok := back.OIDC()
+	if !ok || alias != "corp" || sub != "user:42/x" {
+		t.Fatalf("OIDC() = %q %q %v", alias, sub, ok)
+	}
+	for _, bad := range []string{"oidc:", "oidc:corp", "oidc:corp:", "oidc:Corp:x", "oidc:c:a\x00b", "oidc::x"} {
+		if _, err := ParsePrincipal(bad); err == nil {
+			t.Errorf("ParsePrincipal(%q) accepted", bad)
+		}
+	}
 }

@@ -171,15 +171,8 @@ func Credential(xAPIKey, authorization []byte) (secret []byte, present bool) {
 	if len(xAPIKey) > 0 {
 		return xAPIKey, true
 	}
-	const bearer = "Bearer "
-	if len(authorization) > len(bearer) && equalFoldASCII(authorization[:len(bearer)], bearer) {
-		tok := authorization[len(bearer):]
-		for len(tok) > 0 && tok[0] == ' ' {
-			tok = tok[1:]
-		}
-		if len(tok) >= len(SecretPrefix) && string(tok[:len(SecretPrefix)]) == SecretPrefix {
-			return tok, true
-		}
+	if form, tok := Bearer(authorization); form == BearerAPIKey {
+		return tok, true
 	}
 	return nil, false
 }

@@ -44,6 +44,7 @@ const (
 	binaryVersion  = 1
 	binaryVersion2 = 2 // + actor, state
 	binaryVersion3 = 3 // + actor, state, protocol
+	binaryVersion4 = 4 // + actor, state, protocol, jti, client_id
 )
 
 var errBinary = errors.New("malformed stored record")
@@ -51,9 +52,12 @@ var errBinary = errors.New("malformed stored record")
 // appendBinary appends the stored form of r; prev and hash are the binary
 // hashes behind r.Prev and r.Hash.
 func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
-	v3 := r.Protocol != ""
+	v4 := r.TokenID != "" || r.ClientID != ""
+	v3 := v4 || r.Protocol != ""
 	v2 := v3 || r.Actor != "" || len(r.State) > 0
 	switch {
+	case v4:
+		b = append(b, binaryVersion4)
 	case v3:
 		b = append(b, binaryVersion3)
 	case v2:
@@ -106,6 +110,10 @@ func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
 	}
 	if v3 {
 		b = appendBStr(b, r.Protocol)
+	}
+	if v4 {
+		b = appendBStr(b, r.TokenID)
+		b = appendBStr(b, r.ClientID)
 	}
 	b = append(b, prev[:]...)
 	return append(b, hash[:]...)
@@ -225,10 +233,10 @@ func (r *Record) decodeBinary(v []byte) error {
 // and leaving r.Prev and r.Hash untouched.
 func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d := binReader{b: v}
-	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion3 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion4 {
 		return errBinary
 	}
-	v2, v3 := v[0] >= binaryVersion2, v[0] == binaryVersion3
+	v2, v3, v4 := v[0] >= binaryVersion2, v[0] >= binaryVersion3, v[0] == binaryVersion4
 	d.b = d.b[1:]
 	d.str(&r.Type)
 	d.str(&r.Outcome)
@@ -273,7 +281,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d.str(&r.Payer)
 	d.str(&r.Network)
 	d.str(&r.TxHash)
-	r.Actor, r.State, r.Protocol = "", nil, ""
+	r.Actor, r.State, r.Protocol, r.TokenID, r.ClientID = "", nil, "", "", ""
 	if v2 {
 		d.str(&r.Actor)
 		if st := d.bytes(); len(st) > 0 {
@@ -285,8 +293,15 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	}
 	if v3 {
 		d.str(&r.Protocol)
-		if r.Protocol == "" {
+		if !v4 && r.Protocol == "" {
 			d.err = true // version 2 or 1 would have been written
+		}
+	}
+	if v4 {
+		d.str(&r.TokenID)
+		d.str(&r.ClientID)
+		if r.TokenID == "" && r.ClientID == "" {
+			d.err = true // version 3 or lower would have been written
 		}
 	}
 	if h := d.fixed(32); h != nil {
@@ -304,7 +319,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 // binaryFilter returns the type, outcome and tool of a stored record
 // without decoding the rest.
 func binaryFilter(v []byte) (typ, outcome, tool []byte, ok bool) {
-	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion3 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion4 {
 		return nil, nil, nil, false
 	}
 	d := binReader{b: v[1:]}

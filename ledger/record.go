@@ -106,6 +106,10 @@ type Record struct {
 	// Protocol is the front end a call came through when it is not REST
 	// ("mcp"); "" for REST.
 	Protocol string `json:"protocol,omitempty"`
+	// TokenID and ClientID are, for a call made with an OAuth access
+	// token, its "jti" and "client_id" (or "azp") claims; never the token.
+	TokenID  string `json:"jti,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
 
 	Prev string `json:"prev"` // hex SHA-256 of the previous record; 64 zeros for seq 1
 	Hash string `json:"hash"` // hex SHA-256(prev bytes || canonical bytes)
@@ -147,7 +151,7 @@ func (r *Record) normalize() error {
 		return fmt.Errorf("%w: at %s out of range", ErrInvalidRecord, r.At)
 	}
 	for _, s := range []*string{&r.RequestID, &r.Principal, &r.Tier, &r.Tool, &r.RateClass,
-		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor, &r.Protocol} {
+		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor, &r.Protocol, &r.TokenID, &r.ClientID} {
 		if !utf8.ValidString(*s) {
 			*s = strings.ToValidUTF8(*s, "\uFFFD")
 		}
@@ -214,6 +218,8 @@ func (r *Record) appendCanonical(b []byte) []byte {
 		b = append(b, r.State...)
 	}
 	b = appendOptStr(b, `,"protocol":`, r.Protocol)
+	b = appendOptStr(b, `,"jti":`, r.TokenID)
+	b = appendOptStr(b, `,"client_id":`, r.ClientID)
 	return append(b, '}')
 }
 
@@ -282,6 +288,8 @@ type wireRecord struct {
 	Actor             string          `json:"actor"`
 	State             json.RawMessage `json:"state"`
 	Protocol          string          `json:"protocol"`
+	TokenID           string          `json:"jti"`
+	ClientID          string          `json:"client_id"`
 	Prev              string          `json:"prev"`
 	Hash              string          `json:"hash"`
 }
@@ -308,7 +316,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Status: w.Status, Cost: money.Micros(w.Cost), SpendDay: w.SpendDay, LatencyUS: w.LatencyUS,
 		UpstreamStatus: w.UpstreamStatus, UpstreamLatencyUS: w.UpstreamLatencyUS,
 		Kind: w.Kind, Amount: money.Micros(w.Amount), Payer: w.Payer, Network: w.Network,
-		TxHash: w.TxHash, Actor: w.Actor, Protocol: w.Protocol, Prev: w.Prev, Hash: w.Hash,
+		TxHash: w.TxHash, Actor: w.Actor, Protocol: w.Protocol, TokenID: w.TokenID, ClientID: w.ClientID, Prev: w.Prev, Hash: w.Hash,
 	}
 	if len(w.State) > 0 && string(w.State) != "null" {
 		r.State = append(json.RawMessage(nil), w.State...)

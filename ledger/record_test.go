@@ -90,3 +90,47 @@ func TestRecord_Protocol(t *testing.T) {
 		t.Fatalf("a record without protocol, actor or state is stored as version %d, want 1", v[0])
 	}
 }
+
+// TestRecord_Token: a token call's jti and client_id survive the stored
+// form, the JSON form and the chain; a stored version-4 record without
+// either is refused (it would have been written as version 3 or lower).
+func TestRecord_Token(t *testing.T) {
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval})
+	if err := l.Append(&Record{Type: TypeCall, Principal: "oidc:corp:alice", Tool: "t", Outcome: OutcomeAllowed, TokenID: "j-1", ClientID: "agent"},
+		&Record{Type: TypeCall, Principal: "oidc:corp:alice", Tool: "t", Outcome: OutcomeAllowed, ClientID: "agent", Protocol: "mcp"}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got []Record
+	if err := l.Query(Query{Principal: "oidc:corp:alice"}, func(r *Record) error {
+		got = append(got, *r)
+		j, _ := r.MarshalJSON()
+		var back Record
+		if err := back.UnmarshalJSON(j); err != nil || back.TokenID != r.TokenID || back.ClientID != r.ClientID {
+			t.Errorf("JSON round trip of %s: %+v, %v", j, back, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].TokenID != "j-1" || got[0].ClientID != "agent" || got[1].TokenID != "" || got[1].ClientID != "agent" || got[1].Protocol != "mcp" {
+		t.Fatalf("records %+v", got)
+	}
+	if rep := l.Verify(); !rep.OK {
+		t.Fatalf("verify: %+v", rep)
+	}
+	var h [32]byte
+	r := Record{Type: TypeCall, TokenID: "x"}
+	b := r.appendBinary(nil, &h, &h)
+	if b[0] != binaryVersion4 {
+		t.Fatalf("version %d, want 4", b[0])
+	}
+	r = Record{Type: TypeCall, Protocol: "mcp"}
+	b = r.appendBinary(nil, &h, &h)
+	b[0] = binaryVersion4
+	b = append(b[:len(b)-64], 0, 0) // empty jti and client_id
+	b = append(b, make([]byte, 64)...)
+	var back Record
+	if err := back.decodeBinary(b); err == nil {
+		t.Fatal("a version-4 record without jti or client_id decoded")
+	}
+}

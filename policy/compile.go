@@ -152,6 +152,12 @@ func (s *Set) Catalog() *catalog.Catalog { return s.cat }
 func (s *Set) FailMode() Mode { return s.doc.FailMode }
 
 // merge layers over onto base: every field present in over replaces base's.
+// Merge layers over on base as the layers of an effective policy are: a
+// field present in over replaces base's (Tier is kept from base). Callers
+// that build a layer of their own (OAuth claim mappings) use it so that
+// every policy field layers alike.
+func Merge(base, over Policy) Policy { return merge(base, over) }
+
 func merge(base, over Policy) Policy {
 	if over.AllowTools != nil {
 		base.AllowTools = over.AllowTools

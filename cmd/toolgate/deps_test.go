@@ -11,7 +11,7 @@ const mod = "github.com/toolgate/toolgate/"
 // TestLayout_Dependencies keeps DESIGN.md section 9's rules: dependencies
 // point one way (cmd → gateway → domain packages); only gateway imports
 // fasthttp (besides the bench/ harness programs); only x402 (and the e2e
-// test helpers) import go-ethereum; only cluster imports the Redis client
+// test helpers) import go-ethereum; only oauth imports jwx; only cluster imports the Redis client
 // and only cmd imports cluster; only ship imports the AWS SDK and only cmd
 // imports ship; domain packages import only lower domain packages.
 func TestLayout_Dependencies(t *testing.T) {
@@ -28,6 +28,7 @@ func TestLayout_Dependencies(t *testing.T) {
 		"meter":    {"money"},
 		"ledger":   {"money"},
 		"x402":     {"money"},
+		"oauth":    {"catalog", "identity", "policy"},
 	}
 	seen := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -39,6 +40,12 @@ func TestLayout_Dependencies(t *testing.T) {
 			}
 			if strings.HasPrefix(imp, "github.com/ethereum/go-ethereum") && name != "x402" && !strings.HasPrefix(name, "e2e/") {
 				t.Errorf("%s imports %s: only x402 may use go-ethereum", name, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/lestrrat-go/jwx") && name != "oauth" && name != "oauth/oauthtest" {
+				t.Errorf("%s imports %s: only oauth may use jwx", name, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/oauth2-proxy/mockoidc") && name != "oauth/oauthtest" {
+				t.Errorf("%s imports %s: only the test provider oauth/oauthtest may", name, imp)
 			}
 			if strings.HasPrefix(imp, "github.com/redis/rueidis") && name != "cluster" {
 				t.Errorf("%s imports %s: only cluster may use Redis", name, imp)

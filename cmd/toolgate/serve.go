@@ -24,6 +24,7 @@ import (
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
+	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
 )
@@ -50,6 +51,8 @@ type serveFlags struct {
 	acmeRenewBefore                                 time.Duration
 	trustedProxies, trustedProxyHeader              string
 	ship                                            shipFlags
+	auth                                            string
+	authCfg                                         *oauth.Config // --auth, loaded
 	viewerToken                                     string
 	sessionTTL                                      time.Duration
 }
@@ -100,6 +103,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
 	f.ship.register(fs)
+	fs.StringVar(&f.auth, "auth", "", "auth.json: OAuth 2.1 / OIDC issuers whose access tokens identify callers (docs/oauth.md); reloaded with policies.json")
 	fs.StringVar(&f.viewerToken, "viewer-token", "", "read-only token for the management API and the dashboard at /ui/ (auditors: GET only; changes answer 403); prefer TOOLGATE_VIEWER_TOKEN")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gateway.DefaultSessionTTL, "how long a dashboard sign-in lasts")
 	if err := envDefaults(fs); err != nil {
@@ -137,6 +141,9 @@ func runServe(args []string) error {
 	// Configuration first: a bad file is reported in full before any state is touched.
 	cat, doc, err := loadConfig(f.tools, f.policies, f.listen)
 	if err != nil {
+		return exitError{1, err.Error()}
+	}
+	if f.authCfg, err = loadAuth(f.auth, cat, doc); err != nil {
 		return exitError{1, err.Error()}
 	}
 
@@ -211,12 +218,17 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return exitError{2, "toolgate serve: " + err.Error()}
 	}
 	f.publicURL = e.publicURL(f)
+	if f.authCfg != nil {
+		if err := f.authCfg.Resolve(f.publicURL); err != nil {
+			return exitError{1, strings.Join(describe(f.auth, err), "\n")}
+		}
+	}
 
 	opts := gateway.Options{DB: db, Keys: keys, Overrides: overrides, Ledger: led, Catalog: cat, Policies: doc,
 		AdminToken: token, Logger: log, SweepInterval: time.Minute, AccessLog: f.accessLog,
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
-		TrustedProxies: proxies, ProxyHeader: proxyHeader,
+		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
 		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://")}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
@@ -301,7 +313,14 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 
 	reload := func(why string) {
 		c, d, err := loadConfig(f.tools, f.policies, f.listen)
-		if err == nil {
+		if err == nil && f.auth != "" {
+			var a *oauth.Config
+			if a, err = loadAuth(f.auth, c, d); err == nil {
+				if err = a.Resolve(f.publicURL); err == nil {
+					err = gw.ReloadWithAuth(c, d, a)
+				}
+			}
+		} else if err == nil {
 			err = gw.Reload(c, d)
 		}
 		if err != nil {
@@ -315,7 +334,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		ch := make(chan struct{}, 1)
 		stopWatch := make(chan struct{})
 		sd.add("stopping the config watcher", func() error { close(stopWatch); return nil })
-		go watchFiles(stopWatch, ch, time.Second, f.tools, f.policies)
+		watched := []string{f.tools, f.policies}
+		if f.auth != "" {
+			watched = append(watched, f.auth)
+		}
+		go watchFiles(stopWatch, ch, time.Second, watched...)
 		changed = ch
 	}
 	if e.acme != nil {

@@ -20,8 +20,9 @@ func storeOptions(dir string, readOnly bool) badger.Options {
 		WithMemTableSize(32 << 20). // its mmapped write-ahead file is twice this
 		// Keys and policies are served from memory: the block cache only
 		// helps ledger queries, and badger's 256 MiB default would hold a
-		// copy of every key loaded at start.
-		WithBlockCacheSize(64 << 20).
+		// copy of every key loaded at start (64 MiB still kept ~47 MiB of
+		// key blocks after loading a million keys; bench/scale).
+		WithBlockCacheSize(16 << 20).
 		// Damage must stop a read, never pass as data: every table's
 		// checksums when it is opened and every block's when it is read,
 		// and every value read from the value log.

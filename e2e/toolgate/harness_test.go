@@ -402,6 +402,8 @@ type auditRecord struct {
 	Payer     string       `json:"payer"`
 	Network   string       `json:"network"`
 	TxHash    string       `json:"tx_hash"`
+	TokenID   string       `json:"jti"`
+	ClientID  string       `json:"client_id"`
 	Payment   *struct {
 		Version int    `json:"version"`
 		Payer   string `json:"payer"`

@@ -62,6 +62,12 @@ type mcpLine struct {
 	Result          *mcpResult      `json:"result"`
 	PaymentRequired json.RawMessage `json:"paymentRequired"`
 	Payload         json.RawMessage `json:"payload"`
+
+	// "fetch" lines of mcp-oauth.mjs.
+	Method          string `json:"method"`
+	URL             string `json:"url"`
+	Status          int    `json:"status"`
+	WWWAuthenticate string `json:"wwwAuthenticate"`
 }
 
 // mcpResult is a CallToolResult as the TS SDK parsed it.
@@ -111,6 +117,7 @@ func (r *mcpResult) settlement(t testing.TB) (s settleResponse, ok bool) {
 type mcpRun struct {
 	Connected mcpLine
 	Steps     []mcpLine // in output order; a repeated call has one line per call
+	Fetches   []mcpLine // mcp-oauth.mjs: every HTTP request the client made
 }
 
 // op returns the lines of step i.
@@ -146,15 +153,22 @@ func (r mcpRun) one(t testing.TB, i int) mcpLine {
 // not run; a step that threw is reported in its line's Error.
 func runMCP(t testing.TB, g *gateway, script, key string, steps []mcpStep, env ...string) mcpRun {
 	t.Helper()
+	var flags []string
+	if key != "" {
+		flags = []string{"--key", key}
+	}
+	return runMCPFlags(t, g, script, flags, steps, env...)
+}
+
+// runMCPFlags is runMCP with the script's own flags.
+func runMCPFlags(t testing.TB, g *gateway, script string, flags []string, steps []mcpStep, env ...string) mcpRun {
+	t.Helper()
 	d := chain.RequireDeps(t)
 	stepsJSON, err := json.Marshal(steps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{filepath.Join(d.Dir, script), "--steps", string(stepsJSON)}
-	if key != "" {
-		args = append(args, "--key", key)
-	}
+	args := append([]string{filepath.Join(d.Dir, script), "--steps", string(stepsJSON)}, flags...)
 	args = append(args, g.url+"/mcp")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -179,9 +193,12 @@ func runMCP(t testing.TB, g *gateway, script, key string, steps []mcpStep, env .
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("%s: output line %q: %v", script, sc.Text(), err)
 		}
-		if l.Event == "connected" {
+		switch l.Event {
+		case "connected":
 			run.Connected = l
-		} else {
+		case "fetch":
+			run.Fetches = append(run.Fetches, l)
+		default:
 			run.Steps = append(run.Steps, l)
 		}
 	}
