@@ -715,6 +715,9 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	if st != nil {
 		detail["config_hash"], detail["reloads"] = st.hash, st.reloads
 	}
+	if g.opts.Cluster != nil {
+		g.readyCluster(checks, detail)
+	}
 	body, _ := json.Marshal(detail)
 	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
 	writeJSON(ctx, status, body)

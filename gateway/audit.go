@@ -19,6 +19,9 @@ func (g *Gateway) apiAudit(ctx *fasthttp.RequestCtx, p string) bool {
 		writeAPIError(ctx, errBadMethod)
 		return true
 	}
+	if g.opts.Cluster != nil && g.auditFanout(ctx, p) { // auditfanout.go
+		return true
+	}
 	switch p {
 	case "/audit/verify":
 		rep := g.led.Verify()

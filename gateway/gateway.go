@@ -51,6 +51,20 @@ type Options struct {
 	// change feed to pick up writes by other gateways; 0 = never (the
 	// store is written only through this gateway).
 	OverrideSync time.Duration
+	// FallbackQuotas counts the calls of open principals when the shared
+	// Quotas cannot decide (nil: a local meter.Quotas at the full limit;
+	// a cluster passes one that holds each node to its share).
+	FallbackQuotas QuotaStore
+	// AdmitReserve, if set, decides a priced call's quota and spend in
+	// one step (a cluster's one round trip); it must work on Quotas and
+	// Spend.
+	AdmitReserve AdmitReserver
+	// Denials, if set, shares recent denials across a cluster
+	// (/authorization/status shows the cluster's).
+	Denials DenialLog
+	// Cluster, if set, is the node's view of its cluster, reported in
+	// /readyz and the metrics (cluster.go).
+	Cluster ClusterView
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
@@ -214,8 +228,13 @@ func New(o Options) (*Gateway, error) {
 	if g.quotas == nil {
 		g.quotas = meter.NewQuotas(0)
 		g.localQuotas = g.quotas
+	} else if o.FallbackQuotas != nil {
+		g.localQuotas = o.FallbackQuotas
 	} else {
 		g.localQuotas = meter.NewQuotas(0)
+	}
+	if o.Cluster != nil {
+		g.registerClusterMetrics()
 	}
 	if g.spend == nil {
 		g.spend = meter.NewSpend()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -128,7 +129,32 @@ func (g *Gateway) decide(c *call) *Decision {
 	principal := c.principal()
 	limit := c.eff.Quota(t.RateClass)
 	id := g.callIDs.Add(1)
-	q := g.quotas.Admit(principal, int(t.RateClass), limit, c.start, id)
+	var (
+		day          meter.Day
+		resetAt      time.Time
+		capUSD       money.Micros
+		hasCap       bool
+		q            meter.QuotaResult
+		res          meter.Reservation
+		sr           meter.SpendResult
+		reservedOnce bool // quota and spend decided in one step
+	)
+	if t.Price > 0 {
+		day, resetAt = meter.DayOf(c.start, c.eff.Location())
+		capUSD, hasCap = c.eff.SpendCap()
+	}
+	if t.Price > 0 && g.opts.AdmitReserve != nil {
+		q, res, sr = g.opts.AdmitReserve.AdmitReserve(principal, int(t.RateClass), limit, c.start, id, day, t.Price, capUSD, hasCap)
+		if q.Err != nil {
+			// A priced call is refused in either fail mode (below).
+			g.log.Error("shared quota and spend store", "request_id", string(c.reqID), "err", q.Err)
+			g.metrics.sharedFailures.Inc()
+			return sharedUnavailable
+		}
+		reservedOnce = true
+	} else {
+		q = g.quotas.Admit(principal, int(t.RateClass), limit, c.start, id)
+	}
 	if q.Err != nil {
 		// The shared store could not decide. Strict principals are
 		// refused; open ones are counted by this node alone.
@@ -154,9 +180,9 @@ func (g *Gateway) decide(c *call) *Decision {
 	}
 	c.quotaHeld, c.quotaID = !q.At.IsZero(), id
 	if t.Price > 0 {
-		day, resetAt := meter.DayOf(c.start, c.eff.Location())
-		capUSD, hasCap := c.eff.SpendCap()
-		res, sr := g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
+		if !reservedOnce {
+			res, sr = g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
+		}
 		if sr.Err != nil {
 			// Neither a cap nor a balance can be checked by this node
 			// alone without risking to exceed it: refused, in either
@@ -231,6 +257,9 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 		return g.ledgerFailed(c, err)
 	}
 	g.observe(rec, c.req.source)
+	if g.opts.Denials != nil && !c.who.IsZero() {
+		g.opts.Denials.Add(rec.Principal, Denial{At: rec.At.UTC(), Tool: rec.Tool, Reason: rec.Reason, Status: rec.Status})
+	}
 	return d
 }
 

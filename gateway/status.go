@@ -22,11 +22,14 @@ type quotaView struct {
 	ResetInS int  `json:"reset_in_s"`
 }
 
-type denialView struct {
+// Denial is one refused call in a status's recent_denials. Node names
+// the cluster node that refused it (cluster mode only).
+type Denial struct {
 	At     time.Time `json:"at"`
 	Tool   string    `json:"tool"`
 	Reason string    `json:"reason"`
 	Status int       `json:"status"`
+	Node   string    `json:"node,omitempty"`
 }
 
 // apiStatus serves GET /authorization/status for ?api_key=, ?key_id= or
@@ -146,6 +149,7 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	day, resetAt := meter.DayOf(now, eff.Location())
 	spend := g.spend.Status(principal, day)
 	out["spend_today_usd"] = spend.Today()
+	out["spend_reserved_usd"] = spend.Reserved // held by calls in flight (included in spend_today_usd)
 	if capUSD, ok := eff.SpendCap(); ok {
 		out["spend_limit_usd"] = capUSD
 	} else {
@@ -158,10 +162,17 @@ func (g *Gateway) apiStatus(ctx *fasthttp.RequestCtx, st *state) (any, *Decision
 	if isOwedPrincipal(principal) {
 		out["owed_usd"] = g.owed.get(principal)
 	}
-	denials := []denialView{}
+	if g.opts.Denials != nil {
+		if ds, err := g.opts.Denials.Recent(principal, 10); err == nil {
+			out["recent_denials"], out["recent_denials_scope"] = ds, "cluster"
+			return out, nil
+		}
+		out["recent_denials_scope"] = "node (shared state unavailable)"
+	}
+	denials := []Denial{}
 	err := g.led.Query(ledger.Query{Principal: principal, Type: "call", Desc: true, Limit: 10, ExcludeOutcome: outAllowed},
 		func(r *ledger.Record) error {
-			denials = append(denials, denialView{At: r.At.UTC(), Tool: r.Tool, Reason: r.Reason, Status: r.Status})
+			denials = append(denials, Denial{At: r.At.UTC(), Tool: r.Tool, Reason: r.Reason, Status: r.Status})
 			return nil
 		})
 	if err != nil {

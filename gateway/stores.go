@@ -81,6 +81,19 @@ type NonceStore interface {
 	MarkSettled(k x402.NonceKey, txHex string) error
 }
 
+// AdmitReserver decides a priced call's quota and spend reservation in
+// one step (for a cluster: one round trip). It behaves as QuotaStore.Admit
+// followed, when admitted, by SpendStore.Reserve, except that a call the
+// spend refuses takes no quota slot. When the quota refuses, the
+// reservation is the zero one and the SpendResult is not OK. On a
+// failure both results carry Err and nothing is held. Its slots and
+// reservations belong to the gateway's QuotaStore and SpendStore (Undo,
+// Commit and Release apply). Optional (Options.AdmitReserve).
+type AdmitReserver interface {
+	AdmitReserve(principal string, class, limit int, now time.Time, callID uint64,
+		day meter.Day, cost, spendLimit money.Micros, hasLimit bool) (meter.QuotaResult, meter.Reservation, meter.SpendResult)
+}
+
 // KeyStore holds API keys. Authenticate is on the hot path: it must
 // answer from memory without allocating. Safe for concurrent use.
 type KeyStore interface {

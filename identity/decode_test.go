@@ -115,7 +115,7 @@ func TestEstimateKeys(t *testing.T) {
 	if straddling < 40000 {
 		t.Fatalf("setup: %d rows in tables straddling the key prefix, want the 40 010 written", straddling)
 	}
-	if n := estimateKeys(db); n > 10 {
+	if n := estimateKeys(db, keyPrefix); n > 10 {
 		t.Fatalf("estimateKeys = %d, want at most the 10 key rows", n)
 	}
 }

@@ -22,6 +22,7 @@ import (
 var (
 	ErrNotFound = errors.New("identity: no such key")
 	ErrRevoked  = errors.New("identity: key already revoked")
+	ErrConflict = errors.New("identity: another key has this id")
 )
 
 // SecretPrefix starts every API key secret.
@@ -99,6 +100,38 @@ func (k *Key) toJSON() keyJSON {
 // MarshalJSON writes the key's public fields: key_id, name, the masked
 // key, created_at, and expires_at / revoked_at when set.
 func (k *Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.toJSON()) }
+
+// Record is a key as it is copied between stores (a cluster's shared
+// copy and each node's): every public field and the secret's digest,
+// never the secret.
+type Record struct {
+	keyJSON
+	HashHex string `json:"sha256"`
+}
+
+// Record returns k's record.
+func (k *Key) Record() Record {
+	return Record{keyJSON: k.toJSON(), HashHex: hex.EncodeToString(k.Hash[:])}
+}
+
+// Revoked returns the record with the key revoked at t.
+func (r Record) Revoked(t time.Time) Record {
+	r.RevokedAt = t.UTC().Truncate(time.Second)
+	return r
+}
+
+// Key returns the key the record describes; an error when its digest is
+// not 32 bytes of hex or its id is empty.
+func (r Record) Key() (*Key, error) {
+	h, err := hex.DecodeString(r.HashHex)
+	if err != nil || len(h) != 32 || r.ID == "" {
+		return nil, errors.New("identity: bad key record")
+	}
+	k := &Key{ID: r.ID, Name: r.Name, Hint: r.Hint, Principal: "key:" + r.ID,
+		created: unixOf(r.CreatedAt), expires: unixOf(r.ExpiresAt), revoked: unixOf(r.RevokedAt)}
+	copy(k.Hash[:], h)
+	return k, nil
+}
 
 func unixOf(t time.Time) int64 {
 	if t.IsZero() {

@@ -40,20 +40,27 @@ type shard struct {
 // store. All methods are safe for concurrent use.
 type Store struct {
 	db     *badger.DB
+	prefix string
 	shards [shards]shard
 
 	mu   sync.RWMutex // guards byID, serializes writes
 	byID map[string]*Key
 }
 
-// Open loads every key from db into memory. A million keys load in
-// about a second on two cores: the maps are sized up front from badger's
-// table statistics, rows in the stored form are decoded by hand
-// (decodeStored), keys are allocated in slabs with one string per key,
-// and indexing runs on a second goroutine while the iterator decodes.
-func Open(db *badger.DB) (*Store, error) {
-	n := estimateKeys(db)
-	s := &Store{db: db, byID: make(map[string]*Key, mapHint(n))}
+// Open loads every key from db into memory.
+func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
+
+// OpenPrefix is Open on keys stored under another badger prefix: a copy
+// of keys kept for someone else (the cluster's keys, mirrored on each
+// node, live under their own prefix so that the node's own "k/" rows and
+// their ledger check stay as they are). A million keys load in about a
+// second on two cores: the maps are sized up front from badger's table
+// statistics, rows in the stored form are decoded by hand (decodeStored),
+// keys are allocated in slabs with one string per key, and indexing runs
+// on a second goroutine while the iterator decodes.
+func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
+	n := estimateKeys(db, prefix)
+	s := &Store{db: db, prefix: prefix, byID: make(map[string]*Key, mapHint(n))}
 	for i := range s.shards {
 		s.shards[i].byHash = make(map[digestKey]*Key, mapHint(n/shards))
 	}
@@ -70,7 +77,7 @@ func Open(db *badger.DB) (*Store, error) {
 	const slab = 1024
 	batch := make([]Key, 0, slab)
 	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyPrefix), PrefetchValues: false})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(s.prefix), PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			batch = batch[:len(batch)+1]
@@ -100,10 +107,10 @@ func Open(db *badger.DB) (*Store, error) {
 // from badger's table statistics, to size the maps: only tables that
 // hold nothing but key rows count (a table that also holds ledger
 // entries could count millions of them; the memtable is not counted).
-func estimateKeys(db *badger.DB) int {
+func estimateKeys(db *badger.DB, prefix string) int {
 	n := 0
 	for _, t := range db.Tables() {
-		if bytes.HasPrefix(t.Left, []byte(keyPrefix)) && bytes.HasPrefix(t.Right, []byte(keyPrefix)) {
+		if bytes.HasPrefix(t.Left, []byte(prefix)) && bytes.HasPrefix(t.Right, []byte(prefix)) {
 			n += int(t.KeyCount)
 		}
 	}
@@ -155,13 +162,26 @@ func (s *Store) put(k *Key) error {
 		return err
 	}
 	return s.db.Update(func(txn *badger.Txn) error {
-		return txn.Set([]byte(keyPrefix+k.ID), v)
+		return txn.Set([]byte(s.prefix+k.ID), v)
 	})
 }
 
 // Create makes a new key and returns its secret (shown once) and record.
 // A zero expiresAt means the key never expires.
 func (s *Store) Create(name string, expiresAt, now time.Time) (string, *Key, error) {
+	secret, k := NewKey(name, expiresAt, now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.put(k); err != nil {
+		return "", nil, fmt.Errorf("store key: %w", err)
+	}
+	s.index(k)
+	return secret, k, nil
+}
+
+// NewKey makes a new key without storing it and returns its secret
+// (shown once) and record. A zero expiresAt means the key never expires.
+func NewKey(name string, expiresAt, now time.Time) (string, *Key) {
 	secret, hash := NewSecret()
 	k := &Key{
 		ID:      newKeyID(),
@@ -173,13 +193,39 @@ func (s *Store) Create(name string, expiresAt, now time.Time) (string, *Key, err
 	if !expiresAt.IsZero() {
 		k.expires = expiresAt.Unix()
 	}
+	k.Principal = "key:" + k.ID
+	return secret, k
+}
+
+// Merge adds k to the store, or merges it into the key of the same id:
+// a revocation in either wins (the earlier revocation time is kept) and
+// everything else of the stored key stays. It reports the key now stored
+// and whether the store changed. A key whose digest differs from the
+// stored one of its id is refused (ErrConflict): ids are random, so that
+// is damage, not a change.
+func (s *Store) Merge(k *Key) (*Key, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old, ok := s.byID[k.ID]
+	if ok {
+		if old.Hash != k.Hash {
+			return old, false, fmt.Errorf("%w: key %s", ErrConflict, k.ID)
+		}
+		if k.revoked == 0 || (old.revoked != 0 && old.revoked <= k.revoked) {
+			return old, false, nil
+		}
+		m := *old
+		m.revoked = k.revoked
+		k = &m
+	} else {
+		c := *k
+		k = &c
+	}
 	if err := s.put(k); err != nil {
-		return "", nil, fmt.Errorf("store key: %w", err)
+		return nil, false, fmt.Errorf("store key: %w", err)
 	}
 	s.index(k)
-	return secret, k, nil
+	return k, true, nil
 }
 
 // Authenticate returns the active key whose secret is presented, or

@@ -2,30 +2,123 @@ package main
 
 import (
 	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/toolgate/toolgate/cluster"
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
+	"github.com/toolgate/toolgate/policy"
 )
 
+// overrideSync is how often a cluster node's gateway follows the override
+// changes its node copy applied (a local read; the copy follows Redis).
+const overrideSync = 100 * time.Millisecond
+
 // joinCluster connects to the cluster's Redis and puts the shared quota,
-// spend and nonce stores in opts (keys and overrides stay local in this
-// version). The URL's password is never logged.
-func joinCluster(f serveFlags, opts *gateway.Options, sd *shutdown, log *slog.Logger) error {
+// spend, nonce, key and override stores in opts. The node's own keys and
+// overrides (made before it joined) are merged into the cluster's. The
+// URL's password is never logged.
+// The returned node's start must be called once the gateway exists.
+func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) (*clusterNode, error) {
 	node := f.nodeID
 	if node == "" {
 		node = cluster.DefaultNodeID(f.data)
 	}
 	c, err := cluster.Dial(f.clusterRedis, cluster.Options{NodeID: node})
 	if err != nil {
-		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
+		return nil, exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
 	}
 	sd.add("closing the cluster connection", func() error { c.Close(); return nil })
-	opts.Quotas = cluster.NewQuotas(c, 0)
-	opts.Spend = cluster.NewSpend(c)
+	imported, _, err := ownOverrides.Load()
+	if err != nil {
+		return nil, err
+	}
+	st, err := cluster.OpenState(c, db, cluster.StateOptions{
+		ImportKeys: own.List(), ImportOverrides: imported,
+		Report: func(event string, err error) {
+			if err != nil {
+				log.Warn(event, "err", err)
+			} else {
+				log.Info(event)
+			}
+		}})
+	if err != nil {
+		return nil, exitError{1, "toolgate serve: --cluster-redis: shared keys and overrides: " + err.Error()}
+	}
+	sd.add("stopping the cluster feed", func() error { st.Close(); return nil })
+	opts.Keys = st.Keys()
+	opts.Overrides = st.Overrides()
+	opts.OverrideSync = overrideSync
+	reg := cluster.NewRegistry(c, cluster.Peer{URL: advertiseURL(f)}, 0)
+	opts.Cluster = reg
+	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
+	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
+	opts.Quotas, opts.Spend = q, sp
+	opts.AdmitReserve = cluster.NewDecider(q, sp)
+	den := cluster.NewDenials(c)
+	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
+	opts.Denials = den
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "quotas, spend, credits, x402 nonces", "local", "keys, overrides")
+		"shared", "keys, overrides, quotas, spend, credits, x402 nonces", "local", "ledger, a copy of keys and overrides")
+	return &clusterNode{reg: reg, sd: sd, log: log}, nil
+}
+
+// clusterNode is the part of joining that needs the gateway: the
+// heartbeat announcing its configuration hash, and putting the node's
+// spend back when Redis returns.
+type clusterNode struct {
+	reg *cluster.Registry
+	sd  *shutdown
+	log *slog.Logger
+}
+
+func (n *clusterNode) start(gw *gateway.Gateway) error {
+	n.reg.ConfigHash = gw.ConfigHash
+	n.reg.Report = func(mismatch []string) {
+		if len(mismatch) == 0 {
+			n.log.Info("cluster: every live node serves this configuration", "config_hash", gw.ConfigHash())
+			return
+		}
+		n.log.Warn("cluster: nodes serve another configuration (policies.json, tools.json)",
+			"config_hash", gw.ConfigHash(), "others", strings.Join(mismatch, ","))
+	}
+	n.reg.OnRejoin = func(lost bool) {
+		// The node's spend contribution is set (never added) from its
+		// ledger: after Redis lost its data, or after a failure that
+		// may have left a commit out of it.
+		err := gw.RestoreSpend()
+		n.log.Warn("cluster: redis reachable again; spend contribution restored from the ledger",
+			"redis_lost_data", lost, "err", err)
+	}
+	if err := n.reg.Start(); err != nil {
+		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
+	}
+	n.sd.add("leaving the cluster", func() error { n.reg.Close(); return nil })
 	return nil
+}
+
+// advertiseURL is --cluster-advertise, or http:// and --listen (the host
+// name when --listen names no host or every address).
+func advertiseURL(f serveFlags) string {
+	if f.clusterAdvertise != "" {
+		return strings.TrimSuffix(f.clusterAdvertise, "/")
+	}
+	host, port, err := net.SplitHostPort(f.listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,19 +16,16 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/toolgate/toolgate/cluster/redistest"
 )
 
 // TestCluster_ThreeNodes runs one real redis-server and three real
-// toolgate processes in cluster mode on one loopback upstream, with the
-// same API keys on every node, and spreads concurrent calls round-robin
-// over the nodes: the quota window and the daily cap hold cluster-wide.
-//
-// Keys stay local to each node in this version of cluster mode, so the
-// keys are made once on a first node, which is stopped, and its data dir
-// is copied to the other two before any of them starts (every node then
-// also starts from the same ledger history, which holds no calls).
+// toolgate processes in cluster mode on one loopback upstream. Keys,
+// policies, revocations and credit top-ups made on one node are seen by
+// the others within 1 s; concurrent calls spread round-robin over the
+// nodes hold the quota window and the daily cap cluster-wide.
 func TestCluster_ThreeNodes(t *testing.T) {
 	const password = "cluster-test-pw-7f3a"
 	rs := redistest.Start(t, "--requirepass", password)
@@ -46,33 +45,18 @@ func TestCluster_ThreeNodes(t *testing.T) {
 	t.Cleanup(up.Close)
 	tools := `{"tools":[
  {"id":"heavy","rate_class":"heavy","upstream":"` + up.URL + `/heavy"},
+ {"id":"free","rate_class":"light","upstream":"` + up.URL + `/free"},
  {"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"` + up.URL + `/paid"}]}`
 	pol, err := os.ReadFile("../../policies.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirs := make([]string, 3)
-	for i := range dirs {
-		dirs[i] = t.TempDir()
-		os.WriteFile(filepath.Join(dirs[i], "tools.json"), []byte(tools), 0o600)
-		os.WriteFile(filepath.Join(dirs[i], "policies.json"), pol, 0o600)
-	}
-
-	first := startGateway(t, dirs[0])
-	heavyKey, _ := first.createKey(`{"name":"heavy","policy":{"rate_class_quota":{"heavy":5}}}`)
-	capKey, capID := first.createKey(`{"name":"capped","policy":{"daily_spend_cap_usd":"0.05","rate_class_quota":{"light":1000}}}`)
-	first.stop(syscall.SIGTERM)
-	for _, d := range dirs[1:] {
-		if out, err := exec.Command("cp", "-a", filepath.Join(dirs[0], "data"), filepath.Join(d, "data")).CombinedOutput(); err != nil {
-			t.Fatalf("copy data dir: %v %s", err, out)
-		}
-	}
-
 	nodes := make([]*proc, 3)
-	for i, d := range dirs {
+	for i := range nodes {
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "tools.json"), []byte(tools), 0o600)
+		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
 		nodes[i] = startGateway(t, d, "--cluster-redis", redisURL, "--access-log=false")
-	}
-	for i, d := range dirs {
 		b, _ := os.ReadFile(filepath.Join(d, "gateway.log"))
 		if !strings.Contains(string(b), "cluster mode") {
 			t.Fatalf("node %d log: no \"cluster mode\" line:\n%s", i, b)
@@ -80,6 +64,82 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if strings.Contains(string(b), password) {
 			t.Fatalf("node %d log shows the Redis password:\n%s", i, b)
 		}
+	}
+	call := func(p *proc, tool, key string) int {
+		code, _ := p.req("POST", "/tools/"+tool, `{}`, "X-API-Key", key, "Content-Type", "application/json")
+		return code
+	}
+	var withinD func(t *testing.T, d time.Duration, from int, what string, cond func(p *proc) bool)
+	// within waits until cond holds on every node but from, at most 1 s
+	// after the change (the issue's bound).
+	within := func(t *testing.T, from int, what string, cond func(p *proc) bool) {
+		t.Helper()
+		withinD(t, time.Second, from, what, cond)
+	}
+	withinD = func(t *testing.T, d time.Duration, from int, what string, cond func(p *proc) bool) {
+		t.Helper()
+		start := time.Now()
+		for i, p := range nodes {
+			if i == from {
+				continue
+			}
+			for !cond(p) {
+				if time.Since(start) > d {
+					t.Fatalf("node %d: %s not within %v of the change on node %d", i, what, d, from)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		t.Logf("%s: on every node after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	outer := t // for what must outlive a subtest
+	var revokedKey string
+	t.Run("Propagation", func(t *testing.T) {
+		key, id := nodes[0].createKey(`{"name":"moving","policy":{"deny_tools":["free"]}}`)
+		within(t, 0, "key and its policy", func(p *proc) bool { return call(p, "free", key) == 403 })
+		if code, b := nodes[2].admin("PUT", "/credits/keys/"+id+"/policy", `{"allow_tools":["free"]}`); code != 200 {
+			t.Fatalf("PUT policy on node 2: got %d %s", code, b)
+		}
+		within(t, 2, "policy put", func(p *proc) bool { return call(p, "free", key) == 200 })
+		if code, b := nodes[1].admin("DELETE", "/credits/keys/"+id, ""); code != 200 {
+			t.Fatalf("revoke on node 1: got %d %s", code, b)
+		}
+		if code := call(nodes[1], "free", key); code != 401 {
+			t.Fatalf("revoking node: got %d, want 401 at once", code)
+		}
+		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
+		revokedKey = key
+	})
+	t.Run("Credits", func(t *testing.T) {
+		key, id := nodes[0].createKey(`{"name":"prepaid","credits_usd":"0.02","policy":{"rate_class_quota":{"light":1000}}}`)
+		within(t, 0, "prepaid key", func(p *proc) bool { return call(p, "free", key) == 200 })
+		got := []int{call(nodes[1], "paid", key), call(nodes[2], "paid", key), call(nodes[0], "paid", key)}
+		if got[0] != 200 || got[1] != 200 || got[2] != 402 {
+			t.Fatalf("three $0.01 calls on $0.02 of credits: got %v, want 200 200 402", got)
+		}
+		if code, b := nodes[2].admin("POST", "/credits/keys/"+id+"/credits", `{"amount_usd":"0.01"}`); code != 200 {
+			t.Fatalf("top up on node 2: got %d %s", code, b)
+		}
+		if code := call(nodes[1], "paid", key); code != 200 {
+			t.Fatalf("after a top-up on another node: got %d, want 200", code)
+		}
+		for i, p := range nodes {
+			_, b := p.admin("GET", "/credits/keys/"+id, "")
+			if got := jsonField(t, b, "balance_usd"); got != 0.0 {
+				t.Fatalf("node %d balance: got %v, want 0 (never negative, the cluster's)", i, got)
+			}
+		}
+		paidHits.Store(0)
+	})
+
+	heavyKey, heavyID := nodes[0].createKey(`{"name":"heavy","policy":{"rate_class_quota":{"heavy":5}}}`)
+	capKey, capID := nodes[1].createKey(`{"name":"capped","policy":{"daily_spend_cap_usd":"0.05","rate_class_quota":{"light":1000}}}`)
+	for _, id := range []string{heavyID, capID} {
+		within(t, -1, "key "+id, func(p *proc) bool {
+			_, b := p.admin("GET", "/credits/keys/"+id+"/policy", "")
+			return strings.Contains(string(b), `"override":{`) // its policy is in force
+		})
 	}
 
 	// race sends n calls of tool with key, concurrently, round-robin over
@@ -121,6 +181,32 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if n := heavyHits.Load(); n != 5 {
 			t.Fatalf("upstream calls: got %d, want 5", n)
 		}
+		// Every node's status shows the cluster's recent denials: one
+		// more refused call on each node, and the newest three name the
+		// three nodes.
+		for _, p := range nodes {
+			if code := call(p, "heavy", heavyKey); code != 403 {
+				t.Fatalf("over the quota: got %d, want 403", code)
+			}
+		}
+		within(t, -1, "recent denials from every node", func(p *proc) bool {
+			_, b := p.admin("GET", "/authorization/status?key_id="+heavyID, "")
+			var st struct {
+				Scope   string `json:"recent_denials_scope"`
+				Denials []struct {
+					Node   string `json:"node"`
+					Reason string `json:"reason"`
+				} `json:"recent_denials"`
+			}
+			json.Unmarshal(b, &st)
+			nodesSeen := map[string]bool{}
+			for i, d := range st.Denials {
+				if i < 3 && d.Reason == "rate_class_quota" {
+					nodesSeen[d.Node] = true
+				}
+			}
+			return st.Scope == "cluster" && len(st.Denials) == 10 && len(nodesSeen) == 3
+		})
 	})
 	t.Run("SpendCap", func(t *testing.T) {
 		got := race(t, 200, "paid", capKey)
@@ -134,7 +220,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		var total int64
 		var billed int
 		for i, p := range nodes {
-			code, b := p.admin("GET", "/audit?type=call&principal=key:"+capID, "")
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+capID, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
 			if code != 200 {
 				t.Fatalf("node %d /audit: got %d %s", i, code, b)
 			}
@@ -170,4 +256,336 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("RedisLosesData", func(t *testing.T) {
+		// The Propagation key is revoked; the heavy key lives; the capped
+		// key spent its whole cap. FLUSHALL: the nodes put back the keys
+		// and their own spend contributions.
+		if _, err := rs.Do("FLUSHALL"); err != nil {
+			t.Fatal(err)
+		}
+		// A node notices at its next heartbeat (1 s).
+		defer func() {
+			if t.Failed() {
+				for _, p := range nodes {
+					b, _ := os.ReadFile(p.log.Name())
+					t.Logf("%s:\n%s", p.log.Name(), grepLines(string(b), "cluster"))
+				}
+			}
+		}()
+		withinD(t, 3*time.Second, -1, "spend re-seeded from the ledgers", func(p *proc) bool {
+			_, b := p.admin("GET", "/authorization/status?key_id="+capID, "")
+			return jsonField(t, b, "spend_today_usd") == 0.05
+		})
+		// Every node noticed (one may have had nothing to put back).
+		withinD(t, 3*time.Second, -1, "restore logged", func(p *proc) bool {
+			b, _ := os.ReadFile(p.log.Name())
+			return strings.Contains(string(b), "spend contribution restored")
+		})
+		paidHits.Store(0)
+		got := race(t, 60, "paid", capKey)
+		if got[429] != 60 || paidHits.Load() != 0 {
+			t.Fatalf("after FLUSHALL: got %v and %d upstream calls, want 60 × 429 and none (the cap is spent)", got, paidHits.Load())
+		}
+		for i, p := range nodes {
+			if code := call(p, "free", heavyKey); code != 200 {
+				t.Fatalf("node %d: heavy key after FLUSHALL got %d, want 200 (no key lost)", i, code)
+			}
+			if code := call(p, "free", revokedKey); code != 401 {
+				t.Fatalf("node %d: revoked key after FLUSHALL got %d, want 401 (never revived)", i, code)
+			}
+		}
+		if n, err := rs.Do("HLEN", "tg:{state}:keys"); err != nil || n == "0" {
+			t.Fatalf("keys in Redis after the nodes restored them: got %s, %v", n, err)
+		}
+	})
+	t.Run("RedisDown", func(t *testing.T) {
+		openKey, _ := nodes[0].createKey(`{"name":"open","policy":{"rate_class_quota":{"light":6}}}`)
+		strictKey, _ := nodes[0].createKey(`{"name":"strict","policy":{"mode":"strict","allow_tools":["free","paid"]}}`)
+		// Both policies are in force on every node once the strict one
+		// denies a tool outside its allow list (the open key's policy
+		// was put before it).
+		within(t, 0, "keys and policies", func(p *proc) bool { return call(p, "heavy", strictKey) == 403 })
+		// Every node counts three live nodes (its share is a third).
+		within(t, -1, "three live nodes", func(p *proc) bool {
+			_, b := p.req("GET", "/readyz", "")
+			return jsonField(t, b, "cluster", "live_nodes") == 3.0
+		})
+		rs.Pause()
+		paused := true
+		defer func() {
+			if paused {
+				rs.Resume()
+			}
+		}()
+		// Open: each of the three nodes admits its share, 6 / 3 = 2.
+		got := race(t, 30, "free", openKey)
+		if got[200] != 6 || got[403] != 24 {
+			t.Fatalf("open principal, redis down: got %v, want 6 × 200 (2 per node) and 24 × 403", got)
+		}
+		for i, p := range nodes {
+			code, b := p.req("POST", "/tools/free", `{}`, "X-API-Key", strictKey, "Content-Type", "application/json")
+			if code != 503 || !strings.Contains(string(b), "shared state unavailable; nothing was charged") {
+				t.Fatalf("node %d strict principal, redis down: got %d %s, want 503", i, code, b)
+			}
+			if code := call(p, "paid", heavyKey); code != 503 {
+				t.Fatalf("node %d priced call, redis down: got %d, want 503", i, code)
+			}
+		}
+		rs.Resume()
+		paused = false
+		start := time.Now()
+		for _, p := range nodes {
+			for call(p, "free", strictKey) != 200 {
+				if time.Since(start) > 10*time.Second {
+					t.Fatal("nodes did not rejoin within 10 s of Redis answering")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		t.Logf("rejoined after %v", time.Since(start).Round(time.Millisecond))
+	})
+	t.Run("ConfigMismatch", func(t *testing.T) {
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "tools.json"), []byte(strings.Replace(tools, `"heavy","rate_class"`, `"heavy","price_usd":"0.02","rate_class"`, 1)), 0o600)
+		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
+		odd := startGateway(t, d, "--cluster-redis", redisURL, "--access-log=false", "--node-id", "odd-node")
+		within(t, -1, "mismatch reported", func(p *proc) bool {
+			_, b := p.req("GET", "/readyz", "")
+			mm, _ := jsonField(t, b, "cluster").(map[string]any)["config_mismatch"].([]any)
+			if p == odd {
+				return len(mm) == 3
+			}
+			return len(mm) == 1 && strings.HasPrefix(mm[0].(string), "odd-node=")
+		})
+		_, b := nodes[0].req("GET", "/readyz", "")
+		if code, _ := nodes[0].req("GET", "/readyz", ""); code != 200 {
+			t.Fatalf("readyz with a mismatch: got %d %s, want 200 (reported, still serving)", code, b)
+		}
+		_, m := nodes[0].admin("GET", "/metrics", "")
+		if !strings.Contains(string(m), "toolgate_cluster_config_mismatch 1") || !strings.Contains(string(m), "toolgate_cluster_live_nodes 4") {
+			t.Fatalf("metrics: no toolgate_cluster_config_mismatch 1 / live_nodes 4 in\n%s", grepLines(string(m), "toolgate_cluster"))
+		}
+		logb, _ := os.ReadFile(filepath.Join(d, "gateway.log"))
+		if !strings.Contains(string(logb), "nodes serve another configuration") {
+			t.Fatalf("odd node log: no mismatch line:\n%s", logb)
+		}
+		odd.stop(syscall.SIGTERM)
+		within(t, -1, "mismatch gone once the odd node left", func(p *proc) bool {
+			if p == odd {
+				return true
+			}
+			_, b := p.req("GET", "/readyz", "")
+			_, has := jsonField(t, b, "cluster").(map[string]any)["config_mismatch"]
+			return !has
+		})
+	})
+	t.Run("KillNodeUnderLoad", func(t *testing.T) {
+		// A fresh key with a cap of 10 calls; calls round-robin over the
+		// three nodes until the cap answers everywhere; node 2 is killed
+		// with SIGKILL part-way.
+		key, id := nodes[0].createKey(`{"name":"killed","policy":{"daily_spend_cap_usd":"0.10","rate_class_quota":{"light":100000}}}`)
+		within(t, 0, "key", func(p *proc) bool {
+			_, b := p.admin("GET", "/credits/keys/"+id+"/policy", "")
+			return strings.Contains(string(b), `"override":{`)
+		})
+		var ok [3]atomic.Int64
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		client := &http.Client{Timeout: 5 * time.Second}
+		for w := range 6 {
+			wg.Go(func() {
+				for i := w; !stop.Load(); i++ {
+					n := i % 3
+					req, _ := http.NewRequest("POST", nodes[n].url+"/tools/paid", strings.NewReader(`{}`))
+					req.Header.Set("X-API-Key", key)
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := client.Do(req)
+					if err != nil {
+						continue
+					}
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						ok[n].Add(1)
+					}
+				}
+			})
+		}
+		for ok[2].Load() == 0 && ok[0].Load()+ok[1].Load() < 8 {
+			time.Sleep(time.Millisecond)
+		}
+		nodes[2].cmd.Process.Kill()
+		nodes[2].cmd.Wait()
+		answered2 := ok[2].Load()
+		// The survivors go on until the cap refuses everything.
+		deadline := time.Now().Add(10 * time.Second)
+		for call(nodes[0], "paid", key) != 429 || call(nodes[1], "paid", key) != 429 {
+			if time.Now().After(deadline) {
+				t.Fatal("the cap did not close on the surviving nodes")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		stop.Store(true)
+		wg.Wait()
+		nodes[2] = restart(outer, nodes[2])
+		billed := make([]int, 3)
+		for i, p := range nodes {
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
+			if code != 200 {
+				t.Fatalf("node %d /audit: %d %s", i, code, b)
+			}
+			sc := bufio.NewScanner(bytes.NewReader(b))
+			for sc.Scan() {
+				var r struct {
+					Cost int64 `json:"cost_micros"`
+				}
+				json.Unmarshal(sc.Bytes(), &r)
+				if r.Cost > 0 {
+					billed[i]++
+				}
+			}
+		}
+		total := billed[0] + billed[1] + billed[2]
+		t.Logf("answered 200: %d %d %d (node 2 before its kill: %d); billed in the ledgers: %v", ok[0].Load(), ok[1].Load(), ok[2].Load(), answered2, billed)
+		if int64(billed[2]) < answered2 {
+			t.Fatalf("node 2 answered %d calls but its ledger bills %d", answered2, billed[2])
+		}
+		if total > 10 {
+			t.Fatalf("billed %d calls under a 10-call cap", total)
+		}
+		if int64(billed[0]) < ok[0].Load() || int64(billed[1]) < ok[1].Load() {
+			t.Fatalf("survivors: answered %d/%d, billed %d/%d", ok[0].Load(), ok[1].Load(), billed[0], billed[1])
+		}
+		// Redis's committed figure is the ledgers' sum once node 2 has
+		// put its contribution back.
+		// (A call node 2 had in flight when it died still holds its
+		// reservation until the reservation TTL gives it back.)
+		_, b := nodes[0].admin("GET", "/authorization/status?key_id="+id, "")
+		today, held := jsonField(t, b, "spend_today_usd").(float64), jsonField(t, b, "spend_reserved_usd").(float64)
+		if committed := math.Round((today-held)*100) / 100; committed != float64(total)/100 || today > 0.10 {
+			t.Fatalf("cluster spend after the restart: got %v committed (+%v held), want %v (the ledgers' sum), within the cap", committed, held, float64(total)/100)
+		}
+		t.Logf("held by node 2's dead reservations: %v", held)
+	})
+	t.Run("AuditFanOut", func(t *testing.T) {
+		ids := make([]string, 3)
+		for i, p := range nodes {
+			_, b := p.req("GET", "/readyz", "")
+			ids[i] = jsonField(t, b, "cluster", "node").(string)
+		}
+		local := 0
+		for _, p := range nodes {
+			code, b := p.req("GET", "/audit?type=call&principal=key:"+capID, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
+			if code != 200 {
+				t.Fatalf("local /audit: %d %s", code, b)
+			}
+			local += bytes.Count(b, []byte("\n"))
+		}
+		code, b := nodes[0].admin("GET", "/audit?type=call&principal=key:"+capID, "")
+		if code != 200 {
+			t.Fatalf("/audit: %d %s", code, b)
+		}
+		var last time.Time
+		seen := map[string]int{}
+		n := 0
+		for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+			var r struct {
+				Node string    `json:"node"`
+				At   time.Time `json:"at"`
+			}
+			if err := json.Unmarshal(l, &r); err != nil || r.Node == "" {
+				t.Fatalf("merged record %s: no node (%v)", l, err)
+			}
+			if r.At.Before(last) {
+				t.Fatalf("merged records out of time order at %s", l)
+			}
+			last = r.At
+			seen[r.Node]++
+			n++
+		}
+		if n != local || len(seen) != 3 {
+			t.Fatalf("cluster /audit: got %d records from %v, want the nodes' %d from all three (ids %v, asked %q)", n, seen, local, ids, hdrOf(nodes[0], "/audit?type=call&principal=key:"+capID, "X-Cluster-Nodes"))
+		}
+		code, b = nodes[1].admin("GET", "/audit/verify", "")
+		if code != 200 || jsonField(t, b, "ok") != true || len(jsonField(t, b, "nodes").(map[string]any)) != 3 {
+			t.Fatalf("cluster /audit/verify: got %d %s, want ok for three nodes", code, b)
+		}
+		// A node that does not answer is named, never skipped silently.
+		nodes[2].cmd.Process.Signal(syscall.SIGSTOP)
+		defer nodes[2].cmd.Process.Signal(syscall.SIGCONT)
+		quick := &http.Client{Timeout: 200 * time.Millisecond}
+		for {
+			resp, err := quick.Get(nodes[2].url + "/healthz")
+			if err != nil {
+				break // stopped
+			}
+			resp.Body.Close()
+		}
+		req, _ := http.NewRequest("GET", nodes[0].url+"/audit?type=call&principal=key:"+capID, nil)
+		req.Header.Set("Authorization", "Bearer "+testAdmin)
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		t.Logf("fan-out with a stopped node: %v, nodes %s", time.Since(t0), resp.Header.Get("X-Cluster-Nodes"))
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Cluster-Unreachable"); got != ids[2] || !bytes.Contains(body, []byte(`"type":"unreachable","node":"`+ids[2]+`"`)) &&
+			!bytes.Contains(body, []byte(`"node":"`+ids[2]+`","type":"unreachable"`)) {
+			t.Fatalf("with node 2 stopped: X-Cluster-Unreachable %q, body tail %s; want node %s named", got, body[max(0, len(body)-300):], ids[2])
+		}
+		code, b = nodes[0].admin("GET", "/audit/verify", "")
+		if code != 200 || jsonField(t, b, "ok") != false || jsonField(t, b, "unreachable", ids[2]) == nil {
+			t.Fatalf("verify with node 2 stopped: got %d %s, want ok false naming it", code, b)
+		}
+	})
+}
+
+// restart runs a stopped node again with its arguments (same port, data
+// dir and flags) and waits until it is healthy.
+func restart(t *testing.T, p *proc) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, p.args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	np := &proc{t: t, cmd: cmd, url: p.url, args: p.args, log: p.log}
+	t.Cleanup(func() {
+		if np.cmd.ProcessState == nil {
+			np.cmd.Process.Kill()
+			np.cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, _, err := tryReq(p.url + "/healthz"); err == nil && code == 200 {
+			return np
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("restarted node did not become healthy")
+	return nil
+}
+
+func hdrOf(p *proc, path, name string) string {
+	req, _ := http.NewRequest("GET", p.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdmin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	resp.Body.Close()
+	return resp.Header.Get(name)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

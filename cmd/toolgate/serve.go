@@ -43,7 +43,7 @@ type serveFlags struct {
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
 	forwardUnderscoreHeaders                        bool
-	clusterRedis, nodeID                            string
+	clusterRedis, nodeID, clusterAdvertise          string
 	tlsCert, tlsKey, tlsListen                      string
 	redirectHTTP                                    bool
 	acmeDomains                                     listFlag
@@ -91,6 +91,7 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
 	fs.StringVar(&f.clusterRedis, "cluster-redis", "", "cluster mode: share quota windows, spend and credit reservations and x402 nonces with the other nodes through this Redis (redis://[:password@]host:port/db or rediss://); prefer TOOLGATE_CLUSTER_REDIS when the URL holds a password")
+	fs.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "cluster mode: the URL at which the other nodes reach this node's management API (GET /audit fans out to it; default http://<--listen>, the host name when --listen has no host)")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's name in cluster mode (default: the host name and a hash of the data dir, stable across restarts)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS; re-read on SIGHUP and when it changes")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
@@ -201,8 +202,13 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	overrides := policy.NewOverrides(db)
-	if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
-		return exitError{1, "toolgate serve: " + err.Error()}
+	// In cluster mode the keys and overrides are the cluster's (Redis and
+	// each node's copy) and a node's ledger holds only its own changes:
+	// the start check of the store against the ledger is single-node.
+	if f.clusterRedis == "" {
+		if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
+			return exitError{1, "toolgate serve: " + err.Error()}
+		}
 	}
 	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {
@@ -238,8 +244,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 			log.Warn("payment requirements name a URL payers may not reach; set --public-url", "public_url", f.publicURL, "problem", why)
 		}
 	}
+	var node *clusterNode
 	if f.clusterRedis != "" {
-		if err := joinCluster(f, &opts, sd, log); err != nil {
+		if node, err = joinCluster(f, db, keys, overrides, &opts, sd, log); err != nil {
 			return err
 		}
 	}
@@ -259,6 +266,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	sd.add("stopping background work", func() error { gw.Close(); return nil })
+	if node != nil {
+		if err := node.start(gw); err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
