@@ -752,6 +752,13 @@ func (g *Gateway) readyz(ctx *fasthttp.RequestCtx) {
 	if g.opts.TLS != nil {
 		g.readyTLS(checks, fail)
 	}
+	for _, c := range g.opts.ReadyChecks {
+		if text, ok := c.Status(); ok {
+			checks[c.Name] = text
+		} else {
+			fail(c.Name, text)
+		}
+	}
 	status := 200
 	if !ready {
 		status = 503

@@ -122,6 +122,12 @@ type Options struct {
 	// toolgate_tls_cert_expiry_days follows it.
 	TLS CertSource
 
+	// ReadyChecks are more components /readyz reports (ReadyCheck), and
+	// Collectors more series /metrics serves, for work wired beside the
+	// gateway (audit shipping).
+	ReadyChecks []ReadyCheck
+	Collectors  []prometheus.Collector
+
 	// Auth, if set, is auth.json: the OAuth 2.1 / OIDC issuers whose
 	// access tokens identify callers (docs/oauth.md). ReloadAuth replaces it.
 	Auth *oauth.Config
@@ -246,6 +252,7 @@ func New(o Options) (*Gateway, error) {
 		o.ResponseBufferBytes = 256 << 20
 	}
 	g.budget = &responseBudget{sem: semaphore.NewWeighted(o.ResponseBufferBytes), total: o.ResponseBufferBytes}
+	g.metrics.registerExtensions(o.Collectors)
 	g.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "toolgate_response_buffer_bytes", Help: "Bytes of the upstream response budget (--upstream-buffer-mb) held now.",
 	}, func() float64 { return float64(g.budget.held.Load()) }))

@@ -28,7 +28,11 @@ const auditUsage = `usage:
   toolgate audit replay --principal key:ID|wallet:0x… [--since 24h] [--until T]
   toolgate audit export [--since 24h] [--until T] [--out FILE] [--offline]
   toolgate audit rebuild-state --data DIR
-common flags: --url --admin-token --data
+  toolgate audit ship --s3 s3://bucket/prefix [--offline] [--retain 400d] [--node-id N] [--from DAY]
+  toolgate audit verify --s3 s3://bucket/prefix --day YYYY-MM-DD [--to DAY] [--pubkey HEX] [--node-id N]
+  toolgate audit verify --dir COPY --day YYYY-MM-DD …   (a local copy: aws s3 sync s3://bucket/prefix COPY)
+common flags: --url --admin-token --data; S3: --s3-endpoint --s3-region --s3-path-style
+(credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)
 Online commands use the running gateway's management API; --offline reads
 a stopped gateway's data dir. rebuild-state (gateway stopped) puts key
 statuses and overrides back as the ledger's management records say.`
@@ -36,6 +40,12 @@ statuses and overrides back as the ledger's management records say.`
 func runAudit(args []string) error {
 	if len(args) == 0 {
 		return exitError{2, auditUsage}
+	}
+	switch {
+	case args[0] == "ship":
+		return runAuditShip(args[1:])
+	case args[0] == "verify" && (hasFlag(args[1:], "s3") || hasFlag(args[1:], "dir")):
+		return runAuditVerifyS3(args[1:])
 	}
 	var c apiClient
 	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
@@ -251,4 +261,22 @@ func printTimeline(w io.Writer, r io.Reader) error {
 			rec.Type, what, outcome, rec.Reason, money.Micros(amount).AppendDecimal(nil, 3))
 	}
 	return sc.Err()
+}
+
+// hasFlag reports whether args hold -name or --name (with or without
+// "=value").
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -12,8 +12,8 @@ const mod = "github.com/toolgate/toolgate/"
 // point one way (cmd → gateway → domain packages); only gateway imports
 // fasthttp (besides the bench/ harness programs); only x402 (and the e2e
 // test helpers) import go-ethereum; only oauth imports jwx; only cluster imports the Redis client
-// and only cmd imports cluster; domain packages import only lower domain
-// packages.
+// and only cmd imports cluster; only ship imports the AWS SDK and only cmd
+// imports ship; domain packages import only lower domain packages.
 func TestLayout_Dependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{join .Imports " "}}`, mod+"...").Output()
 	if err != nil {
@@ -50,6 +50,9 @@ func TestLayout_Dependencies(t *testing.T) {
 			if strings.HasPrefix(imp, "github.com/redis/rueidis") && name != "cluster" {
 				t.Errorf("%s imports %s: only cluster may use Redis", name, imp)
 			}
+			if strings.HasPrefix(imp, "github.com/aws/") && name != "ship" {
+				t.Errorf("%s imports %s: only ship may use the AWS SDK", name, imp)
+			}
 			if !strings.HasPrefix(imp, mod) {
 				continue
 			}
@@ -66,6 +69,10 @@ func TestLayout_Dependencies(t *testing.T) {
 			}
 			if name == "gateway" && (dep == "cmd/toolgate" || strings.HasPrefix(dep, "e2e")) {
 				t.Errorf("gateway imports %s", dep)
+			}
+			// ship (audit shipping to S3) is an adapter too: only cmd wires it in.
+			if dep == "ship" && name != "cmd/toolgate" {
+				t.Errorf("%s imports %s: only cmd/toolgate may wire audit shipping", name, dep)
 			}
 			// cluster is an adapter like cmd: only cmd wires it in.
 			if (dep == "cluster" || strings.HasPrefix(dep, "cluster/")) && name != "cmd/toolgate" && !strings.HasPrefix(name, "cluster") {

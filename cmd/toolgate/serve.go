@@ -51,6 +51,7 @@ type serveFlags struct {
 	acmeDirectory, acmeEmail                        string
 	acmeRenewBefore                                 time.Duration
 	trustedProxies, trustedProxyHeader              string
+	ship                                            shipFlags
 	auth                                            string
 	authCfg                                         *oauth.Config // --auth, loaded
 	viewerToken                                     string
@@ -104,6 +105,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.acmeRenewBefore, "acme-renew-before", 0, "renew ACME certificates this long before they expire (default: a third of their lifetime, at most 30 days)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers name the client (default: none; the headers are ignored)")
 	fs.StringVar(&f.trustedProxyHeader, "trusted-proxy-header", "X-Forwarded-For", "the header --trusted-proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is not read")
+	f.ship.register(fs)
 	fs.StringVar(&f.auth, "auth", "", "auth.json: OAuth 2.1 / OIDC issuers whose access tokens identify callers (docs/oauth.md); reloaded with policies.json")
 	fs.StringVar(&f.viewerToken, "viewer-token", "", "read-only token for the management API and the dashboard at /ui/ (auditors: GET only; changes answer 403); prefer TOOLGATE_VIEWER_TOKEN")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gateway.DefaultSessionTTL, "how long a dashboard sign-in lasts")
@@ -257,6 +259,9 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 		sd.add("stopping the demo upstreams", stop)
 		opts.DemoUpstreams = base
+	}
+	if err := startShipping(f, led, log, sd, &opts); err != nil {
+		return err
 	}
 	gw, err := gateway.New(opts)
 	if err != nil {
