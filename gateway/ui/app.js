@@ -297,6 +297,7 @@ function viewPrincipals(root, arg) {
     let q = null;
     if (arg.startsWith('key:')) q = 'key_id=' + encodeURIComponent(arg.slice(4));
     else if (arg.startsWith('wallet:')) q = 'wallet=' + encodeURIComponent(arg.slice(7));
+    else if (arg.includes(':')) q = 'principal=' + encodeURIComponent(arg); // OAuth subjects (oidc:<alias>:<sub>)
     const [st, calls] = await Promise.all([q ? api('GET', '/authorization/status?' + q) : null,
       api('GET', '/audit?type=call&order=desc&limit=10&principal=' + encodeURIComponent(arg))]);
     const parts = [h('h2', {}, arg)];
