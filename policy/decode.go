@@ -205,17 +205,8 @@ func (d *decoder) policy(data []byte, root string, p *Policy, override bool) {
 	d.object(data, root, func(key string, val []byte, path string) {
 		switch key {
 		case "tier":
-			s, ok := d.str(val, path)
-			switch {
-			case !ok:
-			case !override:
-				d.ps.add(path, errTierOutsideOverride)
-			default:
-				if msg := checkTierName(s); msg != "" {
-					d.ps.add(path, msg)
-				} else {
-					p.Tier = Tier(s)
-				}
+			if s, ok := d.overrideName(val, path, override, errTierOutsideOverride, checkTierName); ok {
+				p.Tier = Tier(s)
 			}
 		case "allow_tools":
 			p.AllowTools = d.patterns(val, path)
@@ -431,4 +422,23 @@ func (d *decoder) spendCap(data []byte, path string) *SpendCap {
 	}
 	d.wrongType(path, "a decimal amount in USD or null", data)
 	return nil
+}
+
+// overrideName decodes a name field only an override may carry ("tier",
+// "group"): a string, in an override, that check accepts (check returns
+// the problem, or ""). Problems are reported at path.
+func (d *decoder) overrideName(val []byte, path string, override bool, outside string, check func(string) string) (string, bool) {
+	s, ok := d.str(val, path)
+	switch {
+	case !ok:
+		return "", false
+	case !override:
+		d.ps.add(path, outside)
+		return "", false
+	}
+	if msg := check(s); msg != "" {
+		d.ps.add(path, msg)
+		return "", false
+	}
+	return s, true
 }

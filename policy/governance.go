@@ -20,17 +20,8 @@ import (
 func (d *decoder) governance(key string, val []byte, path string, p *Policy, override bool) bool {
 	switch key {
 	case "group":
-		s, ok := d.str(val, path)
-		switch {
-		case !ok:
-		case !override:
-			d.ps.add(path, errGroupOutsideOverride)
-		default:
-			if msg := CheckGroupName(s); msg != "" {
-				d.ps.add(path, msg)
-			} else {
-				p.Group = s
-			}
+		if s, ok := d.overrideName(val, path, override, errGroupOutsideOverride, CheckGroupName); ok {
+			p.Group = s
 		}
 	case "approval_tools":
 		p.ApprovalTools = d.patterns(val, path)
