@@ -7,6 +7,10 @@
 //   POST /verify  {x402Version, paymentPayload, paymentRequirements}
 //   POST /settle  {x402Version, paymentPayload, paymentRequirements}
 //   GET  /stats                        {"verify":N,"settle":N} (test-only)
+//   GET  /timings                      the /verify and /settle answered since
+//                                      the last /timings, each {op, ms, rpc:
+//                                      [[method, ms], ...]} (its node calls),
+//                                      then forgets them (test-only)
 //   GET  /healthz
 //
 // The exact EVM scheme is registered for v2 ("eip155:84532") and, through
@@ -34,6 +38,7 @@
 //   {"event":"ready","url":"http://127.0.0.1:PORT","relayer":"0x...","chainId":84532}
 // Request errors go to stderr. It exits on SIGTERM/SIGINT.
 import http from "node:http";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,7 +81,25 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`bad port ${port}`
 // Base Sepolia's definitions, but every request goes to the local RPC. A short
 // polling interval keeps receipt waits on an automining anvil near zero.
 const chain = { ...baseSepolia, rpcUrls: { default: { http: [rpcUrl] } } };
-const transport = viemHttp(rpcUrl, { retryCount: 0, timeout: 20_000 });
+// Each node call is timed and charged to the /verify or /settle it serves
+// (GET /timings).
+const current = new AsyncLocalStorage();
+let timings = [];
+async function timedFetch(url, init) {
+  const t0 = performance.now();
+  const res = await fetch(url, init);
+  const op = current.getStore();
+  if (op) {
+    let method = "?";
+    try {
+      const b = JSON.parse(init.body);
+      method = Array.isArray(b) ? b.map((x) => x.method).join("+") : b.method;
+    } catch {}
+    op.rpc.push([method, Math.round((performance.now() - t0) * 1000) / 1000]);
+  }
+  return res;
+}
+const transport = viemHttp(rpcUrl, { retryCount: 0, timeout: 20_000, fetchFn: timedFetch });
 const account = privateKeyToAccount(key);
 const publicClient = createPublicClient({ chain, transport, pollingInterval: 50 });
 const walletClient = createWalletClient({ account, chain, transport, pollingInterval: 50 });
@@ -141,6 +164,11 @@ const server = http.createServer(async (req, res) => {
   try {
     if (req.method === "GET" && path === "/supported") return send(res, 200, facilitator.getSupported());
     if (req.method === "GET" && path === "/stats") return send(res, 200, stats);
+    if (req.method === "GET" && path === "/timings") {
+      const t = timings;
+      timings = [];
+      return send(res, 200, t);
+    }
     if (req.method === "GET" && path === "/healthz") return send(res, 200, { ok: true });
     if (req.method === "POST" && (path === "/verify" || path === "/settle")) {
       let body;
@@ -151,15 +179,22 @@ const server = http.createServer(async (req, res) => {
       }
       const problem = checkBody(body);
       if (problem) return send(res, 400, { error: problem });
+      const op = { op: path.slice(1), ms: 0, rpc: [] };
+      const t0 = performance.now();
+      const done = (status, result) => {
+        op.ms = Math.round((performance.now() - t0) * 1000) / 1000;
+        if (timings.length < 100_000) timings.push(op);
+        return send(res, status, result);
+      };
       if (path === "/verify") {
         stats.verify++;
-        const result = await facilitator.verify(body.paymentPayload, body.paymentRequirements);
-        return send(res, result.isValid ? 200 : invalidStatus, result);
+        const result = await current.run(op, () => facilitator.verify(body.paymentPayload, body.paymentRequirements));
+        return done(result.isValid ? 200 : invalidStatus, result);
       }
       stats.settle++;
       if (settleDelayMs > 0) await new Promise((r) => setTimeout(r, settleDelayMs));
-      const result = await facilitator.settle(body.paymentPayload, body.paymentRequirements);
-      return send(res, 200, result);
+      const result = await current.run(op, () => facilitator.settle(body.paymentPayload, body.paymentRequirements));
+      return done(200, result);
     }
     return send(res, 404, { error: "not found" });
   } catch (e) {

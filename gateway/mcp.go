@@ -746,13 +746,10 @@ func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
 		isError = c.upStatus >= 400
 		meta["toolgate/upstream_status"] = c.upStatus
 	case d.Offer != nil:
-		hdr := d.Offer.PaymentRequiredHeader()
-		if d.PayReason != "" {
-			hdr, _ = d.Offer.WithError(d.PayReason)
-		}
 		// A refused or failed payment: the requirements again, with the
-		// reason; no receipt (the x402 MCP transport sends none then).
-		raw, _ := base64.StdEncoding.DecodeString(string(hdr))
+		// reason, naming the MCP endpoint and the tool's MCP Bazaar
+		// declaration; no receipt (the x402 MCP transport sends none then).
+		raw := d.Offer.MCPPaymentRequired(d.PayReason)
 		text, structured = raw, raw
 	default:
 		text = d.AppendJSON(nil)

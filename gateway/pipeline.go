@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/toolgate/toolgate/ledger"
@@ -33,6 +35,12 @@ func (g *Gateway) run(c *call) *Decision {
 	}
 	if c.pay != nil && c.pay.reconcile {
 		g.reconcileLater(c, c.pay.result)
+	}
+	if c.pay != nil && c.allowed && g.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Where a paid call's time went (BENCHMARKS.md "## x402").
+		g.log.Debug("paid call phases", "request_id", string(c.reqID), "total_us", g.now().Sub(c.start).Microseconds(),
+			"verify_us", c.pay.verifyDur.Microseconds(), "upstream_us", c.upLatency.Microseconds(),
+			"settle_us", c.pay.settleDur.Microseconds(), "ledger_us", c.pay.ledgerDur.Microseconds())
 	}
 	return d
 }

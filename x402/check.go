@@ -54,7 +54,7 @@ func CheckListing(ctx context.Context, hc *http.Client, base string) []Check {
 			Total int `json:"total"`
 		} `json:"pagination"`
 	}
-	status, _, body, err := get(ctx, hc, "GET", base+"/discovery/resources?limit=100", nil)
+	status, _, body, err := get(ctx, hc, "GET", base+"/discovery/resources?type=http&limit=100", nil)
 	switch {
 	case err != nil:
 		add(Check{Name: "reachable", Detail: err.Error(), Fix: "start toolgate serve, and give its address with --url"})
@@ -203,23 +203,58 @@ func checkBazaar(decl json.RawMessage, res string) Check {
 		c.Detail = "info.input lacks type or method (required for discovery)"
 		return c
 	}
-	var s jsonschema.Schema
-	if err := json.Unmarshal(d.Schema, &s); err != nil {
-		c.Detail = "schema is not a JSON Schema: " + err.Error()
-		return c
-	}
-	rs, err := s.Resolve(nil)
-	if err != nil {
-		c.Detail = "schema does not resolve: " + err.Error()
-		return c
-	}
-	var inst any
-	_ = json.Unmarshal(d.Info, &inst)
-	if err := rs.Validate(inst); err != nil {
-		c.Detail = "info does not validate against the declaration's schema: " + err.Error()
+	if detail := validateInfo(d.Info, d.Schema); detail != "" {
+		c.Detail = detail
 		return c
 	}
 	return Check{Name: "bazaar_extension", Resource: res, OK: true}
+}
+
+// checkBazaarMCP checks an MCP tool's extensions.bazaar declaration:
+// info.input with type "mcp", tool and inputSchema, and info valid against
+// the declaration's schema.
+func checkBazaarMCP(decl json.RawMessage) Check {
+	c := Check{Name: "bazaar_extension_mcp"}
+	var d struct {
+		Info   json.RawMessage `json:"info"`
+		Schema json.RawMessage `json:"schema"`
+	}
+	var info struct {
+		Input struct {
+			Type, Tool  string
+			InputSchema json.RawMessage `json:"inputSchema"`
+		} `json:"input"`
+	}
+	if json.Unmarshal(decl, &d) != nil || json.Unmarshal(d.Info, &info) != nil || info.Input.Type != "mcp" ||
+		info.Input.Tool == "" || !isJSONObject(info.Input.InputSchema) {
+		c.Detail = "info.input lacks type mcp, tool or inputSchema"
+		return c
+	}
+	if detail := validateInfo(d.Info, d.Schema); detail != "" {
+		c.Detail = detail
+		return c
+	}
+	c.OK = true
+	return c
+}
+
+// validateInfo validates a Bazaar info object against the declaration's
+// JSON Schema; it returns what is wrong, "" when it validates.
+func validateInfo(info, schema json.RawMessage) string {
+	var s jsonschema.Schema
+	if err := json.Unmarshal(schema, &s); err != nil {
+		return "schema is not a JSON Schema: " + err.Error()
+	}
+	rs, err := s.Resolve(nil)
+	if err != nil {
+		return "schema does not resolve: " + err.Error()
+	}
+	var inst any
+	_ = json.Unmarshal(info, &inst)
+	if err := rs.Validate(inst); err != nil {
+		return "info does not validate against the declaration's schema: " + err.Error()
+	}
+	return ""
 }
 
 func get(ctx context.Context, hc *http.Client, method, u string, body []byte) (int, http.Header, []byte, error) {

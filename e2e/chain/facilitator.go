@@ -140,6 +140,25 @@ func (f *Facilitator) Stats(t testing.TB) FacilitatorStats {
 	return s
 }
 
+// FacilitatorOp is one /verify or /settle the facilitator answered: its
+// time from request to answer and each node call it made ([method, ms]).
+type FacilitatorOp struct {
+	Op  string   `json:"op"`
+	Ms  float64  `json:"ms"`
+	RPC [][2]any `json:"rpc"`
+}
+
+// Timings returns the /verify and /settle answered since the last call to
+// Timings (GET /timings), for latency breakdowns.
+func (f *Facilitator) Timings(t testing.TB) []FacilitatorOp {
+	t.Helper()
+	var ops []FacilitatorOp
+	if err := getJSON(f.url+"/timings", &ops); err != nil {
+		t.Fatalf("facilitator timings: %v", err)
+	}
+	return ops
+}
+
 func getJSON(url string, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
