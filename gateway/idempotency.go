@@ -57,6 +57,7 @@ type recordedAnswer struct {
 	PayHeader   string    `json:"pay_header,omitempty"`   // PAYMENT-RESPONSE or X-PAYMENT-RESPONSE
 	PayResponse string    `json:"pay_response,omitempty"` // its base64 value
 	Pending     bool      `json:"pending,omitempty"`      // the settlement was pending when recorded
+	MCPResult   bool      `json:"mcp_result,omitempty"`   // Body is an upstream MCP server's tools/call result
 	Cost        int64     `json:"cost_micros"`
 	RequestID   string    `json:"request_id"` // the call that was billed
 	At          time.Time `json:"at"`
@@ -201,6 +202,11 @@ func requestFP(c *call, pc *paidCall) [32]byte {
 		h.Write(b)
 	}
 	field([]byte(c.rt.tool.ID))
+	if c.req.protocol != "rest" {
+		// An answer is replayed in the protocol it was given in: the
+		// same key or id over the other protocol is another request.
+		field([]byte(c.req.protocol))
+	}
 	field(c.req.method)
 	field(c.req.query)
 	field(c.req.body)
@@ -270,7 +276,7 @@ func (g *Gateway) replay(c *call, rec *recordedAnswer, kind string) *Decision {
 // (nil: the upstream's answer).
 func (g *Gateway) keepAnswer(c *call, d *Decision) {
 	cl := c.claim
-	pending := c.pay != nil && c.pay.settled && c.pay.result.Pending && c.req.protocol == "rest"
+	pending := c.pay != nil && c.pay.settled && c.pay.result.Pending
 	if cl == nil && !pending {
 		return
 	}
@@ -298,6 +304,7 @@ func (g *Gateway) keepAnswer(c *call, d *Decision) {
 		if len(body) <= answerBodyMax {
 			rec.Body, rec.BodyKept = append([]byte(nil), body...), true
 		}
+		rec.MCPResult = c.mcpResult
 	} else {
 		rec.Status, rec.ContentType, rec.BodyKept = d.Status, string(strJSON), true
 		rec.Body = d.appendRESTBody(nil)
@@ -360,9 +367,6 @@ func printableASCII(b []byte) bool {
 // left pending: the recorded answer, with the outcome known since. nil
 // when there is none (the replay is refused as a used nonce).
 func (g *Gateway) pendingReplay(c *call, pc *paidCall) *Decision {
-	if c.req.protocol != "rest" {
-		return nil
-	}
 	rec, ok, err := g.answers.get(nonceAnswerKey(pc.verified.Key))
 	if err != nil {
 		g.log.Error("idempotency store", "request_id", string(c.reqID), "err", err)
