@@ -63,10 +63,11 @@ type recordedAnswer struct {
 	At          time.Time `json:"at"`
 }
 
-// answers records answers in badger and tracks attempts in flight.
+// answers records answers in an AnswerStore and tracks attempts in
+// flight (on this node).
 type answers struct {
-	db  *badger.DB
-	now func() time.Time
+	store AnswerStore
+	now   func() time.Time
 
 	mu       sync.Mutex
 	inflight map[string]*attempt
@@ -79,23 +80,20 @@ type attempt struct {
 	done chan struct{}
 }
 
-func newAnswers(db *badger.DB, now func() time.Time) *answers {
-	return &answers{db: db, now: now, inflight: make(map[string]*attempt)}
+func newAnswers(store AnswerStore, now func() time.Time) *answers {
+	return &answers{store: store, now: now, inflight: make(map[string]*attempt)}
 }
 
 func (a *answers) get(key string) (*recordedAnswer, bool, error) {
-	var rec recordedAnswer
-	err := a.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get([]byte(key))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	v, ok, err := a.store.GetAnswer(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("recorded answer: %w", err)
+	}
+	if !ok {
 		return nil, false, nil
 	}
-	if err != nil {
+	var rec recordedAnswer
+	if err := json.Unmarshal(v, &rec); err != nil {
 		return nil, false, fmt.Errorf("recorded answer: %w", err)
 	}
 	return &rec, true, nil
@@ -106,8 +104,38 @@ func (a *answers) put(key string, rec *recordedAnswer, ttl time.Duration) error 
 	if err != nil {
 		return err
 	}
-	return a.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry([]byte(key), v).WithTTL(ttl))
+	return a.store.PutAnswer(key, v, ttl)
+}
+
+// BadgerAnswers is the local AnswerStore: badger, keys under "i/" as given.
+type BadgerAnswers struct{ DB *badger.DB }
+
+var _ AnswerStore = BadgerAnswers{}
+
+// GetAnswer reads key's value.
+func (b BadgerAnswers) GetAnswer(key string) ([]byte, bool, error) {
+	var v []byte
+	err := b.DB.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(key))
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+// PutAnswer sets key to value for ttl.
+func (b BadgerAnswers) PutAnswer(key string, value []byte, ttl time.Duration) error {
+	return b.DB.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry([]byte(key), value).WithTTL(ttl))
 	})
 }
 

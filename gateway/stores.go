@@ -81,6 +81,18 @@ type NonceStore interface {
 	MarkSettled(k x402.NonceKey, txHex string) error
 }
 
+// AnswerStore keeps the recorded answers of idempotent calls
+// (idempotency.go) for their retries: opaque values under keys, each
+// until its TTL passes. Put replaces a value. Safe for concurrent use; an
+// error means the store could not answer (a retry is then refused with
+// 503, nothing charged). The local one is badger on the data dir
+// (prefix "i/"); a cluster shares one so that a retry sent to another
+// node gets the same answer.
+type AnswerStore interface {
+	GetAnswer(key string) (value []byte, ok bool, err error)
+	PutAnswer(key string, value []byte, ttl time.Duration) error
+}
+
 // AdmitReserver decides a priced call's quota and spend reservation in
 // one step (for a cluster: one round trip). It behaves as QuotaStore.Admit
 // followed, when admitted, by SpendStore.Reserve, except that a call the

@@ -60,6 +60,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
 	opts.Quotas, opts.Spend = q, sp
 	opts.AdmitReserve = cluster.NewDecider(q, sp)
+	opts.Answers = cluster.NewAnswers(c)
 	den := cluster.NewDenials(c)
 	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
 	opts.Denials = den
@@ -67,7 +68,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 		opts.X402.Nonces = cluster.NewNonces(c)
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "keys, overrides, quotas, spend, credits, x402 nonces", "local", "ledger, a copy of keys and overrides")
+		"shared", "keys, overrides, quotas, spend, credits, x402 nonces, idempotent answers", "local", "ledger, a copy of keys and overrides")
 	return &clusterNode{reg: reg, sd: sd, log: log}, nil
 }
 
