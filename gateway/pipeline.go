@@ -22,7 +22,8 @@ import (
 //	identify  authenticators in order                 (this file, auth.go)
 //	decide    policy → quota → spend/credits          (this file)
 //	confirm   x402: remote verify; before_upstream settle (payment.go)
-//	upstream  the tool's upstream call                (proxy.go, upstream.go)
+//	upstream  the tool's upstream call                (proxy.go, upstream.go;
+//	          with verify_overlap beside the remote verify, overlap.go)
 //	conclude  after_upstream settle, bill, record     (record.go)
 //
 // run returns nil when the upstream's answer (c.upResp, c.body) is to be
@@ -60,6 +61,13 @@ func (g *Gateway) stages(c *call) *Decision {
 	g.metrics.decision.Observe(seconds(g.now().Sub(c.start)))
 	if d != nil {
 		return g.finish(c, d)
+	}
+	if g.overlaps(c) { // overlap.go
+		upFail, refused := g.upstreamVerifying(c)
+		if refused != nil {
+			return g.finish(c, refused)
+		}
+		return g.conclude(c, upFail)
 	}
 	if c.pay != nil {
 		if d := g.confirm(c); d != nil {
