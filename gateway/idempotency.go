@@ -76,8 +76,9 @@ type answers struct {
 // attempt is a first attempt in flight; done closes when its answer is
 // recorded (or known not to be).
 type attempt struct {
-	fp   [32]byte
-	done chan struct{}
+	fp      [32]byte
+	done    chan struct{}
+	claimed bool // holds the shared store's claim (AnswerClaimer)
 }
 
 func newAnswers(store AnswerStore, now func() time.Time) *answers {
@@ -152,7 +153,8 @@ var errConflict = errors.New("idempotency: same key, different request")
 // one for fp, errConflict when key is recorded or in flight for another
 // request, or nil, nil when the caller is the first attempt and holds the
 // claim (end releases it). A duplicate in flight is waited for, at most
-// wait.
+// wait: on this node through inflight, on other nodes through the store's
+// claim when it is shared (AnswerClaimer).
 func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedAnswer, error) {
 	deadline := a.now().Add(wait)
 	for {
@@ -177,6 +179,14 @@ func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedA
 		at := &attempt{fp: fp, done: make(chan struct{})}
 		a.inflight[key] = at
 		a.mu.Unlock()
+		if cl, ok := a.store.(AnswerClaimer); ok {
+			rec, err := a.claimShared(cl, key, fp, wait, deadline)
+			if err != nil || rec != nil {
+				a.release(key)
+				return rec, err
+			}
+			at.claimed = true
+		}
 		rec, ok, err := a.get(key)
 		if err != nil || ok {
 			a.release(key)
@@ -193,15 +203,59 @@ func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedA
 	}
 }
 
-// release ends the attempt in flight on key.
+// claimPoll is how often a duplicate looks again for the answer of an
+// attempt in flight on another node.
+const claimPoll = 10 * time.Millisecond
+
+// claimShared takes key's claim in a shared store: nil, nil once this node
+// holds it; the recorded answer when the attempt that held it recorded
+// one for fp meanwhile; errConflict when another request holds or
+// recorded it, or the holder did not finish by deadline.
+func (a *answers) claimShared(cl AnswerClaimer, key string, fp [32]byte, wait time.Duration, deadline time.Time) (*recordedAnswer, error) {
+	for {
+		ok, holder, err := cl.ClaimAnswer(key, fp[:], wait)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("claim answer: %w", err)
+		case ok:
+			return nil, nil
+		case string(holder) != string(fp[:]):
+			return nil, errConflict
+		}
+		// The same request runs on another node: wait for its answer.
+		rec, found, err := a.get(key)
+		switch {
+		case err != nil:
+			return nil, err
+		case found && string(rec.FP) != string(fp[:]):
+			return nil, errConflict
+		case found:
+			return rec, nil
+		}
+		if !a.now().Before(deadline) {
+			return nil, errConflict
+		}
+		time.Sleep(claimPoll) // polling the other node's answer, bounded by deadline
+	}
+}
+
+// release ends the attempt in flight on key (and its shared claim).
 func (a *answers) release(key string) {
 	a.mu.Lock()
 	at := a.inflight[key]
 	delete(a.inflight, key)
 	a.mu.Unlock()
-	if at != nil {
-		close(at.done)
+	if at == nil {
+		return
 	}
+	if at.claimed {
+		if cl, ok := a.store.(AnswerClaimer); ok {
+			// A claim left behind lapses after its TTL; until then a
+			// duplicate elsewhere waits, then runs.
+			_ = cl.ReleaseAnswer(key, at.fp[:])
+		}
+	}
+	close(at.done)
 }
 
 // Keys of the recorded answers.

@@ -93,6 +93,20 @@ type AnswerStore interface {
 	PutAnswer(key string, value []byte, ttl time.Duration) error
 }
 
+// AnswerClaimer is implemented by answer stores shared between nodes: the
+// first attempt of an idempotent call claims its key, so that a duplicate
+// arriving at another node while it runs waits for its answer instead of
+// running too. A claim lapses after its TTL (a node that died mid-call).
+type AnswerClaimer interface {
+	// ClaimAnswer takes key's claim for the request fingerprinted fp; when
+	// another attempt holds it, ok is false and holder is that attempt's
+	// fingerprint.
+	ClaimAnswer(key string, fp []byte, ttl time.Duration) (ok bool, holder []byte, err error)
+	// ReleaseAnswer gives up this node's claim of key for fp (after the
+	// answer was put, or when there is none to put).
+	ReleaseAnswer(key string, fp []byte) error
+}
+
 // AdmitReserver decides a priced call's quota and spend reservation in
 // one step (for a cluster: one round trip). It behaves as QuotaStore.Admit
 // followed, when admitted, by SpendStore.Reserve, except that a call the

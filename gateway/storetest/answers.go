@@ -3,6 +3,7 @@ package storetest
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +14,11 @@ import (
 // value reads back byte for byte (binary keys and values included), a put
 // replaces, keys are independent, a value expires after its TTL (on the
 // wall clock: both badger and Redis expire by it), and concurrent puts
-// and gets of many keys each read their own value.
+// and gets of many keys each read their own value. A store that is also
+// an AnswerClaimer (shared between nodes) must give one claim to one of
+// many concurrent attempts, name the holder's fingerprint to the others,
+// free it on release (only the holder's own), and let it lapse after its
+// TTL.
 func AnswerContract(t *testing.T, newStore func(t *testing.T) gateway.AnswerStore) {
 	get := func(t *testing.T, s gateway.AnswerStore, k string) ([]byte, bool) {
 		t.Helper()
@@ -95,5 +100,56 @@ func AnswerContract(t *testing.T, newStore func(t *testing.T) gateway.AnswerStor
 				}
 			}
 		})
+	})
+	t.Run("Claims", func(t *testing.T) {
+		s, ok := newStore(t).(gateway.AnswerClaimer)
+		if !ok {
+			t.Skip("not an AnswerClaimer (a store of one node)")
+		}
+		fpA, fpB := bytes.Repeat([]byte{0xaa}, 32), bytes.Repeat([]byte{0xbb}, 32)
+		var wins atomic.Int32
+		concurrently(50, func(int) {
+			ok, holder, err := s.ClaimAnswer("i/k/key:d\x00x", fpA, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			} else if !bytes.Equal(holder, fpA) {
+				t.Errorf("holder: got %x, want %x", holder, fpA)
+			}
+		})
+		if wins.Load() != 1 {
+			t.Fatalf("concurrent claims: %d won, want 1", wins.Load())
+		}
+		if ok, holder, err := s.ClaimAnswer("i/k/key:d\x00x", fpB, time.Minute); err != nil || ok || !bytes.Equal(holder, fpA) {
+			t.Fatalf("another request's claim: got %t %x %v, want refused naming %x", ok, holder, err, fpA)
+		}
+		if err := s.ReleaseAnswer("i/k/key:d\x00x", fpB); err != nil { // not its claim: nothing changes
+			t.Fatal(err)
+		}
+		if ok, _, _ := s.ClaimAnswer("i/k/key:d\x00x", fpB, time.Minute); ok {
+			t.Fatal("a release by a non-holder freed the claim")
+		}
+		if err := s.ReleaseAnswer("i/k/key:d\x00x", fpA); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, err := s.ClaimAnswer("i/k/key:d\x00x", fpB, 200*time.Millisecond); err != nil || !ok {
+			t.Fatalf("claim after release: got %t %v, want taken", ok, err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ok, _, err := s.ClaimAnswer("i/k/key:d\x00x", fpA, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a claim with a 200 ms TTL still held after 5 s")
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+		}
 	})
 }
