@@ -6,7 +6,8 @@
 //   GET  /supported                    kinds, extensions and signers
 //   POST /verify  {x402Version, paymentPayload, paymentRequirements}
 //   POST /settle  {x402Version, paymentPayload, paymentRequirements}
-//   GET  /stats                        {"verify":N,"settle":N} (test-only)
+//   GET  /stats                        {"verify":N,"settle":N,"connections":N}
+//                                      (connections: TCP connections accepted; test-only)
 //   GET  /timings                      the /verify and /settle answered since
 //                                      the last /timings, each {op, ms, rpc:
 //                                      [[method, ms], ...]} (its node calls),
@@ -132,7 +133,7 @@ const signer = {
 const facilitator = new x402Facilitator();
 registerExactEvmScheme(facilitator, { signer, networks: NETWORK });
 
-const stats = { verify: 0, settle: 0 };
+const stats = { verify: 0, settle: 0, connections: 0 };
 
 function send(res, status, body) {
   const text = JSON.stringify(body, (_, v) => (typeof v === "bigint" ? v.toString() : v));
@@ -203,6 +204,7 @@ const server = http.createServer(async (req, res) => {
   }
 });
 server.keepAliveTimeout = 30_000;
+server.on("connection", () => stats.connections++);
 
 server.listen(port, host, () => {
   const addr = server.address();

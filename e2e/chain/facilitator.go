@@ -127,6 +127,8 @@ func (f *Facilitator) RelayerAddress() common.Address { return f.relayer }
 type FacilitatorStats struct {
 	Verify int `json:"verify"`
 	Settle int `json:"settle"`
+	// Connections counts the TCP connections it accepted.
+	Connections int `json:"connections"`
 }
 
 // Stats returns how many /verify and /settle requests the facilitator has
@@ -174,7 +176,9 @@ func getJSON(url string, out any) error {
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: status %d", url, res.StatusCode)
 	}
-	return json.NewDecoder(res.Body).Decode(out)
+	err = json.NewDecoder(res.Body).Decode(out)
+	io.Copy(io.Discard, res.Body) // to the end, so that the connection is reused
+	return err
 }
 
 // RefServer is a running e2e/ref-server.mjs: the x402 reference resource

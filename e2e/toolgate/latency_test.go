@@ -60,6 +60,7 @@ func TestPaidLatency(t *testing.T) {
 		gw        *gateway
 		calls     []chain.PayResult
 		fac       []chain.FacilitatorOp
+		conns     int // connections the facilitator accepted during its measured calls
 	}
 	servers := []*server{
 		{name: "reference", url: ref.URL()},
@@ -93,8 +94,10 @@ func TestPaidLatency(t *testing.T) {
 	for r := range rounds {
 		for k := range servers {
 			s := servers[(k+r)%len(servers)]
+			c0 := e.fac.Stats(t).Connections
 			s.calls = append(s.calls, pay(s, n/rounds)...)
 			s.fac = append(s.fac, e.fac.Timings(t)...)
+			s.conns += e.fac.Stats(t).Connections - c0
 		}
 	}
 	if got, want := chain.BalanceOf(t, e.a, chain.PayTo.Address)-payTo0, money.Micros(3*(n+warm)*priceExtract); got != want {
@@ -153,7 +156,7 @@ func TestPaidLatency(t *testing.T) {
 			line += fmt.Sprintf("; facilitator /%s %.2f (%d calls, node calls %.1f per call taking %.2f: %s)", op, quantile(d, .5),
 				len(d), float64(rpcN)/float64(len(d)), quantile(rpcMs, .5), methodCounts(methods, len(d)))
 		}
-		t.Log(line)
+		t.Log(line + fmt.Sprintf("; facilitator connections opened: %d", s.conns))
 		if s.gw != nil {
 			ph := s.gw.paidPhases(t, gwLogFrom[s.gw])
 			t.Logf("  %-13s inside the gateway (paid request → answer; %d calls): total %.2f = verify %.2f + upstream %.2f + settle %.2f + ledger %.2f + rest %.2f",
