@@ -44,7 +44,13 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { createPublicClient, createWalletClient, http as viemHttp } from "viem";
+import {
+  createPublicClient,
+  createWalletClient,
+  http as viemHttp,
+  TransactionReceiptNotFoundError,
+  WaitForTransactionReceiptTimeoutError,
+} from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { baseSepolia } from "viem/chains";
 import { x402Facilitator } from "@x402/core/facilitator";
@@ -118,6 +124,26 @@ if (!flags["no-multicall"]) {
   }
 }
 
+// waitReceipt asks for the receipt until it is there (every 2 ms, at most
+// 30 s). viem's waitForTransactionReceipt looks once, then waits for a
+// block after the one it reads; on an automining anvil the receipt can
+// trail the block number, and no later block comes while the next payment
+// waits for this one, so that wait could last its whole timeout on a
+// loaded machine. Both servers of the latency comparison settle through
+// this same wait.
+async function waitReceipt({ hash }) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await publicClient.getTransactionReceipt({ hash });
+    } catch (e) {
+      if (!(e instanceof TransactionReceiptNotFoundError)) throw e;
+    }
+    if (Date.now() > deadline) throw new WaitForTransactionReceiptTimeoutError({ hash });
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 // The FacilitatorEvmSigner contract of @x402/evm, spelled out over viem.
 const signer = {
   address: account.address,
@@ -126,7 +152,7 @@ const signer = {
   verifyTypedData: (args) => publicClient.verifyTypedData(args),
   writeContract: (args) => walletClient.writeContract({ ...args, chain }),
   sendTransaction: (args) => walletClient.sendTransaction({ ...args, chain }),
-  waitForTransactionReceipt: (args) => publicClient.waitForTransactionReceipt({ timeout: 30_000, ...args }),
+  waitForTransactionReceipt: waitReceipt,
   getCode: (args) => publicClient.getCode(args),
 };
 
