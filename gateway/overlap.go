@@ -42,7 +42,9 @@ func (g *Gateway) upstreamVerifying(c *call) (upFail, refused *Decision) {
 	done := make(chan verified, 1)
 	// The goroutine touches only the payment's own fields (c.pay) and
 	// reads what no stage writes any more; the upstream stage writes the
-	// upstream's (c.upResp, c.body, c.upStatus, c.upLatency, c.dec).
+	// upstream's (c.upResp, c.body, c.upStatus, c.upLatency, c.dec). It
+	// ends before this returns (verification has its own deadline), so the
+	// request bytes a payment may point into outlive it.
 	go func() {
 		vr, err := g.verifyRemote(c)
 		done <- verified{vr, err}
