@@ -37,8 +37,10 @@ func TestPaidLatency(t *testing.T) {
 	)
 	e := newEnv(t, viaFacilitator)
 	chain.Mint(t, e.a, chain.Payer.Address, 3*(n+warm)*priceExtract)
-	// Phase timings of every paid call in the gateways' debug log.
-	phaseLog := []string{"--log-level", "debug", "--log-format", "json"}
+	// Phase timings of every paid call in the gateways' debug log (and no
+	// access log line per call, which the default warn level of the other
+	// tests does not print either).
+	phaseLog := []string{"--log-level", "debug", "--log-format", "json", "--access-log=false"}
 	tg := startGateway(t, e.up.url, append([]string{"--x402-facilitator", e.fac.URL()}, phaseLog...)...)
 	// The second gateway verifies over the RPC (--x402-verify rpc) and
 	// settles through the same facilitator.
