@@ -194,6 +194,16 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	}
 	sd.led = led
 	sigs := sd.sigs
+	// The state seal (gateway.SealState): after the ledger closed cleanly,
+	// before the store closes, so that the next start can skip reading the
+	// ledger's history when nothing changed. Single node only.
+	var seal func() error
+	sd.add("sealing the management state", func() error {
+		if seal == nil || !sd.ledgerClosed.Load() {
+			return nil
+		}
+		return seal()
+	})
 	sd.add("closing the ledger", func() error {
 		err := led.Close()
 		sd.ledgerClosed.Store(err == nil)
@@ -208,9 +218,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// each node's copy) and a node's ledger holds only its own changes:
 	// the start check of the store against the ledger is single-node.
 	if f.clusterRedis == "" {
-		if err := gateway.CheckState(led, keys, overrides, time.Now(), log); err != nil {
+		sealPath, checkedAt := filepath.Join(f.data, gateway.SealFile), time.Now()
+		if _, err := gateway.CheckStateSealed(sealPath, led, keys, overrides, checkedAt, log); err != nil {
 			return exitError{1, "toolgate serve: " + err.Error()}
 		}
+		seal = func() error { return gateway.SealState(sealPath, led, keys, overrides, checkedAt) }
 	}
 	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {
