@@ -286,6 +286,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 	}
 
+	// The start read every table (checksums, keys, state check): let the
+	// kernel take those pages back; keys are served from memory.
+	if n := releaseTablePages(filepath.Join(f.data, "store")); n > 0 {
+		log.Debug("store table pages released", "bytes", n)
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
