@@ -18,21 +18,39 @@ import (
 // seal, gateway.SealState). It reveals nothing usable about a secret: the
 // secret digests it covers are themselves SHA-256 of 160-bit secrets.
 func (s *Store) Digest() (sum [32]byte, n int) {
-	var acc [4]uint64 // little-endian limbs of the running sum
-	var buf []byte
-	s.Each(func(k *Key) {
-		buf = appendKeyDigestInput(buf[:0], k)
-		h := sha256.Sum256(buf)
-		var c uint64
-		for i := range acc {
-			acc[i], c = bits.Add64(acc[i], binary.LittleEndian.Uint64(h[8*i:]), c)
-		}
-		n++
-	})
-	for i := range acc {
-		binary.LittleEndian.PutUint64(sum[8*i:], acc[i])
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i, l := range s.idx.sum {
+		binary.LittleEndian.PutUint64(sum[8*i:], l)
 	}
-	return sum, n
+	return sum, s.idx.ids
+}
+
+// digestSum is the running sum of Digest: a key's hash is added when it
+// is indexed and subtracted when a newer version replaces it, so Digest
+// costs nothing at start or shutdown (the hashing runs on Open's
+// indexing goroutine, beside the decoding).
+type digestSum [4]uint64 // little-endian limbs
+
+func keyStateHash(k *Key) [32]byte {
+	var buf [160]byte
+	return sha256.Sum256(appendKeyDigestInput(buf[:0], k))
+}
+
+func (d *digestSum) add(k *Key) {
+	h := keyStateHash(k)
+	var c uint64
+	for i := range d {
+		d[i], c = bits.Add64(d[i], binary.LittleEndian.Uint64(h[8*i:]), c)
+	}
+}
+
+func (d *digestSum) sub(k *Key) {
+	h := keyStateHash(k)
+	var b uint64
+	for i := range d {
+		d[i], b = bits.Sub64(d[i], binary.LittleEndian.Uint64(h[8*i:]), b)
+	}
 }
 
 func appendKeyDigestInput(b []byte, k *Key) []byte {

@@ -28,8 +28,9 @@ type keyIndex struct {
 	byID   atomic.Pointer[table]   // by maphash of the key_id
 	seed   maphash.Seed
 
-	n   uint32 // positions used (writer only)
-	ids int    // distinct key_ids (writer only; Len reads it under the Store's lock)
+	n   uint32    // positions used (writer only)
+	ids int       // distinct key_ids (writer only; Len reads it under the Store's lock)
+	sum digestSum // Store.Digest of the current keys, kept as keys are added (writer only)
 }
 
 const slabBits = 10
@@ -161,29 +162,32 @@ func (x *keyIndex) add(pos uint32) {
 	t, _ := x.put(x.byHash.Load(), h, htag, pos, func(o *Key) bool { return o.Hash == k.Hash }, x.digestOf)
 	x.byHash.Store(t)
 	i, itag := x.idHash(k.ID)
-	t, replaced := x.put(x.byID.Load(), i, itag, pos, func(o *Key) bool { return o.ID == k.ID }, x.idOf)
+	t, old := x.put(x.byID.Load(), i, itag, pos, func(o *Key) bool { return o.ID == k.ID }, x.idOf)
 	x.byID.Store(t)
-	if !replaced {
+	if old != nil {
+		x.sum.sub(old)
+	} else {
 		x.ids++
 	}
+	x.sum.add(k)
 }
 
 func (x *keyIndex) digestOf(k *Key) (uint64, uint32) { return digestHash(&k.Hash) }
 func (x *keyIndex) idOf(k *Key) (uint64, uint32)     { return x.idHash(k.ID) }
 
 // put stores pos in t under (h, tag), replacing the slot of a key same
-// reports as equal (replaced); it returns t, or a table twice its size
-// when t would be more than 3/4 full (the caller publishes it).
-func (x *keyIndex) put(t *table, h uint64, tag uint32, pos uint32, same func(*Key) bool, hash func(*Key) (uint64, uint32)) (_ *table, replaced bool) {
+// reports as equal (returned as old); it returns t, or a table twice its
+// size when t would be more than 3/4 full (the caller publishes it).
+func (x *keyIndex) put(t *table, h uint64, tag uint32, pos uint32, same func(*Key) bool, hash func(*Key) (uint64, uint32)) (_ *table, old *Key) {
 	e := uint64(tag)<<32 | uint64(pos+1)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		old := t.slots[i].Load()
-		if old == 0 {
+		was := t.slots[i].Load()
+		if was == 0 {
 			break
 		}
-		if uint32(old>>32) == tag && same(x.at(uint32(old)-1)) {
+		if k := x.at(uint32(was) - 1); uint32(was>>32) == tag && same(k) {
 			t.slots[i].Store(e)
-			return t, true
+			return t, k
 		}
 	}
 	if (t.used+1)*4 > len(t.slots)*3 {
@@ -198,7 +202,7 @@ func (x *keyIndex) put(t *table, h uint64, tag uint32, pos uint32, same func(*Ke
 	}
 	t.insert(h, e)
 	t.used++
-	return t, false
+	return t, nil
 }
 
 // insert stores e in the first empty slot from h (the key is not there).
