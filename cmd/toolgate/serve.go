@@ -203,7 +203,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		if seal == nil || !sd.ledgerClosed.Load() {
 			return nil
 		}
-		return seal()
+		if err := seal(); err != nil { // only costs the next start time
+			log.Warn("state seal not written; the next start checks the ledger's history in full", "err", err)
+		}
+		return nil
 	})
 	sd.add("closing the ledger", func() error {
 		err := led.Close()
