@@ -40,11 +40,12 @@ func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
 // OpenPrefix is Open on keys stored under another badger prefix: a copy
 // of keys kept for someone else (the cluster's keys, mirrored on each
 // node, live under their own prefix so that the node's own "k/" rows and
-// their ledger check stay as they are). A million keys load in about a
-// second on two cores: the maps are sized up front from badger's table
-// statistics, rows in the stored form are decoded by hand (decodeStored),
-// keys are allocated in slabs with one string per key, and indexing runs
-// on a second goroutine while the iterator decodes.
+// their ledger check stay as they are). A million keys load in about two
+// seconds on two cores: the index's tables are sized up front from
+// badger's table statistics, rows in the stored form are decoded by hand
+// (decodeStored) straight into the index's slabs with one string per
+// key, and indexing (and the Digest's hashing) runs on a second goroutine
+// while the iterator decodes.
 func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(estimateKeys(db, prefix))}
 	type filled struct {
@@ -90,7 +91,7 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 }
 
 // estimateKeys returns a lower bound of the rows under the key prefix,
-// from badger's table statistics, to size the maps: only tables that
+// from badger's table statistics, to size the index: only tables that
 // hold nothing but key rows count (a table that also holds ledger
 // entries could count millions of them; the memtable is not counted).
 func estimateKeys(db *badger.DB, prefix string) int {
