@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,14 +63,39 @@ type Spend struct {
 	// TTL is how long a reservation holds its cost (0:
 	// DefaultReservationTTL). Set before use.
 	TTL time.Duration
-	ids atomic.Uint64
+	// OnLost, if set, is called (on a goroutine of its own) when queued
+	// commits could not be confirmed by Redis after retries: this node's
+	// contribution then lacks them until it is set from the ledger again
+	// (the caller's Gateway.RestoreSpend). Set before use.
+	OnLost func(err error)
+	ids    atomic.Uint64
+	open   [32]openShard
+	cm     committer
 }
+
+// openShard holds the reservations this Spend made that are still open
+// here: id → whether it holds credits, or committing.
+type openShard struct {
+	mu sync.Mutex
+	m  map[uint64]uint8
+}
+
+const (
+	openCap     = 1 // holds a cap's figure only
+	openCredits = 2 // holds credits: committed synchronously
+	committing  = 3 // queued for the shared store
+)
 
 var _ gateway.SpendStore = (*Spend)(nil)
 
 // NewSpend returns the shared spend store on c.
 func NewSpend(c *Client) *Spend {
 	s := &Spend{c: c}
+	for i := range s.open {
+		s.open[i].m = map[uint64]uint8{}
+	}
+	s.cm.idle = sync.NewCond(&s.cm.mu)
+	s.cm.pendingOf = map[string]int{}
 	var b [8]byte
 	rand.Read(b[:])
 	// Ids start at a random point of a 62-bit space: distinct from other
@@ -231,6 +257,7 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 		switch v[0] {
 		case 0:
 			res.OK = true
+			s.track(id, res.HasBalance)
 			return meter.NewReservation(id, principal, day, cost), res
 		case 1:
 			res.Reason = meter.ReasonCapExceeded
@@ -248,13 +275,25 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 }
 
 // Commit bills r, adding its cost to this node's contribution to the
-// day, debiting credits if it held them, and calls fn with the figures
-// after it. It reports false, not calling fn, when r is not open (closed
-// already, or expired and given back) or Redis could not be reached:
-// then nothing is known to be billed in Redis, and the caller's ledger
-// is the record (the next Restore from it puts the node's contribution
-// right). A zero reservation always commits, fn seeing the current
-// figures.
+// day (and debiting credits if it held them), and calls fn after it. It
+// reports false, not calling fn, when r is not open here (committed or
+// released already, or made by another Spend).
+//
+// A reservation holding credits is committed in one round trip, fn
+// seeing the figures the write produced (the balance after the debit,
+// which the caller's ledger records in the order of balance changes). A
+// reservation holding only a cap's figure is queued and committed
+// asynchronously, batched with the others in flight (one script per
+// principal and day, pipelined, idempotent by reservation id): fn is
+// called at once with no figures (HasBalance false, SpentToday 0) and the
+// caller does not wait for Redis. Until the queued commit lands its cost
+// stays held by the reservation, so the cap's figure (committed plus
+// reserved) is exact all along; Status waits for the principal's queued
+// commits. A queued commit Redis does not confirm after retries (Redis
+// unreachable, or the reservation expired) is reported to OnLost: the
+// caller's ledger is the record, and setting the node's contribution from
+// it (Restore) puts Redis right. A zero reservation always commits, fn
+// seeing the current figures.
 func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	if r.ID() == 0 {
 		if fn != nil {
@@ -262,6 +301,17 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 			fn(meter.Committed{SpentToday: st.Today(), BalanceAfter: st.Balance, HasBalance: st.HasBalance})
 		}
 		return true
+	}
+	switch s.claim(r.ID(), true) {
+	case openCap:
+		s.cm.enqueue(s, r)
+		if fn != nil {
+			fn(meter.Committed{})
+		}
+		return true
+	case openCredits:
+	default:
+		return false
 	}
 	v, err := ints(s.c.run(commitScript, s.keys(r.Principal(), r.Day()),
 		[]string{strconv.FormatUint(r.ID(), 10), s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)}))
@@ -274,11 +324,52 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	return true
 }
 
-// Release gives r's cost back; false when it is not open (or Redis could
-// not be reached: the hold then expires after TTL).
+// track records a reservation this Spend made.
+func (s *Spend) track(id uint64, credits bool) {
+	sh := &s.open[id%uint64(len(s.open))]
+	st := uint8(openCap)
+	if credits {
+		st = openCredits
+	}
+	sh.mu.Lock()
+	sh.m[id] = st
+	sh.mu.Unlock()
+}
+
+// claim returns id's state and closes it: for a commit, a cap-only
+// reservation becomes committing (and leaves when its commit lands);
+// otherwise it is forgotten. A reservation not open returns 0.
+func (s *Spend) claim(id uint64, commit bool) uint8 {
+	sh := &s.open[id%uint64(len(s.open))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.m[id]
+	switch {
+	case st == committing || st == 0:
+		return 0
+	case commit && st == openCap:
+		sh.m[id] = committing
+	default:
+		delete(sh.m, id)
+	}
+	return st
+}
+
+func (s *Spend) forget(id uint64) {
+	sh := &s.open[id%uint64(len(s.open))]
+	sh.mu.Lock()
+	delete(sh.m, id)
+	sh.mu.Unlock()
+}
+
+// Release gives r's cost back; false when it is not open here (or Redis
+// could not be reached: the hold then expires after TTL).
 func (s *Spend) Release(r meter.Reservation) bool {
 	if r.ID() == 0 {
 		return true
+	}
+	if s.claim(r.ID(), false) == 0 {
+		return false
 	}
 	k := s.keys(r.Principal(), r.Day())
 	v, err := ints(s.c.run(releaseScript, k[1:], []string{strconv.FormatUint(r.ID(), 10)}))
@@ -288,6 +379,7 @@ func (s *Spend) Release(r meter.Reservation) bool {
 // Status reads the principal's committed and reserved spend on day (all
 // nodes) and its balance in one script; zero when Redis cannot be read.
 func (s *Spend) Status(principal string, day meter.Day) meter.SpendStatus {
+	s.cm.wait(principal)
 	v, err := ints(s.c.run(statusScript, s.keys(principal, day), []string{strconv.Itoa(int(day))}))
 	if err != nil || len(v) != 4 {
 		return meter.SpendStatus{}
@@ -327,6 +419,7 @@ func (s *Spend) TopUp(principal string, amount money.Micros, fn func(balanceAfte
 // Restore sets this node's contribution to principal's spend on day to
 // spent (its ledger's sum): idempotent, it never adds.
 func (s *Spend) Restore(principal string, day meter.Day, spent money.Micros) {
+	s.Flush()
 	ctx, cancel := s.c.ctx()
 	defer cancel()
 	k := s.keys(principal, day)[0]
