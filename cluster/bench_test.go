@@ -130,7 +130,7 @@ var benchStores atomic.Int64
 // roundTrips counts the commands clients sent to srv (a script is one):
 // INFO commandstats' calls of the commands the stores send, not the
 // commands scripts run inside Redis.
-func roundTrips(b *testing.B, srv *redistest.Server) int64 {
+func roundTrips(b testing.TB, srv *redistest.Server) int64 {
 	out, err := srv.DoBulk("INFO", "commandstats")
 	if err != nil {
 		b.Fatal(err)

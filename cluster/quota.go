@@ -371,6 +371,9 @@ func (q *Quotas) acquire(principal string, class, limit int, now time.Time, call
 			l := &w.cur
 			r := meter.QuotaResult{Allowed: true, Used: l.total - (l.n - l.used), Limit: limit,
 				ResetIn: time.Duration(l.resetIn) * time.Microsecond, At: now}
+			if l.until != t {
+				r.At = time.UnixMicro(l.until) // counted at the lease's stamp
+			}
 			w.mu.Unlock()
 			return r, fetched, false
 		}
