@@ -40,7 +40,7 @@ type PendingSettlement struct {
 	Tool        string        `json:"tool"`
 	Payer       string        `json:"payer"`
 	Network     string        `json:"network"`
-	Amount      money.Micros  `json:"-"` // a store keeps it as integer micro-USD
+	Amount      money.Micros  `json:"-"`        // a store keeps it as integer micro-USD
 	Deadline    time.Time     `json:"deadline"` // validBefore
 	OweOnSettle bool          `json:"owe_on_settle,omitempty"`
 	AnswerKeys  []string      `json:"answer_keys,omitempty"`
