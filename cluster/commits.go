@@ -9,6 +9,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
 )
 
 // committer sends Spend's queued commits: whoever enqueues while no
@@ -20,7 +21,7 @@ import (
 type committer struct {
 	mu        sync.Mutex
 	idle      *sync.Cond // broadcast when a batch lands
-	queue     []meter.Reservation
+	queue     []commitItem
 	pendingOf map[string]int // principal → commits queued or in flight
 	busy      bool
 	enq, done uint64 // commits enqueued, and landed (or given up)
@@ -30,35 +31,21 @@ type committer struct {
 // given up to OnLost (they stay billed in the ledger).
 const commitRetries = 3
 
-// commitManyScript: KEYS committed(day), r, rx, acct; ARGV node, keep ms,
-// reservation ids. Commits the open ones; returns {cost committed, ids
-// not open}.
-var commitManyScript = rueidis.NewLuaScript(`
-local r, rx, acct = KEYS[2], KEYS[3], KEYS[4]
-` + purgeLua + `
-local sum, debit, missing = 0, 0, 0
-for i = 3, #ARGV do
-  local v = giveback(ARGV[i])
-  if v then
-    local d, c, cr = string.match(v, '^(%-?%d+):(%d+):(%d)$')
-    sum = sum + tonumber(c)
-    if cr == '1' then debit = debit + tonumber(c) end
-  else
-    missing = missing + 1
-  end
-end
-if debit > 0 then redis.call('HINCRBY', acct, 'bal', -debit) end
-if sum > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], sum)
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return {sum, missing}
-`)
+// commitItem is one queued commit: amount of reservation id (a call's,
+// or the slice it was reserved from) to the node's contribution; res is
+// the call's reservation id, forgotten once it lands.
+type commitItem struct {
+	principal string
+	day       meter.Day
+	id        uint64
+	amount    money.Micros
+	res       uint64
+}
 
-func (c *committer) enqueue(s *Spend, r meter.Reservation) {
+func (c *committer) enqueue(s *Spend, r commitItem) {
 	c.mu.Lock()
 	c.queue = append(c.queue, r)
-	c.pendingOf[r.Principal()]++
+	c.pendingOf[r.principal]++
 	c.enq++
 	start := !c.busy
 	c.busy = true
@@ -70,7 +57,7 @@ func (c *committer) enqueue(s *Spend, r meter.Reservation) {
 
 // send commits batches until the queue is empty.
 func (c *committer) send(s *Spend) {
-	var batch []meter.Reservation
+	var batch []commitItem
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -83,12 +70,12 @@ func (c *committer) send(s *Spend) {
 		c.mu.Unlock()
 		err := s.commitBatch(batch)
 		for _, r := range batch {
-			s.forget(r.ID())
+			s.forget(r.res)
 		}
 		c.mu.Lock()
 		for _, r := range batch {
-			if c.pendingOf[r.Principal()]--; c.pendingOf[r.Principal()] <= 0 {
-				delete(c.pendingOf, r.Principal())
+			if c.pendingOf[r.principal]--; c.pendingOf[r.principal] <= 0 {
+				delete(c.pendingOf, r.principal)
 			}
 		}
 		c.done += uint64(len(batch))
@@ -123,13 +110,18 @@ func (s *Spend) Flush() {
 	c.mu.Unlock()
 }
 
-// Close sends the queued commits and waits for them (at shutdown).
-func (s *Spend) Close() { s.Flush() }
+// Close sends the queued commits, waits for them and gives back the
+// unused rest of every budget slice (at shutdown).
+func (s *Spend) Close() {
+	s.Flush()
+	s.stopped.Do(func() { close(s.stop) })
+	s.retireSlices(time.Now(), true)
+}
 
 // commitBatch commits rs, grouped by principal and day, in one pipeline,
 // retrying what failed (idempotent: a committed id is no longer open).
 // It returns an error naming what could not be confirmed.
-func (s *Spend) commitBatch(rs []meter.Reservation) error {
+func (s *Spend) commitBatch(rs []commitItem) error {
 	type group struct {
 		principal string
 		day       meter.Day
@@ -137,7 +129,7 @@ func (s *Spend) commitBatch(rs []meter.Reservation) error {
 	idx := map[group]int{}
 	var cmds []rueidis.LuaExec
 	for _, r := range rs {
-		g := group{r.Principal(), r.Day()}
+		g := group{r.principal, r.day}
 		i, ok := idx[g]
 		if !ok {
 			i = len(cmds)
@@ -145,7 +137,7 @@ func (s *Spend) commitBatch(rs []meter.Reservation) error {
 			cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(g.principal, g.day),
 				Args: []string{s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)}})
 		}
-		cmds[i].Args = append(cmds[i].Args, strconv.FormatUint(r.ID(), 10))
+		cmds[i].Args = append(cmds[i].Args, strconv.FormatUint(r.id, 10), strconv.FormatInt(int64(r.amount), 10), "0")
 	}
 	var missing int64
 	var lastErr error
@@ -154,12 +146,12 @@ func (s *Spend) commitBatch(rs []meter.Reservation) error {
 			time.Sleep(time.Duration(try) * 100 * time.Millisecond) // a backoff, not a wait for a condition
 		}
 		ctx, cancel := s.c.ctx()
-		out := commitManyScript.ExecMulti(ctx, s.c.rdb, cmds...)
+		out := takeScript.ExecMulti(ctx, s.c.rdb, cmds...)
 		cancel()
 		failed := cmds[:0]
 		for i, res := range out {
 			v, err := ints(res.ToArray())
-			if err == nil && len(v) != 2 {
+			if err == nil && len(v) != 1 {
 				err = ErrRedis
 			}
 			if err != nil {
@@ -167,7 +159,7 @@ func (s *Spend) commitBatch(rs []meter.Reservation) error {
 				failed = append(failed, cmds[i])
 				continue
 			}
-			missing += v[1]
+			missing += v[0]
 		}
 		cmds = failed
 		if try+1 >= commitRetries && len(cmds) > 0 {

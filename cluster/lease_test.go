@@ -9,6 +9,8 @@ import (
 
 	"github.com/toolgate/toolgate/cluster"
 	"github.com/toolgate/toolgate/cluster/redistest"
+	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
 )
 
 // TestQuotas_LeasesNeverOvershoot: three nodes lease slots of one shared
@@ -103,5 +105,106 @@ func TestQuotas_LeasesNeverOvershoot(t *testing.T) {
 	}
 	if used, _ := qs[0].Peek("key:lease", 1, limit, time.Now()); used > limit {
 		t.Fatalf("Peek after Close: got %d, want at most %d", used, limit)
+	}
+}
+
+// TestSpend_SlicesNeverOvershoot: three nodes reserve $0.0001 calls under
+// a $1 cap from budget slices, 8 callers each, a fifth of the calls
+// released, until every caller is refused: Redis never holds more than
+// the cap (committed and reserved, checked while they run), the
+// committed spend is exactly what the callers committed (nothing lost or
+// billed twice), most of the cap is used, most calls cost no round trip,
+// and after Close nothing stays reserved.
+func TestSpend_SlicesNeverOvershoot(t *testing.T) {
+	srv := redistest.Start(t)
+	c, err := cluster.Dial(srv.URL(), cluster.Options{NodeID: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	const (
+		capUSD = money.Micros(1_000_000)
+		cost   = money.Micros(100)
+	)
+	day, _ := meter.DayOf(time.Now(), nil)
+	var ss []*cluster.Spend
+	for _, n := range []string{"a", "b", "c"} {
+		s := cluster.NewSpend(c.WithNode(n).WithPrefix("slice:"))
+		s.Nodes = func() int { return 3 }
+		ss = append(ss, s)
+	}
+	before := roundTrips(t, srv)
+	var committed, calls atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan money.Micros)
+	go func() { // the cluster's figure, read while the callers run
+		worst := money.Micros(0)
+		defer func() { watched <- worst }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st := ss[0].Status("key:slice", day)
+			worst = max(worst, st.Committed+st.Reserved+ss[0].Unused("key:slice", day))
+			time.Sleep(2 * time.Millisecond) // pacing the reader
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 24 {
+		s := ss[i%3]
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				r, res := s.Reserve("key:slice", day, cost, capUSD, true)
+				calls.Add(1)
+				if res.Err != nil {
+					t.Error(res.Err)
+					return
+				}
+				if !res.OK {
+					if res.Reason != meter.ReasonCapExceeded {
+						t.Errorf("refused: got %+v, want cap_exceeded", res)
+					}
+					return
+				}
+				if n%5 == 0 {
+					if !s.Release(r) {
+						t.Error("Release: got false")
+					}
+					continue
+				}
+				if !s.Commit(r, nil) {
+					t.Error("Commit: got false")
+					return
+				}
+				committed.Add(int64(cost))
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	worst := <-watched
+	for _, s := range ss {
+		s.Close()
+	}
+	st := ss[1].Status("key:slice", day)
+	rtt := roundTrips(t, srv) - before
+	t.Logf("%d reservations, %d round trips; committed %v of the %v cap; the highest figure seen while running %v",
+		calls.Load(), rtt, st.Committed, capUSD, worst)
+	if st.Committed != money.Micros(committed.Load()) {
+		t.Fatalf("committed in Redis %v, want what the callers committed, %v", st.Committed, money.Micros(committed.Load()))
+	}
+	if st.Committed > capUSD || worst > capUSD {
+		t.Fatalf("over the cap: committed %v, highest %v, cap %v", st.Committed, worst, capUSD)
+	}
+	if st.Reserved != 0 {
+		t.Fatalf("reserved after Close: got %v, want 0", st.Reserved)
+	}
+	if st.Committed < capUSD/2 {
+		t.Fatalf("only %v of the %v cap used: slices starve the budget", st.Committed, capUSD)
+	}
+	if rtt*4 > calls.Load() {
+		t.Fatalf("%d round trips for %d reservations: slices do not serve most calls", rtt, calls.Load())
 	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,31 +69,53 @@ type Spend struct {
 	// contribution then lacks them until it is set from the ledger again
 	// (the caller's Gateway.RestoreSpend). Set before use.
 	OnLost func(err error)
-	ids    atomic.Uint64
-	open   [32]openShard
-	cm     committer
+	// SliceFor is how long a budget slice serves reservations (0:
+	// DefaultSliceFor); MaxSlice caps a slice at that many calls' cost
+	// (0: DefaultMaxSlice; 1 turns slices off: every reservation is one
+	// round trip). Nodes reports the live nodes (nil: 1). Set before use.
+	SliceFor time.Duration
+	MaxSlice int
+	Nodes    func() int
+
+	ids     atomic.Uint64
+	seed    maphash.Seed
+	open    [32]openShard
+	slices  [32]sliceShard
+	cm      committer
+	tick    sync.Once
+	stop    chan struct{}
+	stopped sync.Once
 }
 
 // openShard holds the reservations this Spend made that are still open
-// here: id → whether it holds credits, or committing.
+// here: id → its state (and its slice).
 type openShard struct {
 	mu sync.Mutex
-	m  map[uint64]uint8
+	m  map[uint64]openRes
+}
+
+type openRes struct {
+	state uint8
+	sl    *slice // openSlice: the slice it was reserved from
 }
 
 const (
 	openCap     = 1 // holds a cap's figure only
 	openCredits = 2 // holds credits: committed synchronously
 	committing  = 3 // queued for the shared store
+	openSlice   = 4 // reserved from a budget slice (slices.go)
 )
 
 var _ gateway.SpendStore = (*Spend)(nil)
 
 // NewSpend returns the shared spend store on c.
 func NewSpend(c *Client) *Spend {
-	s := &Spend{c: c}
+	s := &Spend{c: c, seed: maphash.MakeSeed(), stop: make(chan struct{})}
 	for i := range s.open {
-		s.open[i].m = map[uint64]uint8{}
+		s.open[i].m = map[uint64]openRes{}
+	}
+	for i := range s.slices {
+		s.slices[i].m = map[sliceKey]*slices{}
 	}
 	s.cm.idle = sync.NewCond(&s.cm.mu)
 	s.cm.pendingOf = map[string]int{}
@@ -233,6 +256,17 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 		res.OK = true
 		return meter.NewReservation(0, principal, day, 0), res
 	}
+	if s.MaxSlice != 1 {
+		if r, res, per := s.reserveSliced(principal, day, cost, limit, hasLimit); !per {
+			return r, res
+		}
+	}
+	return s.reservePlain(principal, day, cost, limit, hasLimit)
+}
+
+// reservePlain reserves cost for one call in one round trip.
+func (s *Spend) reservePlain(principal string, day meter.Day, cost, limit money.Micros, hasLimit bool) (meter.Reservation, meter.SpendResult) {
+	res := meter.SpendResult{Limit: limit}
 	hl := "0"
 	if hasLimit {
 		hl = "1"
@@ -302,9 +336,14 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 		}
 		return true
 	}
-	switch s.claim(r.ID(), true) {
-	case openCap:
-		s.cm.enqueue(s, r)
+	switch o := s.claim(r.ID(), true); o.state {
+	case openCap, openSlice:
+		id := r.ID()
+		if o.state == openSlice {
+			s.sliceCommitted(r, o.sl, r.Cost())
+			id = o.sl.id
+		}
+		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), id, r.Cost(), r.ID()})
 		if fn != nil {
 			fn(meter.Committed{})
 		}
@@ -326,33 +365,42 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 
 // track records a reservation this Spend made.
 func (s *Spend) track(id uint64, credits bool) {
-	sh := &s.open[id%uint64(len(s.open))]
 	st := uint8(openCap)
 	if credits {
 		st = openCredits
 	}
+	s.setOpen(id, openRes{state: st})
+}
+
+// trackSlice records a reservation made from sl.
+func (s *Spend) trackSlice(id uint64, sl *slice, _ money.Micros) {
+	s.setOpen(id, openRes{state: openSlice, sl: sl})
+}
+
+func (s *Spend) setOpen(id uint64, o openRes) {
+	sh := &s.open[id%uint64(len(s.open))]
 	sh.mu.Lock()
-	sh.m[id] = st
+	sh.m[id] = o
 	sh.mu.Unlock()
 }
 
 // claim returns id's state and closes it: for a commit, a cap-only
 // reservation becomes committing (and leaves when its commit lands);
-// otherwise it is forgotten. A reservation not open returns 0.
-func (s *Spend) claim(id uint64, commit bool) uint8 {
+// otherwise it is forgotten. A reservation not open has state 0.
+func (s *Spend) claim(id uint64, commit bool) openRes {
 	sh := &s.open[id%uint64(len(s.open))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.m[id]
+	o := sh.m[id]
 	switch {
-	case st == committing || st == 0:
-		return 0
-	case commit && st == openCap:
-		sh.m[id] = committing
+	case o.state == committing || o.state == 0:
+		return openRes{}
+	case commit && (o.state == openCap || o.state == openSlice):
+		sh.m[id] = openRes{state: committing}
 	default:
 		delete(sh.m, id)
 	}
-	return st
+	return o
 }
 
 func (s *Spend) forget(id uint64) {
@@ -368,8 +416,12 @@ func (s *Spend) Release(r meter.Reservation) bool {
 	if r.ID() == 0 {
 		return true
 	}
-	if s.claim(r.ID(), false) == 0 {
+	o := s.claim(r.ID(), false)
+	switch o.state {
+	case 0:
 		return false
+	case openSlice:
+		return s.sliceRelease(r, o.sl, r.Cost())
 	}
 	k := s.keys(r.Principal(), r.Day())
 	v, err := ints(s.c.run(releaseScript, k[1:], []string{strconv.FormatUint(r.ID(), 10)}))
@@ -384,7 +436,9 @@ func (s *Spend) Status(principal string, day meter.Day) meter.SpendStatus {
 	if err != nil || len(v) != 4 {
 		return meter.SpendStatus{}
 	}
-	return meter.SpendStatus{Committed: money.Micros(v[0]), Reserved: money.Micros(v[1]),
+	// This node's unused slice is budget set aside, not held by calls.
+	reserved := max(money.Micros(v[1])-s.unusedSlice(principal, day), 0)
+	return meter.SpendStatus{Committed: money.Micros(v[0]), Reserved: reserved,
 		Balance: money.Micros(v[2]), HasBalance: v[3] == 1}
 }
 
@@ -436,6 +490,10 @@ func (s *Spend) RestoreBalance(principal string, balance money.Micros) {
 	s.c.rdb.Do(ctx, s.c.rdb.B().Hsetnx().Key(s.c.key(principal, "a")).Field("bal").Value(strconv.FormatInt(int64(balance), 10)).Build())
 }
 
-// Sweep does nothing: committed days expire in Redis, reservations when
-// their TTL passes.
-func (s *Spend) Sweep(time.Time) int { return 0 }
+// Sweep gives back the unused rest of budget slices that stopped serving
+// (also done every SliceFor once slices are in use). Committed days
+// expire in Redis, reservations when their TTL passes.
+func (s *Spend) Sweep(now time.Time) int {
+	s.retireSlices(now, false)
+	return 0
+}
