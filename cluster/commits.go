@@ -27,6 +27,10 @@ type committer struct {
 	enq, done uint64 // commits enqueued, and landed (or given up)
 }
 
+// commitGather is how long a sender waits for more commits before it
+// sends a batch (a deliberate gathering window, as Nagle's).
+const commitGather = 500 * time.Microsecond
+
 // commitRetries is how often a batch is tried before its commits are
 // given up to OnLost (they stay billed in the ledger).
 const commitRetries = 3
@@ -59,6 +63,9 @@ func (c *committer) enqueue(s *Spend, r commitItem) {
 func (c *committer) send(s *Spend) {
 	var batch []commitItem
 	for {
+		// Let the commits of the next moment join the batch: at one
+		// caller this turns a round trip per call into one per few.
+		time.Sleep(commitGather)
 		c.mu.Lock()
 		if len(c.queue) == 0 {
 			c.busy = false

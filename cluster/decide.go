@@ -92,6 +92,11 @@ func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time
 		decided bool
 	)
 	q, _, spendRefused := d.q.acquire(principal, class, limit, now, callID, func(req int, member, ret string, unused int) (leaseResult, bool, error) {
+		if d.s.sliceServes(principal, day, cost, spendLimit, hasLimit) {
+			// The budget slice reserves the call: the quota lease alone.
+			lr, err := d.q.runLease(leaseScript, keys[:2], d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
+			return lr, false, err
+		}
 		id := d.s.nextID()
 		lr, err := d.q.runLease(admitReserveScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused,
 			strconv.Itoa(int(day)), strconv.FormatInt(int64(cost), 10), strconv.FormatInt(int64(spendLimit), 10), hl,

@@ -242,11 +242,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		if sl := ss.cur; sl != nil {
 			sl.retired = true
 			if sl.free() == 0 {
-				most := cost
-				if int64(cost) < maxExact/s.maxSlice() {
-					most = cost * money.Micros(s.maxSlice())
-				}
-				ss.next = min(2*max(ss.next, cost), most)
+				ss.next = s.grow(ss.next, cost)
 			} else {
 				ss.next = max(sl.used+sl.held, cost)
 			}
@@ -283,6 +279,16 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		switch {
 		case err != nil:
 			res.Err = err
+		case v[0] == 0 && money.Micros(v[3]) <= cost:
+			// A slice of one call is that call's own reservation
+			// (committed in one round trip, as any per-call one).
+			s.track(id, false)
+			ss.next = s.grow(ss.next, cost)
+			f.ok = true
+			close(f.done)
+			ss.mu.Unlock()
+			return meter.NewReservation(id, principal, day, cost),
+				meter.SpendResult{OK: true, Limit: limit, SpentToday: money.Micros(v[1]), Reserved: money.Micros(v[2])}, false
 		case v[0] == 0:
 			s.startTicker()
 			ss.cur = &slice{id: id, size: money.Micros(v[3]), limit: limit, hasLimit: hasLimit, until: now.Add(s.sliceFor()),
@@ -314,6 +320,16 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		}
 		// Take from the new slice at the top of the loop, the lock held.
 	}
+}
+
+// grow is the size to ask for after a slice of next was used up: twice
+// as much, at most MaxSlice calls' worth.
+func (s *Spend) grow(next, cost money.Micros) money.Micros {
+	most := cost
+	if int64(cost) < maxExact/s.maxSlice() {
+		most = cost * money.Micros(s.maxSlice())
+	}
+	return min(2*max(next, cost), most)
 }
 
 func boolArg(b bool) string {
@@ -355,6 +371,19 @@ func (s *Spend) sliceCommitted(r meter.Reservation, sl *slice, cost money.Micros
 // (Status leaves it out).
 func (s *Spend) Unused(principal string, day meter.Day) money.Micros {
 	return s.unusedSlice(principal, day)
+}
+
+// sliceServes reports whether the principal's current slice can reserve
+// cost now (the Decider then takes a quota lease alone).
+func (s *Spend) sliceServes(principal string, day meter.Day, cost, limit money.Micros, hasLimit bool) bool {
+	if s.MaxSlice == 1 {
+		return false
+	}
+	ss := s.slicesOf(principal, day)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	sl := ss.cur
+	return sl != nil && !time.Now().After(sl.until) && sl.limit == limit && sl.hasLimit == hasLimit && sl.free() >= cost
 }
 
 // unusedSlice is what this node's current slice of principal on day

@@ -313,21 +313,25 @@ func (s *Spend) reservePlain(principal string, day meter.Day, cost, limit money.
 // reports false, not calling fn, when r is not open here (committed or
 // released already, or made by another Spend).
 //
-// A reservation holding credits is committed in one round trip, fn
-// seeing the figures the write produced (the balance after the debit,
-// which the caller's ledger records in the order of balance changes). A
-// reservation holding only a cap's figure is queued and committed
+// A reservation of its own (one call: credits, a budget within a few
+// calls of its cap, or made with a quota lease by the Decider) is
+// committed in one round trip before fn runs, fn seeing the figures the
+// write produced (the balance after a debit, which the caller's ledger
+// records in the order of balance changes). A reservation made from a
+// budget slice of several calls (slices.go) is queued and committed
 // asynchronously, batched with the others in flight (one script per
 // principal and day, pipelined, idempotent by reservation id): fn is
 // called at once with no figures (HasBalance false, SpentToday 0) and the
 // caller does not wait for Redis. Until the queued commit lands its cost
-// stays held by the reservation, so the cap's figure (committed plus
-// reserved) is exact all along; Status waits for the principal's queued
+// stays held by the slice, so the cap's figure (committed plus reserved)
+// never understates the spend; Status waits for the principal's queued
 // commits. A queued commit Redis does not confirm after retries (Redis
 // unreachable, or the reservation expired) is reported to OnLost: the
 // caller's ledger is the record, and setting the node's contribution from
-// it (Restore) puts Redis right. A zero reservation always commits, fn
-// seeing the current figures.
+// it (Restore) puts Redis right. (A node killed with commits queued has
+// them in its ledger and in its slice's hold: after its restart they
+// count twice in the cap's figure, stricter, until the slice's TTL.) A
+// zero reservation always commits, fn seeing the current figures.
 func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	if r.ID() == 0 {
 		if fn != nil {
@@ -337,18 +341,14 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 		return true
 	}
 	switch o := s.claim(r.ID(), true); o.state {
-	case openCap, openSlice:
-		id := r.ID()
-		if o.state == openSlice {
-			s.sliceCommitted(r, o.sl, r.Cost())
-			id = o.sl.id
-		}
-		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), id, r.Cost(), r.ID()})
+	case openSlice:
+		s.sliceCommitted(r, o.sl, r.Cost())
+		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), o.sl.id, r.Cost(), r.ID()})
 		if fn != nil {
 			fn(meter.Committed{})
 		}
 		return true
-	case openCredits:
+	case openCap, openCredits:
 	default:
 		return false
 	}
@@ -395,7 +395,7 @@ func (s *Spend) claim(id uint64, commit bool) openRes {
 	switch {
 	case o.state == committing || o.state == 0:
 		return openRes{}
-	case commit && (o.state == openCap || o.state == openSlice):
+	case commit && o.state == openSlice:
 		sh.m[id] = openRes{state: committing}
 	default:
 		delete(sh.m, id)

@@ -26,10 +26,7 @@ const overrideSync = 100 * time.Millisecond
 // URL's password is never logged.
 // The returned node's start must be called once the gateway exists.
 func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) (*clusterNode, error) {
-	node := f.nodeID
-	if node == "" {
-		node = cluster.DefaultNodeID(f.data)
-	}
+	node := clusterNodeID(f)
 	c, err := cluster.Dial(f.clusterRedis, cluster.Options{NodeID: node})
 	if err != nil {
 		return nil, exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
@@ -125,6 +122,18 @@ func (n *clusterNode) start(gw *gateway.Gateway) error {
 	}
 	n.sd.add("leaving the cluster", func() error { n.reg.Close(); return nil })
 	return nil
+}
+
+// clusterNodeID is the node's id in cluster mode (--node-id, or derived
+// from the host name and data dir), "" in single-node mode.
+func clusterNodeID(f serveFlags) string {
+	switch {
+	case f.clusterRedis == "":
+		return ""
+	case f.nodeID != "":
+		return f.nodeID
+	}
+	return cluster.DefaultNodeID(f.data)
 }
 
 // advertiseURL is --cluster-advertise, or http:// and --listen (the host
