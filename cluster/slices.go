@@ -77,6 +77,7 @@ type slice struct {
 	limit       money.Micros
 	hasLimit    bool
 	until       time.Time
+	born        time.Time // when Redis reserved it (its TTL runs from there)
 	retired     bool
 	spent, resv money.Micros // the day's figures when taken
 }
@@ -239,6 +240,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		f := &sliceFetch{done: make(chan struct{})}
 		ss.fetch = f
 		old, unused := "", money.Micros(0)
+		prevSlice := ss.cur
 		if sl := ss.cur; sl != nil {
 			sl.retired = true
 			if sl.free() == 0 {
@@ -279,6 +281,13 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		switch {
 		case err != nil:
 			res.Err = err
+			if sl := prevSlice; sl != nil && ss.cur == nil {
+				// Not given back (Redis did not answer): it stays this
+				// node's, the local share of an open principal meanwhile.
+				sl.retired = false
+				sl.released -= unused
+				ss.cur = sl
+			}
 		case v[0] == 0 && money.Micros(v[3]) <= cost:
 			// A slice of one call is that call's own reservation
 			// (committed in one round trip, as any per-call one).
@@ -292,7 +301,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		case v[0] == 0:
 			s.startTicker()
 			ss.cur = &slice{id: id, size: money.Micros(v[3]), limit: limit, hasLimit: hasLimit, until: now.Add(s.sliceFor()),
-				spent: money.Micros(v[1]), resv: money.Micros(v[2])}
+				born: now, spent: money.Micros(v[1]), resv: money.Micros(v[2])}
 			f.ok = true
 		case v[0] == 5:
 			ss.prepaid = now.Add(s.sliceFor())
@@ -401,7 +410,10 @@ func (s *Spend) unusedSlice(principal string, day meter.Day) money.Micros {
 // retireSlices gives back the unused rest of slices that stopped serving
 // (all of them when all), one pipeline, and forgets idle ones.
 func (s *Spend) retireSlices(now time.Time, all bool) {
-	var cmds []rueidis.LuaExec
+	var (
+		cmds []rueidis.LuaExec
+		back []retiredSlice
+	)
 	for i := range s.slices {
 		sh := &s.slices[i]
 		sh.mu.Lock()
@@ -414,6 +426,7 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 					cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(k.principal, k.day), Args: []string{s.c.node,
 						strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10), "0",
 						strconv.FormatInt(int64(unused), 10)}})
+					back = append(back, retiredSlice{ss, sl, unused})
 				}
 				ss.cur = nil
 			}
@@ -426,9 +439,65 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 	}
 	if len(cmds) > 0 {
 		ctx, cancel := s.c.ctx()
-		takeScript.ExecMulti(ctx, s.c.rdb, cmds...)
+		out := takeScript.ExecMulti(ctx, s.c.rdb, cmds...)
 		cancel()
+		for i, r := range out {
+			if r.Error() == nil || all {
+				continue
+			}
+			// Not given back: the slice stays this node's (the local share
+			// while Redis is unreachable), given back once it answers.
+			b := back[i]
+			b.ss.mu.Lock()
+			if b.ss.cur == nil && b.ss.fetch == nil {
+				b.sl.retired = false
+				b.sl.released -= b.unused
+				b.ss.cur = b.sl
+			}
+			b.ss.mu.Unlock()
+		}
 	}
+}
+
+type retiredSlice struct {
+	ss     *slices
+	sl     *slice
+	unused money.Micros
+}
+
+// localShare is how long after Redis reserved a slice an open principal
+// may still reserve from it while Redis is unreachable: half the
+// reservation TTL, so that the calls it serves commit (or their hold is
+// put right from the ledger) before Redis gives the slice back.
+func (s *Spend) localShare() time.Duration { return s.ttl() / 2 }
+
+// ReserveLocal reserves cost from the principal's budget slice without
+// asking Redis (gateway.LocalReserver): the local share of the remaining
+// daily budget of an open principal while Redis is unreachable. The
+// slice was reserved in Redis for this node, so the cap is never passed;
+// ok is false when the node holds no slice for the principal taken under
+// this cap less than half the reservation TTL ago, or its rest cannot
+// hold the call (the gateway then answers 503, not a cap refusal: the
+// cluster's cap may not be reached).
+func (s *Spend) ReserveLocal(principal string, day meter.Day, cost, limit money.Micros, hasLimit bool) (meter.Reservation, meter.SpendResult, bool) {
+	cost = max(cost, 0)
+	now := time.Now()
+	ss := s.slicesOf(principal, day)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	sl := ss.cur
+	if sl == nil || sl.limit != limit || sl.hasLimit != hasLimit || now.Sub(sl.born) > s.localShare() {
+		return meter.Reservation{}, meter.SpendResult{}, false
+	}
+	res := meter.SpendResult{Limit: limit, SpentToday: sl.spent + sl.held + sl.used, Reserved: sl.resv + sl.held}
+	if sl.free() < cost {
+		return meter.Reservation{}, meter.SpendResult{}, false // the share is spent: unavailable, not the cap
+	}
+	res.OK = true
+	sl.held += cost
+	id := s.nextID() | sliceBit
+	s.trackSlice(id, sl, cost)
+	return meter.NewReservation(id, principal, day, cost), res, true
 }
 
 // startTicker starts giving back expired slices every SliceFor (until

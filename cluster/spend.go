@@ -106,7 +106,10 @@ const (
 	openSlice   = 4 // reserved from a budget slice (slices.go)
 )
 
-var _ gateway.SpendStore = (*Spend)(nil)
+var (
+	_ gateway.SpendStore    = (*Spend)(nil)
+	_ gateway.LocalReserver = (*Spend)(nil)
+)
 
 // NewSpend returns the shared spend store on c.
 func NewSpend(c *Client) *Spend {

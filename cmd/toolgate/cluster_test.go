@@ -313,6 +313,15 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			_, b := p.req("GET", "/readyz", "")
 			return jsonField(t, b, "cluster", "live_nodes") == 3.0
 		})
+		// An open principal with a cap of 60 calls spends 24 before the
+		// outage: each node holds a slice of the rest in Redis.
+		shareKey, _ := nodes[0].createKey(`{"name":"share","policy":{"daily_spend_cap_usd":"0.60","rate_class_quota":{"light":1000}}}`)
+		within(t, -1, "share key", func(p *proc) bool { return call(p, "free", shareKey) == 200 })
+		for i := range 24 {
+			if code := call(nodes[i%3], "paid", shareKey); code != 200 {
+				t.Fatalf("share key before the outage: got %d, want 200", code)
+			}
+		}
 		rs.Pause()
 		paused := true
 		defer func() {
@@ -324,6 +333,13 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		got := race(t, 30, "free", openKey)
 		if got[200] != 6 || got[403] != 24 {
 			t.Fatalf("open principal, redis down: got %v, want 6 × 200 (2 per node) and 24 × 403", got)
+		}
+		// Its priced calls are served from the nodes' local shares of the
+		// remaining budget, and no further: never past the cap.
+		got = race(t, 60, "paid", shareKey)
+		t.Logf("open principal's priced calls, redis down: %v", got)
+		if got[200] == 0 || got[200] > 60-24 || got[200]+got[503] != 60 {
+			t.Fatalf("open principal's priced calls, redis down: got %v, want some 200 (at most the 36 left under the cap) and 503", got)
 		}
 		for i, p := range nodes {
 			code, b := p.req("POST", "/tools/free", `{}`, "X-API-Key", strictKey, "Content-Type", "application/json")
