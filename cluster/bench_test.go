@@ -17,8 +17,9 @@ import (
 // stores with the local meter stores, in one run, as the gateway makes
 // it: "free" is a quota admit, "paid" an admit with a spend reservation
 // (the Decider's one step on Redis, Admit then Reserve locally) and its
-// commit. "redis" leases quota slots (the default); "redis-nolease"
-// asks Redis for every call (MaxLease 1). Serial is the latency of one
+// commit. "redis" leases quota slots and budget slices (the default);
+// "redis-nolease" asks Redis for every call (MaxLease and MaxSlice 1: the
+// decision before leasing, a priced call's commit synchronous). Serial is the latency of one
 // caller; Parallel is the throughput of GOMAXPROCS×8 callers, which
 // rueidis pipelines on one connection. rtt/op is the Redis round trips
 // (commands sent by the client, from INFO commandstats) per call.
@@ -38,7 +39,7 @@ func BenchmarkDecision(b *testing.B) {
 		return func() stores {
 			p := c.WithPrefix("b" + strconv.FormatInt(benchStores.Add(1), 10) + ":")
 			q, s := cluster.NewQuotas(p, 0), cluster.NewSpend(p)
-			q.MaxLease = maxLease
+			q.MaxLease, s.MaxSlice = maxLease, maxLease
 			return stores{q, s, cluster.NewDecider(q, s)}
 		}
 	}
