@@ -141,7 +141,10 @@ func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time
 	// A slot of a lease: the reservation alone, one round trip.
 	res, sr := d.s.Reserve(principal, day, cost, spendLimit, hasLimit)
 	if sr.Err != nil || !sr.OK {
-		d.q.giveBack(principal, class, callID, now)
+		// The slot goes back to the shared window at once (not to the
+		// lease, where it would sit counted but unused): a refused call
+		// takes no quota slot.
+		d.q.Undo(principal, class, callID)
 		if sr.Err != nil {
 			return meter.QuotaResult{Limit: limit, Err: sr.Err}, none, sr
 		}

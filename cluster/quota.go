@@ -487,23 +487,6 @@ func (q *Quotas) runLease(s *rueidis.Lua, keys, args []string, n int) (leaseResu
 	return leaseResult{granted: int(v[0]), used: int(v[1]), resetIn: v[2], t: v[3], stamp: v[4], rest: v[5:]}, nil
 }
 
-// giveBack returns callID's slot: to the current lease when it still
-// serves calls at now (no round trip), else to the shared window.
-func (q *Quotas) giveBack(principal string, class int, callID uint64, now time.Time) {
-	w := q.win(principal, class)
-	w.mu.Lock()
-	if l := &w.cur; l.member != "" && now.UnixMicro() <= l.until {
-		if i := indexOf(l.calls, callID); i >= 0 {
-			l.calls = append(l.calls[:i], l.calls[i+1:]...)
-			l.used--
-			w.mu.Unlock()
-			return
-		}
-	}
-	w.mu.Unlock()
-	q.Undo(principal, class, callID)
-}
-
 func indexOf(calls []uint64, id uint64) int {
 	for i, c := range calls {
 		if c == id {
