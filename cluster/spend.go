@@ -40,12 +40,18 @@ const maxExact = 1<<53 - 1
 //	                   (credits held by open reservations), r:<day>
 //	                   (cost held on day by open reservations)
 //
-// Reserve, Commit and Release are each one Lua script, so the check and
-// the hold are atomic across nodes. Reservations expire TTL after they
-// were made (on Redis's clock): every script first gives back the
-// expired ones, so a dead node's reservations stop holding the cap.
-// Commit and Release are idempotent by reservation id: the first one
-// removes the reservation, later ones find nothing and report false.
+// Every check and hold in Redis is one Lua script, atomic across nodes.
+// For a principal without credits Reserve takes a budget slice (one
+// reservation for many calls, slices.go) and reserves calls from it in
+// memory; commits of slice reservations are queued and batched
+// (commits.go). Per-call reservations (credits, a budget within a few
+// calls of its cap, the Decider's one-script decision) are one script
+// each, as are their commits. Reservations expire TTL after they were
+// made (on Redis's clock): every script first gives back the expired
+// ones, so a dead node's reservations stop holding the cap. Commit and
+// Release are idempotent by reservation id: the first one closes it,
+// later ones report false (this node knows which of its reservations
+// are open).
 //
 // A node's committed spend is its own hash field, so Restore (from the
 // node's ledger at start) sets that field and never adds to it: restoring
