@@ -123,6 +123,7 @@ type qwindow struct {
 	next  int    // size to ask for next
 	fetch *fetch // in flight, or nil
 	last  int64  // µs, the latest now seen (Sweep)
+	gone  bool   // evicted from the map: look it up again
 }
 
 type lease struct {
@@ -366,6 +367,11 @@ func (q *Quotas) acquire(principal string, class, limit int, now time.Time, call
 	t := now.UnixMicro()
 	w := q.win(principal, class)
 	w.mu.Lock()
+	for w.gone {
+		w.mu.Unlock()
+		w = q.win(principal, class)
+		w.mu.Lock()
+	}
 	for {
 		if w.take(limit, t, callID) {
 			l := &w.cur
@@ -562,6 +568,7 @@ func (q *Quotas) giveBackIdle(t int64, all bool) (evicted int) {
 						Args: q.leaseArgs(0, 0, 0, "", member, unused)})
 				}
 				if !all && t-w.last > q.window+q.leaseFor() {
+					w.gone = true
 					delete(sh.m, k)
 					evicted++
 				}

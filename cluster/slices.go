@@ -65,6 +65,7 @@ type slices struct {
 	prepaid  time.Time    // the principal held credits at the last look: per call until then
 	fetch    *sliceFetch
 	lastUsed time.Time
+	gone     bool // evicted from the map: look it up again
 }
 
 // slice is one reserved slice; it outlives its turn while calls hold
@@ -211,6 +212,11 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 	now := time.Now()
 	ss := s.slicesOf(principal, day)
 	ss.mu.Lock()
+	for ss.gone {
+		ss.mu.Unlock()
+		ss = s.slicesOf(principal, day)
+		ss.mu.Lock()
+	}
 	for {
 		if now.Before(ss.prepaid) {
 			ss.mu.Unlock()
@@ -431,6 +437,7 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 				ss.cur = nil
 			}
 			if ss.cur == nil && ss.fetch == nil && now.Sub(ss.lastUsed) > time.Hour {
+				ss.gone = true
 				delete(sh.m, k)
 			}
 			ss.mu.Unlock()
