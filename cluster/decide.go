@@ -85,18 +85,19 @@ func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time
 	if hasLimit {
 		hl = "1"
 	}
-	keys := append(d.q.keys(principal, class), d.s.keys(principal, day)...)
 	var (
 		mine    meter.SpendResult // decided by this call's own lease script
 		mineRes = none
 		decided bool
 	)
 	q, _, spendRefused := d.q.acquire(principal, class, limit, now, callID, func(req int, member, ret string, unused int) (leaseResult, bool, error) {
+		keys := d.q.keys(principal, class)
 		if d.s.sliceServes(principal, day, cost, spendLimit, hasLimit) {
 			// The budget slice reserves the call: the quota lease alone.
-			lr, err := d.q.runLease(leaseScript, keys[:2], d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
+			lr, err := d.q.runLease(leaseScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
 			return lr, false, err
 		}
+		keys = append(keys, d.s.keys(principal, day)...)
 		id := d.s.nextID()
 		lr, err := d.q.runLease(admitReserveScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused,
 			strconv.Itoa(int(day)), strconv.FormatInt(int64(cost), 10), strconv.FormatInt(int64(spendLimit), 10), hl,

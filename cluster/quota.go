@@ -465,9 +465,8 @@ func (q *Quotas) Admit(principal string, class, limit int, now time.Time, callID
 	if limit < 0 {
 		return meter.QuotaResult{Allowed: true, Limit: limit}
 	}
-	keys := q.keys(principal, class)
 	res, _, _ := q.acquire(principal, class, limit, now, callID, func(req int, member, ret string, unused int) (leaseResult, bool, error) {
-		lr, err := q.runLease(leaseScript, keys, q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
+		lr, err := q.runLease(leaseScript, q.keys(principal, class), q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
 		return lr, false, err
 	})
 	return res
