@@ -72,7 +72,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 		opts.X402.Claims = st
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "keys, overrides, quotas, spend, credits, x402 nonces", "local", "ledger, a copy of keys and overrides")
+		"shared", "keys, overrides, quotas, spend, credits, x402 nonces and pending settlements", "local", "ledger, a copy of keys and overrides")
 	return &clusterNode{reg: reg, spend: sp, sd: sd, log: log}, nil
 }
 
