@@ -208,3 +208,24 @@ func TestSpend_SlicesNeverOvershoot(t *testing.T) {
 		t.Fatalf("%d round trips for %d reservations: slices do not serve most calls", rtt, calls.Load())
 	}
 }
+
+// TestQuotas_CloseGivesBackLeases: a node that stops gives the unused
+// slots of its leases back: the window then counts only its calls.
+func TestQuotas_CloseGivesBackLeases(t *testing.T) {
+	setup(t)
+	q := cluster.NewQuotas(fresh(t), 0)
+	now := time.Now()
+	for i := range 40 { // leases grow: 1, 2, 4, 8, 16, 32
+		if r := q.Admit("key:close", 0, 10_000, now, uint64(i+1)); !r.Allowed {
+			t.Fatalf("call %d: %+v", i+1, r)
+		}
+	}
+	used, _ := q.Peek("key:close", 0, 10_000, now)
+	if used <= 40 {
+		t.Fatalf("before Close: %d slots counted, want more than the 40 calls (a lease holds unused slots)", used)
+	}
+	q.Close()
+	if used, _ = q.Peek("key:close", 0, 10_000, now); used != 40 {
+		t.Fatalf("after Close: %d slots counted, want the 40 calls", used)
+	}
+}
