@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -45,6 +48,7 @@ const (
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second // what cmd should pass; Options' zero means off
 	DefaultSegmentBytes       = 64 << 20
+	maxSegmentBytes           = 1 << 30 // record offsets in an index are u32
 )
 
 // Options configure a Ledger. The zero value is SyncAlways, a checkpoint
@@ -101,12 +105,14 @@ type Ledger struct {
 	w        *writer
 	a        *applier
 	cp       *checkpointer
-	// roJournal is, on a read-only ledger, the seq range the journal
-	// holds beyond the store (after a crash): replayed and checked in
-	// memory at Open, never applied. Zero when there is none.
+	st       *recordStore
+	// roJournal is, on a read-only ledger, the seq range of records after
+	// l/applied (after a crash): checked at Open, their badger entries
+	// and checkpoint not written. Zero when there is none.
 	roJournalFirst, roJournalLast uint64
-	// journalFrom is the first seq the journal held at Open (0: none).
-	journalFrom uint64
+	// crashed says, on a read-only ledger, that Open found the marks of a
+	// crash (records after l/applied, or a segment never sealed).
+	crashed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -161,38 +167,43 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
+	if opts.SegmentBytes > maxSegmentBytes {
+		opts.SegmentBytes = maxSegmentBytes
+	}
 	ro := db.Opts().ReadOnly || opts.ReadOnly
 	priv, err := loadOrCreateKey(dir, !ro)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	rec, err := recoverState(db, dir)
+	rec, err := recoverState(db, dir, ro, opts.SegmentBytes)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &Ledger{
 		db: db, opts: opts, pub: priv.Public().(ed25519.PublicKey), readOnly: ro,
-		cp:          newCheckpointer(priv, &opts, rec.cpSeq),
-		journalFrom: rec.journalFirst,
+		cp: newCheckpointer(priv, &opts, rec.cpSeq), st: rec.st,
 	}
+	// The segments stay mapped after Close, for reads, until the Ledger
+	// is unreachable.
+	runtime.AddCleanup(l, func(st *recordStore) { st.close() }, rec.st)
 	pool := &groupPool{}
 	if ro {
-		if len(rec.groups) > 0 {
-			// Checked against the chain by the replay; kept in memory only.
-			l.roJournalFirst, l.roJournalLast = rec.groups[0].firstSeq, rec.journalLast
+		if rec.seq > rec.aSeq {
+			l.roJournalFirst, l.roJournalLast = rec.aSeq+1, rec.seq
 		}
-		l.a = newApplier(db, l.cp, pool, opts.hooks, rec.seq, rec.hash)
+		l.crashed = rec.seq > rec.aSeq || rec.unsealed
+		l.a = newApplier(db, rec.st, l.cp, pool, opts.hooks, rec.seq, rec.hash)
 		l.w = newWriter(nil, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 		close(l.w.done)
 		close(l.a.done)
 		return l, nil
 	}
-	l.a = newApplier(db, l.cp, pool, opts.hooks, rec.aSeq, rec.aHash)
-	j, err := rec.repair(l.a, db, dir, opts.SegmentBytes)
+	l.a = newApplier(db, rec.st, l.cp, pool, opts.hooks, rec.aSeq, rec.aHash)
+	l.a.indexed = rec.seq
+	j, err := rec.repair(l.a, opts.SegmentBytes)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	l.a.j = j
 	l.w = newWriter(j, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 	l.w.start()
 	l.a.start()
@@ -257,6 +268,9 @@ func (l *Ledger) Close() error {
 
 func (l *Ledger) stop() error {
 	l.w.markClosed()
+	if l.st.tmp != "" {
+		defer os.RemoveAll(l.st.tmp)
+	}
 	if l.readOnly {
 		return nil
 	}
@@ -264,26 +278,37 @@ func (l *Ledger) stop() error {
 	if aerr := l.a.stop(); err == nil {
 		err = aerr
 	}
-	j := l.w.j
 	if errors.Is(err, errHalted) {
-		j.close(false)
+		// A simulated crash: the active segment stays unsealed.
+		l.w.j.close()
 		return nil
 	}
-	if cerr := j.close(err == nil && !l.opts.KeepJournal); err == nil {
+	if serr := l.st.sealActive(); err == nil {
+		err = serr
+	}
+	if cerr := l.w.j.close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// RemoveJournal deletes the journal files in dir. Call it only after a
-// Close with Options.KeepJournal returned nil and the store it applied to
-// was closed (and so flushed) without error; otherwise leave the journal
-// for the next Open, which applies whatever the store lacks.
+// RemoveJournal is what a caller of Close with Options.KeepJournal did
+// once the store closed cleanly. The journal's segments are the record
+// store now and are never removed, so it removes only journal files of
+// the legacy layout (DATA/ledger-*.wal) that a migration has copied
+// (Open removes them too). Call it only after that Close returned nil.
 func RemoveJournal(dir string) error {
+	if fi, err := os.Stat(filepath.Join(dir, segDir)); err != nil || !fi.IsDir() {
+		return nil // not migrated: the legacy journal is still needed
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	j := &journal{dir: dir, syncDir: true, segs: segs}
-	return j.remove(segs)
+	for _, s := range segs {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
+	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 func benchRecord(i int) *Record {
@@ -66,44 +64,6 @@ func BenchmarkLedger_Append(b *testing.B) {
 			b.ReportMetric(float64(b.N)/float64(h.commits.Load()), "records/commit")
 		})
 	}
-	b.Run("RawWriteBatch", func(b *testing.B) {
-		dir := b.TempDir()
-		db := openDB(b, dir, false)
-		defer db.Close()
-		// The same keys and values the ledger writes, prepared up front.
-		g := &group{}
-		var hash [32]byte
-		var scratch []byte
-		for i := 0; i < b.N; i++ {
-			r := benchRecord(i)
-			r.At = t0.Add(time.Duration(i))
-			r.normalize()
-			prev := hash
-			r.Seq = uint64(i + 1)
-			scratch, hash = hashRecord(scratch, &prev, r)
-			g.addRecord(r, &prev, &hash)
-		}
-		type kv struct{ k, v []byte }
-		entries := make([]kv, len(g.entries))
-		for i, sp := range g.entries {
-			entries[i] = kv{g.buf[sp.k:sp.v], g.buf[sp.v:sp.end]}
-		}
-		b.ReportAllocs()
-		b.ResetTimer()
-		wb := db.NewWriteBatch()
-		for _, e := range entries {
-			if err := wb.Set(e.k, e.v); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := wb.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		if err := db.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
-	})
 }
 
 // BenchmarkLedger_AppendOne measures Append+Wait from a single caller:
@@ -191,20 +151,20 @@ func BenchmarkLedger_Replay(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			got := 0
-			err := l.db.View(func(txn *badger.Txn) error {
-				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord, PrefetchValues: true, PrefetchSize: 100})
-				defer it.Close()
-				var r Record
-				for it.Rewind(); it.Valid(); it.Next() {
-					if err := it.Item().Value(r.decodeBinary); err != nil {
-						return err
+			// Every record of every segment, decoded, in seq order.
+			var r Record
+			var err error
+			for _, v := range l.st.snapshot(listSel{}) {
+				for i := 0; i < v.n && err == nil; i++ {
+					var rv []byte
+					if rv, err = v.record(i); err == nil {
+						err = r.decodeBinary(rv)
 					}
 					if r.Principal == target && !r.At.Before(q.Since) && r.At.Before(q.Until) {
 						got++
 					}
 				}
-				return nil
-			})
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
