@@ -69,18 +69,17 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Now is the clock for Record.At and Checkpoint.At; nil means time.Now.
 	Now func() time.Time
-	// KeepJournal makes Close leave the journal files in place even when
-	// everything was applied, for a caller that still has to close the
-	// store: it deletes them with RemoveJournal once the store closed
-	// cleanly, so that a store whose last flush fails (a full disk)
-	// keeps its records in the journal for the next Open.
+	// KeepJournal has no effect since the journal's segments are the
+	// record store (they are never deleted); it stays for callers that
+	// set it with RemoveJournal.
 	KeepJournal bool
 	// ReadOnly opens the ledger as on a read-only DB even when db is
 	// writable (a temporary copy of a store): nothing is written to db
 	// or to dir.
 	ReadOnly bool
-	// SegmentBytes is the journal size past which the writer starts a
-	// new segment file; 0 (or less) means DefaultSegmentBytes.
+	// SegmentBytes is the segment size past which the writer seals the
+	// segment and starts a new one; 0 (or less) means
+	// DefaultSegmentBytes, and more than 1 GiB is cut to 1 GiB.
 	SegmentBytes int64
 
 	// hooks inject faults and count internals in this package's tests;
@@ -92,7 +91,8 @@ type Options struct {
 // concurrent use. It composes the roles of its files: Open runs the
 // recovery (recovery.go), then two goroutines run behind it: the writer
 // (writer.go) appends groups of records to the journal and answers their
-// Tickets, the applier (applier.go) copies journaled groups into badger
+// Tickets, the applier (applier.go) indexes journaled groups, writes their
+// badger entries
 // in order and writes the checkpoints the checkpointer (checkpoint.go)
 // signs. Close stops both. A Ledger opened on a read-only badger DB
 // verifies, queries and exports but refuses Append. The zero value is
@@ -125,8 +125,8 @@ type Ticket struct {
 }
 
 // Wait blocks until the records of the Append are in the journal (and
-// fdatasynced under SyncAlways); the applier copies them into badger
-// afterwards, and reads wait for that (see Query). It returns
+// fdatasynced under SyncAlways); the applier indexes them afterwards,
+// and reads wait for that (see Query). It returns
 // ErrInvalidRecord, ErrClosed, ErrReadOnly or ErrWriteFailed (wrapping
 // the cause) when they were not journaled. Wait may be called any number
 // of times from any goroutine.
@@ -141,13 +141,15 @@ func (t Ticket) Wait() error {
 	return t.g.err
 }
 
-// Open opens the ledger stored under the l/ prefix of db and its journal
-// in dir, and starts the writer and the applier. dir is the data dir
+// Open opens the ledger stored in dir/ledger (its segments) and under the
+// l/ prefix of db, and starts the writer and the applier. A store of the
+// earlier layout (records in badger) is migrated first (legacy.go; on a
+// read-only Open into a temporary directory that Close removes). dir is the data dir
 // holding checkpoint.key, created (mode 0600) on first start and reused
 // after; a key readable by group or others is refused
-// (ErrKeyPermissions). Before it returns, Open applies to badger every
-// journaled record that badger does not hold yet (after a crash),
-// checking each against the chain: a journal that does not continue the
+// (ErrKeyPermissions). Before it returns, Open seals segments a crash
+// left unsealed and writes the badger entries of every record after
+// l/applied, checking each against the chain: a journal that does not continue the
 // stored chain is refused with an error wrapping ErrTampered, a torn last
 // frame (an unanswered group) is dropped. On a DB opened with ReadOnly
 // (or with Options.ReadOnly) the key must exist, nothing is written, a journal with unapplied
@@ -242,7 +244,7 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	return l.w.append(recs)
 }
 
-// waitApplied returns once badger holds every record acknowledged when
+// waitApplied returns once the applier has applied every record acknowledged when
 // it was called (read-your-writes for Query, LatestBalances and the
 // like). While the applier fails it returns that failure rather than
 // wait for a retry; after Close it returns at once.
@@ -253,13 +255,13 @@ func (l *Ledger) waitApplied() error {
 	return l.a.waitFor(l.w.journaled())
 }
 
-// appliedHead returns the last record applied to badger.
+// appliedHead returns the last record applied (indexed).
 func (l *Ledger) appliedHead() (uint64, [32]byte) { return l.a.head() }
 
 // Close stops accepting records, journals everything pending, lets the
-// applier apply it all to badger with a final checkpoint, fsyncs badger
-// and deletes the journal. If badger cannot take it, the journal is kept
-// (Open applies it) and the error returned. It does not close the badger
+// applier apply it all with a final checkpoint, fsyncs badger and seals
+// the segment being written. If badger cannot take it, the error is
+// returned and the next Open applies what it lacks. It does not close the badger
 // DB. Later calls return the first call's result.
 func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() { l.closeErr = l.stop() })
