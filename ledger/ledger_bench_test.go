@@ -99,7 +99,7 @@ func BenchmarkLedger_Replay(b *testing.B) {
 		}
 		n = v
 	}
-	l, _, _ := newLedger(b, Options{Sync: SyncInterval, CheckpointEvery: 10_000})
+	l, _, dir := newLedger(b, Options{Sync: SyncInterval, CheckpointEvery: 10_000})
 	end := t0.Add(24 * time.Hour)
 	step := 24 * time.Hour / time.Duration(n)
 	const target = "key:target"
@@ -118,6 +118,18 @@ func BenchmarkLedger_Replay(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// What the records take on disk: segments, and the index files of
+	// the sealed ones (per record they index).
+	var segBytes, idxBytes, idxRecs int64
+	for _, v := range l.st.snapshot(listSel{}) {
+		segBytes += v.end
+		if v.ix != nil {
+			idxBytes += int64(len(v.idx))
+			idxRecs += int64(v.n)
+		}
+	}
+	b.Logf("%s: %d records, %.0f segment bytes per record, %.1f index bytes per record (%d sealed)", dir, n,
+		float64(segBytes)/float64(n), float64(idxBytes)/float64(max(idxRecs, 1)), idxRecs)
 	want := (n + 9) / 10
 	q := Query{Principal: target, Since: end.Add(-24 * time.Hour), Until: end}
 	var indexNs, scanNs float64
