@@ -654,3 +654,48 @@ func TestLedger_CloseApplyFailure(t *testing.T) {
 	defer l.Close()
 	checkStored(t, l, acked, 30)
 }
+
+// TestLedger_QueryDuringRotation: queries run while appenders fill
+// segments of 4 KiB, so the applier seals segments and maps new ones
+// under the readers: every query right after a Wait sees its record, and
+// every one returns its principal's records in order.
+func TestLedger_QueryDuringRotation(t *testing.T) {
+	l, _, dir := newLedger(t, Options{Sync: SyncInterval, SegmentBytes: 4 << 10})
+	const workers, each = 8, 60
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			p := fmt.Sprintf("key:%d", w)
+			for i := 0; i < each; i++ {
+				r := callRec(p, "t", OutcomeAllowed)
+				if err := l.Append(r).Wait(); err != nil {
+					t.Error(err)
+					return
+				}
+				var seqs []uint64
+				if err := l.Query(Query{Principal: p}, func(q *Record) error { seqs = append(seqs, q.Seq); return nil }); err != nil {
+					t.Error(err)
+					return
+				}
+				if len(seqs) != i+1 || seqs[i] != r.Seq {
+					t.Errorf("%s after %d appends: got %d records ending %v, want %d ending %d", p, i+1, len(seqs), seqs[max(len(seqs)-1, 0):], i+1, r.Seq)
+					return
+				}
+				n := 0
+				if err := l.Query(Query{Desc: true, Limit: 5}, func(*Record) error { n++; return nil }); err != nil || n != 5 && r.Seq >= 5 {
+					t.Errorf("time query: got %d records, %v", n, err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if segs := journalFiles(t, dir); len(segs) < 5 {
+		t.Errorf("segments: got %d, want several (the test needs rotations)", len(segs))
+	}
+	if rep := l.Verify(); !rep.OK || rep.Records != workers*each {
+		t.Errorf("Verify: got %+v, want ok with %d records", rep, workers*each)
+	}
+}

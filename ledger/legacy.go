@@ -301,10 +301,10 @@ func (w *segWriter) add(seq uint64, v []byte) error {
 		w.f, w.first, w.size, w.ix = f, seq, 0, &indexBuilder{first: seq}
 		w.frame = append(w.frame[:0], make([]byte, frameHeader)...)
 	}
-	if err := w.ix.add(int(w.size)+len(w.frame)+0, v); err != nil {
+	// The record's length prefix goes at offset size+len(frame).
+	if err := w.ix.add(int(w.size)+len(w.frame), v); err != nil {
 		return fmt.Errorf("%w: %v", ErrTampered, err)
 	}
-	// The offset noted is where the length prefix goes.
 	w.frame = binary.AppendUvarint(w.frame, uint64(len(v)))
 	w.frame = append(w.frame, v...)
 	if len(w.frame) >= migrateFrame {
