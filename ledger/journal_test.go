@@ -519,8 +519,12 @@ func TestLedger_ApplyFailure(t *testing.T) {
 	if !errors.Is(fastFail, ErrWriteFailed) {
 		t.Fatalf("Append past the backlog bound: got %v, want ErrWriteFailed", fastFail)
 	}
-	if head, _ := l.Head(); head > 20+bound+1 {
-		t.Errorf("acknowledged head while failing: got %d, want at most %d", head, 20+bound+1)
+	// The applier needs badger only for checkpoints (every 10 here) and
+	// admin or balance entries, so while badger fails it still applies
+	// records 21..29 and stops at the checkpoint due at 30: at most the
+	// bound beyond that is acknowledged.
+	if head, _ := l.Head(); head > 20+10+bound {
+		t.Errorf("acknowledged head while failing: got %d, want at most %d", head, 20+10+bound)
 	}
 
 	failing.Store(false)
