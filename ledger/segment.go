@@ -156,7 +156,7 @@ func scanRecords(b []byte, fn func(off int, v []byte) error) (end int, torn bool
 // storedKeyFields decodes, from a stored record, what the index needs:
 // its seq, At and principal (aliasing v).
 func storedKeyFields(v []byte) (seq uint64, at int64, principal []byte, ok bool) {
-	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion4 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion5 {
 		return 0, 0, nil, false
 	}
 	d := binReader{b: v[1:]}
