@@ -105,7 +105,10 @@ func (g *Gateway) admitGroup(c *call) *Decision {
 	if !ok || price <= 0 {
 		return nil
 	}
-	day, resetAt := meter.DayOf(c.start, b.Loc)
+	day := c.day // the member's, when the group's day resets in the same zone
+	if b.Loc != c.eff.Location() {
+		day, _ = meter.DayOf(c.start, b.Loc)
+	}
 	res, sr := g.spend.Reserve(b.Key, day, price, b.Limit, true)
 	if sr.Err != nil {
 		g.log.Error("shared spend store", "request_id", string(c.reqID), "err", sr.Err)
@@ -113,6 +116,7 @@ func (g *Gateway) admitGroup(c *call) *Decision {
 		return sharedUnavailable
 	}
 	if !sr.OK {
+		_, resetAt := meter.DayOf(c.start, b.Loc)
 		reset := ceilSeconds(int64(resetAt.Sub(c.start)))
 		d := c.decide(429, outSpendCapExceeded, "group_daily_spend_cap", "Group daily spend cap exceeded").
 			str("group", b.Name).

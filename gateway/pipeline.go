@@ -188,6 +188,9 @@ func (g *Gateway) decide(c *call) *Decision {
 		q = g.localQuotas.Admit(principal, int(t.RateClass), limit, c.start, id)
 		c.quotaLocal = true
 	}
+	if c.shadowPending {
+		g.shadowQuota(c, q, limit)
+	}
 	if !q.Allowed {
 		reset := ceilSeconds(int64(q.ResetIn))
 		reason := "rate_class_quota"

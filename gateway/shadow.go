@@ -11,27 +11,48 @@ import (
 // the call's record keeps what it would have decided. The checks run
 // where the enforced ones read the same state, so that they cost no
 // extra lock on the way of an admitted call: the allow/deny lists first
-// (evalShadow), the rate-class quota (a peek), the concurrency caps and
+// (evalShadow), the rate-class quota against the count the enforced
+// quota returned (shadowQuota), the concurrency caps and
 // quota windows inside the Governor's admission (admitGoverned), the
 // daily cap against the figure the spend reservation returned
 // (shadowSpend), the approval list last (shadowEnd). A call refused
 // before some of them has the rest checked when it is recorded
 // (callState). The breakers and group caps are not shadowed.
 
-// evalShadow starts the shadow decision of c.
+// evalShadow starts the shadow decision of c: the allow/deny lists.
 func (g *Gateway) evalShadow(c *call, sh *policy.Effective) {
 	c.shadowSet, c.shadowPending = true, true
-	t := c.rt.tool
-	if ok, r := sh.Decide(t); !ok {
+	if ok, r := sh.Decide(c.rt.tool); !ok {
 		g.shadowIs(c, outDenied, r.String())
+	}
+}
+
+// shadowQuota checks the shadow's rate-class quota against the count the
+// enforced quota's decision q returned (limit: the enforced limit), so
+// that it costs no read of its own. A class the enforced policy leaves
+// unlimited has no count: a shadow limit there is never exceeded (only
+// a blocked class, limit 0, is refused).
+func (g *Gateway) shadowQuota(c *call, q meter.QuotaResult, limit int) {
+	c.shadowQuotaDone = true
+	if !c.shadowPending {
 		return
 	}
-	if limit := sh.Quota(t.RateClass); limit == 0 {
+	used := q.Used // the calls in the window before this one
+	if q.Allowed && limit >= 0 {
+		used--
+	}
+	g.shadowQuotaUsed(c, used, limit >= 0)
+}
+
+// shadowQuotaUsed settles the shadow's rate-class quota by used, the
+// principal's calls in the window before this one (counted: whether the
+// enforced policy counts the class at all).
+func (g *Gateway) shadowQuotaUsed(c *call, used int, counted bool) {
+	switch limit := c.eff.Shadow().Quota(c.rt.tool.RateClass); {
+	case limit == 0:
 		g.shadowIs(c, outQuotaExceeded, "rate_class_blocked")
-	} else if limit > 0 {
-		if used, _ := g.quotas.Peek(c.principal(), int(t.RateClass), limit, c.start); used >= limit {
-			g.shadowIs(c, outQuotaExceeded, "rate_class_quota")
-		}
+	case limit > 0 && counted && used >= limit:
+		g.shadowIs(c, outQuotaExceeded, "rate_class_quota")
 	}
 }
 
@@ -97,6 +118,17 @@ func (g *Gateway) shadowRest(c *call) {
 		return
 	}
 	sh, t := c.eff.Shadow(), c.rt.tool
+	if !c.shadowQuotaDone { // refused before its quota was decided
+		c.shadowQuotaDone = true
+		limit := c.eff.Quota(t.RateClass)
+		var used int
+		if limit >= 0 && sh.Quota(t.RateClass) > 0 {
+			used, _ = g.quotas.Peek(c.principal(), int(t.RateClass), limit, c.start)
+		}
+		if g.shadowQuotaUsed(c, used, limit >= 0); !c.shadowPending {
+			return
+		}
+	}
 	all, perClass := sh.MaxInFlight(t.RateClass)
 	rules, _ := sh.Windows(t)
 	g.shadowGovResult(c, g.gov.g.ShadowFull(c.principal(), int(t.RateClass), all, perClass, rules, c.start))

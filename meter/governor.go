@@ -17,10 +17,13 @@ type Governor struct {
 	m *shardedMap[string, *govEntry]
 }
 
+// govEntry is one principal's governance state, guarded by its shard's
+// lock. dead is set when Sweep removes it from the shard.
 type govEntry struct {
 	flights flights
 	windows windowEntry
 	brk     breakerEntry
+	dead    bool
 }
 
 // NewGovernor returns an empty Governor.
@@ -65,6 +68,11 @@ const (
 // GovHold is what an admitted call holds, for Release. The zero value
 // holds nothing.
 type GovHold struct {
+	// sh and e are where Admit found the principal's entry, so that
+	// Release and Served lock the shard without hashing the principal and
+	// find the entry without a map lookup (unless Sweep removed it).
+	sh       *shard[string, *govEntry]
+	e        *govEntry
 	class    int
 	inFlight bool
 	windows  []WindowRule
@@ -115,6 +123,7 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 		e = &govEntry{}
 		sh.put(principal, e)
 	}
+	hold.sh, hold.e = sh, e
 	var res GovResult
 	if shadow {
 		res.Shadow = e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t)
@@ -170,14 +179,29 @@ func (e *govEntry) release(h *GovHold) {
 	*h = GovHold{class: h.class}
 }
 
+// locked returns the shard and entry of principal's hold h, the shard
+// locked; e is nil when principal has no entry.
+func (g *Governor) locked(principal string, h *GovHold) (sh *shard[string, *govEntry], e *govEntry) {
+	if h.sh != nil {
+		h.sh.mu.Lock()
+		if !h.e.dead {
+			return h.sh, h.e
+		}
+		h.sh.mu.Unlock()
+	}
+	sh = g.m.lock(principal)
+	e, _ = sh.get(principal)
+	return sh, e
+}
+
 // Release gives back what hold holds: everything, for a call that was not
 // served. Idempotent: hold is cleared.
 func (g *Governor) Release(principal string, hold *GovHold) {
 	if !hold.Holds() {
 		return
 	}
-	sh := g.m.lock(principal)
-	if e, _ := sh.get(principal); e != nil {
+	sh, e := g.locked(principal, hold)
+	if e != nil {
 		e.release(hold)
 	}
 	*hold = GovHold{class: hold.class}
@@ -189,14 +213,14 @@ func (g *Governor) Release(principal string, hold *GovHold) {
 // loop breaker are kept, and its spend-burst hold is kept when billed
 // (else given back). Idempotent.
 func (g *Governor) Served(principal string, hold *GovHold, billed bool) {
-	h := GovHold{class: hold.class, inFlight: hold.inFlight}
+	h := GovHold{sh: hold.sh, e: hold.e, class: hold.class, inFlight: hold.inFlight}
 	if !billed {
 		h.burstID = hold.burstID
 	}
 	*hold = GovHold{class: hold.class}
 	if h.Holds() {
-		sh := g.m.lock(principal)
-		if e, _ := sh.get(principal); e != nil {
+		sh, e := g.locked(principal, &h)
+		if e != nil {
 			e.release(&h)
 		}
 		sh.mu.Unlock()
@@ -309,6 +333,7 @@ func (g *Governor) Sweep(now time.Time, maxAge time.Duration) (evicted int) {
 				return true
 			}
 		}
+		e.dead = true
 		return false
 	})
 }

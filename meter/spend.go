@@ -117,13 +117,19 @@ type SpendResult struct {
 // Release. It is a plain value (an ID, the principal, the day and the
 // cost): copying one does not duplicate what it holds, and it stays valid
 // however long it is kept; once its reservation is closed, Commit and
-// Release of it do nothing. The zero value, like the reservation of a zero
-// cost, holds nothing (ID 0).
+// Release of it do nothing. It is passed back to the Spend that issued it
+// (its ID means nothing to another). The zero value, like the reservation
+// of a zero cost, holds nothing (ID 0).
 type Reservation struct {
 	id        uint64 // 0 when nothing is held
 	principal string
 	day       Day
 	cost      money.Micros
+	// acct is the account Reserve held the cost on, so that Commit and
+	// Release lock it without looking the principal up again; nil from
+	// NewReservation. An open reservation keeps its account from being
+	// swept, so a swept (dead) one no longer holds r.
+	acct *account
 }
 
 // NewReservation returns the Reservation with the given parts, for other
@@ -193,6 +199,22 @@ func (s *Spend) lock(principal string, create bool) *account {
 		}
 		a.mu.Unlock() // swept in between: retry with a fresh account
 	}
+}
+
+// lockHeld returns the account of the open reservation r, locked, or nil
+// when it is gone (swept, so r is no longer open): the account Reserve
+// found, else the principal's, looked up.
+func (s *Spend) lockHeld(r Reservation) *account {
+	a := r.acct
+	if a == nil {
+		return s.lock(r.principal, false)
+	}
+	a.mu.Lock()
+	if a.dead {
+		a.mu.Unlock()
+		return nil
+	}
+	return a
 }
 
 // dayAt returns the index of day in a.days, or -1.
@@ -300,7 +322,7 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 	}
 	id := s.ids.Add(1)
 	a.open = append(a.open, hold{id: id, day: day, cost: cost, credits: a.hasBalance})
-	r.id, r.cost = id, cost
+	r.id, r.cost, r.acct = id, cost, a
 	res.OK = true
 	return r, res
 }
@@ -362,7 +384,7 @@ func (s *Spend) commit(r Reservation, cost money.Micros, fn func(Committed)) boo
 		fn(Committed{SpentToday: a.spentToday(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
 		return true
 	}
-	a := s.lock(r.principal, false)
+	a := s.lockHeld(r)
 	if a == nil { // evicted: it had no open reservation left
 		return false
 	}
@@ -406,7 +428,7 @@ func (s *Spend) Release(r Reservation) bool {
 	if r.id == 0 {
 		return true
 	}
-	a := s.lock(r.principal, false)
+	a := s.lockHeld(r)
 	if a == nil {
 		return false
 	}
