@@ -245,6 +245,7 @@ func New(o Options) (*Gateway, error) {
 	if g.spend == nil {
 		g.spend = meter.NewSpend()
 	}
+	g.gov.pair, _ = g.spend.(groupReserver)
 	if g.overrides == nil {
 		g.overrides = policy.NewOverrides(o.DB)
 	}

@@ -210,8 +210,9 @@ func (g *Gateway) decide(c *call) *Decision {
 		return d
 	}
 	if t.Price > 0 {
+		var group *groupReservation
 		if !reservedOnce {
-			res, sr = g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
+			res, sr, group = g.reserveSpend(c, principal, day, capUSD, hasCap) // groups.go
 		}
 		if sr.Err != nil {
 			// Neither a cap nor a balance can be checked by this node
@@ -232,7 +233,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		}
 		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
 		g.shadowSpend(c, sr.SpentToday)
-		if d := g.admitGroup(c); d != nil {
+		if d := g.admitGroup(c, group); d != nil {
 			g.releaseHolds(c)
 			return d
 		}

@@ -91,11 +91,12 @@ type call struct {
 	gov             meter.GovHold     // concurrency slot, quota windows, breakers (governance.go)
 	groupRes        meter.Reservation // the price held against the group's shared cap (groups.go)
 	groupHeld       bool
-	approvalID      string // the approval this call runs under (approval.go)
-	shadowSet       bool   // a shadow policy was evaluated (shadow.go):
-	shadowPending   bool   // … not all of its checks yet
-	shadowQuotaDone bool   // … its rate-class quota was checked
-	shadowOutcome   string // … what it would have decided
+	groupPre        groupReservation // storage for the group's part of a reservation made with the member's
+	approvalID      string           // the approval this call runs under (approval.go)
+	shadowSet       bool             // a shadow policy was evaluated (shadow.go):
+	shadowPending   bool             // … not all of its checks yet
+	shadowQuotaDone bool             // … its rate-class quota was checked
+	shadowOutcome   string           // … what it would have decided
 	shadowReason    string
 
 	reserved bool
