@@ -15,9 +15,12 @@ import (
 // quota returned (shadowQuota), the concurrency caps and
 // quota windows inside the Governor's admission (admitGoverned), the
 // daily cap against the figure the spend reservation returned
-// (shadowSpend), the approval list last (shadowEnd). A call refused
-// before some of them has the rest checked when it is recorded
-// (callState). The breakers and group caps are not shadowed.
+// (shadowSpend), the approval list last (shadowEnd). The loop breaker
+// and the spend burst are read inside the Governor's admission too, from
+// the identical calls and held costs the enforced breakers keep (so only
+// when the enforced policy has them). A call refused before some of them
+// has the rest checked when it is recorded (callState), the breakers
+// excepted. Group caps are not shadowed.
 
 // evalShadow starts the shadow decision of c: the allow/deny lists.
 func (g *Gateway) evalShadow(c *call, sh *policy.Effective) {
@@ -70,6 +73,8 @@ func shadowGov(c *call, gc *meter.GovCall) {
 	gc.Shadow = true
 	gc.ShadowAll, gc.ShadowClass = sh.MaxInFlight(c.rt.tool.RateClass)
 	gc.ShadowWindows, _ = sh.Windows(c.rt.tool)
+	gc.ShadowLoopRepeats, gc.ShadowLoopWithin, _ = sh.LoopBreaker()
+	gc.ShadowBurst, gc.ShadowBurstWithin, gc.ShadowBurstOn = sh.SpendBurst()
 }
 
 // shadowGovResult settles the shadow decision by the Governor's answer.
@@ -80,6 +85,10 @@ func (g *Gateway) shadowGovResult(c *call, r meter.GovCheck) {
 		g.shadowIs(c, outConcurrencyExceeded, "max_in_flight")
 	case r == meter.GovWindow:
 		g.shadowIs(c, outQuotaExceeded, "quota_window")
+	case r == meter.GovLoop:
+		g.shadowIs(c, outBreakerTripped, "loop_detected")
+	case r == meter.GovBurst:
+		g.shadowIs(c, outBreakerTripped, "spend_burst")
 	}
 }
 

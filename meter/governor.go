@@ -45,12 +45,19 @@ type GovCall struct {
 	BurstOn     bool
 	Cost, Burst money.Micros
 	BurstWithin time.Duration
-	// A shadow policy's concurrency caps and windows, checked without
-	// counting before anything is counted (GovResult.Shadow); off unless
-	// Shadow.
+	// A shadow policy's checks, made without counting before anything is
+	// counted (GovResult.Shadow), against what the enforced checks count:
+	// its concurrency caps and windows, and its loop breaker and spend
+	// burst, read from the identical calls and held costs the enforced
+	// breakers keep (so only when they are on); off unless Shadow.
 	Shadow                 bool
 	ShadowAll, ShadowClass int
 	ShadowWindows          []WindowRule
+	ShadowLoopRepeats      int // <= 0: none
+	ShadowLoopWithin       time.Duration
+	ShadowBurstOn          bool
+	ShadowBurst            money.Micros
+	ShadowBurstWithin      time.Duration
 }
 
 // GovCheck names the check that refused a call.
@@ -110,7 +117,8 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 	loop := call.LoopRepeats > 0
 	inFlight := call.InFlightAll >= 0 || call.InFlightClass >= 0
 	burst := call.BurstOn && call.Cost > 0
-	shadow := call.Shadow && (call.ShadowAll >= 0 || call.ShadowClass >= 0 || len(call.ShadowWindows) > 0)
+	shadow := call.Shadow && (call.ShadowAll >= 0 || call.ShadowClass >= 0 || len(call.ShadowWindows) > 0 ||
+		loop && call.ShadowLoopRepeats > 0 || burst && call.ShadowBurstOn)
 	if !loop && !inFlight && len(call.Windows) == 0 && !burst && !shadow {
 		return GovResult{}
 	}
@@ -126,7 +134,7 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 	hold.sh, hold.e = sh, e
 	var res GovResult
 	if shadow {
-		res.Shadow = e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t)
+		res.Shadow = e.shadowCheck(call, loop, burst, t)
 	}
 	if loop {
 		if res.Loop = e.brk.loop(call.LoopHash, call.LoopRepeats, call.LoopWithin, call.Cooldown, t); !res.Loop.OK {
@@ -270,6 +278,24 @@ func (g *Governor) ShadowFull(principal string, class, all, perClass int, rules 
 		e = &govEntry{}
 	}
 	return e.shadowFull(class, all, perClass, rules, now.UnixNano())
+}
+
+// shadowCheck runs call's shadow checks in the enforced order: loop
+// breaker, concurrency, windows, spend burst. The breakers are read only
+// when the enforced ones count (loop, burst).
+func (e *govEntry) shadowCheck(call *GovCall, loop, burst bool, t int64) GovCheck {
+	if loop && call.ShadowLoopRepeats > 0 && e.brk.loopRepeats(call.LoopHash, call.ShadowLoopWithin, t) >= call.ShadowLoopRepeats {
+		return GovLoop
+	}
+	if r := e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t); r != GovNone {
+		return r
+	}
+	if burst && call.ShadowBurstOn {
+		if after, ok := e.brk.burstHeld(call.ShadowBurstWithin, call.BurstWithin, t).Add(call.Cost); !ok || after > call.ShadowBurst {
+			return GovBurst
+		}
+	}
+	return GovNone
 }
 
 func (e *govEntry) shadowFull(class, all, perClass int, rules []WindowRule, t int64) GovCheck {
