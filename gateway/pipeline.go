@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/toolgate/toolgate/ledger"
@@ -345,7 +346,7 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 		rec.Tier = c.tier.String()
 	}
 	if c.cost > 0 {
-		rec.SpendDay = c.day.String()
+		rec.SpendDay = dayLabel(c.day)
 	}
 	if c.pay != nil && c.rt != nil && c.rt.offer != nil {
 		rec.Payment = paymentRecord(c)
@@ -357,6 +358,25 @@ func (g *Gateway) callRecord(c *call, outcome, reason string, status int) *ledge
 	rec.TokenID, rec.ClientID = c.tokJTI, c.tokClient
 	return rec
 }
+
+// dayLabel returns d.String() from a one-entry cache: nearly every
+// call's record names the same spend day, and formatting it allocated on
+// each.
+func dayLabel(d meter.Day) string {
+	if l := lastDayLabel.Load(); l != nil && l.day == d {
+		return l.s
+	}
+	l := &dayLabelEntry{day: d, s: d.String()}
+	lastDayLabel.Store(l)
+	return l.s
+}
+
+type dayLabelEntry struct {
+	day meter.Day
+	s   string
+}
+
+var lastDayLabel atomic.Pointer[dayLabelEntry]
 
 var ledgerUnavailable = fixed(503, "", "ledger_unavailable", "Audit ledger unavailable; call not recorded").flag("retry", true)
 

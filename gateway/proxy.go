@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 
 	"github.com/valyala/fasthttp"
@@ -99,12 +100,11 @@ func (g *Gateway) upstreamFailure(c *call, err error) *Decision {
 func (g *Gateway) prepareUpstreamRequest(c *call, req *fasthttp.Request) {
 	out := &req.Header
 	if in := c.req.header; in != nil {
-		conn := in.Peek("Connection")
-		for k, v := range in.All() {
-			if !g.dropRequestHeader(k, conn) {
-				out.AddBytesKV(k, v)
-			}
-		}
+		hc := headerCopies.Get().(*headerCopy)
+		hc.g, hc.out, hc.conn = g, out, in.Peek("Connection")
+		in.All()(hc.yield)
+		*hc = headerCopy{yield: hc.yield}
+		headerCopies.Put(hc)
 	}
 	if len(c.req.method) > 0 {
 		out.SetMethodBytes(c.req.method)
@@ -113,7 +113,11 @@ func (g *Gateway) prepareUpstreamRequest(c *call, req *fasthttp.Request) {
 	}
 	out.SetProtocolBytes(strHTTP11)
 	uri := req.URI()
-	uri.Update(c.rt.uri)
+	if c.rt.upURI != nil {
+		c.rt.upURI.CopyTo(uri) // parsed once per route
+	} else {
+		uri.Update(c.rt.uri)
+	}
 	if len(c.req.query) > 0 {
 		uri.SetQueryStringBytes(c.req.query)
 	}
@@ -132,6 +136,30 @@ func (g *Gateway) prepareUpstreamRequest(c *call, req *fasthttp.Request) {
 	}
 	out.SetBytesKV(hdrRequestID, c.reqID)
 	out.SetBytesK(hdrPrincipal, c.principal())
+}
+
+// headerCopy is one pass of prepareUpstreamRequest over a caller's
+// headers. It is pooled with its yield function bound once, so that the
+// pass allocates nothing (a range-over-func loop body capturing the
+// request would be allocated on every call).
+type headerCopy struct {
+	g     *Gateway
+	out   *fasthttp.RequestHeader
+	conn  []byte // the caller's Connection header
+	yield func(k, v []byte) bool
+}
+
+var headerCopies = sync.Pool{New: func() any {
+	hc := &headerCopy{}
+	hc.yield = hc.add
+	return hc
+}}
+
+func (hc *headerCopy) add(k, v []byte) bool {
+	if !hc.g.dropRequestHeader(k, hc.conn) {
+		hc.out.AddBytesKV(k, v)
+	}
+	return true
 }
 
 // dropRequestHeader reports whether a caller's header stays at the
@@ -201,19 +229,37 @@ var droppedHeaderSet = func() map[string]struct{} {
 // without hop-by-hop headers, those its Connection header names, and
 // those the gateway sets itself (strippedResponseHeaders).
 func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
-	conn := src.Peek("Connection")
-	for k, v := range src.All() {
-		var buf [48]byte
-		if len(k) <= len(buf) {
-			if _, ok := droppedResponseSet[string(foldHeaderName(buf[:0], k))]; ok {
-				continue
-			}
+	rc := responseCopies.Get().(*responseCopy)
+	rc.dst, rc.conn = dst, src.Peek("Connection")
+	src.All()(rc.yield)
+	*rc = responseCopy{yield: rc.yield}
+	responseCopies.Put(rc)
+}
+
+// responseCopy is one pass of copyResponseHeaders, pooled like headerCopy.
+type responseCopy struct {
+	dst   *fasthttp.ResponseHeader
+	conn  []byte
+	yield func(k, v []byte) bool
+}
+
+var responseCopies = sync.Pool{New: func() any {
+	rc := &responseCopy{}
+	rc.yield = rc.add
+	return rc
+}}
+
+func (rc *responseCopy) add(k, v []byte) bool {
+	var buf [48]byte
+	if len(k) <= len(buf) {
+		if _, ok := droppedResponseSet[string(foldHeaderName(buf[:0], k))]; ok {
+			return true
 		}
-		if connectionNames(conn, k) {
-			continue
-		}
-		dst.AddBytesKV(k, v)
 	}
+	if !connectionNames(rc.conn, k) {
+		rc.dst.AddBytesKV(k, v)
+	}
+	return true
 }
 
 // connectionNames reports whether a Connection header value names name.

@@ -61,44 +61,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 			ticket = g.append(c, rec)
 		}
 	case billable:
-		// Prepaid credits: the debit and its balance_after are appended
-		// while the balance cannot change, so that records follow the
-		// order of balance changes (a restart restores the latest).
-		c.cost = g.callCost(c)
-		rec = g.callRecord(c, outcome, reason, status)
-		g.commitGroup(c)
-		committed := g.commitSpend(c, func(cm meter.Committed) {
-			switch {
-			case c.pay != nil && c.pay.result.Success:
-				ticket = g.append(c, rec, settlementRecord(c))
-			case cm.HasBalance:
-				bal := cm.BalanceAfter
-				ticket = g.append(c, rec, &ledger.Record{
-					Type: ledger.TypeTxn, At: c.start, RequestID: rec.RequestID, Principal: rec.Principal,
-					Tool: rec.Tool, Kind: ledger.KindDebit, Amount: c.cost, BalanceAfter: &bal,
-				})
-			default:
-				ticket = g.append(c, rec)
-			}
-		})
-		if !committed {
-			// Only a shared store answers false for an open reservation:
-			// it could not be reached, or the reservation had expired.
-			// The call was served and this node bills it in its ledger,
-			// the durable record; the node's contribution in the shared
-			// store is set from the ledger at the next start (Restore).
-			// The balance after a credits debit is unknown here, so no
-			// debit record is written.
-			g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
-				"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
-			g.metrics.sharedFailures.Inc()
-			recs := []*ledger.Record{rec}
-			if c.pay != nil && c.pay.result.Success {
-				recs = append(recs, settlementRecord(c))
-			}
-			ticket = g.append(c, recs...)
-		}
-		c.reserved = false
+		rec, ticket = g.concludePrepaid(c, outcome, reason, status)
 	case paidAhead:
 		// before_upstream: settled, then not served. The payer's money
 		// moved for nothing: the call is not billed, and the amount is
@@ -137,4 +100,50 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	}
 	c.allowed = true
 	return upFail // nil: the upstream's answer goes back
+}
+
+// concludePrepaid commits a served call billed from prepaid credits and
+// appends its records from the commit's callback (apart from conclude,
+// so that the variables the callback captures live on the heap only on
+// this path, not on every call's).
+func (g *Gateway) concludePrepaid(c *call, outcome, reason string, status int) (rec *ledger.Record, ticket ledger.Ticket) {
+	// Prepaid credits: the debit and its balance_after are appended
+	// while the balance cannot change, so that records follow the
+	// order of balance changes (a restart restores the latest).
+	c.cost = g.callCost(c)
+	rec = g.callRecord(c, outcome, reason, status)
+	g.commitGroup(c)
+	committed := g.commitSpend(c, func(cm meter.Committed) {
+		switch {
+		case c.pay != nil && c.pay.result.Success:
+			ticket = g.append(c, rec, settlementRecord(c))
+		case cm.HasBalance:
+			bal := cm.BalanceAfter
+			ticket = g.append(c, rec, &ledger.Record{
+				Type: ledger.TypeTxn, At: c.start, RequestID: rec.RequestID, Principal: rec.Principal,
+				Tool: rec.Tool, Kind: ledger.KindDebit, Amount: c.cost, BalanceAfter: &bal,
+			})
+		default:
+			ticket = g.append(c, rec)
+		}
+	})
+	if !committed {
+		// Only a shared store answers false for an open reservation:
+		// it could not be reached, or the reservation had expired.
+		// The call was served and this node bills it in its ledger,
+		// the durable record; the node's contribution in the shared
+		// store is set from the ledger at the next start (Restore).
+		// The balance after a credits debit is unknown here, so no
+		// debit record is written.
+		g.log.Error("spend commit not confirmed by the shared store; billed in the ledger", "request_id", rec.RequestID,
+			"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
+		g.metrics.sharedFailures.Inc()
+		recs := []*ledger.Record{rec}
+		if c.pay != nil && c.pay.result.Success {
+			recs = append(recs, settlementRecord(c))
+		}
+		ticket = g.append(c, recs...)
+	}
+	c.reserved = false
+	return rec, ticket
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/valyala/fasthttp"
 	"net/url"
 	"strings"
 	"time"
@@ -66,7 +67,8 @@ type route struct {
 
 	upstreamSeconds prometheus.Observer // the tool's upstream latency histogram
 	client          *upstreamClient
-	uri             string // full upstream URL without query
+	uri             string        // full upstream URL without query
+	upURI           *fasthttp.URI // uri parsed once; only read (CopyTo) by calls
 }
 
 func (st *state) route(path []byte) *route {
@@ -212,7 +214,9 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tool %s: %w", t.ID, err)
 	}
-	return &route{tool: t, client: uc, uri: uri, allow: strings.Join(t.Methods, ", "),
+	upURI := &fasthttp.URI{}
+	upURI.Update(uri)
+	return &route{tool: t, client: uc, uri: uri, upURI: upURI, allow: strings.Join(t.Methods, ", "),
 		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
 }
 

@@ -252,19 +252,24 @@ func (g *Gateway) restoreMeters() error {
 	spent := map[dayKey]money.Micros{}
 	balances := map[string]money.Micros{}
 	statsFrom := now.Add(-statsSpan - time.Minute)
-	err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour)}, func(r *ledger.Record) error {
-		if r.At.After(statsFrom) {
-			g.stats.restore(r)
+	// Calls and transactions only, each type filtered on the time index:
+	// admin records (a million keys created are a million of them) are
+	// never read.
+	for _, typ := range []string{ledger.TypeCall, ledger.TypeTxn} {
+		err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour), Type: typ}, func(r *ledger.Record) error {
+			if r.At.After(statsFrom) {
+				g.stats.restore(r)
+			}
+			if r.Type == ledger.TypeCall && r.Cost > 0 && r.SpendDay != "" {
+				spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		if r.Type == "call" && r.Cost > 0 && r.SpendDay != "" {
-			spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	err = g.led.LatestBalances(func(principal string, balance money.Micros) error {
+	err := g.led.LatestBalances(func(principal string, balance money.Micros) error {
 		balances[principal] = balance
 		return nil
 	})

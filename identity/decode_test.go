@@ -80,7 +80,7 @@ func TestDecodeStored(t *testing.T) {
 	}
 }
 
-// TestEstimateKeys checks that the map size hint never counts rows of
+// TestEstimateKeys checks that the index size hint never counts rows of
 // other prefixes, however many share a table with the keys.
 func TestEstimateKeys(t *testing.T) {
 	dir := t.TempDir()

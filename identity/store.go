@@ -23,28 +23,15 @@ type storedKey struct {
 	HashHex string `json:"sha256"`
 }
 
-const shards = 64
-
-// digestKey indexes keys by the first 128 bits of their digest (half the
-// memory of the whole digest at a million keys); a hit is confirmed
-// against the full digest in constant time.
-type digestKey [16]byte
-
-type shard struct {
-	mu     sync.RWMutex
-	byHash map[digestKey]*Key
-}
-
 // Store holds API keys: all of them in memory, indexed by secret digest
-// and by key_id, and persisted in badger. Authenticate never reads the
-// store. All methods are safe for concurrent use.
+// and by key_id (keyIndex), and persisted in badger. Authenticate never
+// reads the store and takes no lock. All methods are safe for concurrent
+// use.
 type Store struct {
 	db     *badger.DB
 	prefix string
-	shards [shards]shard
-
-	mu   sync.RWMutex // guards byID, serializes writes
-	byID map[string]*Key
+	mu     sync.RWMutex // serializes writes (the index's one writer)
+	idx    *keyIndex
 }
 
 // Open loads every key from db into memory.
@@ -53,47 +40,47 @@ func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
 // OpenPrefix is Open on keys stored under another badger prefix: a copy
 // of keys kept for someone else (the cluster's keys, mirrored on each
 // node, live under their own prefix so that the node's own "k/" rows and
-// their ledger check stay as they are). A million keys load in about a
-// second on two cores: the maps are sized up front from badger's table
-// statistics, rows in the stored form are decoded by hand (decodeStored),
-// keys are allocated in slabs with one string per key, and indexing runs
-// on a second goroutine while the iterator decodes.
+// their ledger check stay as they are). A million keys load in about two
+// seconds on two cores: the index's tables are sized up front from
+// badger's table statistics, rows in the stored form are decoded by hand
+// (decodeStored) straight into the index's slabs with one string per
+// key, and indexing (and the Digest's hashing) runs on a second goroutine
+// while the iterator decodes.
 func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
-	n := estimateKeys(db, prefix)
-	s := &Store{db: db, prefix: prefix, byID: make(map[string]*Key, mapHint(n))}
-	for i := range s.shards {
-		s.shards[i].byHash = make(map[digestKey]*Key, mapHint(n/shards))
+	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(estimateKeys(db, prefix))}
+	type filled struct {
+		s *slab
+		n int
 	}
-	batches := make(chan []Key, 4)
+	batches := make(chan filled, 4)
 	indexed := make(chan struct{})
 	go func() {
 		defer close(indexed)
 		for b := range batches {
-			for i := range b {
-				s.index(&b[i])
+			base := s.idx.addSlab(b.s, b.n)
+			for i := range b.n {
+				s.index(base + uint32(i))
 			}
 		}
 	}()
-	const slab = 1024
-	batch := make([]Key, 0, slab)
+	cur, n := new(slab), 0
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(s.prefix), PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			batch = batch[:len(batch)+1]
-			k := &batch[len(batch)-1]
+			k := &cur[n]
 			if err := it.Item().Value(func(v []byte) error { return decodeStored(v, k) }); err != nil {
 				return fmt.Errorf("key %s: %w", it.Item().Key(), err)
 			}
-			if len(batch) == slab {
-				batches <- batch
-				batch = make([]Key, 0, slab)
+			if n++; n == slabSize {
+				batches <- filled{cur, n}
+				cur, n = new(slab), 0
 			}
 		}
 		return nil
 	})
-	if len(batch) > 0 && err == nil {
-		batches <- batch
+	if n > 0 && err == nil {
+		batches <- filled{cur, n}
 	}
 	close(batches)
 	<-indexed
@@ -104,7 +91,7 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 }
 
 // estimateKeys returns a lower bound of the rows under the key prefix,
-// from badger's table statistics, to size the maps: only tables that
+// from badger's table statistics, to size the index: only tables that
 // hold nothing but key rows count (a table that also holds ledger
 // entries could count millions of them; the memtable is not counted).
 func estimateKeys(db *badger.DB, prefix string) int {
@@ -117,39 +104,29 @@ func estimateKeys(db *badger.DB, prefix string) int {
 	return min(n, 1<<24)
 }
 
-// mapHint returns a size hint for a map that will hold about n entries:
-// the largest that does not round the map's capacity up past n (a map
-// sized for n rounds its slots up to a power of two, up to twice the
-// memory at a million keys); the rest grows table by table.
-func mapHint(n int) int {
-	const load = 7.0 / 8 // a map's maximum load factor
-	slots := 1
-	for float64(slots*2)*load <= float64(n) {
-		slots *= 2
-	}
-	return int(float64(slots) * load)
-}
-
-// index adds or replaces k in both indexes. Revoked keys stay in the
-// digest index (Lookup finds them; Authenticate refuses them).
-func (s *Store) index(k *Key) {
+// index publishes the key at pos, replacing the key of its id. Revoked
+// keys stay in the digest index (Lookup finds them; Authenticate refuses
+// them). Callers hold s.mu, or own s (Open).
+func (s *Store) index(pos uint32) {
+	k := s.idx.at(pos)
 	if len(k.Principal) != len("key:")+len(k.ID) || k.Principal[len("key:"):] != k.ID {
 		k.Principal = "key:" + k.ID
 		k.ID = k.Principal[len("key:"):] // one string for both
 	}
-	s.byID[k.ID] = k // callers hold s.mu, or own s (Open)
-	sh := &s.shards[k.Hash[0]%shards]
-	sh.mu.Lock()
-	sh.byHash[digestKey(k.Hash[:16])] = k
-	sh.mu.Unlock()
+	s.idx.add(pos)
+}
+
+// keep stores a copy of k in the index and returns it (callers hold s.mu).
+func (s *Store) keep(k *Key) *Key {
+	slot, pos := s.idx.reserve()
+	*slot = *k
+	s.index(pos)
+	return slot
 }
 
 // byDigest returns the key whose full digest is h, or nil.
 func (s *Store) byDigest(h [32]byte) *Key {
-	sh := &s.shards[h[0]%shards]
-	sh.mu.RLock()
-	k := sh.byHash[digestKey(h[:16])]
-	sh.mu.RUnlock()
+	k := s.idx.digest(&h)
 	if k == nil || subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 {
 		return nil
 	}
@@ -175,8 +152,7 @@ func (s *Store) Create(name string, expiresAt, now time.Time) (string, *Key, err
 	if err := s.put(k); err != nil {
 		return "", nil, fmt.Errorf("store key: %w", err)
 	}
-	s.index(k)
-	return secret, k, nil
+	return secret, s.keep(k), nil
 }
 
 // NewKey makes a new key without storing it and returns its secret
@@ -206,8 +182,7 @@ func NewKey(name string, expiresAt, now time.Time) (string, *Key) {
 func (s *Store) Merge(k *Key) (*Key, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.byID[k.ID]
-	if ok {
+	if old := s.idx.id(k.ID); old != nil {
 		if old.Hash != k.Hash {
 			return old, false, fmt.Errorf("%w: key %s", ErrConflict, k.ID)
 		}
@@ -217,15 +192,11 @@ func (s *Store) Merge(k *Key) (*Key, bool, error) {
 		m := *old
 		m.revoked = k.revoked
 		k = &m
-	} else {
-		c := *k
-		k = &c
 	}
 	if err := s.put(k); err != nil {
 		return nil, false, fmt.Errorf("store key: %w", err)
 	}
-	s.index(k)
-	return k, true, nil
+	return s.keep(k), true, nil
 }
 
 // Authenticate returns the active key whose secret is presented, or
@@ -249,19 +220,15 @@ func (s *Store) Lookup(ref string) (*Key, bool) {
 		k := s.byDigest(sha256.Sum256([]byte(ref)))
 		return k, k != nil
 	}
-	s.mu.RLock()
-	k, ok := s.byID[ref]
-	s.mu.RUnlock()
-	return k, ok
+	k := s.idx.id(ref)
+	return k, k != nil
 }
 
 // List returns every key, oldest first.
 func (s *Store) List() []*Key {
 	s.mu.RLock()
-	out := make([]*Key, 0, len(s.byID))
-	for _, k := range s.byID {
-		out = append(out, k)
-	}
+	out := make([]*Key, 0, s.idx.ids)
+	s.idx.each(func(k *Key) { out = append(out, k) })
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].created != out[j].created {
@@ -276,15 +243,15 @@ func (s *Store) List() []*Key {
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.byID)
+	return s.idx.ids
 }
 
 // Revoke marks the key revoked; it fails authentication from the next call.
 func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.byID[id]
-	if !ok {
+	old := s.idx.id(id)
+	if old == nil {
 		return nil, ErrNotFound
 	}
 	if old.revoked != 0 {
@@ -295,8 +262,7 @@ func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
 	if err := s.put(&k); err != nil {
 		return nil, fmt.Errorf("store key: %w", err)
 	}
-	s.index(&k)
-	return &k, nil
+	return s.keep(&k), nil
 }
 
 // Restore rewrites the stored row of key id with name, expiry and
@@ -306,8 +272,8 @@ func (s *Store) Revoke(id string, now time.Time) (*Key, error) {
 func (s *Store) Restore(id, name string, expiresAt, revokedAt time.Time) (*Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.byID[id]
-	if !ok {
+	old := s.idx.id(id)
+	if old == nil {
 		return nil, ErrNotFound
 	}
 	k := *old
@@ -315,6 +281,13 @@ func (s *Store) Restore(id, name string, expiresAt, revokedAt time.Time) (*Key, 
 	if err := s.put(&k); err != nil {
 		return nil, fmt.Errorf("store key: %w", err)
 	}
-	s.index(&k)
-	return &k, nil
+	return s.keep(&k), nil
+}
+
+// Each calls fn with every key (the current version of each key_id), in
+// no particular order. fn must not call the Store's write methods.
+func (s *Store) Each(fn func(*Key)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.idx.each(fn)
 }

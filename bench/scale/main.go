@@ -103,6 +103,8 @@ type result struct {
 	openCPU                 time.Duration // user + system time of the process during identity.Open
 	rssBefore, rssKeys      int64         // VmRSS with badger open, before and after identity.Open
 	rssActive               int64         // VmRSS after the principals are active
+	anonKeys, fileKeys      int64         // RssAnon, RssFile with keys loaded
+	anonActive, fileActive  int64         // and with the principals active
 	heapKeys, heapActive    uint64
 	quotaLen, spendLen      int
 	mean                    time.Duration // untimed loop, per decision
@@ -170,6 +172,7 @@ func run(dir string, nKeys, nActive, rounds int, set *policy.Set, tool *catalog.
 	}
 	freeMemory()
 	r.rssKeys, r.heapKeys = rss(), heapInuse()
+	r.anonKeys, r.fileKeys = status("RssAnon"), status("RssFile")
 	logf("%d keys: loaded in %v, RSS %d MiB", nKeys, r.open.Round(time.Millisecond), r.rssKeys>>20)
 
 	d := &decider{keys: keys, eff: set.Tier(policy.TierAPIKey), tool: tool,
@@ -213,6 +216,7 @@ func run(dir string, nKeys, nActive, rounds int, set *policy.Set, tool *catalog.
 
 	freeMemory()
 	r.rssActive, r.heapActive = rss(), heapInuse()
+	r.anonActive, r.fileActive = status("RssAnon"), status("RssFile")
 	r.quotaLen, r.spendLen = d.quotas.Len(), d.spend.Len()
 	logf("%d keys, %d active: p50 %v p99 %v, RSS %d MiB", nKeys, nActive, r.p50, r.p99, r.rssActive>>20)
 	runtime.KeepAlive(secrets)
@@ -252,7 +256,9 @@ func writeKeys(dir string, n, active int) [][]byte {
 
 // openDB opens badger with the options of toolgate serve.
 func openDB(dir string) *badger.DB {
-	// The store options of cmd/toolgate's openStore.
+	// The store options of cmd/toolgate's storeOptions, without its
+	// checksum verification of every table at open (which touches every
+	// page of the store; bench/startup measures the real process).
 	o := badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).
 		WithMemTableSize(32 << 20).WithBlockCacheSize(16 << 20)
 	if v := os.Getenv("XBC"); v != "" {
@@ -281,13 +287,18 @@ func cpuTime() time.Duration {
 }
 
 // rss returns the process's resident set size (VmRSS) in bytes.
-func rss() int64 {
+func rss() int64 { return status("VmRSS") }
+
+// status returns a field of /proc/self/status given in kB, in bytes:
+// VmRSS is RssAnon (the heap, stacks) + RssFile (mapped files: badger's
+// tables and logs, the binary) + RssShmem.
+func status(field string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		log.Fatal(err)
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
 				log.Fatal(err)
@@ -295,7 +306,7 @@ func rss() int64 {
 			return kb << 10
 		}
 	}
-	log.Fatal("scale: no VmRSS in /proc/self/status")
+	log.Fatalf("scale: no %s in /proc/self/status", field)
 	return 0
 }
 
@@ -331,6 +342,8 @@ func report(w *os.File, base, big result) {
 	fmt.Fprintf(w, "| RSS with badger open, before identity.Open | %s | %s | |\n", mib(base.rssBefore), mib(big.rssBefore))
 	fmt.Fprintf(w, "| RSS with keys loaded | %s | %s | |\n", mib(base.rssKeys), mib(big.rssKeys))
 	fmt.Fprintf(w, "| RSS with principals active | %s | %s | |\n", mib(base.rssActive), mib(big.rssActive))
+	fmt.Fprintf(w, "| RssAnon / RssFile, keys loaded | %s / %s | %s / %s | |\n", mib(base.anonKeys), mib(base.fileKeys), mib(big.anonKeys), mib(big.fileKeys))
+	fmt.Fprintf(w, "| RssAnon / RssFile, principals active | %s / %s | %s / %s | |\n", mib(base.anonActive), mib(base.fileActive), mib(big.anonActive), mib(big.fileActive))
 	fmt.Fprintf(w, "| Go heap in use, keys loaded (counts badger's untouched arenas) | %s | %s | |\n", mib(int64(base.heapKeys)), mib(int64(big.heapKeys)))
 	fmt.Fprintf(w, "| Go heap in use, principals active | %s | %s | |\n", mib(int64(base.heapActive)), mib(int64(big.heapActive)))
 	perKey := float64(big.rssKeys-big.rssBefore) / float64(big.keys)

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// TestServe_StateSeal: a clean stop seals the management state; the next
+// start uses the seal (and removes it) instead of re-reading the ledger's
+// history; a key row edited back to active after its revocation was
+// sealed is still refused by the full check, naming the key: the seal
+// never lets a lost revocation through.
+func TestServe_StateSeal(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir)
+	data := filepath.Join(dir, "data")
+	seal := filepath.Join(data, "state-seal")
+	logText := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
+		return string(b)
+	}
+	const used = "as sealed at the last clean shutdown"
+
+	p := startGateway(t, dir)
+	secret, id := p.createKey(`{"name":"revoke me"}`)
+	p.stop(syscall.SIGTERM)
+	if _, err := os.Stat(seal); err != nil {
+		t.Fatalf("no seal after a clean stop: %v\n%s", err, logText())
+	}
+	if strings.Contains(logText(), used) {
+		t.Fatal("the first start claims a seal")
+	}
+	p = startGateway(t, dir)
+	if !strings.Contains(logText(), used) {
+		t.Fatalf("second start did not use the seal:\n%s", logText())
+	}
+	if _, err := os.Stat(seal); !os.IsNotExist(err) {
+		t.Fatalf("seal still there while serving: %v", err)
+	}
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 200 {
+		t.Fatalf("key after a sealed start: got %d, want 200", code)
+	}
+	if code, b := p.admin("DELETE", "/credits/keys/"+id, ""); code != 200 {
+		t.Fatalf("revoke: %d %s", code, b)
+	}
+	p.stop(syscall.SIGTERM)
+	if _, err := os.Stat(seal); err != nil {
+		t.Fatalf("no seal after the second clean stop: %v", err)
+	}
+
+	// The key's row edited back to active (its revocation dropped), the
+	// ledger and the seal left as the clean stop wrote them.
+	db, err := badger.Open(storeOptions(filepath.Join(data, "store"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("k/" + id))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		var row map[string]any
+		if err := json.Unmarshal(v, &row); err != nil {
+			return err
+		}
+		if _, ok := row["revoked_at"]; !ok {
+			t.Fatalf("setup: the stored row has no revocation: %s", v)
+		}
+		delete(row, "revoked_at")
+		v, _ = json.Marshal(row)
+		return txn.Set([]byte("k/"+id), v)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := serveMustRefuse(t, dir)
+	if !strings.Contains(out, "key "+id+": revoked in the ledger") {
+		t.Fatalf("refusal does not name the revoked key:\n%s", out)
+	}
+	if strings.Contains(out, used) {
+		t.Fatalf("the seal was used on a store that does not match it:\n%s", out)
+	}
+}
