@@ -47,9 +47,9 @@ func (s *Approvals) key(suffix string) string { return s.c.key("approvals", suff
 
 func (s *Approvals) rec(id string) string { return s.key("a:" + id) }
 
-// createScript: KEYS rec, all, pending; ARGV id, call JSON, created ms.
+// createApprovalScript: KEYS rec, all, pending; ARGV id, call JSON, created ms.
 // Returns 0 when the id exists.
-var createScript = rueidis.NewLuaScript(`
+var createApprovalScript = rueidis.NewLuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'call', ARGV[2], 'status', 'pending')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -57,9 +57,9 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return 1
 `)
 
-// decideScript: KEYS rec, pending, running; ARGV id, status, by, at,
+// decideApprovalScript: KEYS rec, pending, running; ARGV id, status, by, at,
 // reason, node. Returns {won (1, 0; -1 unknown), the record's fields}.
-var decideScript = rueidis.NewLuaScript(`
+var decideApprovalScript = rueidis.NewLuaScript(`
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {-1, {}} end
 local won = 0
@@ -75,18 +75,18 @@ end
 return {won, redis.call('HGETALL', KEYS[1])}
 `)
 
-// finishScript: KEYS rec, running; ARGV id, result JSON. Returns 1 when
+// finishApprovalScript: KEYS rec, running; ARGV id, result JSON. Returns 1 when
 // the approval was approved (and is now done).
-var finishScript = rueidis.NewLuaScript(`
+var finishApprovalScript = rueidis.NewLuaScript(`
 if redis.call('HGET', KEYS[1], 'status') ~= 'approved' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 `)
 
-// failScript: KEYS rec, running; ARGV id, node, reason. Fails an approved
+// failApprovalScript: KEYS rec, running; ARGV id, node, reason. Fails an approved
 // approval of node; drops an id no longer approved from running.
-var failScript = rueidis.NewLuaScript(`
+var failApprovalScript = rueidis.NewLuaScript(`
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'approved' then
   if redis.call('HGET', KEYS[1], 'node') ~= ARGV[2] then return 0 end
@@ -106,7 +106,7 @@ func (s *Approvals) Create(a *gateway.Approval) error {
 	if err != nil {
 		return err
 	}
-	n, err := s.c.run1(createScript, []string{s.rec(a.ID), s.key("all"), s.key("pending")},
+	n, err := s.c.run1(createApprovalScript, []string{s.rec(a.ID), s.key("all"), s.key("pending")},
 		[]string{a.ID, string(call), strconv.FormatInt(a.CreatedAt.UnixMilli(), 10)})
 	if err != nil {
 		return err
@@ -173,7 +173,7 @@ func (s *Approvals) Decide(id string, d gateway.ApprovalDecision) (*gateway.Appr
 	if err := gateway.CheckApprovalDecision(d); err != nil {
 		return nil, false, err
 	}
-	arr, err := s.c.run(decideScript, []string{s.rec(id), s.key("pending"), s.key("running")},
+	arr, err := s.c.run(decideApprovalScript, []string{s.rec(id), s.key("pending"), s.key("running")},
 		[]string{id, d.Status, d.By, d.At.UTC().Format(time.RFC3339Nano), d.Reason, s.c.node})
 	if err != nil {
 		return nil, false, err
@@ -202,7 +202,7 @@ func (s *Approvals) Finish(id string, res *gateway.ApprovalResult) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	n, err := s.c.run1(finishScript, []string{s.rec(id), s.key("running")}, []string{id, string(v)})
+	n, err := s.c.run1(finishApprovalScript, []string{s.rec(id), s.key("running")}, []string{id, string(v)})
 	return n == 1, err
 }
 
@@ -216,7 +216,7 @@ func (s *Approvals) Recover(reason string) (int, error) {
 	}
 	n := 0
 	for _, id := range ids {
-		k, err := s.c.run1(failScript, []string{s.rec(id), s.key("running")}, []string{id, s.c.node, reason})
+		k, err := s.c.run1(failApprovalScript, []string{s.rec(id), s.key("running")}, []string{id, s.c.node, reason})
 		if err != nil {
 			return n, err
 		}

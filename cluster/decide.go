@@ -12,8 +12,9 @@ import (
 )
 
 // Decider is gateway.AdmitReserver on the shared Quotas and Spend: a
-// priced call's quota admission and spend reservation in one Lua script,
-// one round trip. The quota slot is taken only when the reservation is
+// priced call's quota admission and spend reservation in one round trip
+// (a slot of the node's quota lease and a reservation script, or one
+// script taking the next lease and reserving). The quota slot is taken only when the reservation is
 // made too, so a call the cap or the credits refuse costs no Undo. Its
 // slots and reservations are the Quotas' and Spend's own (Undo, Commit
 // and Release work on them). Safe for concurrent use.
@@ -27,102 +28,93 @@ var _ gateway.AdmitReserver = (*Decider)(nil)
 // NewDecider returns the one-script decision on q and s (one Client).
 func NewDecider(q *Quotas, s *Spend) *Decider { return &Decider{q: q, s: s} }
 
-// admitReserveScript: KEYS quota window, committed(day), r, rx, acct;
-// ARGV now µs, window µs, quota limit (< 0 unlimited), member, day,
-// cost, cap, hasCap, reservation id, ttl ms. Returns {admitted, used,
-// resetIn µs, at µs, spend code (0 reserved, 1 cap, 2 credits, 3
-// overflow, 4 id in use), spent, reserved, hasBalance, available}.
-var admitReserveScript = rueidis.NewLuaScript(`
-local k = KEYS[1]
-local t = tonumber(ARGV[1])
-local w = tonumber(ARGV[2])
+// admitReserveScript is leaseScript with a spend reservation: KEYS
+// window, window hash, committed(day), r, rx, acct; ARGV leaseScript's
+// (1-9), then day, cost, cap, hasCap, reservation id, ttl ms (10-15).
+// Returns leaseScript's five figures, then {spend code (0 reserved, 1
+// cap, 2 credits, 3 overflow, 4 id in use), spent, reserved, hasBalance,
+// available}. The lease is granted only when the reservation is made.
+var admitReserveScript = rueidis.NewLuaScript(quotaLua + `
 local limit = tonumber(ARGV[3])
-local n = 0
-if limit >= 0 then
-  local newest = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) > t then t = tonumber(newest[2]) end
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', t - w)
-  n = redis.call('ZCARD', k)
-  if limit == 0 then return {0, n, 0, 0, 0, 0, 0, 0, 0} end
-  if n >= limit then
-    local at = redis.call('ZRANGE', k, n - limit, n - limit, 'WITHSCORES')
-    return {0, n, tonumber(at[2]) + w - t, 0, 0, 0, 0, 0, 0}
-  end
+local d = tonumber(ARGV[5])
+if redis.call('ZSCORE', z, ARGV[6]) then save(d) return {-1, 0, 0, 0, 0, 0, 0, 0, 0, 0} end
+if limit == 0 or total >= limit then
+  save(d)
+  local rr = 0
+  if limit > 0 then rr = waitFor(limit) end
+  return {0, total, rr, t, 0, 0, 0, 0, 0, 0}
 end
-local r, rx, acct = KEYS[3], KEYS[4], KEYS[5]
+local r, rx, acct = KEYS[4], KEYS[5], KEYS[6]
 ` + purgeLua + `
-local day = ARGV[5]
+local day = ARGV[10]
 local a = redis.call('HMGET', acct, 'bal', 'held', 'r:' .. day)
 local hasBal = a[1] and 1 or 0
 local bal, held, reserved = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
-local spent = committed(KEYS[2]) + reserved
-local cost, cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local spent = committed(KEYS[3]) + reserved
+local cost, cap = tonumber(ARGV[11]), tonumber(ARGV[12])
 local avail = bal - held
 local code = 0
-if ARGV[8] == '1' and spent + cost > cap then code = 1
+if ARGV[13] == '1' and spent + cost > cap then code = 1
 elseif spent + cost > ` + strconv.Itoa(maxExact) + ` or held + cost > ` + strconv.Itoa(maxExact) + ` then code = 3
 elseif hasBal == 1 and cost > avail then code = 2
-elseif redis.call('HSETNX', r, ARGV[9], day .. ':' .. ARGV[6] .. ':' .. hasBal) == 0 then code = 4 end
-if code ~= 0 then return {1, n, 0, 0, code, spent, reserved, hasBal, avail} end
-redis.call('ZADD', rx, nowms + tonumber(ARGV[10]), ARGV[9])
-redis.call('HINCRBY', acct, 'r:' .. day, ARGV[6])
-if hasBal == 1 then redis.call('HINCRBY', acct, 'held', ARGV[6]) end
-if limit < 0 then return {1, 0, 0, 0, 0, spent, reserved, hasBal, avail} end
-redis.call('ZADD', k, t, ARGV[4])
-redis.call('PEXPIRE', k, math.floor(w / 1000) + 1000)
-local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-return {1, n + 1, tonumber(oldest[2]) + w - t, t, 0, spent, reserved, hasBal, avail}
+elseif redis.call('HSETNX', r, ARGV[14], day .. ':' .. ARGV[11] .. ':' .. hasBal) == 0 then code = 4 end
+if code ~= 0 then save(d) return {1, total, 0, t, 0, code, spent, reserved, hasBal, avail} end
+redis.call('ZADD', rx, nowms + tonumber(ARGV[15]), ARGV[14])
+redis.call('HINCRBY', acct, 'r:' .. day, ARGV[11])
+if hasBal == 1 then redis.call('HINCRBY', acct, 'held', ARGV[11]) end
+local n, s, rr = grant(limit, tonumber(ARGV[4]), d, ARGV[6], tonumber(ARGV[7]))
+return {n, total, rr, t, s, 0, spent, reserved, hasBal, avail}
 `)
 
-// AdmitReserve decides the quota and reserves cost in one round trip
-// (gateway.AdmitReserver). On a Redis failure both results carry Err and
-// nothing is held (or, if the answer was lost, a slot and a hold that
-// expire: stricter, never looser).
+// AdmitReserve decides the quota and reserves cost (gateway.AdmitReserver):
+// from the node's quota lease and one reservation script when the lease
+// has a slot for the call, else in one script taking the next lease and
+// reserving together. Either way one round trip. On a Redis failure both
+// results carry Err and nothing is held (or, if the answer was lost, a
+// lease and a hold that expire: stricter, never looser).
 func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time, callID uint64,
 	day meter.Day, cost, spendLimit money.Micros, hasLimit bool) (meter.QuotaResult, meter.Reservation, meter.SpendResult) {
 	checkClass(class)
 	cost = max(cost, 0)
 	none := meter.NewReservation(0, principal, day, 0)
-	sr := meter.SpendResult{Limit: spendLimit}
+	if limit < 0 {
+		res, sr := d.s.Reserve(principal, day, cost, spendLimit, hasLimit)
+		return meter.QuotaResult{Allowed: true, Limit: limit, Err: sr.Err}, res, sr
+	}
 	hl := "0"
 	if hasLimit {
 		hl = "1"
 	}
-	t := now.UnixMicro()
-	keys := append([]string{d.q.key(principal, class)}, d.s.keys(principal, day)...)
-	for range 3 {
+	var (
+		mine    meter.SpendResult // decided by this call's own lease script
+		mineRes = none
+		decided bool
+	)
+	q, _, spendRefused := d.q.acquire(principal, class, limit, now, callID, func(req int, member, ret string, unused int) (leaseResult, bool, error) {
+		keys := d.q.keys(principal, class)
+		if d.s.sliceServes(principal, day, cost, spendLimit, hasLimit) {
+			// The budget slice reserves the call: the quota lease alone.
+			lr, err := d.q.runLease(leaseScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused), 5)
+			return lr, false, err
+		}
+		keys = append(keys, d.s.keys(principal, day)...)
 		id := d.s.nextID()
-		v, err := ints(d.q.c.run(admitReserveScript, keys, []string{
-			strconv.FormatInt(t, 10), strconv.FormatInt(d.q.window, 10), strconv.Itoa(limit), d.q.member(callID),
+		lr, err := d.q.runLease(admitReserveScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused,
 			strconv.Itoa(int(day)), strconv.FormatInt(int64(cost), 10), strconv.FormatInt(int64(spendLimit), 10), hl,
-			strconv.FormatUint(id, 10), strconv.FormatInt(d.s.ttl().Milliseconds(), 10)}))
-		if err == nil && len(v) != 9 {
-			err = ErrRedis
+			strconv.FormatUint(id, 10), strconv.FormatInt(d.s.ttl().Milliseconds(), 10)), 10)
+		if err != nil || lr.granted <= 0 {
+			return lr, false, err
 		}
-		if err != nil {
-			sr.Err = err
-			return meter.QuotaResult{Limit: limit, Err: err}, none, sr
-		}
-		q := meter.QuotaResult{Allowed: v[0] == 1, Used: int(v[1]), Limit: limit, ResetIn: time.Duration(v[2]) * time.Microsecond}
-		if v[3] != 0 {
-			if v[3] == t {
-				q.At = now
-			} else {
-				q.At = time.UnixMicro(v[3])
-			}
-		}
-		if !q.Allowed {
-			return q, none, sr
-		}
-		sr.SpentToday, sr.Reserved = money.Micros(v[5]), money.Micros(v[6])
-		sr.HasBalance = v[7] == 1
+		v := lr.rest
+		sr := meter.SpendResult{Limit: spendLimit, SpentToday: money.Micros(v[1]), Reserved: money.Micros(v[2]), HasBalance: v[3] == 1}
 		if sr.HasBalance {
-			sr.Balance = money.Micros(v[8])
+			sr.Balance = money.Micros(v[4])
 		}
-		switch v[4] {
+		switch v[0] {
 		case 0:
 			sr.OK = true
-			return q, meter.NewReservation(id, principal, day, cost), sr
+			mineRes = meter.NewReservation(id, principal, day, cost)
+			d.s.track(id, sr.HasBalance)
 		case 1:
 			sr.Reason = meter.ReasonCapExceeded
 		case 2:
@@ -130,10 +122,35 @@ func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time
 		case 3:
 			sr.Reason = meter.ReasonOverflow
 		case 4:
-			continue
+			return leaseResult{granted: -1}, false, nil // the id is open already: draw the next
 		}
+		mine, decided = sr, true
+		return lr, !sr.OK, nil
+	})
+	if q.Err != nil {
+		return q, none, meter.SpendResult{Limit: spendLimit, Err: q.Err}
+	}
+	if !q.Allowed {
+		return q, none, meter.SpendResult{Limit: spendLimit}
+	}
+	if spendRefused {
+		return q, none, mine // no slot taken (At zero)
+	}
+	if decided {
+		return q, mineRes, mine
+	}
+	// A slot of a lease: the reservation alone, one round trip.
+	res, sr := d.s.Reserve(principal, day, cost, spendLimit, hasLimit)
+	if sr.Err != nil || !sr.OK {
+		// The slot goes back to the shared window at once (not to the
+		// lease, where it would sit counted but unused): a refused call
+		// takes no quota slot.
+		d.q.Undo(principal, class, callID)
+		if sr.Err != nil {
+			return meter.QuotaResult{Limit: limit, Err: sr.Err}, none, sr
+		}
+		q.At = time.Time{}
 		return q, none, sr
 	}
-	sr.Err = ErrRedis
-	return meter.QuotaResult{Limit: limit, Err: ErrRedis}, none, sr
+	return q, res, sr
 }

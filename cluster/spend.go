@@ -3,7 +3,9 @@ package cluster
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"hash/maphash"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,12 +40,18 @@ const maxExact = 1<<53 - 1
 //	                   (credits held by open reservations), r:<day>
 //	                   (cost held on day by open reservations)
 //
-// Reserve, Commit and Release are each one Lua script, so the check and
-// the hold are atomic across nodes. Reservations expire TTL after they
-// were made (on Redis's clock): every script first gives back the
-// expired ones, so a dead node's reservations stop holding the cap.
-// Commit and Release are idempotent by reservation id: the first one
-// removes the reservation, later ones find nothing and report false.
+// Every check and hold in Redis is one Lua script, atomic across nodes.
+// For a principal without credits Reserve takes a budget slice (one
+// reservation for many calls, slices.go) and reserves calls from it in
+// memory; commits of slice reservations are queued and batched
+// (commits.go). Per-call reservations (credits, a budget within a few
+// calls of its cap, the Decider's one-script decision) are one script
+// each, as are their commits. Reservations expire TTL after they were
+// made (on Redis's clock): every script first gives back the expired
+// ones, so a dead node's reservations stop holding the cap. Commit and
+// Release are idempotent by reservation id: the first one closes it,
+// later ones report false (this node knows which of its reservations
+// are open).
 //
 // A node's committed spend is its own hash field, so Restore (from the
 // node's ledger at start) sets that field and never adds to it: restoring
@@ -62,14 +70,64 @@ type Spend struct {
 	// TTL is how long a reservation holds its cost (0:
 	// DefaultReservationTTL). Set before use.
 	TTL time.Duration
-	ids atomic.Uint64
+	// OnLost, if set, is called (on a goroutine of its own) when queued
+	// commits could not be confirmed by Redis after retries: this node's
+	// contribution then lacks them until it is set from the ledger again
+	// (the caller's Gateway.RestoreSpend). Set before use.
+	OnLost func(err error)
+	// SliceFor is how long a budget slice serves reservations (0:
+	// DefaultSliceFor); MaxSlice caps a slice at that many calls' cost
+	// (0: DefaultMaxSlice; 1 turns slices off: every reservation is one
+	// round trip). Nodes reports the live nodes (nil: 1). Set before use.
+	SliceFor time.Duration
+	MaxSlice int
+	Nodes    func() int
+
+	ids     atomic.Uint64
+	seed    maphash.Seed
+	open    [32]openShard
+	slices  [32]sliceShard
+	cm      committer
+	tick    sync.Once
+	stop    chan struct{}
+	stopped sync.Once
 }
 
-var _ gateway.SpendStore = (*Spend)(nil)
+// openShard holds the reservations this Spend made that are still open
+// here: id → its state (and its slice).
+type openShard struct {
+	mu sync.Mutex
+	m  map[uint64]openRes
+}
+
+type openRes struct {
+	state uint8
+	sl    *slice // openSlice: the slice it was reserved from
+}
+
+const (
+	openCap     = 1 // holds a cap's figure only
+	openCredits = 2 // holds credits: committed synchronously
+	committing  = 3 // queued for the shared store
+	openSlice   = 4 // reserved from a budget slice (slices.go)
+)
+
+var (
+	_ gateway.SpendStore    = (*Spend)(nil)
+	_ gateway.LocalReserver = (*Spend)(nil)
+)
 
 // NewSpend returns the shared spend store on c.
 func NewSpend(c *Client) *Spend {
-	s := &Spend{c: c}
+	s := &Spend{c: c, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	for i := range s.open {
+		s.open[i].m = map[uint64]openRes{}
+	}
+	for i := range s.slices {
+		s.slices[i].m = map[sliceKey]*slices{}
+	}
+	s.cm.idle = sync.NewCond(&s.cm.mu)
+	s.cm.pendingOf = map[string]int{}
 	var b [8]byte
 	rand.Read(b[:])
 	// Ids start at a random point of a 62-bit space: distinct from other
@@ -207,6 +265,17 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 		res.OK = true
 		return meter.NewReservation(0, principal, day, 0), res
 	}
+	if s.MaxSlice != 1 {
+		if r, res, per := s.reserveSliced(principal, day, cost, limit, hasLimit); !per {
+			return r, res
+		}
+	}
+	return s.reservePlain(principal, day, cost, limit, hasLimit)
+}
+
+// reservePlain reserves cost for one call in one round trip.
+func (s *Spend) reservePlain(principal string, day meter.Day, cost, limit money.Micros, hasLimit bool) (meter.Reservation, meter.SpendResult) {
+	res := meter.SpendResult{Limit: limit}
 	hl := "0"
 	if hasLimit {
 		hl = "1"
@@ -231,6 +300,7 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 		switch v[0] {
 		case 0:
 			res.OK = true
+			s.track(id, res.HasBalance)
 			return meter.NewReservation(id, principal, day, cost), res
 		case 1:
 			res.Reason = meter.ReasonCapExceeded
@@ -248,13 +318,29 @@ func (s *Spend) Reserve(principal string, day meter.Day, cost, limit money.Micro
 }
 
 // Commit bills r, adding its cost to this node's contribution to the
-// day, debiting credits if it held them, and calls fn with the figures
-// after it. It reports false, not calling fn, when r is not open (closed
-// already, or expired and given back) or Redis could not be reached:
-// then nothing is known to be billed in Redis, and the caller's ledger
-// is the record (the next Restore from it puts the node's contribution
-// right). A zero reservation always commits, fn seeing the current
-// figures.
+// day (and debiting credits if it held them), and calls fn after it. It
+// reports false, not calling fn, when r is not open here (committed or
+// released already, or made by another Spend).
+//
+// A reservation of its own (one call: credits, a budget within a few
+// calls of its cap, or made with a quota lease by the Decider) is
+// committed in one round trip before fn runs, fn seeing the figures the
+// write produced (the balance after a debit, which the caller's ledger
+// records in the order of balance changes). A reservation made from a
+// budget slice of several calls (slices.go) is queued and committed
+// asynchronously, batched with the others in flight (one script per
+// principal and day, pipelined, idempotent by reservation id): fn is
+// called at once with no figures (HasBalance false, SpentToday 0) and the
+// caller does not wait for Redis. Until the queued commit lands its cost
+// stays held by the slice, so the cap's figure (committed plus reserved)
+// never understates the spend; Status waits for the principal's queued
+// commits. A queued commit Redis does not confirm after retries (Redis
+// unreachable, or the reservation expired) is reported to OnLost: the
+// caller's ledger is the record, and setting the node's contribution from
+// it (Restore) puts Redis right. (A node killed with commits queued has
+// them in its ledger and in its slice's hold: after its restart they
+// count twice in the cap's figure, stricter, until the slice's TTL.) A
+// zero reservation always commits, fn seeing the current figures.
 func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	if r.ID() == 0 {
 		if fn != nil {
@@ -262,6 +348,18 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 			fn(meter.Committed{SpentToday: st.Today(), BalanceAfter: st.Balance, HasBalance: st.HasBalance})
 		}
 		return true
+	}
+	switch o := s.claim(r.ID(), true); o.state {
+	case openSlice:
+		s.sliceCommitted(r, o.sl, r.Cost())
+		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), o.sl.id, r.Cost(), r.ID()})
+		if fn != nil {
+			fn(meter.Committed{})
+		}
+		return true
+	case openCap, openCredits:
+	default:
+		return false
 	}
 	v, err := ints(s.c.run(commitScript, s.keys(r.Principal(), r.Day()),
 		[]string{strconv.FormatUint(r.ID(), 10), s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)}))
@@ -274,11 +372,65 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	return true
 }
 
-// Release gives r's cost back; false when it is not open (or Redis could
-// not be reached: the hold then expires after TTL).
+// track records a reservation this Spend made.
+func (s *Spend) track(id uint64, credits bool) {
+	st := uint8(openCap)
+	if credits {
+		st = openCredits
+	}
+	s.setOpen(id, openRes{state: st})
+}
+
+// trackSlice records a reservation made from sl.
+func (s *Spend) trackSlice(id uint64, sl *slice, _ money.Micros) {
+	s.setOpen(id, openRes{state: openSlice, sl: sl})
+}
+
+func (s *Spend) setOpen(id uint64, o openRes) {
+	sh := &s.open[id%uint64(len(s.open))]
+	sh.mu.Lock()
+	sh.m[id] = o
+	sh.mu.Unlock()
+}
+
+// claim returns id's state and closes it: for a commit, a cap-only
+// reservation becomes committing (and leaves when its commit lands);
+// otherwise it is forgotten. A reservation not open has state 0.
+func (s *Spend) claim(id uint64, commit bool) openRes {
+	sh := &s.open[id%uint64(len(s.open))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	o := sh.m[id]
+	switch {
+	case o.state == committing || o.state == 0:
+		return openRes{}
+	case commit && o.state == openSlice:
+		sh.m[id] = openRes{state: committing}
+	default:
+		delete(sh.m, id)
+	}
+	return o
+}
+
+func (s *Spend) forget(id uint64) {
+	sh := &s.open[id%uint64(len(s.open))]
+	sh.mu.Lock()
+	delete(sh.m, id)
+	sh.mu.Unlock()
+}
+
+// Release gives r's cost back; false when it is not open here (or Redis
+// could not be reached: the hold then expires after TTL).
 func (s *Spend) Release(r meter.Reservation) bool {
 	if r.ID() == 0 {
 		return true
+	}
+	o := s.claim(r.ID(), false)
+	switch o.state {
+	case 0:
+		return false
+	case openSlice:
+		return s.sliceRelease(r, o.sl, r.Cost())
 	}
 	k := s.keys(r.Principal(), r.Day())
 	v, err := ints(s.c.run(releaseScript, k[1:], []string{strconv.FormatUint(r.ID(), 10)}))
@@ -288,11 +440,14 @@ func (s *Spend) Release(r meter.Reservation) bool {
 // Status reads the principal's committed and reserved spend on day (all
 // nodes) and its balance in one script; zero when Redis cannot be read.
 func (s *Spend) Status(principal string, day meter.Day) meter.SpendStatus {
+	s.cm.wait(principal)
 	v, err := ints(s.c.run(statusScript, s.keys(principal, day), []string{strconv.Itoa(int(day))}))
 	if err != nil || len(v) != 4 {
 		return meter.SpendStatus{}
 	}
-	return meter.SpendStatus{Committed: money.Micros(v[0]), Reserved: money.Micros(v[1]),
+	// This node's unused slice is budget set aside, not held by calls.
+	reserved := max(money.Micros(v[1])-s.unusedSlice(principal, day), 0)
+	return meter.SpendStatus{Committed: money.Micros(v[0]), Reserved: reserved,
 		Balance: money.Micros(v[2]), HasBalance: v[3] == 1}
 }
 
@@ -327,6 +482,7 @@ func (s *Spend) TopUp(principal string, amount money.Micros, fn func(balanceAfte
 // Restore sets this node's contribution to principal's spend on day to
 // spent (its ledger's sum): idempotent, it never adds.
 func (s *Spend) Restore(principal string, day meter.Day, spent money.Micros) {
+	s.Flush()
 	ctx, cancel := s.c.ctx()
 	defer cancel()
 	k := s.keys(principal, day)[0]
@@ -343,6 +499,10 @@ func (s *Spend) RestoreBalance(principal string, balance money.Micros) {
 	s.c.rdb.Do(ctx, s.c.rdb.B().Hsetnx().Key(s.c.key(principal, "a")).Field("bal").Value(strconv.FormatInt(int64(balance), 10)).Build())
 }
 
-// Sweep does nothing: committed days expire in Redis, reservations when
-// their TTL passes.
-func (s *Spend) Sweep(time.Time) int { return 0 }
+// Sweep gives back the unused rest of budget slices that stopped serving
+// (also done every SliceFor once slices are in use). Committed days
+// expire in Redis, reservations when their TTL passes.
+func (s *Spend) Sweep(now time.Time) int {
+	s.retireSlices(now, false)
+	return 0
+}

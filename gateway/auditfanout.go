@@ -126,10 +126,14 @@ func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 				continue
 			}
 			var r struct {
-				At time.Time `json:"at"`
+				At   time.Time `json:"at"`
+				Node string    `json:"node"`
 			}
 			json.Unmarshal(l, &r)
-			raw := append(append([]byte(nil), prefix...), l[1:]...)
+			raw := append([]byte(nil), l...) // a record that names its node (hashed) as it is
+			if r.Node == "" {
+				raw = append(append(raw[:0], prefix...), l[1:]...)
+			}
 			lines = append(lines, line{r.At, raw})
 		}
 	}

@@ -348,6 +348,7 @@ func New(o Options) (*Gateway, error) {
 		g.every(250*time.Millisecond, g.checkSpace)
 	}
 	g.every(anonInterval, g.flushAnon)
+	g.adoptSettlements() // reconcile.go
 	if o.OverrideSync > 0 {
 		g.every(o.OverrideSync, func() {
 			if err := g.syncOverrides(); err != nil {

@@ -32,6 +32,9 @@ type X402Options struct {
 	// ReconcileEvery is the pause between reconciliation attempts
 	// (default 15 s).
 	ReconcileEvery time.Duration
+	// Claims, if set, hands each pending settlement to exactly one
+	// gateway of a cluster (reconcile.go); nil: each follows its own.
+	Claims SettlementClaims
 
 	// VerifyTimeout bounds a remote verification (default 10 s);
 	// SettleTimeout bounds a settlement (default 30 s). Both are separate
@@ -209,75 +212,16 @@ func (g *Gateway) settle(c *call) *Decision {
 // until the authorization expires, and the call record says
 // settlement_pending.
 func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
-	rc := g.reconciler()
-	if rc == nil {
+	if g.reconciler() == nil {
 		return
 	}
-	oweOnSettle, tool := c.pay.oweOnSettle, c.rt.tool.ID
-	key, tx, principal, reqID := c.pay.verified.Key, sr.Transaction, c.principal(), string(c.reqID)
-	amount, network, payer, deadline := c.rt.tool.Price, sr.Network, c.pay.verified.Payer, c.pay.verified.ValidBefore
-	every := g.opts.X402.ReconcileEvery
-	answerKeys := []string{nonceAnswerKey(key)}
+	p := PendingSettlement{Key: c.pay.verified.Key, Tx: sr.Transaction, Principal: c.principal(), RequestID: string(c.reqID),
+		Tool: c.rt.tool.ID, Payer: c.pay.verified.Payer, Network: sr.Network, Amount: c.rt.tool.Price,
+		Deadline: c.pay.verified.ValidBefore, OweOnSettle: c.pay.oweOnSettle, AnswerKeys: []string{nonceAnswerKey(c.pay.verified.Key)}}
 	if c.claim != nil && c.claim.kind == "payment_identifier" {
-		answerKeys = append(answerKeys, c.claim.keys[0])
+		p.AnswerKeys = append(p.AnswerKeys, c.claim.keys[0])
 	}
-	final := func(res x402.SettleResult) {
-		res.Payer, res.Network = payer, network
-		g.settleAnswers(answerKeys, res)
-	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		record := func(kind, txHash, reason string) {
-			err := g.led.Append(&ledger.Record{Type: "txn", At: g.now(), RequestID: reqID, Principal: principal,
-				Kind: kind, Amount: amount, Payer: payer, Network: network, TxHash: txHash, Reason: reason}).Wait()
-			if err != nil {
-				g.log.Error("record reconciled settlement", "request_id", reqID, "err", err)
-			}
-		}
-		for {
-			select {
-			case <-g.stop:
-				return
-			case <-time.After(every):
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			res, err := rc.ReconcileTx(ctx, key, tx)
-			cancel()
-			switch {
-			case err != nil:
-				g.log.Warn("reconcile settlement", "request_id", reqID, "err", err)
-			case res.Success:
-				if err := g.opts.X402.Nonces.MarkSettled(key, res.Transaction); err != nil {
-					g.log.Error("mark nonce settled", "request_id", reqID, "err", err)
-				}
-				g.metrics.x402Settle.WithLabelValues("reconciled").Inc()
-				record("x402_settlement", res.Transaction, "")
-				if oweOnSettle {
-					// Settled ahead of a call that was not served.
-					owed := g.oweRecord(principal, tool, reqID, payer, network, amount, g.now())
-					if err := g.led.Append(owed).Wait(); err != nil {
-						g.log.Error("record owed payment", "request_id", reqID, "err", err)
-					}
-				}
-				final(res)
-				return
-			case !res.Pending:
-				g.log.Error("pending settlement failed on chain", "request_id", reqID, "tx", res.Transaction, "reason", res.Reason)
-				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
-				record("x402_settlement_failed", res.Transaction, res.Reason)
-				final(res)
-				return
-			case g.now().After(deadline.Add(2 * time.Minute)):
-				// Unused past validBefore: nobody can settle it any more.
-				g.log.Error("pending settlement expired unused", "request_id", reqID)
-				g.metrics.x402Settle.WithLabelValues("reconciled_failed").Inc()
-				record("x402_settlement_failed", "", x402.ReasonValidBefore)
-				final(x402.SettleResult{Reason: x402.ReasonValidBefore})
-				return
-			}
-		}
-	}()
+	g.followSettlement(p, true) // reconcile.go
 }
 
 // paymentRecord summarizes c's payment for the ledger (never the signature).

@@ -159,7 +159,8 @@ func (g *Gateway) decide(c *call) *Decision {
 		q            meter.QuotaResult
 		res          meter.Reservation
 		sr           meter.SpendResult
-		reservedOnce bool // quota and spend decided in one step
+		reservedOnce bool  // quota and spend decided in one step
+		spendDown    error // the shared spend store failed: the local share decides
 	)
 	if t.Price > 0 {
 		day, resetAt = meter.DayOf(c.start, c.eff.Location())
@@ -167,13 +168,18 @@ func (g *Gateway) decide(c *call) *Decision {
 	}
 	if t.Price > 0 && g.opts.AdmitReserve != nil {
 		q, res, sr = g.opts.AdmitReserve.AdmitReserve(principal, int(t.RateClass), limit, c.start, id, day, t.Price, capUSD, hasCap)
-		if q.Err != nil {
-			// A priced call is refused in either fail mode (below).
-			g.log.Error("shared quota and spend store", "request_id", string(c.reqID), "err", q.Err)
-			g.metrics.sharedFailures.Inc()
-			return sharedUnavailable
-		}
 		reservedOnce = true
+		if q.Err != nil {
+			// A priced call is refused in either fail mode, unless an
+			// open principal's call fits the node's local shares of the
+			// quota (below) and of the budget (fallback.go).
+			if _, isLocal := g.spend.(LocalReserver); !isLocal || c.eff.FailClosed() {
+				g.log.Error("shared quota and spend store", "request_id", string(c.reqID), "err", q.Err)
+				g.metrics.sharedFailures.Inc()
+				return sharedUnavailable
+			}
+			reservedOnce, spendDown = false, q.Err
+		}
 	} else {
 		q = g.quotas.Admit(principal, int(t.RateClass), limit, c.start, id)
 	}
@@ -213,7 +219,17 @@ func (g *Gateway) decide(c *call) *Decision {
 	if t.Price > 0 {
 		var group *groupReservation
 		if !reservedOnce {
-			res, sr, group = g.reserveSpend(c, principal, day, capUSD, hasCap) // groups.go
+			if spendDown == nil {
+				res, sr, group = g.reserveSpend(c, principal, day, capUSD, hasCap) // groups.go
+				spendDown = sr.Err
+			}
+			if spendDown != nil {
+				var ok bool
+				group = nil // the group's cap is reserved on its own (admitGroup)
+				if res, sr, ok = g.reserveFallback(c, day, capUSD, hasCap); !ok {
+					sr.Err = spendDown
+				}
+			}
 		}
 		if sr.Err != nil {
 			// Neither a cap nor a balance can be checked by this node

@@ -30,7 +30,10 @@ import (
 //	str kind, varint amount_micros
 //	byte 0|1 balance_after; if 1: varint balance_after_micros
 //	str payer, str network, str tx_hash
-//	version 2 only: str actor, str state
+//	version 2 and later: str actor, str state
+//	version 3 and later: str protocol
+//	version 4 and later: str jti, str client_id
+//	version 5: str node
 //	32 bytes prev, 32 bytes hash
 //
 // Version 2 is written exactly when actor or state is set (admin records,
@@ -45,6 +48,7 @@ const (
 	binaryVersion2 = 2 // + actor, state
 	binaryVersion3 = 3 // + actor, state, protocol
 	binaryVersion4 = 4 // + actor, state, protocol, jti, client_id
+	binaryVersion5 = 5 // + actor, state, protocol, jti, client_id, node
 )
 
 var errBinary = errors.New("malformed stored record")
@@ -52,10 +56,13 @@ var errBinary = errors.New("malformed stored record")
 // appendBinary appends the stored form of r; prev and hash are the binary
 // hashes behind r.Prev and r.Hash.
 func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
-	v4 := r.TokenID != "" || r.ClientID != ""
+	v5 := r.Node != ""
+	v4 := v5 || r.TokenID != "" || r.ClientID != ""
 	v3 := v4 || r.Protocol != ""
 	v2 := v3 || r.Actor != "" || len(r.State) > 0
 	switch {
+	case v5:
+		b = append(b, binaryVersion5)
 	case v4:
 		b = append(b, binaryVersion4)
 	case v3:
@@ -114,6 +121,9 @@ func (r *Record) appendBinary(b []byte, prev, hash *[32]byte) []byte {
 	if v4 {
 		b = appendBStr(b, r.TokenID)
 		b = appendBStr(b, r.ClientID)
+	}
+	if v5 {
+		b = appendBStr(b, r.Node)
 	}
 	b = append(b, prev[:]...)
 	return append(b, hash[:]...)
@@ -233,10 +243,10 @@ func (r *Record) decodeBinary(v []byte) error {
 // and leaving r.Prev and r.Hash untouched.
 func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d := binReader{b: v}
-	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion4 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion5 {
 		return errBinary
 	}
-	v2, v3, v4 := v[0] >= binaryVersion2, v[0] >= binaryVersion3, v[0] == binaryVersion4
+	v2, v3, v4, v5 := v[0] >= binaryVersion2, v[0] >= binaryVersion3, v[0] >= binaryVersion4, v[0] == binaryVersion5
 	d.b = d.b[1:]
 	d.str(&r.Type)
 	d.str(&r.Outcome)
@@ -281,7 +291,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	d.str(&r.Payer)
 	d.str(&r.Network)
 	d.str(&r.TxHash)
-	r.Actor, r.State, r.Protocol, r.TokenID, r.ClientID = "", nil, "", "", ""
+	r.Actor, r.State, r.Protocol, r.TokenID, r.ClientID, r.Node = "", nil, "", "", "", ""
 	if v2 {
 		d.str(&r.Actor)
 		if st := d.bytes(); len(st) > 0 {
@@ -300,8 +310,14 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 	if v4 {
 		d.str(&r.TokenID)
 		d.str(&r.ClientID)
-		if r.TokenID == "" && r.ClientID == "" {
+		if !v5 && r.TokenID == "" && r.ClientID == "" {
 			d.err = true // version 3 or lower would have been written
+		}
+	}
+	if v5 {
+		d.str(&r.Node)
+		if r.Node == "" {
+			d.err = true // version 4 or lower would have been written
 		}
 	}
 	if h := d.fixed(32); h != nil {
@@ -319,7 +335,7 @@ func (r *Record) decodeBinaryHashes(v []byte, prev, hash *[32]byte) error {
 // binaryFilter returns the type, outcome and tool of a stored record
 // without decoding the rest.
 func binaryFilter(v []byte) (typ, outcome, tool []byte, ok bool) {
-	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion4 {
+	if len(v) == 0 || v[0] < binaryVersion || v[0] > binaryVersion5 {
 		return nil, nil, nil, false
 	}
 	d := binReader{b: v[1:]}

@@ -75,6 +75,10 @@ type Options struct {
 	// writable (a temporary copy of a store): nothing is written to db
 	// or to dir.
 	ReadOnly bool
+	// Node, in cluster mode, names this node in every record appended
+	// without one (Record.Node, hashed): each record says which node's
+	// chain it belongs to.
+	Node string
 	// SegmentBytes is the journal size past which the writer starts a
 	// new segment file; 0 (or less) means DefaultSegmentBytes.
 	SegmentBytes int64
@@ -227,6 +231,13 @@ func (l *Ledger) Head() (seq uint64, hash string) {
 func (l *Ledger) Append(recs ...*Record) Ticket {
 	if l.readOnly {
 		return Ticket{err: ErrReadOnly}
+	}
+	if l.opts.Node != "" {
+		for _, r := range recs {
+			if r.Node == "" {
+				r.Node = l.opts.Node
+			}
+		}
 	}
 	return l.w.append(recs)
 }

@@ -110,6 +110,10 @@ type Record struct {
 	// token, its "jti" and "client_id" (or "azp") claims; never the token.
 	TokenID  string `json:"jti,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
+	// Node names the cluster node that wrote the record ("" in single-node
+	// mode); it is part of the hashed bytes, so a record cannot be moved
+	// to another node's chain unnoticed.
+	Node string `json:"node,omitempty"`
 
 	Prev string `json:"prev"` // hex SHA-256 of the previous record; 64 zeros for seq 1
 	Hash string `json:"hash"` // hex SHA-256(prev bytes || canonical bytes)
@@ -151,7 +155,7 @@ func (r *Record) normalize() error {
 		return fmt.Errorf("%w: at %s out of range", ErrInvalidRecord, r.At)
 	}
 	for _, s := range []*string{&r.RequestID, &r.Principal, &r.Tier, &r.Tool, &r.RateClass,
-		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor, &r.Protocol, &r.TokenID, &r.ClientID} {
+		&r.Outcome, &r.Reason, &r.SpendDay, &r.Kind, &r.Payer, &r.Network, &r.TxHash, &r.Actor, &r.Protocol, &r.TokenID, &r.ClientID, &r.Node} {
 		if !utf8.ValidString(*s) {
 			*s = strings.ToValidUTF8(*s, "\uFFFD")
 		}
@@ -220,6 +224,7 @@ func (r *Record) appendCanonical(b []byte) []byte {
 	b = appendOptStr(b, `,"protocol":`, r.Protocol)
 	b = appendOptStr(b, `,"jti":`, r.TokenID)
 	b = appendOptStr(b, `,"client_id":`, r.ClientID)
+	b = appendOptStr(b, `,"node":`, r.Node)
 	return append(b, '}')
 }
 
@@ -290,6 +295,7 @@ type wireRecord struct {
 	Protocol          string          `json:"protocol"`
 	TokenID           string          `json:"jti"`
 	ClientID          string          `json:"client_id"`
+	Node              string          `json:"node"`
 	Prev              string          `json:"prev"`
 	Hash              string          `json:"hash"`
 }
@@ -316,7 +322,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Status: w.Status, Cost: money.Micros(w.Cost), SpendDay: w.SpendDay, LatencyUS: w.LatencyUS,
 		UpstreamStatus: w.UpstreamStatus, UpstreamLatencyUS: w.UpstreamLatencyUS,
 		Kind: w.Kind, Amount: money.Micros(w.Amount), Payer: w.Payer, Network: w.Network,
-		TxHash: w.TxHash, Actor: w.Actor, Protocol: w.Protocol, TokenID: w.TokenID, ClientID: w.ClientID, Prev: w.Prev, Hash: w.Hash,
+		TxHash: w.TxHash, Actor: w.Actor, Protocol: w.Protocol, TokenID: w.TokenID, ClientID: w.ClientID, Node: w.Node, Prev: w.Prev, Hash: w.Hash,
 	}
 	if len(w.State) > 0 && string(w.State) != "null" {
 		r.State = append(json.RawMessage(nil), w.State...)

@@ -24,7 +24,7 @@ import (
 )
 
 const auditUsage = `usage:
-  toolgate audit verify [--offline] [--file EXPORT --pubkey HEX]
+  toolgate audit verify [--offline] [--file EXPORT --pubkey HEX]...   (one pair per cluster node)
   toolgate audit replay --principal key:ID|wallet:0x… [--since 24h] [--until T]
   toolgate audit export [--since 24h] [--until T] [--out FILE] [--offline]
   toolgate audit rebuild-state --data DIR
@@ -51,8 +51,9 @@ func runAudit(args []string) error {
 	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
 	c.flags(fs)
 	offline := fs.Bool("offline", false, "read the data dir of a stopped gateway")
-	file := fs.String("file", "", "verify an exported file instead of the store")
-	pubkey := fs.String("pubkey", "", "checkpoint public key (hex) for --file; default: the data dir's key")
+	var files, pubkeys listFlag // auditmulti.go: one export per cluster node
+	fs.Var(&files, "file", "verify an exported file instead of the store (repeat it for several nodes' exports)")
+	fs.Var(&pubkeys, "pubkey", "checkpoint public key (hex) for --file, one per --file in the same order; default for one file: the data dir's key")
 	principal := fs.String("principal", "", "principal to replay")
 	since := fs.String("since", "24h", "RFC 3339 time or duration back from now")
 	until := fs.String("until", "", "RFC 3339 time or duration back from now (default now)")
@@ -66,12 +67,17 @@ func runAudit(args []string) error {
 	case "verify":
 		var rep ledger.Report
 		switch {
-		case *file != "":
-			pub, err := checkpointKey(*pubkey, c)
+		case len(files) > 1:
+			return verifyExports(os.Stdout, files, pubkeys)
+		case len(files) == 1:
+			if len(pubkeys) > 1 {
+				return exitError{2, "audit verify: one --pubkey per --file"}
+			}
+			pub, err := checkpointKey(strings.Join(pubkeys, ""), c)
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(*file)
+			f, err := os.Open(files[0])
 			if err != nil {
 				return err
 			}

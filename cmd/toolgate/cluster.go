@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -25,10 +26,7 @@ const overrideSync = 100 * time.Millisecond
 // URL's password is never logged.
 // The returned node's start must be called once the gateway exists.
 func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides *policy.Overrides, opts *gateway.Options, sd *shutdown, log *slog.Logger) (*clusterNode, error) {
-	node := f.nodeID
-	if node == "" {
-		node = cluster.DefaultNodeID(f.data)
-	}
+	node := clusterNodeID(f)
 	c, err := cluster.Dial(f.clusterRedis, cluster.Options{NodeID: node})
 	if err != nil {
 		return nil, exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
@@ -58,7 +56,9 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Cluster = reg
 	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
+	q.Nodes = reg.Live // a lease takes at most a share of the free slots
 	opts.Quotas, opts.Spend = q, sp
+	sd.add("returning quota leases and sending queued spend commits", func() error { q.Close(); sp.Close(); return nil })
 	opts.AdmitReserve = cluster.NewDecider(q, sp)
 	den := cluster.NewDenials(c)
 	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
@@ -66,19 +66,25 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Approvals = cluster.NewApprovals(c)
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
+		// A pending settlement is followed by one node; a dead node's is
+		// adopted by another once its claim lapses (three attempts).
+		st := cluster.NewSettlements(c)
+		st.ClaimTTL = 3 * max(opts.X402.ReconcileEvery, 15*time.Second)
+		opts.X402.Claims = st
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "keys, overrides, quotas, spend, credits, x402 nonces, approvals", "local", "ledger, a copy of keys and overrides")
-	return &clusterNode{reg: reg, sd: sd, log: log}, nil
+		"shared", "keys, overrides, quotas, spend, credits, approvals, x402 nonces and pending settlements", "local", "ledger, a copy of keys and overrides")
+	return &clusterNode{reg: reg, spend: sp, sd: sd, log: log}, nil
 }
 
 // clusterNode is the part of joining that needs the gateway: the
 // heartbeat announcing its configuration hash, and putting the node's
 // spend back when Redis returns.
 type clusterNode struct {
-	reg *cluster.Registry
-	sd  *shutdown
-	log *slog.Logger
+	reg   *cluster.Registry
+	spend *cluster.Spend
+	sd    *shutdown
+	log   *slog.Logger
 }
 
 func (n *clusterNode) start(gw *gateway.Gateway) error {
@@ -99,11 +105,36 @@ func (n *clusterNode) start(gw *gateway.Gateway) error {
 		n.log.Warn("cluster: redis reachable again; spend contribution restored from the ledger",
 			"redis_lost_data", lost, "err", err)
 	}
+	var restoring atomic.Bool
+	n.spend.OnLost = func(err error) {
+		// Commits sent after the calls were answered did not land: the
+		// ledger bills them; the node's contribution is set from it (once
+		// at a time: a restore covers every commit lost before it).
+		if !restoring.CompareAndSwap(false, true) {
+			return
+		}
+		defer restoring.Store(false)
+		rerr := gw.RestoreSpend()
+		n.log.Warn("cluster: queued spend commits not confirmed by redis; contribution restored from the ledger",
+			"err", err, "restore_err", rerr)
+	}
 	if err := n.reg.Start(); err != nil {
 		return exitError{1, "toolgate serve: --cluster-redis: " + err.Error()}
 	}
 	n.sd.add("leaving the cluster", func() error { n.reg.Close(); return nil })
 	return nil
+}
+
+// clusterNodeID is the node's id in cluster mode (--node-id, or derived
+// from the host name and data dir), "" in single-node mode.
+func clusterNodeID(f serveFlags) string {
+	switch {
+	case f.clusterRedis == "":
+		return ""
+	case f.nodeID != "":
+		return f.nodeID
+	}
+	return cluster.DefaultNodeID(f.data)
 }
 
 // advertiseURL is --cluster-advertise, or http:// and --listen (the host

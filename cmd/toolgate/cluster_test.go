@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,6 +313,15 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			_, b := p.req("GET", "/readyz", "")
 			return jsonField(t, b, "cluster", "live_nodes") == 3.0
 		})
+		// An open principal with a cap of 60 calls spends 24 before the
+		// outage: each node holds a slice of the rest in Redis.
+		shareKey, _ := nodes[0].createKey(`{"name":"share","policy":{"daily_spend_cap_usd":"0.60","rate_class_quota":{"light":1000}}}`)
+		within(t, -1, "share key", func(p *proc) bool { return call(p, "free", shareKey) == 200 })
+		for i := range 24 {
+			if code := call(nodes[i%3], "paid", shareKey); code != 200 {
+				t.Fatalf("share key before the outage: got %d, want 200", code)
+			}
+		}
 		rs.Pause()
 		paused := true
 		defer func() {
@@ -322,6 +333,13 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		got := race(t, 30, "free", openKey)
 		if got[200] != 6 || got[403] != 24 {
 			t.Fatalf("open principal, redis down: got %v, want 6 × 200 (2 per node) and 24 × 403", got)
+		}
+		// Its priced calls are served from the nodes' local shares of the
+		// remaining budget, and no further: never past the cap.
+		got = race(t, 60, "paid", shareKey)
+		t.Logf("open principal's priced calls, redis down: %v", got)
+		if got[200] == 0 || got[200] > 60-24 || got[200]+got[503] != 60 {
+			t.Fatalf("open principal's priced calls, redis down: got %v, want some 200 (at most the 36 left under the cap) and 503", got)
 		}
 		for i, p := range nodes {
 			code, b := p.req("POST", "/tools/free", `{}`, "X-API-Key", strictKey, "Content-Type", "application/json")
@@ -466,6 +484,68 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			t.Fatalf("cluster spend after the restart: got %v committed (+%v held), want %v (the ledgers' sum), within the cap", committed, held, float64(total)/100)
 		}
 		t.Logf("held by node 2's dead reservations: %v", held)
+	})
+	t.Run("AuditExportsPerNode", func(t *testing.T) {
+		// Every record names its node in its hashed bytes; the three
+		// nodes' exports verify at once, each on its own chain and key.
+		dir := t.TempDir()
+		var args []string
+		var ids, keys, files []string
+		since := url.QueryEscape(time.Now().Add(-time.Hour).Format(time.RFC3339))
+		for i, p := range nodes {
+			_, b := p.req("GET", "/readyz", "")
+			id := jsonField(t, b, "cluster", "node").(string)
+			code, exp := p.admin("GET", "/audit/export?since="+since, "")
+			if code != 200 || len(exp) == 0 {
+				t.Fatalf("node %d export: %d %s", i, code, exp)
+			}
+			records := 0
+			for _, l := range bytes.Split(bytes.TrimSpace(exp), []byte("\n")) {
+				if !bytes.HasPrefix(l, []byte(`{"seq":`)) {
+					continue
+				}
+				records++
+				if !bytes.Contains(l, []byte(`"node":"`+id+`"`)) {
+					t.Fatalf("node %d (%s): exported record names another node or none: %s", i, id, l)
+				}
+			}
+			_, kb := p.admin("GET", "/audit/pubkey", "")
+			key := jsonField(t, kb, "public_key").(string)
+			f := filepath.Join(dir, fmt.Sprintf("node%d.ndjson", i))
+			if err := os.WriteFile(f, exp, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("node %d (%s): %d records exported", i, id, records)
+			ids, keys, files = append(ids, id), append(keys, key), append(files, f)
+		}
+		verify := func(keys []string) (map[string]any, error) {
+			args = []string{"audit", "verify"}
+			for i := range files {
+				args = append(args, "--file", files[i], "--pubkey", keys[i])
+			}
+			out, err := exec.Command(binPath, args...).Output()
+			var v map[string]any
+			if jerr := json.Unmarshal(out, &v); jerr != nil {
+				t.Fatalf("audit verify of three exports: %s (%v, %v)", out, err, jerr)
+			}
+			return v, err
+		}
+		v, err := verify(keys)
+		if err != nil || v["ok"] != true {
+			t.Fatalf("three exports: got %v, %v, want ok", v, err)
+		}
+		for _, id := range ids {
+			if rep, _ := v["nodes"].(map[string]any)[id].(map[string]any); rep == nil || rep["ok"] != true {
+				t.Fatalf("node %s: got %v, want its own ok report", id, v["nodes"])
+			}
+		}
+		// Node 0's export checked with node 1's key fails, and says so
+		// for those two nodes only.
+		v, err = verify([]string{keys[1], keys[0], keys[2]})
+		nr := v["nodes"].(map[string]any)
+		if err == nil || v["ok"] != false || nr[ids[0]].(map[string]any)["ok"] != false || nr[ids[2]].(map[string]any)["ok"] != true {
+			t.Fatalf("swapped keys: got %v, %v, want nodes 0 and 1 failed, node 2 ok", v, err)
+		}
 	})
 	t.Run("AuditFanOut", func(t *testing.T) {
 		ids := make([]string, 3)

@@ -189,7 +189,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 		return nil
 	})
-	led, err := ledger.Open(db, f.data, ledger.Options{Sync: syncMode, CheckpointInterval: ledger.DefaultCheckpointInterval, KeepJournal: true})
+	led, err := ledger.Open(db, f.data, ledger.Options{Sync: syncMode, CheckpointInterval: ledger.DefaultCheckpointInterval, KeepJournal: true,
+		Node: clusterNodeID(f)}) // cluster mode: every record names its node
 	if err != nil {
 		return fmt.Errorf("open ledger: %w", err)
 	}
