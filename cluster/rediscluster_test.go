@@ -50,6 +50,9 @@ func TestRedisCluster(t *testing.T) {
 			return node(t, fresh(t), t.TempDir(), -1).Overrides()
 		})
 	})
+	t.Run("ApprovalContract", func(t *testing.T) {
+		storetest.ApprovalContract(t, func(t *testing.T) gateway.ApprovalStore { return cluster.NewApprovals(fresh(t)) })
+	})
 	t.Run("DecisionRace", func(t *testing.T) {
 		base := fresh(t)
 		day, _ := meter.DayOf(time.Now(), time.UTC)

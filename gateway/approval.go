@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"iter"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/valyala/fasthttp"
 
 	"github.com/toolgate/toolgate/catalog"
@@ -30,18 +28,23 @@ import (
 // answer is what GET /approvals/{id} returns. A call not decided before
 // its expiry is denied.
 
-// approvalPrefix is the badger prefix this file owns: "a/<id>" → the
-// approval's JSON.
-const approvalPrefix = "a/"
-
-// Approval states.
+// Approval states (Approval.Status).
 const (
-	apPending  = "pending"
-	apApproved = "approved" // decided, the call running
-	apDone     = "done"     // approved and run: Result holds its answer
-	apDenied   = "denied"
-	apExpired  = "expired"
-	apFailed   = "failed" // approved, but the gateway stopped before the call's answer was stored
+	ApprovalPending  = "pending"
+	ApprovalApproved = "approved" // decided, the call running
+	ApprovalDone     = "done"     // approved and run: Result holds its answer
+	ApprovalDenied   = "denied"
+	ApprovalExpired  = "expired"
+	ApprovalFailed   = "failed" // approved, but the node running it stopped before its answer was stored
+)
+
+const (
+	apPending  = ApprovalPending
+	apApproved = ApprovalApproved
+	apDone     = ApprovalDone
+	apDenied   = ApprovalDenied
+	apExpired  = ApprovalExpired
+	apFailed   = ApprovalFailed
 )
 
 // Ledger kinds of the approval admin records.
@@ -54,7 +57,9 @@ const (
 // approvalMaxWait bounds Prefer: wait=N.
 const approvalMaxWait = 60
 
-type approvalResult struct {
+// ApprovalResult is the answer of an approved call, as its caller reads
+// it from GET /approvals/{id}.
+type ApprovalResult struct {
 	Status      int             `json:"status"`
 	ContentType string          `json:"content_type,omitempty"`
 	Body        json.RawMessage `json:"body,omitempty"`      // a JSON answer
@@ -63,8 +68,11 @@ type approvalResult struct {
 	CostUSD     json.RawMessage `json:"cost_usd"`
 }
 
-// approval is a held call, as stored.
-type approval struct {
+// Approval is a held call, as an ApprovalStore keeps it (JSON: the
+// stored form). The call's fields are set at creation and never change;
+// Status, the decision fields, Node and Result change by the store's
+// moves.
+type Approval struct {
 	ID          string          `json:"approval_id"`
 	Status      string          `json:"status"`
 	Tool        string          `json:"tool"`
@@ -80,8 +88,23 @@ type approval struct {
 	DecidedBy   string          `json:"decided_by,omitempty"`
 	DecidedAt   time.Time       `json:"decided_at,omitzero"`
 	Reason      string          `json:"reason,omitempty"`
-	Result      *approvalResult `json:"result,omitempty"`
+	Node        string          `json:"node,omitempty"` // the node running an approved call (cluster)
+	Result      *ApprovalResult `json:"result,omitempty"`
 }
+
+// ApprovalDecision is a move of an approval out of pending: to Status
+// (approved, denied or expired), by whom, when and why.
+type ApprovalDecision struct {
+	Status string
+	By     string
+	At     time.Time
+	Reason string
+}
+
+type (
+	approval       = Approval
+	approvalResult = ApprovalResult
+)
 
 // approvalView is an approval as the API shows it (the body as JSON when
 // it is JSON).
@@ -103,91 +126,62 @@ func (a *approval) view() map[string]any {
 	return v
 }
 
-// approvals is the gateway's approval book: the store, one lock that
-// orders every state change, and the waiters of Prefer: wait.
+// approvals is the gateway's approval book: the store, and the waiters
+// of Prefer: wait on this node.
 type approvals struct {
-	mu      sync.Mutex
-	db      *badger.DB
-	waiters map[string]chan struct{} // closed when the approval is final
+	store   ApprovalStore
+	mu      sync.Mutex         // guards waiters
+	waiters map[string]*waiter // the approvals calls wait on
 }
 
-func (ab *approvals) load(id string) (*approval, error) {
-	var a *approval
-	err := ab.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get([]byte(approvalPrefix + id))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			a = &approval{}
-			return json.Unmarshal(v, a)
-		})
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
-	}
-	return a, err
+// waiter is the calls waiting on one approval: ch is closed when this
+// node makes it final; n counts the waiting calls.
+type waiter struct {
+	ch chan struct{}
+	n  int
 }
 
-func (ab *approvals) save(a *approval) error {
-	v, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
-	return ab.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(approvalPrefix+a.ID), v) })
-}
-
-func (ab *approvals) list() ([]*approval, error) {
-	var out []*approval
-	err := ab.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalPrefix), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			a := &approval{}
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, a) }); err != nil {
-				return err
-			}
-			out = append(out, a)
-		}
-		return nil
-	})
-	return out, err
-}
-
-// waiter returns the channel closed when id is final; ab.mu is held.
-func (ab *approvals) waiter(id string) chan struct{} {
-	ch, ok := ab.waiters[id]
+// wait registers a waiting call on id and returns the channel closed
+// when this node makes id final; the call ends with done.
+func (ab *approvals) wait(id string) chan struct{} {
+	ab.mu.Lock()
+	defer ab.mu.Unlock()
+	w, ok := ab.waiters[id]
 	if !ok {
-		ch = make(chan struct{})
-		ab.waiters[id] = ch
+		w = &waiter{ch: make(chan struct{})}
+		ab.waiters[id] = w
 	}
-	return ch
+	w.n++
+	return w.ch
 }
 
-// final wakes the waiters of id; ab.mu is held.
+// done ends a waiting call on id (ch from wait): the last one forgets it.
+func (ab *approvals) done(id string, ch chan struct{}) {
+	ab.mu.Lock()
+	defer ab.mu.Unlock()
+	if w, ok := ab.waiters[id]; ok && w.ch == ch {
+		if w.n--; w.n <= 0 {
+			delete(ab.waiters, id)
+		}
+	}
+}
+
+// final wakes this node's waiters of id.
 func (ab *approvals) final(id string) {
-	if ch, ok := ab.waiters[id]; ok {
-		close(ch)
+	ab.mu.Lock()
+	defer ab.mu.Unlock()
+	if w, ok := ab.waiters[id]; ok {
+		close(w.ch)
 		delete(ab.waiters, id)
 	}
 }
 
-// recoverApprovals runs at start: a call approved but not answered when
-// the gateway stopped is not run again (at most once); it is marked
+// recoverApprovals runs at start: a call this node approved but had not
+// answered when it stopped is not run again (at most once); it is marked
 // failed.
 func (g *Gateway) recoverApprovals() error {
-	list, err := g.approvals.list()
-	if err != nil {
-		return fmt.Errorf("load approvals: %w", err)
-	}
-	for _, a := range list {
-		if a.Status == apApproved {
-			a.Status = apFailed
-			a.Reason = "the gateway stopped while the approved call ran; it is not run again"
-			if err := g.approvals.save(a); err != nil {
-				return err
-			}
-		}
+	if _, err := g.approvals.store.Recover("the gateway stopped while the approved call ran; it is not run again"); err != nil {
+		return fmt.Errorf("recover approvals: %w", err)
 	}
 	return nil
 }
@@ -213,7 +207,7 @@ func (g *Gateway) admitApproval(c *call) *Decision {
 	if c.req.header != nil {
 		a.ContentType = string(c.req.header.Peek("Content-Type"))
 	}
-	if err := g.approvals.save(a); err != nil {
+	if err := g.approvals.store.Create(a); err != nil {
 		g.log.Error("store approval", "request_id", string(c.reqID), "err", err)
 		return fixed(503, outStoreUnavailable, "store_unavailable", "Gateway store unavailable; the call was not held")
 	}
@@ -224,20 +218,22 @@ func (g *Gateway) admitApproval(c *call) *Decision {
 	return d
 }
 
-// expire denies a pending approval past its expiry; ab.mu is held.
-// It reports whether it did.
-func (g *Gateway) expire(a *approval, now time.Time) bool {
+// expire denies a pending approval past its expiry (once, whichever
+// node sees it first) and returns it as it is now.
+func (g *Gateway) expire(a *approval, now time.Time) *approval {
 	if a.Status != apPending || now.Before(a.ExpiresAt) {
-		return false
+		return a
 	}
-	a.Status, a.DecidedBy, a.DecidedAt, a.Reason = apExpired, "toolgate", now, "not decided before expires_at"
-	if err := g.approvals.save(a); err != nil {
+	b, ok, err := g.approvals.store.Decide(a.ID, ApprovalDecision{Status: apExpired, By: "toolgate", At: now, Reason: "not decided before expires_at"})
+	if err != nil || b == nil {
 		g.log.Error("expire approval", "approval_id", a.ID, "err", err)
-		return false
+		return a
 	}
-	g.recordApproval(a, kindApprovalExpired)
-	g.approvals.final(a.ID)
-	return true
+	if ok {
+		g.recordApproval(b, kindApprovalExpired)
+		g.approvals.final(b.ID)
+	}
+	return b
 }
 
 func (g *Gateway) recordApproval(a *approval, kind string) {
@@ -264,28 +260,27 @@ func (g *Gateway) apiApprovals(ctx *fasthttp.RequestCtx, id string) (any, *Decis
 		if want == "" {
 			want = apPending
 		}
-		g.approvals.mu.Lock()
-		list, err := g.approvals.list()
+		from := "" // every approval: a pending one may have expired
+		if want == apPending {
+			from = apPending
+		}
+		list, err := g.approvals.store.List(from)
 		out := []map[string]any{}
 		for _, a := range list {
-			g.expire(a, now)
-			if want == "all" || a.Status == want {
+			if a = g.expire(a, now); want == "all" || a.Status == want {
 				out = append(out, a.view())
 			}
 		}
-		g.approvals.mu.Unlock()
 		if err != nil {
 			g.log.Error("list approvals", "err", err)
 			return nil, apiErr(503, "Store unavailable")
 		}
 		return map[string]any{"approvals": out}, nil
 	}
-	g.approvals.mu.Lock()
-	a, err := g.approvals.load(id)
+	a, err := g.approvals.store.Get(id)
 	if err == nil && a != nil {
-		g.expire(a, now)
+		a = g.expire(a, now)
 	}
-	g.approvals.mu.Unlock()
 	if err != nil {
 		g.log.Error("load approval", "approval_id", id, "err", err)
 		return nil, apiErr(503, "Store unavailable")
@@ -350,48 +345,37 @@ func (g *Gateway) decideApproval(ctx *fasthttp.RequestCtx, id string) (any, *Dec
 		return nil, invalidBody(err)
 	}
 	now := g.now()
-	g.approvals.mu.Lock()
-	a, err := g.approvals.load(id)
+	a, err := g.approvals.store.Get(id)
 	if err != nil || a == nil {
-		g.approvals.mu.Unlock()
 		return nil, apiErr(503, "Store unavailable")
 	}
 	g.expire(a, now)
-	if a.Status != apPending {
-		g.approvals.mu.Unlock()
-		d := apiErr(409, "Approval already decided").str("status", a.Status)
-		return nil, d
-	}
-	a.DecidedBy, a.DecidedAt, a.Reason = g.actorOf(ctx), now, reason
+	dec := ApprovalDecision{Status: apApproved, By: g.actorOf(ctx), At: now, Reason: reason}
 	kind := kindApprovalApproved
 	if decision == "deny" {
-		a.Status, kind = apDenied, kindApprovalDenied
-	} else {
-		a.Status = apApproved
+		dec.Status, kind = apDenied, kindApprovalDenied
 	}
-	if err := g.approvals.save(a); err != nil {
-		g.approvals.mu.Unlock()
+	a, ok, err := g.approvals.store.Decide(id, dec)
+	if err != nil || a == nil {
 		g.log.Error("store approval decision", "approval_id", id, "err", err)
 		return nil, apiErr(503, "Store unavailable; nothing was decided")
 	}
-	if a.Status == apDenied {
-		g.approvals.final(id)
+	if !ok {
+		return nil, apiErr(409, "Approval already decided").str("status", a.Status)
 	}
-	g.approvals.mu.Unlock()
 	g.recordApproval(a, kind)
 	if a.Status == apDenied {
+		g.approvals.final(id)
 		return a.view(), nil
 	}
-	// Approved: this request alone moved the approval out of pending, so
-	// the call runs here, once.
+	// Approved: this request alone moved the approval out of pending (on
+	// every node sharing the store), so the call runs here, once.
 	a.Result = g.runApproved(a)
-	a.Status = apDone
-	g.approvals.mu.Lock()
-	if err := g.approvals.save(a); err != nil {
-		g.log.Error("store approved call's answer", "approval_id", id, "err", err)
+	if done, err := g.approvals.store.Finish(id, a.Result); err != nil || !done {
+		g.log.Error("store approved call's answer", "approval_id", id, "finished", done, "err", err)
 	}
+	a.Status = apDone
 	g.approvals.final(id)
-	g.approvals.mu.Unlock()
 	return a.view(), nil
 }
 
@@ -482,22 +466,7 @@ func (g *Gateway) awaitApproval(ctx *fasthttp.RequestCtx, c *call, d *Decision) 
 		return false
 	}
 	id := c.approvalID
-	g.approvals.mu.Lock()
-	a, err := g.approvals.load(id)
-	var ch chan struct{}
-	if err == nil && a != nil && (a.Status == apPending || a.Status == apApproved) {
-		ch = g.approvals.waiter(id)
-	}
-	g.approvals.mu.Unlock()
-	if ch != nil {
-		t := time.NewTimer(time.Duration(secs) * time.Second)
-		select {
-		case <-ch:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	a, err = g.approvals.load(id)
+	a, err := g.awaitFinal(id, time.Duration(secs)*time.Second)
 	if err != nil || a == nil || a.Status == apPending || a.Status == apApproved {
 		return false // still pending: the 202
 	}
@@ -528,6 +497,41 @@ func (g *Gateway) awaitApproval(ctx *fasthttp.RequestCtx, c *call, d *Decision) 
 	}
 	h.SetBytesV("X-Cost-Usd", a.Result.CostUSD)
 	return true
+}
+
+// approvalPoll is how often a waiting call looks at its approval in the
+// store, for a decision made on another node (this node's own decisions
+// wake it at once).
+const approvalPoll = 100 * time.Millisecond
+
+// awaitFinal waits up to d for approval id to leave pending and approved,
+// and returns it as it is then.
+func (g *Gateway) awaitFinal(id string, d time.Duration) (*approval, error) {
+	final := func(a *approval, err error) bool {
+		return err != nil || a == nil || a.Status != apPending && a.Status != apApproved
+	}
+	a, err := g.approvals.store.Get(id)
+	if final(a, err) {
+		return a, err
+	}
+	ch := g.approvals.wait(id)
+	defer g.approvals.done(id, ch)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	poll := time.NewTicker(approvalPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ch:
+			return g.approvals.store.Get(id)
+		case <-deadline.C:
+			return g.approvals.store.Get(id)
+		case <-poll.C:
+			if a, err := g.approvals.store.Get(id); final(a, err) {
+				return a, err
+			}
+		}
+	}
 }
 
 // preferWait reads "wait=N" from a Prefer header (RFC 7240), bounded.

@@ -68,6 +68,10 @@ type Options struct {
 	// Cluster, if set, is the node's view of its cluster, reported in
 	// /readyz and the metrics (cluster.go).
 	Cluster ClusterView
+	// Approvals holds the calls held for a human decision (nil:
+	// NewLocalApprovals(DB)); a cluster passes a shared one, so that a
+	// call held on one node can be decided on any.
+	Approvals ApprovalStore
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
@@ -227,7 +231,7 @@ func New(o Options) (*Gateway, error) {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(o.DB, o.Ledger),
 		gov:       newGovernance(),
-		approvals: approvals{db: o.DB, waiters: map[string]chan struct{}{}},
+		approvals: approvals{store: o.Approvals, waiters: map[string]*waiter{}},
 	}
 	answerStore := o.Answers
 	if answerStore == nil {
@@ -252,6 +256,10 @@ func New(o Options) (*Gateway, error) {
 	if g.spend == nil {
 		g.spend = meter.NewSpend()
 	}
+	if g.approvals.store == nil {
+		g.approvals.store = NewLocalApprovals(o.DB)
+	}
+	g.gov.pair, _ = g.spend.(groupReserver)
 	if g.overrides == nil {
 		g.overrides = policy.NewOverrides(o.DB)
 	}

@@ -30,7 +30,8 @@ const (
 // reservations in the shared SpendStore.
 type governance struct {
 	g    *meter.Governor
-	seed maphash.Seed // of the loop breaker's call hashes
+	seed maphash.Seed  // of the loop breaker's call hashes
+	pair groupReserver // the spend store, when it reserves a member's and its group's cost in one call
 }
 
 func newGovernance() governance {

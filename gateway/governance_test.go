@@ -894,3 +894,53 @@ func TestGovernance_GroupSpendRestart(t *testing.T) {
 		t.Fatalf("fourth cent after restart: %d %s, want the group's 429", resp.StatusCode, body)
 	}
 }
+
+func TestGovernance_ShadowBreakers(t *testing.T) {
+	h, _ := newGovHarness(t)
+	// The enforced breakers count; the shadow's tighter ones read what
+	// they keep: the third identical call would have tripped a breaker
+	// of 2 repeats, and a burst of $0.025 is exceeded by the third $0.01
+	// call; a different call resets neither window's count.
+	k := h.createKey(`{"policy":{"loop_breaker":{"repeats":10,"within_s":60},"spend_burst":{"usd":"1","within_s":60},
+ "shadow":{"loop_breaker":{"repeats":2,"within_s":60}}}}`)
+	for i := 0; i < 4; i++ {
+		if resp, b := h.call(k.Secret, "fast", `{"same":true}`); resp.StatusCode != 200 {
+			t.Fatalf("call %d: got %d %s, want 200 (the shadow enforces nothing)", i, resp.StatusCode, b)
+		}
+	}
+	h.call(k.Secret, "fast", `{"other":true}`)
+	got := strings.Join(statesOf(h, "key:"+k.KeyID), "\n")
+	want := `allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"breaker_tripped","reason":"loop_detected"}}
+allowed {"shadow":{"outcome":"breaker_tripped","reason":"loop_detected"}}
+allowed {"shadow":{"outcome":"allowed"}}`
+	if got != want {
+		t.Fatalf("loop breaker records:\n%s\nwant\n%s", got, want)
+	}
+	k2 := h.createKey(`{"policy":{"spend_burst":{"usd":"1","within_s":60},"shadow":{"spend_burst":{"usd":"0.025","within_s":30}}}}`)
+	for i := 0; i < 4; i++ {
+		if resp, b := h.call(k2.Secret, "fast", fmt.Sprintf(`{"n":%d}`, i)); resp.StatusCode != 200 {
+			t.Fatalf("call %d: got %d %s, want 200", i, resp.StatusCode, b)
+		}
+	}
+	got = strings.Join(statesOf(h, "key:"+k2.KeyID), "\n")
+	want = `allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"allowed"}}
+allowed {"shadow":{"outcome":"breaker_tripped","reason":"spend_burst"}}
+allowed {"shadow":{"outcome":"breaker_tripped","reason":"spend_burst"}}`
+	if got != want {
+		t.Fatalf("spend burst records:\n%s\nwant\n%s", got, want)
+	}
+	// Without an enforced breaker nothing is counted: the shadow's is
+	// never tripped.
+	k3 := h.createKey(`{"policy":{"shadow":{"loop_breaker":{"repeats":1,"within_s":60}}}}`)
+	for i := 0; i < 3; i++ {
+		h.call(k3.Secret, "fast", `{"same":true}`)
+	}
+	for i, s := range statesOf(h, "key:"+k3.KeyID) {
+		if s != `allowed {"shadow":{"outcome":"allowed"}}` {
+			t.Fatalf("call %d without an enforced breaker: %s", i, s)
+		}
+	}
+}

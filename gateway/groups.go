@@ -96,23 +96,73 @@ func (st *state) groupMembers(id string) []string {
 	return out
 }
 
+// groupReserver is a SpendStore that makes a group member's reservation
+// and its group's in one call (meter.Spend: without looking the group's
+// account up).
+type groupReserver interface {
+	ReserveWithGroup(principal string, day meter.Day, cost, limit money.Micros, hasLimit bool, group string, groupDay meter.Day, groupLimit money.Micros) (meter.Reservation, meter.SpendResult, meter.Reservation, meter.SpendResult)
+}
+
+// groupReservation is the group's part of a reservation made with the
+// member's (groupReserver); nil when the member's was made alone.
+type groupReservation struct {
+	res meter.Reservation
+	sr  meter.SpendResult
+}
+
+// groupDay is the day c's group cap is counted on: the member's when the
+// group's day resets in the same zone.
+func groupDay(c *call, b *policy.GroupBudget) meter.Day {
+	if b.Loc == c.eff.Location() {
+		return c.day
+	}
+	day, _ := meter.DayOf(c.start, b.Loc)
+	return day
+}
+
+// reserveSpend reserves c's price for principal (day, cap) and, when the
+// spend store makes both in one call and c's principal has a group cap,
+// for its group (returned for admitGroup).
+func (g *Gateway) reserveSpend(c *call, principal string, day meter.Day, capUSD money.Micros, hasCap bool) (meter.Reservation, meter.SpendResult, *groupReservation) {
+	price := c.rt.tool.Price
+	if g.gov.pair != nil {
+		if b, ok := c.eff.GroupBudget(); ok {
+			c.day = day
+			gr := &c.groupPre
+			var res meter.Reservation
+			var sr meter.SpendResult
+			res, sr, gr.res, gr.sr = g.gov.pair.ReserveWithGroup(principal, day, price, capUSD, hasCap, b.Key, groupDay(c, &b), b.Limit)
+			return res, sr, gr
+		}
+	}
+	res, sr := g.spend.Reserve(principal, day, price, capUSD, hasCap)
+	return res, sr, nil
+}
+
 // admitGroup reserves the call's price against its group's shared daily
-// cap, or refuses it with 429 naming the group. The member's own
-// reservation is already held.
-func (g *Gateway) admitGroup(c *call) *Decision {
+// cap (or takes the reservation pre made beside the member's), or refuses
+// it with 429 naming the group. The member's own reservation is already
+// held.
+func (g *Gateway) admitGroup(c *call, pre *groupReservation) *Decision {
 	b, ok := c.eff.GroupBudget()
 	price := c.rt.tool.Price
 	if !ok || price <= 0 {
 		return nil
 	}
-	day, resetAt := meter.DayOf(c.start, b.Loc)
-	res, sr := g.spend.Reserve(b.Key, day, price, b.Limit, true)
+	var res meter.Reservation
+	var sr meter.SpendResult
+	if pre != nil {
+		res, sr = pre.res, pre.sr
+	} else {
+		res, sr = g.spend.Reserve(b.Key, groupDay(c, &b), price, b.Limit, true)
+	}
 	if sr.Err != nil {
 		g.log.Error("shared spend store", "request_id", string(c.reqID), "err", sr.Err)
 		g.metrics.sharedFailures.Inc()
 		return sharedUnavailable
 	}
 	if !sr.OK {
+		_, resetAt := meter.DayOf(c.start, b.Loc)
 		reset := ceilSeconds(int64(resetAt.Sub(c.start)))
 		d := c.decide(429, outSpendCapExceeded, "group_daily_spend_cap", "Group daily spend cap exceeded").
 			str("group", b.Name).

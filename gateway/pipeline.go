@@ -211,6 +211,9 @@ func (g *Gateway) decide(c *call) *Decision {
 		q = g.localQuotas.Admit(principal, int(t.RateClass), limit, c.start, id)
 		c.quotaLocal = true
 	}
+	if c.shadowPending {
+		g.shadowQuota(c, q, limit)
+	}
 	if !q.Allowed {
 		reset := ceilSeconds(int64(q.ResetIn))
 		reason := "rate_class_quota"
@@ -230,13 +233,15 @@ func (g *Gateway) decide(c *call) *Decision {
 		return d
 	}
 	if t.Price > 0 {
+		var group *groupReservation
 		if !reservedOnce {
 			if spendDown == nil {
-				res, sr = g.spend.Reserve(principal, day, t.Price, capUSD, hasCap)
+				res, sr, group = g.reserveSpend(c, principal, day, capUSD, hasCap) // groups.go
 				spendDown = sr.Err
 			}
 			if spendDown != nil {
 				var ok bool
+				group = nil // the group's cap is reserved on its own (admitGroup)
 				if res, sr, ok = g.reserveFallback(c, day, capUSD, hasCap); !ok {
 					sr.Err = spendDown
 				}
@@ -261,7 +266,7 @@ func (g *Gateway) decide(c *call) *Decision {
 		}
 		c.reserved, c.res, c.day, c.prepaid = true, res, day, sr.HasBalance
 		g.shadowSpend(c, sr.SpentToday)
-		if d := g.admitGroup(c); d != nil {
+		if d := g.admitGroup(c, group); d != nil {
 			g.releaseHolds(c)
 			return d
 		}

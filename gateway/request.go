@@ -85,17 +85,19 @@ type call struct {
 	tier policy.Tier
 	eff  *policy.Effective
 
-	quotaHeld     bool
-	quotaID       uint64            // the call id the quota slot is counted under
-	quotaLocal    bool              // the slot is in localQuotas: the shared store could not decide
-	gov           meter.GovHold     // concurrency slot, quota windows, breakers (governance.go)
-	groupRes      meter.Reservation // the price held against the group's shared cap (groups.go)
-	groupHeld     bool
-	approvalID    string // the approval this call runs under (approval.go)
-	shadowSet     bool   // a shadow policy was evaluated (shadow.go):
-	shadowPending bool   // … not all of its checks yet
-	shadowOutcome string // … what it would have decided
-	shadowReason  string
+	quotaHeld       bool
+	quotaID         uint64            // the call id the quota slot is counted under
+	quotaLocal      bool              // the slot is in localQuotas: the shared store could not decide
+	gov             meter.GovHold     // concurrency slot, quota windows, breakers (governance.go)
+	groupRes        meter.Reservation // the price held against the group's shared cap (groups.go)
+	groupHeld       bool
+	groupPre        groupReservation // storage for the group's part of a reservation made with the member's
+	approvalID      string           // the approval this call runs under (approval.go)
+	shadowSet       bool             // a shadow policy was evaluated (shadow.go):
+	shadowPending   bool             // … not all of its checks yet
+	shadowQuotaDone bool             // … its rate-class quota was checked
+	shadowOutcome   string           // … what it would have decided
+	shadowReason    string
 
 	reserved bool
 	res      meter.Reservation

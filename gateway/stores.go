@@ -150,7 +150,40 @@ type OverrideStore interface {
 	Changes(since uint64) (changes []policy.OverrideChange, version uint64, err error)
 }
 
+// ApprovalStore holds the calls held for a human decision (approval.go).
+// An approval moves pending → approved → done (or failed), or pending →
+// denied or expired, and each move out of pending happens once: of
+// concurrent Decides of one approval, on one node or on several sharing
+// the store, exactly one wins, so an approved call is run once. Each
+// store acts for one node (NodeID; "" for a store of one gateway's own):
+// the approvals it approves are run by that node, and Recover fails only
+// those. Safe for concurrent use; an error means the store could not
+// answer.
+type ApprovalStore interface {
+	// Create stores a new approval (pending); an existing id is an error.
+	Create(a *Approval) error
+	// Get returns the approval id, nil when there is none.
+	Get(id string) (*Approval, error)
+	// List returns the approvals in status ("": every one), oldest first.
+	List(status string) ([]*Approval, error)
+	// Decide moves the pending approval id to d.Status (approved, denied
+	// or expired), recording d's who, when and why, and returns it with
+	// ok true; an approval no longer pending is returned as it is, ok
+	// false; an unknown id is nil, false. An approved approval is marked
+	// as run by this store's node.
+	Decide(id string, d ApprovalDecision) (a *Approval, ok bool, err error)
+	// Finish records the answer of an approved call (approved → done);
+	// false when the approval is not approved (already finished, or
+	// failed by Recover).
+	Finish(id string, res *ApprovalResult) (bool, error)
+	// Recover marks failed, with reason, the approvals this node
+	// approved and did not finish (it stopped while they ran: they are
+	// not run again), and returns how many.
+	Recover(reason string) (int, error)
+}
+
 var (
+	_ ApprovalStore = (*localApprovals)(nil)
 	_ QuotaStore    = (*meter.Quotas)(nil)
 	_ SpendStore    = (*meter.Spend)(nil)
 	_ NonceStore    = (*x402.NonceLock)(nil)

@@ -99,3 +99,7 @@ func TestGateway_OverrideSync(t *testing.T) {
 	}
 	waitStatus(200)
 }
+
+func TestApprovalContract(t *testing.T) {
+	storetest.ApprovalContract(t, func(t *testing.T) gateway.ApprovalStore { return gateway.NewLocalApprovals(openDB(t)) })
+}

@@ -272,3 +272,45 @@ func TestParsePrincipal_OIDC(t *testing.T) {
 		}
 	}
 }
+
+// looksLikeSecretSpec is LooksLikeSecret written as the shape reads: the
+// prefix, then at every fifth position a dash, elsewhere A-Z or 2-9.
+func looksLikeSecretSpec(s []byte) bool {
+	if len(s) != secretLen || !strings.HasPrefix(string(s), SecretPrefix) {
+		return false
+	}
+	for i, c := range s[len(SecretPrefix):] {
+		if i%5 == 4 {
+			if c != '-' {
+				return false
+			}
+		} else if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func TestLooksLikeSecret_Shape(t *testing.T) {
+	s, _ := NewSecret()
+	if !LooksLikeSecret([]byte(s)) {
+		t.Fatalf("%q refused", s)
+	}
+	// Every byte value at every position of a valid secret, and every
+	// length around it: the table-driven check agrees with the shape.
+	for i := 0; i < len(s); i++ {
+		for c := 0; c < 256; c++ {
+			b := []byte(s)
+			b[i] = byte(c)
+			if got, want := LooksLikeSecret(b), looksLikeSecretSpec(b); got != want {
+				t.Fatalf("%q: got %v, want %v", b, got, want)
+			}
+		}
+	}
+	for n := 0; n < 2*secretLen; n++ {
+		b := []byte(strings.Repeat(s, 2)[:n])
+		if got, want := LooksLikeSecret(b), looksLikeSecretSpec(b); got != want {
+			t.Fatalf("%q: got %v, want %v", b, got, want)
+		}
+	}
+}

@@ -181,19 +181,28 @@ func LooksLikeSecret(s []byte) bool {
 	if len(s) != secretLen || string(s[:len(SecretPrefix)]) != SecretPrefix {
 		return false
 	}
-	for i, c := range s[len(SecretPrefix):] {
-		if i%5 == 4 {
-			if c != '-' {
-				return false
-			}
-			continue
-		}
-		if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '9') {
+	// Eight groups of four base32 characters, dash-separated: checked a
+	// group at a time against a table (on every API-key call).
+	b := s[len(SecretPrefix):]
+	for len(b) > 4 {
+		if !secretChar[b[0]] || !secretChar[b[1]] || !secretChar[b[2]] || !secretChar[b[3]] || b[4] != '-' {
 			return false
 		}
+		b = b[5:]
 	}
-	return true
+	return len(b) == 4 && secretChar[b[0]] && secretChar[b[1]] && secretChar[b[2]] && secretChar[b[3]]
 }
+
+// secretChar marks the characters of a secret's groups (RFC 4648 base32).
+var secretChar = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '2'; c <= '9'; c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // Credential extracts an API key from the X-API-Key header or from an
 // "Authorization: Bearer it-…" header. present reports whether the request

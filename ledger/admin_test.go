@@ -20,7 +20,7 @@ func adminRec(principal, kind, state string) *Record {
 // stored form; an admin index entry removed or edited is detected.
 func TestLedger_AdminRecords(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
-		l, db, _ := newLedger(t, Options{})
+		l, _, _ := newLedger(t, Options{})
 		call := callRec("key:k1", "t", OutcomeAllowed)
 		adm := adminRec("key:k1", KindKeyCreated, `{"key_id":"k1","name":"a \"b\""}`)
 		rev := adminRec("key:k1", KindKeyRevoked, `{"key_id":"k1","revoked_at":"2026-11-26T09:00:00Z"}`)
@@ -51,19 +51,11 @@ func TestLedger_AdminRecords(t *testing.T) {
 		if err := json.Unmarshal([]byte(js), &back); err != nil || string(back.AppendJSON(nil)) != js {
 			t.Errorf("JSON round trip: got %s (%v), want %s", back.AppendJSON(nil), err, js)
 		}
-		db.View(func(txn *badger.Txn) error {
-			for seq, want := range map[uint64]byte{1: binaryVersion, 2: binaryVersion2} {
-				item, err := txn.Get(seqKey(prefixRecord, seq))
-				if err != nil {
-					t.Fatal(err)
-				}
-				v, _ := item.ValueCopy(nil)
-				if v[0] != want {
-					t.Errorf("record %d stored as version %d, want %d", seq, v[0], want)
-				}
+		for seq, want := range map[uint64]byte{1: binaryVersion, 2: binaryVersion2} {
+			if v := storedRecord(t, l, seq); v[0] != want {
+				t.Errorf("record %d stored as version %d, want %d", seq, v[0], want)
 			}
-			return nil
-		})
+		}
 		var buf bytes.Buffer
 		if err := l.Export(&buf, time.Time{}, time.Time{}); err != nil {
 			t.Fatal(err)
@@ -83,16 +75,11 @@ func TestLedger_AdminRecords(t *testing.T) {
 	t.Run("IndexTampered", func(t *testing.T) {
 		for _, tt := range []struct {
 			name string
-			edit func(txn *badger.Txn) error
+			edit func(l *Ledger, txn *badger.Txn) error
 		}{
-			{"deleted", func(txn *badger.Txn) error { return txn.Delete(seqKey(prefixAdmin, 2)) }},
-			{"extra", func(txn *badger.Txn) error {
-				item, err := txn.Get(seqKey(prefixRecord, 1))
-				if err != nil {
-					return err
-				}
-				v, _ := item.ValueCopy(nil)
-				return txn.Set(seqKey(prefixAdmin, 1), v)
+			{"deleted", func(l *Ledger, txn *badger.Txn) error { return txn.Delete(seqKey(prefixAdmin, 2)) }},
+			{"extra", func(l *Ledger, txn *badger.Txn) error {
+				return txn.Set(seqKey(prefixAdmin, 1), append([]byte(nil), storedRecord(t, l, 1)...))
 			}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
@@ -103,7 +90,7 @@ func TestLedger_AdminRecords(t *testing.T) {
 				if rep := l.Verify(); !rep.OK {
 					t.Fatalf("Verify before: %+v", rep)
 				}
-				if err := db.Update(tt.edit); err != nil {
+				if err := db.Update(func(txn *badger.Txn) error { return tt.edit(l, txn) }); err != nil {
 					t.Fatal(err)
 				}
 				rep := l.Verify()

@@ -18,8 +18,10 @@ const maxApply = 8192
 // crash): nothing more is applied and Close keeps the journal.
 var errHalted = errors.New("ledger: halted")
 
-// applier copies journaled groups into badger in seq order, several per
-// transaction, writes the due checkpoints, trims applied journal
+// applier indexes journaled groups in the record store (the segments,
+// segment.go) in seq order, writes their few badger entries (admin and
+// balance index) and the due checkpoints, several groups per
+// transaction and only when there is something to write, seals finished
 // segments, and tells readers and the writer how far it got. It owns the
 // apply queue, the applied head and the checkpoint requests.
 //
@@ -32,8 +34,11 @@ type applier struct {
 	db    *badger.DB
 	cp    *checkpointer
 	pool  *groupPool // where applied groups' buffers go
-	j     *journal   // trimmed as segments are applied; nil until Open's replay is done, and read-only
+	st    *recordStore
 	hooks *hooks
+	// indexed is the last record added to st (run's, or Open's, only):
+	// a retried batch does not index a group twice.
+	indexed uint64
 	// maxBacklog bounds the acknowledged records that wait while badger
 	// fails: beyond it the writer and Append fail fast.
 	maxBacklog uint64
@@ -42,7 +47,7 @@ type applier struct {
 	cond     sync.Cond  // broadcast when seq, err or stopped change
 	queue    []*group   // journaled, not yet applied, in seq order
 	waiters  []chan error
-	seq      uint64 // last record applied to badger
+	seq      uint64 // last record applied (indexed, and its entries in badger)
 	hash     [32]byte
 	err      error          // the last failure; nil once an attempt succeeds again
 	stopped  bool           // run has exited
@@ -57,10 +62,10 @@ type applier struct {
 
 // newApplier returns a stopped applier whose store holds the records up
 // to seq (with hash). h may be nil.
-func newApplier(db *badger.DB, cp *checkpointer, pool *groupPool, h *hooks, seq uint64, hash [32]byte) *applier {
+func newApplier(db *badger.DB, st *recordStore, cp *checkpointer, pool *groupPool, h *hooks, seq uint64, hash [32]byte) *applier {
 	a := &applier{
-		db: db, cp: cp, pool: pool, hooks: h, maxBacklog: h.backlog(),
-		seq: seq, hash: hash,
+		db: db, st: st, cp: cp, pool: pool, hooks: h, maxBacklog: h.backlog(),
+		seq: seq, hash: hash, indexed: seq,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	a.cond.L = &a.mu
@@ -255,11 +260,12 @@ func (a *applier) applyPending(forceCP bool) error {
 		groups, waiters := a.queue, a.waiters
 		newSeq, newHash := a.seq, a.hash
 		a.mu.Unlock()
-		n, recs, cpDue := 0, uint64(0), false
+		n, recs, cpDue, ents := 0, uint64(0), false, 0
 		for n < len(groups) && recs < maxApply {
 			g := groups[n]
 			n++
 			recs += g.lastSeq - g.firstSeq + 1
+			ents += len(g.entries)
 			newSeq, newHash = g.lastSeq, g.lastHash
 			if a.cp.due(newSeq) {
 				cpDue = true
@@ -273,8 +279,21 @@ func (a *applier) applyPending(forceCP bool) error {
 			cp = c.appendJSON(nil)
 		}
 		var err error
-		if n > 0 || cp != nil {
+		if ents > 0 || cp != nil {
 			err = a.write(groups[:n], newSeq, cp)
+		}
+		for _, g := range groups[:n] {
+			if err != nil {
+				break
+			}
+			if g.lastSeq > a.indexed {
+				if !g.indexed {
+					err = a.st.add(g)
+				}
+				if err == nil {
+					a.indexed = g.lastSeq
+				}
+			}
 		}
 		if err != nil {
 			err = fmt.Errorf("%w: apply: %v", ErrWriteFailed, err)
@@ -307,7 +326,6 @@ func (a *applier) applyPending(forceCP bool) error {
 		a.cond.Broadcast()
 		a.mu.Unlock()
 		a.pool.put(groups[:n])
-		a.trim(newSeq)
 		if all {
 			for _, w := range waiters {
 				w <- nil
@@ -318,25 +336,11 @@ func (a *applier) applyPending(forceCP bool) error {
 	return errHalted
 }
 
-// trim deletes the journal segments badger now holds completely, after
-// syncing badger so that they are not needed after a machine crash
-// either. A failure leaves them for the next try.
-func (a *applier) trim(applied uint64) {
-	if a.j == nil {
-		return
-	}
-	segs := a.j.applied(applied)
-	if len(segs) == 0 || a.db.Sync() != nil {
-		return
-	}
-	a.j.remove(segs)
-}
-
 // write commits the groups' entries, l/applied and the checkpoint in one
 // badger transaction; when that is too large it is split into
 // consecutive transactions in seq order, l/applied in the last, so a
-// crash leaves a prefix and the journal replays the rest (writing the
-// same keys again is harmless).
+// crash leaves a prefix and Open replays the rest from the segments
+// (writing the same keys again is harmless).
 func (a *applier) write(gs []*group, seq uint64, cp []byte) error {
 	txn := a.db.NewTransaction(true)
 	defer func() { txn.Discard() }()

@@ -5,33 +5,51 @@
 //
 // # What it owns
 //
-// The ledger owns the key prefix "l/" of the badger DB that cmd opens and
-// shares, and in the data dir the file checkpoint.key and the journal
-// segments ledger-<seq>.wal. It never touches other prefixes or files,
-// never opens or closes the DB, and never stores secrets:
-// Record has no field for API keys, admin tokens or payment signatures, and
-// callers must not put them in any string field.
+// In the data dir the ledger owns the file checkpoint.key and the
+// directory ledger/ (the record store: segments <first seq>.seg and
+// their indexes <first seq>.idx), and in the badger DB that cmd opens and
+// shares the key prefix "l/". It never touches other prefixes or files,
+// never opens or closes the DB, and never stores secrets: Record has no
+// field for API keys, admin tokens or payment signatures, and callers
+// must not put them in any string field.
 //
-// # Key layout
+// # Where records live
 //
-//	l/r/<seq u64 BE>                          record, stored form (binary.go)
-//	l/t/<at><seq u64 BE>                      time index; value: type 0x00 outcome 0x00 tool
-//	l/p/<principal> 0x00 <at><seq u64 BE>     principal index (identified principals only);
-//	                                          value: a byte-exact copy of the l/r/ value
-//	l/b/<principal>                           seq (u64 BE) of the principal's latest txn
-//	                                          with balance_after (LatestBalances)
-//	l/c/<seq u64 BE>                          checkpoint JSON, covering record seq
-//	l/applied                                 seq (u64 BE) of the last record applied
-//	                                          from the journal
+// Each record is stored once, in the journal segment it was written to
+// (journal.go, segment.go): the journal is the record store. Segments
+// are append-only files of checksummed frames, about
+// Options.SegmentBytes long; a full segment is fdatasynced and sealed,
+// its index file written beside it (segindex.go: seq -> offset, the
+// records in (At, seq) order, each principal's records in (At, seq)
+// order, and a CRC-32C), and neither is written again. The segment being
+// written is indexed in memory and sealed at Close; after a crash Open
+// rebuilds its index from its frames. Reads map the segments read-only
+// and walk the indexes (merged across segments), so a replay of one
+// principal reads its records in place and nothing else. The ledger is
+// append-only and keeps every segment; see docs/operations.md for sizes.
 //
-// <at> is the record's At as Unix nanoseconds with the sign bit flipped,
-// 8 bytes big-endian, so keys sort by time. The records of one or more
-// journaled groups, their index entries, l/applied and a due checkpoint
-// are written in one badger transaction.
-// Records are stored in a compact canonical binary form from which their
-// JSON (the hashed and exported form) is re-derived byte for byte; the
-// principal index repeats it so that a replay reads one index range and
-// no record keys. Verify checks every index entry against the chain.
+// badger holds only small entries:
+//
+//	l/c/<seq u64 BE>      checkpoint JSON, covering record seq
+//	l/a/<seq u64 BE>      admin records only: a byte-exact copy of the record
+//	                      (the management history, read whole at start)
+//	l/b/<principal>       seq (u64 BE) of the principal's latest txn with
+//	                      balance_after (LatestBalances)
+//	l/applied             seq (u64 BE) up to which those entries are written
+//
+// The applier writes them, with l/applied and a due checkpoint, in one
+// badger transaction per batch of journaled groups, and only when the
+// batch has any: a call record costs badger nothing. Verify checks every
+// index, in the segments and in badger, against the chain.
+//
+// A store of the earlier layout (every record in badger as l/r/<seq>, a
+// time index l/t/ and a principal-index copy l/p/, the journal as
+// DATA/ledger-<seq>.wal deleted once applied) is migrated by Open
+// (legacy.go); the records' bytes, hashes and checkpoints do not change.
+//
+// Records are stored in a compact canonical binary form (binary.go) from
+// which their JSON (the hashed and exported form) is re-derived byte for
+// byte.
 //
 // # Hash chain
 //
@@ -62,42 +80,45 @@
 // # Durability: the journal
 //
 // Append never waits for the disk. A writer goroutine appends everything
-// queued (a group) to the journal as one frame with one write(2), with
-// SyncAlways fdatasyncs it, and then releases the Tickets: a caller that
-// Waits before answering never answers a call whose record can be lost
-// by a process crash (the bytes are in the page cache) or, with
-// SyncAlways, by a machine crash. A second goroutine, the applier, then
-// copies journaled groups into badger in seq order, merging several per
-// transaction, and writes the checkpoints; a segment is deleted once
-// badger holds and has synced all of it, and Close applies everything
-// and deletes the journal. The frame format is described in journal.go.
+// queued (a group) to the segment being written as one frame with one
+// write(2), with SyncAlways fdatasyncs it, and then releases the Tickets:
+// a caller that Waits before answering never answers a call whose record
+// can be lost by a process crash (the bytes are in the page cache) or,
+// with SyncAlways, by a machine crash. A second goroutine, the applier,
+// then indexes journaled groups in seq order, writes their badger
+// entries and the checkpoints, and seals finished segments. The frame
+// format is described in journal.go.
 //
-// Open applies what the journal holds beyond l/applied before it accepts
-// records, checking every frame's checksum and every record's seq, prev
-// link, hash and encoding against the stored chain. A torn last frame
-// (its write was cut short, so it was never acknowledged) is dropped; any
-// other damage is refused with ErrTampered rather than skipped. A
-// read-only Open writes nothing: it replays and checks a journal that
-// holds unapplied records in memory, Verify counts them, and Export
-// refuses them (ErrJournalPending).
+// Open seals what a crash left unsealed (a torn last frame of the last
+// segment, never acknowledged, is cut off; any other damage is refused
+// with ErrTampered), then checks every record after l/applied — seq,
+// prev link, hash and encoding — against the chain and writes its badger
+// entries before it accepts records. A read-only Open writes nothing: it
+// indexes an unsealed segment in memory, Verify counts the records after
+// l/applied as JournalRecords, and Export refuses them
+// (ErrJournalPending).
 //
 // # Code layout
 //
 // Ledger (ledger.go) is the facade: Open, Append, Close and the reads
 // (query.go, verify.go, export.go). It composes one type per role, each
-// owning its state and locks: recovery (recovery.go) reads the store's
-// head and replays and repairs the journal at Open; writer (writer.go)
-// is the group commit onto the journal (journal.go); applier
-// (applier.go) copies journaled groups into badger; checkpointer
-// (checkpoint.go) decides when to sign a checkpoint and signs it. A
-// group (group.go) is the unit the writer hands the applier. Tests
-// inject faults through hooks (hooks.go), which production never sets.
+// owning its state and locks: recovery (recovery.go) opens the record
+// store and checks the records the badger entries lack at Open (legacy.go
+// migrates the earlier layout); writer (writer.go) is the group commit
+// onto the journal (journal.go); the record store (segment.go, indexes in
+// segindex.go) holds the segments, their indexes and the readers'
+// snapshots; applier (applier.go) indexes journaled groups and writes
+// badger; checkpointer (checkpoint.go) decides when to sign a checkpoint
+// and signs it. A group (group.go) is the unit the writer hands the
+// applier. Tests inject faults through hooks (hooks.go), which production
+// never sets.
 //
-// Reads (Query, QueryRaw, LatestBalances, Verify, Export) read badger.
-// Query, QueryRaw and LatestBalances first wait until the applier has
-// applied every record acknowledged when the read started, so a caller
-// reads its own writes; Verify and Export do so through their checkpoint.
-// While badger fails, the applier keeps the records in the journal and
-// retries with backoff, Healthy reports the failure, those reads return
-// it, and Append fails fast once 100 000 acknowledged records wait.
+// Reads (Query, QueryRaw, LatestBalances, AdminRecords, Verify, Export)
+// first wait until the applier has applied every record acknowledged
+// when the read started, so a caller reads its own writes; Verify and
+// Export do so through their checkpoint. While badger fails, the applier
+// keeps the records queued and retries with backoff, Healthy reports the
+// failure, those reads return it, and Append fails fast once 100 000
+// acknowledged records wait. The segments stay mapped after Close, for
+// reads, until the Ledger is unreachable.
 package ledger

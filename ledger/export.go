@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
+	"sort"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -37,26 +39,23 @@ func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	// The applied head as the writer computed it: trusted, and inside
-	// the snapshot opened below. Records applied later are not exported.
+	// the snapshot taken below. Records applied later are not exported.
 	headSeq, headHash := l.appliedHead()
+	vs := l.st.snapshot(listSel{want: !since.IsZero() || !until.IsZero()})
+	lo, hi, ok := seqRange(vs, since, until)
+	if !ok {
+		return nil
+	}
+	if !l.readOnly {
+		if lo > headSeq {
+			return nil
+		}
+		hi = min(hi, headSeq)
+	}
 	return l.db.View(func(txn *badger.Txn) error {
-		lo, hi, ok, err := seqRange(txn, since, until)
-		if err != nil || !ok {
-			return err
-		}
-		if !l.readOnly {
-			if lo > headSeq {
-				return nil
-			}
-			hi = min(hi, headSeq)
-		}
 		bw := bufio.NewWriterSize(w, 64<<10)
 		c := &chain{pub: l.pub, rep: Report{OK: true}}
 
-		ro := badger.DefaultIteratorOptions
-		ro.Prefix, ro.PrefetchValues = prefixRecord, false
-		ri := txn.NewIterator(ro)
-		defer ri.Close()
 		co := badger.DefaultIteratorOptions
 		co.Prefix, co.PrefetchValues = prefixCheckpoint, false
 		ci := txn.NewIterator(co)
@@ -66,61 +65,74 @@ func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 		var line []byte
 		var hiHash [32]byte
 		anchored := false // a checkpoint at or after hi verified
-		for ri.Seek(seqKey(prefixRecord, lo)); ri.Valid() && !anchored; ri.Next() {
-			ks := binary.BigEndian.Uint64(ri.Item().Key()[len(prefixRecord):])
-			ok := true
-			err := ri.Item().Value(func(v []byte) error {
+		start, ok := findView(vs, lo)
+		if !ok {
+			return fmt.Errorf("export: %w: record %d missing", ErrTampered, lo)
+		}
+		k := 0
+		for ; &vs[k] != start; k++ {
+		}
+		for ; k < len(vs) && !anchored; k++ {
+			v := &vs[k]
+			if c.started && v.first != c.seq+1 {
+				return fmt.Errorf("export: %w: record %d missing", ErrTampered, c.seq+1)
+			}
+			i := 0
+			if !c.started {
+				i = int(lo - v.first)
+			}
+			for ; i < v.n && !anchored; i++ {
+				ks := v.first + uint64(i)
+				b, err := v.record(i)
+				if err != nil {
+					return fmt.Errorf("export: %w: record %d undecodable", ErrTampered, ks)
+				}
 				if !c.started {
 					var r Record
 					var prev, self [32]byte
-					if err := r.decodeBinaryHashes(v, &prev, &self); err != nil {
+					if err := r.decodeBinaryHashes(b, &prev, &self); err != nil {
 						return fmt.Errorf("export: %w: record %d undecodable", ErrTampered, ks)
 					}
 					c.anchor(lo-1, prev)
 				}
-				ok = c.stored(v, ks)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("export: %w: %s", ErrTampered, c.rep.Reason)
-			}
-			inRange := ks <= hi
-			if inRange {
-				line = c.r.appendJSONHashes(line[:0], &c.prev, &c.self)
-				bw.Write(append(line, '\n'))
-			}
-			for ; ci.Valid(); ci.Next() {
-				s := binary.BigEndian.Uint64(ci.Item().Key()[len(prefixCheckpoint):])
-				if s > ks {
-					break
+				if !c.stored(b, 0) {
+					return fmt.Errorf("export: %w: %s", ErrTampered, c.rep.Reason)
 				}
-				raw, err := ci.Item().ValueCopy(nil)
-				if err != nil {
-					return err
-				}
-				cp, err := decodeCheckpoint(raw)
-				if err != nil || !c.checkpoint(cp) {
-					return fmt.Errorf("export: %w: checkpoint %d: %s", ErrTampered, s, c.rep.Reason)
-				}
+				inRange := ks <= hi
 				if inRange {
-					line = cp.appendJSON(line[:0])
+					line = c.r.appendJSONHashes(line[:0], &c.prev, &c.self)
 					bw.Write(append(line, '\n'))
 				}
-				if s >= hi {
+				for ; ci.Valid(); ci.Next() {
+					s := binary.BigEndian.Uint64(ci.Item().Key()[len(prefixCheckpoint):])
+					if s > ks {
+						break
+					}
+					raw, err := ci.Item().ValueCopy(nil)
+					if err != nil {
+						return err
+					}
+					cp, err := decodeCheckpoint(raw)
+					if err != nil || !c.checkpoint(cp) {
+						return fmt.Errorf("export: %w: checkpoint %d: %s", ErrTampered, s, c.rep.Reason)
+					}
+					if inRange {
+						line = cp.appendJSON(line[:0])
+						bw.Write(append(line, '\n'))
+					}
+					if s >= hi {
+						anchored = true
+					}
+				}
+				if ks == hi {
+					hiHash = c.hash
+				}
+				if !l.readOnly && ks == headSeq {
+					if c.hash != headHash {
+						return fmt.Errorf("export: %w: record %d differs from the head the writer committed", ErrTampered, ks)
+					}
 					anchored = true
 				}
-			}
-			if ks == hi {
-				hiHash = c.hash
-			}
-			if !l.readOnly && ks == headSeq {
-				if c.hash != headHash {
-					return fmt.Errorf("export: %w: record %d differs from the head the writer committed", ErrTampered, ks)
-				}
-				anchored = true
 			}
 		}
 		if c.seq < hi {
@@ -141,42 +153,40 @@ func (l *Ledger) Export(w io.Writer, since, until time.Time) error {
 	})
 }
 
-// seqRange returns the smallest and largest seq with since <= At < until.
-func seqRange(txn *badger.Txn, since, until time.Time) (lo, hi uint64, ok bool, err error) {
+// seqRange returns the smallest and largest seq with since <= At < until
+// among the views (which carry the time lists when a bound is set).
+func seqRange(vs []segView, since, until time.Time) (lo, hi uint64, ok bool) {
+	if len(vs) == 0 {
+		return 0, 0, false
+	}
 	if since.IsZero() && until.IsZero() {
-		k, _, found, err := last(txn, prefixRecord)
-		if err != nil || !found {
-			return 0, 0, false, err
-		}
-		return 1, binary.BigEndian.Uint64(k[len(prefixRecord):]), true, nil
+		return vs[0].first, vs[len(vs)-1].last(), true
 	}
-	o := badger.DefaultIteratorOptions
-	o.Prefix, o.PrefetchValues = prefixTime, false
-	it := txn.NewIterator(o)
-	defer it.Close()
-	start := append([]byte{}, prefixTime...)
+	a, b := int64(math.MinInt64), int64(math.MaxInt64)
 	if !since.IsZero() {
-		start = appendTime(start, since)
+		a = since.UnixNano()
 	}
-	var end []byte
 	if !until.IsZero() {
-		end = appendTime(append([]byte{}, prefixTime...), until)
+		b = until.UnixNano()
 	}
-	for it.Seek(start); it.ValidForPrefix(prefixTime); it.Next() {
-		k := it.Item().Key()
-		if end != nil && bytes.Compare(k, end) >= 0 {
-			break
+	for k := range vs {
+		v := &vs[k]
+		for _, list := range v.lists {
+			p := sort.Search(len(list), func(p int) bool { return v.ats[list[p]] >= a })
+			q := sort.Search(len(list), func(p int) bool { return v.ats[list[p]] >= b })
+			for _, i := range list[p:q] {
+				s := v.first + uint64(i)
+				if !ok || s < lo {
+					lo = s
+				}
+				if !ok || s > hi {
+					hi = s
+				}
+				ok = true
+			}
 		}
-		s := binary.BigEndian.Uint64(k[len(k)-8:])
-		if !ok || s < lo {
-			lo = s
-		}
-		if !ok || s > hi {
-			hi = s
-		}
-		ok = true
 	}
-	return lo, hi, ok, nil
+	return lo, hi, ok
 }
 
 // VerifyExport checks an export file offline against the published key

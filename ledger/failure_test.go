@@ -95,7 +95,7 @@ func TestLedger_WriteFailure(t *testing.T) {
 				t.Errorf("Close: %v", err)
 			}
 
-			storedSeqs(t, db)
+			storedSeqs(t, l)
 			var missing int
 			err = l.Query(Query{}, func(r *Record) error {
 				if h, ok := acked[r.Seq]; ok {

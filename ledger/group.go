@@ -6,10 +6,11 @@ import (
 )
 
 // group is the set of records appended between two writer passes; they
-// are journaled as one frame and applied together. Keys and values of all
-// its badger entries are packed back to back in buf, and its journal
-// frame in jbuf, so a group costs a few allocations however many records
-// it holds.
+// are journaled as one frame and applied together. Its journal frame is
+// built in jbuf; the few badger entries its records need (the admin index
+// copy of admin records, the balance index of balance-bearing txns) are
+// packed back to back in buf, so a group costs a few allocations however
+// many records it holds.
 //
 // A group is built by Append under writer.mu (or by Open's replay), is
 // read-only once the writer took it, and is handed to the applier, which
@@ -18,12 +19,27 @@ import (
 type group struct {
 	buf      []byte
 	entries  []span
-	jbuf     []byte // frame header, then uvarint-length-prefixed stored records
+	jbuf     []byte   // frame header, then uvarint-length-prefixed stored records
+	pos      []recPos // each record's place in jbuf, for the segment index
 	firstSeq uint64
 	lastSeq  uint64
 	lastHash [32]byte
-	done     chan struct{}
-	err      error
+	// seg and off are where the writer journaled jbuf: the segment's
+	// first seq and the frame's offset in it.
+	seg uint64
+	off int64
+	// indexed marks a group Open replayed from a segment it indexed
+	// itself: the applier writes only its badger entries.
+	indexed bool
+	done    chan struct{}
+	err     error
+}
+
+// recPos is one record of a group as the segment index needs it.
+type recPos struct {
+	jpos      uint32 // offset in jbuf of its uvarint length prefix
+	at        int64  // At, Unix nanoseconds
+	principal string
 }
 
 // span locates one entry in group.buf: key buf[k:v], value buf[v:end].
@@ -31,50 +47,37 @@ type span struct{ k, v, end int }
 
 func (g *group) add(k, v, end int) { g.entries = append(g.entries, span{k, v, end}) }
 
-// addRecord appends r's badger entries (record, time index, admin index,
-// principal index, balance index) and returns where its stored form lies in buf.
-// prev and hash are the binary hashes behind r.Prev and r.Hash.
-func (g *group) addRecord(r *Record, prev, hash *[32]byte) (rv, rend int) {
-	// Record: its stored (binary) form, encoded once.
-	k := len(g.buf)
-	g.buf = appendSeqKey(g.buf, prefixRecord, r.Seq)
-	rv = len(g.buf)
-	g.buf = r.appendBinary(g.buf, prev, hash)
-	rend = len(g.buf)
-	g.add(k, rv, rend)
-	// Time index: filters only.
-	k = len(g.buf)
-	g.buf = appendTimeKey(g.buf, r.At, r.Seq)
-	v := len(g.buf)
-	g.buf = appendIndexValue(g.buf, r)
-	g.add(k, v, len(g.buf))
+// addRecord appends r's stored form (enc, which it returns, is scratch
+// space) to the frame, notes its place for the index and adds its badger
+// entries. prev and hash are the binary hashes behind r.Prev and r.Hash.
+func (g *group) addRecord(r *Record, prev, hash *[32]byte, enc []byte) []byte {
+	enc = r.appendBinary(enc[:0], prev, hash)
+	g.pos = append(g.pos, recPos{jpos: uint32(len(g.jbuf)), at: r.At.UnixNano(), principal: r.Principal})
+	g.jbuf = binary.AppendUvarint(g.jbuf, uint64(len(enc)))
+	g.jbuf = append(g.jbuf, enc...)
+	g.addEntries(r, enc)
+	return enc
+}
+
+// addEntries adds the badger entries of record r, whose stored form is
+// v: the admin index (a byte-exact copy, read whole at start) and the
+// balance index.
+func (g *group) addEntries(r *Record, v []byte) {
 	if r.Type == TypeAdmin {
-		// Admin index: the management history, read whole at start.
-		k = len(g.buf)
+		k := len(g.buf)
 		g.buf = appendSeqKey(g.buf, prefixAdmin, r.Seq)
-		v = len(g.buf)
-		g.buf = append(g.buf, g.buf[rv:rend]...)
-		g.add(k, v, len(g.buf))
+		vs := len(g.buf)
+		g.buf = append(g.buf, v...)
+		g.add(k, vs, len(g.buf))
 	}
-	if r.Principal == "" {
-		return rv, rend
-	}
-	// Principal index: a byte-exact copy of the record, so a replay
-	// never reads l/r/ (Verify checks the copies).
-	k = len(g.buf)
-	g.buf = appendPrincipalKey(g.buf, r.Principal, r.At, r.Seq)
-	v = len(g.buf)
-	g.buf = append(g.buf, g.buf[rv:rend]...)
-	g.add(k, v, len(g.buf))
-	if r.Type == TypeTxn && r.BalanceAfter != nil {
-		k = len(g.buf)
+	if r.Principal != "" && r.Type == TypeTxn && r.BalanceAfter != nil {
+		k := len(g.buf)
 		g.buf = append(g.buf, prefixBalance...)
 		g.buf = append(g.buf, r.Principal...)
-		v = len(g.buf)
+		vs := len(g.buf)
 		g.buf = binary.BigEndian.AppendUint64(g.buf, r.Seq)
-		g.add(k, v, len(g.buf))
+		g.add(k, vs, len(g.buf))
 	}
-	return rv, rend
 }
 
 // closedChan is the done channel of groups that need no answer (those
@@ -125,6 +128,7 @@ func (p *groupPool) put(gs []*group) {
 		if cap(g.buf) > maxSpare || cap(g.jbuf) > maxSpare {
 			continue
 		}
-		p.spares = append(p.spares, &group{buf: g.buf[:0], entries: g.entries[:0], jbuf: g.jbuf[:0]})
+		clear(g.pos) // drop the principals
+		p.spares = append(p.spares, &group{buf: g.buf[:0], entries: g.entries[:0], jbuf: g.jbuf[:0], pos: g.pos[:0]})
 	}
 }

@@ -11,20 +11,24 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// indexCheck verifies the indexes against a verified chain without
-// holding either in memory: while the chain streams by in seq order it
-// sums a keyed hash of every index entry the chain implies, then it sums
-// the same over the entries actually stored (in key order) and compares.
-// The hash key is random per check and never leaves the process, so a
-// store edited beforehand cannot be crafted to give an equal sum; any
-// missing, extra or altered entry changes the sum (probability of a miss
-// 2^-256). Only on a mismatch does it walk the index again with point
-// reads to name the first bad record.
+// indexCheck verifies the indexes against a verified chain while it
+// streams by in seq order. The segment indexes are rebuilt per segment
+// and compared (segment). For the admin index in badger it sums a keyed
+// hash of every entry the chain implies, then sums the same over the
+// entries actually stored (in key order) and compares: the hash key is
+// random per check and never leaves the process, so a store edited
+// beforehand cannot be crafted to give an equal sum; any missing, extra
+// or altered entry changes the sum (probability of a miss 2^-256). Only
+// on a mismatch does it walk the index again with point reads to name
+// the first bad record.
 type indexCheck struct {
-	key                 [32]byte
-	wantP, wantT, wantA digest
-	balances            map[string]uint64 // principal -> seq of its latest balance-bearing txn
-	scratchK, scratchV  []byte
+	key      [32]byte
+	wantA    digest
+	balances map[string]uint64 // principal -> seq of its latest balance-bearing txn
+	scratchK []byte
+	// segFault is the first record a segment index gets wrong (0: none).
+	segFault uint64
+	segWhy   string
 }
 
 // digest is a sum, lane-wise mod 2^64, of keyed SHA-256 values: a
@@ -51,77 +55,67 @@ func newIndexCheck() *indexCheck {
 	return ix
 }
 
-// expect records the index entries implied by stored record r (whose
-// stored form is v).
+// expect records the badger index entries implied by stored record r
+// (whose stored form is v).
 func (ix *indexCheck) expect(r *Record, v []byte) {
-	ix.scratchK = appendTimeKey(ix.scratchK[:0], r.At, r.Seq)
-	ix.scratchV = appendIndexValue(ix.scratchV[:0], r)
-	ix.wantT.add(&ix.key, ix.scratchK, ix.scratchV)
 	if r.Type == TypeAdmin {
 		ix.scratchK = appendSeqKey(ix.scratchK[:0], prefixAdmin, r.Seq)
 		ix.wantA.add(&ix.key, ix.scratchK, v)
 	}
-	if r.Principal == "" {
-		return
-	}
-	ix.scratchK = appendPrincipalKey(ix.scratchK[:0], r.Principal, r.At, r.Seq)
-	ix.wantP.add(&ix.key, ix.scratchK, v)
-	if r.Type == TypeTxn && r.BalanceAfter != nil {
+	if r.Principal != "" && r.Type == TypeTxn && r.BalanceAfter != nil {
 		ix.balances[r.Principal] = r.Seq
 	}
 }
 
-// expected returns the entry index prefix implies for stored record v, or
-// ok false when it implies none.
-func expectedEntry(prefix []byte, v []byte) (k, ev []byte, ok bool, err error) {
-	var r Record
-	var prev, hash [32]byte
-	if err := r.decodeBinaryHashes(v, &prev, &hash); err != nil {
-		return nil, nil, false, err
-	}
-	if bytes.Equal(prefix, prefixTime) {
-		return timeKey(r.At, r.Seq), indexValue(&r), true, nil
-	}
-	if bytes.Equal(prefix, prefixAdmin) {
-		if r.Type != TypeAdmin {
-			return nil, nil, false, nil
+// segment compares a segment's index with the one its records imply (b,
+// built while they streamed by).
+func (ix *indexCheck) segment(v *segView, b *indexBuilder) {
+	note := func(seq uint64, why string) {
+		if ix.segFault == 0 || seq < ix.segFault {
+			ix.segFault, ix.segWhy = seq, why
 		}
-		return seqKey(prefixAdmin, r.Seq), v, true, nil
 	}
-	if r.Principal == "" {
-		return nil, nil, false, nil
+	if v.ix != nil {
+		if ok, bad := v.checkIndex(b.encode(v.end)); !ok {
+			note(bad, fmt.Sprintf("segment index %s: entry for record %d does not match the record (index tampered)", segName(v.first, idxSuffix), bad))
+		}
+		return
 	}
-	return principalKey(r.Principal, r.At, r.Seq), v, true, nil
+	for i := range min(len(b.offs), v.n) {
+		if b.offs[i] != v.offs[i] || b.ats[i] != v.ats[i] {
+			note(v.first+uint64(i), fmt.Sprintf("segment %d index in memory: entry for record %d does not match the record", v.first, v.first+uint64(i)))
+			return
+		}
+	}
+	if len(b.offs) != v.n {
+		note(v.first+uint64(min(len(b.offs), v.n)), fmt.Sprintf("segment %d index in memory: %d entries for %d records", v.first, v.n, len(b.offs)))
+	}
 }
 
-// check compares the stored indexes with what expect saw. It returns the
-// first record whose index entries are wrong and why, or reason "" when
-// all agree; err is a store error.
-func (ix *indexCheck) check(txn *badger.Txn) (seq uint64, reason string, err error) {
-	for _, idx := range []struct {
-		prefix []byte
-		name   string
-		want   *digest
-	}{{prefixPrincipal, "principal", &ix.wantP}, {prefixTime, "time", &ix.wantT}, {prefixAdmin, "admin", &ix.wantA}} {
-		var got digest
-		o := badger.DefaultIteratorOptions
-		o.Prefix, o.PrefetchValues = idx.prefix, false
-		it := txn.NewIterator(o)
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if err := item.Value(func(v []byte) error { got.add(&ix.key, item.Key(), v); return nil }); err != nil {
-				it.Close()
-				return 0, "", err
-			}
+// check reports the first record whose index entries are wrong and why,
+// or reason "" when all agree; err is a store error.
+func (ix *indexCheck) check(txn *badger.Txn, vs []segView) (seq uint64, reason string, err error) {
+	if ix.segFault != 0 {
+		return ix.segFault, ix.segWhy, nil
+	}
+	var got digest
+	o := badger.DefaultIteratorOptions
+	o.Prefix, o.PrefetchValues = prefixAdmin, false
+	it := txn.NewIterator(o)
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		if err := item.Value(func(v []byte) error { got.add(&ix.key, item.Key(), v); return nil }); err != nil {
+			it.Close()
+			return 0, "", err
 		}
-		it.Close()
-		if got.sum != idx.want.sum {
-			seq, why, err := locateIndexFault(txn, idx.prefix)
-			if err != nil {
-				return 0, "", err
-			}
-			return seq, fmt.Sprintf("%s index: %s (index tampered)", idx.name, why), nil
+	}
+	it.Close()
+	if got.sum != ix.wantA.sum {
+		seq, why, err := locateAdminFault(txn, vs)
+		if err != nil {
+			return 0, "", err
 		}
+		return seq, fmt.Sprintf("admin index: %s (index tampered)", why), nil
 	}
 	return ix.checkBalances(txn)
 }
@@ -166,84 +160,69 @@ func (ix *indexCheck) checkBalances(txn *badger.Txn) (uint64, string, error) {
 	return 0, "", nil
 }
 
-// locateIndexFault names the first record whose entry in the index under
-// prefix is altered, extra or missing, with point reads.
-func locateIndexFault(txn *badger.Txn, prefix []byte) (uint64, string, error) {
+// locateAdminFault names the first record whose admin index entry is
+// altered, extra or missing, with point reads.
+func locateAdminFault(txn *badger.Txn, vs []segView) (uint64, string, error) {
 	first, why := ^uint64(0), ""
 	note := func(seq uint64, format string, args ...any) {
 		if seq < first {
 			first, why = seq, fmt.Sprintf(format, args...)
 		}
 	}
-	// Every stored entry must be the one its record implies.
+	// Every stored entry must be a copy of an admin record.
 	o := badger.DefaultIteratorOptions
-	o.Prefix, o.PrefetchValues = prefix, false
+	o.Prefix, o.PrefetchValues = prefixAdmin, false
 	it := txn.NewIterator(o)
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().KeyCopy(nil)
-		minLen := len(prefix) + 16
-		if bytes.Equal(prefix, prefixAdmin) {
-			minLen = len(prefix) + 8
-		}
-		if len(k) < minLen {
+		if len(k) != len(prefixAdmin)+8 {
 			note(0, "malformed entry %q", k)
 			continue
 		}
-		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		seq := binary.BigEndian.Uint64(k[len(prefixAdmin):])
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {
 			it.Close()
 			return 0, "", err
 		}
-		rec, err := txn.Get(seqKey(prefixRecord, seq))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		sv, ok := findView(vs, seq)
+		if !ok {
 			note(seq, "entry for record %d, which does not exist", seq)
 			continue
 		}
-		if err != nil {
-			it.Close()
-			return 0, "", err
+		rv, err := sv.record(int(seq - sv.first))
+		var r Record
+		if err == nil {
+			err = r.decodeBinary(rv)
 		}
-		rv, err := rec.ValueCopy(nil)
-		if err != nil {
-			it.Close()
-			return 0, "", err
-		}
-		wk, wv, ok, err := expectedEntry(prefix, rv)
 		switch {
 		case err != nil:
 			note(seq, "record %d undecodable", seq)
-		case !ok:
+		case r.Type != TypeAdmin:
 			note(seq, "entry for record %d, which has none", seq)
-		case !bytes.Equal(k, wk):
-			note(seq, "entry for record %d under the wrong key", seq)
-		case !bytes.Equal(v, wv):
+		case !bytes.Equal(v, rv):
 			note(seq, "entry for record %d does not match the record", seq)
 		}
 	}
 	it.Close()
-	// Every record's entry must exist.
-	o.Prefix = prefixRecord
-	it = txn.NewIterator(o)
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		v, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return 0, "", err
-		}
-		wk, _, ok, err := expectedEntry(prefix, v)
-		if err != nil || !ok {
-			continue
-		}
-		seq := binary.BigEndian.Uint64(wk[len(wk)-8:])
-		if seq >= first {
-			break
-		}
-		if _, err := txn.Get(wk); errors.Is(err, badger.ErrKeyNotFound) {
-			note(seq, "entry for record %d missing", seq)
-			break
-		} else if err != nil {
-			return 0, "", err
+	// Every admin record's entry must exist.
+	var r Record
+	for k := range vs {
+		v := &vs[k]
+		for i := 0; i < v.n; i++ {
+			seq := v.first + uint64(i)
+			if seq >= first {
+				break
+			}
+			rv, err := v.record(i)
+			if err != nil || r.decodeBinary(rv) != nil || r.Type != TypeAdmin {
+				continue
+			}
+			if _, err := txn.Get(seqKey(prefixAdmin, seq)); errors.Is(err, badger.ErrKeyNotFound) {
+				note(seq, "entry for record %d missing", seq)
+			} else if err != nil {
+				return 0, "", err
+			}
 		}
 	}
 	if why == "" {

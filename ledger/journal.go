@@ -7,17 +7,13 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
 )
 
-// The journal is the ledger's write-ahead log: append-only segment files
-// in the data dir named ledger-<first seq, 20 decimal digits>.wal. The
-// writer appends each group as one frame with one write(2) and answers
-// its callers; the applier copies journaled groups into badger later and
-// deletes a segment once badger holds (and has synced) all of it.
+// The journal is the ledger's write-ahead log and, since segments are
+// kept, its record store: segment files DATA/ledger/<first seq, 20 decimal
+// digits>.seg (segment.go). The writer appends each group as one frame
+// with one write(2) and answers its callers; the applier indexes the
+// frames and seals each finished segment with its index file.
 //
 //	frame := length u32 LE | crc u32 LE | body        length = len(body) > 0
 //	body  := { uvarint n | n bytes: a stored record (binary.go) }...
@@ -27,6 +23,10 @@ import (
 // is one frame, so a crash keeps or loses the records of one Append
 // together. Only the last frame of the last segment can be torn (the
 // write of an unanswered group cut short); recovery drops it.
+//
+// Stores written before segments were kept held the records in badger and
+// the journal as DATA/ledger-<first seq>.wal, deleted once applied; Open
+// migrates them (legacy.go).
 const (
 	journalPrefix     = "ledger-"
 	journalSuffix     = ".wal"
@@ -46,84 +46,32 @@ type segment struct {
 	path  string
 }
 
-// journal is the open segment set. The writer goroutine alone writes,
-// rotates and syncs (f, off, dirty); the applier removes fully applied
-// segments from the front of segs under mu.
+// journal is the write side of the segment being written. The writer
+// goroutine alone uses it.
 type journal struct {
-	dir      string
-	syncDir  bool // fsync the dir after creating or removing a segment (always; a field for clarity)
+	dir      string // DATA/ledger
 	segBytes int64
 
-	mu   sync.Mutex
-	segs []segment // in seq order; the last one is being written
-
 	f     *os.File
+	first uint64 // first seq of the segment f
 	off   int64
 	dirty bool // written since the last sync
 }
 
-func segmentName(first uint64) string {
-	return fmt.Sprintf("%s%020d%s", journalPrefix, first, journalSuffix)
-}
-
-// listSegments returns the journal segments in dir, in seq order.
+// listSegments returns the legacy journal segments in dir (the data dir),
+// in seq order.
 func listSegments(dir string) ([]segment, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var segs []segment
-	for _, e := range ents {
-		name := e.Name()
-		if !strings.HasPrefix(name, journalPrefix) || !strings.HasSuffix(name, journalSuffix) {
-			continue
-		}
-		num := strings.TrimSuffix(strings.TrimPrefix(name, journalPrefix), journalSuffix)
-		first, err := strconv.ParseUint(num, 10, 64)
-		if err != nil || len(num) != 20 || first == 0 {
-			return nil, fmt.Errorf("journal: unexpected file %s", name)
-		}
-		segs = append(segs, segment{first: first, path: filepath.Join(dir, name)})
-	}
-	sort.Slice(segs, func(i, j int) bool { return segs[i].first < segs[j].first })
-	return segs, nil
+	return listFiles(dir, journalPrefix, journalSuffix)
 }
 
-// parseFrames splits a segment's bytes into frame bodies. A bad frame
-// (short, bad length or checksum) is a torn tail when no valid frame
-// starts anywhere after it: then parseFrames returns the frames before it
-// and torn = true. A bad frame followed by a valid one is corruption (a
-// damaged length field must not hide the frames behind it).
+// parseFrames splits a segment's bytes into frame bodies (see
+// scanFrames).
 func parseFrames(b []byte) (bodies [][]byte, torn bool, err error) {
-	off := 0
-	for off < len(b) {
-		rest := b[off:]
-		bad := ""
-		var n int
-		if len(rest) < frameHeader {
-			bad = "short header"
-		} else {
-			n = int(binary.LittleEndian.Uint32(rest))
-			switch {
-			case n == 0 || n > maxFrame:
-				bad = "bad length"
-			case frameHeader+n > len(rest):
-				bad = "short frame"
-			case crc32.Checksum(rest[frameHeader:frameHeader+n], castagnoli) != binary.LittleEndian.Uint32(rest[4:]):
-				bad = "checksum mismatch"
-			}
-		}
-		if bad == "" {
-			bodies = append(bodies, rest[frameHeader:frameHeader+n])
-			off += frameHeader + n
-			continue
-		}
-		if p := validFrameAfter(b, off); p >= 0 {
-			return bodies, false, fmt.Errorf("frame at offset %d: %s (a valid frame follows at %d)", off, bad, p)
-		}
-		return bodies, true, nil
-	}
-	return bodies, false, nil
+	_, torn, err = scanFrames(b, func(_ int, body []byte) error {
+		bodies = append(bodies, body)
+		return nil
+	})
+	return bodies, torn, err
 }
 
 // validFrameAfter returns the offset of the first valid frame that starts
@@ -156,63 +104,59 @@ func frameRecords(body []byte, fn func(v []byte) error) error {
 	return nil
 }
 
-// create starts a new, empty segment whose first record will be first.
-// Any file of that name holds only unanswered records (everything from
-// first on is), so it is truncated.
+// create starts a new, empty segment whose first record will be first,
+// after syncing the finished one (whatever the sync mode, so that only
+// the last segment can lose a tail to a machine crash, and a sealed
+// segment is durable before its index is written). Any file of that name
+// holds only unanswered records (everything from first on is), so it is
+// truncated.
 func (j *journal) create(first uint64) error {
-	path := filepath.Join(j.dir, segmentName(first))
+	path := filepath.Join(j.dir, segName(first, segSuffix))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	if err := j.syncDirectory(); err != nil {
+	if err := syncDir(j.dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("journal: sync dir: %w", err)
 	}
 	if j.f != nil {
-		// The finished segment is synced once, whatever the sync mode, so
-		// that only the last segment can lose a tail to a machine crash.
 		if err := datasync(j.f); err != nil {
 			f.Close()
 			return fmt.Errorf("journal: sync: %w", err)
 		}
 		j.f.Close()
 	}
-	j.f, j.off, j.dirty = f, 0, false
-	j.mu.Lock()
-	if n := len(j.segs); n > 0 && j.segs[n-1].first == first {
-		j.segs[n-1].path = path
-	} else {
-		j.segs = append(j.segs, segment{first: first, path: path})
-	}
-	j.mu.Unlock()
+	j.f, j.first, j.off, j.dirty = f, first, 0, false
 	return nil
 }
 
 // append writes one frame (header included) whose first record is
 // first, rotating to a new segment first when the current one is full,
-// and with sync fdatasyncs it. On failure the segment is cut back to its
-// previous end, so the next group can reuse the seqs; if even that fails
-// the error wraps errJournalCut.
-func (j *journal) append(frame []byte, first uint64, sync bool) error {
+// and with sync fdatasyncs it. It returns the segment written (its first
+// seq) and the frame's offset in it. On failure the segment is cut back
+// to its previous end, so the next group can reuse the seqs; if even
+// that fails the error wraps errJournalCut.
+func (j *journal) append(frame []byte, first uint64, sync bool) (seg uint64, off int64, err error) {
 	if j.f == nil || j.off >= j.segBytes && j.off > 0 {
 		if err := j.create(first); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
-	_, err := j.f.WriteAt(frame, j.off)
+	_, err = j.f.WriteAt(frame, j.off)
 	if err == nil && sync {
 		err = datasync(j.f)
 	}
 	if err != nil {
 		if terr := j.f.Truncate(j.off); terr != nil {
-			return fmt.Errorf("journal: %v; %w: %v", err, errJournalCut, terr)
+			return 0, 0, fmt.Errorf("journal: %v; %w: %v", err, errJournalCut, terr)
 		}
-		return fmt.Errorf("journal: %w", err)
+		return 0, 0, fmt.Errorf("journal: %w", err)
 	}
+	off = j.off
 	j.off += int64(len(frame))
 	j.dirty = !sync
-	return nil
+	return j.first, off, nil
 }
 
 // sync fdatasyncs the current segment if it was written since the last
@@ -228,61 +172,18 @@ func (j *journal) sync() error {
 	return nil
 }
 
-// applied returns the segments, all but the one being written, whose
-// records all have seq <= seq.
-func (j *journal) applied(seq uint64) []segment {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	n := 0
-	for n+1 < len(j.segs) && j.segs[n+1].first-1 <= seq {
-		n++
-	}
-	return append([]segment(nil), j.segs[:n]...)
-}
-
-// remove deletes the first len(segs) segments, which applied returned.
-func (j *journal) remove(segs []segment) error {
-	for _, s := range segs {
-		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("journal: %w", err)
-		}
-		j.mu.Lock()
-		j.segs = j.segs[1:]
-		j.mu.Unlock()
-	}
-	return j.syncDirectory()
-}
-
-// close closes the segment being written; with removeAll (everything is
-// applied and synced) it deletes every segment, leaving no journal.
-func (j *journal) close(removeAll bool) error {
-	var err error
-	if j.f != nil {
-		err = j.f.Close()
-		j.f = nil
-	}
-	if err != nil || !removeAll {
-		return err
-	}
-	j.mu.Lock()
-	segs := append([]segment(nil), j.segs...)
-	j.mu.Unlock()
-	return j.remove(segs)
-}
-
-func (j *journal) syncDirectory() error {
-	if !j.syncDir {
+// close closes the segment being written, removing it when nothing was
+// written to it.
+func (j *journal) close() error {
+	if j.f == nil {
 		return nil
 	}
-	d, err := os.Open(j.dir)
-	if err != nil {
-		return fmt.Errorf("journal: %w", err)
+	err := j.f.Close()
+	if j.off == 0 {
+		os.Remove(j.f.Name())
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("journal: sync dir: %w", err)
-	}
-	return nil
+	j.f = nil
+	return err
 }
 
 func crc32Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

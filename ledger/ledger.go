@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -45,6 +48,7 @@ const (
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second // what cmd should pass; Options' zero means off
 	DefaultSegmentBytes       = 64 << 20
+	maxSegmentBytes           = 1 << 30 // record offsets in an index are u32
 )
 
 // Options configure a Ledger. The zero value is SyncAlways, a checkpoint
@@ -65,11 +69,9 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Now is the clock for Record.At and Checkpoint.At; nil means time.Now.
 	Now func() time.Time
-	// KeepJournal makes Close leave the journal files in place even when
-	// everything was applied, for a caller that still has to close the
-	// store: it deletes them with RemoveJournal once the store closed
-	// cleanly, so that a store whose last flush fails (a full disk)
-	// keeps its records in the journal for the next Open.
+	// KeepJournal has no effect since the journal's segments are the
+	// record store (they are never deleted); it stays for callers that
+	// set it with RemoveJournal.
 	KeepJournal bool
 	// ReadOnly opens the ledger as on a read-only DB even when db is
 	// writable (a temporary copy of a store): nothing is written to db
@@ -79,8 +81,9 @@ type Options struct {
 	// without one (Record.Node, hashed): each record says which node's
 	// chain it belongs to.
 	Node string
-	// SegmentBytes is the journal size past which the writer starts a
-	// new segment file; 0 (or less) means DefaultSegmentBytes.
+	// SegmentBytes is the segment size past which the writer seals the
+	// segment and starts a new one; 0 (or less) means
+	// DefaultSegmentBytes, and more than 1 GiB is cut to 1 GiB.
 	SegmentBytes int64
 
 	// hooks inject faults and count internals in this package's tests;
@@ -92,7 +95,8 @@ type Options struct {
 // concurrent use. It composes the roles of its files: Open runs the
 // recovery (recovery.go), then two goroutines run behind it: the writer
 // (writer.go) appends groups of records to the journal and answers their
-// Tickets, the applier (applier.go) copies journaled groups into badger
+// Tickets, the applier (applier.go) indexes journaled groups, writes their
+// badger entries
 // in order and writes the checkpoints the checkpointer (checkpoint.go)
 // signs. Close stops both. A Ledger opened on a read-only badger DB
 // verifies, queries and exports but refuses Append. The zero value is
@@ -105,12 +109,14 @@ type Ledger struct {
 	w        *writer
 	a        *applier
 	cp       *checkpointer
-	// roJournal is, on a read-only ledger, the seq range the journal
-	// holds beyond the store (after a crash): replayed and checked in
-	// memory at Open, never applied. Zero when there is none.
+	st       *recordStore
+	// roJournal is, on a read-only ledger, the seq range of records after
+	// l/applied (after a crash): checked at Open, their badger entries
+	// and checkpoint not written. Zero when there is none.
 	roJournalFirst, roJournalLast uint64
-	// journalFrom is the first seq the journal held at Open (0: none).
-	journalFrom uint64
+	// crashed says, on a read-only ledger, that Open found the marks of a
+	// crash (records after l/applied, or a segment never sealed).
+	crashed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -123,8 +129,8 @@ type Ticket struct {
 }
 
 // Wait blocks until the records of the Append are in the journal (and
-// fdatasynced under SyncAlways); the applier copies them into badger
-// afterwards, and reads wait for that (see Query). It returns
+// fdatasynced under SyncAlways); the applier indexes them afterwards,
+// and reads wait for that (see Query). It returns
 // ErrInvalidRecord, ErrClosed, ErrReadOnly or ErrWriteFailed (wrapping
 // the cause) when they were not journaled. Wait may be called any number
 // of times from any goroutine.
@@ -139,13 +145,15 @@ func (t Ticket) Wait() error {
 	return t.g.err
 }
 
-// Open opens the ledger stored under the l/ prefix of db and its journal
-// in dir, and starts the writer and the applier. dir is the data dir
+// Open opens the ledger stored in dir/ledger (its segments) and under the
+// l/ prefix of db, and starts the writer and the applier. A store of the
+// earlier layout (records in badger) is migrated first (legacy.go; on a
+// read-only Open into a temporary directory that Close removes). dir is the data dir
 // holding checkpoint.key, created (mode 0600) on first start and reused
 // after; a key readable by group or others is refused
-// (ErrKeyPermissions). Before it returns, Open applies to badger every
-// journaled record that badger does not hold yet (after a crash),
-// checking each against the chain: a journal that does not continue the
+// (ErrKeyPermissions). Before it returns, Open seals segments a crash
+// left unsealed and writes the badger entries of every record after
+// l/applied, checking each against the chain: a journal that does not continue the
 // stored chain is refused with an error wrapping ErrTampered, a torn last
 // frame (an unanswered group) is dropped. On a DB opened with ReadOnly
 // (or with Options.ReadOnly) the key must exist, nothing is written, a journal with unapplied
@@ -165,38 +173,43 @@ func Open(db *badger.DB, dir string, opts Options) (*Ledger, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
+	if opts.SegmentBytes > maxSegmentBytes {
+		opts.SegmentBytes = maxSegmentBytes
+	}
 	ro := db.Opts().ReadOnly || opts.ReadOnly
 	priv, err := loadOrCreateKey(dir, !ro)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	rec, err := recoverState(db, dir)
+	rec, err := recoverState(db, dir, ro, opts.SegmentBytes)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &Ledger{
 		db: db, opts: opts, pub: priv.Public().(ed25519.PublicKey), readOnly: ro,
-		cp:          newCheckpointer(priv, &opts, rec.cpSeq),
-		journalFrom: rec.journalFirst,
+		cp: newCheckpointer(priv, &opts, rec.cpSeq), st: rec.st,
 	}
+	// The segments stay mapped after Close, for reads, until the Ledger
+	// is unreachable.
+	runtime.AddCleanup(l, func(st *recordStore) { st.close() }, rec.st)
 	pool := &groupPool{}
 	if ro {
-		if len(rec.groups) > 0 {
-			// Checked against the chain by the replay; kept in memory only.
-			l.roJournalFirst, l.roJournalLast = rec.groups[0].firstSeq, rec.journalLast
+		if rec.seq > rec.aSeq {
+			l.roJournalFirst, l.roJournalLast = rec.aSeq+1, rec.seq
 		}
-		l.a = newApplier(db, l.cp, pool, opts.hooks, rec.seq, rec.hash)
+		l.crashed = rec.seq > rec.aSeq || rec.unsealed
+		l.a = newApplier(db, rec.st, l.cp, pool, opts.hooks, rec.seq, rec.hash)
 		l.w = newWriter(nil, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 		close(l.w.done)
 		close(l.a.done)
 		return l, nil
 	}
-	l.a = newApplier(db, l.cp, pool, opts.hooks, rec.aSeq, rec.aHash)
-	j, err := rec.repair(l.a, db, dir, opts.SegmentBytes)
+	l.a = newApplier(db, rec.st, l.cp, pool, opts.hooks, rec.aSeq, rec.aHash)
+	l.a.indexed = rec.seq
+	j, err := rec.repair(l.a, opts.SegmentBytes)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	l.a.j = j
 	l.w = newWriter(j, l.a, pool, &opts, opts.hooks, rec.seq, rec.hash)
 	l.w.start()
 	l.a.start()
@@ -242,7 +255,7 @@ func (l *Ledger) Append(recs ...*Record) Ticket {
 	return l.w.append(recs)
 }
 
-// waitApplied returns once badger holds every record acknowledged when
+// waitApplied returns once the applier has applied every record acknowledged when
 // it was called (read-your-writes for Query, LatestBalances and the
 // like). While the applier fails it returns that failure rather than
 // wait for a retry; after Close it returns at once.
@@ -253,13 +266,13 @@ func (l *Ledger) waitApplied() error {
 	return l.a.waitFor(l.w.journaled())
 }
 
-// appliedHead returns the last record applied to badger.
+// appliedHead returns the last record applied (indexed).
 func (l *Ledger) appliedHead() (uint64, [32]byte) { return l.a.head() }
 
 // Close stops accepting records, journals everything pending, lets the
-// applier apply it all to badger with a final checkpoint, fsyncs badger
-// and deletes the journal. If badger cannot take it, the journal is kept
-// (Open applies it) and the error returned. It does not close the badger
+// applier apply it all with a final checkpoint, fsyncs badger and seals
+// the segment being written. If badger cannot take it, the error is
+// returned and the next Open applies what it lacks. It does not close the badger
 // DB. Later calls return the first call's result.
 func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() { l.closeErr = l.stop() })
@@ -268,6 +281,9 @@ func (l *Ledger) Close() error {
 
 func (l *Ledger) stop() error {
 	l.w.markClosed()
+	if l.st.tmp != "" {
+		defer os.RemoveAll(l.st.tmp)
+	}
 	if l.readOnly {
 		return nil
 	}
@@ -275,26 +291,37 @@ func (l *Ledger) stop() error {
 	if aerr := l.a.stop(); err == nil {
 		err = aerr
 	}
-	j := l.w.j
 	if errors.Is(err, errHalted) {
-		j.close(false)
+		// A simulated crash: the active segment stays unsealed.
+		l.w.j.close()
 		return nil
 	}
-	if cerr := j.close(err == nil && !l.opts.KeepJournal); err == nil {
+	if serr := l.st.sealActive(); err == nil {
+		err = serr
+	}
+	if cerr := l.w.j.close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// RemoveJournal deletes the journal files in dir. Call it only after a
-// Close with Options.KeepJournal returned nil and the store it applied to
-// was closed (and so flushed) without error; otherwise leave the journal
-// for the next Open, which applies whatever the store lacks.
+// RemoveJournal is what a caller of Close with Options.KeepJournal did
+// once the store closed cleanly. The journal's segments are the record
+// store now and are never removed, so it removes only journal files of
+// the legacy layout (DATA/ledger-*.wal) that a migration has copied
+// (Open removes them too). Call it only after that Close returned nil.
 func RemoveJournal(dir string) error {
+	if fi, err := os.Stat(filepath.Join(dir, segDir)); err != nil || !fi.IsDir() {
+		return nil // not migrated: the legacy journal is still needed
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	j := &journal{dir: dir, syncDir: true, segs: segs}
-	return j.remove(segs)
+	for _, s := range segs {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
+	return nil
 }

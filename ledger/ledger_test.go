@@ -213,7 +213,7 @@ func TestLedger_AppendConcurrent(t *testing.T) {
 			if err := l.waitApplied(); err != nil {
 				t.Fatalf("waitApplied: %v", err)
 			}
-			if got := storedSeqs(t, l.db); got != workers*each {
+			if got := storedSeqs(t, l); got != workers*each {
 				t.Errorf("stored records: got %d, want %d", got, workers*each)
 			}
 			if rep := l.Verify(); !rep.OK || rep.Records != workers*each {
@@ -356,24 +356,37 @@ func TestLedger_CheckpointInterval(t *testing.T) {
 	}
 }
 
-// storedSeqs asserts that the store's records are seqs 1..n, gap-free,
-// and returns n.
-func storedSeqs(t testing.TB, db *badger.DB) uint64 {
+// storedSeqs asserts that the store's records (in its segments) are
+// seqs 1..n, gap-free, and returns n.
+func storedSeqs(t testing.TB, l *Ledger) uint64 {
 	t.Helper()
 	var n uint64
-	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if got := seqFromKey(it.Item().Key()); got != n+1 {
-				return fmt.Errorf("stored seq: got %d, want %d", got, n+1)
+	for _, v := range l.st.snapshot(listSel{}) {
+		for i := 0; i < v.n; i++ {
+			b, err := v.record(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r Record
+			if err := r.decodeBinary(b); err != nil {
+				t.Fatal(err)
+			}
+			if r.Seq != n+1 || v.first+uint64(i) != n+1 {
+				t.Fatalf("stored seq: got %d (position %d), want %d", r.Seq, v.first+uint64(i), n+1)
 			}
 			n++
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	return n
+}
+
+// storedRecord returns the stored form of record seq, read from the
+// ledger's segments.
+func storedRecord(t testing.TB, l *Ledger, seq uint64) []byte {
+	t.Helper()
+	v, ok, err := l.st.lookup(seq)
+	if err != nil || !ok {
+		t.Fatalf("record %d: found %v, %v", seq, ok, err)
+	}
+	return v
 }

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"math"
+	"sort"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -28,12 +29,12 @@ type Query struct {
 }
 
 // Query calls fn for each record matching q, ordered by (At, Seq), oldest
-// first or newest first with Desc. It walks the principal index when
-// q.Principal is set and the time index otherwise, filters on the index
-// entry and reads only matching records, so it never scans the whole log.
-// A principal query reads the records from the index itself (each entry
-// holds a copy); a time query reads them from l/r/ in near-sequential
-// order. It reads one consistent snapshot. fn must not keep the record
+// first or newest first with Desc. It walks the segments' principal
+// lists when q.Principal is set and their time order otherwise (merged
+// across segments, restricted to the time range by binary search), and
+// reads each record in place from its mapped segment, filtering on its
+// first fields, so it never scans the whole log. It reads one consistent
+// snapshot: records acknowledged after it started are left out. fn must not keep the record
 // (it is reused for the next one; copying it, *r, is fine); an error from
 // fn stops the query and is returned unchanged.
 func (l *Ledger) Query(q Query, fn func(*Record) error) error {
@@ -65,136 +66,154 @@ func (l *Ledger) QueryRaw(q Query, fn func(raw []byte) error) error {
 // scan calls fn with the stored form of each record matching q; v is
 // valid only until fn returns.
 func (l *Ledger) scan(q Query, fn func(v []byte) error) error {
-	prefix := prefixTime
-	if q.Principal != "" {
-		prefix = principalPrefix(q.Principal)
-	}
-	lo := append([]byte{}, prefix...)
-	if !q.Since.IsZero() {
-		lo = appendTime(lo, q.Since)
-	}
-	hi := append([]byte{}, prefix...)
-	if !q.Until.IsZero() {
-		hi = appendTime(hi, q.Until)
-	} else {
-		hi = append(hi, bytes.Repeat([]byte{0xff}, 17)...)
-	}
 	if err := l.waitApplied(); err != nil {
 		return fmt.Errorf("query: %w", err)
 	}
-	return l.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix, o.PrefetchValues, o.Reverse = prefix, false, q.Desc
-		it := txn.NewIterator(o)
-		defer it.Close()
-		var rc *recordCursor
-		if q.Principal == "" {
-			rc = newRecordCursor(txn, q.Desc)
-			defer rc.close()
+	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+	if !q.Since.IsZero() {
+		lo = q.Since.UnixNano()
+	}
+	if !q.Until.IsZero() {
+		hi = q.Until.UnixNano()
+	}
+	vs := l.st.snapshot(listSel{want: true, principal: q.Principal})
+	m := newMerge(vs, lo, hi, q.Desc)
+	n := 0
+	for {
+		v, i, ok := m.next()
+		if !ok {
+			return nil
 		}
-		n := 0
-		if q.Desc {
-			it.Seek(hi)
-		} else {
-			it.Seek(lo)
+		l.opts.hooks.scan()
+		b, err := v.record(int(i))
+		if err != nil {
+			return fmt.Errorf("query: record %d: %w", v.first+uint64(i), err)
 		}
-		for ; it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if q.Desc && bytes.Compare(k, lo) < 0 || !q.Desc && bytes.Compare(k, hi) >= 0 {
-				break
-			}
-			l.opts.hooks.scan()
-			if len(k) != len(prefix)+16 {
-				continue
-			}
-			var match bool
-			err := item.Value(func(v []byte) error {
-				if rc != nil {
-					match = q.matchIndex(v)
-					return nil
-				}
-				typ, outcome, tool, ok := binaryFilter(v)
-				if !ok {
-					return fmt.Errorf("query: principal index entry %x: %w", k, errBinary)
-				}
-				if match = q.match(typ, outcome, tool); match {
-					return fn(v)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if !match {
-				continue
-			}
-			if rc != nil {
-				if err := rc.get(binary.BigEndian.Uint64(k[len(k)-8:]), fn); err != nil {
-					return err
-				}
-			}
-			if n++; q.Limit > 0 && n >= q.Limit {
-				return nil
-			}
+		typ, outcome, tool, ok := binaryFilter(b)
+		if !ok {
+			return fmt.Errorf("query: record %d: %w", v.first+uint64(i), errBinary)
 		}
-		return nil
-	})
+		if !q.match(typ, outcome, tool) {
+			continue
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+		if n++; q.Limit > 0 && n >= q.Limit {
+			return nil
+		}
+	}
 }
 
-// recordCursor reads records by seq through one iterator: when the wanted
-// seq follows the current one (time order is nearly seq order) it steps
-// instead of seeking.
-type recordCursor struct {
-	it   *badger.Iterator
+// merge walks sorted lists of record numbers of several segments in
+// (At, seq) order (or its reverse), restricted to lo <= At < hi: a heap
+// of cursors, one per list.
+type merge struct {
+	h    []cursor
 	desc bool
-	key  []byte
 }
 
-func newRecordCursor(txn *badger.Txn, desc bool) *recordCursor {
-	o := badger.DefaultIteratorOptions
-	o.Prefix, o.PrefetchValues, o.Reverse = prefixRecord, false, desc
-	return &recordCursor{it: txn.NewIterator(o), desc: desc}
+type cursor struct {
+	v    *segView
+	list []uint32
+	pos  int // next index into list
+	stop int // pos when done (past the end, or before the start for desc)
+	at   int64
+	seq  uint64
 }
 
-func (c *recordCursor) close() { c.it.Close() }
-
-func (c *recordCursor) get(seq uint64, fn func(v []byte) error) error {
-	c.key = appendSeqKey(c.key[:0], prefixRecord, seq)
-	found := false
-	if c.it.Valid() {
-		cmp := bytes.Compare(c.it.Item().Key(), c.key)
-		if cmp != 0 && (cmp < 0) != c.desc {
-			c.it.Next()
-			cmp = 1
-			if c.it.Valid() {
-				cmp = bytes.Compare(c.it.Item().Key(), c.key)
+func newMerge(vs []segView, lo, hi int64, desc bool) *merge {
+	m := &merge{desc: desc}
+	for k := range vs {
+		v := &vs[k]
+		for _, list := range v.lists {
+			ats := v.ats
+			a := sort.Search(len(list), func(p int) bool { return ats[list[p]] >= lo })
+			b := sort.Search(len(list), func(p int) bool { return ats[list[p]] >= hi })
+			if a >= b {
+				continue
 			}
+			c := cursor{v: v, list: list, pos: a, stop: b}
+			if desc {
+				c.pos, c.stop = b-1, a-1
+			}
+			c.load()
+			m.h = append(m.h, c)
 		}
-		found = cmp == 0
 	}
-	if !found {
-		c.it.Seek(c.key)
-		if !c.it.Valid() || !bytes.Equal(c.it.Item().Key(), c.key) {
-			return fmt.Errorf("query: record %d: %w", seq, badger.ErrKeyNotFound)
+	for k := len(m.h)/2 - 1; k >= 0; k-- {
+		m.down(k)
+	}
+	return m
+}
+
+func (c *cursor) load() {
+	i := c.list[c.pos]
+	c.at, c.seq = c.v.ats[i], c.v.first+uint64(i)
+}
+
+// before reports whether cursor a's entry comes before b's.
+func (m *merge) before(a, b *cursor) bool {
+	less := a.at < b.at || a.at == b.at && a.seq < b.seq
+	return less != m.desc
+}
+
+func (m *merge) down(k int) {
+	n := len(m.h)
+	for {
+		c := 2*k + 1
+		if c >= n {
+			return
 		}
+		if c+1 < n && m.before(&m.h[c+1], &m.h[c]) {
+			c++
+		}
+		if !m.before(&m.h[c], &m.h[k]) {
+			return
+		}
+		m.h[k], m.h[c] = m.h[c], m.h[k]
+		k = c
 	}
-	return c.it.Item().Value(fn)
+}
+
+// next returns the next record (its view and number), or false.
+func (m *merge) next() (*segView, uint32, bool) {
+	if len(m.h) == 0 {
+		return nil, 0, false
+	}
+	c := &m.h[0]
+	v, i := c.v, c.list[c.pos]
+	if m.desc {
+		c.pos--
+	} else {
+		c.pos++
+	}
+	if c.pos == c.stop {
+		last := len(m.h) - 1
+		m.h[0] = m.h[last]
+		m.h = m.h[:last]
+	} else {
+		c.load()
+	}
+	if len(m.h) > 0 {
+		m.down(0)
+	}
+	return v, i, true
 }
 
 // LatestBalances calls fn, in principal order, once for each principal
 // that has a "txn" record with BalanceAfter set, with the BalanceAfter of
-// its latest such record (highest seq). It reads one small index (l/b/,
-// written in the same transaction as the record) plus one record per
-// principal, so a restart rebuilds prepaid balances without walking the
-// log. It reads one consistent snapshot and may run beside Append. An
-// index entry that does not lead to a matching record is reported as an
-// error wrapping ErrTampered; an error from fn stops the walk and is
-// returned unchanged.
+// its latest such record (highest seq). It reads one small badger index
+// (l/b/, written by the applier with the record's other entries) plus one
+// record per principal, so a restart rebuilds prepaid balances without
+// walking the log. It may run beside Append. An index entry that does not
+// lead to a matching record is reported as an error wrapping ErrTampered;
+// an error from fn stops the walk and is returned unchanged.
 func (l *Ledger) LatestBalances(fn func(principal string, balance money.Micros) error) error {
 	if err := l.waitApplied(); err != nil {
 		return fmt.Errorf("latest balances: %w", err)
 	}
+	vs := l.st.snapshot(listSel{})
 	return l.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix, o.PrefetchValues = prefixBalance, false
@@ -215,17 +234,18 @@ func (l *Ledger) LatestBalances(fn func(principal string, balance money.Micros) 
 			if err != nil {
 				return err
 			}
-			rec, err := txn.Get(seqKey(prefixRecord, seq))
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			v, ok := findView(vs, seq)
+			if !ok {
 				return fmt.Errorf("latest balances: %w: balance index for %q names missing record %d", ErrTampered, principal, seq)
 			}
-			if err != nil {
-				return fmt.Errorf("latest balances: %w", err)
+			b, err := v.record(int(seq - v.first))
+			if err == nil {
+				err = r.decodeBinary(b)
 			}
-			if err := rec.Value(r.decodeBinary); err != nil {
+			if err != nil {
 				return fmt.Errorf("latest balances: record %d: %w", seq, err)
 			}
-			if r.Type != TypeTxn || r.BalanceAfter == nil || r.Principal != principal {
+			if r.Seq != seq || r.Type != TypeTxn || r.BalanceAfter == nil || r.Principal != principal {
 				return fmt.Errorf("latest balances: %w: balance index for %q names record %d, which is not its balance", ErrTampered, principal, seq)
 			}
 			if err := fn(principal, *r.BalanceAfter); err != nil {
@@ -262,6 +282,7 @@ func (l *Ledger) AdminRecords(fn func(*Record) error) error {
 	if err := l.waitApplied(); err != nil {
 		return fmt.Errorf("admin records: %w", err)
 	}
+	vs := l.st.snapshot(listSel{})
 	return l.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = prefixAdmin
@@ -279,16 +300,17 @@ func (l *Ledger) AdminRecords(fn func(*Record) error) error {
 			if err != nil {
 				return fmt.Errorf("admin records: %w", err)
 			}
-			rec, err := txn.Get(seqKey(prefixRecord, seq))
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			sv, ok := findView(vs, seq)
+			if !ok {
 				return fmt.Errorf("admin records: %w: index names missing record %d", ErrTampered, seq)
-			}
-			if err != nil {
-				return fmt.Errorf("admin records: %w", err)
 			}
 			var r Record
 			var prev, self [32]byte
-			err = rec.Value(func(rv []byte) error {
+			err = func() error {
+				rv, err := sv.record(int(seq - sv.first))
+				if err != nil {
+					return fmt.Errorf("admin records: %w: record %d undecodable", ErrTampered, seq)
+				}
 				if !bytes.Equal(rv, v) {
 					return fmt.Errorf("admin records: %w: index entry of record %d does not match it", ErrTampered, seq)
 				}
@@ -301,7 +323,7 @@ func (l *Ledger) AdminRecords(fn func(*Record) error) error {
 					return fmt.Errorf("admin records: %w: record %d: hash does not match its contents", ErrTampered, seq)
 				}
 				return nil
-			})
+			}()
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -147,52 +148,54 @@ func (c *chain) checkpoint(cp Checkpoint) bool {
 	return true
 }
 
-// Verify recomputes the stored chain from seq 1: each record's position,
-// encoding, prev link and hash, seq gap-freeness, and every checkpoint's
+// Verify recomputes the stored chain from seq 1: each segment's frames
+// and their checksums, each record's position, encoding, prev link and
+// hash, seq gap-freeness across segments, and every checkpoint's
 // signature and agreement with the chain. A non-empty chain without any
 // checkpoint fails (it could be a forgery with the checkpoints removed).
-// When the chain verifies, it then checks the indexes against it: every
-// principal index entry must be a byte-exact copy of its record under the
-// right key, every time index entry must match, none may be missing or
-// extra, and each principal's balance index entry must name its latest
-// balance-bearing txn; a query or restart could otherwise be fed records
-// the chain does not vouch for. On a writable ledger Verify first
-// journals what is pending, waits until the applier has applied it to
-// badger and commits a checkpoint over that head, so records appended so
-// far are covered; that checkpoint signs the hash the writer computed,
-// never one read back from disk. Deleting the newest records together with their
-// checkpoints cannot be detected from the store alone; compare with an
-// export or a published checkpoint. Verify reads one consistent snapshot
-// and may run beside Append.
+// When the chain verifies, it then checks the indexes against it: each
+// sealed segment's index file must be the one its records imply (it is
+// rebuilt and compared byte for byte), the active segment's index in
+// memory likewise, every admin index entry must be a byte-exact copy of
+// its record, none may be missing or extra, and each principal's balance
+// index entry must name its latest balance-bearing txn; a query or
+// restart could otherwise be fed records the chain does not vouch for.
+// On a writable ledger Verify first journals what is pending, waits until
+// the applier has applied it and commits a checkpoint over that head, so
+// records appended so far are covered; that checkpoint signs the hash
+// the writer computed, never one read back from disk. Deleting the newest
+// records together with their checkpoints cannot be detected from the
+// store alone; compare with an export or a published checkpoint. Verify
+// reads one consistent snapshot and may run beside Append.
 //
-// On a read-only ledger whose journal holds records beyond the store (a
-// crash), those records were checked against the stored chain at Open;
-// Verify counts them in Records and JournalRecords.
+// On a read-only ledger opened after a crash, the records after
+// l/applied (whose badger entries and checkpoint the next start writes)
+// are counted in JournalRecords too.
 func (l *Ledger) Verify() Report {
 	if err := l.checkpointNow(); err != nil {
 		return Report{Reason: err.Error()}
 	}
 	// A crash before the first checkpoint leaves a chain without one; it
-	// is accepted only when the journal still holds that chain from seq 1
-	// (a clean stop always writes a checkpoint).
-	rep := verifyStore(l.db, l.pub, l.readOnly && l.journalFrom == 1)
-	if rep.OK && l.roJournalLast > uint64(rep.Records) {
-		rep.JournalRecords = int(l.roJournalLast) - rep.Records
-		rep.Uncovered += rep.JournalRecords
-		rep.Records = int(l.roJournalLast)
+	// is accepted only on a read-only ledger that found the marks of a
+	// crash (a clean stop writes a checkpoint and seals the last segment).
+	// Records after l/applied (read-only, after a crash) have no badger
+	// entries yet: the badger indexes are checked up to it.
+	applied := ^uint64(0)
+	if l.roJournalFirst != 0 {
+		applied = l.roJournalFirst - 1
+	}
+	rep := verifyStore(l.db, l.st.snapshot(listSel{}), l.pub, l.readOnly && l.crashed, applied)
+	if rep.OK && l.roJournalLast != 0 {
+		rep.JournalRecords = int(l.roJournalLast - l.roJournalFirst + 1)
 	}
 	return rep
 }
 
-func verifyStore(db *badger.DB, pub ed25519.PublicKey, crashedBeforeCheckpoint bool) Report {
+func verifyStore(db *badger.DB, vs []segView, pub ed25519.PublicKey, crashedBeforeCheckpoint bool, applied uint64) Report {
 	c := &chain{pub: pub, rep: Report{OK: true}}
 	c.anchor(0, zeroHash)
 	ix := newIndexCheck()
 	err := db.View(func(txn *badger.Txn) error {
-		ro := badger.DefaultIteratorOptions
-		ro.Prefix, ro.PrefetchValues = prefixRecord, false
-		ri := txn.NewIterator(ro)
-		defer ri.Close()
 		co := badger.DefaultIteratorOptions
 		co.Prefix = prefixCheckpoint
 		ci := txn.NewIterator(co)
@@ -227,35 +230,51 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey, crashedBeforeCheckpoint b
 			}
 			return true, nil
 		}
-		for ri.Rewind(); ri.Valid(); ri.Next() {
-			k := ri.Item().Key()
-			if len(k) != len(prefixRecord)+8 {
-				c.fail(c.seq+1, "malformed record key %q", k)
+		if ok, err := checkCPs(0); err != nil || !ok {
+			return err
+		}
+		for k := range vs {
+			v := &vs[k]
+			if v.first != c.seq+1 {
+				if v.first > c.seq+1 {
+					c.fail(c.seq+1, "record %d missing (next stored record is %d)", c.seq+1, v.first)
+				} else {
+					c.fail(v.first, "segment %d overlaps records up to %d (records reordered or duplicated)", v.first, c.seq)
+				}
 				return nil
 			}
-			ks := binary.BigEndian.Uint64(k[len(prefixRecord):])
-			if ks == 0 {
-				c.fail(1, "record key 0 is not part of a chain")
-				return nil
-			}
-			// Checkpoints before this record's seq that did not match a
-			// record are out of place.
-			if ok, err := checkCPs(ks - 1); err != nil || !ok {
-				return err
-			}
-			ok := false
-			err := ri.Item().Value(func(v []byte) error {
-				if ok = c.stored(v, ks); ok {
-					ix.expect(&c.r, v)
+			b := &indexBuilder{first: v.first}
+			var cperr error
+			_, torn, err := scanRecords(v.data[:v.end], func(off int, rv []byte) error {
+				if !c.stored(rv, 0) {
+					return errStop
+				}
+				if c.seq <= applied {
+					ix.expect(&c.r, rv)
+				}
+				b.add(off, rv)
+				ok, err := checkCPs(c.seq)
+				if err != nil || !ok {
+					cperr = err
+					return errStop
 				}
 				return nil
 			})
-			if err != nil || !ok {
-				return err
+			if cperr != nil {
+				return cperr
 			}
-			if ok, err := checkCPs(ks); err != nil || !ok {
-				return err
+			if !c.rep.OK {
+				return nil
 			}
+			if err != nil || torn {
+				why := "torn"
+				if err != nil {
+					why = err.Error()
+				}
+				c.fail(c.seq+1, "record %d: segment %d damaged: %s (edited or truncated)", c.seq+1, v.first, why)
+				return nil
+			}
+			ix.segment(v, b)
 		}
 		if ok, err := checkCPs(^uint64(0)); err != nil || !ok {
 			return err
@@ -264,7 +283,7 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey, crashedBeforeCheckpoint b
 			c.fail(1, "no signed checkpoint covers the chain (checkpoints deleted or chain forged)")
 			return nil
 		}
-		seq, reason, err := ix.check(txn)
+		seq, reason, err := ix.check(txn, vs)
 		if err == nil && reason != "" {
 			c.fail(seq, "%s", reason)
 		}
@@ -278,3 +297,6 @@ func verifyStore(db *badger.DB, pub ed25519.PublicKey, crashedBeforeCheckpoint b
 	}
 	return c.rep
 }
+
+// errStop ends a walk early; the reason is elsewhere.
+var errStop = errors.New("stop")

@@ -6,6 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,12 +17,6 @@ import (
 
 	"github.com/toolgate/toolgate/money"
 )
-
-// atOf returns the At of stored record seq.
-func atOf(t *testing.T, txn *badger.Txn, seq uint64) time.Time {
-	t.Helper()
-	return getStored(t, txn, seqKey(prefixRecord, seq)).At
-}
 
 // buildStopped writes 30 records (checkpoints at 10, 20, 30), stops the
 // ledger and returns the data dir and the public key.
@@ -48,33 +45,91 @@ func buildStopped(t *testing.T) (string, ed25519.PublicKey) {
 	return dir, l.PublicKey()
 }
 
-func loadRecords(t *testing.T, txn *badger.Txn) []*Record {
-	t.Helper()
-	var out []*Record
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord, PrefetchValues: true})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		var r Record
-		if err := it.Item().Value(r.decodeBinary); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, &r)
-	}
-	return out
+// stoppedStore is a stopped data dir's record store taken apart, for a
+// test to tamper with as someone who knows the formats would, and write
+// back with consistent frame checksums and index files.
+type stoppedStore struct {
+	dir  string
+	recs []*Record // decoded, in position order; what is written back unless vs says otherwise
+	vs   map[int][]byte
+	// index, when set, edits what the index file is built from.
+	index func(offs []uint32, ats []int64, prin map[string][]uint32)
+	// badger, when set, edits badger (checkpoints, balance index).
+	badger func(txn *badger.Txn)
 }
 
-// getStored reads the value under key k as a stored record.
-func getStored(t *testing.T, txn *badger.Txn, k []byte) *Record {
+func loadStopped(t *testing.T, dir string) *stoppedStore {
 	t.Helper()
-	item, err := txn.Get(k)
+	s := &stoppedStore{dir: dir, vs: map[int][]byte{}}
+	segs := journalFiles(t, dir)
+	if len(segs) != 1 {
+		t.Fatalf("segments: got %d, want 1", len(segs))
+	}
+	b, err := os.ReadFile(segs[0].path)
 	if err != nil {
-		t.Fatalf("get %q: %v", k, err)
+		t.Fatal(err)
 	}
-	var r Record
-	if err := item.Value(r.decodeBinary); err != nil {
-		t.Fatalf("decode %q: %v", k, err)
+	if _, torn, err := scanRecords(b, func(_ int, v []byte) error {
+		var r Record
+		if err := r.decodeBinary(v); err != nil {
+			return err
+		}
+		s.recs = append(s.recs, &r)
+		return nil
+	}); err != nil || torn {
+		t.Fatalf("read segment: %v (torn %v)", err, torn)
 	}
-	return &r
+	return s
+}
+
+// at returns record seq (position seq-1 as stored).
+func (s *stoppedStore) at(seq uint64) *Record { return s.recs[seq-1] }
+
+// write replaces the segments with one segment holding the records, one
+// per frame, and its index, and applies the badger edit.
+func (s *stoppedStore) write(t *testing.T) {
+	t.Helper()
+	sdir := filepath.Join(s.dir, segDir)
+	for _, seg := range journalFiles(t, s.dir) {
+		os.Remove(seg.path)
+		os.Remove(strings.TrimSuffix(seg.path, segSuffix) + idxSuffix)
+	}
+	var seg []byte
+	var offs []uint32
+	var ats []int64
+	prin := map[string][]uint32{}
+	for i, r := range s.recs {
+		v, ok := s.vs[i]
+		if !ok {
+			v = storedForm(r)
+		}
+		body := binary.AppendUvarint(nil, uint64(len(v)))
+		body = append(body, v...)
+		offs = append(offs, uint32(len(seg)+frameHeader))
+		ats = append(ats, r.At.UnixNano())
+		if r.Principal != "" {
+			prin[r.Principal] = append(prin[r.Principal], uint32(i))
+		}
+		seg = binary.LittleEndian.AppendUint32(seg, uint32(len(body)))
+		seg = binary.LittleEndian.AppendUint32(seg, crc32Checksum(body))
+		seg = append(seg, body...)
+	}
+	if s.index != nil {
+		s.index(offs, ats, prin)
+	}
+	if err := os.WriteFile(filepath.Join(sdir, segName(1, segSuffix)), seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sdir, segName(1, idxSuffix)), encodeIndex(1, int64(len(seg)), offs, ats, prin), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.badger != nil {
+		db := openDB(t, s.dir, false)
+		defer db.Close()
+		if err := db.Update(func(txn *badger.Txn) error { s.badger(txn); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // storedForm encodes r as the ledger stores it, with r.Prev and r.Hash.
@@ -82,16 +137,6 @@ func storedForm(r *Record) []byte {
 	prev, _ := parseHash(r.Prev)
 	hash, _ := parseHash(r.Hash)
 	return r.appendBinary(nil, &prev, &hash)
-}
-
-// editRecord rewrites record seq in l/r/ (only) after applying edit.
-func editRecord(t *testing.T, txn *badger.Txn, seq uint64, edit func(*Record)) {
-	t.Helper()
-	r := getStored(t, txn, seqKey(prefixRecord, seq))
-	edit(r)
-	if err := txn.Set(seqKey(prefixRecord, seq), storedForm(r)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // rehash recomputes prev and hash of recs as a forger would.
@@ -104,123 +149,125 @@ func rehash(recs []*Record) {
 	}
 }
 
+// move returns list without record number i, or with it (sorted by
+// (At, number)) when add.
+func move(list []uint32, i uint32, add bool, ats []int64) []uint32 {
+	out := []uint32{}
+	for _, x := range list {
+		if x != i {
+			out = append(out, x)
+		}
+	}
+	if add {
+		out = append(out, i)
+		sortByAt(out, ats)
+	}
+	return out
+}
+
 func TestLedger_Verify(t *testing.T) {
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	forge := func(resign bool, dropCPs bool) func(t *testing.T, txn *badger.Txn) {
-		return func(t *testing.T, txn *badger.Txn) {
-			recs := loadRecords(t, txn)
-			for _, r := range recs {
+	forge := func(resign bool, dropCPs bool) func(s *stoppedStore) {
+		return func(s *stoppedStore) {
+			for _, r := range s.recs {
 				r.Tool = "forged"
 			}
-			rehash(recs)
-			for _, r := range recs {
-				txn.Set(seqKey(prefixRecord, r.Seq), storedForm(r))
-				txn.Set(principalKey(r.Principal, r.At, r.Seq), storedForm(r))
-			}
-			for _, s := range []uint64{10, 20, 30} {
-				switch {
-				case dropCPs:
-					txn.Delete(seqKey(prefixCheckpoint, s))
-				case resign:
-					h, _ := parseHash(recs[s-1].Hash)
-					cp := signCheckpoint(otherPriv, s, h, t0)
-					txn.Set(seqKey(prefixCheckpoint, s), cp.appendJSON(nil))
+			rehash(s.recs)
+			s.badger = func(txn *badger.Txn) {
+				for _, seq := range []uint64{10, 20, 30} {
+					switch {
+					case dropCPs:
+						txn.Delete(seqKey(prefixCheckpoint, seq))
+					case resign:
+						h, _ := parseHash(s.at(seq).Hash)
+						cp := signCheckpoint(otherPriv, seq, h, t0)
+						txn.Set(seqKey(prefixCheckpoint, seq), cp.appendJSON(nil))
+					}
 				}
 			}
 		}
 	}
+	del := func(from, to uint64) func(s *stoppedStore) {
+		return func(s *stoppedStore) { s.recs = append(s.recs[:from-1:from-1], s.recs[to:]...) }
+	}
 	tests := []struct {
 		name       string
-		tamper     func(t *testing.T, txn *badger.Txn)
+		tamper     func(s *stoppedStore)
 		wantOK     bool
 		wantBad    uint64
 		wantReason string
 	}{
-		{"Untouched", func(t *testing.T, txn *badger.Txn) {}, true, 0, ""},
-		{"ChangeField", func(t *testing.T, txn *badger.Txn) {
-			editRecord(t, txn, 15, func(r *Record) { r.Tool = "tool-b" })
-		}, false, 15, "hash does not match"},
-		{"ChangeFieldNonCanonical", func(t *testing.T, txn *badger.Txn) {
+		{"Untouched", func(s *stoppedStore) {}, true, 0, ""},
+		{"ChangeField", func(s *stoppedStore) { s.at(15).Tool = "tool-b" }, false, 15, "hash does not match"},
+		{"ChangeFieldNonCanonical", func(s *stoppedStore) {
 			// Seq 15 as a two-byte varint: decodes to the same record, but
 			// is not the one stored form.
-			v := storedForm(getStored(t, txn, seqKey(prefixRecord, 15)))
+			v := storedForm(s.at(15))
 			at := 1 + 1 + len(TypeCall) + 1 + len(OutcomeAllowed) + 1 + len("tool-a")
 			if v[at] != 15 {
 				t.Fatalf("seq byte: got %d, want 15", v[at])
 			}
-			v = append(v[:at:at], append([]byte{0x8f, 0x00}, v[at+1:]...)...)
-			txn.Set(seqKey(prefixRecord, 15), v)
+			s.vs[14] = append(v[:at:at], append([]byte{0x8f, 0x00}, v[at+1:]...)...)
 		}, false, 15, "undecodable"},
-		{"TrailingBytes", func(t *testing.T, txn *badger.Txn) {
-			v := storedForm(getStored(t, txn, seqKey(prefixRecord, 15)))
-			txn.Set(seqKey(prefixRecord, 15), append(v, 0))
-		}, false, 15, "undecodable"},
-		{"DeleteRecord", func(t *testing.T, txn *badger.Txn) {
-			txn.Delete(seqKey(prefixRecord, 15))
-		}, false, 15, "missing"},
-		{"SwapRecords", func(t *testing.T, txn *badger.Txn) {
-			a, _ := txn.Get(seqKey(prefixRecord, 14))
-			av, _ := a.ValueCopy(nil)
-			b, _ := txn.Get(seqKey(prefixRecord, 15))
-			bv, _ := b.ValueCopy(nil)
-			txn.Set(seqKey(prefixRecord, 14), bv)
-			txn.Set(seqKey(prefixRecord, 15), av)
-		}, false, 14, "seq field says 15"},
-		{"TruncateTail", func(t *testing.T, txn *badger.Txn) {
-			for s := uint64(26); s <= 30; s++ {
-				txn.Delete(seqKey(prefixRecord, s))
-			}
-		}, false, 26, "truncated"},
+		{"TrailingBytes", func(s *stoppedStore) { s.vs[14] = append(storedForm(s.at(15)), 0) }, false, 15, "undecodable"},
+		{"DeleteRecord", del(15, 15), false, 15, "missing"},
+		{"SwapRecords", func(s *stoppedStore) { s.recs[13], s.recs[14] = s.recs[14], s.recs[13] }, false, 14, "seq field says 15"},
+		{"TruncateTail", del(26, 30), false, 26, "truncated"},
 		{"ForgeryKeepingCheckpoints", forge(false, false), false, 1, "does not match the chain"},
 		{"ForgeryResigned", forge(true, false), false, 1, "signature does not verify"},
 		{"ForgeryWithoutCheckpoints", forge(false, true), false, 1, "no signed checkpoint"},
-		// The principal index holds copies of the records that replays
-		// read; each must equal its chained record.
-		{"PrincipalIndexCopyEdited", func(t *testing.T, txn *badger.Txn) {
-			k := principalKey("key:a", atOf(t, txn, 15), 15)
-			r := getStored(t, txn, k)
-			r.Outcome = OutcomeDenied
-			rehash([]*Record{r}) // even a self-consistent copy must fail
-			txn.Set(k, storedForm(r))
-		}, false, 15, "principal index: entry for record 15 does not match the record"},
-		{"PrincipalIndexEntryDeleted", func(t *testing.T, txn *badger.Txn) {
-			txn.Delete(principalKey("key:a", atOf(t, txn, 15), 15))
-		}, false, 15, "principal index: entry for record 15 missing"},
-		{"PrincipalIndexEntryMoved", func(t *testing.T, txn *badger.Txn) {
-			k := principalKey("key:a", atOf(t, txn, 15), 15)
-			item, _ := txn.Get(k)
-			v, _ := item.ValueCopy(nil)
-			txn.Delete(k)
-			txn.Set(principalKey("key:b", atOf(t, txn, 15), 15), v)
-		}, false, 15, "principal index: entry for record 15 under the wrong key"},
-		{"PrincipalIndexEntryForged", func(t *testing.T, txn *badger.Txn) {
-			r := getStored(t, txn, seqKey(prefixRecord, 15))
-			r.Seq = 31
-			txn.Set(principalKey("key:a", atOf(t, txn, 15).Add(time.Hour), 31), storedForm(r))
-		}, false, 31, "principal index: entry for record 31, which does not exist"},
-		{"TimeIndexEntryDeleted", func(t *testing.T, txn *badger.Txn) {
-			txn.Delete(timeKey(atOf(t, txn, 12), 12))
-		}, false, 12, "time index: entry for record 12 missing"},
-		{"TimeIndexFilterEdited", func(t *testing.T, txn *badger.Txn) {
-			txn.Set(timeKey(atOf(t, txn, 12), 12), []byte("call\x00denied\x00tool-a"))
-		}, false, 12, "time index: entry for record 12 does not match"},
-		{"BalanceIndexStale", func(t *testing.T, txn *badger.Txn) {
-			txn.Set(balanceKey("key:a"), binary.BigEndian.AppendUint64(nil, 5))
+		// The segment index locates the records replays read; it must be
+		// the one the chain implies.
+		{"SegmentIndexPrincipalMoved", func(s *stoppedStore) {
+			s.index = func(offs []uint32, ats []int64, prin map[string][]uint32) {
+				prin["key:a"] = move(prin["key:a"], 14, false, ats)
+				prin["key:b"] = move(prin["key:b"], 14, true, ats)
+			}
+		}, false, 15, "segment index"},
+		{"SegmentIndexEntryDeleted", func(s *stoppedStore) {
+			s.index = func(offs []uint32, ats []int64, prin map[string][]uint32) {
+				prin["key:a"] = move(prin["key:a"], 14, false, ats)
+			}
+		}, false, 15, "segment index"},
+		{"SegmentIndexEntryForged", func(s *stoppedStore) {
+			// Record 12 listed for key:b too.
+			s.index = func(offs []uint32, ats []int64, prin map[string][]uint32) {
+				prin["key:b"] = move(prin["key:b"], 11, true, ats)
+			}
+		}, false, 12, "segment index"},
+		{"SegmentIndexTimeEdited", func(s *stoppedStore) {
+			s.index = func(offs []uint32, ats []int64, prin map[string][]uint32) { ats[11] += int64(time.Hour) }
+		}, false, 12, "segment index"},
+		{"SegmentIndexOffsetEdited", func(s *stoppedStore) {
+			// Record 12's entry points into the middle of record 11.
+			s.index = func(offs []uint32, ats []int64, prin map[string][]uint32) { offs[11] -= 3 }
+		}, false, 12, "segment index"},
+		{"BalanceIndexStale", func(s *stoppedStore) {
+			s.badger = func(txn *badger.Txn) { txn.Set(balanceKey("key:a"), binary.BigEndian.AppendUint64(nil, 5)) }
 		}, false, 25, "balance index"},
-		{"BalanceIndexDeleted", func(t *testing.T, txn *badger.Txn) {
-			txn.Delete(balanceKey("key:a"))
+		{"BalanceIndexDeleted", func(s *stoppedStore) {
+			s.badger = func(txn *badger.Txn) { txn.Delete(balanceKey("key:a")) }
 		}, false, 25, "balance index"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir, pub := buildStopped(t)
-			db := openDB(t, dir, false)
-			if err := db.Update(func(txn *badger.Txn) error { tt.tamper(t, txn); return nil }); err != nil {
-				t.Fatal(err)
+			seg := filepath.Join(dir, segDir, segName(1, segSuffix))
+			before, _ := os.ReadFile(seg)
+			beforeIdx, _ := os.ReadFile(strings.TrimSuffix(seg, segSuffix) + idxSuffix)
+			s := loadStopped(t, dir)
+			tt.tamper(s)
+			s.write(t)
+			if tt.name == "Untouched" {
+				// The test's writer writes what the ledger wrote.
+				after, _ := os.ReadFile(seg)
+				afterIdx, _ := os.ReadFile(strings.TrimSuffix(seg, segSuffix) + idxSuffix)
+				if !bytes.Equal(before, after) || !bytes.Equal(beforeIdx, afterIdx) {
+					t.Fatal("rewriting the untouched store changed its bytes")
+				}
 			}
-			db.Close()
 			// Offline, as `toolgate audit verify` on a stopped data dir.
-			db = openDB(t, dir, true)
+			db := openDB(t, dir, true)
 			defer db.Close()
 			l, err := Open(db, dir, Options{})
 			if err != nil {
@@ -235,6 +282,33 @@ func TestLedger_Verify(t *testing.T) {
 			}
 			if tt.wantOK && (rep.Records != 30 || rep.Checkpoints != 3) {
 				t.Errorf("Verify: got %d records %d checkpoints, want 30 3", rep.Records, rep.Checkpoints)
+			}
+		})
+	}
+	// Damage that breaks a frame checksum or an index file's own checksum
+	// is refused at Open (a writable one would build on it).
+	for _, tt := range []struct {
+		name   string
+		suffix string
+	}{{"SegmentByteFlipped", segSuffix}, {"IndexByteFlipped", idxSuffix}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, _ := buildStopped(t)
+			path := filepath.Join(dir, segDir, segName(1, tt.suffix))
+			b, _ := os.ReadFile(path)
+			b[len(b)/2] ^= 0x10
+			os.WriteFile(path, b, 0o600)
+			db := openDB(t, dir, true)
+			defer db.Close()
+			l, err := Open(db, dir, Options{})
+			if err == nil {
+				rep := l.Verify()
+				if rep.OK {
+					t.Fatalf("Verify of a flipped byte in %s: got %+v, want a failure", tt.suffix, rep)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTampered) {
+				t.Errorf("Open: got %v, want ErrTampered", err)
 			}
 		})
 	}
@@ -319,7 +393,7 @@ func TestVerifyExport(t *testing.T) {
 }
 
 func TestLedger_Export(t *testing.T) {
-	l, _, _ := newLedger(t, Options{CheckpointEvery: 10, Now: stepClock(time.Minute)})
+	l, _, dir := newLedger(t, Options{CheckpointEvery: 10, Now: stepClock(time.Minute)})
 	for i := 0; i < 35; i++ {
 		r := callRec("key:a", "t", OutcomeAllowed)
 		r.At = t0.Add(time.Duration(i) * time.Minute)
@@ -369,10 +443,18 @@ func TestLedger_Export(t *testing.T) {
 		}
 	})
 	t.Run("ErrTampered", func(t *testing.T) {
-		l.db.Update(func(txn *badger.Txn) error {
-			editRecord(t, txn, 3, func(r *Record) { r.Tool = "u" })
-			return nil
-		})
+		// Record 3's tool edited in place in the segment being written.
+		v := storedRecord(t, l, 3)
+		i := bytes.Index(v, []byte("\x01t"))
+		seg := journalFiles(t, dir)[0].path
+		b, _ := os.ReadFile(seg)
+		p := bytes.Index(b, v)
+		if i < 0 || p < 0 {
+			t.Fatal("record 3 not found")
+		}
+		f, _ := os.OpenFile(seg, os.O_WRONLY, 0)
+		f.WriteAt([]byte("u"), int64(p+i+1))
+		f.Close()
 		var buf bytes.Buffer
 		if err := l.Export(&buf, time.Time{}, time.Time{}); err == nil || !strings.Contains(err.Error(), ErrTampered.Error()) {
 			t.Errorf("Export: got %v, want ErrTampered", err)

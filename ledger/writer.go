@@ -36,6 +36,7 @@ type writer struct {
 	hash    [32]byte
 	hashHex string // hex of hash: the next record's Prev
 	scratch []byte
+	enc     []byte // a record's stored form, scratch
 	pending *group
 	closed  bool
 	err     error // sticky write failure
@@ -121,9 +122,7 @@ func (w *writer) append(recs []*Record) Ticket {
 		hex.Encode(hx[:], w.hash[:])
 		w.hashHex = string(hx[:])
 		r.Hash = w.hashHex
-		rv, rend := g.addRecord(r, &prev, &w.hash)
-		g.jbuf = binary.AppendUvarint(g.jbuf, uint64(rend-rv))
-		g.jbuf = append(g.jbuf, g.buf[rv:rend]...)
+		w.enc = g.addRecord(r, &prev, &w.hash, w.enc)
 	}
 	g.lastSeq, g.lastHash = w.seq, w.hash
 	select {
@@ -247,7 +246,7 @@ func (w *writer) flush() error {
 		body := g.jbuf[frameHeader:]
 		binary.LittleEndian.PutUint32(g.jbuf, uint32(len(body)))
 		binary.LittleEndian.PutUint32(g.jbuf[4:], crc32Checksum(body))
-		err = w.j.append(g.jbuf, g.firstSeq, w.mode == SyncAlways)
+		g.seg, g.off, err = w.j.append(g.jbuf, g.firstSeq, w.mode == SyncAlways)
 	}
 	if err != nil {
 		sticky := errors.Is(err, errJournalCut)

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"math"
 	"time"
 
 	"github.com/toolgate/toolgate/money"
@@ -149,6 +150,48 @@ func (e *breakerEntry) loopUndo(hash uint64, at int64) {
 	}
 }
 
+// loopRepeats counts the identical calls with hash counted within the
+// last within at t, without counting one (a shadow policy's breaker). An
+// identical call in a cool-down counts as over any limit.
+func (e *breakerEntry) loopRepeats(hash uint64, within time.Duration, t int64) int {
+	for i := range e.loops {
+		s := &e.loops[i]
+		if !s.used || s.hash != hash {
+			continue
+		}
+		if s.blockedUntil > t {
+			return math.MaxInt
+		}
+		cutoff, n := t-int64(within), 0
+		for k := s.n - 1; k >= 0 && s.times[(s.head+k)%len(s.times)] > cutoff; k-- {
+			n++
+		}
+		return n
+	}
+	return 0
+}
+
+// burstHeld is the cost held within the last within at t (a shadow
+// policy's spend burst). Over the enforced window (enforced) it is the
+// running sum, once what left the window is dropped (as admitBurst does
+// first); over another, the window's costs are added up.
+func (e *breakerEntry) burstHeld(within, enforced time.Duration, t int64) money.Micros {
+	cutoff := t - int64(within)
+	if within == enforced {
+		e.pruneBurst(cutoff)
+		return e.sum
+	}
+	var sum money.Micros
+	for i := e.n - 1; i >= 0; i-- {
+		x := e.burst[(e.head+i)%len(e.burst)]
+		if x.t <= cutoff {
+			break
+		}
+		sum += x.cost
+	}
+	return sum
+}
+
 // slot finds hash's slot, or takes the least recently used one not in a
 // cool-down (else the least recently used).
 func (e *breakerEntry) slot(hash uint64, now int64) *loopSlot {
@@ -171,6 +214,15 @@ func (e *breakerEntry) slot(hash uint64, now int64) *loopSlot {
 	}
 	victim.hash, victim.used, victim.blockedUntil, victim.head, victim.n = hash, true, 0, 0, 0
 	return victim
+}
+
+// pruneBurst drops the held costs at or before cutoff.
+func (e *breakerEntry) pruneBurst(cutoff int64) {
+	for e.n > 0 && e.burst[e.head].t <= cutoff {
+		e.sum -= e.burst[e.head].cost
+		e.head = (e.head + 1) % len(e.burst)
+		e.n--
+	}
 }
 
 // BurstResult is the outcome of Breakers.Burst.
@@ -198,12 +250,7 @@ func (b *Breakers) Burst(principal string, cost, limit money.Micros, within time
 }
 
 func (e *breakerEntry) admitBurst(cost, limit money.Micros, within time.Duration, t int64) BurstResult {
-	cutoff := t - int64(within)
-	for e.n > 0 && e.burst[e.head].t <= cutoff {
-		e.sum -= e.burst[e.head].cost
-		e.head = (e.head + 1) % len(e.burst)
-		e.n--
-	}
+	e.pruneBurst(t - int64(within))
 	res := BurstResult{Spent: e.sum}
 	if after, ok := e.sum.Add(cost); !ok || after > limit || e.n >= maxBurstEntries {
 		// The oldest costs must leave until the rest plus cost fit.

@@ -17,10 +17,13 @@ type Governor struct {
 	m *shardedMap[string, *govEntry]
 }
 
+// govEntry is one principal's governance state, guarded by its shard's
+// lock. dead is set when Sweep removes it from the shard.
 type govEntry struct {
 	flights flights
 	windows windowEntry
 	brk     breakerEntry
+	dead    bool
 }
 
 // NewGovernor returns an empty Governor.
@@ -42,12 +45,19 @@ type GovCall struct {
 	BurstOn     bool
 	Cost, Burst money.Micros
 	BurstWithin time.Duration
-	// A shadow policy's concurrency caps and windows, checked without
-	// counting before anything is counted (GovResult.Shadow); off unless
-	// Shadow.
+	// A shadow policy's checks, made without counting before anything is
+	// counted (GovResult.Shadow), against what the enforced checks count:
+	// its concurrency caps and windows, and its loop breaker and spend
+	// burst, read from the identical calls and held costs the enforced
+	// breakers keep (so only when they are on); off unless Shadow.
 	Shadow                 bool
 	ShadowAll, ShadowClass int
 	ShadowWindows          []WindowRule
+	ShadowLoopRepeats      int // <= 0: none
+	ShadowLoopWithin       time.Duration
+	ShadowBurstOn          bool
+	ShadowBurst            money.Micros
+	ShadowBurstWithin      time.Duration
 }
 
 // GovCheck names the check that refused a call.
@@ -65,6 +75,11 @@ const (
 // GovHold is what an admitted call holds, for Release. The zero value
 // holds nothing.
 type GovHold struct {
+	// sh and e are where Admit found the principal's entry, so that
+	// Release and Served lock the shard without hashing the principal and
+	// find the entry without a map lookup (unless Sweep removed it).
+	sh       *shard[string, *govEntry]
+	e        *govEntry
 	class    int
 	inFlight bool
 	windows  []WindowRule
@@ -102,7 +117,8 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 	loop := call.LoopRepeats > 0
 	inFlight := call.InFlightAll >= 0 || call.InFlightClass >= 0
 	burst := call.BurstOn && call.Cost > 0
-	shadow := call.Shadow && (call.ShadowAll >= 0 || call.ShadowClass >= 0 || len(call.ShadowWindows) > 0)
+	shadow := call.Shadow && (call.ShadowAll >= 0 || call.ShadowClass >= 0 || len(call.ShadowWindows) > 0 ||
+		loop && call.ShadowLoopRepeats > 0 || burst && call.ShadowBurstOn)
 	if !loop && !inFlight && len(call.Windows) == 0 && !burst && !shadow {
 		return GovResult{}
 	}
@@ -115,9 +131,10 @@ func (g *Governor) Admit(principal string, call *GovCall, now time.Time, hold *G
 		e = &govEntry{}
 		sh.put(principal, e)
 	}
+	hold.sh, hold.e = sh, e
 	var res GovResult
 	if shadow {
-		res.Shadow = e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t)
+		res.Shadow = e.shadowCheck(call, loop, burst, t)
 	}
 	if loop {
 		if res.Loop = e.brk.loop(call.LoopHash, call.LoopRepeats, call.LoopWithin, call.Cooldown, t); !res.Loop.OK {
@@ -170,14 +187,29 @@ func (e *govEntry) release(h *GovHold) {
 	*h = GovHold{class: h.class}
 }
 
+// locked returns the shard and entry of principal's hold h, the shard
+// locked; e is nil when principal has no entry.
+func (g *Governor) locked(principal string, h *GovHold) (sh *shard[string, *govEntry], e *govEntry) {
+	if h.sh != nil {
+		h.sh.mu.Lock()
+		if !h.e.dead {
+			return h.sh, h.e
+		}
+		h.sh.mu.Unlock()
+	}
+	sh = g.m.lock(principal)
+	e, _ = sh.get(principal)
+	return sh, e
+}
+
 // Release gives back what hold holds: everything, for a call that was not
 // served. Idempotent: hold is cleared.
 func (g *Governor) Release(principal string, hold *GovHold) {
 	if !hold.Holds() {
 		return
 	}
-	sh := g.m.lock(principal)
-	if e, _ := sh.get(principal); e != nil {
+	sh, e := g.locked(principal, hold)
+	if e != nil {
 		e.release(hold)
 	}
 	*hold = GovHold{class: hold.class}
@@ -189,14 +221,14 @@ func (g *Governor) Release(principal string, hold *GovHold) {
 // loop breaker are kept, and its spend-burst hold is kept when billed
 // (else given back). Idempotent.
 func (g *Governor) Served(principal string, hold *GovHold, billed bool) {
-	h := GovHold{class: hold.class, inFlight: hold.inFlight}
+	h := GovHold{sh: hold.sh, e: hold.e, class: hold.class, inFlight: hold.inFlight}
 	if !billed {
 		h.burstID = hold.burstID
 	}
 	*hold = GovHold{class: hold.class}
 	if h.Holds() {
-		sh := g.m.lock(principal)
-		if e, _ := sh.get(principal); e != nil {
+		sh, e := g.locked(principal, &h)
+		if e != nil {
 			e.release(&h)
 		}
 		sh.mu.Unlock()
@@ -246,6 +278,24 @@ func (g *Governor) ShadowFull(principal string, class, all, perClass int, rules 
 		e = &govEntry{}
 	}
 	return e.shadowFull(class, all, perClass, rules, now.UnixNano())
+}
+
+// shadowCheck runs call's shadow checks in the enforced order: loop
+// breaker, concurrency, windows, spend burst. The breakers are read only
+// when the enforced ones count (loop, burst).
+func (e *govEntry) shadowCheck(call *GovCall, loop, burst bool, t int64) GovCheck {
+	if loop && call.ShadowLoopRepeats > 0 && e.brk.loopRepeats(call.LoopHash, call.ShadowLoopWithin, t) >= call.ShadowLoopRepeats {
+		return GovLoop
+	}
+	if r := e.shadowFull(call.Class, call.ShadowAll, call.ShadowClass, call.ShadowWindows, t); r != GovNone {
+		return r
+	}
+	if burst && call.ShadowBurstOn {
+		if after, ok := e.brk.burstHeld(call.ShadowBurstWithin, call.BurstWithin, t).Add(call.Cost); !ok || after > call.ShadowBurst {
+			return GovBurst
+		}
+	}
+	return GovNone
 }
 
 func (e *govEntry) shadowFull(class, all, perClass int, rules []WindowRule, t int64) GovCheck {
@@ -309,6 +359,7 @@ func (g *Governor) Sweep(now time.Time, maxAge time.Duration) (evicted int) {
 				return true
 			}
 		}
+		e.dead = true
 		return false
 	})
 }

@@ -46,6 +46,10 @@ type account struct {
 	held       money.Micros // credits held by open reservations
 	days       []daySpend
 	open       []hold
+	// group and groupKey are the account of the group whose cap the
+	// principal's calls last reserved against (ReserveWithGroup).
+	group    *account
+	groupKey string
 }
 
 type daySpend struct {
@@ -117,13 +121,19 @@ type SpendResult struct {
 // Release. It is a plain value (an ID, the principal, the day and the
 // cost): copying one does not duplicate what it holds, and it stays valid
 // however long it is kept; once its reservation is closed, Commit and
-// Release of it do nothing. The zero value, like the reservation of a zero
-// cost, holds nothing (ID 0).
+// Release of it do nothing. It is passed back to the Spend that issued it
+// (its ID means nothing to another). The zero value, like the reservation
+// of a zero cost, holds nothing (ID 0).
 type Reservation struct {
 	id        uint64 // 0 when nothing is held
 	principal string
 	day       Day
 	cost      money.Micros
+	// acct is the account Reserve held the cost on, so that Commit and
+	// Release lock it without looking the principal up again; nil from
+	// NewReservation. An open reservation keeps its account from being
+	// swept, so a swept (dead) one no longer holds r.
+	acct *account
 }
 
 // NewReservation returns the Reservation with the given parts, for other
@@ -195,6 +205,22 @@ func (s *Spend) lock(principal string, create bool) *account {
 	}
 }
 
+// lockHeld returns the account of the open reservation r, locked, or nil
+// when it is gone (swept, so r is no longer open): the account Reserve
+// found, else the principal's, looked up.
+func (s *Spend) lockHeld(r Reservation) *account {
+	a := r.acct
+	if a == nil {
+		return s.lock(r.principal, false)
+	}
+	a.mu.Lock()
+	if a.dead {
+		a.mu.Unlock()
+		return nil
+	}
+	return a
+}
+
 // dayAt returns the index of day in a.days, or -1.
 func (a *account) dayAt(day Day) int {
 	for i := range a.days {
@@ -258,7 +284,14 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 		res.OK = true
 		return r, res
 	}
-	defer a.mu.Unlock()
+	r, res = s.reserveOn(a, r, res, cost, limit, hasLimit)
+	a.mu.Unlock()
+	return r, res
+}
+
+// reserveOn is Reserve on a, locked, with r and res filled in.
+func (s *Spend) reserveOn(a *account, r Reservation, res SpendResult, cost, limit money.Micros, hasLimit bool) (Reservation, SpendResult) {
+	day := r.day
 	spent, spentOK := a.spent(day)
 	avail, availOK := a.available()
 	res.SpentToday, res.HasBalance = spent, a.hasBalance
@@ -300,9 +333,53 @@ func (s *Spend) Reserve(principal string, day Day, cost money.Micros, limit mone
 	}
 	id := s.ids.Add(1)
 	a.open = append(a.open, hold{id: id, day: day, cost: cost, credits: a.hasBalance})
-	r.id, r.cost = id, cost
+	r.id, r.cost, r.acct = id, cost, a
 	res.OK = true
 	return r, res
+}
+
+// ReserveWithGroup is Reserve for principal and then, when that reserved
+// the cost, Reserve of the same cost for group on groupDay against its
+// cap groupLimit (a team budget shared by the group's members): the two
+// reservations a call by a group member makes, in one call. Each result
+// is what the Reserve of its own would have returned (gr and gres are
+// zero when the member's was refused); each reservation is committed or
+// released on its own. The member's account remembers its group's, so a
+// member's calls find the group's account without looking it up; the
+// group's is locked while the member's is held (lock order: member, then
+// group; group accounts are never members). cost must be positive. Safe
+// for concurrent use.
+func (s *Spend) ReserveWithGroup(principal string, day Day, cost, limit money.Micros, hasLimit bool, group string, groupDay Day, groupLimit money.Micros) (r Reservation, res SpendResult, gr Reservation, gres SpendResult) {
+	if cost <= 0 {
+		panic("meter: ReserveWithGroup of a cost <= 0")
+	}
+	a := s.lock(principal, true)
+	r, res = s.reserveOn(a, Reservation{principal: principal, day: day}, SpendResult{Limit: limit}, cost, limit, hasLimit)
+	if !res.OK {
+		a.mu.Unlock()
+		return r, res, gr, gres
+	}
+	gr, gres = Reservation{principal: group, day: groupDay}, SpendResult{Limit: groupLimit}
+	if ga := a.group; ga != nil && ga != a && a.groupKey == group {
+		ga.mu.Lock()
+		if !ga.dead {
+			gr, gres = s.reserveOn(ga, gr, gres, cost, groupLimit, true)
+			ga.mu.Unlock()
+			a.mu.Unlock()
+			return r, res, gr, gres
+		}
+		ga.mu.Unlock()
+	}
+	// Not linked yet (or the group's account was swept): look it up with
+	// the member's account unlocked, as every lookup locks a shard first.
+	a.mu.Unlock()
+	ga := s.lock(group, true)
+	gr, gres = s.reserveOn(ga, gr, gres, cost, groupLimit, true)
+	ga.mu.Unlock()
+	a.mu.Lock()
+	a.group, a.groupKey = ga, group // a holds r: not swept
+	a.mu.Unlock()
+	return r, res, gr, gres
 }
 
 // take removes the open reservation id from a and undoes its hold,
@@ -362,7 +439,7 @@ func (s *Spend) commit(r Reservation, cost money.Micros, fn func(Committed)) boo
 		fn(Committed{SpentToday: a.spentToday(r.day), BalanceAfter: a.balance, HasBalance: a.hasBalance})
 		return true
 	}
-	a := s.lock(r.principal, false)
+	a := s.lockHeld(r)
 	if a == nil { // evicted: it had no open reservation left
 		return false
 	}
@@ -406,7 +483,7 @@ func (s *Spend) Release(r Reservation) bool {
 	if r.id == 0 {
 		return true
 	}
-	a := s.lock(r.principal, false)
+	a := s.lockHeld(r)
 	if a == nil {
 		return false
 	}

@@ -200,6 +200,7 @@ func withOfflineLedger(dataDir string, fn func(*ledger.Ledger) error) error {
 	if err != nil {
 		return err
 	}
+	defer l.Close() // removes a read-only migration's temporary copy
 	return fn(l)
 }
 

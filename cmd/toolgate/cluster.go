@@ -21,7 +21,7 @@ import (
 const overrideSync = 100 * time.Millisecond
 
 // joinCluster connects to the cluster's Redis and puts the shared quota,
-// spend, nonce, key and override stores in opts. The node's own keys and
+// spend, nonce, key, override and approval stores in opts. The node's own keys and
 // overrides (made before it joined) are merged into the cluster's. The
 // URL's password is never logged.
 // The returned node's start must be called once the gateway exists.
@@ -64,6 +64,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	den := cluster.NewDenials(c)
 	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
 	opts.Denials = den
+	opts.Approvals = cluster.NewApprovals(c)
 	if opts.X402 != nil {
 		opts.X402.Nonces = cluster.NewNonces(c)
 		// A pending settlement is followed by one node; a dead node's is
@@ -73,7 +74,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 		opts.X402.Claims = st
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "keys, overrides, quotas, spend, credits, x402 nonces and pending settlements, idempotent answers", "local", "ledger, a copy of keys and overrides")
+		"shared", "keys, overrides, quotas, spend, credits, approvals, x402 nonces and pending settlements, idempotent answers", "local", "ledger, a copy of keys and overrides")
 	return &clusterNode{reg: reg, spend: sp, sd: sd, log: log}, nil
 }
 

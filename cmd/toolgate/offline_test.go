@@ -146,7 +146,7 @@ func TestAuditVerify_OfflineAfterCrash(t *testing.T) {
 
 	// Damage: one flipped byte in the journal's first frame (the last
 	// frame may be torn by a crash; the first may not).
-	segs, _ := filepath.Glob(filepath.Join(data, "ledger-*.wal"))
+	segs, _ := filepath.Glob(filepath.Join(data, "ledger", "*.seg"))
 	if len(segs) == 0 {
 		t.Fatal("no journal after kill -9 (the test needs unapplied records)")
 	}
