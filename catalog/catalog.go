@@ -38,7 +38,13 @@ type Tool struct {
 	Packs       []string
 	Description string
 	Settle      Settle
-	Timeout     time.Duration
+	// VerifyOverlap (after_upstream only): an x402 payment is verified
+	// while the upstream runs instead of before; the answer waits for
+	// both. A payment found invalid then has had its call run unpaid (the
+	// answer is discarded, nothing billed). For tools whose calls are
+	// cheap to run for nothing and safe to repeat. See docs/x402.md.
+	VerifyOverlap bool
+	Timeout       time.Duration
 	// IdleTimeout is how long an idle pooled connection to the upstream is
 	// kept (default DefaultIdleTimeout); MaxResponseBytes bounds one
 	// upstream response (default DefaultMaxResponseBytes).

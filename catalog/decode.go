@@ -20,7 +20,7 @@ var ReservedPrefixes = []string{"/credits", "/wallets", "/authorization", "/audi
 
 var toolFields = map[string]bool{
 	"id": true, "path": true, "methods": true, "rate_class": true, "price_usd": true, "price": true,
-	"upstream": true, "packs": true, "description": true, "settle": true,
+	"upstream": true, "packs": true, "description": true, "settle": true, "verify_overlap": true,
 	"timeout_ms": true, "discovery": true, "idle_timeout_ms": true, "max_response_bytes": true,
 }
 
@@ -223,6 +223,13 @@ func decodeTool(raw json.RawMessage, at string, ps *Problems, o Options) *Tool {
 		t.Settle = BeforeUpstream
 	default:
 		ps.Add(at+".settle", fmt.Sprintf("%q is not after_upstream or before_upstream", s))
+	}
+	if v, ok := f["verify_overlap"]; ok {
+		if err := json.Unmarshal(v, &t.VerifyOverlap); err != nil {
+			ps.Add(at+".verify_overlap", "must be true or false")
+		} else if t.VerifyOverlap && t.Settle != AfterUpstream {
+			ps.Add(at+".verify_overlap", "needs settle after_upstream (a before_upstream payment is settled before the call)")
+		}
 	}
 	if v, ok := f["timeout_ms"]; ok {
 		var ms int64

@@ -39,6 +39,9 @@ func TestRedisCluster(t *testing.T) {
 			return n
 		})
 	})
+	t.Run("AnswerContract", func(t *testing.T) {
+		storetest.AnswerContract(t, func(t *testing.T) gateway.AnswerStore { return cluster.NewAnswers(fresh(t)) })
+	})
 	t.Run("KeyContract", func(t *testing.T) {
 		storetest.KeyContract(t, func(t *testing.T) gateway.KeyStore { return node(t, fresh(t), t.TempDir(), -1).Keys() })
 	})

@@ -6,7 +6,12 @@
 //   GET  /supported                    kinds, extensions and signers
 //   POST /verify  {x402Version, paymentPayload, paymentRequirements}
 //   POST /settle  {x402Version, paymentPayload, paymentRequirements}
-//   GET  /stats                        {"verify":N,"settle":N} (test-only)
+//   GET  /stats                        {"verify":N,"settle":N,"connections":N}
+//                                      (connections: TCP connections accepted; test-only)
+//   GET  /timings                      the /verify and /settle answered since
+//                                      the last /timings, each {op, ms, rpc:
+//                                      [[method, ms], ...]} (its node calls),
+//                                      then forgets them (test-only)
 //   GET  /healthz
 //
 // The exact EVM scheme is registered for v2 ("eip155:84532") and, through
@@ -34,11 +39,18 @@
 //   {"event":"ready","url":"http://127.0.0.1:PORT","relayer":"0x...","chainId":84532}
 // Request errors go to stderr. It exits on SIGTERM/SIGINT.
 import http from "node:http";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { createPublicClient, createWalletClient, http as viemHttp } from "viem";
+import {
+  createPublicClient,
+  createWalletClient,
+  http as viemHttp,
+  TransactionReceiptNotFoundError,
+  WaitForTransactionReceiptTimeoutError,
+} from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { baseSepolia } from "viem/chains";
 import { x402Facilitator } from "@x402/core/facilitator";
@@ -76,7 +88,25 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`bad port ${port}`
 // Base Sepolia's definitions, but every request goes to the local RPC. A short
 // polling interval keeps receipt waits on an automining anvil near zero.
 const chain = { ...baseSepolia, rpcUrls: { default: { http: [rpcUrl] } } };
-const transport = viemHttp(rpcUrl, { retryCount: 0, timeout: 20_000 });
+// Each node call is timed and charged to the /verify or /settle it serves
+// (GET /timings).
+const current = new AsyncLocalStorage();
+let timings = [];
+async function timedFetch(url, init) {
+  const t0 = performance.now();
+  const res = await fetch(url, init);
+  const op = current.getStore();
+  if (op) {
+    let method = "?";
+    try {
+      const b = JSON.parse(init.body);
+      method = Array.isArray(b) ? b.map((x) => x.method).join("+") : b.method;
+    } catch {}
+    op.rpc.push([method, Math.round((performance.now() - t0) * 1000) / 1000]);
+  }
+  return res;
+}
+const transport = viemHttp(rpcUrl, { retryCount: 0, timeout: 20_000, fetchFn: timedFetch });
 const account = privateKeyToAccount(key);
 const publicClient = createPublicClient({ chain, transport, pollingInterval: 50 });
 const walletClient = createWalletClient({ account, chain, transport, pollingInterval: 50 });
@@ -94,6 +124,26 @@ if (!flags["no-multicall"]) {
   }
 }
 
+// waitReceipt asks for the receipt until it is there (every 2 ms, at most
+// 30 s). viem's waitForTransactionReceipt looks once, then waits for a
+// block after the one it reads; on an automining anvil the receipt can
+// trail the block number, and no later block comes while the next payment
+// waits for this one, so that wait could last its whole timeout on a
+// loaded machine. Both servers of the latency comparison settle through
+// this same wait.
+async function waitReceipt({ hash }) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await publicClient.getTransactionReceipt({ hash });
+    } catch (e) {
+      if (!(e instanceof TransactionReceiptNotFoundError)) throw e;
+    }
+    if (Date.now() > deadline) throw new WaitForTransactionReceiptTimeoutError({ hash });
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 // The FacilitatorEvmSigner contract of @x402/evm, spelled out over viem.
 const signer = {
   address: account.address,
@@ -102,14 +152,14 @@ const signer = {
   verifyTypedData: (args) => publicClient.verifyTypedData(args),
   writeContract: (args) => walletClient.writeContract({ ...args, chain }),
   sendTransaction: (args) => walletClient.sendTransaction({ ...args, chain }),
-  waitForTransactionReceipt: (args) => publicClient.waitForTransactionReceipt({ timeout: 30_000, ...args }),
+  waitForTransactionReceipt: waitReceipt,
   getCode: (args) => publicClient.getCode(args),
 };
 
 const facilitator = new x402Facilitator();
 registerExactEvmScheme(facilitator, { signer, networks: NETWORK });
 
-const stats = { verify: 0, settle: 0 };
+const stats = { verify: 0, settle: 0, connections: 0 };
 
 function send(res, status, body) {
   const text = JSON.stringify(body, (_, v) => (typeof v === "bigint" ? v.toString() : v));
@@ -141,6 +191,11 @@ const server = http.createServer(async (req, res) => {
   try {
     if (req.method === "GET" && path === "/supported") return send(res, 200, facilitator.getSupported());
     if (req.method === "GET" && path === "/stats") return send(res, 200, stats);
+    if (req.method === "GET" && path === "/timings") {
+      const t = timings;
+      timings = [];
+      return send(res, 200, t);
+    }
     if (req.method === "GET" && path === "/healthz") return send(res, 200, { ok: true });
     if (req.method === "POST" && (path === "/verify" || path === "/settle")) {
       let body;
@@ -151,15 +206,22 @@ const server = http.createServer(async (req, res) => {
       }
       const problem = checkBody(body);
       if (problem) return send(res, 400, { error: problem });
+      const op = { op: path.slice(1), ms: 0, rpc: [] };
+      const t0 = performance.now();
+      const done = (status, result) => {
+        op.ms = Math.round((performance.now() - t0) * 1000) / 1000;
+        if (timings.length < 100_000) timings.push(op);
+        return send(res, status, result);
+      };
       if (path === "/verify") {
         stats.verify++;
-        const result = await facilitator.verify(body.paymentPayload, body.paymentRequirements);
-        return send(res, result.isValid ? 200 : invalidStatus, result);
+        const result = await current.run(op, () => facilitator.verify(body.paymentPayload, body.paymentRequirements));
+        return done(result.isValid ? 200 : invalidStatus, result);
       }
       stats.settle++;
       if (settleDelayMs > 0) await new Promise((r) => setTimeout(r, settleDelayMs));
-      const result = await facilitator.settle(body.paymentPayload, body.paymentRequirements);
-      return send(res, 200, result);
+      const result = await current.run(op, () => facilitator.settle(body.paymentPayload, body.paymentRequirements));
+      return done(200, result);
     }
     return send(res, 404, { error: "not found" });
   } catch (e) {
@@ -168,6 +230,7 @@ const server = http.createServer(async (req, res) => {
   }
 });
 server.keepAliveTimeout = 30_000;
+server.on("connection", () => stats.connections++);
 
 server.listen(port, host, () => {
   const addr = server.address();

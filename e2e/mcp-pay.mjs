@@ -14,17 +14,21 @@
 //       becomes the requirements of the next "pay".
 //       Prints {"step","op","result","paymentRequired"} (paymentRequired
 //       null if the result was not one).
-//   {"op":"pay","name":N,"arguments":{..}}
+//   {"op":"pay","name":N,"arguments":{..},"paymentId":ID}
 //       builds a fresh PaymentPayload for accepts[0] of the last unpaid
 //       answer (x402Client.createPaymentPayload, which signs an EIP-3009
 //       authorization) and calls with params._meta["x402/payment"] = that
-//       payload object. Prints {"step","op","payload","result"}.
+//       payload object. With paymentId, the payload carries the
+//       payment-identifier extension with that id (@x402/extensions
+//       appendPaymentIdentifierToExtensions). Prints
+//       {"step","op","payload","result"}.
 //   {"op":"replay"}
 //       the last "pay" again, same payload and arguments. Prints
 //       {"step","op","payload","result"}.
 import { privateKeyToAccount } from "viem/accounts";
 import { x402Client } from "@x402/core/client";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
+import { appendPaymentIdentifierToExtensions } from "@x402/extensions/payment-identifier";
 import { callTool, connect, die, finish, ms, out, parseCommandLine, runSteps } from "./mcp-common.mjs";
 
 const NETWORK = "eip155:84532";
@@ -38,6 +42,12 @@ const account = privateKeyToAccount(key);
 // also pick the first requirement this client can pay.
 const payer = new x402Client((_version, accepts) => accepts[0]);
 payer.register(NETWORK, new ExactEvmScheme(account, { rpcUrl }));
+let paymentId; // of the payload being built ("pay" step's paymentId)
+payer.onBeforePaymentCreation(async ({ paymentRequired }) => {
+  if (paymentId !== undefined && paymentRequired.extensions) {
+    appendPaymentIdentifierToExtensions(paymentRequired.extensions, paymentId);
+  }
+});
 
 // paymentRequiredOf detects a payment-required tool result as the x402 MCP
 // clients do: isError with structuredContent holding x402Version and an
@@ -67,7 +77,9 @@ const failed = await runSteps(client, opts.steps, {
     if (!ctx.required || ctx.required.name !== step.name) {
       throw new Error(`pay ${step.name}: no payment-required answer for it yet (run "unpaid" first)`);
     }
-    const payload = await payer.createPaymentPayload(ctx.required.pr);
+    paymentId = step.paymentId;
+    // A copy: the id is appended to the requirements' extensions.
+    const payload = await payer.createPaymentPayload(structuredClone(ctx.required.pr));
     ctx.payment = { name: step.name, arguments: step.arguments, payload };
     const t0 = performance.now();
     const result = await callTool(client, step.name, step.arguments, { "x402/payment": payload });

@@ -21,7 +21,8 @@
 //                      Base Sepolia RPC is never used.
 //
 // Each call prints one JSON line to stdout:
-//   {"i":0,"status":200,"ms":12.3,"body":"...","json":{...}|null,
+//   {"i":0,"status":200,"ms":12.3,"phases":{"unpaid","sign","paid"}|null,
+//    "body":"...","json":{...}|null,
 //    "paymentResponse":{...}|null,"paymentResponseHeader":"PAYMENT-RESPONSE"|...|null,
 //    "paymentRequired":{...}|null,"headers":{...}}
 // A call that throws (the client refused to pay, a network error) prints
@@ -96,11 +97,15 @@ function decodeB64JSON(value) {
 }
 
 // capturingFetch returns a fetch that remembers the last request it sent
-// carrying a payment header (capture.last: url, method, headers, body).
+// carrying a payment header (capture.last: url, method, headers, body), and
+// when each request went out and its answer came back (capture.marks:
+// [paid, start, end] in performance.now() milliseconds).
 export function capturingFetch(capture) {
   return async (input, init) => {
     const req = input instanceof Request ? input : new Request(input, init);
-    if (req.headers.get("PAYMENT-SIGNATURE") || req.headers.get("X-PAYMENT")) {
+    const paid = Boolean(req.headers.get("PAYMENT-SIGNATURE") || req.headers.get("X-PAYMENT"));
+    const start = performance.now();
+    if (paid && capture.resend) {
       const headers = {};
       req.headers.forEach((v, k) => {
         headers[k] = v;
@@ -108,7 +113,9 @@ export function capturingFetch(capture) {
       const body = req.body ? await req.clone().text() : undefined;
       capture.last = { url: req.url, method: req.method, headers, body };
     }
-    return fetch(req);
+    const res = await fetch(req);
+    (capture.marks ??= []).push([paid, start, performance.now()]);
+    return res;
   };
 }
 
@@ -119,6 +126,9 @@ export function capturingFetch(capture) {
 // request, sent again with plain fetch after the call.
 export async function runCalls(opts, doFetch, decodeResponse, capture) {
   let failed = false;
+  // The paid request is copied only to be resent (copying it costs time
+  // the latency measurement would count).
+  if (capture) capture.resend = opts.resend;
   for (let i = 0; i < opts.count; i++) {
     const init = { method: opts.method, headers: { ...opts.headers } };
     if (opts.body !== undefined) init.body = opts.body;
@@ -137,11 +147,23 @@ export async function runCalls(opts, doFetch, decodeResponse, capture) {
   process.exit(failed ? 1 : 0);
 
   async function callOnce(i, resent, send) {
+    if (capture) capture.marks = [];
     const t0 = performance.now();
     try {
       const res = await send();
       const text = await res.text();
       const ms = performance.now() - t0;
+      // The unpaid request and its 402, the client's work between them
+      // (reading the 402, signing), and the paid request, when both went
+      // through capturingFetch.
+      let phases = null;
+      const marks = capture?.marks ?? [];
+      const unpaid = marks.find((m) => !m[0]);
+      const paidMark = marks.find((m) => m[0]);
+      if (unpaid && paidMark) {
+        const r = (x) => Math.round(x * 1000) / 1000;
+        phases = { unpaid: r(unpaid[2] - unpaid[1]), sign: r(paidMark[1] - unpaid[2]), paid: r(ms - (paidMark[1] - t0)) };
+      }
       let json = null;
       try {
         json = JSON.parse(text);
@@ -170,6 +192,7 @@ export async function runCalls(opts, doFetch, decodeResponse, capture) {
         resent,
         status: res.status,
         ms: Math.round(ms * 1000) / 1000,
+        phases,
         body: text,
         json,
         paymentResponse,

@@ -689,17 +689,25 @@ func (g *Gateway) discovery(ctx *fasthttp.RequestCtx, st *state) {
 		}
 		offset = n
 	}
-	// Every listed resource is an HTTP endpoint: type=http (or none)
-	// lists them, any other type nothing.
-	var offers []*x402.Offer
-	if typ := args.Peek("type"); len(typ) == 0 || string(typ) == "http" {
+	// Every priced tool is listed as an HTTP endpoint and, on the MCP
+	// endpoint, as an MCP tool: type=http or type=mcp lists one kind, no
+	// type both (HTTP first), any other type nothing.
+	typ := string(args.Peek("type"))
+	var items []x402.DiscoveryItem
+	for _, kind := range []struct {
+		typ string
+		mcp bool
+	}{{"http", false}, {"mcp", true}} {
+		if typ != "" && typ != kind.typ {
+			continue
+		}
 		for _, rt := range st.routes {
-			if rt.offer != nil {
-				offers = append(offers, rt.offer)
+			if rt.offer != nil && (!kind.mcp || rt.offer.MCPResourceURL() != "") {
+				items = append(items, x402.DiscoveryItem{Offer: rt.offer, MCP: kind.mcp})
 			}
 		}
 	}
-	writeJSON(ctx, 200, x402.DiscoveryResources(offers, limit, offset, st.loaded))
+	writeJSON(ctx, 200, x402.DiscoveryResources(items, limit, offset, st.loaded))
 }
 
 // pinger is a settlement backend that can say whether it is reachable.

@@ -94,16 +94,14 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		pc.digest = sha256.Sum256(c.req.payment)
 	}
 	who := identity.WalletPrincipal(v.Payer)
-	if c.req.protocol == "rest" {
-		id, err := p.PaymentID()
-		if err != nil {
-			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true,
-				c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header").str("reason", x402.MalformedReason(err)), nil
-		}
-		if id != "" {
-			if d := g.claimAnswer(c, pc, paymentIDAnswerKey(v.Payer, id), "payment_identifier"); d != nil {
-				return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
-			}
+	id, err := p.PaymentID()
+	if err != nil {
+		return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true,
+			c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header").str("reason", x402.MalformedReason(err)), nil
+	}
+	if id != "" {
+		if d := g.claimAnswer(c, pc, paymentIDAnswerKey(v.Payer, id), "payment_identifier"); d != nil {
+			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
 		}
 	}
 	ok, err := g.opts.X402.Nonces.Lock(v.Key, v.ValidBefore)

@@ -47,6 +47,9 @@ type Options struct {
 	Quotas    QuotaStore
 	Spend     SpendStore
 	Overrides OverrideStore
+	// Answers keeps the recorded answers of idempotent calls (nil: badger
+	// on DB, per node).
+	Answers AnswerStore
 	// OverrideSync is how often the gateway follows the override store's
 	// change feed to pick up writes by other gateways; 0 = never (the
 	// store is written only through this gateway).
@@ -230,7 +233,11 @@ func New(o Options) (*Gateway, error) {
 		gov:       newGovernance(),
 		approvals: approvals{store: o.Approvals, waiters: map[string]*waiter{}},
 	}
-	g.answers = newAnswers(o.DB, func() time.Time { return g.now() })
+	answerStore := o.Answers
+	if answerStore == nil {
+		answerStore = BadgerAnswers{DB: o.DB}
+	}
+	g.answers = newAnswers(answerStore, func() time.Time { return g.now() })
 	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
 	if g.now == nil {
 		g.now = time.Now

@@ -57,15 +57,17 @@ type recordedAnswer struct {
 	PayHeader   string    `json:"pay_header,omitempty"`   // PAYMENT-RESPONSE or X-PAYMENT-RESPONSE
 	PayResponse string    `json:"pay_response,omitempty"` // its base64 value
 	Pending     bool      `json:"pending,omitempty"`      // the settlement was pending when recorded
+	MCPResult   bool      `json:"mcp_result,omitempty"`   // Body is an upstream MCP server's tools/call result
 	Cost        int64     `json:"cost_micros"`
 	RequestID   string    `json:"request_id"` // the call that was billed
 	At          time.Time `json:"at"`
 }
 
-// answers records answers in badger and tracks attempts in flight.
+// answers records answers in an AnswerStore and tracks attempts in
+// flight (on this node).
 type answers struct {
-	db  *badger.DB
-	now func() time.Time
+	store AnswerStore
+	now   func() time.Time
 
 	mu       sync.Mutex
 	inflight map[string]*attempt
@@ -74,27 +76,25 @@ type answers struct {
 // attempt is a first attempt in flight; done closes when its answer is
 // recorded (or known not to be).
 type attempt struct {
-	fp   [32]byte
-	done chan struct{}
+	fp      [32]byte
+	done    chan struct{}
+	claimed bool // holds the shared store's claim (AnswerClaimer)
 }
 
-func newAnswers(db *badger.DB, now func() time.Time) *answers {
-	return &answers{db: db, now: now, inflight: make(map[string]*attempt)}
+func newAnswers(store AnswerStore, now func() time.Time) *answers {
+	return &answers{store: store, now: now, inflight: make(map[string]*attempt)}
 }
 
 func (a *answers) get(key string) (*recordedAnswer, bool, error) {
-	var rec recordedAnswer
-	err := a.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get([]byte(key))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	v, ok, err := a.store.GetAnswer(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("recorded answer: %w", err)
+	}
+	if !ok {
 		return nil, false, nil
 	}
-	if err != nil {
+	var rec recordedAnswer
+	if err := json.Unmarshal(v, &rec); err != nil {
 		return nil, false, fmt.Errorf("recorded answer: %w", err)
 	}
 	return &rec, true, nil
@@ -105,8 +105,38 @@ func (a *answers) put(key string, rec *recordedAnswer, ttl time.Duration) error 
 	if err != nil {
 		return err
 	}
-	return a.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry([]byte(key), v).WithTTL(ttl))
+	return a.store.PutAnswer(key, v, ttl)
+}
+
+// BadgerAnswers is the local AnswerStore: badger, keys under "i/" as given.
+type BadgerAnswers struct{ DB *badger.DB }
+
+var _ AnswerStore = BadgerAnswers{}
+
+// GetAnswer reads key's value.
+func (b BadgerAnswers) GetAnswer(key string) ([]byte, bool, error) {
+	var v []byte
+	err := b.DB.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(key))
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+// PutAnswer sets key to value for ttl.
+func (b BadgerAnswers) PutAnswer(key string, value []byte, ttl time.Duration) error {
+	return b.DB.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry([]byte(key), value).WithTTL(ttl))
 	})
 }
 
@@ -123,7 +153,8 @@ var errConflict = errors.New("idempotency: same key, different request")
 // one for fp, errConflict when key is recorded or in flight for another
 // request, or nil, nil when the caller is the first attempt and holds the
 // claim (end releases it). A duplicate in flight is waited for, at most
-// wait.
+// wait: on this node through inflight, on other nodes through the store's
+// claim when it is shared (AnswerClaimer).
 func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedAnswer, error) {
 	deadline := a.now().Add(wait)
 	for {
@@ -148,6 +179,14 @@ func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedA
 		at := &attempt{fp: fp, done: make(chan struct{})}
 		a.inflight[key] = at
 		a.mu.Unlock()
+		if cl, ok := a.store.(AnswerClaimer); ok {
+			rec, err := a.claimShared(cl, key, fp, wait, deadline)
+			if err != nil || rec != nil {
+				a.release(key)
+				return rec, err
+			}
+			at.claimed = true
+		}
 		rec, ok, err := a.get(key)
 		if err != nil || ok {
 			a.release(key)
@@ -164,15 +203,59 @@ func (a *answers) begin(key string, fp [32]byte, wait time.Duration) (*recordedA
 	}
 }
 
-// release ends the attempt in flight on key.
+// claimPoll is how often a duplicate looks again for the answer of an
+// attempt in flight on another node.
+const claimPoll = 10 * time.Millisecond
+
+// claimShared takes key's claim in a shared store: nil, nil once this node
+// holds it; the recorded answer when the attempt that held it recorded
+// one for fp meanwhile; errConflict when another request holds or
+// recorded it, or the holder did not finish by deadline.
+func (a *answers) claimShared(cl AnswerClaimer, key string, fp [32]byte, wait time.Duration, deadline time.Time) (*recordedAnswer, error) {
+	for {
+		ok, holder, err := cl.ClaimAnswer(key, fp[:], wait)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("claim answer: %w", err)
+		case ok:
+			return nil, nil
+		case string(holder) != string(fp[:]):
+			return nil, errConflict
+		}
+		// The same request runs on another node: wait for its answer.
+		rec, found, err := a.get(key)
+		switch {
+		case err != nil:
+			return nil, err
+		case found && string(rec.FP) != string(fp[:]):
+			return nil, errConflict
+		case found:
+			return rec, nil
+		}
+		if !a.now().Before(deadline) {
+			return nil, errConflict
+		}
+		time.Sleep(claimPoll) // polling the other node's answer, bounded by deadline
+	}
+}
+
+// release ends the attempt in flight on key (and its shared claim).
 func (a *answers) release(key string) {
 	a.mu.Lock()
 	at := a.inflight[key]
 	delete(a.inflight, key)
 	a.mu.Unlock()
-	if at != nil {
-		close(at.done)
+	if at == nil {
+		return
 	}
+	if at.claimed {
+		if cl, ok := a.store.(AnswerClaimer); ok {
+			// A claim left behind lapses after its TTL; until then a
+			// duplicate elsewhere waits, then runs.
+			_ = cl.ReleaseAnswer(key, at.fp[:])
+		}
+	}
+	close(at.done)
 }
 
 // Keys of the recorded answers.
@@ -201,6 +284,11 @@ func requestFP(c *call, pc *paidCall) [32]byte {
 		h.Write(b)
 	}
 	field([]byte(c.rt.tool.ID))
+	if c.req.protocol != "rest" {
+		// An answer is replayed in the protocol it was given in: the
+		// same key or id over the other protocol is another request.
+		field([]byte(c.req.protocol))
+	}
 	field(c.req.method)
 	field(c.req.query)
 	field(c.req.body)
@@ -270,7 +358,7 @@ func (g *Gateway) replay(c *call, rec *recordedAnswer, kind string) *Decision {
 // (nil: the upstream's answer).
 func (g *Gateway) keepAnswer(c *call, d *Decision) {
 	cl := c.claim
-	pending := c.pay != nil && c.pay.settled && c.pay.result.Pending && c.req.protocol == "rest"
+	pending := c.pay != nil && c.pay.settled && c.pay.result.Pending
 	if cl == nil && !pending {
 		return
 	}
@@ -298,6 +386,7 @@ func (g *Gateway) keepAnswer(c *call, d *Decision) {
 		if len(body) <= answerBodyMax {
 			rec.Body, rec.BodyKept = append([]byte(nil), body...), true
 		}
+		rec.MCPResult = c.mcpResult
 	} else {
 		rec.Status, rec.ContentType, rec.BodyKept = d.Status, string(strJSON), true
 		rec.Body = d.appendRESTBody(nil)
@@ -360,9 +449,6 @@ func printableASCII(b []byte) bool {
 // left pending: the recorded answer, with the outcome known since. nil
 // when there is none (the replay is refused as a used nonce).
 func (g *Gateway) pendingReplay(c *call, pc *paidCall) *Decision {
-	if c.req.protocol != "rest" {
-		return nil
-	}
 	rec, ok, err := g.answers.get(nonceAnswerKey(pc.verified.Key))
 	if err != nil {
 		g.log.Error("idempotency store", "request_id", string(c.reqID), "err", err)

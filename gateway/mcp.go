@@ -168,6 +168,7 @@ type mcpMeta struct {
 	ProtocolVersion    *string         `json:"io.modelcontextprotocol/protocolVersion"`
 	ClientCapabilities json.RawMessage `json:"io.modelcontextprotocol/clientCapabilities"`
 	Payment            json.RawMessage `json:"x402/payment"`
+	IdempotencyKey     json.RawMessage `json:"toolgate/idempotency-key"` // mcpreplay.go
 }
 
 // rpcParams decodes params in the same pass as the message: into
@@ -589,10 +590,20 @@ func (g *Gateway) mcpToolsCall(st *state, x *mcpExchange) {
 	if pay := p.Meta.Payment; isPaymentPayload(pay) {
 		r.payment, r.paymentJSON = pay, true
 	}
+	k, ok := mcpIdempotencyKey(p.Meta.IdempotencyKey)
+	if !ok {
+		g.writeRPCErrorX(x, rpcInvalidParams, `Invalid params: _meta["toolgate/idempotency-key"] must be a string`)
+		return
+	}
+	r.idemKey = k
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	c.upResp = resp
 	d := g.run(c)
+	if d != nil && d.Replay != nil {
+		g.writeRPCResult(x, g.mcpReplayResult(c, d.Replay))
+		return
+	}
 	if g.mcpInsufficientScope(x, st, c, d) {
 		return
 	}
@@ -746,13 +757,10 @@ func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
 		isError = c.upStatus >= 400
 		meta["toolgate/upstream_status"] = c.upStatus
 	case d.Offer != nil:
-		hdr := d.Offer.PaymentRequiredHeader()
-		if d.PayReason != "" {
-			hdr, _ = d.Offer.WithError(d.PayReason)
-		}
 		// A refused or failed payment: the requirements again, with the
-		// reason; no receipt (the x402 MCP transport sends none then).
-		raw, _ := base64.StdEncoding.DecodeString(string(hdr))
+		// reason, naming the MCP endpoint and the tool's MCP Bazaar
+		// declaration; no receipt (the x402 MCP transport sends none then).
+		raw := d.Offer.MCPPaymentRequired(d.PayReason)
 		text, structured = raw, raw
 	default:
 		text = d.AppendJSON(nil)

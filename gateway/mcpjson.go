@@ -357,6 +357,10 @@ func parseParams(s *jsonScanner, p *rpcParams) bool {
 	}
 }
 
+// metaIdempotencyKey is the _meta key of a key caller's idempotency key
+// (mcpreplay.go).
+const metaIdempotencyKey = "toolgate/idempotency-key"
+
 // parseMeta reads params._meta into mm.
 func parseMeta(s *jsonScanner, mm *mcpMeta) bool {
 	if !s.eat('{') {
@@ -394,8 +398,14 @@ func parseMeta(s *jsonScanner, mm *mcpMeta) bool {
 				}
 				mm.Payment = json.RawMessage(v)
 			}
+		case metaIdempotencyKey:
+			v, ok := s.skip(0)
+			if !ok || mm.IdempotencyKey != nil {
+				return false
+			}
+			mm.IdempotencyKey = json.RawMessage(v)
 		default:
-			if foldsTo(k, metaProtocolVersion, metaClientCapabilities, "x402/payment") {
+			if foldsTo(k, metaProtocolVersion, metaClientCapabilities, "x402/payment", metaIdempotencyKey) {
 				return false
 			}
 			if _, ok := s.skip(0); !ok {

@@ -28,6 +28,7 @@ type metrics struct {
 	ledgerWait      prometheus.Histogram     // Append → committed, per call
 	x402Verify      *prometheus.CounterVec   // result: valid, invalid, remote_valid, remote_invalid, error
 	x402Settle      *prometheus.CounterVec   // result: success, pending, failed, error
+	overlapUnpaid   prometheus.Counter       // verify_overlap calls whose payment was refused after the upstream ran
 	replays         *prometheus.CounterVec   // kind: idempotency_key, payment_identifier, same_payment
 	meterReports    *prometheus.CounterVec   // tool, result: reported, missing, malformed, capped
 	facRequests     *prometheus.CounterVec   // facilitator, op, result: ok, error, skipped
@@ -80,6 +81,10 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_x402_extension_responses_total", Help: "Facilitators' EXTENSION-RESPONSES entries by extension (bazaar …) and status (success, processing, rejected).",
 	}, []string{"extension", "status"})
 	m.reg.MustRegister(m.extResponses)
+	m.overlapUnpaid = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "toolgate_x402_overlap_unpaid_total",
+		Help: "Calls of verify_overlap tools whose payment was refused after the upstream had run (answer discarded, nothing billed).",
+	})
 	m.x402Settle = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "toolgate_x402_settlements_total", Help: "x402 settlements by result.",
 	}, []string{"result"})
@@ -102,7 +107,7 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 		Name: "toolgate_shared_state_failures_total",
 		Help: "Quota or spend decisions the shared cluster store (Redis) could not make: refused (strict, or priced) or counted locally (open).",
 	})
-	m.reg.MustRegister(m.owedMicro, m.upstreamRetries, m.configReloads, m.sharedFailures, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
+	m.reg.MustRegister(m.overlapUnpaid, m.owedMicro, m.upstreamRetries, m.configReloads, m.sharedFailures, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "toolgate_store_lsm_bytes", Help: "Badger LSM size."},
 			func() float64 { lsm, _ := db.Size(); return float64(lsm) }),

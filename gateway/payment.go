@@ -63,6 +63,7 @@ func (g *Gateway) newOffer(t *catalog.Tool) (*x402.Offer, error) {
 		MaxTimeoutSeconds: int(math.Ceil(budget.Seconds())) + 60,
 		MimeType:          "application/json",
 		Discovery:         t.Discovery,
+		MCPPath:           MCPPath,
 	}
 	offer, err := x402.NewOffer(o.Config, res)
 	if err != nil {
@@ -93,6 +94,8 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		g.metrics.x402Verify.WithLabelValues("cached").Inc()
 		return vr, nil
 	}
+	t0 := g.now()
+	defer func() { pc.verifyDur = g.now().Sub(t0) }()
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	var vr x402.VerifyResult
 	var err error
@@ -173,7 +176,9 @@ func (g *Gateway) settle(c *call) *Decision {
 	pc := c.pay
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.SettleTimeout)
 	defer cancel()
+	t0 := g.now()
 	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, c.rt.offer)
+	pc.settleDur = g.now().Sub(t0)
 	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()
 	g.extensionResponses(c, sr.Extensions)
 	switch {

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +23,8 @@ import (
 //	identify  authenticators in order                 (this file, auth.go)
 //	decide    policy → quota → spend/credits          (this file)
 //	confirm   x402: remote verify; before_upstream settle (payment.go)
-//	upstream  the tool's upstream call                (proxy.go, upstream.go)
+//	upstream  the tool's upstream call                (proxy.go, upstream.go;
+//	          with verify_overlap beside the remote verify, overlap.go)
 //	conclude  after_upstream settle, bill, record     (record.go)
 //
 // run returns nil when the upstream's answer (c.upResp, c.body) is to be
@@ -34,6 +37,12 @@ func (g *Gateway) run(c *call) *Decision {
 	}
 	if c.pay != nil && c.pay.reconcile {
 		g.reconcileLater(c, c.pay.result)
+	}
+	if c.pay != nil && c.allowed && g.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Where a paid call's time went (BENCHMARKS.md "## x402").
+		g.log.Debug("paid call phases", "request_id", string(c.reqID), "total_us", g.now().Sub(c.start).Microseconds(),
+			"verify_us", c.pay.verifyDur.Microseconds(), "upstream_us", c.upLatency.Microseconds(),
+			"settle_us", c.pay.settleDur.Microseconds(), "ledger_us", c.pay.ledgerDur.Microseconds())
 	}
 	return d
 }
@@ -53,6 +62,13 @@ func (g *Gateway) stages(c *call) *Decision {
 	g.metrics.decision.Observe(seconds(g.now().Sub(c.start)))
 	if d != nil {
 		return g.finish(c, d)
+	}
+	if g.overlaps(c) { // overlap.go
+		upFail, refused := g.upstreamVerifying(c)
+		if refused != nil {
+			return g.finish(c, refused)
+		}
+		return g.conclude(c, upFail)
 	}
 	if c.pay != nil {
 		if d := g.confirm(c); d != nil {

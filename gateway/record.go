@@ -91,8 +91,12 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		rec = g.callRecord(c, outcome, reason, status)
 		ticket = g.append(c, rec)
 	}
+	t0 := g.now()
 	if err := g.wait(ticket); err != nil {
 		return g.ledgerFailed(c, err)
+	}
+	if c.pay != nil {
+		c.pay.ledgerDur = g.now().Sub(t0)
 	}
 	g.observe(rec, c.req.source)
 	if c.pay != nil && c.pay.result.Success {

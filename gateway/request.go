@@ -130,13 +130,16 @@ type paidCall struct {
 	p           *x402.Payment
 	version     int
 	verified    x402.Verified
-	nonceHeld   bool     // our lock on the authorization, to release if unspent
-	needsRemote bool     // only the settlement backend can check the signature
-	digest      [32]byte // SHA-256 of the header: the remote verification cache key
-	settled     bool     // settled (or left pending) ahead of, or after, the call
-	reconcile   bool     // left pending: follow it once the call is answered (run)
-	extNote     string   // a facilitator's rejection of an extension (the txn record's reason)
-	oweOnSettle bool     // settled ahead, pending, not served: owed once reconciled as settled
+	nonceHeld   bool          // our lock on the authorization, to release if unspent
+	needsRemote bool          // only the settlement backend can check the signature
+	digest      [32]byte      // SHA-256 of the header: the remote verification cache key
+	settled     bool          // settled (or left pending) ahead of, or after, the call
+	reconcile   bool          // left pending: follow it once the call is answered (run)
+	extNote     string        // a facilitator's rejection of an extension (the txn record's reason)
+	oweOnSettle bool          // settled ahead, pending, not served: owed once reconciled as settled
+	verifyDur   time.Duration // time spent verifying remotely (0: not asked, or cached)
+	settleDur   time.Duration // time spent settling
+	ledgerDur   time.Duration // time the call's records took to commit
 	result      x402.SettleResult
 }
 

@@ -81,6 +81,32 @@ type NonceStore interface {
 	MarkSettled(k x402.NonceKey, txHex string) error
 }
 
+// AnswerStore keeps the recorded answers of idempotent calls
+// (idempotency.go) for their retries: opaque values under keys, each
+// until its TTL passes. Put replaces a value. Safe for concurrent use; an
+// error means the store could not answer (a retry is then refused with
+// 503, nothing charged). The local one is badger on the data dir
+// (prefix "i/"); a cluster shares one so that a retry sent to another
+// node gets the same answer.
+type AnswerStore interface {
+	GetAnswer(key string) (value []byte, ok bool, err error)
+	PutAnswer(key string, value []byte, ttl time.Duration) error
+}
+
+// AnswerClaimer is implemented by answer stores shared between nodes: the
+// first attempt of an idempotent call claims its key, so that a duplicate
+// arriving at another node while it runs waits for its answer instead of
+// running too. A claim lapses after its TTL (a node that died mid-call).
+type AnswerClaimer interface {
+	// ClaimAnswer takes key's claim for the request fingerprinted fp; when
+	// another attempt holds it, ok is false and holder is that attempt's
+	// fingerprint.
+	ClaimAnswer(key string, fp []byte, ttl time.Duration) (ok bool, holder []byte, err error)
+	// ReleaseAnswer gives up this node's claim of key for fp (after the
+	// answer was put, or when there is none to put).
+	ReleaseAnswer(key string, fp []byte) error
+}
+
 // AdmitReserver decides a priced call's quota and spend reservation in
 // one step (for a cluster: one round trip). It behaves as QuotaStore.Admit
 // followed, when admitted, by SpendStore.Reserve, except that a call the

@@ -22,8 +22,9 @@ func failedChecks(checks []x402.Check) []string {
 }
 
 // TestCheckListing runs the listing self-check (toolgate x402 check)
-// against a real gateway: a good catalog passes every check; a broken one
-// fails the checks that name what is wrong.
+// against a real gateway: a good catalog passes every check, its tools as
+// HTTP endpoints and as MCP tools (an unpaid tools/call on /mcp); a broken
+// one fails the checks that name what is wrong.
 func TestCheckListing(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	t.Run("Good", func(t *testing.T) {
@@ -41,7 +42,8 @@ func TestCheckListing(t *testing.T) {
 		for _, c := range checks {
 			names[c.Name] = true
 		}
-		for _, n := range []string{"reachable", "resource_url", "returns_402", "payment_required", "description", "bazaar_extension", "settle_path"} {
+		for _, n := range []string{"reachable", "resource_url", "returns_402", "payment_required", "description", "bazaar_extension",
+			"mcp_payment_required", "bazaar_extension_mcp", "settle_path"} {
 			if !names[n] {
 				t.Errorf("check %s not run", n)
 			}
@@ -57,7 +59,8 @@ func TestCheckListing(t *testing.T) {
   "discovery":{"input":{"text":5},"input_schema":{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}}}]}`
 		h := newHarnessWith(t, up, cat, withX402(t, &fakeSettler{}))
 		f := strings.Join(failedChecks(x402.CheckListing(context.Background(), hc, h.url)), "\n")
-		for _, want := range []string{"returns_402 code_execute: an unpaid POST with an empty body answered 403", "bazaar_extension bad/input: info does not validate"} {
+		for _, want := range []string{"returns_402 code_execute: an unpaid POST with an empty body answered 403", "bazaar_extension bad/input: info does not validate",
+			"mcp_payment_required mcp:code_execute: an unpaid tools/call answered 200", "bazaar_extension_mcp mcp:bad/input: info does not validate"} {
 			if !strings.Contains(f, want) {
 				t.Errorf("failed checks:\n%s\nwant one containing %q", f, want)
 			}

@@ -157,6 +157,20 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 	}
 	a := &p.Authorization
 	res := VerifyResult{Payer: a.From.Hex()}
+	if !IsERC6492(p.Signature) {
+		// The signature is handed to the token as is: the three reads go
+		// in one batch where the backend can.
+		data, err := transferCalldata(a, p.Signature)
+		if err != nil {
+			return VerifyResult{}, fmt.Errorf("%w: pack: %w", ErrChain, err)
+		}
+		if r, ok, err := c.verifyBatch(ctx, o.cfg.Asset, a, data, res); ok {
+			if err != nil {
+				return VerifyResult{}, err
+			}
+			return r, nil
+		}
+	}
 	used, err := c.authorizationState(ctx, o.cfg.Asset, a.From, a.Nonce)
 	if err != nil {
 		if isRPCError(err) {

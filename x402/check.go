@@ -34,8 +34,10 @@ type Check struct {
 // PaymentRequired whose accepts are complete); the Bazaar extension
 // declares info.input type and method and validates against its own
 // schema; the description is at most MaxDescription characters; the
-// resource URL is public https; and /readyz reports a reachable
-// settlement backend.
+// resource URL is public https; each tool listed as an MCP resource
+// answers an unpaid tools/call with a PaymentRequired naming the MCP
+// endpoint whose MCP Bazaar declaration validates; and /readyz reports a
+// reachable settlement backend.
 func CheckListing(ctx context.Context, hc *http.Client, base string) []Check {
 	base = strings.TrimRight(base, "/")
 	var out []Check
@@ -54,7 +56,7 @@ func CheckListing(ctx context.Context, hc *http.Client, base string) []Check {
 			Total int `json:"total"`
 		} `json:"pagination"`
 	}
-	status, _, body, err := get(ctx, hc, "GET", base+"/discovery/resources?limit=100", nil)
+	status, _, body, err := get(ctx, hc, "GET", base+"/discovery/resources?type=http&limit=100", nil)
 	switch {
 	case err != nil:
 		add(Check{Name: "reachable", Detail: err.Error(), Fix: "start toolgate serve, and give its address with --url"})
@@ -89,6 +91,8 @@ func CheckListing(ctx context.Context, hc *http.Client, base string) []Check {
 		}
 		out = append(out, checkResource(ctx, hc, base+u.EscapedPath(), method, res)...)
 	}
+
+	out = append(out, checkMCPListing(ctx, hc, base)...)
 
 	var ready struct {
 		Checks map[string]string `json:"checks"`
@@ -203,23 +207,153 @@ func checkBazaar(decl json.RawMessage, res string) Check {
 		c.Detail = "info.input lacks type or method (required for discovery)"
 		return c
 	}
-	var s jsonschema.Schema
-	if err := json.Unmarshal(d.Schema, &s); err != nil {
-		c.Detail = "schema is not a JSON Schema: " + err.Error()
-		return c
-	}
-	rs, err := s.Resolve(nil)
-	if err != nil {
-		c.Detail = "schema does not resolve: " + err.Error()
-		return c
-	}
-	var inst any
-	_ = json.Unmarshal(d.Info, &inst)
-	if err := rs.Validate(inst); err != nil {
-		c.Detail = "info does not validate against the declaration's schema: " + err.Error()
+	if detail := validateInfo(d.Info, d.Schema); detail != "" {
+		c.Detail = detail
 		return c
 	}
 	return Check{Name: "bazaar_extension", Resource: res, OK: true}
+}
+
+// checkBazaarMCP checks an MCP tool's extensions.bazaar declaration:
+// info.input with type "mcp", tool and inputSchema, and info valid against
+// the declaration's schema.
+func checkBazaarMCP(decl json.RawMessage) Check {
+	c := Check{Name: "bazaar_extension_mcp"}
+	var d struct {
+		Info   json.RawMessage `json:"info"`
+		Schema json.RawMessage `json:"schema"`
+	}
+	var info struct {
+		Input struct {
+			Type, Tool  string
+			InputSchema json.RawMessage `json:"inputSchema"`
+		} `json:"input"`
+	}
+	if json.Unmarshal(decl, &d) != nil || json.Unmarshal(d.Info, &info) != nil || info.Input.Type != "mcp" ||
+		info.Input.Tool == "" || !isJSONObject(info.Input.InputSchema) {
+		c.Detail = "info.input lacks type mcp, tool or inputSchema"
+		return c
+	}
+	if detail := validateInfo(d.Info, d.Schema); detail != "" {
+		c.Detail = detail
+		return c
+	}
+	c.OK = true
+	return c
+}
+
+// validateInfo validates a Bazaar info object against the declaration's
+// JSON Schema; it returns what is wrong, "" when it validates.
+func validateInfo(info, schema json.RawMessage) string {
+	var s jsonschema.Schema
+	if err := json.Unmarshal(schema, &s); err != nil {
+		return "schema is not a JSON Schema: " + err.Error()
+	}
+	rs, err := s.Resolve(nil)
+	if err != nil {
+		return "schema does not resolve: " + err.Error()
+	}
+	var inst any
+	_ = json.Unmarshal(info, &inst)
+	if err := rs.Validate(inst); err != nil {
+		return "info does not validate against the declaration's schema: " + err.Error()
+	}
+	return ""
+}
+
+// mcpProbeVersion is the MCP revision the self-check's tools/call speaks:
+// the stateless one, one POST without a session.
+const mcpProbeVersion = "2026-07-28"
+
+// checkMCPListing probes each tool listed as an MCP resource
+// (/discovery/resources?type=mcp) with an unpaid tools/call on its MCP
+// endpoint and checks the PaymentRequired it answers.
+func checkMCPListing(ctx context.Context, hc *http.Client, base string) []Check {
+	var list struct {
+		Items []struct {
+			Resource string `json:"resource"`
+			Metadata struct {
+				Tool string `json:"tool"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	status, _, body, err := get(ctx, hc, "GET", base+"/discovery/resources?type=mcp&limit=100", nil)
+	if err != nil || status != 200 || json.Unmarshal(body, &list) != nil {
+		return nil // reachable already said what is wrong
+	}
+	var out []Check
+	for _, it := range list.Items {
+		tool := it.Metadata.Tool
+		res := "mcp:" + tool
+		u, err := url.Parse(it.Resource)
+		if err != nil || u.Path == "" || tool == "" {
+			out = append(out, Check{Name: "mcp_payment_required", Resource: res, Detail: "listing names no MCP endpoint or tool",
+				Fix: "set --public-url to the gateway's external base URL"})
+			continue
+		}
+		call, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{
+			"name": tool, "arguments": map[string]any{},
+			"_meta": map[string]any{"io.modelcontextprotocol/protocolVersion": mcpProbeVersion, "io.modelcontextprotocol/clientCapabilities": map[string]any{}},
+		}})
+		req, err := http.NewRequestWithContext(ctx, "POST", base+u.EscapedPath(), bytes.NewReader(call))
+		if err != nil {
+			continue
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", mcpProbeVersion)
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", tool)
+		resp, err := hc.Do(req)
+		if err != nil {
+			out = append(out, Check{Name: "mcp_payment_required", Resource: res, Detail: err.Error(), Fix: "check the gateway is reachable"})
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		var rpc struct {
+			Result struct {
+				IsError           bool `json:"isError"`
+				StructuredContent struct {
+					X402Version int `json:"x402Version"`
+					Resource    struct {
+						URL string `json:"url"`
+					} `json:"resource"`
+					Accepts    []Requirements             `json:"accepts"`
+					Extensions map[string]json.RawMessage `json:"extensions"`
+				} `json:"structuredContent"`
+			} `json:"result"`
+		}
+		pr := &rpc.Result.StructuredContent
+		if json.Unmarshal(b, &rpc) != nil || !rpc.Result.IsError || pr.X402Version != 2 {
+			c := Check{Name: "mcp_payment_required", Resource: res,
+				Detail: fmt.Sprintf("an unpaid tools/call answered %d %s, not a PaymentRequired tool error", resp.StatusCode, snippet(b)),
+				Fix:    "priced tools must answer unpaid calls with their payment requirements"}
+			if bytes.Contains(b, []byte("denied by policy")) {
+				c.Fix = "no wallet may call this tool (policy): allow it for unknown_wallet in policies.json, or do not price it"
+			}
+			out = append(out, c)
+			continue
+		}
+		switch p := acceptsProblem(pr.Accepts); {
+		case p != "":
+			out = append(out, Check{Name: "mcp_payment_required", Resource: res, Detail: p,
+				Fix: "give --x402-pay-to, --x402-network and the asset's EIP-712 name and version"})
+		case pr.Resource.URL != it.Resource:
+			out = append(out, Check{Name: "mcp_payment_required", Resource: res,
+				Detail: fmt.Sprintf("resource.url is %q, the listing says %q", pr.Resource.URL, it.Resource),
+				Fix:    "serve the MCP endpoint from toolgate itself"})
+		default:
+			out = append(out, Check{Name: "mcp_payment_required", Resource: res, OK: true})
+		}
+		c := checkBazaarMCP(pr.Extensions["bazaar"])
+		c.Resource = res
+		if !c.OK {
+			c.Fix = `fix the tool's "discovery" block in tools.json: "input" must be valid against "input_schema"`
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 func get(ctx context.Context, hc *http.Client, method, u string, body []byte) (int, http.Header, []byte, error) {

@@ -35,6 +35,10 @@ type Resource struct {
 	//    "output": <example response>, "body_type": "json"|"form-data"|"text"}
 	// ("inputSchema" and "bodyType" are accepted as aliases.)
 	Discovery json.RawMessage
+	// MCPPath is the path of the gateway's MCP endpoint ("/mcp"), where
+	// the tool is also callable with tools/call; "" when there is none.
+	// The tool is then also listed and offered as an MCP resource.
+	MCPPath string
 }
 
 // Offer is the precomputed payment offer of one tool: its requirements in
@@ -58,6 +62,9 @@ type Offer struct {
 	body402        []byte // v1 body
 	bazaar         []byte // extensions.bazaar declaration
 	bazaarInfo     []byte // its info object, for discovery listings
+	mcpBazaar      []byte // extensions.bazaar declaration as an MCP tool (nil without MCPPath)
+	mcpBazaarInfo  []byte // its info object
+	mcpPrTail      []byte // MCP PaymentRequired after the error string
 }
 
 // NewOffer validates cfg (filling its defaults) and res, and precomputes
@@ -109,6 +116,14 @@ func NewOffer(cfg Config, res Resource) (*Offer, error) {
 	var parts struct{ Info json.RawMessage }
 	_ = json.Unmarshal(bz, &parts)
 	o.bazaarInfo = parts.Info
+	if o.mcpBazaar, err = buildMCPBazaar(res); err != nil {
+		return nil, fmt.Errorf("%w: tool %q: %s", ErrConfig, res.ToolID, err)
+	}
+	if o.mcpBazaar != nil {
+		var mp struct{ Info json.RawMessage }
+		_ = json.Unmarshal(o.mcpBazaar, &mp)
+		o.mcpBazaarInfo = mp.Info
+	}
 
 	extra, _ := json.Marshal(struct {
 		Name    string `json:"name"`
@@ -142,6 +157,9 @@ func NewOffer(cfg Config, res Resource) (*Offer, error) {
 	tail = append(tail, paymentIdentifierDecl...)
 	tail = append(tail, "}}"...)
 	o.prTail = tail
+	if o.mcpBazaar != nil {
+		o.mcpPrTail = o.mcpPaymentRequiredTail()
+	}
 	o.header, o.body402 = o.build(defaultPaymentRequired, defaultV1PaymentMissing)
 	return o, nil
 }

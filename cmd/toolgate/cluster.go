@@ -60,6 +60,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Quotas, opts.Spend = q, sp
 	sd.add("returning quota leases and sending queued spend commits", func() error { q.Close(); sp.Close(); return nil })
 	opts.AdmitReserve = cluster.NewDecider(q, sp)
+	opts.Answers = cluster.NewAnswers(c)
 	den := cluster.NewDenials(c)
 	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
 	opts.Denials = den
@@ -73,7 +74,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 		opts.X402.Claims = st
 	}
 	log.Info("cluster mode", "redis", cluster.Redact(f.clusterRedis), "node_id", node,
-		"shared", "keys, overrides, quotas, spend, credits, approvals, x402 nonces and pending settlements", "local", "ledger, a copy of keys and overrides")
+		"shared", "keys, overrides, quotas, spend, credits, approvals, x402 nonces and pending settlements, idempotent answers", "local", "ledger, a copy of keys and overrides")
 	return &clusterNode{reg: reg, spend: sp, sd: sd, log: log}, nil
 }
 

@@ -61,6 +61,11 @@ type PayResult struct {
 	Status int `json:"status"`
 	// Ms is the call's wall time in milliseconds, 402 round trip included.
 	Ms float64 `json:"ms"`
+	// Phases splits Ms when the client made an unpaid request and then a
+	// paid one: the unpaid request to its 402, the client's work between
+	// them (reading the 402, signing), and the paid request to the end of
+	// its answer. Nil otherwise.
+	Phases *PayPhases `json:"phases"`
 	// Body is the final response body.
 	Body string `json:"body"`
 	// JSON is Body when it parsed as JSON, else null.
@@ -96,6 +101,13 @@ func (r PayResult) Settlement() (s SettleResponse, ok bool) {
 		return s, false
 	}
 	return s, json.Unmarshal(r.PaymentResponse, &s) == nil
+}
+
+// PayPhases are the parts of a paid call, in milliseconds (PayResult.Phases).
+type PayPhases struct {
+	Unpaid float64 `json:"unpaid"`
+	Sign   float64 `json:"sign"`
+	Paid   float64 `json:"paid"`
 }
 
 // PayV2 runs e2e/pay-v2.mjs (@x402/fetch 2.27.0) against url and returns one

@@ -127,6 +127,8 @@ func (f *Facilitator) RelayerAddress() common.Address { return f.relayer }
 type FacilitatorStats struct {
 	Verify int `json:"verify"`
 	Settle int `json:"settle"`
+	// Connections counts the TCP connections it accepted.
+	Connections int `json:"connections"`
 }
 
 // Stats returns how many /verify and /settle requests the facilitator has
@@ -138,6 +140,25 @@ func (f *Facilitator) Stats(t testing.TB) FacilitatorStats {
 		t.Fatalf("facilitator stats: %v", err)
 	}
 	return s
+}
+
+// FacilitatorOp is one /verify or /settle the facilitator answered: its
+// time from request to answer and each node call it made ([method, ms]).
+type FacilitatorOp struct {
+	Op  string   `json:"op"`
+	Ms  float64  `json:"ms"`
+	RPC [][2]any `json:"rpc"`
+}
+
+// Timings returns the /verify and /settle answered since the last call to
+// Timings (GET /timings), for latency breakdowns.
+func (f *Facilitator) Timings(t testing.TB) []FacilitatorOp {
+	t.Helper()
+	var ops []FacilitatorOp
+	if err := getJSON(f.url+"/timings", &ops); err != nil {
+		t.Fatalf("facilitator timings: %v", err)
+	}
+	return ops
 }
 
 func getJSON(url string, out any) error {
@@ -155,7 +176,9 @@ func getJSON(url string, out any) error {
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: status %d", url, res.StatusCode)
 	}
-	return json.NewDecoder(res.Body).Decode(out)
+	err = json.NewDecoder(res.Body).Decode(out)
+	io.Copy(io.Discard, res.Body) // to the end, so that the connection is reused
+	return err
 }
 
 // RefServer is a running e2e/ref-server.mjs: the x402 reference resource

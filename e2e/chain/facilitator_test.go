@@ -284,8 +284,9 @@ func TestFacilitator_VerifySettle(t *testing.T) {
 	})
 
 	t.Run("Stats", func(t *testing.T) {
-		if got, want := f.Stats(t), (FacilitatorStats{Verify: 3, Settle: 3}); got != want {
-			t.Errorf("got %+v, want %+v", got, want)
+		got := f.Stats(t)
+		if got.Verify != 3 || got.Settle != 3 || got.Connections < 1 {
+			t.Errorf("got %+v, want 3 verify, 3 settle and the connections it accepted", got)
 		}
 	})
 }

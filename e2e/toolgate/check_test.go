@@ -17,12 +17,14 @@ func TestX402Check(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, viaFacilitator)
 	// code_execute: no wallet may call it (unknown_wallet denies it), so
-	// its unpaid probe is a 403 and it cannot be listed: the one failure.
+	// its unpaid probes (REST and MCP) are refused and it cannot be
+	// listed: the only failures.
 	out, err := exec.Command(binary, "x402", "check", "--url", e.gw.url).CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 || strings.Count(string(out), "FAIL") != 1 ||
-		!strings.Contains(string(out), "FAIL  returns_402  code_execute: an unpaid POST with an empty body answered 403") {
-		t.Fatalf("x402 check: err %v, output:\n%s\nwant exit 1 and code_execute's returns_402 the only failure", err, out)
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || strings.Count(string(out), "FAIL") != 2 ||
+		!strings.Contains(string(out), "FAIL  returns_402  code_execute: an unpaid POST with an empty body answered 403") ||
+		!strings.Contains(string(out), "FAIL  mcp_payment_required  mcp:code_execute") {
+		t.Fatalf("x402 check: err %v, output:\n%s\nwant exit 1 and code_execute's returns_402 and mcp_payment_required the only failures", err, out)
 	}
 	// Once some wallet may call it, every check passes.
 	w := chain.NewAccount(t)
@@ -34,7 +36,8 @@ func TestX402Check(t *testing.T) {
 		t.Fatalf("x402 check: %v\n%s", err, out)
 	}
 	for _, want := range []string{"pass  reachable", "pass  returns_402  extract/structured", "pass  returns_402  code_execute",
-		"pass  bazaar_extension  extract/structured", "pass  payment_required  email/send", "pass  settle_path"} {
+		"pass  bazaar_extension  extract/structured", "pass  payment_required  email/send", "pass  settle_path",
+		"pass  mcp_payment_required  mcp:code_execute", "pass  bazaar_extension_mcp  mcp:extract/structured"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -549,6 +549,22 @@ func TestMCP_X402(t *testing.T) {
 		if pr.X402Version != 2 || len(pr.Accepts) != 1 {
 			t.Fatalf("PaymentRequired: got x402Version %d with %d accepts, want 2 with 1", pr.X402Version, len(pr.Accepts))
 		}
+		// The tool as an MCP resource (Bazaar "MCP Tools"): the MCP
+		// endpoint, and the tool's name and input schema as MCP input.
+		var bz struct {
+			Info struct {
+				Input struct {
+					Type, Tool, Transport string
+					InputSchema           map[string]any `json:"inputSchema"`
+				} `json:"input"`
+			} `json:"info"`
+		}
+		_ = json.Unmarshal(pr.Extensions["bazaar"], &bz)
+		if in := bz.Info.Input; pr.Resource.URL != g.url+"/mcp" || in.Type != "mcp" || in.Tool != "extract/structured" ||
+			in.Transport != "streamable-http" || in.InputSchema["type"] != "object" {
+			t.Errorf("PaymentRequired over MCP: resource %q, bazaar %s; want %s/mcp with an MCP input for extract/structured",
+				pr.Resource.URL, pr.Extensions["bazaar"], g.url)
+		}
 		var req requirements
 		if err := json.Unmarshal(pr.Accepts[0], &req); err != nil {
 			t.Fatal(err)

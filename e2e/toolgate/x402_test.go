@@ -158,17 +158,23 @@ for (const a of body.accepts) PaymentRequirementsSchema.parse(a);
 		var lst struct {
 			Items []struct {
 				Resource string `json:"resource"`
+				Type     string `json:"type"`
+				Metadata struct {
+					Tool string `json:"tool"`
+				} `json:"metadata"`
 			} `json:"items"`
 		}
 		if err := json.Unmarshal(r.Body, &lst); err != nil {
 			t.Fatal(err)
 		}
-		found := false
+		// Each of the 5 priced tools as an HTTP endpoint and as an MCP tool.
+		found, foundMCP := false, false
 		for _, it := range lst.Items {
-			found = found || it.Resource == g.url+"/tools/extract/structured"
+			found = found || it.Type == "http" && it.Resource == g.url+"/tools/extract/structured"
+			foundMCP = foundMCP || it.Type == "mcp" && it.Resource == g.url+"/mcp" && it.Metadata.Tool == "extract/structured"
 		}
-		if !found || len(lst.Items) != 5 {
-			t.Errorf("discovery: got %d items (extract listed: %t), want 5 with extract", len(lst.Items), found)
+		if !found || !foundMCP || len(lst.Items) != 10 {
+			t.Errorf("discovery: got %d items (extract listed: %t, as MCP tool: %t), want 10 with both", len(lst.Items), found, foundMCP)
 		}
 	})
 

@@ -1,6 +1,6 @@
 // Package storetest holds the contract suites of the gateway's state
 // interfaces (gateway.QuotaStore, SpendStore, NonceStore, KeyStore,
-// OverrideStore). Every implementation, local or shared, runs the suite of
+// OverrideStore, AnswerStore). Every implementation, local or shared, runs the suite of
 // its interface from its own tests:
 //
 //	func TestQuotaContract(t *testing.T) {
