@@ -41,6 +41,9 @@ type Registry struct {
 	// Report is told when the set of nodes serving another configuration
 	// changes (mismatch lists them, "node=hash"). Set before Start.
 	Report func(mismatch []string)
+	// ChainHead returns the node's ledger head, announced with every
+	// heartbeat beside self's PublicKey. Optional; set before Start.
+	ChainHead func() (seq uint64, hash string)
 
 	interval time.Duration
 	epoch    string       // the marker's value at the last heartbeat (Beat runs on one goroutine)
@@ -59,10 +62,16 @@ type Registry struct {
 
 // Peer is one node as it announces itself.
 type Peer struct {
-	Node       string    `json:"node"`
-	URL        string    `json:"url,omitempty"`
-	ConfigHash string    `json:"config_hash,omitempty"`
-	SeenAt     time.Time `json:"seen_at,omitzero"`
+	Node       string `json:"node"`
+	URL        string `json:"url,omitempty"`
+	ConfigHash string `json:"config_hash,omitempty"`
+	// PublicKey (hex Ed25519) verifies the node's checkpoints; HeadSeq
+	// and HeadHash are its chain head at the heartbeat, so that the
+	// cluster knows every node's chain, also one that stops answering.
+	PublicKey string    `json:"public_key,omitempty"`
+	HeadSeq   uint64    `json:"head_seq,omitempty"`
+	HeadHash  string    `json:"head_hash,omitempty"`
+	SeenAt    time.Time `json:"seen_at,omitzero"`
 }
 
 // NewRegistry returns the registry of c's cluster announcing self (its
@@ -106,7 +115,11 @@ func (r *Registry) Beat() (lost bool, err error) {
 	if r.ConfigHash != nil {
 		hash = r.ConfigHash()
 	}
-	info, _ := json.Marshal(Peer{Node: r.self.Node, URL: r.self.URL, ConfigHash: hash})
+	self := Peer{Node: r.self.Node, URL: r.self.URL, ConfigHash: hash, PublicKey: r.self.PublicKey}
+	if r.ChainHead != nil {
+		self.HeadSeq, self.HeadHash = r.ChainHead()
+	}
+	info, _ := json.Marshal(self)
 	ctx, cancel := r.c.ctx()
 	defer cancel()
 	arr, err := heartbeatScript.Exec(ctx, r.c.rdb,
@@ -313,7 +326,7 @@ func (r *Registry) Peers() []gateway.ClusterPeer {
 	r.mu.Lock()
 	out := make([]gateway.ClusterPeer, 0, len(r.known))
 	for _, k := range r.known {
-		out = append(out, gateway.ClusterPeer{Node: k.p.Node, URL: k.p.URL})
+		out = append(out, gateway.ClusterPeer{Node: k.p.Node, URL: k.p.URL, PublicKey: k.p.PublicKey, HeadSeq: k.p.HeadSeq, HeadHash: k.p.HeadHash, SeenAt: k.p.SeenAt})
 	}
 	r.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })

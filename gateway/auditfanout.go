@@ -17,6 +17,20 @@ import (
 type ClusterPeer struct {
 	Node string
 	URL  string // http://host:port
+	// What the node published at its last heartbeat: the public key of
+	// its checkpoints (hex), its chain head, and when.
+	PublicKey string
+	HeadSeq   uint64
+	HeadHash  string
+	SeenAt    time.Time
+}
+
+// publishedChain is a node's published chain in /audit/verify's answer.
+type publishedChain struct {
+	PublicKey string    `json:"public_key,omitempty"`
+	HeadSeq   uint64    `json:"head_seq"`
+	HeadHash  string    `json:"head_hash,omitempty"`
+	SeenAt    time.Time `json:"seen_at,omitzero"`
 }
 
 // ClusterPeers lists the live nodes (a ClusterView that also implements
@@ -46,7 +60,9 @@ type peerAnswer struct {
 // by time (oldest first, at most limit), then one line {"type":
 // "unreachable","node":…,"error":…} per node that did not answer (also in
 // X-Cluster-Unreachable). /audit/verify: {"ok", "nodes": {node: report},
-// "unreachable": {node: why}}; ok only when every node answered ok. It
+// "published": {node: its public key and chain head from its last
+// heartbeat}, "unreachable": {node: why}}; ok only when every node
+// answered ok. It
 // reports false when the request is itself a peer's (answer locally).
 func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 	cp, ok := g.opts.Cluster.(ClusterPeers)
@@ -98,7 +114,11 @@ func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 				allOK = false
 			}
 		}
-		out["ok"], out["nodes"] = allOK, reports
+		published := make(map[string]publishedChain, len(peers))
+		for _, pe := range peers {
+			published[pe.Node] = publishedChain{pe.PublicKey, pe.HeadSeq, pe.HeadHash, pe.SeenAt}
+		}
+		out["ok"], out["nodes"], out["published"] = allOK, reports, published
 		if len(why) > 0 {
 			out["unreachable"] = why
 		}

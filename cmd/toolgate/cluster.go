@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"log/slog"
 	"net"
 	"os"
@@ -52,7 +53,8 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Keys = st.Keys()
 	opts.Overrides = st.Overrides()
 	opts.OverrideSync = overrideSync
-	reg := cluster.NewRegistry(c, cluster.Peer{URL: advertiseURL(f)}, 0)
+	reg := cluster.NewRegistry(c, cluster.Peer{URL: advertiseURL(f), PublicKey: hex.EncodeToString(opts.Ledger.PublicKey())}, 0)
+	reg.ChainHead = opts.Ledger.Head
 	opts.Cluster = reg
 	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)

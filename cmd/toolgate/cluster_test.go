@@ -614,6 +614,22 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if code != 200 || jsonField(t, b, "ok") != true || len(jsonField(t, b, "nodes").(map[string]any)) != 3 {
 			t.Fatalf("cluster /audit/verify: got %d %s, want ok for three nodes", code, b)
 		}
+		// Each node published its checkpoint key and chain head: the key is
+		// the one the node serves, the head at most its served head.
+		published := jsonField(t, b, "published").(map[string]any)
+		for i, p := range nodes {
+			pub, ok := published[ids[i]].(map[string]any)
+			if !ok {
+				t.Fatalf("cluster /audit/verify: node %s not in published %v", ids[i], published)
+			}
+			_, kb := p.admin("GET", "/audit/pubkey", "")
+			if want := jsonField(t, kb, "public_key"); pub["public_key"] != want {
+				t.Fatalf("node %d published key %v, serves %v", i, pub["public_key"], want)
+			}
+			if seq, _ := pub["head_seq"].(float64); seq < 1 || len(pub["head_hash"].(string)) != 64 {
+				t.Fatalf("node %d published head %v, want a chain head", i, pub)
+			}
+		}
 		// A node that does not answer is named, never skipped silently.
 		nodes[2].cmd.Process.Signal(syscall.SIGSTOP)
 		defer nodes[2].cmd.Process.Signal(syscall.SIGCONT)
