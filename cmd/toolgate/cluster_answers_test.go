@@ -4,8 +4,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,17 +33,7 @@ func TestCluster_IdempotentAnswersShared(t *testing.T) {
 	t.Cleanup(up.Close)
 	tools := `{"tools":[{"id":"paid","rate_class":"light","price_usd":"0.01","upstream":"` + up.URL + `/paid"},
  {"id":"slow","rate_class":"light","price_usd":"0.01","upstream":"` + up.URL + `/slow"}]}`
-	pol, err := os.ReadFile("../../policies.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes := make([]*proc, 2)
-	for i := range nodes {
-		d := t.TempDir()
-		os.WriteFile(filepath.Join(d, "tools.json"), []byte(tools), 0o600)
-		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
-		nodes[i] = startGateway(t, d, "--cluster-redis", "redis://"+rs.Addr+"/0", "--access-log=false")
-	}
+	nodes := startClusterNodes(t, rs.URL(), 2, tools)
 	key, _ := nodes[0].createKey(`{"name":"retrier"}`)
 	callKey := func(p *proc, tool, idem, body string) (int, string, string) {
 		req, _ := http.NewRequest("POST", p.url+"/tools/"+tool, strings.NewReader(body))

@@ -31,17 +31,7 @@ func TestCluster_Approvals(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	tools := `{"tools":[{"id":"email/send","rate_class":"light","price_usd":"0.01","upstream":"` + up.URL + `/send"}]}`
-	pol, err := os.ReadFile("../../policies.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes := make([]*proc, 2)
-	for i := range nodes {
-		d := t.TempDir()
-		os.WriteFile(filepath.Join(d, "tools.json"), []byte(tools), 0o600)
-		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
-		nodes[i] = startGateway(t, d, "--cluster-redis", rs.URL(), "--access-log=false", "--node-id", "node-"+"ab"[i:i+1])
-	}
+	nodes := startClusterNodes(t, rs.URL(), 2, tools)
 	a, b := nodes[0], nodes[1]
 	key, id := a.createKey(`{"name":"mailer","policy":{"approval_tools":["email/send"],"rate_class_quota":{"light":100}}}`)
 	deadline := time.Now().Add(5 * time.Second)
@@ -130,4 +120,23 @@ func TestCluster_Approvals(t *testing.T) {
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("upstream hits at the end: got %d, want 1", n)
 	}
+}
+
+// startClusterNodes starts n toolgate processes in cluster mode on
+// redisURL (node ids node-a, node-b, …), each in its own data dir with
+// tools and the repository's policies.json.
+func startClusterNodes(t *testing.T, redisURL string, n int, tools string) []*proc {
+	t.Helper()
+	pol, err := os.ReadFile("../../policies.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := make([]*proc, n)
+	for i := range nodes {
+		d := t.TempDir()
+		os.WriteFile(filepath.Join(d, "tools.json"), []byte(tools), 0o600)
+		os.WriteFile(filepath.Join(d, "policies.json"), pol, 0o600)
+		nodes[i] = startGateway(t, d, "--cluster-redis", redisURL, "--access-log=false", "--node-id", "node-"+string(rune('a'+i)))
+	}
+	return nodes
 }
