@@ -113,6 +113,24 @@ func (b *browser) text(sel string) string {
 	return v
 }
 
+// click clicks sel with real input events, looking the element up again
+// when the view re-rendered it between the lookup and the click (lists
+// and tables refresh every 2 s; chromedp then reports "Could not find
+// node with given id" and has dispatched nothing).
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := chromedp.Do(b.ctx, chromedp.Click(chromedp.CSS(sel)))
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node") || time.Now().After(deadline) {
+			b.t.Fatalf("browser: clicking %s: %v\npage: %s", sel, err, b.text("main"))
+		}
+	}
+}
+
 // waitFor polls the page until js is truthy (the views refresh every 2 s).
 func (b *browser) waitFor(what, js string) {
 	b.t.Helper()
@@ -354,7 +372,7 @@ func TestDashboard_Browser(t *testing.T) {
 		b.checkLabels("principals")
 		b.do(chromedp.SendKeys(chromedp.CSS("#principal-search"), "ci-agent"))
 		b.waitText("#principal-list", keyID)
-		b.do(chromedp.Click(chromedp.CSS(`#principal-list a[href*="` + keyID + `"]`)))
+		b.click(`#principal-list a[href*="` + keyID + `"]`)
 		b.waitText(`#quota tr[data-class="light"] .used`, "3")
 		if got := b.text(`tr[data-field="deny_tools"] .from`); got != "override" {
 			t.Errorf("deny_tools provenance: got %q, want override", got)
@@ -378,7 +396,7 @@ func TestDashboard_Browser(t *testing.T) {
 
 	run("PolicyEditInline", func(t *testing.T) {
 		b.view("keys")
-		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Edit policy of ` + keyID + `"]`)))
+		b.click(`button[aria-label="Edit policy of ` + keyID + `"]`)
 		b.waitFor("the policy editor", `document.querySelector('#edit-policy') !== null`)
 		b.do(chromedp.SetValue(chromedp.CSS("#edit-policy"), `{"deny_tools": ["code_execute"], "mode": "lax"}`),
 			chromedp.Click(chromedp.CSS("#save-policy")))
@@ -390,8 +408,8 @@ func TestDashboard_Browser(t *testing.T) {
 	})
 
 	run("Revoke", func(t *testing.T) {
-		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Revoke ` + keyID + `"]`)))
-		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Confirm revoking ` + keyID + `"]`)))
+		b.click(`button[aria-label="Revoke ` + keyID + `"]`)
+		b.click(`button[aria-label="Confirm revoking ` + keyID + `"]`)
 		b.waitText(`tr[data-key-id="`+keyID+`"] .status`, "revoked")
 		if resp, _ := h.call(secret, "search/web", `{}`); resp.StatusCode != 401 {
 			t.Fatalf("call with the revoked key: got %d, want 401", resp.StatusCode)
@@ -405,7 +423,7 @@ func TestDashboard_Browser(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS("#q-outcome"), "denied"),
 			chromedp.Click(chromedp.CSS("#audit-search")))
 		b.waitText("#audit-results h2", "1 records")
-		b.do(chromedp.Click(chromedp.CSS("#audit-results button")))
+		b.click("#audit-results button")
 		b.waitText("#audit-detail", `"reason": "deny_tools"`)
 		if href := eval[string](b, `document.querySelector('#export-selection').getAttribute('href')`); !strings.Contains(href, "outcome=denied") {
 			t.Errorf("export link: %q, want the selection's query", href)
