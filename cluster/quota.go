@@ -277,9 +277,13 @@ func (q *Quotas) maxLease() int {
 	return DefaultMaxLease
 }
 
-func (q *Quotas) nodes() int {
-	if q.Nodes != nil {
-		if n := q.Nodes(); n > 0 {
+func (q *Quotas) nodes() int { return liveNodes(q.Nodes) }
+
+// liveNodes is what a node divides shared allowances by: live() when it
+// is set and positive, else 1.
+func liveNodes(live func() int) int {
+	if live != nil {
+		if n := live(); n > 0 {
 			return n
 		}
 	}

@@ -183,14 +183,7 @@ func (s *Spend) maxSlice() int64 {
 	return DefaultMaxSlice
 }
 
-func (s *Spend) nodes() int {
-	if s.Nodes != nil {
-		if n := s.Nodes(); n > 0 {
-			return n
-		}
-	}
-	return 1
-}
+func (s *Spend) nodes() int { return liveNodes(s.Nodes) }
 
 func (s *Spend) slicesOf(principal string, day meter.Day) *slices {
 	k := sliceKey{principal, day}
