@@ -95,6 +95,7 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		return vr, nil
 	}
 	t0 := g.now()
+	pc.verifyAt = t0.Sub(c.start)
 	defer func() { pc.verifyDur = g.now().Sub(t0) }()
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	var vr x402.VerifyResult
@@ -177,6 +178,7 @@ func (g *Gateway) settle(c *call) *Decision {
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.SettleTimeout)
 	defer cancel()
 	t0 := g.now()
+	pc.settleAt = t0.Sub(c.start)
 	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, c.rt.offer)
 	pc.settleDur = g.now().Sub(t0)
 	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()

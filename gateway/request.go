@@ -116,6 +116,7 @@ type call struct {
 	cost      money.Micros // billed amount (0 unless committed)
 	upStatus  int
 	upLatency time.Duration
+	upAt      time.Duration      // when the upstream call began, after start
 	upResp    *fasthttp.Response // the upstream's answer, when one came
 	body      *bodyBuf           // an upstream body that outlives upResp; released with the call
 	allowed   bool               // the answer carries X-Policy-Allowed: true
@@ -141,6 +142,11 @@ type paidCall struct {
 	settleDur   time.Duration // time spent settling
 	ledgerDur   time.Duration // time the call's records took to commit
 	result      x402.SettleResult
+
+	// When, after the call's start, identification and the decision
+	// ended and the verification and settlement began (the "paid call
+	// phases" debug line).
+	identAt, decideAt, verifyAt, settleAt time.Duration
 }
 
 var callPool = sync.Pool{New: func() any { return &call{reqID: make([]byte, 0, 24), buf: make([]byte, 0, 256)} }}
