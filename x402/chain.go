@@ -152,6 +152,10 @@ func transferCalldata(a *Authorization, sig []byte) ([]byte, error) {
 // and then "factory call + transfer" as one deployless eth_call. ERC-6492
 // needs a backend that implements CodeReader.
 func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult, error) {
+	if p.Scheme == SchemeUpto {
+		// Direct settlement knows EIP-3009 only; upto needs a facilitator.
+		return VerifyResult{Reason: ReasonUptoScheme, Payer: p.Permit2.From.Hex()}, nil
+	}
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return VerifyResult{}, err
 	}
@@ -246,6 +250,9 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 func (c *Chain) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
 	if c.relayer == nil {
 		return SettleResult{}, ErrReadOnlyChain
+	}
+	if p.Scheme == SchemeUpto {
+		return SettleResult{Reason: ReasonUptoScheme, Payer: p.Permit2.From.Hex(), Network: o.cfg.Network}, nil
 	}
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return SettleResult{}, err
