@@ -112,7 +112,11 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		if d := g.pendingReplay(c, pc); d != nil {
 			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
 		}
-		return callerIdentity{who: who, pay: pc}, true, paymentInvalid(c, x402.ReasonNonceUsed), nil
+		reason := x402.ReasonNonceUsed
+		if pc.upto {
+			reason = x402.ReasonPermit2NonceUsed
+		}
+		return callerIdentity{who: who, pay: pc}, true, paymentInvalid(c, reason), nil
 	}
 	pc.nonceHeld = true
 	return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, nil, nil

@@ -26,19 +26,19 @@ var (
 
 // upto reason strings (the reference facilitator's vocabulary).
 const (
-	ReasonUptoScheme          = "invalid_upto_evm_scheme"
-	ReasonUptoNetwork         = "invalid_upto_evm_network_mismatch"
-	ReasonUptoPayload         = "invalid_upto_evm_payload"
-	ReasonUptoFacilitator     = "upto_facilitator_mismatch"
-	ReasonUptoExceedsAmount   = "invalid_upto_evm_payload_settlement_exceeds_amount"
-	ReasonPermit2Spender      = "invalid_permit2_spender"
-	ReasonPermit2Recipient    = "invalid_permit2_recipient_mismatch"
-	ReasonPermit2Deadline     = "permit2_deadline_expired"
-	ReasonPermit2NotYetValid  = "permit2_not_yet_valid"
-	ReasonPermit2Amount       = "permit2_amount_mismatch"
-	ReasonPermit2Token        = "permit2_token_mismatch"
-	ReasonPermit2Signature    = "invalid_permit2_signature"
-	ReasonPermit2AssetPayload = "invalid_upto_evm_asset_mismatch"
+	ReasonUptoScheme         = "invalid_upto_evm_scheme"
+	ReasonUptoNetwork        = "invalid_upto_evm_network_mismatch"
+	ReasonUptoPayload        = "invalid_upto_evm_payload"
+	ReasonUptoFacilitator    = "upto_facilitator_mismatch"
+	ReasonUptoExceedsAmount  = "invalid_upto_evm_payload_settlement_exceeds_amount"
+	ReasonPermit2Spender     = "invalid_permit2_spender"
+	ReasonPermit2Recipient   = "invalid_permit2_recipient_mismatch"
+	ReasonPermit2Deadline    = "permit2_deadline_expired"
+	ReasonPermit2NotYetValid = "permit2_not_yet_valid"
+	ReasonPermit2Amount      = "permit2_amount_mismatch"
+	ReasonPermit2Token       = "permit2_token_mismatch"
+	ReasonPermit2Signature   = "invalid_permit2_signature"
+	ReasonPermit2NonceUsed   = "permit2_invalid_nonce"
 )
 
 var (
