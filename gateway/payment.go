@@ -101,7 +101,7 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	var vr x402.VerifyResult
 	var err error
-	if v := g.opts.X402.Verifier; v != nil {
+	if v := g.opts.X402.Verifier; v != nil && !pc.upto { // the RPC verifier knows EIP-3009 only
 		vr, err = v.Verify(vctx, pc.p, c.rt.offer)
 	} else {
 		vr, err = g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)

@@ -327,7 +327,7 @@ func TestUpto_BadPayloads(t *testing.T) {
 		{name: "NoSignature", sig: "", want: x402.ReasonMissingSignature},
 		{name: "SignatureNotHex", sig: "0xzz", want: x402.ReasonSignatureFormat},
 		{name: "SignedByAnother", signer: &other, want: x402.ReasonPermit2Signature},
-		{name: "FixedPriceTool", tool: "fixed", want: x402.ReasonUptoScheme},
+		{name: "FixedPriceTool", tool: "fixed", want: x402.ReasonScheme},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tool := "llm"

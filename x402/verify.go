@@ -101,7 +101,7 @@ func (o *Offer) Verify(p *Payment, now time.Time, minValidFor time.Duration) (Ve
 	if p == nil {
 		return Verified{}, ErrNilPayment
 	}
-	if p.Scheme == SchemeUpto {
+	if p.Scheme == SchemeUpto && o.reqUpto != nil {
 		return o.verifyUpto(p, now, minValidFor), nil
 	}
 	a := &p.Authorization
@@ -190,9 +190,10 @@ func unixTime(x *uint256.Int) time.Time {
 	return time.Unix(int64(x.Uint64()), 0)
 }
 
-// verifyUpto is Verify for an upto payment (x402 specs/schemes/upto,
-// "Verification Logic", the parts that need no chain): the offer must
-// accept upto; the echoed requirements must match it; the Permit2
+// verifyUpto is Verify for an upto payment to an offer that accepts upto
+// (an offer without it refuses the scheme like any other) (x402
+// specs/schemes/upto, "Verification Logic", the parts that need no
+// chain): v2 only; the echoed requirements must match it; the Permit2
 // authorization must name the upto proxy as spender, the payee as witness
 // recipient and this offer's facilitator, permit exactly the price of the
 // offer's asset, be valid now and stay valid for minValidFor; and its
@@ -215,7 +216,7 @@ func (o *Offer) verifyUpto(p *Payment, now time.Time, minValidFor time.Duration)
 		v.Status, v.Reason = StatusInvalid, reason
 		return v
 	}
-	if o.reqUpto == nil || p.Version != 2 {
+	if p.Version != 2 {
 		return invalid(ReasonUptoScheme)
 	}
 	if p.Network != o.cfg.Network {

@@ -88,6 +88,15 @@ func TestUptoProxy_Settle(t *testing.T) {
 	})
 	t.Run("OK", func(t *testing.T) {
 		p := signUpto(t, Payer, Relayer.Address, 100_000, 1)
+		// Reconciliation reads the Permit2 nonce (an upto settlement left pending).
+		reader, err := x402.DialReader(ctx, a.RPC())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := x402.NonceKey{ChainID: ChainID, Asset: x402.Permit2Address, From: Payer.Address, Nonce: p.m.Nonce.Bytes32()}
+		if r, err := reader.ReconcileTx(ctx, key, ""); err != nil || !r.Pending {
+			t.Fatalf("reconcile before settling: got %+v %v, want pending", r, err)
+		}
 		payer0, payee0 := BalanceOf(t, a, Payer.Address), BalanceOf(t, a, PayTo.Address)
 		if _, err := Transact(ctx, a, Relayer, UptoProxyAddress, settleCall(t, p, 30_000), 0); err != nil {
 			t.Fatalf("settle: %v", err)
@@ -101,7 +110,10 @@ func TestUptoProxy_Settle(t *testing.T) {
 		if !Permit2NonceUsed(t, a, Payer.Address, big.NewInt(1)) {
 			t.Error("nonce 1 not marked used")
 		}
-		_, err := Transact(ctx, a, Relayer, UptoProxyAddress, settleCall(t, p, 1), 0)
+		if r, err := reader.ReconcileTx(ctx, key, ""); err != nil || !r.Success {
+			t.Errorf("reconcile after settling: got %+v %v, want success", r, err)
+		}
+		_, err = Transact(ctx, a, Relayer, UptoProxyAddress, settleCall(t, p, 1), 0)
 		wantCustomRevert(t, err, "InvalidNonce")
 	})
 	tests := []struct {
