@@ -198,6 +198,9 @@ func (g *Gateway) settle(c *call) *Decision {
 	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
 		sr = x402.SettleResult{Pending: true, Payer: pc.verified.Payer, Network: c.rt.offer.Network(pc.version)}
+		if pc.upto {
+			sr.Amount = strconv.FormatInt(int64(pc.amount), 10)
+		}
 		pc.nonceHeld = false // stays locked in the store
 		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil

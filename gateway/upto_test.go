@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -385,4 +386,51 @@ func TestUpto_BadPayloads(t *testing.T) {
 			t.Fatalf("got %d %s, want 400", resp.StatusCode, body)
 		}
 	})
+}
+
+// TestUpto_Pending: an upto settlement whose outcome the facilitator did
+// not give (a timeout after sending) is answered as pending with the
+// actual amount, never with a fresh 402, and reconciled once at that
+// amount.
+func TestUpto_Pending(t *testing.T) {
+	up := newUpstream(t)
+	s := newUptoSettler()
+	s.SettleFn = func(context.Context, *x402.Payment, *x402.Offer) (x402.SettleResult, error) {
+		return x402.SettleResult{}, x402.ErrOutcomeUnknown
+	}
+	var key atomic.Pointer[x402.NonceKey]
+	rc := &fakeReconciler{ReconcileFn: func(_ context.Context, k x402.NonceKey, _ string) (x402.SettleResult, error) {
+		key.Store(&k)
+		return x402.SettleResult{Success: true, Transaction: "0x" + strings.Repeat("ab", 32)}, nil
+	}}
+	h := newHarnessWith(t, up, meteredCatalog(up.srv.URL), func(o *gateway.Options) {
+		withUpto(t, s)(o)
+		o.X402.Reconciler, o.X402.ReconcileEvery = rc, 10*time.Millisecond
+	})
+	w := uptoAuth(chain.Payer, 77)
+	resp, b := h.do("POST", "/tools/llm?cost=0.03", `{}`, "PAYMENT-SIGNATURE", h.uptoHeader("llm", w, signUpto(t, chain.Payer, w)))
+	if resp.StatusCode == 402 {
+		t.Fatalf("got 402 %s: a pending settlement must not ask for a second payment", b)
+	}
+	if sr := paymentResponse(t, resp.Header.Get("PAYMENT-RESPONSE")); sr.Success || sr.ErrorReason != x402.ReasonSettlementPending || sr.Amount != "30000" {
+		t.Errorf("PAYMENT-RESPONSE: got %+v, want pending with amount 30000", sr)
+	}
+	who := "wallet:" + chain.Payer.Address.Hex()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txns := ledgerOf(h.records(who))[ledger.KindX402Settlement]
+		if len(txns) == 1 {
+			if txns[0].Amount != 30_000 {
+				t.Errorf("reconciled settlement amount: got %d, want 30000", txns[0].Amount)
+			}
+			break
+		}
+		if len(txns) > 1 || time.Now().After(deadline) {
+			t.Fatalf("reconciled settlement records: got %d, want 1", len(txns))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if k := key.Load(); k == nil || k.Asset != x402.Permit2Address || k.From != chain.Payer.Address {
+		t.Errorf("reconciled key: got %+v, want the payer's Permit2 nonce", k)
+	}
 }
