@@ -434,3 +434,36 @@ func TestUpto_Pending(t *testing.T) {
 		t.Errorf("reconciled key: got %+v, want the payer's Permit2 nonce", k)
 	}
 }
+
+// TestUpto_ConcurrentReplays: one upto payment sent by many callers at
+// once pays for exactly one call and is settled once.
+func TestUpto_ConcurrentReplays(t *testing.T) {
+	up := newUpstream(t)
+	s := newUptoSettler()
+	h := newHarnessWith(t, up, meteredCatalog(up.srv.URL), withUpto(t, s))
+	w := uptoAuth(chain.Payer, 5)
+	hdr := h.uptoHeader("llm", w, signUpto(t, chain.Payer, w))
+	const n = 32
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := h.do("POST", "/tools/llm?cost=0.02", `{}`, "PAYMENT-SIGNATURE", hdr)
+			switch resp.StatusCode {
+			case 200:
+				ok.Add(1)
+			case 402:
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || refused.Load() != n-1 {
+		t.Fatalf("got %d served and %d refused, want 1 and %d", ok.Load(), refused.Load(), n-1)
+	}
+	if got := s.settled(); len(got) != 1 || got[0] != "20000" {
+		t.Fatalf("settle requests: got %v, want one at 20000", got)
+	}
+}
