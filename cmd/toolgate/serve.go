@@ -35,6 +35,7 @@ type serveFlags struct {
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
+	approvalsRetain                                 time.Duration
 	minFreeMB, upstreamBufferMB                     int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
@@ -77,6 +78,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
+	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
 	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.Int64Var(&f.upstreamBufferMB, "upstream-buffer-mb", 256, "upstream response bytes held in memory at once across all calls, in MiB; calls over it wait for room")
@@ -123,6 +125,9 @@ func runServe(args []string) error {
 	}
 	if f.upstreamBufferMB < 1 || f.upstreamBufferMB > 1<<20 {
 		return exitError{2, fmt.Sprintf("toolgate serve: --upstream-buffer-mb %d: want 1 to %d", f.upstreamBufferMB, 1<<20)}
+	}
+	if f.approvalsRetain <= 0 {
+		return exitError{2, fmt.Sprintf("toolgate serve: --approvals-retain %s: want a positive duration", f.approvalsRetain)}
 	}
 	log, err := newLogger(f.logFormat, f.logLevel)
 	if err != nil {
@@ -256,7 +261,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
 		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
-		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://")}
+		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://"),
+		ApprovalRetention: f.approvalsRetain}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
