@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/crypto"
-
 	"github.com/toolgate/toolgate/e2e/chain"
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/ledger"
@@ -98,12 +95,10 @@ func signUpto(t testing.TB, key chain.Account, w map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := p.Permit2.Digest(x402.Permit2DomainSeparator(84532))
-	sig, err := crypto.Sign(d[:], key.Key)
+	sig, err := chain.SignPermit2(key, &p.Permit2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig[64] += 27
 	return "0x" + hex.EncodeToString(sig)
 }
 
@@ -290,7 +285,7 @@ func TestUpto_BadPayloads(t *testing.T) {
 		return x402.VerifyResult{Reason: x402.ReasonPermit2Signature, Payer: p.Permit2.From.Hex()}, nil
 	}
 	h := newHarnessWith(t, up, meteredCatalog(up.srv.URL), withUpto(t, s))
-	other := chain.MustAccount(hex.EncodeToString(crypto.Keccak256([]byte("upto-other"))))
+	other := chain.NewAccount(t)
 	set := func(path string, v any) func(map[string]any) {
 		return func(w map[string]any) {
 			m, keys := w, strings.Split(path, ".")
@@ -314,7 +309,7 @@ func TestUpto_BadPayloads(t *testing.T) {
 		sig    string         // set: this signature instead
 		want   string
 	}{
-		{name: "Spender", change: set("spender", common.HexToAddress("0x4020").Hex()), want: x402.ReasonPermit2Spender},
+		{name: "Spender", change: set("spender", other.Address.Hex()), want: x402.ReasonPermit2Spender},
 		{name: "Recipient", change: set("witness.to", other.Address.Hex()), want: x402.ReasonPermit2Recipient},
 		{name: "Facilitator", change: set("witness.facilitator", other.Address.Hex()), want: x402.ReasonUptoFacilitator},
 		{name: "Token", change: set("permitted.token", other.Address.Hex()), want: x402.ReasonPermit2Token},

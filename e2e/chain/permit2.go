@@ -7,6 +7,9 @@ import (
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/toolgate/toolgate/x402"
 )
 
 // Permit2Address is the canonical Permit2 address, where DeployPermit2
@@ -67,4 +70,17 @@ func Permit2NonceUsed(t testing.TB, a *Anvil, owner common.Address, nonce *big.I
 	}
 	bits := new(big.Int).SetBytes(ret)
 	return bits.Bit(int(new(big.Int).And(nonce, big.NewInt(0xff)).Int64())) == 1
+}
+
+// SignPermit2 signs an upto authorization as owner, over Permit2's EIP-712
+// digest on the local chain (x402.Permit2Authorization.Digest), with v 27
+// or 28 as wallets produce.
+func SignPermit2(owner Account, m *x402.Permit2Authorization) ([]byte, error) {
+	d := m.Digest(x402.Permit2DomainSeparator(ChainID))
+	sig, err := crypto.Sign(d[:], owner.Key)
+	if err != nil {
+		return nil, err
+	}
+	sig[64] += 27
+	return sig, nil
 }

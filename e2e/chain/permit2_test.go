@@ -29,12 +29,10 @@ func signUpto(t *testing.T, owner Account, facilitator common.Address, max money
 	m.Amount.SetUint64(uint64(max))
 	m.Nonce.SetUint64(nonce)
 	m.Deadline.SetUint64(uint64(time.Now().Add(time.Hour).Unix()))
-	d := m.Digest(x402.Permit2DomainSeparator(ChainID))
-	sig, err := crypto.Sign(d[:], owner.Key)
+	sig, err := SignPermit2(owner, &m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig[64] += 27
 	return uptoPermit{m: m, sig: sig}
 }
 
