@@ -95,7 +95,7 @@ func signUpto(t testing.TB, key chain.Account, w map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := chain.SignPermit2(key, &p.Permit2)
+	sig, err := chain.SignPermit2(key, p.Permit2.Digest(x402.Permit2DomainSeparator(chain.ChainID)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
-
-	"github.com/toolgate/toolgate/x402"
 )
 
 // Permit2Address is the canonical Permit2 address, where DeployPermit2
@@ -72,12 +70,12 @@ func Permit2NonceUsed(t testing.TB, a *Anvil, owner common.Address, nonce *big.I
 	return bits.Bit(int(new(big.Int).And(nonce, big.NewInt(0xff)).Int64())) == 1
 }
 
-// SignPermit2 signs an upto authorization as owner, over Permit2's EIP-712
-// digest on the local chain (x402.Permit2Authorization.Digest), with v 27
-// or 28 as wallets produce.
-func SignPermit2(owner Account, m *x402.Permit2Authorization) ([]byte, error) {
-	d := m.Digest(x402.Permit2DomainSeparator(ChainID))
-	sig, err := crypto.Sign(d[:], owner.Key)
+// SignPermit2 signs an upto authorization's Permit2 EIP-712 digest as
+// owner (x402.Permit2Authorization.Digest under
+// x402.Permit2DomainSeparator(ChainID): this package does not import x402,
+// whose tests import it), with v 27 or 28 as wallets produce.
+func SignPermit2(owner Account, digest common.Hash) ([]byte, error) {
+	sig, err := crypto.Sign(digest[:], owner.Key)
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func signUpto(t *testing.T, owner Account, facilitator common.Address, max money
 	m.Amount.SetUint64(uint64(max))
 	m.Nonce.SetUint64(nonce)
 	m.Deadline.SetUint64(uint64(time.Now().Add(time.Hour).Unix()))
-	sig, err := SignPermit2(owner, &m)
+	sig, err := SignPermit2(owner, m.Digest(x402.Permit2DomainSeparator(ChainID)))
 	if err != nil {
 		t.Fatal(err)
 	}
