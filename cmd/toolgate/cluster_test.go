@@ -469,20 +469,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		nodes[2] = restart(outer, nodes[2])
 		billed := make([]int, 3)
 		for i, p := range nodes {
-			code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
-			if code != 200 {
-				t.Fatalf("node %d /audit: %d %s", i, code, b)
-			}
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				var r struct {
-					Cost int64 `json:"cost_micros"`
-				}
-				json.Unmarshal(sc.Bytes(), &r)
-				if r.Cost > 0 {
-					billed[i]++
-				}
-			}
+			billed[i], _ = billedOn(t, i, p, id)
 		}
 		total := billed[0] + billed[1] + billed[2]
 		t.Logf("answered 200: %d %d %d (node 2 before its kill: %d); billed in the ledgers: %v", ok[0].Load(), ok[1].Load(), ok[2].Load(), answered2, billed)
@@ -711,22 +698,31 @@ func grepLines(s, sub string) string {
 func billedIn(t *testing.T, nodes []*proc, id string) (billed int, total int64) {
 	t.Helper()
 	for i, p := range nodes {
-		code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
-		if code != 200 {
-			t.Fatalf("node %d /audit: got %d %s", i, code, b)
+		n, sum := billedOn(t, i, p, id)
+		billed, total = billed+n, total+sum
+	}
+	return billed, total
+}
+
+// billedOn counts the calls billed to key id in node i's own ledger, and
+// their sum.
+func billedOn(t *testing.T, i int, p *proc, id string) (billed int, total int64) {
+	t.Helper()
+	code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
+	if code != 200 {
+		t.Fatalf("node %d /audit: got %d %s", i, code, b)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var r struct {
+			Cost int64 `json:"cost_micros"`
 		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			var r struct {
-				Cost int64 `json:"cost_micros"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("node %d record %s: %v", i, sc.Bytes(), err)
-			}
-			total += r.Cost
-			if r.Cost > 0 {
-				billed++
-			}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("node %d record %s: %v", i, sc.Bytes(), err)
+		}
+		total += r.Cost
+		if r.Cost > 0 {
+			billed++
 		}
 	}
 	return billed, total
