@@ -64,8 +64,8 @@ type applier struct {
 	applied  atomic.Uint64  // seq, for lock-free reads
 	failing  atomic.Bool    // err != nil, for lock-free reads
 	ents     []badger.Entry // write's buffer: run's (or Open's) only
-	armed    bool        // timer runs for the queued groups (under mu)
-	timer    *time.Timer // fires applyDelay after a group is queued on an empty queue
+	armed    bool           // timer runs for the queued groups (under mu)
+	timer    *time.Timer    // fires applyDelay after a group is queued on an empty queue
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
