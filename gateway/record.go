@@ -98,7 +98,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	if c.pay != nil {
 		c.pay.ledgerDur = g.now().Sub(t0)
 	}
-	g.observe(rec, c.req.source)
+	g.observe(c, rec)
 	if c.pay != nil && c.pay.result.Success {
 		g.stats.addRevenue(c.start, c.rt.tool.Price) // its settlement record is committed with rec
 	}
