@@ -51,9 +51,9 @@ const probeIdle = 100 * time.Millisecond
 // cleaner, which touches no field.
 type upstreamConn struct {
 	net.Conn
-	exchanges int       // requests begun on this connection, by whoever sent them
-	writing   bool      // between a request's first write and its first read
-	readBytes int64     // response bytes read since the current request began
+	exchanges int   // requests begun on this connection, by whoever sent them
+	writing   bool  // between a request's first write and its first read
+	readBytes int64 // response bytes read since the current request began
 	// lastUse is when the previous exchange began: the idle time
 	// measured from it is at least the real one, so a connection is
 	// probed (peerClosed) at least as often as it should be, and no
