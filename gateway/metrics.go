@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -145,12 +147,20 @@ func (g *Gateway) wait(t ledger.Ticket) error {
 // observe counts a finished call and, with AccessLog, logs it: one line
 // per call, never a secret (the record holds none), with the call's
 // source address (the client behind trusted proxies).
-func (g *Gateway) observe(r *ledger.Record, src netip.Addr) {
-	g.metrics.calls.WithLabelValues(r.Tool, r.Outcome, r.Reason).Inc()
-	g.stats.add(r.At, r.Principal, r.Tool, r.Outcome, r.Reason, r.Cost, 1)
-	if r.Cost > 0 {
-		g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
+func (g *Gateway) observe(c *call, r *ledger.Record) {
+	src := c.req.source
+	if rt := c.rt; rt != nil && rt.counters != nil && r.Tool == rt.tool.ID {
+		rt.counters.get(r.Outcome, r.Reason).Inc()
+		if r.Cost > 0 {
+			rt.counters.billed.Add(float64(r.Cost))
+		}
+	} else {
+		g.metrics.calls.WithLabelValues(r.Tool, r.Outcome, r.Reason).Inc()
+		if r.Cost > 0 {
+			g.metrics.billedMicro.WithLabelValues(r.Tool).Add(float64(r.Cost))
+		}
 	}
+	g.stats.add(r.At, r.Principal, r.Tool, r.Outcome, r.Reason, r.Cost, 1)
 	if g.opts.AccessLog && g.log.Enabled(context.Background(), slog.LevelInfo) {
 		g.log.LogAttrs(context.Background(), slog.LevelInfo, "call",
 			slog.String("request_id", r.RequestID), slog.String("principal", r.Principal),
@@ -166,4 +176,60 @@ func sourceString(a netip.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// toolCounters are one tool's children of the calls and billed counters,
+// resolved once per (outcome, reason) instead of per call: WithLabelValues
+// hashes its labels and takes the vector's lock every time. The set of
+// pairs is small and fixed by the code (reasons are constants), so it is
+// kept as a copy-on-write slice read without a lock.
+type toolCounters struct {
+	vec    *prometheus.CounterVec
+	tool   string
+	billed prometheus.Counter
+	mu     sync.Mutex // serializes additions to pairs
+	pairs  atomic.Pointer[[]outcomeCounter]
+}
+
+type outcomeCounter struct {
+	outcome, reason string
+	c               prometheus.Counter
+}
+
+// maxOutcomeCounters bounds the pairs cached per tool; past it lookups go
+// to the vector.
+const maxOutcomeCounters = 64
+
+func newToolCounters(m *metrics, tool string) *toolCounters {
+	tc := &toolCounters{vec: m.calls, tool: tool, billed: m.billedMicro.WithLabelValues(tool)}
+	tc.get(ledger.OutcomeAllowed, "")
+	return tc
+}
+
+// get returns the calls counter of (tool, outcome, reason).
+func (tc *toolCounters) get(outcome, reason string) prometheus.Counter {
+	if p := tc.pairs.Load(); p != nil {
+		for i := range *p {
+			if e := &(*p)[i]; e.outcome == outcome && e.reason == reason {
+				return e.c
+			}
+		}
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	var cur []outcomeCounter
+	if p := tc.pairs.Load(); p != nil {
+		cur = *p
+		for i := range cur {
+			if e := &cur[i]; e.outcome == outcome && e.reason == reason {
+				return e.c
+			}
+		}
+	}
+	c := tc.vec.WithLabelValues(tc.tool, outcome, reason)
+	if len(cur) < maxOutcomeCounters {
+		next := append(cur[:len(cur):len(cur)], outcomeCounter{outcome, reason, c})
+		tc.pairs.Store(&next)
+	}
+	return c
 }

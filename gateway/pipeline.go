@@ -345,7 +345,7 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 	if err := g.wait(g.append(c, rec)); err != nil {
 		return g.ledgerFailed(c, err)
 	}
-	g.observe(rec, c.req.source)
+	g.observe(c, rec)
 	if g.opts.Denials != nil && !c.who.IsZero() {
 		g.opts.Denials.Add(rec.Principal, Denial{At: rec.At.UTC(), Tool: rec.Tool, Reason: rec.Reason, Status: rec.Status})
 	}

@@ -106,7 +106,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	if c.pay != nil {
 		c.pay.ledgerDur = g.now().Sub(t0)
 	}
-	g.observe(rec, c.req.source)
+	g.observe(c, rec)
 	if c.pay.moved() {
 		g.stats.addRevenue(c.start, c.pay.amount) // its settlement record is committed with rec
 	}

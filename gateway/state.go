@@ -66,6 +66,7 @@ type route struct {
 	allow string      // the tool's methods, "GET, POST", for Allow and CORS
 
 	upstreamSeconds prometheus.Observer // the tool's upstream latency histogram
+	counters        *toolCounters       // the tool's calls and billed counters
 	client          *upstreamClient
 	uri             string        // full upstream URL without query
 	upURI           *fasthttp.URI // uri parsed once; only read (CopyTo) by calls
@@ -217,7 +218,7 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 	upURI := &fasthttp.URI{}
 	upURI.Update(uri)
 	return &route{tool: t, client: uc, uri: uri, upURI: upURI, allow: strings.Join(t.Methods, ", "),
-		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID)}, nil
+		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID), counters: newToolCounters(g.metrics, t.ID)}, nil
 }
 
 // clientFor returns the clients of an upstream URL (shared by every tool

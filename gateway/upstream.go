@@ -51,10 +51,14 @@ const probeIdle = 100 * time.Millisecond
 // cleaner, which touches no field.
 type upstreamConn struct {
 	net.Conn
-	exchanges int       // requests begun on this connection, by whoever sent them
-	writing   bool      // between a request's first write and its first read
-	readBytes int64     // response bytes read since the current request began
-	lastUse   time.Time // end of the previous exchange
+	exchanges int   // requests begun on this connection, by whoever sent them
+	writing   bool  // between a request's first write and its first read
+	readBytes int64 // response bytes read since the current request began
+	// lastUse is when the previous exchange began: the idle time
+	// measured from it is at least the real one, so a connection is
+	// probed (peerClosed) at least as often as it should be, and no
+	// clock is read per Read.
+	lastUse time.Time
 }
 
 func (c *upstreamConn) Write(p []byte) (int, error) {
@@ -69,7 +73,6 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 	c.writing = false
 	n, err := c.Conn.Read(p)
 	c.readBytes += int64(n)
-	c.lastUse = time.Now()
 	return n, err
 }
 
@@ -238,13 +241,14 @@ func (bb *bodyBuf) acquire(n int64, deadline time.Time) error {
 // first response byte is sent once more on a fresh connection (see the top
 // of this file); nothing else is retried.
 func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Response) error {
-	deadline := time.Now().Add(c.rt.tool.Timeout)
+	now := time.Now()
+	deadline := now.Add(c.rt.tool.Timeout)
 	if len(req.Header.UserAgent()) == 0 {
 		req.Header.SetUserAgentBytes(strToolgate)
 	}
 	hc := c.rt.client.pooled
-	for probes := 0; ; {
-		retry, err := g.roundTrip(c, hc, req, resp, deadline)
+	for probes := 0; ; now = time.Now() {
+		retry, err := g.roundTrip(c, hc, req, resp, now, deadline)
 		switch {
 		case err == nil:
 			return nil
@@ -262,21 +266,25 @@ func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Respon
 
 var strToolgate = []byte("toolgate")
 
-// roundTrip is one exchange on one connection of hc. retry reports that
-// the upstream cannot have received the request, so it may be sent again.
-func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) (retry bool, err error) {
+// roundTrip is one exchange on one connection of hc, begun at now. retry
+// reports that the upstream cannot have received the request, so it may
+// be sent again.
+func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, now, deadline time.Time) (retry bool, err error) {
 	resp.Reset()
 	c.body.release()
 	c.body = nil
-	cc, err := hc.AcquireConn(time.Until(deadline), req.ConnectionClose())
+	cc, err := hc.AcquireConn(deadline.Sub(now), req.ConnectionClose())
 	if err != nil {
 		return false, err
 	}
 	uc, _ := cc.Conn().(*upstreamConn)
 	reused := uc != nil && uc.exchanges > 0
-	if reused && time.Since(uc.lastUse) >= probeIdle && peerClosed(uc.Conn) {
+	if reused && now.Sub(uc.lastUse) >= probeIdle && peerClosed(uc.Conn) {
 		hc.CloseConn(cc)
 		return true, errStaleConn
+	}
+	if uc != nil {
+		uc.lastUse = now
 	}
 	conn := cc.Conn()
 	if err := conn.SetDeadline(deadline); err != nil {

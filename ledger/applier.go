@@ -14,6 +14,16 @@ import (
 // maxApply bounds the records merged into one badger transaction.
 const maxApply = 8192
 
+// The applier is not woken for every journaled group: a goroutine switch
+// per call costs more than indexing the group. A group queued on an empty
+// queue arms a timer of applyDelay; applyBatch queued groups, a reader
+// waiting for them (waitFor), the writer held by the backlog (waitRoom)
+// or a checkpoint request wake it at once.
+const (
+	applyDelay = time.Millisecond
+	applyBatch = 64
+)
+
 // errHalted is the applier's result while hooks halt it (a simulated
 // crash): nothing more is applied and Close keeps the journal.
 var errHalted = errors.New("ledger: halted")
@@ -54,6 +64,8 @@ type applier struct {
 	applied  atomic.Uint64  // seq, for lock-free reads
 	failing  atomic.Bool    // err != nil, for lock-free reads
 	ents     []badger.Entry // write's buffer: run's (or Open's) only
+	armed    bool           // timer runs for the queued groups (under mu)
+	timer    *time.Timer    // fires applyDelay after a group is queued on an empty queue
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -70,15 +82,24 @@ func newApplier(db *badger.DB, st *recordStore, cp *checkpointer, pool *groupPoo
 	}
 	a.cond.L = &a.mu
 	a.applied.Store(seq)
+	a.timer = time.NewTimer(time.Hour)
+	a.timer.Stop()
 	return a
 }
 
-// enqueue hands a journaled group to the applier.
+// enqueue hands a journaled group to the applier, which applies it within
+// applyDelay (see applyBatch).
 func (a *applier) enqueue(g *group) {
 	a.mu.Lock()
 	a.queue = append(a.queue, g)
+	n, arm := len(a.queue), !a.armed
+	a.armed = true
 	a.mu.Unlock()
-	a.wakeUp()
+	if n >= applyBatch {
+		a.wakeUp()
+	} else if arm {
+		a.timer.Reset(applyDelay)
+	}
 }
 
 // requestCheckpoint asks for everything queued so far to be applied and
@@ -106,6 +127,9 @@ func (a *applier) wakeUp() {
 func (a *applier) waitRoom(first uint64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if first-1-a.seq >= a.maxBacklog {
+		a.wakeUp()
+	}
 	for first-1-a.seq >= a.maxBacklog {
 		if a.err != nil {
 			return fmt.Errorf("%d records wait to be applied to the store: %v", first-1-a.seq, a.err)
@@ -137,6 +161,7 @@ func (a *applier) waitFor(target uint64) error {
 	if a.applied.Load() >= target {
 		return nil
 	}
+	a.wakeUp()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for a.seq < target {
@@ -215,6 +240,7 @@ func (a *applier) run() {
 		} else {
 			select {
 			case <-a.wake:
+			case <-a.timer.C:
 			case <-cpTick:
 				forceCP = true
 			case <-a.quit:
@@ -222,6 +248,9 @@ func (a *applier) run() {
 				return
 			}
 		}
+		a.mu.Lock()
+		a.armed = false // groups queued from now on arm the timer again
+		a.mu.Unlock()
 		if a.hooks.halt() {
 			continue
 		}

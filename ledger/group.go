@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/binary"
 	"sync"
+	"unsafe"
 )
 
 // group is the set of records appended between two writer passes; they
@@ -85,10 +86,14 @@ func (g *group) addEntries(r *Record, v []byte) {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // maxSpare bounds the buffer of a group kept for reuse, maxSpares the
-// number of groups kept.
+// number of groups kept and maxSpareBytes their buffers' capacity in all.
+// The applier returns groups up to applyDelay after they were journaled,
+// so the pool must hold more than the groups journaled in that time
+// (applyBatch) for Append not to build new ones.
 const (
-	maxSpare  = 1 << 20
-	maxSpares = 64
+	maxSpare      = 1 << 20
+	maxSpares     = 4 * applyBatch
+	maxSpareBytes = 8 << 20
 )
 
 // groupPool holds the buffers of applied groups for the next groups to
@@ -98,6 +103,7 @@ const (
 type groupPool struct {
 	mu     sync.Mutex
 	spares []*group
+	bytes  int // capacity of the spares' buffers
 }
 
 // get returns a group with empty buffers (reused when the pool has one);
@@ -112,6 +118,7 @@ func (p *groupPool) get() *group {
 	g := p.spares[n-1]
 	p.spares[n-1] = nil
 	p.spares = p.spares[:n-1]
+	p.bytes -= g.size()
 	return g
 }
 
@@ -125,10 +132,16 @@ func (p *groupPool) put(gs []*group) {
 		if len(p.spares) >= maxSpares {
 			return
 		}
-		if cap(g.buf) > maxSpare || cap(g.jbuf) > maxSpare {
+		if cap(g.buf) > maxSpare || cap(g.jbuf) > maxSpare || p.bytes+g.size() > maxSpareBytes {
 			continue
 		}
 		clear(g.pos) // drop the principals
 		p.spares = append(p.spares, &group{buf: g.buf[:0], entries: g.entries[:0], jbuf: g.jbuf[:0], pos: g.pos[:0]})
+		p.bytes += g.size()
 	}
+}
+
+// size is the capacity of g's buffers, as the pool counts it.
+func (g *group) size() int {
+	return cap(g.buf) + cap(g.jbuf) + cap(g.entries)*int(unsafe.Sizeof(span{})) + cap(g.pos)*int(unsafe.Sizeof(recPos{}))
 }

@@ -46,8 +46,9 @@ type segment struct {
 	path  string
 }
 
-// journal is the write side of the segment being written. The writer
-// goroutine alone uses it.
+// journal is the write side of the segment being written. Only the
+// holder of writer.fmu uses it (a caller journaling its group, or the
+// writer goroutine).
 type journal struct {
 	dir      string // DATA/ledger
 	segBytes int64

@@ -125,6 +125,7 @@ type Ledger struct {
 // Ticket is the receipt for an Append. The zero Ticket is already done.
 type Ticket struct {
 	g   *group
+	w   *writer
 	err error
 }
 
@@ -141,8 +142,7 @@ func (t Ticket) Wait() error {
 	if t.g == nil {
 		return nil
 	}
-	<-t.g.done
-	return t.g.err
+	return t.w.wait(t.g)
 }
 
 // Open opens the ledger stored in dir/ledger (its segments) and under the

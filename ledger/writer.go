@@ -41,7 +41,12 @@ type writer struct {
 	closed  bool
 	err     error // sticky write failure
 
-	hmu   sync.Mutex // guards the journaled head; written by run only
+	// fmu is held while a group is journaled (flush, a background sync's
+	// start): the journal's write side belongs to whoever holds it, a
+	// caller in Ticket.Wait or the writer goroutine.
+	fmu sync.Mutex
+
+	hmu   sync.Mutex // guards the journaled head; written under fmu only
 	cSeq  uint64     // last journaled (acknowledged) record
 	cHash [32]byte
 	acked atomic.Uint64 // cSeq, for lock-free reads
@@ -125,11 +130,7 @@ func (w *writer) append(recs []*Record) Ticket {
 		w.enc = g.addRecord(r, &prev, &w.hash, w.enc)
 	}
 	g.lastSeq, g.lastHash = w.seq, w.hash
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-	return Ticket{g: g}
+	return Ticket{g: g, w: w}
 }
 
 // journaled returns the seq of the last journaled (acknowledged) record
@@ -188,26 +189,37 @@ func (w *writer) stop() error {
 // their Tickets.
 func (w *writer) run() {
 	defer close(w.done)
-	var syncTick <-chan time.Time
-	if w.mode == SyncInterval {
-		t := time.NewTicker(w.every)
-		defer t.Stop()
-		syncTick = t.C
-	}
+	// The tick journals groups whose Tickets nobody waits for (wait
+	// journals the others) and, under SyncInterval, syncs.
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	syncTick := t.C
 	for {
 		select {
 		case <-w.wake:
+			w.fmu.Lock()
 			w.flush()
+			w.fmu.Unlock()
 		case <-syncTick:
-			w.syncInBackground()
+			w.fmu.Lock()
+			w.flush()
+			if w.mode == SyncInterval {
+				w.syncInBackground()
+			}
+			w.fmu.Unlock()
 		case reply := <-w.cpReq:
-			if err := w.flush(); err != nil {
+			w.fmu.Lock()
+			err := w.flush()
+			w.fmu.Unlock()
+			if err != nil {
 				reply <- err
 				continue
 			}
 			w.a.requestCheckpoint(reply)
 		case <-w.quit:
+			w.fmu.Lock()
 			err := w.flush()
+			w.fmu.Unlock()
 			w.bgSyncDone.Wait()
 			if w.bgSyncFail.Load() {
 				w.j.dirty = true
@@ -221,8 +233,37 @@ func (w *writer) run() {
 	}
 }
 
+// wait returns once g is journaled (or failed). When no other goroutine
+// is journaling, the caller journals the pending group (g, and what
+// others appended with it) itself: one call at a time costs no goroutine
+// switch. Otherwise it asks the writer goroutine to journal what is
+// pending once the current write is done, and waits.
+func (w *writer) wait(g *group) error {
+	select {
+	case <-g.done:
+		return g.err
+	default:
+	}
+	if w.fmu.TryLock() {
+		select {
+		case <-g.done:
+		default:
+			w.flush()
+		}
+		w.fmu.Unlock()
+	} else {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	<-g.done
+	return g.err
+}
+
 // flush journals the pending group with one write(2), fdatasyncs it under
-// SyncAlways, hands it to the applier and releases its Tickets.
+// SyncAlways, hands it to the applier and releases its Tickets. The
+// caller holds fmu.
 func (w *writer) flush() error {
 	w.mu.Lock()
 	g, failed := w.pending, w.err
@@ -289,8 +330,8 @@ func (w *writer) rollback(cause error, sticky bool) {
 
 // syncInBackground fsyncs the journal segment being written without
 // blocking the writer: pwrite and fsync on one file may run concurrently,
-// and what a later group writes is covered by the next tick. It runs on
-// the writer goroutine, which owns j.f and j.dirty.
+// and what a later group writes is covered by the next tick. It runs under
+// fmu, whose holder owns j.f and j.dirty.
 func (w *writer) syncInBackground() {
 	if w.j.f == nil || !w.j.dirty || !w.bgSyncing.CompareAndSwap(false, true) {
 		return
