@@ -68,6 +68,8 @@ type sample struct {
 	rssHWM           int64         // VmHWM (peak) at the end
 	activeCalls      time.Duration // wall time of the -active calls
 	rssAnon, rssFile int64         // at the end
+	killed           bool          // stopped with SIGKILL
+	after            string        // how the run before this start ended
 }
 
 func main() {
@@ -78,9 +80,10 @@ func main() {
 	runs := flag.Int("runs", 3, "starts of each binary")
 	dir := flag.String("dir", "", "temporary directory (default: the system's)")
 	keep := flag.String("keep", "", "keep the data dir and the active secrets here after the run (reused when it exists)")
+	stops := flag.String("stop", "term", "how each run ends: term (SIGTERM, a clean stop), kill (SIGKILL: the next start is a crash start) or alternate (term, kill, term, ...)")
 	flag.Parse()
-	if *bin == "" || *nActive > *nKeys || *runs < 0 {
-		log.Fatal("startup: want -toolgate BIN, -active <= -keys, -runs >= 0")
+	if *bin == "" || *nActive > *nKeys || *runs < 0 || *stops != "term" && *stops != "kill" && *stops != "alternate" {
+		log.Fatal("startup: want -toolgate BIN, -active <= -keys, -runs >= 0, -stop term|kill|alternate")
 	}
 	tmp, err := os.MkdirTemp(*dir, "toolgate-startup-")
 	if err != nil {
@@ -103,7 +106,7 @@ func main() {
 		logf("writing %d keys", *nKeys)
 		secrets = writeKeys(filepath.Join(data, "store"), *nKeys, *nActive)
 		logf("first start (adopts the keys into the ledger)")
-		first := g.run(*bin, secrets[:1])
+		first := g.run(*bin, secrets[:1], false)
 		logf("first start: serving after %v (adoption included), stopped in %v", first.start.Round(time.Millisecond), first.stop.Round(time.Millisecond))
 		if *keep != "" {
 			write(filepath.Join(data, "secrets"), string(bytes.Join(secrets, []byte("\n"))))
@@ -129,10 +132,15 @@ func main() {
 	}
 	got := map[string][]sample{}
 	for i := range *runs {
+		kill := *stops == "kill" || *stops == "alternate" && i%2 == 1
 		for _, b := range bins {
 			g.data = dirs[b]
-			s := g.run(b, secrets)
-			logf("run %d %s: serving after %v, RSS %d → %d MiB, stopped in %v", i+1, filepath.Base(b),
+			s := g.run(b, secrets, kill)
+			s.after = "clean stop"
+			if prev := got[b]; len(prev) > 0 && prev[len(prev)-1].killed {
+				s.after = "kill -9"
+			}
+			logf("run %d %s (after a %s): serving after %v, RSS %d → %d MiB, stopped in %v", i+1, filepath.Base(b), s.after,
 				s.start.Round(time.Millisecond), s.rssServing>>20, s.rssActive>>20, s.stop.Round(time.Millisecond))
 			got[b] = append(got[b], s)
 		}
@@ -147,8 +155,9 @@ type gateway struct {
 }
 
 // run starts bin on the data dir, times the first answered call, makes
-// one call per secret, and stops it.
-func (g *gateway) run(bin string, secrets [][]byte) sample {
+// one call per secret, and stops it: with SIGTERM, or with SIGKILL when
+// kill is set (then stop is the time until the process is gone).
+func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", g.data, "--tools", g.tools,
 		"--policies", g.policies, "--admin-token", "startup-bench-admin", "--sync", "interval",
@@ -221,10 +230,14 @@ func (g *gateway) run(bin string, secrets [][]byte) sample {
 	s.rssAnon, s.rssFile = status(pid, "RssAnon"), status(pid, "RssFile")
 	client.CloseIdleConnections()
 	t2 := time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
+	sig := syscall.SIGTERM
+	if kill {
+		sig, s.killed = syscall.SIGKILL, true
+	}
+	cmd.Process.Signal(sig)
 	select {
 	case err := <-exited:
-		if err != nil {
+		if err != nil && !kill {
 			log.Fatalf("startup: %s stopped with %v\n%s", bin, err, stderr.String())
 		}
 	case <-time.After(5 * time.Minute):
@@ -237,25 +250,36 @@ func (g *gateway) run(bin string, secrets [][]byte) sample {
 
 func report(bins []string, got map[string][]sample, keys, active int) {
 	fmt.Printf("`toolgate serve` with %d keys stored; %d principals call once after each start.\n\n", keys, active)
-	fmt.Printf("| binary | run | exec → first 200 | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | clean stop |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
+	fmt.Printf("| binary | run | start after | exec → first 200 | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n", active)
 	for _, b := range bins {
 		for i, s := range got[b] {
-			fmt.Printf("| %s | %d | %.2f s | %s | %s | %s / %s | %s | %.2f s |\n", filepath.Base(b), i+1, s.start.Seconds(),
-				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), s.stop.Seconds())
+			stop := fmt.Sprintf("%.2f s", s.stop.Seconds())
+			if s.killed {
+				stop = "kill -9"
+			}
+			fmt.Printf("| %s | %d | %s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(),
+				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
 		}
 	}
-	fmt.Printf("\n| binary | exec → first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---:|---:|\n")
+	fmt.Printf("\n| binary | start after | starts | exec → first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---|---:|---:|---:|\n")
 	for _, b := range bins {
-		var st []time.Duration
-		var rs []int64
-		for _, s := range got[b] {
-			st = append(st, s.start)
-			rs = append(rs, s.rssActive)
+		for _, after := range []string{"clean stop", "kill -9"} {
+			var st []time.Duration
+			var rs []int64
+			for _, s := range got[b] {
+				if s.after == after {
+					st = append(st, s.start)
+					rs = append(rs, s.rssActive)
+				}
+			}
+			if len(st) == 0 {
+				continue
+			}
+			slices.Sort(st)
+			slices.Sort(rs)
+			fmt.Printf("| %s | %s | %d | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), after, len(st), st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
+				mib(rs[len(rs)/2]), mib(rs[0]), mib(rs[len(rs)-1]))
 		}
-		slices.Sort(st)
-		slices.Sort(rs)
-		fmt.Printf("| %s | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
-			mib(rs[len(rs)/2]), mib(rs[0]), mib(rs[len(rs)-1]))
 	}
 }
 

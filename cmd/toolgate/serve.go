@@ -222,12 +222,20 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// In cluster mode the keys and overrides are the cluster's (Redis and
 	// each node's copy) and a node's ledger holds only its own changes:
 	// the start check of the store against the ledger is single-node.
+	// A clean stop leaves a seal; a crash, the state mark written while
+	// serving (gateway/statemark.go): either spares the start a read of
+	// the whole management history when it still matches.
+	var marker *gateway.StateMarker
 	if f.clusterRedis == "" {
-		sealPath, checkedAt := filepath.Join(f.data, gateway.SealFile), time.Now()
-		if _, err := gateway.CheckStateSealed(sealPath, led, keys, overrides, checkedAt, log); err != nil {
+		sealPath, markPath, checkedAt := filepath.Join(f.data, gateway.SealFile), filepath.Join(f.data, gateway.MarkFile), time.Now()
+		if _, err := gateway.CheckStateAtStart(sealPath, markPath, led, keys, overrides, checkedAt, log); err != nil {
 			return exitError{1, "toolgate serve: " + err.Error()}
 		}
 		seal = func() error { return gateway.SealState(sealPath, led, keys, overrides, checkedAt) }
+		marker = gateway.NewStateMarker(markPath, led, keys, overrides, checkedAt, log)
+		if err := marker.Mark(); err != nil { // only costs a start after a crash time
+			log.Warn("state mark not written; a start after a crash checks the ledger's history in full", "err", err)
+		}
 	}
 	token, err := adminToken(f.adminToken, f.data)
 	if err != nil {
@@ -254,7 +262,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		DataDir: f.data, MinFreeBytes: f.minFreeMB << 20, ForwardUnderscoreHeaders: f.forwardUnderscoreHeaders,
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
 		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
-		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://")}
+		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://"),
+		StateMark: marker}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
