@@ -182,9 +182,7 @@ func CheckStateAtStart(sealPath, markPath string, led *ledger.Ledger, keys *iden
 				"state_seal", why, "mark_seq", mark.LedgerSeq, "keys", mark.Keys, "overrides", mark.Overrides)
 			return CheckedByMark, recordExpiredSince(led, keys, mark.CheckedAt, now, log)
 		}
-		if why == "no seal" {
-			why = "no seal; state mark: " + whyNot
-		} else {
+		if why != "no seal" || whyNot != "none" {
 			why += "; state mark: " + whyNot
 		}
 	}

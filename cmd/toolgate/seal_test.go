@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -118,25 +117,31 @@ func TestServe_StateMark(t *testing.T) {
 	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 200 {
 		t.Fatalf("new key: got %d, want 200", code)
 	}
-	before, err := os.ReadFile(mark)
-	if err != nil {
-		t.Fatalf("no state mark while serving: %v\n%s", err, logText())
+	// waitMark polls until the mark satisfies ok and returns its keys'
+	// digest: each change's mark is written just after its answer.
+	waitMark := func(what string, ok func(keys int, digest string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var m struct {
+				Keys   int    `json:"keys"`
+				Digest string `json:"keys_digest"`
+			}
+			b, err := os.ReadFile(mark)
+			if err == nil && json.Unmarshal(b, &m) == nil && ok(m.Keys, m.Digest) {
+				return m.Digest
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the state mark did not follow %s: %s (%v)\n%s", what, b, err, logText())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
+	active := waitMark("the creation", func(n int, _ string) bool { return n == 1 })
 	if code, b := p.admin("DELETE", "/credits/keys/"+id, ""); code != 200 {
 		t.Fatalf("revoke: %d %s", code, b)
 	}
-	// The revocation's mark is written just after its answer.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := os.ReadFile(mark)
-		if err == nil && !bytes.Equal(b, before) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the state mark did not follow the revocation:\n%s", b)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitMark("the revocation", func(n int, d string) bool { return n == 1 && d != active })
 	p.stop(syscall.SIGKILL)
 	if _, err := os.Stat(filepath.Join(data, "state-seal")); !os.IsNotExist(err) {
 		t.Fatalf("setup: a seal after kill -9: %v", err)

@@ -300,14 +300,18 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 	}
 
-	// The start read every table (checksums, keys, state check): let the
-	// kernel take those pages back; keys are served from memory. Loading
+	// The start read every key's table and, restoring the meters, the
+	// ledger's recent segments: let the kernel take those pages back (the
+	// ledger's stay in the page cache); keys are served from memory. Loading
 	// left garbage several times the live heap (badger's block buffers,
 	// decoded rows and records): collect it and return it to the kernel
 	// now, once, rather than carry it as RSS (bench/startup: with 1M keys
 	// the heap peaked at ~1 GiB for ~300 MiB live).
 	if n := releaseTablePages(filepath.Join(f.data, "store")); n > 0 {
 		log.Debug("store table pages released", "bytes", n)
+	}
+	if n := releaseLedgerPages(filepath.Join(f.data, "ledger")); n > 0 {
+		log.Debug("ledger segment pages released", "bytes", n)
 	}
 	debug.FreeOSMemory()
 	ln, err := net.Listen("tcp", f.listen)
