@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
 	"github.com/toolgate/toolgate/identity"
 )
@@ -63,6 +64,7 @@ const policiesJSON = `{ "version": 1, "fail_mode": "open",
 // sample is one start of one binary.
 type sample struct {
 	start, stop      time.Duration // exec → first 200; SIGTERM → exit
+	startCPU         time.Duration // the process's CPU time (user + system) at the first 200
 	rssServing       int64         // VmRSS at the first 200
 	rssActive        int64         // VmRSS after -active principals called once
 	rssHWM           int64         // VmHWM (peak) at the end
@@ -80,7 +82,7 @@ func main() {
 	runs := flag.Int("runs", 3, "starts of each binary")
 	dir := flag.String("dir", "", "temporary directory (default: the system's)")
 	keep := flag.String("keep", "", "keep the data dir and the active secrets here after the run (reused when it exists)")
-	stops := flag.String("stop", "term", "how each run ends: term (SIGTERM, a clean stop), kill (SIGKILL: the next start is a crash start) or alternate (term, kill, term, ...)")
+	stops := flag.String("stop", "term", "how each run ends: term (SIGTERM, a clean stop), kill (SIGKILL: the next start is a crash start) or alternate (kill, term, kill, ...: crash and clean starts in turn)")
 	flag.Parse()
 	if *bin == "" || *nActive > *nKeys || *runs < 0 || *stops != "term" && *stops != "kill" && *stops != "alternate" {
 		log.Fatal("startup: want -toolgate BIN, -active <= -keys, -runs >= 0, -stop term|kill|alternate")
@@ -132,7 +134,7 @@ func main() {
 	}
 	got := map[string][]sample{}
 	for i := range *runs {
-		kill := *stops == "kill" || *stops == "alternate" && i%2 == 1
+		kill := *stops == "kill" || *stops == "alternate" && i%2 == 0
 		for _, b := range bins {
 			g.data = dirs[b]
 			s := g.run(b, secrets, kill)
@@ -206,6 +208,7 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 	}
 	s.start = time.Since(t0)
 	pid := cmd.Process.Pid
+	s.startCPU = cpuTime(pid)
 	s.rssServing = status(pid, "VmRSS")
 	if len(secrets) > 1 {
 		t1 := time.Now()
@@ -250,25 +253,26 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 
 func report(bins []string, got map[string][]sample, keys, active int) {
 	fmt.Printf("`toolgate serve` with %d keys stored; %d principals call once after each start.\n\n", keys, active)
-	fmt.Printf("| binary | run | start after | exec → first 200 | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n", active)
+	fmt.Printf("| binary | run | start after | exec → first 200 | CPU then | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
 	for _, b := range bins {
 		for i, s := range got[b] {
 			stop := fmt.Sprintf("%.2f s", s.stop.Seconds())
 			if s.killed {
 				stop = "kill -9"
 			}
-			fmt.Printf("| %s | %d | %s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(),
+			fmt.Printf("| %s | %d | %s | %.2f s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(), s.startCPU.Seconds(),
 				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
 		}
 	}
-	fmt.Printf("\n| binary | start after | starts | exec → first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---|---:|---:|---:|\n")
+	fmt.Printf("\n| binary | start after | starts | exec → first 200, median (min–max) | CPU to first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---|---:|---:|---:|---:|\n")
 	for _, b := range bins {
 		for _, after := range []string{"clean stop", "kill -9"} {
-			var st []time.Duration
+			var st, cpu []time.Duration
 			var rs []int64
 			for _, s := range got[b] {
 				if s.after == after {
 					st = append(st, s.start)
+					cpu = append(cpu, s.startCPU)
 					rs = append(rs, s.rssActive)
 				}
 			}
@@ -276,8 +280,11 @@ func report(bins []string, got map[string][]sample, keys, active int) {
 				continue
 			}
 			slices.Sort(st)
+			slices.Sort(cpu)
 			slices.Sort(rs)
-			fmt.Printf("| %s | %s | %d | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), after, len(st), st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
+			fmt.Printf("| %s | %s | %d | %.2f s (%.2f–%.2f) | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), after, len(st),
+				st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
+				cpu[len(cpu)/2].Seconds(), cpu[0].Seconds(), cpu[len(cpu)-1].Seconds(),
 				mib(rs[len(rs)/2]), mib(rs[0]), mib(rs[len(rs)-1]))
 		}
 	}
@@ -286,7 +293,10 @@ func report(bins []string, got map[string][]sample, keys, active int) {
 // writeKeys stores n keys in a new badger at dir and returns the secrets
 // of the first active ones (at least one).
 func writeKeys(dir string, n, active int) [][]byte {
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1))
+	// Uncompressed, as `toolgate serve` writes its tables; the tables
+	// rewritten by the first start's compactions are the preparing
+	// binary's (-toolgate).
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).WithCompression(options.None))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -343,6 +353,26 @@ func freeAddr() string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// cpuTime returns the user and system CPU time of a process so far
+// (/proc/<pid>/stat, in clock ticks of 1/100 s), 0 if unreadable.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(b), ") ") // after the command name
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest) // f[0] is field 3 (state); utime and stime are fields 14 and 15
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // status returns a /proc/<pid>/status field in kB as bytes (0 if absent).
