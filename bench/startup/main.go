@@ -10,9 +10,11 @@
 // stops it with SIGTERM, and then starts it -runs times. Each start is
 // timed from exec to the first 200 answer of POST /tools/bench/echo with
 // one of the stored keys (polled every 2 ms), against a loopback upstream
-// this program serves. After each start -active principals make one call
-// each and VmRSS is read again; then the gateway is stopped with SIGTERM
-// and the clean shutdown is timed.
+// this program serves, and the process's CPU time (user + system) is read
+// then. After each start -active principals make one call each and VmRSS
+// is read again; then the gateway is stopped: with SIGTERM, the clean
+// shutdown timed, or with -stop kill with SIGKILL, so that the next start
+// is a start after a crash (-stop alternate: kill, term, kill, ...).
 //
 // With -base a second binary is measured the same way, on its own copy
 // of the same data dir, alternating with -toolgate start by start, so
