@@ -323,16 +323,15 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// ledger's stay in the page cache); keys are served from memory. Loading
 	// left garbage several times the live heap (badger's block buffers,
 	// decoded rows and records): collect it and return it to the kernel
-	// now, once, rather than carry it as RSS (bench/startup: with 1M keys
-	// the heap peaked at ~1 GiB for ~300 MiB live).
-	if n := releaseTablePages(filepath.Join(f.data, "store")); n > 0 {
-		log.Debug("store table pages released", "bytes", n)
-	}
-	if n := releaseLedgerPages(filepath.Join(f.data, "ledger")); n > 0 {
-		log.Debug("ledger segment pages released", "bytes", n)
-	}
-	debug.FreeOSMemory()
-	took.mark("release_ms")
+	// once, rather than carry it as RSS (bench/startup: with 1M keys the
+	// heap peaked at ~1 GiB for ~300 MiB live). Both run beside the first
+	// calls rather than before them (0.1-0.25 s with 1M keys).
+	go func(t0 time.Time) {
+		tables := releaseTablePages(filepath.Join(f.data, "store"))
+		segments := releaseLedgerPages(filepath.Join(f.data, "ledger"))
+		debug.FreeOSMemory()
+		log.Debug("start's pages and garbage released", "table_bytes", tables, "ledger_bytes", segments, "ms", time.Since(t0).Milliseconds())
+	}(time.Now())
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
