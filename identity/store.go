@@ -2,11 +2,11 @@ package identity
 
 import (
 	"bytes"
-	"errors"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
