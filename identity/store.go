@@ -45,8 +45,8 @@ func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
 // seconds on two cores: the index's tables are sized up front from
 // badger's table statistics, rows in the stored form are decoded by hand
 // (decodeStored) straight into the index's slabs with one string per
-// key, and indexing (and the Digest's hashing) runs on a second goroutine
-// while the iterator decodes.
+// key by two goroutines reading a range of rows each, and indexing (and
+// the Digest's hashing) runs on a third while they decode.
 func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(estimateKeys(db, prefix))}
 	type filled struct {
