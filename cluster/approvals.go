@@ -31,8 +31,8 @@ import (
 // of concurrent Decides on any nodes one wins; an approved approval names
 // the winner's node, which runs the call and stores its answer (Finish).
 // Recover fails the approved approvals of this node only: another node's
-// running call is not touched when this one restarts. Approvals are kept
-// (as the local store keeps them). Safe for concurrent use.
+// running call is not touched when this one restarts. Sweep deletes the
+// approvals that ended before a cutoff. Safe for concurrent use.
 type Approvals struct {
 	c *Client
 }
@@ -221,6 +221,52 @@ func (s *Approvals) Recover(reason string) (int, error) {
 			return n, err
 		}
 		n += int(k)
+	}
+	return n, nil
+}
+
+// Sweep deletes the approvals that reached an end decided before cutoff
+// (gateway.Swept). An approval decided before cutoff was created before
+// it: only those ids are read. A final state never changes, so deleting
+// a record read as final needs no script.
+func (s *Approvals) Sweep(cutoff time.Time) (int, error) {
+	ctx, cancel := s.c.ctx()
+	defer cancel()
+	b := s.c.rdb.B()
+	ids, err := s.c.rdb.Do(ctx, b.Zrangebyscore().Key(s.key("all")).Min("-inf").
+		Max(strconv.FormatInt(cutoff.UnixMilli(), 10)).Build()).AsStrSlice()
+	if err != nil {
+		return 0, redisErr("sweep approvals", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	reads := make(rueidis.Commands, len(ids))
+	for i, id := range ids {
+		reads[i] = b.Hgetall().Key(s.rec(id)).Build()
+	}
+	var dels rueidis.Commands
+	for i, r := range s.c.rdb.DoMulti(ctx, reads...) {
+		f, err := r.AsStrMap()
+		if err != nil {
+			return 0, redisErr("sweep approvals", err)
+		}
+		a, err := approvalOf(f)
+		if err != nil {
+			return 0, err
+		}
+		if a == nil || gateway.Swept(a, cutoff) {
+			dels = append(dels, b.Del().Key(s.rec(ids[i])).Build(), b.Zrem().Key(s.key("all")).Member(ids[i]).Build())
+		}
+	}
+	n := 0
+	for i, r := range s.c.rdb.DoMulti(ctx, dels...) {
+		if err := r.Error(); err != nil {
+			return n, redisErr("sweep approvals", err)
+		}
+		if i%2 == 0 {
+			n++
+		}
 	}
 	return n, nil
 }

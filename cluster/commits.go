@@ -35,14 +35,18 @@ const commitGather = 500 * time.Microsecond
 // given up to OnLost (they stay billed in the ledger).
 const commitRetries = 3
 
-// commitItem is one queued commit: amount of reservation id (a call's,
-// or the slice it was reserved from) to the node's contribution; res is
-// the call's reservation id, forgotten once it lands.
+// commitItem is one queued settlement of budget slice id: this node's
+// totals committed and released from it (settleLua: absolute figures, so
+// that a batch Redis ran although its answer timed out is not applied
+// again by the retry); released < 0 gives back what is left of an
+// orphan. res is the call's reservation id, forgotten once it lands (0
+// for none).
 type commitItem struct {
 	principal string
 	day       meter.Day
 	id        uint64
-	amount    money.Micros
+	committed money.Micros
+	released  money.Micros
 	res       uint64
 }
 
@@ -126,7 +130,7 @@ func (s *Spend) Close() {
 }
 
 // commitBatch commits rs, grouped by principal and day, in one pipeline,
-// retrying what failed (idempotent: a committed id is no longer open).
+// retrying what failed (idempotent: the figures are totals).
 // It returns an error naming what could not be confirmed.
 func (s *Spend) commitBatch(rs []commitItem) error {
 	type group struct {
@@ -144,7 +148,8 @@ func (s *Spend) commitBatch(rs []commitItem) error {
 			cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(g.principal, g.day),
 				Args: []string{s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)}})
 		}
-		cmds[i].Args = append(cmds[i].Args, strconv.FormatUint(r.id, 10), strconv.FormatInt(int64(r.amount), 10), "0")
+		cmds[i].Args = append(cmds[i].Args, strconv.FormatUint(r.id, 10), strconv.FormatInt(int64(r.committed), 10),
+			strconv.FormatInt(int64(r.released), 10))
 	}
 	var missing int64
 	var lastErr error
@@ -153,7 +158,7 @@ func (s *Spend) commitBatch(rs []commitItem) error {
 			time.Sleep(time.Duration(try) * 100 * time.Millisecond) // a backoff, not a wait for a condition
 		}
 		ctx, cancel := s.c.ctx()
-		out := takeScript.ExecMulti(ctx, s.c.rdb, cmds...)
+		out := sliceSettleScript.ExecMulti(ctx, s.c.rdb, cmds...)
 		cancel()
 		failed := cmds[:0]
 		for i, res := range out {

@@ -102,6 +102,9 @@ func (d *Decider) AdmitReserve(principal string, class, limit int, now time.Time
 		lr, err := d.q.runLease(admitReserveScript, keys, d.q.leaseArgs(now.UnixMicro(), limit, req, member, ret, unused,
 			strconv.Itoa(int(day)), strconv.FormatInt(int64(cost), 10), strconv.FormatInt(int64(spendLimit), 10), hl,
 			strconv.FormatUint(id, 10), strconv.FormatInt(d.s.ttl().Milliseconds(), 10)), 10)
+		if err != nil && !notSent(err) {
+			d.s.dropOrphan(principal, day, id) // the script may have reserved it
+		}
 		if err != nil || lr.granted <= 0 {
 			return lr, false, err
 		}

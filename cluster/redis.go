@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -194,4 +195,14 @@ func DefaultNodeID(dataDir string) string {
 }
 
 // redisErr wraps a Redis failure of op.
-func redisErr(op string, err error) error { return fmt.Errorf("%w: %s: %v", ErrRedis, op, err) }
+func redisErr(op string, err error) error { return fmt.Errorf("%w: %s: %w", ErrRedis, op, err) }
+
+// notSent reports whether err shows that a command never reached Redis
+// (no connection could be made), so that nothing it asked for was done.
+// Any other failure (a timeout, a connection lost after the send) leaves
+// open whether Redis ran it: a paused or partitioned Redis runs what it
+// had received once it answers again.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

@@ -93,14 +93,15 @@ type sliceFetch struct {
 }
 
 // sliceScript: KEYS committed(day), r, rx, acct; ARGV day, old slice id
-// ("" none), its unused amount, slice id, cost, asked, limit, hasLimit,
-// ttl ms, live nodes. Gives back the old slice's unused amount, then
+// ("" none), its released total (settleLua), slice id, cost, asked,
+// limit, hasLimit, ttl ms, live nodes. Gives back the old slice's unused
+// amount (its commits are the committer's), then
 // returns {code (0 granted, 1 cap, 3 overflow, 4 id in use, 5 credits),
 // spent, reserved, granted}.
 var sliceScript = rueidis.NewLuaScript(`
 local r, rx, acct = KEYS[2], KEYS[3], KEYS[4]
-` + purgeLua + takeLua + `
-if ARGV[2] ~= '' then take(ARGV[2], 0, tonumber(ARGV[3])) end
+` + purgeLua + settleLua + `
+if ARGV[2] ~= '' then settle(ARGV[2], 0, tonumber(ARGV[3])) end
 local day = ARGV[1]
 local a = redis.call('HMGET', acct, 'bal', 'r:' .. day)
 local reserved = tonumber(a[2] or '0')
@@ -124,17 +125,34 @@ redis.call('HINCRBY', acct, 'r:' .. day, n)
 return {0, spent, reserved, n}
 `)
 
-// takeLua defines take(id, commit, release): moves commit of reservation
-// id's amount to this node's contribution (ARGV node and keep ms are the
-// caller's: KEYS[1] is committed(day)) and gives release back; the
-// reservation goes when nothing is left. Returns false when id is not
-// open. Expects purgeLua.
-const takeLua = `
-local function take(id, commit, release, node, keep)
+// settleLua defines settle(id, ca, ra, node, keep): brings what Redis
+// has applied of slice id, committed and released, up to this node's
+// totals ca and ra. The figures are absolute (the node's slice counts
+// them up), so a message applied twice, or late after a newer one,
+// changes nothing: a timed-out batch that Redis ran anyway and then ran
+// again on retry commits its calls once. The difference committed moves
+// from the slice's reservation to the node's contribution (ARGV node and
+// keep ms are the caller's: KEYS[1] is committed(day)); the difference
+// released goes back to the budget. ra < 0 gives back all that is left
+// (a slice granted by a script whose answer was lost). Applied totals
+// sit beside the reservation as field 'a:<id>'. Returns false when id is
+// not open. Expects purgeLua.
+const settleLua = `
+local function settle(id, ca, ra, node, keep)
   local v = redis.call('HGET', r, id)
   if not v then return false end
   local d, c, cr = string.match(v, '^(%-?%d+):(%d+):(%d)$')
   c = tonumber(c)
+  local a0, r0 = 0, 0
+  local av = redis.call('HGET', r, 'a:' .. id)
+  if av then
+    local x, y = string.match(av, '^(%d+):(%d+)$')
+    a0, r0 = tonumber(x), tonumber(y)
+  end
+  local commit, release = ca - a0, ra - r0
+  if ra < 0 then commit, release = 0, c end
+  if commit < 0 then commit = 0 end
+  if release < 0 then release = 0 end
   if commit > c then commit = c end
   if release > c - commit then release = c - commit end
   local t = commit + release
@@ -148,23 +166,27 @@ local function take(id, commit, release, node, keep)
     redis.call('PEXPIRE', KEYS[1], keep)
   end
   if c - t <= 0 then
-    redis.call('HDEL', r, id)
+    redis.call('HDEL', r, id, 'a:' .. id)
     redis.call('ZREM', rx, id)
   else
-    redis.call('HSET', r, id, d .. ':' .. (c - t) .. ':' .. cr)
+    redis.call('HSET', r, id, d .. ':' .. string.format('%d', c - t) .. ':' .. cr,
+      'a:' .. id, string.format('%d:%d', math.max(a0, ca), math.max(r0, ra)))
   end
   return true
 end
 `
 
-// takeScript: KEYS committed(day), r, rx, acct; ARGV node, keep ms, then
-// triples id, commit, release. Returns {ids not open}.
-var takeScript = rueidis.NewLuaScript(`
+// sliceSettleScript: KEYS committed(day), r, rx, acct; ARGV node, keep ms,
+// then triples slice id, committed total, released total (settleLua).
+// Returns {triples whose slice is not open}; a triple with a released
+// total below 0 (an orphan's give-back) is never counted.
+var sliceSettleScript = rueidis.NewLuaScript(`
 local r, rx, acct = KEYS[2], KEYS[3], KEYS[4]
-` + purgeLua + takeLua + `
+` + purgeLua + settleLua + `
 local missing = 0
 for i = 3, #ARGV, 3 do
-  if not take(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[1], ARGV[2]) then missing = missing + 1 end
+  local ra = tonumber(ARGV[i + 2])
+  if not settle(ARGV[i], tonumber(ARGV[i + 1]), ra, ARGV[1], ARGV[2]) and ra >= 0 then missing = missing + 1 end
 end
 return {missing}
 `)
@@ -239,6 +261,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		f := &sliceFetch{done: make(chan struct{})}
 		ss.fetch = f
 		old, unused := "", money.Micros(0)
+		var oldUsed, oldReleased money.Micros
 		prevSlice := ss.cur
 		if sl := ss.cur; sl != nil {
 			sl.retired = true
@@ -251,6 +274,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 				old = strconv.FormatUint(sl.id, 10)
 				sl.released += unused
 			}
+			oldUsed, oldReleased = sl.used, sl.released
 			ss.cur = nil
 		}
 		ask := max(ss.next, cost)
@@ -263,7 +287,7 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		for range 3 {
 			id = s.nextID()
 			v, err = ints(s.c.run(sliceScript, s.keys(principal, day), []string{strconv.Itoa(int(day)), old,
-				strconv.FormatInt(int64(unused), 10), strconv.FormatUint(id, 10), strconv.FormatInt(int64(cost), 10),
+				strconv.FormatInt(int64(oldReleased), 10), strconv.FormatUint(id, 10), strconv.FormatInt(int64(cost), 10),
 				strconv.FormatInt(int64(ask), 10), strconv.FormatInt(int64(limit), 10), boolArg(hasLimit),
 				strconv.FormatInt(s.ttl().Milliseconds(), 10), strconv.Itoa(s.nodes())}))
 			if err == nil && len(v) != 4 {
@@ -280,12 +304,22 @@ func (s *Spend) reserveSliced(principal string, day meter.Day, cost, limit money
 		switch {
 		case err != nil:
 			res.Err = err
-			if sl := prevSlice; sl != nil && ss.cur == nil {
-				// Not given back (Redis did not answer): it stays this
+			switch sl := prevSlice; {
+			case sl != nil && ss.cur == nil && notSent(err):
+				// Not given back (Redis was not reached): it stays this
 				// node's, the local share of an open principal meanwhile.
 				sl.retired = false
 				sl.released -= unused
 				ss.cur = sl
+			case !notSent(err):
+				// Redis may have run the script and may still run it: the
+				// old slice's rest counts as given back (never served
+				// here again) and is given back again, and the new slice,
+				// if it was granted, goes back whole (both idempotent).
+				if sl != nil && unused > 0 {
+					s.giveBackLater(commitItem{principal, day, sl.id, oldUsed, oldReleased, 0})
+				}
+				s.dropOrphan(principal, day, id)
 			}
 		case v[0] == 0 && money.Micros(v[3]) <= cost:
 			// A slice of one call is that call's own reservation
@@ -358,20 +392,27 @@ func (s *Spend) sliceRelease(r meter.Reservation, sl *slice, cost money.Micros) 
 		return true
 	}
 	sl.released += cost
+	used, released := sl.used, sl.released
 	ss.mu.Unlock()
-	v, err := ints(s.c.run(takeScript, s.keys(r.Principal(), r.Day()), []string{s.c.node,
-		strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10), "0", strconv.FormatInt(int64(cost), 10)}))
+	v, err := ints(s.c.run(sliceSettleScript, s.keys(r.Principal(), r.Day()), []string{s.c.node,
+		strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10),
+		strconv.FormatInt(int64(used), 10), strconv.FormatInt(int64(released), 10)}))
+	if err != nil && !notSent(err) {
+		s.giveBackLater(commitItem{r.Principal(), r.Day(), sl.id, used, released, 0}) // again, idempotent
+	}
 	return err == nil && len(v) == 1
 }
 
-// sliceCommitted moves a slice reservation's cost to used; the commit
-// itself is queued.
-func (s *Spend) sliceCommitted(r meter.Reservation, sl *slice, cost money.Micros) {
+// sliceCommitted moves a slice reservation's cost to used and returns
+// the slice's totals, used and released, for the queued commit.
+func (s *Spend) sliceCommitted(r meter.Reservation, sl *slice, cost money.Micros) (used, released money.Micros) {
 	ss := s.slicesOf(r.Principal(), r.Day())
 	ss.mu.Lock()
 	sl.held -= cost
 	sl.used += cost
+	used, released = sl.used, sl.released
 	ss.mu.Unlock()
+	return used, released
 }
 
 // Unused is what this node's current budget slice of principal on day
@@ -423,9 +464,9 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 				if unused := sl.free(); unused > 0 {
 					sl.released += unused
 					cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(k.principal, k.day), Args: []string{s.c.node,
-						strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10), "0",
-						strconv.FormatInt(int64(unused), 10)}})
-					back = append(back, retiredSlice{ss, sl, unused})
+						strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10),
+						strconv.FormatInt(int64(sl.used), 10), strconv.FormatInt(int64(sl.released), 10)}})
+					back = append(back, retiredSlice{k, ss, sl, unused, sl.used, sl.released})
 				}
 				ss.cur = nil
 			}
@@ -439,15 +480,24 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 	}
 	if len(cmds) > 0 {
 		ctx, cancel := s.c.ctx()
-		out := takeScript.ExecMulti(ctx, s.c.rdb, cmds...)
+		out := sliceSettleScript.ExecMulti(ctx, s.c.rdb, cmds...)
 		cancel()
 		for i, r := range out {
-			if r.Error() == nil || all {
+			err := r.Error()
+			if err == nil || all {
 				continue
 			}
-			// Not given back: the slice stays this node's (the local share
-			// while Redis is unreachable), given back once it answers.
 			b := back[i]
+			if !notSent(err) {
+				// Redis may run it yet: the rest counts as given back
+				// (never served here again) and is given back again
+				// (idempotent) until Redis confirms it.
+				s.giveBackLater(commitItem{b.k.principal, b.k.day, b.sl.id, b.used, b.released, 0})
+				continue
+			}
+			// Not given back (Redis was not reached): the slice stays
+			// this node's (the local share while Redis is unreachable),
+			// given back once it answers.
 			b.ss.mu.Lock()
 			if b.ss.cur == nil && b.ss.fetch == nil {
 				b.sl.retired = false
@@ -460,9 +510,11 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 }
 
 type retiredSlice struct {
-	ss     *slices
-	sl     *slice
-	unused money.Micros
+	k              sliceKey
+	ss             *slices
+	sl             *slice
+	unused         money.Micros
+	used, released money.Micros // the totals sent
 }
 
 // localShare is how long after Redis reserved a slice an open principal
@@ -513,8 +565,82 @@ func (s *Spend) startTicker() {
 					return
 				case now := <-t.C:
 					s.retireSlices(now, false)
+					s.sendGiveBacks(now)
 				}
 			}
 		}()
 	})
+}
+
+// giveBacks are settlements Redis did not confirm although it may have
+// run them, or may run them yet: the unused rest of a slice given back
+// when Redis did not answer, and reservations granted by a script whose
+// answer was lost (orphans, which nothing here would ever commit or
+// release). All are idempotent (settleLua's totals; an orphan's "all
+// that is left"), so the ticker sends them again until Redis confirms
+// them or the reservation TTL has given their amounts back anyway. They
+// do not hold up Flush or Status, which an outage would otherwise block.
+type giveBacks struct {
+	mu    sync.Mutex
+	items []giveBack
+}
+
+type giveBack struct {
+	commitItem
+	until time.Time
+}
+
+// giveBackLater queues it for the ticker.
+func (s *Spend) giveBackLater(it commitItem) {
+	s.backs.mu.Lock()
+	s.backs.items = append(s.backs.items, giveBack{it, time.Now().Add(s.ttl())})
+	s.backs.mu.Unlock()
+	s.startTicker()
+}
+
+// dropOrphan gives back, later, whatever reservation id holds: a script
+// that reserved it timed out and may have run, or may run yet.
+func (s *Spend) dropOrphan(principal string, day meter.Day, id uint64) {
+	s.giveBackLater(commitItem{principal, day, id, 0, -1, 0})
+}
+
+// sendGiveBacks sends the queued give-backs in one pipeline, keeping
+// those Redis did not confirm (until their reservation's TTL).
+func (s *Spend) sendGiveBacks(now time.Time) {
+	s.backs.mu.Lock()
+	items := s.backs.items
+	s.backs.items = nil
+	s.backs.mu.Unlock()
+	if len(items) == 0 {
+		return
+	}
+	cmds := make([]rueidis.LuaExec, len(items))
+	for i, it := range items {
+		cmds[i] = rueidis.LuaExec{Keys: s.keys(it.principal, it.day), Args: []string{s.c.node,
+			strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(it.id, 10),
+			strconv.FormatInt(int64(it.committed), 10), strconv.FormatInt(int64(it.released), 10)}}
+	}
+	ctx, cancel := s.c.ctx()
+	out := sliceSettleScript.ExecMulti(ctx, s.c.rdb, cmds...)
+	cancel()
+	var keep []giveBack
+	for i, r := range out {
+
+		if r.Error() != nil && now.Before(items[i].until) {
+			keep = append(keep, items[i])
+		}
+	}
+	if len(keep) > 0 {
+		s.backs.mu.Lock()
+		s.backs.items = append(keep, s.backs.items...)
+		s.backs.mu.Unlock()
+	}
+}
+
+// GiveBacksPending is how many give-backs wait for Redis to confirm them
+// (for tests and /readyz).
+func (s *Spend) GiveBacksPending() int {
+	s.backs.mu.Lock()
+	defer s.backs.mu.Unlock()
+	return len(s.backs.items)
 }

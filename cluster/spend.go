@@ -88,6 +88,7 @@ type Spend struct {
 	open    [32]openShard
 	slices  [32]sliceShard
 	cm      committer
+	backs   giveBacks
 	tick    sync.Once
 	stop    chan struct{}
 	stopped sync.Once
@@ -148,7 +149,7 @@ local function giveback(id)
     local d, c, cr = string.match(v, '^(%-?%d+):(%d+):(%d)$')
     if redis.call('HINCRBY', acct, 'r:' .. d, '-' .. c) == 0 then redis.call('HDEL', acct, 'r:' .. d) end
     if cr == '1' then redis.call('HINCRBY', acct, 'held', '-' .. c) end
-    redis.call('HDEL', r, id)
+    redis.call('HDEL', r, id, 'a:' .. id)
   end
   redis.call('ZREM', rx, id)
   return v
@@ -289,6 +290,9 @@ func (s *Spend) reservePlain(principal string, day meter.Day, cost, limit money.
 			err = ErrRedis
 		}
 		if err != nil {
+			if !notSent(err) {
+				s.dropOrphan(principal, day, id) // the script may have reserved it
+			}
 			res.Err = err
 			return meter.NewReservation(0, principal, day, 0), res
 		}
@@ -351,8 +355,8 @@ func (s *Spend) Commit(r meter.Reservation, fn func(meter.Committed)) bool {
 	}
 	switch o := s.claim(r.ID(), true); o.state {
 	case openSlice:
-		s.sliceCommitted(r, o.sl, r.Cost())
-		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), o.sl.id, r.Cost(), r.ID()})
+		used, released := s.sliceCommitted(r, o.sl, r.Cost())
+		s.cm.enqueue(s, commitItem{r.Principal(), r.Day(), o.sl.id, used, released, r.ID()})
 		if fn != nil {
 			fn(meter.Committed{})
 		}

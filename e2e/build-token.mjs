@@ -17,7 +17,7 @@ import solc from "solc";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const contractsDir = join(here, "contracts");
-const CONTRACTS = ["TestUSDC", "TestMulticall3", "TestSmartWallet", "TestWalletFactory"];
+const CONTRACTS = ["TestUSDC", "TestMulticall3", "TestSmartWallet", "TestWalletFactory", "TestPermit2", "TestUptoPermit2Proxy"];
 
 const sources = {};
 for (const name of CONTRACTS) {

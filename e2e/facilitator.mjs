@@ -15,7 +15,9 @@
 //   GET  /healthz
 //
 // The exact EVM scheme is registered for v2 ("eip155:84532") and, through
-// registerExactEvmScheme, for every v1 EVM network name ("base-sepolia", ...).
+// registerExactEvmScheme, for every v1 EVM network name ("base-sepolia", ...);
+// the upto scheme (Permit2) for v2 "eip155:84532", with the relayer as its
+// facilitatorAddress (/supported extra).
 // Chain reads and the settlement transactions go to the local RPC, signed by
 // the relayer key; viem gets Base Sepolia's chain definition with that RPC.
 //
@@ -55,6 +57,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { baseSepolia } from "viem/chains";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { registerExactEvmScheme } from "@x402/evm/exact/facilitator";
+import { UptoEvmScheme } from "@x402/evm/upto/facilitator";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11";
@@ -158,6 +161,14 @@ const signer = {
 
 const facilitator = new x402Facilitator();
 registerExactEvmScheme(facilitator, { signer, networks: NETWORK });
+// The upto scheme (Permit2; needs Permit2 and the upto proxy on the chain,
+// chain.DeployPermit2). Its simulation of the proxy's settle must run as
+// the relayer, whom the proxy checks against the witness's facilitator:
+// a viem wallet client (the usual facilitator signer) reads as its own
+// account, so this signer's reads do too. The exact scheme keeps the plain
+// reads above.
+const uptoSigner = { ...signer, readContract: (args) => publicClient.readContract({ account, ...args }) };
+facilitator.register(NETWORK, new UptoEvmScheme(uptoSigner));
 
 const stats = { verify: 0, settle: 0, connections: 0 };
 

@@ -9,6 +9,7 @@
 //                     (x402-fetch's default is 100000 = 0.10 USDC)
 //   --no-spend-controls  v2 only: disable @x402/core's default spend controls
 //   --also-v1         v2 only: also register the v1 scheme (registerExactEvmScheme)
+//   --upto            v2 only: also register the upto scheme (UptoEvmScheme, Permit2)
 //   --payment-id ID   v2 only: send the payment-identifier extension with ID
 //                     (@x402/extensions appendPaymentIdentifierToExtensions)
 //   --resend          after each call, send its paid request again, byte for
@@ -40,6 +41,7 @@ export function parseCommandLine() {
       "max-value": { type: "string" },
       "no-spend-controls": { type: "boolean", default: false },
       "also-v1": { type: "boolean", default: false },
+      upto: { type: "boolean", default: false },
       "payment-id": { type: "string" },
       resend: { type: "boolean", default: false },
     },
@@ -78,6 +80,7 @@ export function parseCommandLine() {
     maxValue: values["max-value"],
     spendControls: !values["no-spend-controls"],
     alsoV1: values["also-v1"],
+    upto: values.upto,
     paymentId: values["payment-id"],
     resend: values.resend,
   };

@@ -236,6 +236,44 @@ func (g *Gateway) expire(a *approval, now time.Time) *approval {
 	return b
 }
 
+// DefaultApprovalRetention is Options.ApprovalRetention's default: an
+// ended approval, its held request and its answer stay readable for 30
+// days.
+const DefaultApprovalRetention = 30 * 24 * time.Hour
+
+// approvalSweepEvery is how often SweepApprovals runs in the background.
+const approvalSweepEvery = 10 * time.Minute
+
+// SweepApprovals expires the pending approvals past their expires_at that
+// nobody has looked at (each recorded as when it is seen), then deletes
+// the approvals that ended more than the retention ago. It returns how
+// many it expired and deleted. The gateway runs it every 10 minutes; in a
+// cluster every node does, and each move happens once.
+func (g *Gateway) SweepApprovals() (expired, deleted int, err error) {
+	now := g.now()
+	pending, err := g.approvals.store.List(apPending)
+	if err != nil {
+		g.log.Error("sweep approvals", "err", err)
+		return 0, 0, err
+	}
+	for _, a := range pending {
+		if b := g.expire(a, now); b != a && b.Status == apExpired {
+			expired++
+		}
+	}
+	keep := g.opts.ApprovalRetention
+	if keep <= 0 {
+		keep = DefaultApprovalRetention
+	}
+	deleted, err = g.approvals.store.Sweep(now.Add(-keep))
+	if err != nil {
+		g.log.Error("sweep approvals", "err", err)
+	} else if expired+deleted > 0 {
+		g.log.Info("approvals swept", "expired", expired, "deleted", deleted, "retention", keep.String())
+	}
+	return expired, deleted, err
+}
+
 func (g *Gateway) recordApproval(a *approval, kind string) {
 	st := map[string]any{"approval_id": a.ID, "status": a.Status, "tool": a.Tool, "request_id": a.RequestID,
 		"decided_at": a.DecidedAt.UTC(), "reason": a.Reason}

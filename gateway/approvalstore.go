@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -113,6 +114,42 @@ func (s *localApprovals) Recover(reason string) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+func (s *localApprovals) Sweep(cutoff time.Time) (int, error) {
+	list, err := s.List("")
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	for _, a := range list {
+		if !Swept(a, cutoff) {
+			continue
+		}
+		if err := wb.Delete([]byte(approvalPrefix + a.ID)); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, wb.Flush()
+}
+
+// Swept reports whether ApprovalStore.Sweep(cutoff) deletes a: it
+// reached an end, decided before cutoff.
+func Swept(a *Approval, cutoff time.Time) bool {
+	switch a.Status {
+	case ApprovalDone, ApprovalDenied, ApprovalExpired, ApprovalFailed:
+		at := a.DecidedAt
+		if at.IsZero() {
+			at = a.CreatedAt
+		}
+		return at.Before(cutoff)
+	}
+	return false
 }
 
 func (s *localApprovals) load(id string) (*Approval, error) {

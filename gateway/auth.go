@@ -3,7 +3,6 @@ package gateway
 import (
 	"crypto/sha256"
 
-	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/x402"
@@ -80,7 +79,7 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 	if err != nil {
 		return callerIdentity{}, true, c.decide(400, outPaymentInvalid, "malformed_payment", "Malformed payment header"), nil
 	}
-	pc := &paidCall{p: p, version: p.Version, verified: v}
+	pc := &paidCall{p: p, version: p.Version, verified: v, upto: p.Scheme == x402.SchemeUpto, amount: c.rt.tool.Price}
 	switch v.Status {
 	case x402.StatusValid:
 		g.metrics.x402Verify.WithLabelValues("valid").Inc()
@@ -90,7 +89,7 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		g.metrics.x402Verify.WithLabelValues("invalid").Inc()
 		return callerIdentity{pay: pc}, true, paymentInvalid(c, v.Reason), nil
 	}
-	if pc.needsRemote || c.rt.tool.Settle == catalog.AfterUpstream {
+	if pc.needsRemote || settlesAfter(c.rt.tool, pc) {
 		pc.digest = sha256.Sum256(c.req.payment)
 	}
 	who := identity.WalletPrincipal(v.Payer)
@@ -113,7 +112,11 @@ func (a paymentAuth) authenticate(c *call) (callerIdentity, bool, *Decision, err
 		if d := g.pendingReplay(c, pc); d != nil {
 			return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, d, nil
 		}
-		return callerIdentity{who: who, pay: pc}, true, paymentInvalid(c, x402.ReasonNonceUsed), nil
+		reason := x402.ReasonNonceUsed
+		if pc.upto {
+			reason = x402.ReasonPermit2NonceUsed
+		}
+		return callerIdentity{who: who, pay: pc}, true, paymentInvalid(c, reason), nil
 	}
 	pc.nonceHeld = true
 	return callerIdentity{who: who, tier: c.st.tierOf(who), pay: pc}, true, nil, nil

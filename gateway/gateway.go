@@ -75,6 +75,10 @@ type Options struct {
 	// NewLocalApprovals(DB)); a cluster passes a shared one, so that a
 	// call held on one node can be decided on any.
 	Approvals ApprovalStore
+	// ApprovalRetention is how long an approval that ended (done, denied,
+	// expired, failed) stays readable at /approvals after its decision
+	// (0: DefaultApprovalRetention); the ledger keeps its admin records.
+	ApprovalRetention time.Duration
 
 	// AdminToken authenticates the management API (Bearer). Required.
 	AdminToken string
@@ -364,6 +368,7 @@ func New(o Options) (*Gateway, error) {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); g.marker.run(g.stop) }()
 	}
+	g.every(approvalSweepEvery, func() { g.SweepApprovals() })
 	g.adoptSettlements() // reconcile.go
 	if o.OverrideSync > 0 {
 		g.every(o.OverrideSync, func() {

@@ -944,3 +944,57 @@ allowed {"shadow":{"outcome":"breaker_tripped","reason":"spend_burst"}}`
 		}
 	}
 }
+
+// TestGovernance_ApprovalSweep: a held call nobody looks at is expired by
+// the sweep (and recorded); approvals that ended are deleted once the
+// retention has passed; pending and running ones stay.
+func TestGovernance_ApprovalSweep(t *testing.T) {
+	clock := newTestClock()
+	h, up := newGovHarness(t, func(o *gateway.Options) { o.Now = clock.now; o.ApprovalRetention = 24 * time.Hour })
+	k := h.createKey(`{"policy":{"approval_tools":["email/*"],"approval_timeout_s":600}}`)
+	held := func(body string) string {
+		t.Helper()
+		resp, b := h.call(k.Secret, "email/send", body)
+		if resp.StatusCode != 202 {
+			t.Fatalf("approval tool: got %d %s, want 202", resp.StatusCode, b)
+		}
+		return decode(t, b)["approval_id"].(string)
+	}
+	forgotten, denied := held(`{"n":1}`), held(`{"n":2}`)
+	if resp, b := h.admin("POST", "/approvals/"+denied, `{"decision":"deny","reason":"no"}`); resp.StatusCode != 200 {
+		t.Fatalf("deny: %d %s", resp.StatusCode, b)
+	}
+	if e, d, err := h.gw.SweepApprovals(); e != 0 || d != 0 || err != nil {
+		t.Fatalf("sweep before anything is due: expired %d deleted %d %v, want 0 0", e, d, err)
+	}
+	clock.advance(601 * time.Second)
+	late := held(`{"n":3}`) // held after the first expired: still pending below
+	if e, d, err := h.gw.SweepApprovals(); e != 1 || d != 0 || err != nil {
+		t.Fatalf("sweep past expires_at: expired %d deleted %d %v, want 1 0", e, d, err)
+	}
+	if _, b := h.admin("GET", "/approvals/"+forgotten, ""); decode(t, b)["status"] != "expired" {
+		t.Fatalf("forgotten approval after the sweep: %s", b)
+	}
+	var kinds []string
+	h.led.Query(ledger.Query{Principal: "key:" + k.KeyID}, func(r *ledger.Record) error {
+		if r.Type == "admin" && strings.HasPrefix(r.Kind, "approval") {
+			kinds = append(kinds, r.Kind)
+		}
+		return nil
+	})
+	if got := strings.Join(kinds, " "); got != "approval_denied approval_expired" {
+		t.Fatalf("ledger admin records: %q, want the denial and the sweep's expiry", got)
+	}
+	clock.advance(24*time.Hour - 601*time.Second + time.Second) // 24 h after the denial
+	if e, d, err := h.gw.SweepApprovals(); e != 1 || d != 1 || err != nil {
+		t.Fatalf("sweep a day later: expired %d deleted %d %v, want 1 (the late one) and 1 (the denial)", e, d, err)
+	}
+	for id, want := range map[string]int{denied: 404, forgotten: 200, late: 200} {
+		if resp, b := h.admin("GET", "/approvals/"+id, ""); resp.StatusCode != want {
+			t.Fatalf("approval %s after the retention: got %d %s, want %d", id, resp.StatusCode, b, want)
+		}
+	}
+	if up.hits.Load() != 0 {
+		t.Fatal("a held call reached the upstream")
+	}
+}

@@ -11,9 +11,10 @@ import (
 // response header X-Toolgate-Cost-Usd (dollars, "0.0042"), which the
 // gateway strips before the caller sees it. An API-key call is billed
 // that cost, capped at the maximum; a report that is missing or not a
-// non-negative amount bills the maximum (logged). An x402 payer pays the
-// maximum with the exact scheme: the upto scheme, which could settle the
-// actual cost, is not offered (docs/x402.md).
+// non-negative amount bills the maximum (logged). An x402 payer with the
+// upto scheme (offered where Permit2 is configured) is settled that cost
+// too; one paying with the exact scheme pays, and is billed, the maximum
+// (docs/x402.md).
 
 // hdrToolgateCost is the upstream's cost report.
 const hdrToolgateCost = "X-Toolgate-Cost-Usd"
@@ -21,7 +22,7 @@ const hdrToolgateCost = "X-Toolgate-Cost-Usd"
 // callCost is what a served, billable call costs.
 func (g *Gateway) callCost(c *call) money.Micros {
 	t := c.rt.tool
-	if !t.Metered || c.pay != nil || c.upResp == nil {
+	if !t.Metered || (c.pay != nil && !c.pay.upto) || c.upResp == nil {
 		return t.Price
 	}
 	v := c.upResp.Header.Peek(hdrToolgateCost)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/toolgate/toolgate/catalog"
@@ -64,6 +65,7 @@ func (g *Gateway) newOffer(t *catalog.Tool) (*x402.Offer, error) {
 		MimeType:          "application/json",
 		Discovery:         t.Discovery,
 		MCPPath:           MCPPath,
+		Metered:           t.Metered,
 	}
 	offer, err := x402.NewOffer(o.Config, res)
 	if err != nil {
@@ -99,7 +101,7 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	var vr x402.VerifyResult
 	var err error
-	if v := g.opts.X402.Verifier; v != nil {
+	if v := g.opts.X402.Verifier; v != nil && !pc.upto { // the RPC verifier knows EIP-3009 only
 		vr, err = v.Verify(vctx, pc.p, c.rt.offer)
 	} else {
 		vr, err = g.opts.X402.Settler.Verify(vctx, pc.p, c.rt.offer)
@@ -153,7 +155,8 @@ func (g *Gateway) releaseNonce(c *call) {
 // before_upstream mode the settlement itself confirms an EOA payment, and
 // runs now.
 func (g *Gateway) confirm(c *call) *Decision {
-	if c.pay.needsRemote || c.rt.tool.Settle == catalog.AfterUpstream {
+	after := settlesAfter(c.rt.tool, c.pay)
+	if c.pay.needsRemote || after {
 		vr, err := g.verifyRemote(c)
 		if err != nil {
 			g.log.Warn("payment verification failed", "request_id", string(c.reqID), "err", err)
@@ -163,7 +166,7 @@ func (g *Gateway) confirm(c *call) *Decision {
 			return paymentInvalid(c, vr.Reason)
 		}
 	}
-	if c.rt.tool.Settle == catalog.BeforeUpstream {
+	if !after {
 		return g.settle(c)
 	}
 	return nil
@@ -174,10 +177,20 @@ func (g *Gateway) confirm(c *call) *Decision {
 // payer sign twice for one call). A definite failure returns its decision.
 func (g *Gateway) settle(c *call) *Decision {
 	pc := c.pay
+	offer := c.rt.offer
+	if pc.upto {
+		if pc.amount == 0 {
+			return g.settleNothing(c)
+		}
+		offer = offer.Settling(pc.amount) // upto: the settle request carries the actual amount
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.SettleTimeout)
 	defer cancel()
 	t0 := g.now()
-	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, c.rt.offer)
+	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, offer)
+	if pc.upto && sr.Amount == "" && (sr.Success || sr.Pending) {
+		sr.Amount = strconv.FormatInt(int64(pc.amount), 10)
+	}
 	pc.settleDur = g.now().Sub(t0)
 	g.metrics.x402Settle.WithLabelValues(settleResult(sr, err)).Inc()
 	g.extensionResponses(c, sr.Extensions)
@@ -185,6 +198,9 @@ func (g *Gateway) settle(c *call) *Decision {
 	case err != nil && errors.Is(err, x402.ErrOutcomeUnknown):
 		g.log.Warn("settlement outcome unknown; nonce kept locked", "request_id", string(c.reqID), "err", err)
 		sr = x402.SettleResult{Pending: true, Payer: pc.verified.Payer, Network: c.rt.offer.Network(pc.version)}
+		if pc.upto {
+			sr.Amount = strconv.FormatInt(int64(pc.amount), 10)
+		}
 		pc.nonceHeld = false // stays locked in the store
 		pc.settled, pc.result, pc.reconcile = true, sr, true
 		return nil
@@ -209,6 +225,23 @@ func (g *Gateway) settle(c *call) *Decision {
 	return d
 }
 
+// settleNothing concludes an upto payment whose call cost nothing: the
+// upto scheme settles a zero amount with no transaction (the authorization
+// expires unused, specs/schemes/upto "Zero Settlement"). The nonce stays
+// locked as settled until the authorization expires, so that it pays for
+// no other call.
+func (g *Gateway) settleNothing(c *call) *Decision {
+	pc := c.pay
+	pc.nonceHeld = false
+	if err := g.opts.X402.Nonces.MarkSettled(pc.verified.Key, ""); err != nil {
+		g.log.Error("mark nonce settled", "request_id", string(c.reqID), "err", err)
+	}
+	g.metrics.x402Settle.WithLabelValues("zero").Inc()
+	pc.settled, pc.zero = true, true
+	pc.result = x402.SettleResult{Success: true, Payer: pc.verified.Payer, Network: c.rt.offer.Network(pc.version), Amount: "0"}
+	return nil
+}
+
 // reconcileLater follows a settlement left pending (broadcast, or sent to
 // a facilitator that did not answer) to its outcome and records it: an
 // x402_settlement txn when the authorization was used, an
@@ -221,7 +254,7 @@ func (g *Gateway) reconcileLater(c *call, sr x402.SettleResult) {
 		return
 	}
 	p := PendingSettlement{Key: c.pay.verified.Key, Tx: sr.Transaction, Principal: c.principal(), RequestID: string(c.reqID),
-		Tool: c.rt.tool.ID, Payer: c.pay.verified.Payer, Network: sr.Network, Amount: c.rt.tool.Price,
+		Tool: c.rt.tool.ID, Payer: c.pay.verified.Payer, Network: sr.Network, Amount: c.pay.amount,
 		Deadline: c.pay.verified.ValidBefore, OweOnSettle: c.pay.oweOnSettle, AnswerKeys: []string{nonceAnswerKey(c.pay.verified.Key)}}
 	if c.claim != nil && c.claim.kind == "payment_identifier" {
 		p.AnswerKeys = append(p.AnswerKeys, c.claim.keys[0])
@@ -240,7 +273,7 @@ func paymentRecord(c *call) *ledger.Payment {
 func settlementRecord(c *call) *ledger.Record {
 	sr := &c.pay.result
 	return &ledger.Record{Type: ledger.TypeTxn, At: c.start, RequestID: string(c.reqID), Principal: c.principal(),
-		Tool: c.rt.tool.ID, Kind: ledger.KindX402Settlement, Amount: c.rt.tool.Price,
+		Tool: c.rt.tool.ID, Kind: ledger.KindX402Settlement, Amount: c.pay.amount,
 		Payer: c.pay.verified.Payer, Network: sr.Network, TxHash: sr.Transaction, Reason: c.pay.extNote}
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
+	"github.com/toolgate/toolgate/money"
 )
 
 // conclude is the last stage of an allowed call (after the upstream): an
@@ -13,7 +14,14 @@ import (
 func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	paidAhead := c.pay != nil && c.pay.settled // before_upstream: the money has moved
 	billable := c.reserved && upFail == nil && c.upStatus < 400
+	var cost money.Micros
+	if billable {
+		cost = g.callCost(c) // a metered tool's actual cost (metered.go)
+	}
 	if billable && c.pay != nil && !paidAhead {
+		if c.pay.upto {
+			c.pay.amount = cost // upto: the payer pays what the call cost
+		}
 		if d := g.settle(c); d != nil { // body withheld until paid
 			return g.finish(c, d)
 		}
@@ -46,7 +54,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		// No balance moves: the records need no ordering against the
 		// principal's other calls, so no callback (which would escape to
 		// the heap through the SpendStore interface).
-		c.cost = g.callCost(c)
+		c.cost = cost
 		rec = g.callRecord(c, outcome, reason, status)
 		g.commitGroup(c)
 		if !g.commitSpend(c, nil) {
@@ -55,13 +63,13 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 			g.metrics.sharedFailures.Inc()
 		}
 		c.reserved = false
-		if c.pay != nil && c.pay.result.Success {
+		if c.pay.moved() {
 			ticket = g.append(c, rec, settlementRecord(c))
 		} else {
 			ticket = g.append(c, rec)
 		}
 	case billable:
-		rec, ticket = g.concludePrepaid(c, outcome, reason, status)
+		rec, ticket = g.concludePrepaid(c, cost, outcome, reason, status)
 	case paidAhead:
 		// before_upstream: settled, then not served. The payer's money
 		// moved for nothing: the call is not billed, and the amount is
@@ -99,8 +107,8 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		c.pay.ledgerDur = g.now().Sub(t0)
 	}
 	g.observe(rec, c.req.source)
-	if c.pay != nil && c.pay.result.Success {
-		g.stats.addRevenue(c.start, c.rt.tool.Price) // its settlement record is committed with rec
+	if c.pay.moved() {
+		g.stats.addRevenue(c.start, c.pay.amount) // its settlement record is committed with rec
 	}
 	c.allowed = true
 	return upFail // nil: the upstream's answer goes back
@@ -110,16 +118,16 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 // appends its records from the commit's callback (apart from conclude,
 // so that the variables the callback captures live on the heap only on
 // this path, not on every call's).
-func (g *Gateway) concludePrepaid(c *call, outcome, reason string, status int) (rec *ledger.Record, ticket ledger.Ticket) {
+func (g *Gateway) concludePrepaid(c *call, cost money.Micros, outcome, reason string, status int) (rec *ledger.Record, ticket ledger.Ticket) {
 	// Prepaid credits: the debit and its balance_after are appended
 	// while the balance cannot change, so that records follow the
 	// order of balance changes (a restart restores the latest).
-	c.cost = g.callCost(c)
+	c.cost = cost
 	rec = g.callRecord(c, outcome, reason, status)
 	g.commitGroup(c)
 	committed := g.commitSpend(c, func(cm meter.Committed) {
 		switch {
-		case c.pay != nil && c.pay.result.Success:
+		case c.pay.moved():
 			ticket = g.append(c, rec, settlementRecord(c))
 		case cm.HasBalance:
 			bal := cm.BalanceAfter
@@ -143,7 +151,7 @@ func (g *Gateway) concludePrepaid(c *call, outcome, reason string, status int) (
 			"principal", rec.Principal, "cost_micro_usd", int64(c.cost))
 		g.metrics.sharedFailures.Inc()
 		recs := []*ledger.Record{rec}
-		if c.pay != nil && c.pay.result.Success {
+		if c.pay.moved() {
 			recs = append(recs, settlementRecord(c))
 		}
 		ticket = g.append(c, recs...)

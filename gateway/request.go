@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
@@ -141,6 +142,20 @@ type paidCall struct {
 	settleDur   time.Duration // time spent settling
 	ledgerDur   time.Duration // time the call's records took to commit
 	result      x402.SettleResult
+	upto        bool         // the upto scheme: settled after the call, at its actual cost
+	amount      money.Micros // what is (to be) settled: the price, or an upto call's actual cost
+	zero        bool         // an upto call that cost nothing: no settlement was needed, none made
+}
+
+// moved reports whether pc (nil: not a paid call) settled money: a
+// successful settlement, not an upto call that cost nothing.
+func (pc *paidCall) moved() bool { return pc != nil && pc.result.Success && !pc.zero }
+
+// settlesAfter reports whether pc is settled after the upstream answered:
+// in the tool's after_upstream mode, and always for an upto payment (its
+// amount is known only then).
+func settlesAfter(t *catalog.Tool, pc *paidCall) bool {
+	return t.Settle == catalog.AfterUpstream || pc.upto
 }
 
 var callPool = sync.Pool{New: func() any { return &call{reqID: make([]byte, 0, 24), buf: make([]byte, 0, 256)} }}

@@ -180,6 +180,10 @@ type ApprovalStore interface {
 	// approved and did not finish (it stopped while they ran: they are
 	// not run again), and returns how many.
 	Recover(reason string) (int, error)
+	// Sweep deletes the approvals that reached an end (done, denied,
+	// expired, failed) decided before cutoff, and returns how many.
+	// Pending and approved (running) approvals are never swept.
+	Sweep(cutoff time.Time) (int, error)
 }
 
 var (

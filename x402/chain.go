@@ -152,6 +152,10 @@ func transferCalldata(a *Authorization, sig []byte) ([]byte, error) {
 // and then "factory call + transfer" as one deployless eth_call. ERC-6492
 // needs a backend that implements CodeReader.
 func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult, error) {
+	if p.Scheme == SchemeUpto {
+		// Direct settlement knows EIP-3009 only; upto needs a facilitator.
+		return VerifyResult{Reason: ReasonUptoScheme, Payer: p.Permit2.From.Hex()}, nil
+	}
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return VerifyResult{}, err
 	}
@@ -246,6 +250,9 @@ func (c *Chain) Verify(ctx context.Context, p *Payment, o *Offer) (VerifyResult,
 func (c *Chain) Settle(ctx context.Context, p *Payment, o *Offer) (SettleResult, error) {
 	if c.relayer == nil {
 		return SettleResult{}, ErrReadOnlyChain
+	}
+	if p.Scheme == SchemeUpto {
+		return SettleResult{Reason: ReasonUptoScheme, Payer: p.Permit2.From.Hex(), Network: o.cfg.Network}, nil
 	}
 	if err := c.checkChain(ctx, o.chainID); err != nil {
 		return SettleResult{}, err
@@ -362,12 +369,22 @@ func (c *Chain) Reconcile(ctx context.Context, k NonceKey, tx common.Hash) (Sett
 			return res, nil
 		}
 	}
-	used, err := c.authorizationState(ctx, k.Asset, k.From, k.Nonce)
+	var used bool
+	var err error
+	if k.Asset == Permit2Address {
+		// An upto payment: Permit2 keeps its nonce, and logs no use.
+		used, err = c.permit2NonceUsed(ctx, k.From, k.Nonce)
+	} else {
+		used, err = c.authorizationState(ctx, k.Asset, k.From, k.Nonce)
+	}
 	if err != nil {
 		return SettleResult{}, err
 	}
 	if used {
 		res.Success = true
+		if k.Asset == Permit2Address {
+			return res, nil
+		}
 		if h, ok := c.findUse(ctx, k); ok {
 			res.Transaction = h.Hex()
 		}
@@ -431,6 +448,28 @@ func (c *Chain) authorizationState(ctx context.Context, asset, from common.Addre
 	}
 	used, _ := vals[0].(bool)
 	return used, nil
+}
+
+// permit2ABI is the nonce bitmap view of Permit2.
+var permit2ABI = mustABI(`[{"type":"function","name":"nonceBitmap","stateMutability":"view","inputs":[
+ {"name":"owner","type":"address"},{"name":"word","type":"uint256"}],"outputs":[{"name":"","type":"uint256"}]}]`)
+
+// permit2NonceUsed reports whether Permit2 has spent owner's unordered
+// nonce (bit nonce&0xff of word nonce>>8 of its nonceBitmap).
+func (c *Chain) permit2NonceUsed(ctx context.Context, owner common.Address, nonce [32]byte) (bool, error) {
+	n := new(big.Int).SetBytes(nonce[:])
+	data, err := permit2ABI.Pack("nonceBitmap", owner, new(big.Int).Rsh(n, 8))
+	if err != nil {
+		return false, err
+	}
+	out, err := c.backend.CallContract(ctx, ethereum.CallMsg{To: &Permit2Address, Data: data}, nil)
+	if err != nil {
+		return false, fmt.Errorf("%w: nonceBitmap: %w", ErrChain, err)
+	}
+	if len(out) != 32 {
+		return false, fmt.Errorf("%w: nonceBitmap: bad return %x", ErrChain, out)
+	}
+	return new(big.Int).SetBytes(out).Bit(int(nonce[31])) == 1, nil
 }
 
 func (c *Chain) balanceOf(ctx context.Context, asset, who common.Address) (*big.Int, error) {

@@ -42,8 +42,11 @@ type Payment struct {
 	// Accepted is the v2 `accepted` requirements echoed by the client
 	// (zero in v1).
 	Accepted Requirements
-	// Authorization is the EIP-3009 message and Signature its signature.
+	// Authorization is the EIP-3009 message of an exact payment, Permit2
+	// that of an upto payment (scheme "upto"), and Signature the payer's
+	// signature of the one the scheme uses.
 	Authorization Authorization
+	Permit2       Permit2Authorization
 	Signature     []byte
 	// Raw is the decoded JSON payload verbatim, forwarded to a facilitator
 	// as paymentPayload.
@@ -113,7 +116,11 @@ func DecodeJSON(raw []byte, version int) (*Payment, error) {
 	if w.Payload == nil {
 		return nil, fmt.Errorf("%w: payload missing", ErrMalformed)
 	}
-	p.problem = p.decodeExact(w.Payload)
+	if p.Scheme == SchemeUpto {
+		p.problem = p.decodeUpto(w.Payload)
+	} else {
+		p.problem = p.decodeExact(w.Payload)
+	}
 	return p, nil
 }
 
@@ -151,6 +158,46 @@ func (p *Payment) decodeExact(w *wireExact) string {
 		return ReasonInvalidPayload
 	}
 	copy(p.Authorization.Nonce[:], n)
+	if w.Signature == "" {
+		return ReasonMissingSignature
+	}
+	if p.Signature, ok = parseHex(w.Signature); !ok || len(p.Signature) == 0 {
+		return ReasonSignatureFormat
+	}
+	return ""
+}
+
+// decodeUpto fills the Permit2 fields of an upto payload and returns the
+// x402 reason of the first defect, or "".
+func (p *Payment) decodeUpto(w *wireExact) string {
+	a := w.Permit2Authorization
+	if a == nil || a.Permitted == nil || a.Witness == nil {
+		return ReasonUptoPayload
+	}
+	m := &p.Permit2
+	var ok bool
+	for _, f := range [...]struct {
+		dst *common.Address
+		s   string
+	}{{&m.From, a.From}, {&m.Token, a.Permitted.Token}, {&m.Spender, a.Spender}, {&m.To, a.Witness.To}, {&m.Facilitator, a.Witness.Facilitator}} {
+		if *f.dst, ok = parseAddress(f.s); !ok {
+			return ReasonUptoPayload
+		}
+	}
+	if !parseUint256(&m.Amount, a.Permitted.Amount) || !parseUint256(&m.Deadline, a.Deadline) ||
+		!parseUint256(&m.ValidAfter, a.Witness.ValidAfter) {
+		return ReasonUptoPayload
+	}
+	if strings.HasPrefix(a.Nonce, "0x") || strings.HasPrefix(a.Nonce, "0X") {
+		// The spec's examples write the nonce in hex; the reference client in decimal.
+		n, ok := parseHex(a.Nonce)
+		if !ok || len(n) == 0 || len(n) > 32 {
+			return ReasonUptoPayload
+		}
+		m.Nonce.SetBytes(n)
+	} else if !parseUint256(&m.Nonce, a.Nonce) {
+		return ReasonUptoPayload
+	}
 	if w.Signature == "" {
 		return ReasonMissingSignature
 	}

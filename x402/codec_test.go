@@ -143,6 +143,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(readVector(f, "vector_v1.b64"), 1)
 	f.Add([]byte("eyJ4NDAyVmVyc2lvbiI6Mn0="), 0)
 	f.Add([]byte("%%%"), 0)
+	uo := uptoVecOffer(f)
+	f.Add(uptoVecHeader(f, uo, nil), 2) // an upto (Permit2) payment
 	o := vecOffer(f)
 	f.Fuzz(func(t *testing.T, header []byte, version int) {
 		p, err := Decode(header, version%3)
@@ -153,5 +155,6 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		_, _ = o.Verify(p, vecNow, 0)
+		_, _ = uo.Verify(p, vecNow, 0)
 	})
 }

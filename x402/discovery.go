@@ -52,7 +52,7 @@ func DiscoveryResources(items []DiscoveryItem, limit, offset int, lastUpdated ti
 		b = append(b, `{"resource":`...)
 		b = append(b, mustJSON(url)...)
 		b = append(b, `,"type":"`+typ+`","x402Version":2,"accepts":[`...)
-		b = append(b, o.reqV2...)
+		b = append(b, o.accepts...)
 		b = append(b, `],"lastUpdated":`...)
 		b = strconv.AppendInt(b, lastUpdated.Unix(), 10)
 		b = append(b, `,"metadata":`...)

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ethereum/go-ethereum/common"
 )
 
 // ErrFacilitator wraps facilitator answers that carry no decision
@@ -86,6 +88,7 @@ func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleR
 		Payer        string `json:"payer"`
 		Transaction  string `json:"transaction"`
 		Network      string `json:"network"`
+		Amount       string `json:"amount"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil || r.Success == nil {
 		if status/100 == 4 {
@@ -96,7 +99,7 @@ func (f *Facilitator) Settle(ctx context.Context, p *Payment, o *Offer) (SettleR
 		return SettleResult{}, fmt.Errorf("%w: %w: settle: HTTP %d: no success in %q", ErrFacilitator, ErrOutcomeUnknown, status, snippet(body))
 	}
 	res := SettleResult{Success: *r.Success, Reason: r.ErrorReason, Message: r.ErrorMessage,
-		Payer: r.Payer, Transaction: r.Transaction, Network: r.Network, Extensions: extensionResponses(hdr)}
+		Payer: r.Payer, Transaction: r.Transaction, Network: r.Network, Amount: r.Amount, Extensions: extensionResponses(hdr)}
 	if res.Network == "" {
 		res.Network = o.Network(p.Version)
 	}
@@ -156,9 +159,9 @@ func (f *Facilitator) post(ctx context.Context, op string, p *Payment, o *Offer)
 	if p == nil || len(p.Raw) == 0 {
 		return 0, nil, nil, fmt.Errorf("%w: %s: payment without raw payload", ErrFacilitator, op)
 	}
-	req := o.Requirements(p.Version)
+	req := o.RequirementsFor(p)
 	if req == nil {
-		return 0, nil, nil, fmt.Errorf("%w: %s: no v%d requirements for %s", ErrFacilitator, op, p.Version, o.cfg.Network)
+		return 0, nil, nil, fmt.Errorf("%w: %s: no v%d %s requirements for %s", ErrFacilitator, op, p.Version, p.Scheme, o.cfg.Network)
 	}
 	body := make([]byte, 0, 80+len(p.Raw)+len(req))
 	body = append(body, `{"x402Version":`...)
@@ -274,4 +277,49 @@ func ParseExtensionResponses(raw string) []ExtensionStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
 	return out
+}
+
+// UptoFacilitator returns the address the facilitator settles upto
+// payments on network from (the extra.facilitatorAddress of its v2 upto
+// kind), which payers name in their witness.
+func (s Supported) UptoFacilitator(network string) (common.Address, bool) {
+	for _, k := range s.Kinds {
+		if k.X402Version != 2 || k.Scheme != SchemeUpto || k.Network != network {
+			continue
+		}
+		var extra struct {
+			FacilitatorAddress string `json:"facilitatorAddress"`
+		}
+		if json.Unmarshal(k.Extra, &extra) != nil {
+			continue
+		}
+		if a, ok := parseAddress(extra.FacilitatorAddress); ok && a != (common.Address{}) {
+			return a, true
+		}
+	}
+	return common.Address{}, false
+}
+
+// ResolveUptoFacilitator turns the --x402-upto setting into the address
+// upto payments must name: "auto" asks f (GET /supported) which address it
+// settles upto payments on network from; a 0x address is taken as given.
+// It fails when f does not offer upto on network (Permit2 or its upto
+// proxy is then missing from the facilitator's setup).
+func ResolveUptoFacilitator(ctx context.Context, setting string, f *Facilitator, network string) (common.Address, error) {
+	if setting != "auto" {
+		a, ok := parseAddress(setting)
+		if !ok || a == (common.Address{}) {
+			return common.Address{}, fmt.Errorf("%w: --x402-upto %q: want auto or the facilitator's 0x address", ErrConfig, setting)
+		}
+		return a, nil
+	}
+	s, err := f.Supported(ctx)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("--x402-upto auto: %w", err)
+	}
+	a, ok := s.UptoFacilitator(network)
+	if !ok {
+		return common.Address{}, fmt.Errorf("%w: --x402-upto auto: facilitator %s lists no v2 upto scheme with a facilitatorAddress for %s", ErrConfig, f.URL, network)
+	}
+	return a, nil
 }

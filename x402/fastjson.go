@@ -343,7 +343,8 @@ func (s *scanner) exact(e *wireExact) bool {
 			e.Authorization = new(wireAuthz)
 			return s.authz(e.Authorization)
 		}
-		if foldsTo(key, "signature", "authorization") {
+		if foldsTo(key, "signature", "authorization", "permit2Authorization") {
+			// An upto (Permit2) payload takes encoding/json.
 			return false
 		}
 		return s.skip(2)

@@ -100,11 +100,11 @@ func (o *Offer) MCPPaymentRequired(reason string) []byte {
 // string.
 func (o *Offer) mcpPaymentRequiredTail() []byte {
 	resInfo := mustJSON(ResourceInfo{URL: o.MCPResourceURL(), Description: o.res.Description, MimeType: o.res.MimeType})
-	tail := make([]byte, 0, 256+len(resInfo)+len(o.reqV2)+len(o.mcpBazaar)+len(paymentIdentifierDecl))
+	tail := make([]byte, 0, 256+len(resInfo)+len(o.accepts)+len(o.mcpBazaar)+len(paymentIdentifierDecl))
 	tail = append(tail, `,"resource":`...)
 	tail = append(tail, resInfo...)
 	tail = append(tail, `,"accepts":[`...)
-	tail = append(tail, o.reqV2...)
+	tail = append(tail, o.accepts...)
 	tail = append(tail, `],"extensions":{"bazaar":`...)
 	tail = append(tail, o.mcpBazaar...)
 	tail = append(tail, `,"`+ExtPaymentIdentifier+`":`...)

@@ -96,6 +96,13 @@ type Config struct {
 	// PublicURL is the external base URL of the gateway (scheme and host,
 	// optional path prefix), used for resource URLs. Required.
 	PublicURL string
+	// UptoFacilitator, when set, turns on the upto scheme for metered
+	// tools (Resource.Metered): Permit2 and the upto proxy are deployed on
+	// the network, and this is the address of the facilitator that settles
+	// upto payments (its GET /supported extra.facilitatorAddress), which
+	// each payer names in its authorization. Zero: metered tools are
+	// offered with the exact scheme only, at their maximum.
+	UptoFacilitator common.Address
 }
 
 // Validate fills the defaults into c and reports every problem at once as

@@ -35,6 +35,10 @@ type Resource struct {
 	//    "output": <example response>, "body_type": "json"|"form-data"|"text"}
 	// ("inputSchema" and "bodyType" are accepted as aliases.)
 	Discovery json.RawMessage
+	// Metered: Price is the most a call costs and the actual cost is known
+	// after the call; with Config.UptoFacilitator set, the offer also
+	// accepts the upto scheme (first), settled at the actual cost.
+	Metered bool
 	// MCPPath is the path of the gateway's MCP endpoint ("/mcp"), where
 	// the tool is also callable with tools/call; "" when there is none.
 	// The tool is then also listed and offered as an MCP resource.
@@ -57,6 +61,9 @@ type Offer struct {
 	v1Network   string // "" when the legacy client cannot use this network
 
 	reqV2, reqV1   []byte // one requirements object, compact JSON
+	reqUpto        []byte // the upto requirements (metered tools with Config.UptoFacilitator), else nil
+	accepts        []byte // the v2 accepts entries: reqUpto (if any), reqV2
+	permit2Domain  common.Hash
 	prHead, prTail []byte // v2 PaymentRequired around the error string
 	header         []byte // base64 PaymentRequired, error "Payment required"
 	body402        []byte // v1 body
@@ -135,6 +142,12 @@ func NewOffer(cfg Config, res Resource) (*Offer, error) {
 		Asset: o.assetHex, PayTo: o.payToHex,
 		MaxTimeoutSeconds: res.MaxTimeoutSeconds, Extra: extra,
 	})
+	o.accepts = o.reqV2
+	if res.Metered && cfg.UptoFacilitator != (common.Address{}) {
+		o.permit2Domain = Permit2DomainSeparator(o.chainID)
+		o.reqUpto = o.uptoRequirements(o.amount)
+		o.accepts = append(append(append([]byte(nil), o.reqUpto...), ','), o.reqV2...)
+	}
 	if o.v1Network != "" {
 		o.reqV1 = mustJSON(RequirementsV1{
 			Scheme: SchemeExact, Network: o.v1Network, MaxAmountRequired: o.amount,
@@ -146,11 +159,11 @@ func NewOffer(cfg Config, res Resource) (*Offer, error) {
 
 	resInfo := mustJSON(ResourceInfo{URL: o.resourceURL, Description: res.Description, MimeType: res.MimeType})
 	o.prHead = []byte(`{"x402Version":2,"error":`)
-	tail := make([]byte, 0, 256+len(resInfo)+len(o.reqV2)+len(bz)+len(paymentIdentifierDecl))
+	tail := make([]byte, 0, 256+len(resInfo)+len(o.accepts)+len(bz)+len(paymentIdentifierDecl))
 	tail = append(tail, `,"resource":`...)
 	tail = append(tail, resInfo...)
 	tail = append(tail, `,"accepts":[`...)
-	tail = append(tail, o.reqV2...)
+	tail = append(tail, o.accepts...)
 	tail = append(tail, `],"extensions":{"bazaar":`...)
 	tail = append(tail, bz...)
 	tail = append(tail, `,"`+ExtPaymentIdentifier+`":`...)
@@ -192,14 +205,57 @@ func (o *Offer) Network(v int) string {
 	return o.cfg.Network
 }
 
-// Requirements returns the offer's requirements object in version v's
-// shape (compact JSON), as sent to a facilitator; nil for v1 when the
-// network has no legacy name.
+// Requirements returns the offer's exact-scheme requirements object in
+// version v's shape (compact JSON), as sent to a facilitator; nil for v1
+// when the network has no legacy name.
 func (o *Offer) Requirements(v int) []byte {
 	if v == 1 {
 		return o.reqV1
 	}
 	return o.reqV2
+}
+
+// RequirementsFor returns the requirements object that p pays against, as
+// sent to a facilitator: the upto one for an upto payment (nil when the
+// offer has none), else Requirements(p.Version).
+func (o *Offer) RequirementsFor(p *Payment) []byte {
+	if p.Scheme == SchemeUpto {
+		return o.reqUpto
+	}
+	return o.Requirements(p.Version)
+}
+
+// Upto reports whether the offer accepts the upto scheme.
+func (o *Offer) Upto() bool { return o.reqUpto != nil }
+
+// Settling returns a copy of the offer whose upto requirements carry
+// amount, the actual cost to settle (at most the price), as the upto
+// scheme's settle request does (its amount is the maximum at verification
+// and the actual charge at settlement). Other requirements are unchanged.
+func (o *Offer) Settling(amount money.Micros) *Offer {
+	if o.reqUpto == nil {
+		return o
+	}
+	c := *o
+	c.reqUpto = o.uptoRequirements(strconv.FormatInt(int64(amount), 10))
+	return &c
+}
+
+// uptoRequirements is the upto requirements object with amount (atomic
+// units): the asset's EIP-712 domain, the Permit2 transfer method and the
+// facilitator the payer must name in its witness.
+func (o *Offer) uptoRequirements(amount string) []byte {
+	extra := mustJSON(struct {
+		Name                string `json:"name"`
+		Version             string `json:"version"`
+		AssetTransferMethod string `json:"assetTransferMethod"`
+		FacilitatorAddress  string `json:"facilitatorAddress"`
+	}{o.cfg.AssetName, o.cfg.AssetVersion, "permit2", o.cfg.UptoFacilitator.Hex()})
+	return mustJSON(Requirements{
+		Scheme: SchemeUpto, Network: o.cfg.Network, Amount: amount,
+		Asset: o.assetHex, PayTo: o.payToHex,
+		MaxTimeoutSeconds: o.res.MaxTimeoutSeconds, Extra: extra,
+	})
 }
 
 // BazaarDeclaration returns the compact extensions.bazaar object

@@ -50,13 +50,16 @@ type SettleResult struct {
 	Network string
 	// Extensions is the facilitator's EXTENSION-RESPONSES (JSON), if any.
 	Extensions string
+	// Amount is the amount charged in atomic units, for an upto payment
+	// (the actual cost); "" otherwise.
+	Amount string
 }
 
 // Response returns the PAYMENT-RESPONSE / X-PAYMENT-RESPONSE object of r.
 // A pending settlement is reported as success:false with errorReason
 // "settlement_pending" and the transaction hash.
 func (r SettleResult) Response() SettleResponse {
-	s := SettleResponse{Success: r.Success, Payer: r.Payer, Network: r.Network, Transaction: r.Transaction}
+	s := SettleResponse{Success: r.Success, Payer: r.Payer, Network: r.Network, Transaction: r.Transaction, Amount: r.Amount}
 	if !r.Success {
 		s.ErrorReason = r.Reason
 		if r.Pending && s.ErrorReason == "" {

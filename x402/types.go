@@ -69,6 +69,9 @@ type SettleResponse struct {
 	Payer       string `json:"payer,omitempty"`
 	Transaction string `json:"transaction"`
 	Network     string `json:"network"`
+	// Amount is what was charged, in atomic units (upto: the actual
+	// cost, possibly "0"); omitted for exact payments.
+	Amount string `json:"amount,omitempty"`
 }
 
 // wire shapes for decoding payment payloads (v1 and v2 share them).
@@ -83,6 +86,24 @@ type wirePayment struct {
 type wireExact struct {
 	Signature     string     `json:"signature"`
 	Authorization *wireAuthz `json:"authorization"`
+	// Permit2Authorization is the upto scheme's message (permit2.go).
+	Permit2Authorization *wirePermit2 `json:"permit2Authorization"`
+}
+
+type wirePermit2 struct {
+	From      string `json:"from"`
+	Permitted *struct {
+		Token  string `json:"token"`
+		Amount string `json:"amount"`
+	} `json:"permitted"`
+	Spender  string `json:"spender"`
+	Nonce    string `json:"nonce"`
+	Deadline string `json:"deadline"`
+	Witness  *struct {
+		To          string `json:"to"`
+		Facilitator string `json:"facilitator"`
+		ValidAfter  string `json:"validAfter"`
+	} `json:"witness"`
 }
 
 type wireAuthz struct {

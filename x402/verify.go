@@ -101,6 +101,9 @@ func (o *Offer) Verify(p *Payment, now time.Time, minValidFor time.Duration) (Ve
 	if p == nil {
 		return Verified{}, ErrNilPayment
 	}
+	if p.Scheme == SchemeUpto && o.reqUpto != nil {
+		return o.verifyUpto(p, now, minValidFor), nil
+	}
 	a := &p.Authorization
 	v := Verified{
 		From:        a.From,
@@ -185,4 +188,79 @@ func unixTime(x *uint256.Int) time.Time {
 		return time.Unix(math.MaxInt64/2, 0)
 	}
 	return time.Unix(int64(x.Uint64()), 0)
+}
+
+// verifyUpto is Verify for an upto payment to an offer that accepts upto
+// (an offer without it refuses the scheme like any other) (x402
+// specs/schemes/upto, "Verification Logic", the parts that need no
+// chain): v2 only; the echoed requirements must match it; the Permit2
+// authorization must name the upto proxy as spender, the payee as witness
+// recipient and this offer's facilitator, permit exactly the price of the
+// offer's asset, be valid now and stay valid for minValidFor; and its
+// EIP-712 signature (Permit2's domain) must recover to `from`. Key names
+// the Permit2 nonce (Asset is Permit2Address: Permit2 keeps the nonces).
+func (o *Offer) verifyUpto(p *Payment, now time.Time, minValidFor time.Duration) Verified {
+	m := &p.Permit2
+	v := Verified{
+		From:        m.From,
+		Key:         NonceKey{ChainID: o.chainID, Asset: Permit2Address, From: m.From, Nonce: m.Nonce.Bytes32()},
+		ValidBefore: unixTime(&m.Deadline),
+	}
+	if p.problem == "" {
+		v.Payer = m.From.Hex()
+		if m.Amount.IsUint64() && m.Amount.Uint64() <= math.MaxInt64 {
+			v.Amount = money.Micros(m.Amount.Uint64())
+		}
+	}
+	invalid := func(reason string) Verified {
+		v.Status, v.Reason = StatusInvalid, reason
+		return v
+	}
+	if p.Version != 2 {
+		return invalid(ReasonUptoScheme)
+	}
+	if p.Network != o.cfg.Network {
+		return invalid(ReasonUptoNetwork)
+	}
+	acc := &p.Accepted
+	switch {
+	case !strings.EqualFold(acc.Asset, o.assetHex):
+		return invalid(ReasonAssetMismatch)
+	case !strings.EqualFold(acc.PayTo, o.payToHex):
+		return invalid(ReasonRecipientMismatch)
+	case acc.Amount != o.amount:
+		return invalid(ReasonPermit2Amount)
+	case p.problem != "":
+		return invalid(p.problem)
+	case m.Spender != UptoProxyAddress:
+		return invalid(ReasonPermit2Spender)
+	case m.To != o.cfg.PayTo:
+		return invalid(ReasonPermit2Recipient)
+	case m.Facilitator != o.cfg.UptoFacilitator:
+		return invalid(ReasonUptoFacilitator)
+	case m.Token != o.cfg.Asset:
+		return invalid(ReasonPermit2Token)
+	case !m.Amount.IsUint64() || m.Amount.Uint64() != uint64(o.res.Price):
+		return invalid(ReasonPermit2Amount)
+	case m.Deadline.IsUint64() && m.Deadline.Uint64() < uint64(max(now.Add(minValidFor).Unix(), 0)):
+		return invalid(ReasonPermit2Deadline)
+	case !m.ValidAfter.IsUint64() || m.ValidAfter.Uint64() > uint64(max(now.Unix(), 0)):
+		return invalid(ReasonPermit2NotYetValid)
+	}
+	sig := p.Signature
+	if len(sig) != 65 {
+		// Perhaps a smart wallet's (EIP-1271, ERC-6492): the facilitator decides.
+		v.Status, v.Reason = StatusNeedsRemote, ReasonPermit2Signature
+		return v
+	}
+	signer, ok := recoverEOA(m.Digest(o.permit2Domain), sig)
+	if !ok {
+		return invalid(ReasonPermit2Signature)
+	}
+	if signer != m.From {
+		v.Status, v.Reason = StatusNeedsRemote, ReasonPermit2Signature
+		return v
+	}
+	v.Status = StatusValid
+	return v
 }

@@ -58,7 +58,8 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	opts.Cluster = reg
 	opts.FallbackQuotas = cluster.NewShareQuotas(reg)
 	q, sp := cluster.NewQuotas(c, 0), cluster.NewSpend(c)
-	q.Nodes = reg.Live // a lease takes at most a share of the free slots
+	q.Nodes = reg.Live  // a lease takes at most a share of the free slots
+	sp.Nodes = reg.Live // and a budget slice a share of the remaining budget
 	opts.Quotas, opts.Spend = q, sp
 	sd.add("returning quota leases and sending queued spend commits", func() error { q.Close(); sp.Close(); return nil })
 	opts.AdmitReserve = cluster.NewDecider(q, sp)

@@ -243,28 +243,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			t.Fatalf("upstream calls: got %d, want 5", n)
 		}
 		// Each node's ledger holds what it billed; together, the cap.
-		var total int64
-		var billed int
-		for i, p := range nodes {
-			code, b := p.req("GET", "/audit?type=call&principal=key:"+capID, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
-			if code != 200 {
-				t.Fatalf("node %d /audit: got %d %s", i, code, b)
-			}
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				var r struct {
-					Cost    int64  `json:"cost_micros"`
-					Outcome string `json:"outcome"`
-				}
-				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-					t.Fatalf("node %d record %s: %v", i, sc.Bytes(), err)
-				}
-				total += r.Cost
-				if r.Cost > 0 {
-					billed++
-				}
-			}
-		}
+		billed, total := billedIn(t, nodes, capID)
 		if total != 50_000 || billed != 5 {
 			t.Fatalf("ledgers: got %d billed calls summing to %d micro-USD, want 5 summing to 50000", billed, total)
 		}
@@ -337,11 +316,13 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			_, b := p.req("GET", "/readyz", "")
 			return jsonField(t, b, "cluster", "live_nodes") == 3.0
 		})
-		// An open principal with a cap of 60 calls spends 24 before the
-		// outage: each node holds a slice of the rest in Redis.
-		shareKey, _ := nodes[0].createKey(`{"name":"share","policy":{"daily_spend_cap_usd":"0.60","rate_class_quota":{"light":1000}}}`)
+		// An open principal with a cap of 300 calls spends 30 before the
+		// outage: each node then holds a slice of the rest in Redis (a
+		// quarter of it divided by the three live nodes, grown from one
+		// call by doubling).
+		shareKey, shareID := nodes[0].createKey(`{"name":"share","policy":{"daily_spend_cap_usd":"3.00","rate_class_quota":{"light":1000}}}`)
 		within(t, -1, "share key", func(p *proc) bool { return call(p, "free", shareKey) == 200 })
-		for i := range 24 {
+		for i := range 30 {
 			if code := call(nodes[i%3], "paid", shareKey); code != 200 {
 				t.Fatalf("share key before the outage: got %d, want 200", code)
 			}
@@ -362,9 +343,10 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		// remaining budget, and no further: never past the cap.
 		got = race(t, 60, "paid", shareKey)
 		t.Logf("open principal's priced calls, redis down: %v", got)
-		if got[200] == 0 || got[200] > 60-24 || got[200]+got[503] != 60 {
-			t.Fatalf("open principal's priced calls, redis down: got %v, want some 200 (at most the 36 left under the cap) and 503", got)
+		if got[200] == 0 || got[200]+got[503] != 60 {
+			t.Fatalf("open principal's priced calls, redis down: got %v, want some 200 (the nodes' unused slices) and the rest 503", got)
 		}
+		servedDown := got[200]
 		for i, p := range nodes {
 			code, b := p.req("POST", "/tools/free", `{}`, "X-API-Key", strictKey, "Content-Type", "application/json")
 			if code != 503 || !strings.Contains(string(b), "shared state unavailable; nothing was charged") {
@@ -386,6 +368,21 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			}
 		}
 		t.Logf("rejoined after %v", time.Since(start).Round(time.Millisecond))
+		// Every call served from a local share is billed once in the
+		// cluster's committed spend after the nodes rejoin (each re-sets
+		// its contribution from its ledger): none lost, none twice. What
+		// stays reserved is what commits Redis never confirmed still hold
+		// until their TTL (stricter, never looser).
+		if n, total := billedIn(t, nodes, shareID); n != 30+servedDown || total != int64(n)*10_000 {
+			t.Fatalf("ledgers: got %d billed calls summing to %d micro-USD, want %d (30 before the outage, %d during it)", n, total, 30+servedDown, servedDown)
+		}
+		want := int64(30+servedDown) * 10_000
+		withinD(t, 5*time.Second, -1, "local-share calls committed once", func(p *proc) bool {
+			_, b := p.admin("GET", "/authorization/status?key_id="+shareID, "")
+			today, _ := jsonField(t, b, "spend_today_usd").(float64)
+			reserved, _ := jsonField(t, b, "spend_reserved_usd").(float64)
+			return int64(math.Round((today-reserved)*1e6)) == want
+		})
 	})
 	t.Run("ConfigMismatch", func(t *testing.T) {
 		d := t.TempDir()
@@ -472,20 +469,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		nodes[2] = restart(outer, nodes[2])
 		billed := make([]int, 3)
 		for i, p := range nodes {
-			code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1")
-			if code != 200 {
-				t.Fatalf("node %d /audit: %d %s", i, code, b)
-			}
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				var r struct {
-					Cost int64 `json:"cost_micros"`
-				}
-				json.Unmarshal(sc.Bytes(), &r)
-				if r.Cost > 0 {
-					billed[i]++
-				}
-			}
+			billed[i], _ = billedOn(t, i, p, id)
 		}
 		total := billed[0] + billed[1] + billed[2]
 		t.Logf("answered 200: %d %d %d (node 2 before its kill: %d); billed in the ledgers: %v", ok[0].Load(), ok[1].Load(), ok[2].Load(), answered2, billed)
@@ -708,4 +692,38 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// billedIn sums the calls billed to key id in every node's own ledger.
+func billedIn(t *testing.T, nodes []*proc, id string) (billed int, total int64) {
+	t.Helper()
+	for i, p := range nodes {
+		n, sum := billedOn(t, i, p, id)
+		billed, total = billed+n, total+sum
+	}
+	return billed, total
+}
+
+// billedOn counts the calls billed to key id in node i's own ledger, and
+// their sum.
+func billedOn(t *testing.T, i int, p *proc, id string) (billed int, total int64) {
+	t.Helper()
+	code, b := p.req("GET", "/audit?type=call&principal=key:"+id, "", "Authorization", "Bearer "+testAdmin, "X-Toolgate-Fanout", "1") // this node's own
+	if code != 200 {
+		t.Fatalf("node %d /audit: got %d %s", i, code, b)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var r struct {
+			Cost int64 `json:"cost_micros"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("node %d record %s: %v", i, sc.Bytes(), err)
+		}
+		total += r.Cost
+		if r.Cost > 0 {
+			billed++
+		}
+	}
+	return billed, total
 }

@@ -36,6 +36,7 @@ type serveFlags struct {
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
+	approvalsRetain                                 time.Duration
 	minFreeMB, upstreamBufferMB                     int64
 	x402PayTo, x402Network, x402Asset               string
 	x402AssetName, x402AssetVersion                 string
@@ -45,6 +46,7 @@ type serveFlags struct {
 	publicURL                                       string
 	x402SettleTimeout, x402ReconcileEvery           time.Duration
 	x402DeployWallets                               bool
+	x402Upto                                        string
 	forwardUnderscoreHeaders                        bool
 	clusterRedis, nodeID, clusterAdvertise          string
 	tlsCert, tlsKey, tlsListen                      string
@@ -77,6 +79,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
+	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
 	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, e.g. 450MiB (off: none); default GOMEMLIMIT, else 90% of the cgroup's memory.max if set, else none")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
@@ -93,6 +96,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL used in payment requirements")
 	fs.DurationVar(&f.x402SettleTimeout, "x402-settle-timeout", 30*time.Second, "deadline of one settlement (separate from each tool's timeout)")
 	fs.DurationVar(&f.x402ReconcileEvery, "x402-reconcile-every", 15*time.Second, "pause between checks of a settlement whose outcome is unknown")
+	fs.StringVar(&f.x402Upto, "x402-upto", "", "offer metered tools with the x402 upto scheme (Permit2) on --x402-network: auto (the facilitator's upto address from its /supported) or that 0x address; needs --x402-facilitator. Empty: metered tools take the exact scheme at their maximum")
 	fs.BoolVar(&f.x402DeployWallets, "x402-deploy-wallets", true, "direct settlement: deploy undeployed ERC-6492 smart wallets (the relayer pays the deployment gas)")
 	fs.BoolVar(&f.forwardUnderscoreHeaders, "forward-underscore-headers", false, "pass caller headers whose names contain '_' to upstreams (names that read as an identity or forwarding header are dropped either way)")
 	fs.StringVar(&f.clusterRedis, "cluster-redis", "", "cluster mode: share quota windows, spend and credit reservations and x402 nonces with the other nodes through this Redis (redis://[:password@]host:port/db or rediss://); prefer TOOLGATE_CLUSTER_REDIS when the URL holds a password")
@@ -123,6 +127,9 @@ func runServe(args []string) error {
 	}
 	if f.upstreamBufferMB < 1 || f.upstreamBufferMB > 1<<20 {
 		return exitError{2, fmt.Sprintf("toolgate serve: --upstream-buffer-mb %d: want 1 to %d", f.upstreamBufferMB, 1<<20)}
+	}
+	if f.approvalsRetain <= 0 {
+		return exitError{2, fmt.Sprintf("toolgate serve: --approvals-retain %s: want a positive duration", f.approvalsRetain)}
 	}
 	log, err := newLogger(f.logFormat, f.logLevel)
 	if err != nil {
@@ -280,7 +287,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		ResponseBufferBytes: f.upstreamBufferMB << 20, TLS: e.source,
 		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
 		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://"),
-		StateMark: marker}
+		StateMark: marker, ApprovalRetention: f.approvalsRetain}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
@@ -598,6 +605,14 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 			return nil, err
 		}
 		o.Settler = x402.NewFacilitators(facs...)
+		if f.x402Upto != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if o.Config.UptoFacilitator, err = x402.ResolveUptoFacilitator(ctx, f.x402Upto, facs[0], cfg.Network); err != nil {
+				return nil, err
+			}
+			log.Info("x402 upto on: metered tools accept upto (Permit2)", "facilitator_address", o.Config.UptoFacilitator.Hex())
+		}
 		if f.x402RPC != "" {
 			// With a facilitator, the RPC only reads: it reconciles
 			// settlements the facilitator left without an answer.
@@ -615,6 +630,9 @@ func x402Options(f serveFlags, db *badger.DB, log *slog.Logger) (*gateway.X402Op
 		log.Info("x402 on", "network", cfg.Network, "pay_to", cfg.PayTo.Hex(), "facilitators", strings.Join(f.x402Facilitators, " "),
 			"cdp_auth", cdpAuth, "reconcile_rpc", f.x402RPC != "")
 	case f.x402RPC != "":
+		if f.x402Upto != "" {
+			return nil, errors.New("--x402-upto needs --x402-facilitator (direct on-chain settlement knows the exact scheme only)")
+		}
 		if f.x402RelayerKey == "" {
 			return nil, errors.New("--x402-rpc needs --x402-relayer-key-file")
 		}

@@ -13,7 +13,7 @@ import (
 // committed sources compile to with the pinned solc-js.
 func TestArtifact_Fresh(t *testing.T) {
 	d := RequireDeps(t)
-	for _, name := range []string{"TestUSDC", "TestMulticall3", "TestSmartWallet", "TestWalletFactory"} {
+	for _, name := range []string{"TestUSDC", "TestMulticall3", "TestSmartWallet", "TestWalletFactory", "TestPermit2", "TestUptoPermit2Proxy"} {
 		t.Run(name+"/SourceHash", func(t *testing.T) {
 			src, err := os.ReadFile(filepath.Join(d.Dir, "contracts", name+".sol"))
 			if err != nil {

@@ -41,6 +41,9 @@ type PayOptions struct {
 	NoSpendControls bool
 	// AlsoV1 makes the v2 client register the v1 scheme too (v2).
 	AlsoV1 bool
+	// Upto makes the v2 client register the upto scheme too
+	// (@x402/evm UptoEvmScheme, Permit2).
+	Upto bool
 	// PaymentID, if set, is sent in the payment-identifier extension (v2,
 	// @x402/extensions).
 	PaymentID string
@@ -93,6 +96,8 @@ type SettleResponse struct {
 	Payer       string `json:"payer"`
 	Transaction string `json:"transaction"`
 	Network     string `json:"network"`
+	// Amount is the amount charged in atomic units (upto payments).
+	Amount string `json:"amount"`
 }
 
 // Settlement decodes PaymentResponse; ok is false when there was none.
@@ -162,6 +167,9 @@ func runPay(t testing.TB, script, url string, opts PayOptions) []PayResult {
 	}
 	if opts.AlsoV1 {
 		args = append(args, "--also-v1")
+	}
+	if opts.Upto {
+		args = append(args, "--upto")
 	}
 	if opts.PaymentID != "" {
 		args = append(args, "--payment-id", opts.PaymentID)

@@ -130,7 +130,7 @@ func TestFacilitator_Supported(t *testing.T) {
 	if err := getJSON(f.URL()+"/supported", &sup); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"2 exact " + Network: false, "1 exact " + NetworkV1: false}
+	want := map[string]bool{"2 exact " + Network: false, "1 exact " + NetworkV1: false, "2 upto " + Network: false}
 	for _, k := range sup.Kinds {
 		key := fmt.Sprintf("%d %s %s", k.X402Version, k.Scheme, k.Network)
 		if _, ok := want[key]; ok {

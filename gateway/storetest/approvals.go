@@ -13,8 +13,9 @@ import (
 
 // ApprovalContract checks an ApprovalStore: an approval stored whole and
 // listed oldest first, one move out of pending among 100 concurrent
-// Decides, Finish only of an approved approval and only once, and
-// Recover failing the approved approvals that were not finished.
+// Decides, Finish only of an approved approval and only once, Recover
+// failing the approved approvals that were not finished, and Sweep
+// deleting only the approvals that ended before its cutoff.
 func ApprovalContract(t *testing.T, newStore func(t *testing.T) gateway.ApprovalStore) {
 	held := func(i int) *gateway.Approval {
 		return &gateway.Approval{ID: fmt.Sprintf("ap_%032d", i), Status: gateway.ApprovalPending, Tool: "email/send",
@@ -194,6 +195,37 @@ func ApprovalContract(t *testing.T, newStore func(t *testing.T) gateway.Approval
 		}
 		if n, err := s.Recover("stopped"); n != 0 || err != nil {
 			t.Fatalf("second Recover: got %d, %v, want 0", n, err)
+		}
+	})
+	t.Run("Sweep", func(t *testing.T) {
+		s := newStore(t)
+		for i := 1; i <= 6; i++ {
+			create(t, s, held(i))
+		}
+		s.Decide(held(2).ID, approve) // running: never swept
+		s.Decide(held(3).ID, approve)
+		s.Finish(held(3).ID, &gateway.ApprovalResult{Status: 200, RequestID: "r", CostUSD: json.RawMessage(`0`)})
+		s.Decide(held(4).ID, gateway.ApprovalDecision{Status: gateway.ApprovalDenied, By: "admin", At: t0, Reason: "no"})
+		s.Decide(held(5).ID, gateway.ApprovalDecision{Status: gateway.ApprovalExpired, By: "toolgate", At: t0.Add(time.Hour), Reason: "late"})
+		s.Decide(held(6).ID, gateway.ApprovalDecision{Status: gateway.ApprovalDenied, By: "admin", At: t0.Add(2 * time.Hour), Reason: "no"})
+		n, err := s.Sweep(t0.Add(90 * time.Minute))
+		if n != 3 || err != nil {
+			t.Fatalf("Sweep: got %d, %v, want 3 (the done, denied and expired ones decided before the cutoff)", n, err)
+		}
+		for i := 1; i <= 6; i++ {
+			a, err := s.Get(held(i).ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gone := i >= 3 && i <= 5; (a == nil) != gone {
+				t.Fatalf("approval %d after Sweep: got %+v, want gone %v", i, a, gone)
+			}
+		}
+		if all, err := s.List(""); err != nil || len(all) != 3 {
+			t.Fatalf("List after Sweep: got %d, %v, want 3", len(all), err)
+		}
+		if n, err := s.Sweep(t0.Add(90 * time.Minute)); n != 0 || err != nil {
+			t.Fatalf("second Sweep: got %d, %v, want 0", n, err)
 		}
 	})
 }
