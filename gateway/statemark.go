@@ -58,6 +58,9 @@ import (
 // checkpoint key is for. It also does not re-check the ledger's own
 // admin index up to S (AdminRecords compares each entry with its record),
 // as the sealed start does not either: `audit verify` checks every index.
+// Like the full check, it finds admin records through that index, so an
+// admin record whose index entry was deleted is found by `audit verify`,
+// not by a start.
 // Cluster mode has no mark (its keys and overrides are the cluster's).
 
 // MarkFile is the state mark's name in the data dir.
