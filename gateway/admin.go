@@ -110,7 +110,7 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 		v, err = g.apiStatus(ctx, st)
 	case p == "/credits/keys" || strings.HasPrefix(p, "/credits/keys/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
-			v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/"))
+			g.marker.Change(func() { v, err = g.apiKeys(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/credits/keys"), "/")) })
 		}
 	case p == "/ui/session":
 		v, err = g.apiSession(ctx)
@@ -142,15 +142,15 @@ func (g *Gateway) serveManagement(ctx *fasthttp.RequestCtx, st *state, path []by
 		}
 	case p == "/groups" || strings.HasPrefix(p, "/groups/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
-			v, err = g.apiGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/groups"), "/"))
+			g.marker.Change(func() { v, err = g.apiGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(p, "/groups"), "/")) })
 		}
 	case strings.HasPrefix(p, "/principals/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
-			v, err = g.apiPrincipal(ctx, strings.TrimPrefix(p, "/principals/"))
+			g.marker.Change(func() { v, err = g.apiPrincipal(ctx, strings.TrimPrefix(p, "/principals/")) })
 		}
 	case strings.HasPrefix(p, "/wallets/"):
 		if err = g.allowed(ctx, adminWrite); err == nil {
-			v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/"))
+			g.marker.Change(func() { v, err = g.apiWallet(ctx, strings.TrimPrefix(p, "/wallets/")) })
 		}
 	default:
 		ok = false

@@ -85,6 +85,9 @@ func (g *Gateway) recordKey(actor, kind string, k *identity.Key) error {
 	err := appendAdmin(g.led, now, actor, k.Principal, kind, stateOfKey(k, now))
 	if err != nil {
 		g.log.Error("record key change", "key_id", k.ID, "kind", kind, "err", err)
+		g.marker.Broken()
+	} else {
+		g.marker.Changed(false)
 	}
 	return err
 }
@@ -99,6 +102,9 @@ func (g *Gateway) recordPolicy(actor, principal string, p *policy.Policy) error 
 	err := appendAdmin(g.led, g.now(), actor, principal, kind, policyState{p})
 	if err != nil {
 		g.log.Error("record policy change", "principal", principal, "kind", kind, "err", err)
+		g.marker.Broken()
+	} else {
+		g.marker.Changed(true)
 	}
 	return err
 }

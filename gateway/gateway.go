@@ -50,6 +50,9 @@ type Options struct {
 	// Answers keeps the recorded answers of idempotent calls (nil: badger
 	// on DB, per node).
 	Answers AnswerStore
+	// StateMark keeps the state mark current while serving (statemark.go;
+	// nil: no mark). Management changes run inside it.
+	StateMark *StateMarker
 	// OverrideSync is how often the gateway follows the override store's
 	// change feed to pick up writes by other gateways; 0 = never (the
 	// store is written only through this gateway).
@@ -179,7 +182,8 @@ type Gateway struct {
 
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
-	overVer uint64     // the override feed's version the state follows; under writeMu
+	marker  *StateMarker
+	overVer uint64 // the override feed's version the state follows; under writeMu
 
 	clientsMu sync.Mutex
 	clients   map[string]*upstreamClient
@@ -223,6 +227,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	g := &Gateway{
 		opts:      o,
+		marker:    o.StateMark,
 		now:       o.Now,
 		log:       o.Logger,
 		quotas:    o.Quotas,
@@ -359,6 +364,10 @@ func New(o Options) (*Gateway, error) {
 		g.every(250*time.Millisecond, g.checkSpace)
 	}
 	g.every(anonInterval, g.flushAnon)
+	if g.marker != nil {
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.marker.run(g.stop) }()
+	}
 	g.every(approvalSweepEvery, func() { g.SweepApprovals() })
 	g.adoptSettlements() // reconcile.go
 	if o.OverrideSync > 0 {

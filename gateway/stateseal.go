@@ -107,19 +107,27 @@ func SealState(path string, led *ledger.Ledger, keys *identity.Store, overrides 
 	if err != nil {
 		return fmt.Errorf("state seal: %w", err)
 	}
+	if err := writeSeal(path, s); err != nil {
+		return fmt.Errorf("state seal: %w", err)
+	}
+	return nil
+}
+
+// writeSeal writes s to path: to a temporary name, synced and renamed.
+func writeSeal(path string, s stateSeal) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("state seal: %w", err)
+		return err
 	}
 	if err := syncFile(tmp); err != nil {
-		return fmt.Errorf("state seal: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state seal: %w", err)
+		return err
 	}
 	return syncFile(filepath.Dir(path)) // the rename
 }
@@ -139,37 +147,69 @@ func syncFile(path string) error {
 // (see the top of this file). It removes the seal in any case. sealed
 // reports whether the seal was used.
 func CheckStateSealed(path string, led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, now time.Time, log *slog.Logger) (sealed bool, err error) {
-	seal, why := matchSeal(path, led, keys, overrides)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("state seal: %w", err)
+	how, err := CheckStateAtStart(path, "", led, keys, overrides, now, log)
+	return how == CheckedBySeal, err
+}
+
+// How a start check was made (CheckStateAtStart).
+const (
+	CheckedBySeal = "seal" // the state seal of a clean shutdown
+	CheckedByMark = "mark" // the state mark (statemark.go): after a crash
+	CheckedInFull = "full" // every management record read (CheckState)
+)
+
+// CheckStateAtStart is CheckState made as cheaply as the data dir
+// allows: by the seal at sealPath (removed in any case) when it matches
+// exactly, else by the state mark at markPath ("": none) when it
+// matches, else in full. how is one of the Checked… constants.
+func CheckStateAtStart(sealPath, markPath string, led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, now time.Time, log *slog.Logger) (how string, err error) {
+	seal, why := matchSeal(sealPath, led, keys, overrides)
+	if err := os.Remove(sealPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("state seal: %w", err)
 	}
 	if why == "" && now.Before(seal.CheckedAt) {
 		why = "the clock is behind the sealed check"
 	}
-	if why != "" {
-		if why != "no seal" {
-			log.Info("management state: full check against the ledger", "state_seal", why)
-		}
-		return false, CheckState(led, keys, overrides, now, log)
+	if why == "" {
+		log.Info("management state: as sealed at the last clean shutdown; the ledger's history was not re-read",
+			"ledger_seq", seal.LedgerSeq, "keys", seal.Keys, "overrides", seal.Overrides)
+		return CheckedBySeal, recordExpiredSince(led, keys, seal.CheckedAt, now, log)
 	}
-	log.Info("management state: as sealed at the last clean shutdown; the ledger's history was not re-read",
-		"ledger_seq", seal.LedgerSeq, "keys", seal.Keys, "overrides", seal.Overrides)
-	// Keys that expired since the sealed check have no expiry record yet:
-	// record them, as the full check does.
+	if markPath != "" {
+		mark, whyNot := matchMark(markPath, led, keys, overrides, now)
+		if whyNot == "" {
+			log.Info("management state: as marked while the last run served; only the management records after the mark were read",
+				"state_seal", why, "mark_seq", mark.LedgerSeq, "keys", mark.Keys, "overrides", mark.Overrides)
+			return CheckedByMark, recordExpiredSince(led, keys, mark.CheckedAt, now, log)
+		}
+		if why != "no seal" || whyNot != "none" {
+			why += "; state mark: " + whyNot
+		}
+	}
+	if why != "no seal" {
+		log.Info("management state: full check against the ledger", "state_seal", why)
+	}
+	return CheckedInFull, CheckState(led, keys, overrides, now, log)
+}
+
+// recordExpiredSince records the keys that expired after the check at
+// after and by now: they have no expiry record yet (a start check
+// records the expiries before it, as the full check does).
+func recordExpiredSince(led *ledger.Ledger, keys *identity.Store, after, now time.Time, log *slog.Logger) error {
 	var expired []*identity.Key
-	after, until := seal.CheckedAt.Unix(), now.Unix()
+	from, until := after.Unix(), now.Unix()
 	keys.Each(func(k *identity.Key) {
-		if e := k.ExpiresAt(); k.RevokedAt().IsZero() && !e.IsZero() && e.Unix() > after && e.Unix() <= until {
+		if e := k.ExpiresAt(); k.RevokedAt().IsZero() && !e.IsZero() && e.Unix() > from && e.Unix() <= until {
 			expired = append(expired, k)
 		}
 	})
 	for _, k := range expired {
 		log.Warn("management state", "change", fmt.Sprintf("key %s: expired; recording it", k.ID))
 		if err := appendAdmin(led, now, actorStart, k.Principal, ledger.KindKeyExpired, stateOfKey(k, now)); err != nil {
-			return true, fmt.Errorf("record: %w", err)
+			return fmt.Errorf("record: %w", err)
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // matchSeal reads the seal at path and returns "" when it describes the

@@ -2,11 +2,16 @@ package identity
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestKeyIndex_GrowAndReplace fills an index far past its first table
@@ -195,5 +200,82 @@ func TestStore_Digest(t *testing.T) {
 	}
 	if dr, nr := reloaded.Digest(); dr != d || nr != 5 {
 		t.Fatalf("after a revocation: kept %x, reloaded %x (%d keys)", d, dr, nr)
+	}
+}
+
+// TestOpen_SplitRanges: a store whose key rows span many tables below
+// level 0 is read in two ranges at once; every key loads exactly once,
+// with its fields, and the Digest is the one of the keys as written.
+func TestOpen_SplitRanges(t *testing.T) {
+	dir := t.TempDir()
+	opts := badger.DefaultOptions(dir).WithLogger(nil).WithBaseTableSize(256 << 10).WithNumVersionsToKeep(1)
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 9*slabSize + 123
+	want := map[string]Key{}
+	var sum digestSum
+	wb := db.NewWriteBatch()
+	for i := range n {
+		secret, hash := NewSecret()
+		k := Key{ID: fmt.Sprintf("k_S%015d", i), Name: fmt.Sprintf("n%d", i), Hint: secret[:7] + "…", Hash: hash,
+			created: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Unix() + int64(i)}
+		if i%7 == 0 {
+			k.revoked = k.created + 60
+		}
+		want[k.ID] = k
+		sum.add(&k)
+		v, err := json.Marshal(storedKey{keyJSON: k.toJSON(), HashHex: hex.EncodeToString(hash[:])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wb.Set([]byte(keyPrefix+k.ID), v); err != nil {
+			t.Fatal(err)
+		}
+		if i%(3*slabSize) == 3*slabSize-1 || i == n-1 { // a table per batch
+			if err := wb.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			if db, err = badger.Open(opts); err != nil {
+				t.Fatal(err)
+			}
+			wb = db.NewWriteBatch()
+		}
+	}
+	wb.Cancel()
+	defer db.Close()
+	if got := splitKeys(db, keyPrefix, 2); len(got) != 1 {
+		t.Fatalf("setup: split keys %q, want one (tables: %d)", got, len(db.Tables()))
+	}
+	s, err := Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != n {
+		t.Fatalf("Len: got %d, want %d", s.Len(), n)
+	}
+	seen := map[string]bool{}
+	s.Each(func(k *Key) {
+		w, ok := want[k.ID]
+		if !ok || seen[k.ID] {
+			t.Fatalf("key %s: unexpected or loaded twice", k.ID)
+		}
+		seen[k.ID] = true
+		if k.Name != w.Name || k.Hint != w.Hint || k.Hash != w.Hash || k.created != w.created || k.revoked != w.revoked || k.Principal != "key:"+w.ID {
+			t.Fatalf("key %s: got %+v, want %+v", k.ID, *k, w)
+		}
+	})
+	if len(seen) != n {
+		t.Fatalf("keys visited: got %d, want %d", len(seen), n)
+	}
+	got, _ := s.Digest()
+	var wantSum [32]byte
+	for i, l := range sum {
+		binary.LittleEndian.PutUint64(wantSum[8*i:], l)
+	}
+	if got != wantSum {
+		t.Fatal("Digest differs from the keys written")
 	}
 }

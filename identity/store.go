@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -44,8 +45,8 @@ func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
 // seconds on two cores: the index's tables are sized up front from
 // badger's table statistics, rows in the stored form are decoded by hand
 // (decodeStored) straight into the index's slabs with one string per
-// key, and indexing (and the Digest's hashing) runs on a second goroutine
-// while the iterator decodes.
+// key by two goroutines reading a range of rows each, and indexing (and
+// the Digest's hashing) runs on a third while they decode.
 func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(estimateKeys(db, prefix))}
 	type filled struct {
@@ -63,24 +64,66 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 			}
 		}
 	}()
-	cur, n := new(slab), 0
-	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(s.prefix), PrefetchValues: false})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := &cur[n]
-			if err := it.Item().Value(func(v []byte) error { return decodeStored(v, k) }); err != nil {
-				return fmt.Errorf("key %s: %w", it.Item().Key(), err)
-			}
-			if n++; n == slabSize {
-				batches <- filled{cur, n}
-				cur, n = new(slab), 0
+	// The rows are read in key ranges, each by its own goroutine (the
+	// decoding is most of the load; the index is built beside them). At
+	// start nothing else writes key rows, so each range's own read
+	// snapshot sees the same rows. Each range hands on full slabs and
+	// keeps its last, partial one; those are packed after all finished
+	// (the index takes full slabs only, but the last).
+	bounds := splitKeys(db, prefix, 2)
+	tails := make([]filled, len(bounds)+1)
+	errs := make([]error, len(bounds)+1)
+	var wg sync.WaitGroup
+	for r := range tails {
+		from, to := []byte(prefix), []byte(nil)
+		if r > 0 {
+			from = bounds[r-1]
+		}
+		if r < len(bounds) {
+			to = bounds[r]
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cur, n := new(slab), 0
+			errs[r] = db.View(func(txn *badger.Txn) error {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(s.prefix), PrefetchValues: false})
+				defer it.Close()
+				for it.Seek(from); it.Valid(); it.Next() {
+					if to != nil && bytes.Compare(it.Item().Key(), to) >= 0 {
+						break
+					}
+					k := &cur[n]
+					if err := it.Item().Value(func(v []byte) error { return decodeStored(v, k) }); err != nil {
+						return fmt.Errorf("key %s: %w", it.Item().Key(), err)
+					}
+					if n++; n == slabSize {
+						batches <- filled{cur, n}
+						cur, n = new(slab), 0
+					}
+				}
+				return nil
+			})
+			tails[r] = filled{cur, n}
+		}()
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err == nil {
+		// Pack the partial slabs: full ones go as they fill, the rest last.
+		cur, n := new(slab), 0
+		for _, t := range tails {
+			for i := range t.n {
+				cur[n] = t.s[i]
+				if n++; n == slabSize {
+					batches <- filled{cur, n}
+					cur, n = new(slab), 0
+				}
 			}
 		}
-		return nil
-	})
-	if n > 0 && err == nil {
-		batches <- filled{cur, n}
+		if n > 0 {
+			batches <- filled{cur, n}
+		}
 	}
 	close(batches)
 	<-indexed
@@ -88,6 +131,41 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
 	return s, nil
+}
+
+// splitKeys returns up to parts-1 row keys that split the rows under
+// prefix into ranges of about equal numbers of rows, from badger's table
+// statistics (tables holding nothing but such rows; tables of different
+// levels overlap, so the split is only about even); none when the tables
+// say too little (a small store, or rows in the memtable). Any keys would
+// do for correctness: the ranges they bound cover the prefix exactly.
+func splitKeys(db *badger.DB, prefix string, parts int) [][]byte {
+	type edge struct {
+		key []byte
+		n   int
+	}
+	var edges []edge
+	total := 0
+	for _, t := range db.Tables() {
+		if !bytes.HasPrefix(t.Left, []byte(prefix)) || !bytes.HasPrefix(t.Right, []byte(prefix)) || len(t.Left) < len(prefix)+8 {
+			continue
+		}
+		edges = append(edges, edge{t.Left[:len(t.Left)-8], int(t.KeyCount)}) // without badger's version suffix
+		total += int(t.KeyCount)
+	}
+	if total < 4*slabSize || parts < 2 {
+		return nil
+	}
+	sort.Slice(edges, func(i, j int) bool { return bytes.Compare(edges[i].key, edges[j].key) < 0 })
+	var out [][]byte
+	seen := 0
+	for _, e := range edges {
+		if len(out) < parts-1 && seen >= total*(len(out)+1)/parts {
+			out = append(out, bytes.Clone(e.key))
+		}
+		seen += e.n
+	}
+	return out
 }
 
 // estimateKeys returns a lower bound of the rows under the key prefix,

@@ -101,3 +101,47 @@ func TestLedger_AdminRecords(t *testing.T) {
 		}
 	})
 }
+
+// TestLedger_AdminRecordsAfter: only the admin records after a seq are
+// read, in seq order; RecordHash gives a record's chain hash and says when
+// there is no such record.
+func TestLedger_AdminRecordsAfter(t *testing.T) {
+	l, _, _ := newLedger(t, Options{})
+	for i := range 3 {
+		if err := l.Append(callRec("key:k1", "t", OutcomeAllowed), adminRec("key:k1", KindKeyRevoked, `{"key_id":"k1","n":`+string(rune('0'+i))+`}`)).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		after uint64
+		want  []uint64
+	}{{0, []uint64{2, 4, 6}}, {2, []uint64{4, 6}}, {3, []uint64{4, 6}}, {5, []uint64{6}}, {6, nil}, {1 << 63, nil}, {^uint64(0), nil}} {
+		var got []uint64
+		if err := l.AdminRecordsAfter(tt.after, func(r *Record) error { got = append(got, r.Seq); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !slicesEqual(got, tt.want) {
+			t.Errorf("AdminRecordsAfter(%d): got %v, want %v", tt.after, got, tt.want)
+		}
+	}
+	seq, head := l.Head()
+	got, ok, err := l.RecordHash(seq)
+	if err != nil || !ok || got != head {
+		t.Errorf("RecordHash(%d): got %q %v %v, want %q", seq, got, ok, err, head)
+	}
+	if _, ok, err := l.RecordHash(seq + 1); ok || err != nil {
+		t.Errorf("RecordHash(%d) past the head: got ok %v, %v; want no record", seq+1, ok, err)
+	}
+}
+
+func slicesEqual(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -278,7 +278,12 @@ func (q *Query) match(typ, outcome, tool []byte) bool {
 // the whole chain and that no entry is missing). It first waits until
 // every acknowledged record is applied, like Query. fn owns the Record it
 // is given; an error from fn stops the walk and is returned unchanged.
-func (l *Ledger) AdminRecords(fn func(*Record) error) error {
+func (l *Ledger) AdminRecords(fn func(*Record) error) error { return l.AdminRecordsAfter(0, fn) }
+
+// AdminRecordsAfter is AdminRecords restricted to the admin records with
+// a seq above after: it seeks the admin index to after+1, so it reads
+// only those.
+func (l *Ledger) AdminRecordsAfter(after uint64, fn func(*Record) error) error {
 	if err := l.waitApplied(); err != nil {
 		return fmt.Errorf("admin records: %w", err)
 	}
@@ -286,10 +291,18 @@ func (l *Ledger) AdminRecords(fn func(*Record) error) error {
 	return l.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = prefixAdmin
+		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
 		var scratch []byte
-		for it.Rewind(); it.Valid(); it.Next() {
+		if after == math.MaxUint64 {
+			return nil
+		}
+		from := prefixAdmin
+		if after > 0 {
+			from = binary.BigEndian.AppendUint64(append([]byte(nil), prefixAdmin...), after+1)
+		}
+		for it.Seek(from); it.Valid(); it.Next() {
 			item := it.Item()
 			k := item.Key()
 			if len(k) != len(prefixAdmin)+8 {
@@ -334,4 +347,28 @@ func (l *Ledger) AdminRecords(fn func(*Record) error) error {
 		}
 		return nil
 	})
+}
+
+// RecordHash returns the hex hash of record seq as the chain stores it,
+// after checking the record's hash against its contents (an error
+// wrapping ErrTampered if they differ); ok is false when the ledger holds
+// no record seq. It first waits until every acknowledged record is
+// applied, like Query.
+func (l *Ledger) RecordHash(seq uint64) (hash string, ok bool, err error) {
+	if err := l.waitApplied(); err != nil {
+		return "", false, fmt.Errorf("record hash: %w", err)
+	}
+	b, ok, err := l.st.lookup(seq)
+	if !ok || err != nil {
+		return "", ok, err
+	}
+	var r Record
+	var prev, self [32]byte
+	if err := r.decodeBinaryHashes(b, &prev, &self); err != nil || r.Seq != seq {
+		return "", true, fmt.Errorf("record hash: %w: record %d undecodable", ErrTampered, seq)
+	}
+	if _, h := hashRecord(nil, &prev, &r); h != self {
+		return "", true, fmt.Errorf("record hash: %w: record %d: hash does not match its contents", ErrTampered, seq)
+	}
+	return hex.EncodeToString(self[:]), true, nil
 }

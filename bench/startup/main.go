@@ -10,9 +10,11 @@
 // stops it with SIGTERM, and then starts it -runs times. Each start is
 // timed from exec to the first 200 answer of POST /tools/bench/echo with
 // one of the stored keys (polled every 2 ms), against a loopback upstream
-// this program serves. After each start -active principals make one call
-// each and VmRSS is read again; then the gateway is stopped with SIGTERM
-// and the clean shutdown is timed.
+// this program serves, and the process's CPU time (user + system) is read
+// then. After each start -active principals make one call each and VmRSS
+// is read again; then the gateway is stopped: with SIGTERM, the clean
+// shutdown timed, or with -stop kill with SIGKILL, so that the next start
+// is a start after a crash (-stop alternate: kill, term, kill, ...).
 //
 // With -base a second binary is measured the same way, on its own copy
 // of the same data dir, alternating with -toolgate start by start, so
@@ -42,6 +44,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
 	"github.com/toolgate/toolgate/identity"
 )
@@ -63,11 +66,14 @@ const policiesJSON = `{ "version": 1, "fail_mode": "open",
 // sample is one start of one binary.
 type sample struct {
 	start, stop      time.Duration // exec → first 200; SIGTERM → exit
+	startCPU         time.Duration // the process's CPU time (user + system) at the first 200
 	rssServing       int64         // VmRSS at the first 200
 	rssActive        int64         // VmRSS after -active principals called once
 	rssHWM           int64         // VmHWM (peak) at the end
 	activeCalls      time.Duration // wall time of the -active calls
 	rssAnon, rssFile int64         // at the end
+	killed           bool          // stopped with SIGKILL
+	after            string        // how the run before this start ended
 }
 
 func main() {
@@ -78,9 +84,10 @@ func main() {
 	runs := flag.Int("runs", 3, "starts of each binary")
 	dir := flag.String("dir", "", "temporary directory (default: the system's)")
 	keep := flag.String("keep", "", "keep the data dir and the active secrets here after the run (reused when it exists)")
+	stops := flag.String("stop", "term", "how each run ends: term (SIGTERM, a clean stop), kill (SIGKILL: the next start is a crash start) or alternate (kill, term, kill, ...: crash and clean starts in turn)")
 	flag.Parse()
-	if *bin == "" || *nActive > *nKeys || *runs < 0 {
-		log.Fatal("startup: want -toolgate BIN, -active <= -keys, -runs >= 0")
+	if *bin == "" || *nActive > *nKeys || *runs < 0 || *stops != "term" && *stops != "kill" && *stops != "alternate" {
+		log.Fatal("startup: want -toolgate BIN, -active <= -keys, -runs >= 0, -stop term|kill|alternate")
 	}
 	tmp, err := os.MkdirTemp(*dir, "toolgate-startup-")
 	if err != nil {
@@ -103,7 +110,7 @@ func main() {
 		logf("writing %d keys", *nKeys)
 		secrets = writeKeys(filepath.Join(data, "store"), *nKeys, *nActive)
 		logf("first start (adopts the keys into the ledger)")
-		first := g.run(*bin, secrets[:1])
+		first := g.run(*bin, secrets[:1], false)
 		logf("first start: serving after %v (adoption included), stopped in %v", first.start.Round(time.Millisecond), first.stop.Round(time.Millisecond))
 		if *keep != "" {
 			write(filepath.Join(data, "secrets"), string(bytes.Join(secrets, []byte("\n"))))
@@ -129,10 +136,15 @@ func main() {
 	}
 	got := map[string][]sample{}
 	for i := range *runs {
+		kill := *stops == "kill" || *stops == "alternate" && i%2 == 0
 		for _, b := range bins {
 			g.data = dirs[b]
-			s := g.run(b, secrets)
-			logf("run %d %s: serving after %v, RSS %d → %d MiB, stopped in %v", i+1, filepath.Base(b),
+			s := g.run(b, secrets, kill)
+			s.after = "clean stop"
+			if prev := got[b]; len(prev) > 0 && prev[len(prev)-1].killed {
+				s.after = "kill -9"
+			}
+			logf("run %d %s (after a %s): serving after %v, RSS %d → %d MiB, stopped in %v", i+1, filepath.Base(b), s.after,
 				s.start.Round(time.Millisecond), s.rssServing>>20, s.rssActive>>20, s.stop.Round(time.Millisecond))
 			got[b] = append(got[b], s)
 		}
@@ -147,8 +159,9 @@ type gateway struct {
 }
 
 // run starts bin on the data dir, times the first answered call, makes
-// one call per secret, and stops it.
-func (g *gateway) run(bin string, secrets [][]byte) sample {
+// one call per secret, and stops it: with SIGTERM, or with SIGKILL when
+// kill is set (then stop is the time until the process is gone).
+func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", g.data, "--tools", g.tools,
 		"--policies", g.policies, "--admin-token", "startup-bench-admin", "--sync", "interval",
@@ -197,6 +210,7 @@ func (g *gateway) run(bin string, secrets [][]byte) sample {
 	}
 	s.start = time.Since(t0)
 	pid := cmd.Process.Pid
+	s.startCPU = cpuTime(pid)
 	s.rssServing = status(pid, "VmRSS")
 	if len(secrets) > 1 {
 		t1 := time.Now()
@@ -221,10 +235,14 @@ func (g *gateway) run(bin string, secrets [][]byte) sample {
 	s.rssAnon, s.rssFile = status(pid, "RssAnon"), status(pid, "RssFile")
 	client.CloseIdleConnections()
 	t2 := time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
+	sig := syscall.SIGTERM
+	if kill {
+		sig, s.killed = syscall.SIGKILL, true
+	}
+	cmd.Process.Signal(sig)
 	select {
 	case err := <-exited:
-		if err != nil {
+		if err != nil && !kill {
 			log.Fatalf("startup: %s stopped with %v\n%s", bin, err, stderr.String())
 		}
 	case <-time.After(5 * time.Minute):
@@ -237,32 +255,50 @@ func (g *gateway) run(bin string, secrets [][]byte) sample {
 
 func report(bins []string, got map[string][]sample, keys, active int) {
 	fmt.Printf("`toolgate serve` with %d keys stored; %d principals call once after each start.\n\n", keys, active)
-	fmt.Printf("| binary | run | exec → first 200 | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | clean stop |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
+	fmt.Printf("| binary | run | start after | exec → first 200 | CPU then | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
 	for _, b := range bins {
 		for i, s := range got[b] {
-			fmt.Printf("| %s | %d | %.2f s | %s | %s | %s / %s | %s | %.2f s |\n", filepath.Base(b), i+1, s.start.Seconds(),
-				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), s.stop.Seconds())
+			stop := fmt.Sprintf("%.2f s", s.stop.Seconds())
+			if s.killed {
+				stop = "kill -9"
+			}
+			fmt.Printf("| %s | %d | %s | %.2f s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(), s.startCPU.Seconds(),
+				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
 		}
 	}
-	fmt.Printf("\n| binary | exec → first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---:|---:|\n")
+	fmt.Printf("\n| binary | start after | starts | exec → first 200, median (min–max) | CPU to first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---|---:|---:|---:|---:|\n")
 	for _, b := range bins {
-		var st []time.Duration
-		var rs []int64
-		for _, s := range got[b] {
-			st = append(st, s.start)
-			rs = append(rs, s.rssActive)
+		for _, after := range []string{"clean stop", "kill -9"} {
+			var st, cpu []time.Duration
+			var rs []int64
+			for _, s := range got[b] {
+				if s.after == after {
+					st = append(st, s.start)
+					cpu = append(cpu, s.startCPU)
+					rs = append(rs, s.rssActive)
+				}
+			}
+			if len(st) == 0 {
+				continue
+			}
+			slices.Sort(st)
+			slices.Sort(cpu)
+			slices.Sort(rs)
+			fmt.Printf("| %s | %s | %d | %.2f s (%.2f–%.2f) | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), after, len(st),
+				st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
+				cpu[len(cpu)/2].Seconds(), cpu[0].Seconds(), cpu[len(cpu)-1].Seconds(),
+				mib(rs[len(rs)/2]), mib(rs[0]), mib(rs[len(rs)-1]))
 		}
-		slices.Sort(st)
-		slices.Sort(rs)
-		fmt.Printf("| %s | %.2f s (%.2f–%.2f) | %s (%s–%s) |\n", filepath.Base(b), st[len(st)/2].Seconds(), st[0].Seconds(), st[len(st)-1].Seconds(),
-			mib(rs[len(rs)/2]), mib(rs[0]), mib(rs[len(rs)-1]))
 	}
 }
 
 // writeKeys stores n keys in a new badger at dir and returns the secrets
 // of the first active ones (at least one).
 func writeKeys(dir string, n, active int) [][]byte {
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1))
+	// Uncompressed, as `toolgate serve` writes its tables; the tables
+	// rewritten by the first start's compactions are the preparing
+	// binary's (-toolgate).
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithNumVersionsToKeep(1).WithCompression(options.None))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -319,6 +355,26 @@ func freeAddr() string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// cpuTime returns the user and system CPU time of a process so far
+// (/proc/<pid>/stat, in clock ticks of 1/100 s), 0 if unreadable.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(b), ") ") // after the command name
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest) // f[0] is field 3 (state); utime and stime are fields 14 and 15
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // status returns a /proc/<pid>/status field in kB as bytes (0 if absent).

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -92,5 +93,109 @@ func TestServe_StateSeal(t *testing.T) {
 	}
 	if strings.Contains(out, used) {
 		t.Fatalf("the seal was used on a store that does not match it:\n%s", out)
+	}
+}
+
+// TestServe_StateMark: after a crash (kill -9, no seal) the start uses the
+// state mark written while serving instead of re-reading the ledger's
+// history, and a revoked key stays refused; a key row edited back to
+// active after the crash changes the keys' digest, so the full check
+// runs and refuses the store, naming the key.
+func TestServe_StateMark(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir)
+	data := filepath.Join(dir, "data")
+	mark := filepath.Join(data, "state-mark")
+	logText := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
+		return string(b)
+	}
+	const used = "as marked while the last run served"
+
+	p := startGateway(t, dir)
+	secret, id := p.createKey(`{"name":"revoke me"}`)
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 200 {
+		t.Fatalf("new key: got %d, want 200", code)
+	}
+	// waitMark polls until the mark satisfies ok and returns its keys'
+	// digest: each change's mark is written just after its answer.
+	waitMark := func(what string, ok func(keys int, digest string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var m struct {
+				Keys   int    `json:"keys"`
+				Digest string `json:"keys_digest"`
+			}
+			b, err := os.ReadFile(mark)
+			if err == nil && json.Unmarshal(b, &m) == nil && ok(m.Keys, m.Digest) {
+				return m.Digest
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the state mark did not follow %s: %s (%v)\n%s", what, b, err, logText())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	active := waitMark("the creation", func(n int, _ string) bool { return n == 1 })
+	if code, b := p.admin("DELETE", "/credits/keys/"+id, ""); code != 200 {
+		t.Fatalf("revoke: %d %s", code, b)
+	}
+	waitMark("the revocation", func(n int, d string) bool { return n == 1 && d != active })
+	p.stop(syscall.SIGKILL)
+	if _, err := os.Stat(filepath.Join(data, "state-seal")); !os.IsNotExist(err) {
+		t.Fatalf("setup: a seal after kill -9: %v", err)
+	}
+
+	p = startGateway(t, dir)
+	if !strings.Contains(logText(), used) {
+		t.Fatalf("the start after a crash did not use the mark:\n%s", logText())
+	}
+	if code, _ := p.req("POST", "/tools/extract/structured", `{}`, "X-API-Key", secret); code != 401 {
+		t.Fatalf("revoked key after a marked start: got %d, want 401", code)
+	}
+	p.stop(syscall.SIGKILL)
+
+	// The key's row edited back to active, the ledger and the mark left
+	// as the crash left them.
+	db, err := badger.Open(storeOptions(filepath.Join(data, "store"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("k/" + id))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		var row map[string]any
+		if err := json.Unmarshal(v, &row); err != nil {
+			return err
+		}
+		if _, ok := row["revoked_at"]; !ok {
+			t.Fatalf("setup: the stored row has no revocation: %s", v)
+		}
+		delete(row, "revoked_at")
+		v, _ = json.Marshal(row)
+		return txn.Set([]byte("k/"+id), v)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("setup: no mark left by the crash: %v", err)
+	}
+	out := serveMustRefuse(t, dir)
+	if !strings.Contains(out, "key "+id+": revoked in the ledger") {
+		t.Fatalf("refusal does not name the revoked key:\n%s", out)
+	}
+	if strings.Contains(out, used) || !strings.Contains(out, "the keys differ from the marked ones") {
+		t.Fatalf("the mark was used on a store that does not match it, or the reason is not given:\n%s", out)
 	}
 }
