@@ -11,7 +11,8 @@
 //   GET  /timings                      the /verify and /settle answered since
 //                                      the last /timings, each {op, ms, rpc:
 //                                      [[method, ms], ...]} (its node calls),
-//                                      then forgets them (test-only)
+//                                      at: [received, answered]} (wall clock,
+//                                      Unix ms), then forgets them (test-only)
 //   GET  /healthz
 //
 // The exact EVM scheme is registered for v2 ("eip155:84532") and, through
@@ -198,6 +199,7 @@ function checkBody(body) {
 }
 
 const server = http.createServer(async (req, res) => {
+  const received = performance.timeOrigin + performance.now();
   const path = new URL(req.url, "http://x").pathname;
   try {
     if (req.method === "GET" && path === "/supported") return send(res, 200, facilitator.getSupported());
@@ -217,10 +219,12 @@ const server = http.createServer(async (req, res) => {
       }
       const problem = checkBody(body);
       if (problem) return send(res, 400, { error: problem });
-      const op = { op: path.slice(1), ms: 0, rpc: [] };
+      const op = { op: path.slice(1), ms: 0, rpc: [], at: [] };
       const t0 = performance.now();
       const done = (status, result) => {
-        op.ms = Math.round((performance.now() - t0) * 1000) / 1000;
+        const t1 = performance.now();
+        op.ms = Math.round((t1 - t0) * 1000) / 1000;
+        op.at = [Math.round(received * 1000) / 1000, Math.round((performance.timeOrigin + t1) * 1000) / 1000];
         if (timings.length < 100_000) timings.push(op);
         return send(res, status, result);
       };

@@ -22,10 +22,13 @@
 //                      Base Sepolia RPC is never used.
 //
 // Each call prints one JSON line to stdout:
-//   {"i":0,"status":200,"ms":12.3,"phases":{"unpaid","sign","paid"}|null,
+//   {"i":0,"status":200,"ms":12.3,"phases":{"unpaid","sign","paid","at"}|null,
 //    "body":"...","json":{...}|null,
 //    "paymentResponse":{...}|null,"paymentResponseHeader":"PAYMENT-RESPONSE"|...|null,
 //    "paymentRequired":{...}|null,"headers":{...}}
+// phases.at holds the wall-clock times (Unix milliseconds, fractional) of
+// the unpaid request's start and answer, the paid request's start and the
+// call's end, to line the client's view up with the servers' timestamps.
 // A call that throws (the client refused to pay, a network error) prints
 //   {"i":0,"error":"..."} and the process exits 1 after the remaining calls.
 import { parseArgs } from "node:util";
@@ -165,7 +168,13 @@ export async function runCalls(opts, doFetch, decodeResponse, capture) {
       const paidMark = marks.find((m) => m[0]);
       if (unpaid && paidMark) {
         const r = (x) => Math.round(x * 1000) / 1000;
-        phases = { unpaid: r(unpaid[2] - unpaid[1]), sign: r(paidMark[1] - unpaid[2]), paid: r(ms - (paidMark[1] - t0)) };
+        const wall = (x) => Math.round((performance.timeOrigin + x) * 1000) / 1000;
+        phases = {
+          unpaid: r(unpaid[2] - unpaid[1]),
+          sign: r(paidMark[1] - unpaid[2]),
+          paid: r(ms - (paidMark[1] - t0)),
+          at: [wall(unpaid[1]), wall(unpaid[2]), wall(paidMark[1]), wall(t0 + ms)],
+        };
       }
       let json = null;
       try {

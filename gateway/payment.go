@@ -97,6 +97,7 @@ func (g *Gateway) verifyRemote(c *call) (x402.VerifyResult, error) {
 		return vr, nil
 	}
 	t0 := g.now()
+	pc.verifyAt = t0.Sub(c.start)
 	defer func() { pc.verifyDur = g.now().Sub(t0) }()
 	vctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.VerifyTimeout)
 	var vr x402.VerifyResult
@@ -187,6 +188,7 @@ func (g *Gateway) settle(c *call) *Decision {
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.X402.SettleTimeout)
 	defer cancel()
 	t0 := g.now()
+	pc.settleAt = t0.Sub(c.start)
 	sr, err := g.opts.X402.Settler.Settle(ctx, pc.p, offer)
 	if pc.upto && sr.Amount == "" && (sr.Success || sr.Pending) {
 		sr.Amount = strconv.FormatInt(int64(pc.amount), 10)

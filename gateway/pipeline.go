@@ -39,10 +39,18 @@ func (g *Gateway) run(c *call) *Decision {
 		g.reconcileLater(c, c.pay.result)
 	}
 	if c.pay != nil && c.allowed && g.log.Enabled(context.Background(), slog.LevelDebug) {
-		// Where a paid call's time went (BENCHMARKS.md "## x402").
-		g.log.Debug("paid call phases", "request_id", string(c.reqID), "total_us", g.now().Sub(c.start).Microseconds(),
-			"verify_us", c.pay.verifyDur.Microseconds(), "upstream_us", c.upLatency.Microseconds(),
-			"settle_us", c.pay.settleDur.Microseconds(), "ledger_us", c.pay.ledgerDur.Microseconds())
+		// Where a paid call's time went (BENCHMARKS.md "## x402"):
+		// durations, and offsets from the start (start_unix_us, the
+		// wall clock, to line it up with the client's and the
+		// facilitator's timestamps).
+		pc := c.pay
+		g.log.Debug("paid call phases", "request_id", string(c.reqID), "start_unix_us", c.start.UnixMicro(),
+			"total_us", g.now().Sub(c.start).Microseconds(),
+			"identified_at_us", pc.identAt.Microseconds(), "decided_at_us", pc.decideAt.Microseconds(),
+			"verify_at_us", pc.verifyAt.Microseconds(), "verify_us", pc.verifyDur.Microseconds(),
+			"upstream_at_us", c.upAt.Microseconds(), "upstream_us", c.upLatency.Microseconds(),
+			"settle_at_us", pc.settleAt.Microseconds(), "settle_us", pc.settleDur.Microseconds(),
+			"ledger_us", pc.ledgerDur.Microseconds())
 	}
 	return d
 }
@@ -53,13 +61,20 @@ func (g *Gateway) stages(c *call) *Decision {
 		return g.finish(c, d)
 	}
 	d := g.identify(c)
+	if c.pay != nil {
+		c.pay.identAt = g.now().Sub(c.start)
+	}
 	if d == nil && c.pay == nil && len(c.req.idemKey) > 0 {
 		d = g.claimKey(c) // a retry is answered before it counts against quota or spend
 	}
 	if d == nil {
 		d = g.decide(c)
 	}
-	g.metrics.decision.Observe(seconds(g.now().Sub(c.start)))
+	decided := g.now().Sub(c.start)
+	if c.pay != nil {
+		c.pay.decideAt = decided
+	}
+	g.metrics.decision.Observe(seconds(decided))
 	if d != nil {
 		return g.finish(c, d)
 	}

@@ -54,7 +54,7 @@ func (g *Gateway) upstream(c *call) *Decision {
 	g.prepareUpstreamRequest(c, req)
 	t0 := g.now()
 	err := g.exchange(c, req, c.upResp) // c.body, if set, is released with c
-	c.upLatency = g.now().Sub(t0)
+	c.upLatency, c.upAt = g.now().Sub(t0), t0.Sub(c.start)
 	c.rt.upstreamSeconds.Observe(seconds(c.upLatency))
 	if err != nil {
 		return g.upstreamFailure(c, err)

@@ -117,6 +117,7 @@ type call struct {
 	cost      money.Micros // billed amount (0 unless committed)
 	upStatus  int
 	upLatency time.Duration
+	upAt      time.Duration      // when the upstream call began, after start
 	upResp    *fasthttp.Response // the upstream's answer, when one came
 	body      *bodyBuf           // an upstream body that outlives upResp; released with the call
 	allowed   bool               // the answer carries X-Policy-Allowed: true
@@ -145,6 +146,11 @@ type paidCall struct {
 	upto        bool         // the upto scheme: settled after the call, at its actual cost
 	amount      money.Micros // what is (to be) settled: the price, or an upto call's actual cost
 	zero        bool         // an upto call that cost nothing: no settlement was needed, none made
+
+	// When, after the call's start, identification and the decision
+	// ended and the verification and settlement began (the "paid call
+	// phases" debug line).
+	identAt, decideAt, verifyAt, settleAt time.Duration
 }
 
 // moved reports whether pc (nil: not a paid call) settled money: a

@@ -113,6 +113,10 @@ type PayPhases struct {
 	Unpaid float64 `json:"unpaid"`
 	Sign   float64 `json:"sign"`
 	Paid   float64 `json:"paid"`
+	// At are the wall-clock times (Unix milliseconds) of the unpaid
+	// request's start, its answer, the paid request's start and the end
+	// of the call, to line them up with the servers' timestamps.
+	At []float64 `json:"at"`
 }
 
 // PayV2 runs e2e/pay-v2.mjs (@x402/fetch 2.27.0) against url and returns one

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/toolgate/toolgate/money"
@@ -118,9 +119,28 @@ func TestPayV2(t *testing.T) {
 	t.Run("PostJSON", func(t *testing.T) {
 		payTo := NewAccount(t).Address
 		srv := startPaidEcho(t, f, payTo, price)
+		f.Timings(t) // forget earlier ops
+		wallMs := func() float64 { return float64(time.Now().UnixMicro()) / 1000 }
+		before := wallMs()
 		res := PayV2(t, srv.url, PayOptions{RPC: a.RPC(), JSON: `{"text":"hello"}`})[0]
+		after := wallMs()
 		if res.Error != "" {
 			t.Fatalf("client error: %s", res.Error)
+		}
+		// The client's and the facilitator's wall-clock stamps (what the
+		// paid-latency breakdown lines up) follow the call's order.
+		ops := f.Timings(t)
+		if res.Phases == nil || len(res.Phases.At) != 4 || len(ops) != 2 || len(ops[0].At) != 2 || len(ops[1].At) != 2 ||
+			ops[0].Op != "verify" || ops[1].Op != "settle" {
+			t.Fatalf("phases %+v, facilitator ops %+v: want 4 client stamps, a verify and a settle with 2 each", res.Phases, ops)
+		}
+		at := res.Phases.At
+		seq := []float64{before, at[0], at[1], at[2], ops[0].At[0], ops[0].At[1], ops[1].At[0], ops[1].At[1], at[3], after}
+		for i := 1; i < len(seq); i++ {
+			if seq[i] < seq[i-1] {
+				t.Errorf("wall-clock stamps out of order at %d: %v (want run start, unpaid start, 402, paid start, /verify in, out, /settle in, out, end, run end)", i, seq)
+				break
+			}
 		}
 		if res.Status != http.StatusOK {
 			t.Fatalf("status: got %d, want 200 (body %s)", res.Status, res.Body)

@@ -148,6 +148,9 @@ type FacilitatorOp struct {
 	Op  string   `json:"op"`
 	Ms  float64  `json:"ms"`
 	RPC [][2]any `json:"rpc"`
+	// At are the wall-clock times (Unix milliseconds) the request reached
+	// the handler and its answer was sent.
+	At []float64 `json:"at"`
 }
 
 // Timings returns the /verify and /settle answered since the last call to
