@@ -57,36 +57,7 @@ func TestServe_StateSeal(t *testing.T) {
 
 	// The key's row edited back to active (its revocation dropped), the
 	// ledger and the seal left as the clean stop wrote them.
-	db, err := badger.Open(storeOptions(filepath.Join(data, "store"), false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("k/" + id))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		var row map[string]any
-		if err := json.Unmarshal(v, &row); err != nil {
-			return err
-		}
-		if _, ok := row["revoked_at"]; !ok {
-			t.Fatalf("setup: the stored row has no revocation: %s", v)
-		}
-		delete(row, "revoked_at")
-		v, _ = json.Marshal(row)
-		return txn.Set([]byte("k/"+id), v)
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	unrevokeRow(t, data, id)
 	out := serveMustRefuse(t, dir)
 	if !strings.Contains(out, "key "+id+": revoked in the ledger") {
 		t.Fatalf("refusal does not name the revoked key:\n%s", out)
@@ -158,6 +129,24 @@ func TestServe_StateMark(t *testing.T) {
 
 	// The key's row edited back to active, the ledger and the mark left
 	// as the crash left them.
+	unrevokeRow(t, data, id)
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("setup: no mark left by the crash: %v", err)
+	}
+	out := serveMustRefuse(t, dir)
+	if !strings.Contains(out, "key "+id+": revoked in the ledger") {
+		t.Fatalf("refusal does not name the revoked key:\n%s", out)
+	}
+	if strings.Contains(out, used) || !strings.Contains(out, "the keys differ from the marked ones") {
+		t.Fatalf("the mark was used on a store that does not match it, or the reason is not given:\n%s", out)
+	}
+}
+
+// unrevokeRow edits key id's row in the store of data dir back to active
+// (its revocation dropped), leaving the ledger as it is: the tampering a
+// start's state check must catch.
+func unrevokeRow(t *testing.T, data, id string) {
+	t.Helper()
 	db, err := badger.Open(storeOptions(filepath.Join(data, "store"), false))
 	if err != nil {
 		t.Fatal(err)
@@ -187,15 +176,5 @@ func TestServe_StateMark(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(mark); err != nil {
-		t.Fatalf("setup: no mark left by the crash: %v", err)
-	}
-	out := serveMustRefuse(t, dir)
-	if !strings.Contains(out, "key "+id+": revoked in the ledger") {
-		t.Fatalf("refusal does not name the revoked key:\n%s", out)
-	}
-	if strings.Contains(out, used) || !strings.Contains(out, "the keys differ from the marked ones") {
-		t.Fatalf("the mark was used on a store that does not match it, or the reason is not given:\n%s", out)
 	}
 }
