@@ -184,18 +184,35 @@ func (l *Ledger) Verify() Report {
 	if l.roJournalFirst != 0 {
 		applied = l.roJournalFirst - 1
 	}
-	rep := verifyStore(l.db, l.st.snapshot(listSel{}), l.pub, l.readOnly && l.crashed, applied)
+	rep := verifyStore(l.db, func() []segView { return l.st.snapshot(listSel{}) }, l.pub, l.readOnly && l.crashed, applied)
 	if rep.OK && l.roJournalLast != 0 {
 		rep.JournalRecords = int(l.roJournalLast - l.roJournalFirst + 1)
 	}
 	return rep
 }
 
-func verifyStore(db *badger.DB, vs []segView, pub ed25519.PublicKey, crashedBeforeCheckpoint bool, applied uint64) Report {
+// verifyStore checks the records of the segments snap returns against the
+// checkpoints and indexes in db. snap is taken inside the badger read
+// transaction, after it began: a checkpoint or index entry is written
+// only after its records are in their segment, so every one the
+// transaction sees refers to records the snapshot holds, while records
+// appended meanwhile may be in the snapshot with their checkpoint not
+// yet seen (taken the other way round, a concurrent append's checkpoint
+// read as "the chain ends before it": a truncation).
+func verifyStore(db *badger.DB, snap func() []segView, pub ed25519.PublicKey, crashedBeforeCheckpoint bool, applied uint64) Report {
 	c := &chain{pub: pub, rep: Report{OK: true}}
 	c.anchor(0, zeroHash)
 	ix := newIndexCheck()
 	err := db.View(func(txn *badger.Txn) error {
+		// The indexes are checked up to what the applier had applied when
+		// the transaction began: records journaled since have no entries in
+		// it yet (l/applied is written in the applier's last transaction).
+		if it, err := txn.Get(keyApplied); err == nil {
+			if v, err := it.ValueCopy(nil); err == nil && len(v) == 8 {
+				applied = min(applied, binary.BigEndian.Uint64(v))
+			}
+		}
+		vs := snap()
 		co := badger.DefaultIteratorOptions
 		co.Prefix = prefixCheckpoint
 		ci := txn.NewIterator(co)
