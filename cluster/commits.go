@@ -50,6 +50,20 @@ type commitItem struct {
 	res       uint64
 }
 
+// appendTriple appends it as sliceSettleScript's triple (slice id,
+// committed total, released total) to args.
+func (it commitItem) appendTriple(args []string) []string {
+	return append(args, strconv.FormatUint(it.id, 10), strconv.FormatInt(int64(it.committed), 10),
+		strconv.FormatInt(int64(it.released), 10))
+}
+
+// settleCmd is sliceSettleScript's call for it alone (more triples of
+// its principal and day may be appended).
+func (s *Spend) settleCmd(it commitItem) rueidis.LuaExec {
+	return rueidis.LuaExec{Keys: s.keys(it.principal, it.day),
+		Args: it.appendTriple([]string{s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)})}
+}
+
 func (c *committer) enqueue(s *Spend, r commitItem) {
 	c.mu.Lock()
 	c.queue = append(c.queue, r)
@@ -145,11 +159,10 @@ func (s *Spend) commitBatch(rs []commitItem) error {
 		if !ok {
 			i = len(cmds)
 			idx[g] = i
-			cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(g.principal, g.day),
-				Args: []string{s.c.node, strconv.FormatInt(keepCommitted.Milliseconds(), 10)}})
+			cmds = append(cmds, s.settleCmd(r))
+			continue
 		}
-		cmds[i].Args = append(cmds[i].Args, strconv.FormatUint(r.id, 10), strconv.FormatInt(int64(r.committed), 10),
-			strconv.FormatInt(int64(r.released), 10))
+		cmds[i].Args = r.appendTriple(cmds[i].Args)
 	}
 	var missing int64
 	var lastErr error

@@ -19,22 +19,14 @@ import (
 // contribution set from its own count (the ledger's role) is exact.
 func TestSpend_LocalShareWhileRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
-	c, err := cluster.Dial(srv.URL(), cluster.Options{NodeID: "node-a", Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	const (
 		capUSD = money.Micros(2_000)
 		cost   = money.Micros(10)
 	)
 	day, _ := meter.DayOf(time.Now(), nil)
-	var ss []*cluster.Spend
-	for _, n := range []string{"a", "b", "c"} {
-		s := cluster.NewSpend(c.WithNode(n).WithPrefix("share:"))
-		s.Nodes = func() int { return 3 }
+	ss := threeSpends(t, srv, "share:", 200*time.Millisecond)
+	for _, s := range ss {
 		s.SliceFor = time.Hour // the slices stay current through the test
-		ss = append(ss, s)
 	}
 	billed := make([]money.Micros, 3) // each node's ledger
 	serve := func(i int, r meter.Reservation) {
@@ -106,4 +98,23 @@ func TestSpend_LocalShareWhileRedisDown(t *testing.T) {
 	if st.Committed != billed[0]+billed[1]+billed[2] {
 		t.Fatalf("committed after Redis is back: got %v, want the ledgers' %v", st.Committed, billed[0]+billed[1]+billed[2])
 	}
+}
+
+// threeSpends is three nodes' Spends ("a", "b", "c", each counting three
+// live nodes) on srv under prefix, one client with timeout (0: the
+// default).
+func threeSpends(t *testing.T, srv *redistest.Server, prefix string, timeout time.Duration) []*cluster.Spend {
+	t.Helper()
+	c, err := cluster.Dial(srv.URL(), cluster.Options{NodeID: "node-a", Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var ss []*cluster.Spend
+	for _, n := range []string{"a", "b", "c"} {
+		s := cluster.NewSpend(c.WithNode(n).WithPrefix(prefix))
+		s.Nodes = func() int { return 3 }
+		ss = append(ss, s)
+	}
+	return ss
 }

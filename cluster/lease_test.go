@@ -117,22 +117,12 @@ func TestQuotas_LeasesNeverOvershoot(t *testing.T) {
 // and after Close nothing stays reserved.
 func TestSpend_SlicesNeverOvershoot(t *testing.T) {
 	srv := redistest.Start(t)
-	c, err := cluster.Dial(srv.URL(), cluster.Options{NodeID: "node-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	const (
 		capUSD = money.Micros(1_000_000)
 		cost   = money.Micros(100)
 	)
 	day, _ := meter.DayOf(time.Now(), nil)
-	var ss []*cluster.Spend
-	for _, n := range []string{"a", "b", "c"} {
-		s := cluster.NewSpend(c.WithNode(n).WithPrefix("slice:"))
-		s.Nodes = func() int { return 3 }
-		ss = append(ss, s)
-	}
+	ss := threeSpends(t, srv, "slice:", 0)
 	before := roundTrips(t, srv)
 	var committed, calls atomic.Int64
 	stop := make(chan struct{})

@@ -392,13 +392,12 @@ func (s *Spend) sliceRelease(r meter.Reservation, sl *slice, cost money.Micros) 
 		return true
 	}
 	sl.released += cost
-	used, released := sl.used, sl.released
+	it := commitItem{r.Principal(), r.Day(), sl.id, sl.used, sl.released, 0}
 	ss.mu.Unlock()
-	v, err := ints(s.c.run(sliceSettleScript, s.keys(r.Principal(), r.Day()), []string{s.c.node,
-		strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10),
-		strconv.FormatInt(int64(used), 10), strconv.FormatInt(int64(released), 10)}))
+	cmd := s.settleCmd(it)
+	v, err := ints(s.c.run(sliceSettleScript, cmd.Keys, cmd.Args))
 	if err != nil && !notSent(err) {
-		s.giveBackLater(commitItem{r.Principal(), r.Day(), sl.id, used, released, 0}) // again, idempotent
+		s.giveBackLater(it) // again, idempotent
 	}
 	return err == nil && len(v) == 1
 }
@@ -463,10 +462,9 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 				sl.retired = true
 				if unused := sl.free(); unused > 0 {
 					sl.released += unused
-					cmds = append(cmds, rueidis.LuaExec{Keys: s.keys(k.principal, k.day), Args: []string{s.c.node,
-						strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(sl.id, 10),
-						strconv.FormatInt(int64(sl.used), 10), strconv.FormatInt(int64(sl.released), 10)}})
-					back = append(back, retiredSlice{k, ss, sl, unused, sl.used, sl.released})
+					it := commitItem{k.principal, k.day, sl.id, sl.used, sl.released, 0}
+					cmds = append(cmds, s.settleCmd(it))
+					back = append(back, retiredSlice{ss, sl, unused, it})
 				}
 				ss.cur = nil
 			}
@@ -492,7 +490,7 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 				// Redis may run it yet: the rest counts as given back
 				// (never served here again) and is given back again
 				// (idempotent) until Redis confirms it.
-				s.giveBackLater(commitItem{b.k.principal, b.k.day, b.sl.id, b.used, b.released, 0})
+				s.giveBackLater(b.sent)
 				continue
 			}
 			// Not given back (Redis was not reached): the slice stays
@@ -510,11 +508,10 @@ func (s *Spend) retireSlices(now time.Time, all bool) {
 }
 
 type retiredSlice struct {
-	k              sliceKey
-	ss             *slices
-	sl             *slice
-	unused         money.Micros
-	used, released money.Micros // the totals sent
+	ss     *slices
+	sl     *slice
+	unused money.Micros
+	sent   commitItem // the totals sent
 }
 
 // localShare is how long after Redis reserved a slice an open principal
@@ -616,9 +613,7 @@ func (s *Spend) sendGiveBacks(now time.Time) {
 	}
 	cmds := make([]rueidis.LuaExec, len(items))
 	for i, it := range items {
-		cmds[i] = rueidis.LuaExec{Keys: s.keys(it.principal, it.day), Args: []string{s.c.node,
-			strconv.FormatInt(keepCommitted.Milliseconds(), 10), strconv.FormatUint(it.id, 10),
-			strconv.FormatInt(int64(it.committed), 10), strconv.FormatInt(int64(it.released), 10)}}
+		cmds[i] = s.settleCmd(it.commitItem)
 	}
 	ctx, cancel := s.c.ctx()
 	out := sliceSettleScript.ExecMulti(ctx, s.c.rdb, cmds...)

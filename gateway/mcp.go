@@ -733,19 +733,7 @@ func (g *Gateway) mcpResult(c *call, d *Decision) map[string]any {
 	case d == nil && c.mcpResult:
 		// An upstream MCP server's result passes through, with the
 		// gateway's _meta added to its own.
-		var out map[string]any
-		json.Unmarshal(c.body.b, &out)
-		if out == nil {
-			out = map[string]any{}
-		}
-		if m, ok := out["_meta"].(map[string]any); ok {
-			for k, v := range meta {
-				m[k] = v
-			}
-		} else {
-			out["_meta"] = meta
-		}
-		return out
+		return withMeta(c.body.b, meta)
 	case d == nil:
 		text = c.upResp.Body()
 		if c.body != nil {
@@ -899,4 +887,22 @@ func writeRPC(ctx *fasthttp.RequestCtx, status int, msg []byte, sse bool) {
 	ctx.Response.Header.SetContentTypeBytes(strEventStream)
 	b := append([]byte("event: message\ndata: "), msg...)
 	ctx.Response.SetBody(append(b, "\n\n"...))
+}
+
+// withMeta is an upstream MCP server's result (its JSON) with the
+// gateway's _meta entries added to its own.
+func withMeta(result []byte, meta map[string]any) map[string]any {
+	var out map[string]any
+	json.Unmarshal(result, &out)
+	if out == nil {
+		out = map[string]any{}
+	}
+	if m, ok := out["_meta"].(map[string]any); ok {
+		for k, v := range meta {
+			m[k] = v
+		}
+	} else {
+		out["_meta"] = meta
+	}
+	return out
 }

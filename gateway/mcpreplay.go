@@ -54,19 +54,7 @@ func (g *Gateway) mcpReplayResult(c *call, rec *recordedAnswer) map[string]any {
 		return map[string]any{"content": []map[string]any{}, "isError": rec.Status >= 400, "_meta": meta}
 	}
 	if rec.MCPResult {
-		var out map[string]any
-		json.Unmarshal(rec.Body, &out)
-		if out == nil {
-			out = map[string]any{}
-		}
-		if m, ok := out["_meta"].(map[string]any); ok {
-			for k, v := range meta {
-				m[k] = v
-			}
-		} else {
-			out["_meta"] = meta
-		}
-		return out
+		return withMeta(rec.Body, meta)
 	}
 	meta["toolgate/upstream_status"] = rec.Status
 	out := map[string]any{
