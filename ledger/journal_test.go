@@ -620,8 +620,15 @@ func TestOpen_ReadOnlyJournal(t *testing.T) {
 }
 
 // TestLedger_CloseApplyFailure: when badger fails at Close, Close says so
-// and keeps the journal; the next Open applies it.
+// and keeps the journal; the next Open applies it. With segments of 1400
+// bytes (ten records) the failure falls in the second segment.
 func TestLedger_CloseApplyFailure(t *testing.T) {
+	for _, segBytes := range []int64{0, 1400} {
+		t.Run(fmt.Sprintf("segment=%d", segBytes), func(t *testing.T) { closeApplyFailure(t, segBytes) })
+	}
+}
+
+func closeApplyFailure(t *testing.T, segBytes int64) {
 	dir := t.TempDir()
 	db := openDB(t, dir, false)
 	defer db.Close()
@@ -632,18 +639,32 @@ func TestLedger_CloseApplyFailure(t *testing.T) {
 		}
 		return nil
 	}}
-	l, err := Open(db, dir, Options{Sync: SyncInterval, hooks: h})
+	l, err := Open(db, dir, Options{Sync: SyncInterval, CheckpointEvery: 5, SegmentBytes: segBytes, hooks: h})
 	if err != nil {
 		t.Fatal(err)
 	}
-	failing.Store(true)
 	acked := map[uint64]string{}
-	for i := 0; i < 30; i++ {
-		r := callRec("key:a", "t", OutcomeAllowed)
-		if err := l.Append(r).Wait(); err != nil {
-			t.Fatal(err)
+	appendN := func(n int) {
+		for i := 0; i < n; i++ {
+			r := callRec("key:a", "t", OutcomeAllowed)
+			if err := l.Append(r).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			acked[r.Seq] = r.Hash
 		}
-		acked[r.Seq] = r.Hash
+	}
+	// Ten records applied and indexed, then twenty journaled while badger
+	// fails: the checkpoint due at 15 fails to commit, and the applier
+	// stops short of the segment's end, so the segment Close leaves holds
+	// records its in-memory index lacks.
+	appendN(10)
+	if err := l.waitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	appendN(20)
+	if err := l.waitApplied(); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("waitApplied while badger fails: got %v, want ErrWriteFailed", err)
 	}
 	if err := l.Close(); !errors.Is(err, ErrWriteFailed) {
 		t.Fatalf("Close: got %v, want ErrWriteFailed", err)
@@ -651,7 +672,7 @@ func TestLedger_CloseApplyFailure(t *testing.T) {
 	if segs := journalFiles(t, dir); len(segs) == 0 {
 		t.Fatal("journal deleted although badger did not take it")
 	}
-	l, err = Open(db, dir, Options{Sync: SyncInterval})
+	l, err = Open(db, dir, Options{Sync: SyncInterval, SegmentBytes: segBytes})
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}

@@ -516,10 +516,16 @@ func (s *recordStore) seal(g *storeSeg) error {
 }
 
 // sealActive seals the active segment, if any, at Close; an empty one
-// is removed.
+// is removed. A segment whose records were not all indexed (badger
+// failed, so the applier stopped short of the journal's end) stays
+// unsealed: an index covering part of it would not open, and the next
+// Open indexes it from its records.
 func (s *recordStore) sealActive() error {
 	g := s.last()
 	if g == nil || g.act == nil {
+		return nil
+	}
+	if fi, err := g.f.Stat(); err != nil || fi.Size() != g.act.end {
 		return nil
 	}
 	if len(g.act.offs) == 0 {
