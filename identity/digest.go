@@ -66,3 +66,19 @@ func appendKeyDigestInput(b []byte, k *Key) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(k.revoked))
 	return append(b, k.Hash[:]...)
 }
+
+// addSum adds the terms summed in o.
+func (d *digestSum) addSum(o *digestSum) {
+	var c uint64
+	for i := range d {
+		d[i], c = bits.Add64(d[i], o[i], c)
+	}
+}
+
+// subSum takes the terms summed in o away.
+func (d *digestSum) subSum(o *digestSum) {
+	var b uint64
+	for i := range d {
+		d[i], b = bits.Sub64(d[i], o[i], b)
+	}
+}

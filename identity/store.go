@@ -33,6 +33,13 @@ type Store struct {
 	prefix string
 	mu     sync.RWMutex // serializes writes (the index's one writer)
 	idx    *keyIndex
+
+	// The keys snapshot (snapshot.go): the one loaded from or last
+	// written, and whether a key changed since; gen counts changes.
+	snapMu    sync.Mutex // one WriteSnapshot at a time
+	snapHash  string
+	snapDirty bool
+	gen       uint64
 }
 
 // Open loads every key from db into memory.
@@ -211,11 +218,14 @@ func (s *Store) byDigest(h [32]byte) *Key {
 	return k
 }
 
+// put writes k's row (callers hold s.mu).
 func (s *Store) put(k *Key) error {
 	v, err := json.Marshal(storedKey{keyJSON: k.toJSON(), HashHex: hex.EncodeToString(k.Hash[:])})
 	if err != nil {
 		return err
 	}
+	s.gen++
+	s.snapDirty = true
 	return s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set([]byte(s.prefix+k.ID), v)
 	})
