@@ -82,7 +82,7 @@ type Loaded struct {
 	Decoded   int    // rows decoded from badger
 	Groups    int    // groups in the snapshot
 	Stale     int    // of them, groups whose rows changed since it was written
-	WhyNot    string // when From is "rows": why no snapshot was used
+	WhyNot    string // why no snapshot (or not the first one recorded) was used
 	SnapKeys  int    // keys taken from the snapshot
 	TotalRows int    // key rows in badger
 }
@@ -324,9 +324,18 @@ func OpenSnapshot(db *badger.DB, dir string, trusted []string) (*Store, Loaded, 
 		s, l, err := openSnapshot(db, keyPrefix, filepath.Join(dir, SnapshotFile(h)), h)
 		if err == nil {
 			s.snapHash, s.snapDirty = h, l.Stale > 0
+			if why != "none recorded" {
+				l.WhyNot = why // of the ones tried before
+			}
 			return s, l, nil
 		}
-		why = err.Error() // missing, damaged, edited or not matching: the next one, or the rows decide
+		// Missing, damaged, edited or not matching: the next one, or the rows decide.
+		if why == "none recorded" {
+			why = ""
+		} else {
+			why += "; "
+		}
+		why += SnapshotFile(h) + ": " + err.Error()
 	}
 	s, err := Open(db)
 	if err != nil {

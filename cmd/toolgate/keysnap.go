@@ -27,8 +27,11 @@ func openKeys(f serveFlags, db *badger.DB, sealPath, markPath string, log *slog.
 	case "rows":
 		log.Info("keys: every key row decoded", "keys", keys.Len(), "keys_snapshot", l.WhyNot)
 	default:
-		log.Info("keys: from the keys snapshot, for the rows it still matches", "keys", keys.Len(), "snapshot", l.Snapshot[:16],
-			"groups", l.Groups, "groups_changed", l.Stale, "rows_decoded", l.Decoded)
+		attrs := []any{"keys", keys.Len(), "snapshot", l.Snapshot[:16], "groups", l.Groups, "groups_changed", l.Stale, "rows_decoded", l.Decoded}
+		if l.WhyNot != "" {
+			attrs = append(attrs, "refused", l.WhyNot)
+		}
+		log.Info("keys: from the keys snapshot, for the rows it still matches", attrs...)
 	}
 	return keys, nil
 }
