@@ -205,28 +205,35 @@ func (s *Store) WriteSnapshot(dir string) (string, error) {
 			lower = item.KeyCopy(nil)
 		}
 		err := item.Value(func(v []byte) error {
-			if err := decodeStored(v, &k); err != nil {
+			// The stored form is read in place (its strings alias v, used
+			// only inside this function); any other through decodeStored.
+			var f storedFields
+			if parseFast(v, &f) == nil {
+				k = Key{ID: unsafeString(f.id), Name: unsafeString(f.name), Hint: unsafeString(f.hint), Hash: f.hash,
+					created: f.created, expires: f.expires, revoked: f.revoked}
+			} else if err := decodeStored(v, &k); err != nil {
 				return err
 			}
+			if string(item.Key()[len(s.prefix):]) != k.ID {
+				return errors.New("its row key is not its key_id")
+			}
+			if len(k.ID) > 0xffff || len(k.Name) > 0xffff || len(k.Hint) > 0xffff {
+				return errors.New("a field is too long")
+			}
 			rows.row(item.Key(), v)
+			recs = appendSnapRecord(recs, &k)
+			text = append(text, "key:"...)
+			text = append(text, k.ID...)
+			text = append(text, k.Name...)
+			text = append(text, k.Hint...)
+			gsum.add(&k)
 			return nil
 		})
-		if err == nil && string(item.Key()[len(s.prefix):]) != k.ID {
-			err = errors.New("its row key is not its key_id")
-		}
-		if err == nil && (len(k.ID) > 0xffff || len(k.Name) > 0xffff || len(k.Hint) > 0xffff) {
-			err = errors.New("a field is too long")
-		}
+		k = Key{}
 		if err != nil {
 			it.Close()
 			return "", fmt.Errorf("keys snapshot: key %s: %w", item.Key(), err)
 		}
-		recs = appendSnapRecord(recs, &k)
-		text = append(text, "key:"...)
-		text = append(text, k.ID...)
-		text = append(text, k.Name...)
-		text = append(text, k.Hint...)
-		gsum.add(&k)
 		count++
 		nKeys++
 	}
@@ -564,10 +571,7 @@ func (sf *snapFile) readSlabs(slabs []*slab, want string) error {
 		if _, err := io.ReadFull(r, tb); err != nil {
 			return snapErr("read: %v", err)
 		}
-		text := "" // one string per group for the keys' ids, names and hints (tb is never written again)
-		if len(tb) > 0 {
-			text = unsafe.String(&tb[0], len(tb))
-		}
+		text := unsafeString(tb) // one string per group for the keys' ids, names and hints; tb is never written again
 		sl := new(slab)
 		p := 0
 		for i := range gr.count {
@@ -660,4 +664,12 @@ func decodeRange(txn *badger.Txn, prefix string, groups []snapGroup, g int) ([]K
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// unsafeString views b as a string; b must not change while it is used.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -18,6 +19,10 @@ func openKeys(f serveFlags, db *badger.DB, sealPath, markPath string, log *slog.
 	if f.clusterRedis != "" || f.keysSnapshotEvery <= 0 {
 		return identity.Open(db)
 	}
+	// The load allocates the keys' slabs (pointers to scan) and little
+	// garbage: collecting while they grow re-marks them many times over.
+	// A memory limit, if set, still bounds the heap.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	keys, l, err := identity.OpenSnapshot(db, f.data, gateway.RecordedKeysSnapshots(sealPath, markPath))
 	if err != nil {
 		return nil, err
