@@ -20,10 +20,7 @@ import (
 func (s *Store) Digest() (sum [32]byte, n int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for i, l := range s.idx.sum {
-		binary.LittleEndian.PutUint64(sum[8*i:], l)
-	}
-	return sum, s.idx.ids
+	return s.idx.sum.bytes(), s.idx.ids
 }
 
 // digestSum is the running sum of Digest: a key's hash is added when it
@@ -81,4 +78,12 @@ func (d *digestSum) subSum(o *digestSum) {
 	for i := range d {
 		d[i], b = bits.Sub64(d[i], o[i], b)
 	}
+}
+
+// bytes returns the sum as Digest does.
+func (d *digestSum) bytes() (out [32]byte) {
+	for i, l := range d {
+		binary.LittleEndian.PutUint64(out[8*i:], l)
+	}
+	return out
 }

@@ -232,6 +232,14 @@ func (t *table) insert(h uint64, e uint64) {
 // unusable, when two keys have one id or one digest (add replaces the
 // older one; fill does not decide).
 func (x *keyIndex) fill() bool {
+	for _, t := range []*atomic.Pointer[table]{&x.byHash, &x.byID} {
+		if t.Load().used != 0 {
+			return false
+		}
+		if int(x.n)*4 > len(t.Load().slots)*3 {
+			t.Store(newTable(int(x.n)))
+		}
+	}
 	var okHash bool
 	done := make(chan struct{})
 	go func() {
@@ -248,9 +256,6 @@ func (x *keyIndex) fill() bool {
 
 func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same func(a, b *Key) bool) bool {
 	n := int(x.n)
-	if (t.used+n)*4 > len(t.slots)*3 || t.used != 0 {
-		return false
-	}
 	const bucketBits = 12 // buckets of len(t.slots)>>12 slots: a few KiB of table each
 	shift := 0
 	for len(t.slots)>>shift > 1<<bucketBits {
@@ -290,4 +295,16 @@ func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same fu
 	}
 	t.used = n
 	return true
+}
+
+// reindex rebuilds both tables, the count and the digest sum from every
+// position in order, as add publishes them (the later of two keys of one
+// id replaces the earlier); after fill refused (writer only).
+func (x *keyIndex) reindex() {
+	x.byHash.Store(newTable(int(x.n)))
+	x.byID.Store(newTable(int(x.n)))
+	x.ids, x.sum = 0, digestSum{}
+	for pos := range x.n {
+		x.add(pos)
+	}
 }

@@ -538,11 +538,7 @@ func openSnapshot(db *badger.DB, prefix, path, want string) (*Store, Loaded, err
 		rest = rest[n:]
 	}
 	for pos := range s.idx.n {
-		k := s.idx.at(pos)
-		if len(k.Principal) != len("key:")+len(k.ID) || k.Principal[len("key:"):] != k.ID {
-			k.Principal = "key:" + k.ID
-			k.ID = k.Principal[len("key:"):]
-		}
+		s.principal(s.idx.at(pos))
 	}
 	if !s.idx.fill() {
 		return nil, Loaded{}, snapErr("two keys of one id or digest") // Open decides which one wins
