@@ -113,6 +113,46 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
 		revokedKey = key
 	})
+	t.Run("DashboardSession", func(t *testing.T) {
+		// Signed in on node 0, the dashboard keeps working whichever node
+		// the load balancer picks; signed out on node 2, it is out on all.
+		req, _ := http.NewRequest("POST", nodes[0].url+"/ui/session", strings.NewReader(`{"token":"`+testAdmin+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			CSRF string `json:"csrf_token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		var cookie string
+		for _, c := range resp.Cookies() {
+			if c.Name == "toolgate_session" {
+				cookie = c.Name + "=" + c.Value
+			}
+		}
+		if resp.StatusCode != 200 || cookie == "" || v.CSRF == "" {
+			t.Fatalf("sign in on node 0: got %d, cookie %q", resp.StatusCode, cookie)
+		}
+		for i, p := range nodes {
+			if code, b := p.req("GET", "/ui/session", "", "Cookie", cookie); code != 200 || !strings.Contains(string(b), v.CSRF) {
+				t.Fatalf("node %d: GET /ui/session with node 0's cookie: got %d %s, want 200 and its CSRF token", i, code, b)
+			}
+		}
+		if code, b := nodes[1].req("POST", "/credits/keys", `{"name":"by-session"}`, "Cookie", cookie, "X-CSRF-Token", v.CSRF, "Content-Type", "application/json"); code != 201 {
+			t.Fatalf("node 1: create a key with node 0's session: got %d %s, want 201", code, b)
+		}
+		if code, b := nodes[2].req("DELETE", "/ui/session", "", "Cookie", cookie, "X-CSRF-Token", v.CSRF); code != 200 {
+			t.Fatalf("node 2: sign out: got %d %s", code, b)
+		}
+		for i, p := range nodes {
+			if code, _ := p.req("GET", "/credits/keys", "", "Cookie", cookie); code != 401 {
+				t.Fatalf("node %d after sign-out on node 2: got %d, want 401", i, code)
+			}
+		}
+	})
 	t.Run("Credits", func(t *testing.T) {
 		key, id := nodes[0].createKey(`{"name":"prepaid","credits_usd":"0.02","policy":{"rate_class_quota":{"light":1000}}}`)
 		within(t, 0, "prepaid key", func(p *proc) bool { return call(p, "free", key) == 200 })
