@@ -595,6 +595,100 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			t.Fatalf("swapped keys: got %v, %v, want nodes 0 and 1 failed, node 2 ok", v, err)
 		}
 	})
+	t.Run("StatsFanOut", func(t *testing.T) {
+		// The dashboard's figures are the cluster's: /stats on any node
+		// sums every node's counts, also when asked with a session cookie
+		// (the fan-out passes it on; sessions are shared).
+		type stats struct {
+			Totals struct {
+				Calls    int64           `json:"calls"`
+				Denied   int64           `json:"denied"`
+				SpendUSD json.RawMessage `json:"spend_usd"`
+			} `json:"totals"`
+			Tools []struct {
+				Tool  string `json:"tool"`
+				Calls int64  `json:"calls"`
+			} `json:"tools"`
+			Top struct {
+				BySpend []struct {
+					Principal string `json:"principal"`
+					Calls     int64  `json:"calls"`
+				} `json:"by_spend"`
+			} `json:"top_principals"`
+			Nodes       map[string]any    `json:"nodes"`
+			Unreachable map[string]string `json:"unreachable"`
+		}
+		get := func(p *proc, hdr ...string) stats {
+			code, b := p.req("GET", "/stats?since=1h&top=1000", "", hdr...)
+			if code != 200 {
+				t.Fatalf("/stats: got %d %s", code, b)
+			}
+			var s stats
+			if err := json.Unmarshal(b, &s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		bearer := []string{"Authorization", "Bearer " + testAdmin}
+		var calls, denied int64
+		tools, capCalls := map[string]int64{}, int64(0)
+		for _, p := range nodes {
+			s := get(p, append(bearer, "X-Toolgate-Fanout", "1")...)
+			if len(s.Nodes) != 0 {
+				t.Fatalf("a peer's request answered for the cluster: nodes %v", s.Nodes)
+			}
+			calls, denied = calls+s.Totals.Calls, denied+s.Totals.Denied
+			for _, ts := range s.Tools {
+				tools[ts.Tool] += ts.Calls
+			}
+			for _, ps := range s.Top.BySpend {
+				if ps.Principal == "key:"+capID {
+					capCalls += ps.Calls
+				}
+			}
+		}
+		if calls == 0 || capCalls == 0 {
+			t.Fatalf("no calls counted on the nodes (calls %d, the capped key's %d)", calls, capCalls)
+		}
+		// Signed in on node 2, read on node 0.
+		req, _ := http.NewRequest("POST", nodes[2].url+"/ui/session", strings.NewReader(`{"token":"`+testAdmin+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var cookie string
+		for _, c := range resp.Cookies() {
+			cookie = c.Name + "=" + c.Value
+		}
+		for name, hdr := range map[string][]string{"bearer": bearer, "cookie": {"Cookie", cookie}} {
+			s := get(nodes[0], hdr...)
+			if len(s.Nodes) != 3 || len(s.Unreachable) != 0 {
+				t.Fatalf("%s: cluster /stats: nodes %v unreachable %v, want three nodes answering", name, s.Nodes, s.Unreachable)
+			}
+			if s.Totals.Calls != calls || s.Totals.Denied != denied {
+				t.Fatalf("%s: cluster /stats totals %d calls, %d denied; the nodes' sum is %d, %d", name, s.Totals.Calls, s.Totals.Denied, calls, denied)
+			}
+			for _, ts := range s.Tools {
+				if ts.Calls != tools[ts.Tool] {
+					t.Fatalf("%s: tool %s: %d calls, the nodes' sum is %d", name, ts.Tool, ts.Calls, tools[ts.Tool])
+				}
+			}
+			found := false
+			for _, ps := range s.Top.BySpend {
+				if ps.Principal == "key:"+capID {
+					found = ps.Calls == capCalls
+				}
+			}
+			if !found {
+				t.Fatalf("%s: the capped key is not in the merged top list with its %d calls: %+v", name, capCalls, s.Top.BySpend)
+			}
+		}
+		if code, b := nodes[0].req("GET", "/audit?type=call&limit=5", "", "Cookie", cookie); code != 200 || bytes.Contains(b, []byte(`"unreachable"`)) {
+			t.Fatalf("cluster /audit with a session cookie: got %d %s, want every node answering", code, b)
+		}
+	})
 	t.Run("AuditFanOut", func(t *testing.T) {
 		ids := make([]string, 3)
 		for i, p := range nodes {
