@@ -88,7 +88,12 @@ type Options struct {
 	// SessionTTL is how long a dashboard session lasts (0:
 	// DefaultSessionTTL). SecureCookies marks the session cookie Secure
 	// on every answer (the public URL is https), not only over TLS.
-	SessionTTL    time.Duration
+	SessionTTL time.Duration
+	// Sessions, when set, holds the dashboard's sessions where every node
+	// of a cluster reads them: a session opened on one node works on all,
+	// a sign-out on one ends it on all. nil keeps them in this process's
+	// memory (a restart signs everyone out).
+	Sessions      AnswerStore
 	SecureCookies bool
 
 	// DemoUpstreams maps "demo:<name>" upstreams to a base URL
@@ -227,6 +232,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	g := &Gateway{
 		opts:      o,
+		sessions:  sessionBook{shared: o.Sessions},
 		marker:    o.StateMark,
 		now:       o.Now,
 		log:       o.Logger,

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/toolgate/toolgate/gateway"
 )
@@ -335,5 +338,115 @@ func TestSession_SignInThrottle(t *testing.T) {
 	now.Add(int64(time.Minute))
 	if got := try(adminToken); got != 200 {
 		t.Fatalf("next minute: got %d, want 200", got)
+	}
+}
+
+// failingAnswers is a real answer store that fails while down is set, as
+// a cluster's store does when Redis does not answer.
+type failingAnswers struct {
+	gateway.AnswerStore
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("store down")
+
+func (f *failingAnswers) GetAnswer(k string) ([]byte, bool, error) {
+	if f.down.Load() {
+		return nil, false, errStoreDown
+	}
+	return f.AnswerStore.GetAnswer(k)
+}
+
+func (f *failingAnswers) PutAnswer(k string, v []byte, ttl time.Duration) error {
+	if f.down.Load() {
+		return errStoreDown
+	}
+	return f.AnswerStore.PutAnswer(k, v, ttl)
+}
+
+// TestSession_Shared: two gateways sharing a session store (as a
+// cluster's nodes share Redis) serve one dashboard: a session opened on
+// one reads and writes on the other, a sign-out on either ends it on
+// both; the store holds no cookie value; a store that does not answer
+// gives a 503 naming the problem, not a sign-out.
+func TestSession_Shared(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store := &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}
+	shared := func(o *gateway.Options) { withViewer(o); o.Sessions = store }
+	up := newUpstream(t)
+	a := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
+	b := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
+
+	c, csrf := a.signIn(adminToken)
+	ck := cookieHdr(c)
+	resp, body := b.do("GET", "/ui/session", "", ck...)
+	if m := decode(t, body); resp.StatusCode != 200 || m["role"] != "admin" || m["csrf_token"] != csrf {
+		t.Fatalf("GET /ui/session on the other node: got %d %s, want role admin and the same csrf token", resp.StatusCode, body)
+	}
+	if resp, body := b.do("POST", "/credits/keys", `{"name":"from-b"}`, append(ck, "X-CSRF-Token", csrf)...); resp.StatusCode != 201 {
+		t.Fatalf("write on the other node with the session: got %d %s, want 201", resp.StatusCode, body)
+	}
+	if resp, body := b.do("POST", "/credits/keys", `{"name":"from-b"}`, append(ck, "X-CSRF-Token", "wrong")...); resp.StatusCode != 403 {
+		t.Fatalf("write on the other node, wrong CSRF: got %d %s, want 403", resp.StatusCode, body)
+	}
+	vc, _ := b.signIn(viewerToken)
+	if resp, _ := a.do("GET", "/credits/keys", "", cookieHdr(vc)...); resp.StatusCode != 200 {
+		t.Fatalf("viewer session from the other node reads: got %d, want 200", resp.StatusCode)
+	}
+	if resp, body := a.do("POST", "/credits/keys", `{"name":"v"}`, cookieHdr(vc)...); resp.StatusCode != 403 {
+		t.Fatalf("viewer session from the other node writes: got %d %s, want 403", resp.StatusCode, body)
+	}
+
+	// The store keeps a digest of the cookie, never the cookie itself.
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		n := 0
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := string(it.Item().Key())
+			v, _ := it.Item().ValueCopy(nil)
+			if strings.Contains(k, c.Value) || strings.Contains(string(v), c.Value) || strings.Contains(string(v), adminToken) {
+				t.Errorf("store entry %q holds the cookie or the token", k)
+			}
+			n++
+		}
+		if n != 2 {
+			t.Errorf("store entries: got %d, want 2 (two sessions)", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Down: a 503 that says so, and the session is still there after.
+	store.down.Store(true)
+	resp, body = b.do("GET", "/credits/keys", "", ck...)
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "sessions are unavailable") {
+		t.Fatalf("store down: got %d %s, want 503 naming the session store", resp.StatusCode, body)
+	}
+	if resp, body := a.do("POST", "/ui/session", `{"token":"`+adminToken+`"}`, "Content-Type", "application/json"); resp.StatusCode != 503 || len(resp.Cookies()) != 0 {
+		t.Fatalf("sign-in while the store is down: got %d %s, want 503 and no cookie", resp.StatusCode, body)
+	}
+	if resp, _ := b.admin("GET", "/credits/keys", ""); resp.StatusCode != 200 {
+		t.Fatalf("bearer token while the session store is down: got %d, want 200", resp.StatusCode)
+	}
+	store.down.Store(false)
+	if resp, _ := a.do("GET", "/credits/keys", "", ck...); resp.StatusCode != 200 {
+		t.Fatalf("session after the store is back: got %d, want 200", resp.StatusCode)
+	}
+
+	// Sign-out on b ends the session on a.
+	if resp, body := b.do("DELETE", "/ui/session", "", append(ck, "X-CSRF-Token", csrf)...); resp.StatusCode != 200 {
+		t.Fatalf("sign-out on b: got %d %s", resp.StatusCode, body)
+	}
+	for _, h := range []*harness{a, b} {
+		if resp, body := h.do("GET", "/credits/keys", "", ck...); resp.StatusCode != 401 {
+			t.Fatalf("after sign-out on the other node: got %d %s, want 401", resp.StatusCode, body)
+		}
 	}
 }
