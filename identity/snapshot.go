@@ -404,7 +404,8 @@ func (sf *snapFile) parse(prefix string) error {
 	nGroups := binary.LittleEndian.Uint32(tail[8:])
 	tableAt := binary.LittleEndian.Uint64(tail[12:])
 	sf.sum.read(tail[20:])
-	if tableAt > uint64(sf.size)-uint64(snapTailSize) || nKeys > 1<<32 || uint64(nGroups) > nKeys/slabSize+1 {
+	if tableAt > uint64(sf.size)-uint64(snapTailSize) || nKeys > 1<<32 || uint64(nGroups) > nKeys/slabSize+1 ||
+		uint64(sf.size)-tableAt > uint64(nGroups)*(74+1<<10)+uint64(snapTailSize) { // row keys of up to 1 KiB (ids are ~20 bytes)
 		return snapErr("bad tail")
 	}
 	sf.nKeys, sf.tableAt = int(nKeys), int64(tableAt)
