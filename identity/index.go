@@ -232,12 +232,18 @@ func (t *table) insert(h uint64, e uint64) {
 // unusable, when two keys have one id or one digest (add replaces the
 // older one; fill does not decide).
 func (x *keyIndex) fill() bool {
+	keys := 0
+	for pos := range x.n {
+		if !x.hole(pos) {
+			keys++
+		}
+	}
 	for _, t := range []*atomic.Pointer[table]{&x.byHash, &x.byID} {
 		if t.Load().used != 0 {
 			return false
 		}
-		if int(x.n)*4 > len(t.Load().slots)*3 {
-			t.Store(newTable(int(x.n)))
+		if keys*4 > len(t.Load().slots)*3 {
+			t.Store(newTable(keys))
 		}
 	}
 	var okHash bool
@@ -249,10 +255,14 @@ func (x *keyIndex) fill() bool {
 	okID := x.fillTable(x.byID.Load(), x.idOf, func(a, b *Key) bool { return a.ID == b.ID })
 	<-done
 	if okHash && okID {
-		x.ids = int(x.n)
+		x.ids = keys
 	}
 	return okHash && okID
 }
+
+// hole reports whether pos holds no key (a position OpenSnapshot left
+// empty; every key has a Principal).
+func (x *keyIndex) hole(pos uint32) bool { return x.at(pos).Principal == "" }
 
 func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same func(a, b *Key) bool) bool {
 	n := int(x.n)
@@ -262,17 +272,20 @@ func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same fu
 		shift++
 	}
 	type entry struct{ h, e uint64 }
-	ents := make([]entry, n)
+	ents := make([]entry, 0, n)
 	var counts [1<<bucketBits + 1]int
 	for pos := range n {
+		if x.hole(uint32(pos)) {
+			continue
+		}
 		h, tag := hash(x.at(uint32(pos)))
-		ents[pos] = entry{h, uint64(tag)<<32 | uint64(pos+1)}
+		ents = append(ents, entry{h, uint64(tag)<<32 | uint64(pos+1)})
 		counts[(h&t.mask)>>shift+1]++
 	}
 	for i := 1; i < len(counts); i++ {
 		counts[i] += counts[i-1]
 	}
-	sorted := make([]entry, n)
+	sorted := make([]entry, len(ents))
 	for _, e := range ents {
 		b := (e.h & t.mask) >> shift
 		sorted[counts[b]] = e
@@ -293,7 +306,7 @@ func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same fu
 		}
 		t.slots[i].Store(e.e)
 	}
-	t.used = n
+	t.used = len(sorted)
 	return true
 }
 
@@ -305,6 +318,8 @@ func (x *keyIndex) reindex() {
 	x.byID.Store(newTable(int(x.n)))
 	x.ids, x.sum = 0, digestSum{}
 	for pos := range x.n {
-		x.add(pos)
+		if !x.hole(pos) {
+			x.add(pos)
+		}
 	}
 }

@@ -25,9 +25,9 @@ import (
 // start's CPU. A snapshot is the decoded form of every key row, written
 // by the gateway (WriteSnapshot) from one badger read: the keys as
 // fixed-size records and their text, in row order, cut into groups of
-// slabSize rows; for each group the row key it starts at, its number of
-// rows, the SHA-256 of its rows exactly as stored (key and value bytes)
-// and the sum of its keys' state hashes (Digest's terms).
+// snapGroupRows (128) rows; for each group the row key it starts at, its
+// number of rows, the SHA-256 of its rows exactly as stored (key and
+// value bytes) and the sum of its keys' state hashes (Digest's terms).
 //
 // OpenSnapshot uses it only for rows that are provably still what it was
 // made from: it reads every key row from badger (without decoding it),
@@ -63,6 +63,7 @@ const (
 	snapshotMagic  = "toolgate-keys-v1" // 16 bytes
 	snapshotPrefix = "keys-snapshot-"
 	snapRecordSize = 64
+	snapGroupRows  = 128 // a changed key costs the decoding of its group's rows
 	snapTailSize   = 8 + 4 + 8 + 32 + len(snapshotMagic)
 )
 
@@ -159,8 +160,8 @@ func (s *Store) WriteSnapshot(dir string) (string, error) {
 		total  digestSum
 		nKeys  int
 		off    int64
-		recs   = make([]byte, 0, slabSize*snapRecordSize)
-		text   = make([]byte, 0, slabSize*48)
+		recs   = make([]byte, 0, snapGroupRows*snapRecordSize)
+		text   = make([]byte, 0, snapGroupRows*48)
 		count  int
 		lower  = []byte(s.prefix)
 		gsum   digestSum
@@ -197,7 +198,7 @@ func (s *Store) WriteSnapshot(dir string) (string, error) {
 	var k Key
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		if count == slabSize {
+		if count == snapGroupRows {
 			if err := flush(); err != nil {
 				it.Close()
 				return "", fmt.Errorf("keys snapshot: %w", err)
@@ -404,7 +405,7 @@ func (sf *snapFile) parse(prefix string) error {
 	nGroups := binary.LittleEndian.Uint32(tail[8:])
 	tableAt := binary.LittleEndian.Uint64(tail[12:])
 	sf.sum.read(tail[20:])
-	if tableAt > uint64(sf.size)-uint64(snapTailSize) || nKeys > 1<<32 || uint64(nGroups) > nKeys/slabSize+1 ||
+	if tableAt > uint64(sf.size)-uint64(snapTailSize) || nKeys > 1<<32 || uint64(nGroups) > nKeys/snapGroupRows+1 ||
 		uint64(sf.size)-tableAt > uint64(nGroups)*(74+1<<10)+uint64(snapTailSize) { // row keys of up to 1 KiB (ids are ~20 bytes)
 		return snapErr("bad tail")
 	}
@@ -429,7 +430,7 @@ func (sf *snapFile) parse(prefix string) error {
 		copy(gr.rowsHash[:], t[10+n:])
 		gr.sum.read(t[42+n:])
 		t = t[74+n:]
-		if gr.count > slabSize || (gr.count < slabSize && g != int(nGroups)-1) || !bytes.HasPrefix(gr.lower, []byte(prefix)) ||
+		if gr.count > snapGroupRows || (gr.count < snapGroupRows && g != int(nGroups)-1) || !bytes.HasPrefix(gr.lower, []byte(prefix)) ||
 			(g == 0) != (len(gr.lower) == len(prefix)) || (g > 0 && bytes.Compare(sf.groups[g-1].lower, gr.lower) >= 0) {
 			return snapErr("bad table")
 		}
@@ -453,24 +454,23 @@ func openSnapshot(db *badger.DB, prefix, path, want string) (*Store, Loaded, err
 	defer sf.f.Close()
 	l := Loaded{Snapshot: want, Groups: len(sf.groups)}
 
-	// The snapshot's keys, a slab per group, read and hashed on one
-	// goroutine while two others hash the rows as they are now.
-	slabs := make([]*slab, len(sf.groups))
+	// The snapshot's keys, in slabs in file order, read and hashed on one
+	// goroutine while two others hash the rows as they are now (and
+	// decode the groups whose rows changed).
+	var slabs []*slab
 	var fileErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		fileErr = sf.readSlabs(slabs, want)
+		slabs, fileErr = sf.readSlabs(want)
 	}()
 
-	// The rows: each half of the groups hashed by its own goroutine, in
-	// one read transaction (the same rows for both, and for the decoding
-	// of the groups that changed).
+	// The rows: each half of the groups by its own goroutine, in one read
+	// transaction (the same rows for both).
 	txn := db.NewTransaction(false)
 	defer txn.Discard()
-	stale := make([]bool, len(sf.groups))
-	var extra [][]Key
+	changed := make([]*changedGroup, len(sf.groups)) // nil: the rows are the snapshot's
 	var rowErrs [2]error
 	var rowsSeen [2]int
 	half := len(sf.groups) / 2
@@ -485,7 +485,7 @@ func openSnapshot(db *badger.DB, prefix, path, want string) (*Store, Loaded, err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rowsSeen[r], rowErrs[r] = sf.hashRows(txn, prefix, from, to, stale)
+			rowsSeen[r], rowErrs[r] = sf.hashRows(txn, prefix, from, to, changed)
 		}()
 	}
 	wg.Wait()
@@ -494,52 +494,47 @@ func openSnapshot(db *badger.DB, prefix, path, want string) (*Store, Loaded, err
 	}
 	l.TotalRows = rowsSeen[0] + rowsSeen[1]
 
-	// Groups whose rows changed are decoded from the rows.
 	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(l.TotalRows)}
 	sum := sf.sum
-	for g, bad := range stale {
-		if !bad {
-			continue
+	for g, c := range changed {
+		if c != nil {
+			l.Stale++
+			l.Decoded += len(c.keys)
+			sum.subSum(&sf.groups[g].sum)
+			sum.addSum(&c.sum)
 		}
-		l.Stale++
-		sum.subSum(&sf.groups[g].sum)
-		keys, err := decodeRange(txn, prefix, sf.groups, g)
-		if err != nil {
-			return nil, Loaded{}, err
-		}
-		for i := range keys {
-			sum.add(&keys[i])
-		}
-		l.Decoded += len(keys)
-		extra = append(extra, keys)
-		slabs[g] = nil
 	}
-	// Full slabs first, then the rest packed (the index takes a partial
-	// slab last only).
-	var rest []Key
-	for g, sl := range slabs {
-		if sl == nil {
-			continue
-		}
-		n := sf.groups[g].count
-		l.SnapKeys += n
-		if n == slabSize {
-			s.idx.addSlab(sl, n)
-			continue
-		}
-		rest = append(rest, sl[:n]...)
+	l.SnapKeys = l.TotalRows - l.Decoded
+	// The slabs as read; a changed group's keys replace its snapshot keys
+	// in place (left over positions stay empty, keys beyond them go at
+	// the end), so that nothing is copied.
+	for i, sl := range slabs {
+		s.idx.addSlab(sl, min(slabSize, sf.nKeys-i*slabSize))
 	}
-	for _, keys := range extra {
-		rest = append(rest, keys...)
-	}
-	for len(rest) > 0 {
-		sl := new(slab)
-		n := copy(sl[:], rest)
-		s.idx.addSlab(sl, n)
-		rest = rest[n:]
+	pos := 0
+	holes := map[uint32]bool{}
+	for g, gr := range sf.groups {
+		if c := changed[g]; c != nil {
+			for i := range gr.count {
+				k := s.idx.at(uint32(pos + i))
+				if i < len(c.keys) {
+					*k = c.keys[i]
+				} else {
+					*k = Key{} // a hole: no Principal (fill skips it)
+					holes[uint32(pos+i)] = true
+				}
+			}
+			for i := gr.count; i < len(c.keys); i++ {
+				slot, _ := s.idx.reserve()
+				*slot = c.keys[i]
+			}
+		}
+		pos += gr.count
 	}
 	for pos := range s.idx.n {
-		s.principal(s.idx.at(pos))
+		if !holes[pos] {
+			s.principal(s.idx.at(pos)) // every key then has a Principal
+		}
 	}
 	if !s.idx.fill() {
 		return nil, Loaded{}, snapErr("two keys of one id or digest") // Open decides which one wins
@@ -552,28 +547,40 @@ func openSnapshot(db *badger.DB, prefix, path, want string) (*Store, Loaded, err
 	return s, l, nil
 }
 
-// readSlabs reads the snapshot's groups into slabs, checking that the
-// file's SHA-256 is want.
-func (sf *snapFile) readSlabs(slabs []*slab, want string) error {
+// changedGroup is a group whose rows differ from the snapshot's: its
+// keys decoded from the rows, and their digest terms.
+type changedGroup struct {
+	keys []Key
+	sum  digestSum
+}
+
+// readSlabs reads the snapshot's keys into slabs, in file order,
+// checking that the file's SHA-256 is want.
+func (sf *snapFile) readSlabs(want string) ([]*slab, error) {
 	h := sha256.New()
 	r := bufio.NewReaderSize(io.TeeReader(io.NewSectionReader(sf.f, 0, sf.tableAt), h), 1<<20)
-	recs := make([]byte, slabSize*snapRecordSize)
+	recs := make([]byte, snapGroupRows*snapRecordSize)
+	slabs := make([]*slab, 0, (sf.nKeys+slabSize-1)/slabSize)
+	pos := 0
 	for g := range sf.groups {
 		gr := &sf.groups[g]
 		rb := recs[:gr.count*snapRecordSize]
 		if _, err := io.ReadFull(r, rb); err != nil {
-			return snapErr("read: %v", err)
+			return nil, snapErr("read: %v", err)
 		}
 		tb := make([]byte, gr.textLen)
 		if _, err := io.ReadFull(r, tb); err != nil {
-			return snapErr("read: %v", err)
+			return nil, snapErr("read: %v", err)
 		}
 		text := unsafeString(tb) // one string per group for the keys' ids, names and hints; tb is never written again
-		sl := new(slab)
 		p := 0
 		for i := range gr.count {
+			if pos>>slabBits == len(slabs) {
+				slabs = append(slabs, new(slab))
+			}
+			k := &slabs[pos>>slabBits][pos&(slabSize-1)]
+			pos++
 			b := rb[i*snapRecordSize:]
-			k := &sl[i]
 			copy(k.Hash[:], b[:32])
 			k.created = int64(binary.LittleEndian.Uint64(b[32:]))
 			k.expires = int64(binary.LittleEndian.Uint64(b[40:]))
@@ -581,40 +588,52 @@ func (sf *snapFile) readSlabs(slabs []*slab, want string) error {
 			ni, nn, nh := int(binary.LittleEndian.Uint16(b[56:])), int(binary.LittleEndian.Uint16(b[58:])), int(binary.LittleEndian.Uint16(b[60:]))
 			end := p + len("key:") + ni + nn + nh
 			if end > len(text) || text[p:p+len("key:")] != "key:" {
-				return snapErr("bad group %d", g)
+				return nil, snapErr("bad group %d", g)
 			}
 			q := p + len("key:") + ni
 			k.Principal, k.ID, k.Name, k.Hint = text[p:q], text[p+len("key:"):q], text[q:q+nn], text[q+nn:end]
 			p = end
 		}
 		if p != len(text) {
-			return snapErr("bad group %d", g)
+			return nil, snapErr("bad group %d", g)
 		}
-		slabs[g] = sl
 	}
 	h.Write(sf.meta)
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return snapErr("its SHA-256 is not the one recorded (damaged or edited since it was written)")
+		return nil, snapErr("its SHA-256 is not the one recorded (damaged or edited since it was written)")
 	}
-	return nil
+	return slabs, nil
 }
 
-// hashRows hashes the rows of groups [from, to) as they are in txn and
-// marks in stale those that differ from the snapshot's; it returns the
-// number of rows read.
-func (sf *snapFile) hashRows(txn *badger.Txn, prefix string, from, to int, stale []bool) (int, error) {
+// hashRows hashes the rows of groups [from, to) as they are in txn, and
+// decodes those of each group that differ from the snapshot's into
+// changed (as Open decodes them); it returns the number of rows read.
+func (sf *snapFile) hashRows(txn *badger.Txn, prefix string, from, to int, changed []*changedGroup) (int, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 	defer it.Close()
+	var dec *badger.Iterator // for the changed groups, made when one is
+	defer func() {
+		if dec != nil {
+			dec.Close()
+		}
+	}()
 	rows := newRowHasher()
 	g, n, seen := from, 0, 0
-	end := func() {
-		stale[g] = n != sf.groups[g].count || rows.sum() != sf.groups[g].rowsHash
+	end := func() error {
+		if sum := rows.sum(); n == sf.groups[g].count && sum == sf.groups[g].rowsHash { // sum resets the hasher
+			return nil
+		}
+		if dec == nil {
+			dec = txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		}
+		c, err := decodeGroup(dec, prefix, sf.groups, g)
+		changed[g] = c
+		return err
 	}
 	var next []byte
 	if to < len(sf.groups) {
 		next = sf.groups[to].lower
 	}
-	var err error
 	for it.Seek(sf.groups[from].lower); it.Valid(); it.Next() {
 		item := it.Item()
 		key := item.Key()
@@ -622,30 +641,32 @@ func (sf *snapFile) hashRows(txn *badger.Txn, prefix string, from, to int, stale
 			break
 		}
 		for g+1 < to && bytes.Compare(key, sf.groups[g+1].lower) >= 0 {
-			end()
+			if err := end(); err != nil {
+				return 0, err
+			}
 			g, n = g+1, 0
 		}
-		if err = item.Value(func(v []byte) error { rows.row(key, v); return nil }); err != nil {
+		if err := item.Value(func(v []byte) error { rows.row(key, v); return nil }); err != nil {
 			return 0, fmt.Errorf("key %s: %w", key, err)
 		}
 		n++
 		seen++
 	}
 	for ; g < to; g, n = g+1, 0 {
-		end()
+		if err := end(); err != nil {
+			return 0, err
+		}
 	}
 	return seen, nil
 }
 
-// decodeRange decodes the rows of group g in txn as Open does.
-func decodeRange(txn *badger.Txn, prefix string, groups []snapGroup, g int) ([]Key, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
-	defer it.Close()
+// decodeGroup decodes the rows of group g with it as Open does.
+func decodeGroup(it *badger.Iterator, prefix string, groups []snapGroup, g int) (*changedGroup, error) {
 	var next []byte
 	if g+1 < len(groups) {
 		next = groups[g+1].lower
 	}
-	var keys []Key
+	c := &changedGroup{}
 	for it.Seek(groups[g].lower); it.Valid(); it.Next() {
 		item := it.Item()
 		if next != nil && bytes.Compare(item.Key(), next) >= 0 {
@@ -658,9 +679,10 @@ func decodeRange(txn *badger.Txn, prefix string, groups []snapGroup, g int) ([]K
 		if string(item.Key()[len(prefix):]) != k.ID {
 			return nil, snapErr("key %s: its row key is not its key_id", item.Key()) // Open loads it as it is
 		}
-		keys = append(keys, k)
+		c.sum.add(&k)
+		c.keys = append(c.keys, k)
 	}
-	return keys, nil
+	return c, nil
 }
 
 // unsafeString views b as a string; b must not change while it is used.

@@ -109,7 +109,7 @@ func TestOpenSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.From != "snapshot" || l.Decoded != 0 || l.SnapKeys != rows+20 || l.Groups != 5 {
+		if l.From != "snapshot" || l.Decoded != 0 || l.SnapKeys != rows+20 || l.Groups != (rows+20+snapGroupRows-1)/snapGroupRows {
 			t.Fatalf("loaded %+v, want every key from the snapshot", l)
 		}
 		sameAsRows(t, f.db, s)
@@ -215,6 +215,52 @@ func TestOpenSnapshot(t *testing.T) {
 		}
 		if after, _ := s.Digest(); after == before {
 			t.Fatal("the digest did not change with the edited row")
+		}
+	})
+
+	// Rows deleted behind the store's back (damage): their groups hold
+	// fewer rows than the snapshot's, and the keys are gone, as from a
+	// load of every row.
+	t.Run("RowsDeleted", func(t *testing.T) {
+		f := newSnapFixture(t, rows)
+		h := f.write(t)
+		gone := []string{"k_S000000000000003", "k_S000000000000004", "k_S000000000001500"}
+		err := f.db.Update(func(txn *badger.Txn) error {
+			for _, id := range gone {
+				if err := txn.Delete([]byte(keyPrefix + id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, l, err := OpenSnapshot(f.db, f.dir, []string{h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Stale != 2 || s.Len() != rows+20-len(gone) {
+			t.Fatalf("loaded %+v, %d keys; want two groups decoded, %d keys", l, s.Len(), rows+20-len(gone))
+		}
+		sameAsRows(t, f.db, s)
+		for _, id := range gone {
+			if _, ok := s.Lookup(id); ok {
+				t.Fatalf("deleted key %s still loaded", id)
+			}
+		}
+		n := 0
+		s.Each(func(*Key) { n++ })
+		if n != s.Len() {
+			t.Fatalf("Each visits %d keys, Len says %d", n, s.Len())
+		}
+		// Keys made afterwards land after the left over positions.
+		secret, _, err := s.Create("after", time.Time{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := s.Authenticate([]byte(secret), time.Now()); !ok {
+			t.Fatal("a key made after a load with holes does not authenticate")
 		}
 	})
 
