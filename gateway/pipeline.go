@@ -344,7 +344,7 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 	if recTool != "" {
 		rec.Tool = recTool
 	}
-	if err := g.wait(g.append(c, rec)); err != nil {
+	if err := g.wait(g.append(c, rec), false); err != nil {
 		return g.ledgerFailed(c, err)
 	}
 	g.observe(c, rec)

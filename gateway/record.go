@@ -105,7 +105,7 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 	if c.pay != nil {
 		t0 = g.now() // a paid call's phases (run's debug log)
 	}
-	if err := g.wait(ticket); err != nil {
+	if err := g.wait(ticket, true); err != nil {
 		return g.ledgerFailed(c, err)
 	}
 	if c.pay != nil {
