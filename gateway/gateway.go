@@ -256,6 +256,10 @@ func New(o Options) (*Gateway, error) {
 	}
 	g.answers = newAnswers(answerStore, func() time.Time { return g.now() })
 	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
+	g.sessions.tags[roleAdmin] = tokenTag(g.adminHash)
+	if o.ViewerToken != "" {
+		g.sessions.tags[roleViewer] = tokenTag(g.viewerHash)
+	}
 	if g.now == nil {
 		g.now = time.Now
 	}
