@@ -351,6 +351,18 @@ type failingAnswers struct {
 
 var errStoreDown = errors.New("store down")
 
+// newSharedStore is a session store on its own badger, as the nodes of a
+// cluster share one.
+func newSharedStore(t *testing.T) (*failingAnswers, *badger.DB) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}, db
+}
+
 func (f *failingAnswers) GetAnswer(k string) ([]byte, bool, error) {
 	if f.down.Load() {
 		return nil, false, errStoreDown
@@ -371,12 +383,7 @@ func (f *failingAnswers) PutAnswer(k string, v []byte, ttl time.Duration) error 
 // both; the store holds no cookie value; a store that does not answer
 // gives a 503 naming the problem, not a sign-out.
 func TestSession_Shared(t *testing.T) {
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store := &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}
+	store, db := newSharedStore(t)
 	shared := func(o *gateway.Options) { withViewer(o); o.Sessions = store }
 	up := newUpstream(t)
 	a := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
@@ -414,7 +421,7 @@ func TestSession_Shared(t *testing.T) {
 	}
 
 	// The store keeps a digest of the cookie, never the cookie itself.
-	err = db.View(func(txn *badger.Txn) error {
+	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		n := 0
@@ -469,12 +476,7 @@ func TestSession_Shared(t *testing.T) {
 // it on the other within a second; while the store does not answer, each
 // node keeps the sessions it holds.
 func TestMCP_SharedSessions(t *testing.T) {
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store := &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}
+	store, db := newSharedStore(t)
 	// Both nodes hold the same keys, as a cluster's do.
 	keys, err := identity.Open(db)
 	if err != nil {
