@@ -801,6 +801,10 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if code != 200 || jsonField(t, b, "ok") != false || jsonField(t, b, "unreachable", ids[2]) == nil {
 			t.Fatalf("verify with node 2 stopped: got %d %s, want ok false naming it", code, b)
 		}
+		code, b = nodes[0].admin("GET", "/stats?since=1h", "")
+		if code != 200 || jsonField(t, b, "unreachable", ids[2]) == nil || len(jsonField(t, b, "nodes").(map[string]any)) != 2 {
+			t.Fatalf("stats with node 2 stopped: got %d %s, want two nodes summed and node 2 named", code, b)
+		}
 	})
 }
 
