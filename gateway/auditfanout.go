@@ -73,29 +73,7 @@ func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 	if len(peers) == 0 {
 		return false
 	}
-	auth := append([]byte(nil), ctx.Request.Header.Peek("Authorization")...)
-	query := append([]byte(nil), ctx.QueryArgs().QueryString()...)
-	answers := make([]peerAnswer, len(peers))
-	var wg sync.WaitGroup
-	for i, pe := range peers {
-		wg.Go(func() { answers[i] = askPeer(pe, p, query, auth) })
-	}
-	wg.Wait()
-	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
-	var unreachable []string
-	for _, a := range answers {
-		if a.err != "" {
-			unreachable = append(unreachable, a.peer.Node)
-		}
-	}
-	if len(unreachable) > 0 {
-		ctx.Response.Header.Set("X-Cluster-Unreachable", strings.Join(unreachable, ","))
-	}
-	nodes := make([]string, len(peers))
-	for i, pe := range peers {
-		nodes[i] = pe.Node
-	}
-	ctx.Response.Header.Set("X-Cluster-Nodes", strings.Join(nodes, ","))
+	answers := askPeers(ctx, peers, p, ctx.QueryArgs().QueryString())
 	if p == "/audit/verify" {
 		out := map[string]any{}
 		reports := map[string]json.RawMessage{}
@@ -183,8 +161,45 @@ func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 	return true
 }
 
+// askPeers gets path?query from every peer at once, as peer requests
+// with the caller's credentials (its bearer token or its session cookie:
+// sessions are shared in a cluster), and names the nodes asked and those
+// that did not answer in X-Cluster-Nodes and X-Cluster-Unreachable.
+func askPeers(ctx *fasthttp.RequestCtx, peers []ClusterPeer, path string, query []byte) []peerAnswer {
+	cred := peerCreds{
+		auth:   append([]byte(nil), ctx.Request.Header.Peek("Authorization")...),
+		cookie: append([]byte(nil), ctx.Request.Header.Cookie(sessionCookie)...),
+	}
+	query = append([]byte(nil), query...)
+	answers := make([]peerAnswer, len(peers))
+	var wg sync.WaitGroup
+	for i, pe := range peers {
+		wg.Go(func() { answers[i] = askPeer(pe, path, query, cred) })
+	}
+	wg.Wait()
+	ctx.Response.Header.SetBytesKV(hdrCacheControl, strNoStore)
+	var unreachable []string
+	for _, a := range answers {
+		if a.err != "" {
+			unreachable = append(unreachable, a.peer.Node)
+		}
+	}
+	if len(unreachable) > 0 {
+		ctx.Response.Header.Set("X-Cluster-Unreachable", strings.Join(unreachable, ","))
+	}
+	nodes := make([]string, len(peers))
+	for i, pe := range peers {
+		nodes[i] = pe.Node
+	}
+	ctx.Response.Header.Set("X-Cluster-Nodes", strings.Join(nodes, ","))
+	return answers
+}
+
+// peerCreds are the caller's credentials a fan-out passes on.
+type peerCreds struct{ auth, cookie []byte }
+
 // askPeer gets path?query from one node as a peer request.
-func askPeer(pe ClusterPeer, path string, query, auth []byte) peerAnswer {
+func askPeer(pe ClusterPeer, path string, query []byte, cred peerCreds) peerAnswer {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -194,7 +209,12 @@ func askPeer(pe ClusterPeer, path string, query, auth []byte) peerAnswer {
 	}
 	req.SetRequestURI(u)
 	req.Header.SetMethod("GET")
-	req.Header.SetBytesV("Authorization", auth)
+	if len(cred.auth) > 0 {
+		req.Header.SetBytesV("Authorization", cred.auth)
+	}
+	if len(cred.cookie) > 0 {
+		req.Header.SetCookieBytesKV([]byte(sessionCookie), cred.cookie)
+	}
 	req.Header.Set(hdrFanout, "1")
 	a := peerAnswer{peer: pe}
 	if pe.URL == "" {

@@ -134,7 +134,12 @@ func TestGovernance_MaxInFlight(t *testing.T) {
 		}()
 	}
 	close(start)
-	waitFor(t, "195 refusals", func() bool { return refused.Load() == 195 })
+	// The five admitted calls reach the upstream on their own time: wait
+	// for them as well as for the refusals (a refusal can be answered
+	// before an admitted call's request has arrived upstream).
+	waitFor(t, "195 refusals and 5 calls inside the upstream", func() bool {
+		return refused.Load() == 195 && up.inside.Load() == 5
+	})
 	if n := up.inside.Load(); n != 5 {
 		t.Fatalf("calls inside the upstream: got %d, want 5", n)
 	}

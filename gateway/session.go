@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"net/netip"
 	"sync"
@@ -23,7 +25,8 @@ import (
 // cookie obtained by exchanging a token at POST /ui/session. A request
 // authenticated by the cookie that changes anything (any method other than
 // GET and HEAD) must also carry the session's CSRF token in X-CSRF-Token.
-// Sessions live in this process's memory: a restart signs everyone out.
+// Sessions live in this process's memory (a restart signs everyone out),
+// or, in a cluster, in its shared store (Options.Sessions).
 
 // role is what a management caller may do.
 type role uint8
@@ -117,17 +120,44 @@ type session struct {
 	expires time.Time
 }
 
+var errSessionStore = apiErr(503, "Dashboard sessions are unavailable: the cluster's shared store does not answer; sign in again shortly, or call the API with the bearer token")
+
 // sessionBook holds the live sessions by the SHA-256 of their cookie
-// value (the value itself is never kept). Safe for concurrent use.
+// value (the value itself is never kept): in this process's memory, or,
+// with shared set, in the cluster's store under sessionKeyPrefix and the
+// hash's hex (appendValue encodes them). A sign-out there overwrites the
+// session with an empty value, which no read takes for a session. A
+// shared session also names the token it was granted for (tags), so that
+// a changed admin or viewer token ends the sessions opened with the old
+// one, as a restart does for sessions in memory. Safe for concurrent use.
 type sessionBook struct {
-	mu sync.Mutex
-	m  map[[32]byte]*session
+	shared AnswerStore
+	tags   [3][8]byte // by role: a digest of the token that grants it
+	mu     sync.Mutex
+	m      map[[32]byte]*session
 }
 
+// tokenTag is what a shared session records of the token it was granted
+// for: 8 bytes of a digest of the token's SHA-256.
+func tokenTag(tokenHash [32]byte) (t [8]byte) {
+	h := sha256.Sum256(append([]byte("toolgate dashboard session\x00"), tokenHash[:]...))
+	copy(t[:], h[:])
+	return t
+}
+
+const sessionKeyPrefix = "session/"
+
 // open starts a session for r and returns its cookie value.
-func (b *sessionBook) open(r role, now time.Time, ttl time.Duration) (string, *session) {
+func (b *sessionBook) open(r role, now time.Time, ttl time.Duration) (string, *session, error) {
 	id := randomToken()
 	s := &session{role: r, csrf: randomToken(), expires: now.Add(ttl)}
+	h := sha256.Sum256([]byte(id))
+	if b.shared != nil {
+		if err := b.shared.PutAnswer(sessionKey(h), s.appendValue(nil, b.tags[r]), ttl); err != nil {
+			return "", nil, err
+		}
+		return id, s, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.m == nil {
@@ -149,31 +179,71 @@ func (b *sessionBook) open(r role, now time.Time, ttl time.Duration) (string, *s
 			delete(b.m, soonest)
 		}
 	}
-	b.m[sha256.Sum256([]byte(id))] = s
-	return id, s
+	b.m[h] = s
+	return id, s, nil
 }
 
 // get returns the live session of a cookie value, or nil.
-func (b *sessionBook) get(id []byte, now time.Time) *session {
+func (b *sessionBook) get(id []byte, now time.Time) (*session, error) {
 	h := sha256.Sum256(id)
+	if b.shared != nil {
+		v, ok, err := b.shared.GetAnswer(sessionKey(h))
+		if err != nil || !ok {
+			return nil, err
+		}
+		s, tag, ok := decodeSession(v)
+		if !ok || !s.expires.After(now) || subtle.ConstantTimeCompare(tag[:], b.tags[s.role][:]) != 1 {
+			return nil, nil // signed out, expired, granted by a token no longer in use, or not a session's value
+		}
+		return s, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s, ok := b.m[h]
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if !s.expires.After(now) {
 		delete(b.m, h)
-		return nil
+		return nil, nil
 	}
-	return s
+	return s, nil
 }
 
-func (b *sessionBook) close(id []byte) {
+func (b *sessionBook) close(id []byte) error {
 	h := sha256.Sum256(id)
+	if b.shared != nil {
+		return b.shared.PutAnswer(sessionKey(h), nil, time.Minute)
+	}
 	b.mu.Lock()
 	delete(b.m, h)
 	b.mu.Unlock()
+	return nil
+}
+
+func sessionKey(h [32]byte) string { return sessionKeyPrefix + hex.EncodeToString(h[:]) }
+
+// A shared session's value: version 1, the role, the granting token's
+// tag, the expiry (Unix ns, big-endian) and the CSRF token.
+const sessionValueV1 = 1
+
+func (s *session) appendValue(b []byte, tag [8]byte) []byte {
+	b = append(b, sessionValueV1, byte(s.role))
+	b = append(b, tag[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.expires.UnixNano()))
+	return append(b, s.csrf...)
+}
+
+func decodeSession(v []byte) (s *session, tag [8]byte, ok bool) {
+	if len(v) < 18 || v[0] != sessionValueV1 || (role(v[1]) != roleViewer && role(v[1]) != roleAdmin) {
+		return nil, tag, false
+	}
+	copy(tag[:], v[2:10])
+	return &session{
+		role:    role(v[1]),
+		expires: time.Unix(0, int64(binary.BigEndian.Uint64(v[10:18]))),
+		csrf:    string(v[18:]),
+	}, tag, true
 }
 
 // randomToken is 256 bits from crypto/rand, base64url.
@@ -206,7 +276,10 @@ func (g *Gateway) roleOf(ctx *fasthttp.RequestCtx) (role, *Decision) {
 	if tok, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer ")); ok {
 		return g.tokenRole(tok), nil
 	}
-	s, _ := g.sessionOf(ctx)
+	s, _, err := g.sessionOf(ctx)
+	if err != nil {
+		return roleNone, errSessionStore
+	}
 	if s == nil {
 		return roleNone, nil
 	}
@@ -219,12 +292,18 @@ func (g *Gateway) roleOf(ctx *fasthttp.RequestCtx) (role, *Decision) {
 	return s.role, nil
 }
 
-func (g *Gateway) sessionOf(ctx *fasthttp.RequestCtx) (*session, []byte) {
+// sessionOf returns the live session the request's cookie names (nil when
+// none), the cookie's value, and the shared store's failure.
+func (g *Gateway) sessionOf(ctx *fasthttp.RequestCtx) (*session, []byte, error) {
 	id := ctx.Request.Header.Cookie(sessionCookie)
 	if len(id) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return g.sessions.get(id, g.now()), id
+	s, err := g.sessions.get(id, g.now())
+	if err != nil {
+		g.log.Warn("dashboard session store", "err", err)
+	}
+	return s, id, err
 }
 
 // canRead reports whether the request may read management data (admin
@@ -305,27 +384,42 @@ func (g *Gateway) apiSession(ctx *fasthttp.RequestCtx) (any, *Decision) {
 		if ttl <= 0 {
 			ttl = DefaultSessionTTL
 		}
-		if _, old := g.sessionOf(ctx); old != nil {
-			g.sessions.close(old) // no session fixation: a sign-in always gets a fresh id
+		if _, old, _ := g.sessionOf(ctx); old != nil {
+			// No session fixation: a sign-in always gets a fresh id. A
+			// failure to close the old one fails the open just below.
+			g.sessions.close(old)
 		}
-		id, s := g.sessions.open(r, now, ttl)
+		id, s, err := g.sessions.open(r, now, ttl)
+		if err != nil {
+			g.log.Warn("dashboard session store", "err", err)
+			return nil, errSessionStore
+		}
 		g.setSessionCookie(ctx, id, ttl)
 		return sessionView{Role: r.String(), CSRFToken: s.csrf, ExpiresAt: s.expires.UTC()}, nil
 	case "GET":
-		s, _ := g.sessionOf(ctx)
+		s, _, err := g.sessionOf(ctx)
+		if err != nil {
+			return nil, errSessionStore
+		}
 		if s == nil {
 			return nil, errNoSession
 		}
 		return sessionView{Role: s.role.String(), CSRFToken: s.csrf, ExpiresAt: s.expires.UTC()}, nil
 	case "DELETE":
-		s, id := g.sessionOf(ctx)
+		s, id, err := g.sessionOf(ctx)
+		if err != nil {
+			return nil, errSessionStore
+		}
 		if s == nil {
 			return nil, errNoSession
 		}
 		if subtle.ConstantTimeCompare(ctx.Request.Header.Peek(csrfHeader), []byte(s.csrf)) != 1 {
 			return nil, errCSRF
 		}
-		g.sessions.close(id)
+		if err := g.sessions.close(id); err != nil {
+			g.log.Warn("dashboard session store", "err", err)
+			return nil, errSessionStore
+		}
 		g.setSessionCookie(ctx, "", 0)
 		return map[string]bool{"signed_out": true}, nil
 	}

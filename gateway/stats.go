@@ -28,6 +28,7 @@ import (
 
 const (
 	statsSpan         = 24 * time.Hour
+	statsSlack        = 2 * time.Minute                // a since this much older than statsSpan is taken as statsSpan
 	statsMinutes      = int(statsSpan/time.Minute) + 1 // the current minute is partial
 	statsSliceMinutes = 10
 	statsSlices       = statsMinutes/statsSliceMinutes + 2
@@ -197,6 +198,13 @@ type Stats struct {
 	TopPrincipals   TopPrincipals `json:"top_principals"`
 	PrincipalsSince time.Time     `json:"principals_since"`
 	Ledger          LedgerStat    `json:"ledger"`
+	// In cluster mode (statsfanout.go): every node's ledger, the nodes
+	// that did not answer (their calls are not in the sums), and whether
+	// a top list may miss a principal (some node had more than
+	// maxStatsTop in a list).
+	Nodes       map[string]LedgerStat `json:"nodes,omitempty"`
+	Unreachable map[string]string     `json:"unreachable,omitempty"`
+	TopApprox   bool                  `json:"top_approximate,omitempty"`
 }
 
 // StatsTotals sums the range.
@@ -258,12 +266,8 @@ type verifyResult struct {
 // query sums minutes [from, to] (unix minutes) in steps of step minutes,
 // with the top principals of the slices overlapping the range.
 func (b *statsBook) query(from, to, step int64, top int) Stats {
-	points := int((to - from + step) / step)
-	out := Stats{
-		Totals: StatsTotals{ByOutcome: map[string]int64{}, DenialsByReason: map[string]int64{}},
-		Series: StatsSeries{Start: time.Unix(from*60, 0).UTC(), Points: points, ByOutcome: map[string][]int64{},
-			SpendUSD: make([]money.Micros, points), RevenueUSD: make([]money.Micros, points)},
-	}
+	out := statsFrame(from, to, step)
+	points := out.Series.Points
 	tools := map[string]*ToolStat{}
 	pr := map[string]*PrincipalStat{}
 	b.mu.Lock()
@@ -316,14 +320,30 @@ func (b *statsBook) query(from, to, step int64, top int) Stats {
 		}
 	}
 	b.mu.Unlock()
-	out.PrincipalsSince = time.Unix(first*statsSliceMinutes*60, 0).UTC()
+	out.rank(tools, pr, top)
+	return out
+}
 
-	out.Tools = make([]ToolStat, 0, len(tools))
-	for _, t := range tools {
-		out.Tools = append(out.Tools, *t)
+// statsFrame is an empty answer for minutes [from, to] in steps of step
+// minutes.
+func statsFrame(from, to, step int64) Stats {
+	points := int((to - from + step) / step)
+	return Stats{
+		Totals: StatsTotals{ByOutcome: map[string]int64{}, DenialsByReason: map[string]int64{}},
+		Series: StatsSeries{Start: time.Unix(from*60, 0).UTC(), Points: points, ByOutcome: map[string][]int64{},
+			SpendUSD: make([]money.Micros, points), RevenueUSD: make([]money.Micros, points)},
+		PrincipalsSince: time.Unix(from/statsSliceMinutes*statsSliceMinutes*60, 0).UTC(),
 	}
-	sort.Slice(out.Tools, func(i, j int) bool {
-		a, b := out.Tools[i], out.Tools[j]
+}
+
+// rank sets the tools, most calls first, and the top principals.
+func (s *Stats) rank(tools map[string]*ToolStat, pr map[string]*PrincipalStat, top int) {
+	s.Tools = make([]ToolStat, 0, len(tools))
+	for _, t := range tools {
+		s.Tools = append(s.Tools, *t)
+	}
+	sort.Slice(s.Tools, func(i, j int) bool {
+		a, b := s.Tools[i], s.Tools[j]
 		if a.Calls != b.Calls {
 			return a.Calls > b.Calls
 		}
@@ -333,9 +353,8 @@ func (b *statsBook) query(from, to, step int64, top int) Stats {
 	for _, p := range pr {
 		all = append(all, *p)
 	}
-	out.TopPrincipals.BySpend = topBy(all, top, func(p PrincipalStat) int64 { return int64(p.SpendUSD) })
-	out.TopPrincipals.ByDenials = topBy(all, top, func(p PrincipalStat) int64 { return p.Denied })
-	return out
+	s.TopPrincipals.BySpend = topBy(all, top, func(p PrincipalStat) int64 { return int64(p.SpendUSD) })
+	s.TopPrincipals.ByDenials = topBy(all, top, func(p PrincipalStat) int64 { return p.Denied })
 }
 
 // topBy returns the n principals with the largest non-zero key, largest
@@ -404,12 +423,24 @@ func (g *Gateway) apiStats(ctx *fasthttp.RequestCtx) (any, *Decision) {
 			bad = append(bad, key+": unknown parameter")
 		}
 	})
-	if until.After(now) {
+	// A peer's request (statsfanout.go) carries the asking node's since
+	// and until, taken as they are so that every node counts the same
+	// minutes whatever its clock (minutes this node does not hold count
+	// zero).
+	peer := len(ctx.Request.Header.Peek(hdrFanout)) > 0
+	if until.After(now) && !peer {
 		until = now
 	}
 	if len(bad) == 0 {
+		oldest := now.Add(-statsSpan)
 		switch {
-		case since.Before(now.Add(-statsSpan)):
+		case peer:
+			oldest = oldest.Add(-statsSlack)
+		case since.Before(oldest) && !since.Before(oldest.Add(-statsSlack)):
+			since = oldest // "24 h ago" a moment ago: the start of what is counted
+		}
+		switch {
+		case since.Before(oldest):
 			bad = append(bad, "since: at most 24h back (the gateway counts the last 24 hours; older calls: GET /audit)")
 		case !since.Before(until):
 			bad = append(bad, "since: must be before until")
@@ -422,9 +453,20 @@ func (g *Gateway) apiStats(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	if len(bad) > 0 {
 		return nil, badRequest("Invalid query: " + strings.Join(bad, "; "))
 	}
+	if g.opts.Cluster != nil {
+		if out, ok := g.statsFanout(ctx, since, until, step, top); ok { // statsfanout.go
+			return out, nil
+		}
+	}
+	return g.localStats(since, until, step, top), nil
+}
+
+// localStats is this node's answer of GET /stats for a checked query.
+func (g *Gateway) localStats(since, until time.Time, step time.Duration, top int) Stats {
+	from, to, stepM := since.Unix()/60, until.Unix()/60, int64(step/time.Minute)
 	out := g.stats.query(from, to, stepM, top)
 	out.Since, out.Until, out.StepS = time.Unix(from*60, 0).UTC(), until.UTC(), int(step/time.Second)
 	out.Ledger.HeadSeq, out.Ledger.HeadHash = g.led.Head()
 	out.Ledger.LastVerification = g.lastVerify.Load()
-	return out, nil
+	return out
 }

@@ -2,7 +2,8 @@ package x402
 
 import (
 	"encoding/json"
-	"strings"
+
+	"github.com/toolgate/toolgate/jsonscan"
 )
 
 // decodeWire fills w from raw JSON. The common shape of a payment payload
@@ -23,182 +24,67 @@ func decodeWire(raw []byte, w *wirePayment) error {
 
 // scanner decodes the fast path; any method returning false means "not the
 // fast path", never "invalid" — the caller falls back.
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
+type scanner struct{ jsonscan.Scanner }
 
 // str reads a string without escapes or non-ASCII bytes.
 func (s *scanner) str() (string, bool) {
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return "", false
-	}
-	start := s.i + 1
-	for j := start; j < len(s.b); j++ {
-		c := s.b[j]
-		switch {
-		case c == '"':
-			s.i = j + 1
-			return string(s.b[start:j]), true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return "", false
-		}
-	}
-	return "", false
+	b, ok := s.Str()
+	return string(b), ok
 }
 
 // lit consumes a literal word such as null.
 func (s *scanner) lit(word string) bool {
-	s.ws()
-	if !strings.HasPrefix(string(s.b[s.i:min(len(s.b), s.i+len(word))]), word) {
-		return false
-	}
-	s.i += len(word)
-	return true
-}
-
-func (s *scanner) peek() byte {
-	s.ws()
-	if s.i >= len(s.b) {
-		return 0
-	}
-	return s.b[s.i]
+	_, ok := s.Lit(word)
+	return ok
 }
 
 // integer reads a JSON integer that fits an int (no fraction, no exponent).
 func (s *scanner) integer() (int, bool) {
-	s.ws()
-	j, neg := s.i, false
-	if j < len(s.b) && s.b[j] == '-' {
+	s.WS()
+	j, neg := s.I, false
+	if j < len(s.B) && s.B[j] == '-' {
 		neg, j = true, j+1
 	}
 	start := j
 	n := 0
-	for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+	for j < len(s.B) && s.B[j] >= '0' && s.B[j] <= '9' {
 		if j-start >= 15 {
 			return 0, false
 		}
-		n = n*10 + int(s.b[j]-'0')
+		n = n*10 + int(s.B[j]-'0')
 		j++
 	}
-	if j == start || (s.b[start] == '0' && j-start > 1) {
+	if j == start || (s.B[start] == '0' && j-start > 1) {
 		return 0, false
 	}
-	if j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E') {
+	if j < len(s.B) && (s.B[j] == '.' || s.B[j] == 'e' || s.B[j] == 'E') {
 		return 0, false
 	}
-	s.i = j
+	s.I = j
 	if neg {
 		n = -n
 	}
 	return n, true
 }
 
-// skip consumes any JSON value the fast path can vouch for.
+// skip consumes one value nested at most so deep.
 func (s *scanner) skip(depth int) bool {
-	if depth > 32 {
-		return false
-	}
-	switch c := s.peek(); {
-	case c == '"':
-		_, ok := s.str()
-		return ok
-	case c == '{':
-		s.i++
-		return s.fields(func(string) bool { return s.skip(depth + 1) })
-	case c == '[':
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return true
-		}
-		for {
-			if !s.skip(depth + 1) {
-				return false
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return true
-			default:
-				return false
-			}
-		}
-	case c == 't':
-		return s.lit("true")
-	case c == 'f':
-		return s.lit("false")
-	case c == 'n':
-		return s.lit("null")
-	case c == '-' || (c >= '0' && c <= '9'):
-		return s.number()
-	}
-	return false
-}
-
-// number consumes a JSON number (grammar checked).
-func (s *scanner) number() bool {
-	j := s.i
-	if j < len(s.b) && s.b[j] == '-' {
-		j++
-	}
-	digits := func() int {
-		k := j
-		for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
-			j++
-		}
-		return j - k
-	}
-	start := j
-	n := digits()
-	if n == 0 || (n > 1 && s.b[start] == '0') {
-		return false
-	}
-	if j < len(s.b) && s.b[j] == '.' {
-		j++
-		if digits() == 0 {
-			return false
-		}
-	}
-	if j < len(s.b) && (s.b[j] == 'e' || s.b[j] == 'E') {
-		j++
-		if j < len(s.b) && (s.b[j] == '+' || s.b[j] == '-') {
-			j++
-		}
-		if digits() == 0 {
-			return false
-		}
-	}
-	s.i = j
-	return true
+	_, ok := s.Skip(depth)
+	return ok
 }
 
 // fields walks an object whose '{' was consumed, calling field for each
 // key (positioned at its value). Duplicate keys leave the fast path.
 func (s *scanner) fields(field func(key string) bool) bool {
-	if s.peek() == '}' {
-		s.i++
+	if s.Peek() == '}' {
+		s.I++
 		return true
 	}
 	var seenBuf [8]string
 	seen := seenBuf[:0]
 	for {
 		key, ok := s.str()
-		if !ok || s.peek() != ':' {
+		if !ok || s.Peek() != ':' {
 			return false
 		}
 		for _, k := range seen {
@@ -207,15 +93,15 @@ func (s *scanner) fields(field func(key string) bool) bool {
 			}
 		}
 		seen = append(seen, key)
-		s.i++
+		s.I++
 		if !field(key) {
 			return false
 		}
-		switch s.peek() {
+		switch s.Peek() {
 		case ',':
-			s.i++
+			s.I++
 		case '}':
-			s.i++
+			s.I++
 			return true
 		default:
 			return false
@@ -223,19 +109,12 @@ func (s *scanner) fields(field func(key string) bool) bool {
 	}
 }
 
-// known reports whether key is one of names, or differs from one only by
+// foldsTo reports whether key is one of names, or differs from one only by
 // case (encoding/json would match it case-insensitively).
-func foldsTo(key string, names ...string) bool {
-	for _, n := range names {
-		if strings.EqualFold(key, n) {
-			return true
-		}
-	}
-	return false
-}
+func foldsTo(key string, names ...string) bool { return jsonscan.FoldsTo([]byte(key), names...) }
 
 func (s *scanner) stringField(dst *string) bool {
-	if s.peek() == 'n' {
+	if s.Peek() == 'n' {
 		return s.lit("null") // encoding/json leaves a string unchanged on null
 	}
 	v, ok := s.str()
@@ -244,15 +123,15 @@ func (s *scanner) stringField(dst *string) bool {
 }
 
 func (s *scanner) payment(raw []byte, w *wirePayment) bool {
-	s.b, s.i = raw, 0
-	if s.peek() != '{' {
+	s.B, s.I = raw, 0
+	if s.Peek() != '{' {
 		return false
 	}
-	s.i++
+	s.I++
 	ok := s.fields(func(key string) bool {
 		switch key {
 		case "x402Version":
-			if s.peek() == 'n' {
+			if s.Peek() == 'n' {
 				return s.lit("null")
 			}
 			v, ok := s.integer()
@@ -263,13 +142,13 @@ func (s *scanner) payment(raw []byte, w *wirePayment) bool {
 		case "network":
 			return s.stringField(&w.Network)
 		case "accepted":
-			if s.peek() == 'n' {
+			if s.Peek() == 'n' {
 				return s.lit("null")
 			}
 			w.Accepted = new(Requirements)
 			return s.requirements(w.Accepted)
 		case "payload":
-			if s.peek() == 'n' {
+			if s.Peek() == 'n' {
 				return s.lit("null")
 			}
 			w.Payload = new(wireExact)
@@ -283,15 +162,15 @@ func (s *scanner) payment(raw []byte, w *wirePayment) bool {
 	if !ok {
 		return false
 	}
-	s.ws()
-	return s.i == len(s.b)
+	s.WS()
+	return s.I == len(s.B)
 }
 
 func (s *scanner) requirements(r *Requirements) bool {
-	if s.peek() != '{' {
+	if s.Peek() != '{' {
 		return false
 	}
-	s.i++
+	s.I++
 	return s.fields(func(key string) bool {
 		switch key {
 		case "scheme":
@@ -305,19 +184,19 @@ func (s *scanner) requirements(r *Requirements) bool {
 		case "payTo":
 			return s.stringField(&r.PayTo)
 		case "maxTimeoutSeconds":
-			if s.peek() == 'n' {
+			if s.Peek() == 'n' {
 				return s.lit("null")
 			}
 			v, ok := s.integer()
 			r.MaxTimeoutSeconds = v
 			return ok
 		case "extra":
-			s.ws()
-			start := s.i
+			s.WS()
+			start := s.I
 			if !s.skip(2) {
 				return false
 			}
-			r.Extra = append(json.RawMessage(nil), s.b[start:s.i]...)
+			r.Extra = append(json.RawMessage(nil), s.B[start:s.I]...)
 			return true
 		}
 		if foldsTo(key, "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra") {
@@ -328,16 +207,16 @@ func (s *scanner) requirements(r *Requirements) bool {
 }
 
 func (s *scanner) exact(e *wireExact) bool {
-	if s.peek() != '{' {
+	if s.Peek() != '{' {
 		return false
 	}
-	s.i++
+	s.I++
 	return s.fields(func(key string) bool {
 		switch key {
 		case "signature":
 			return s.stringField(&e.Signature)
 		case "authorization":
-			if s.peek() == 'n' {
+			if s.Peek() == 'n' {
 				return s.lit("null")
 			}
 			e.Authorization = new(wireAuthz)
@@ -352,10 +231,10 @@ func (s *scanner) exact(e *wireExact) bool {
 }
 
 func (s *scanner) authz(a *wireAuthz) bool {
-	if s.peek() != '{' {
+	if s.Peek() != '{' {
 		return false
 	}
-	s.i++
+	s.I++
 	return s.fields(func(key string) bool {
 		switch key {
 		case "from":

@@ -64,6 +64,7 @@ func joinCluster(f serveFlags, db *badger.DB, own *identity.Store, ownOverrides 
 	sd.add("returning quota leases and sending queued spend commits", func() error { q.Close(); sp.Close(); return nil })
 	opts.AdmitReserve = cluster.NewDecider(q, sp)
 	opts.Answers = cluster.NewAnswers(c)
+	opts.Sessions = opts.Answers // a dashboard session works on every node
 	den := cluster.NewDenials(c)
 	sd.add("stopping the shared denial log", func() error { den.Close(); return nil })
 	opts.Denials = den

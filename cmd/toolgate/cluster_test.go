@@ -113,6 +113,69 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
 		revokedKey = key
 	})
+	t.Run("SharedSessions", func(t *testing.T) {
+		// Signed in on node 0, the dashboard keeps working whichever node
+		// the load balancer picks; signed out on node 2, it is out on all.
+		req, _ := http.NewRequest("POST", nodes[0].url+"/ui/session", strings.NewReader(`{"token":"`+testAdmin+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			CSRF string `json:"csrf_token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		var cookie string
+		for _, c := range resp.Cookies() {
+			if c.Name == "toolgate_session" {
+				cookie = c.Name + "=" + c.Value
+			}
+		}
+		if resp.StatusCode != 200 || cookie == "" || v.CSRF == "" {
+			t.Fatalf("sign in on node 0: got %d, cookie %q", resp.StatusCode, cookie)
+		}
+		for i, p := range nodes {
+			if code, b := p.req("GET", "/ui/session", "", "Cookie", cookie); code != 200 || !strings.Contains(string(b), v.CSRF) {
+				t.Fatalf("node %d: GET /ui/session with node 0's cookie: got %d %s, want 200 and its CSRF token", i, code, b)
+			}
+		}
+		if code, b := nodes[1].req("POST", "/credits/keys", `{"name":"by-session"}`, "Cookie", cookie, "X-CSRF-Token", v.CSRF, "Content-Type", "application/json"); code != 201 {
+			t.Fatalf("node 1: create a key with node 0's session: got %d %s, want 201", code, b)
+		}
+		if code, b := nodes[2].req("DELETE", "/ui/session", "", "Cookie", cookie, "X-CSRF-Token", v.CSRF); code != 200 {
+			t.Fatalf("node 2: sign out: got %d %s", code, b)
+		}
+		for i, p := range nodes {
+			if code, _ := p.req("GET", "/credits/keys", "", "Cookie", cookie); code != 401 {
+				t.Fatalf("node %d after sign-out on node 2: got %d, want 401", i, code)
+			}
+		}
+
+		// An MCP session of a stateful revision, likewise.
+		key, _ := nodes[0].createKey(`{"name":"mcp-agent"}`)
+		within(t, 0, "the MCP agent's key", func(p *proc) bool { return call(p, "free", key) == 200 })
+		mcpHdr := []string{"X-API-Key", key, "Content-Type", "application/json", "Accept", "application/json, text/event-stream"}
+		req, _ = http.NewRequest("POST", nodes[0].url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+		for i := 0; i < len(mcpHdr); i += 2 {
+			req.Header.Set(mcpHdr[i], mcpHdr[i+1])
+		}
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		sid := resp.Header.Get("Mcp-Session-Id")
+		if resp.StatusCode != 200 || sid == "" {
+			t.Fatalf("MCP initialize on node 0: got %d, session %q", resp.StatusCode, sid)
+		}
+		for i, p := range nodes {
+			if code, b := p.req("POST", "/mcp", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, append(mcpHdr, "Mcp-Session-Id", sid, "MCP-Protocol-Version", "2025-11-25")...); code != 200 {
+				t.Fatalf("node %d: tools/list in node 0's MCP session: got %d %s, want 200", i, code, b)
+			}
+		}
+	})
 	t.Run("Credits", func(t *testing.T) {
 		key, id := nodes[0].createKey(`{"name":"prepaid","credits_usd":"0.02","policy":{"rate_class_quota":{"light":1000}}}`)
 		within(t, 0, "prepaid key", func(p *proc) bool { return call(p, "free", key) == 200 })
@@ -555,6 +618,101 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			t.Fatalf("swapped keys: got %v, %v, want nodes 0 and 1 failed, node 2 ok", v, err)
 		}
 	})
+	t.Run("StatsFanOut", func(t *testing.T) {
+		// The dashboard's figures are the cluster's: /stats on any node
+		// sums every node's counts, also when asked with a session cookie
+		// (the fan-out passes it on; sessions are shared).
+		type stats struct {
+			Totals struct {
+				Calls    int64           `json:"calls"`
+				Denied   int64           `json:"denied"`
+				SpendUSD json.RawMessage `json:"spend_usd"`
+			} `json:"totals"`
+			Tools []struct {
+				Tool  string `json:"tool"`
+				Calls int64  `json:"calls"`
+			} `json:"tools"`
+			Top struct {
+				BySpend   []principalCalls `json:"by_spend"`
+				ByDenials []principalCalls `json:"by_denials"`
+			} `json:"top_principals"`
+			Nodes       map[string]any    `json:"nodes"`
+			Unreachable map[string]string `json:"unreachable"`
+		}
+		get := func(p *proc, hdr ...string) stats {
+			code, b := p.req("GET", "/stats?since=1h&top=1000", "", hdr...)
+			if code != 200 {
+				t.Fatalf("/stats: got %d %s", code, b)
+			}
+			var s stats
+			if err := json.Unmarshal(b, &s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		bearer := []string{"Authorization", "Bearer " + testAdmin}
+		var calls, denied int64
+		tools, capCalls := map[string]int64{}, int64(0)
+		for _, p := range nodes {
+			s := get(p, append(bearer, "X-Toolgate-Fanout", "1")...)
+			if len(s.Nodes) != 0 {
+				t.Fatalf("a peer's request answered for the cluster: nodes %v", s.Nodes)
+			}
+			calls, denied = calls+s.Totals.Calls, denied+s.Totals.Denied
+			for _, ts := range s.Tools {
+				tools[ts.Tool] += ts.Calls
+			}
+			// A node where the key only spent, or was only refused, lists
+			// it in one of the two lists; in both, with the same counts.
+			for _, ps := range append(s.Top.BySpend, s.Top.ByDenials...) {
+				if ps.Principal == "key:"+capID {
+					capCalls += ps.Calls
+					break
+				}
+			}
+		}
+		if calls == 0 || capCalls == 0 {
+			t.Fatalf("no calls counted on the nodes (calls %d, the capped key's %d)", calls, capCalls)
+		}
+		// Signed in on node 2, read on node 0.
+		req, _ := http.NewRequest("POST", nodes[2].url+"/ui/session", strings.NewReader(`{"token":"`+testAdmin+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var cookie string
+		for _, c := range resp.Cookies() {
+			cookie = c.Name + "=" + c.Value
+		}
+		for name, hdr := range map[string][]string{"bearer": bearer, "cookie": {"Cookie", cookie}} {
+			s := get(nodes[0], hdr...)
+			if len(s.Nodes) != 3 || len(s.Unreachable) != 0 {
+				t.Fatalf("%s: cluster /stats: nodes %v unreachable %v, want three nodes answering", name, s.Nodes, s.Unreachable)
+			}
+			if s.Totals.Calls != calls || s.Totals.Denied != denied {
+				t.Fatalf("%s: cluster /stats totals %d calls, %d denied; the nodes' sum is %d, %d", name, s.Totals.Calls, s.Totals.Denied, calls, denied)
+			}
+			for _, ts := range s.Tools {
+				if ts.Calls != tools[ts.Tool] {
+					t.Fatalf("%s: tool %s: %d calls, the nodes' sum is %d", name, ts.Tool, ts.Calls, tools[ts.Tool])
+				}
+			}
+			found := false
+			for _, ps := range s.Top.BySpend {
+				if ps.Principal == "key:"+capID {
+					found = ps.Calls == capCalls
+				}
+			}
+			if !found {
+				t.Fatalf("%s: the capped key is not in the merged top list with its %d calls: %+v", name, capCalls, s.Top.BySpend)
+			}
+		}
+		if code, b := nodes[0].req("GET", "/audit?type=call&limit=5", "", "Cookie", cookie); code != 200 || bytes.Contains(b, []byte(`"unreachable"`)) {
+			t.Fatalf("cluster /audit with a session cookie: got %d %s, want every node answering", code, b)
+		}
+	})
 	t.Run("AuditFanOut", func(t *testing.T) {
 		ids := make([]string, 3)
 		for i, p := range nodes {
@@ -643,7 +801,16 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if code != 200 || jsonField(t, b, "ok") != false || jsonField(t, b, "unreachable", ids[2]) == nil {
 			t.Fatalf("verify with node 2 stopped: got %d %s, want ok false naming it", code, b)
 		}
+		code, b = nodes[0].admin("GET", "/stats?since=1h", "")
+		if code != 200 || jsonField(t, b, "unreachable", ids[2]) == nil || len(jsonField(t, b, "nodes").(map[string]any)) != 2 {
+			t.Fatalf("stats with node 2 stopped: got %d %s, want two nodes summed and node 2 named", code, b)
+		}
 	})
+}
+
+type principalCalls struct {
+	Principal string `json:"principal"`
+	Calls     int64  `json:"calls"`
 }
 
 // restart runs a stopped node again with its arguments (same port, data

@@ -52,7 +52,8 @@ func TestServe_CrashUnderLoad(t *testing.T) {
 			}
 		}(i)
 	}
-	time.Sleep(700 * time.Millisecond)
+	// The crash comes once the load is on: 200 answered calls (or 30 s).
+	waitLoad(t, 200, func() int { mu.Lock(); defer mu.Unlock(); return len(received) })
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	p.cmd.Wait()
 	close(stop)

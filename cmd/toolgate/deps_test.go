@@ -22,12 +22,13 @@ func TestLayout_Dependencies(t *testing.T) {
 	// Which toolgate packages each domain package may import.
 	domain := map[string][]string{
 		"money":    {},
+		"jsonscan": {},
 		"catalog":  {"money"},
 		"identity": {},
 		"policy":   {"catalog", "money"},
 		"meter":    {"money"},
 		"ledger":   {"money"},
-		"x402":     {"money"},
+		"x402":     {"money", "jsonscan"},
 		"oauth":    {"catalog", "identity", "policy"},
 	}
 	seen := 0

@@ -51,7 +51,7 @@ func TestServe_ReloadUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitLoad(t, 50, func() int { return int(total.Load()) })
 
 	// 1. A new tool and a new enforced deny arrive together.
 	tools, _ := os.ReadFile(filepath.Join(dir, "tools.json"))
@@ -149,7 +149,7 @@ func TestServe_GracefulShutdown(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitLoad(t, 50, func() int { mu.Lock(); defer mu.Unlock(); return len(answered) })
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	err := p.cmd.Wait()
 	close(stop)

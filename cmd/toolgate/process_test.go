@@ -274,3 +274,15 @@ func (p *proc) createKey(body string) (secret, keyID string) {
 	}
 	return jsonField(p.t, b, "secret").(string), jsonField(p.t, b, "key_id").(string)
 }
+
+// waitLoad returns once n() reaches want: the load a test puts on the
+// gateway before it acts (a signal, a reload) is there, however slow the
+// machine. It fails the test after 30 s.
+func waitLoad(t *testing.T, want int, n func() int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); n() < want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("load: %d calls within 30 s, want %d", n(), want)
+		}
+	}
+}

@@ -176,14 +176,23 @@ func TestPaidLatency(t *testing.T) {
 	// Where the milliseconds go: each call's timeline, cut into segments
 	// from the three processes' wall-clock stamps, p50 of each segment.
 	t.Logf("timeline (p50 ms of each segment over the calls; p50s of parts do not add up to the p50 of the whole):")
+	var bounds []string
 	for _, s := range servers {
 		var gw []gwPhases
 		if s.gw != nil {
 			gw = s.gw.paidPhases(t, gwLogFrom[s.gw])
 		}
-		segs, matched := timeline(s.calls, s.fac, gw, s.gw != nil)
+		segs, matched, bound := timeline(s.calls, s.fac, gw, s.gw != nil)
 		t.Logf("  %-14s %s (%d of %d calls lined up)", s.name, segs, matched, len(s.calls))
+		if s.gw != nil {
+			bounds = append(bounds, fmt.Sprintf("%s %.2f ms = %.2f× the reference's p50", s.name, bound, bound/p50["reference"]))
+		}
 	}
+	// The least p50 any gateway could reach with this client, chain and
+	// facilitator: each call with the gateway's own time (from its call's
+	// start to its end, the settlement round trip included) replaced by
+	// the facilitator's /settle handler alone.
+	t.Logf("bound (p50 of each call less the gateway's time, plus the facilitator's /settle handler): %s", strings.Join(bounds, "; "))
 }
 
 // segment names, in timeline order. A segment absent for a server is
@@ -214,8 +223,13 @@ var segmentOrder = []string{
 //	to client        the gateway's call done (reference: /settle answered) → the client has the whole answer
 //	own              the server's own time: all but unpaid, sign, fac /settle (and fac /verify)
 //	floor            unpaid + sign + fac /settle: what neither server can shed
-func timeline(calls []chain.PayResult, fac []chain.FacilitatorOp, gw []gwPhases, isGateway bool) (string, int) {
+//
+// For a gateway it also returns the p50 of each call's bound: the call
+// with the gateway's time (its call's start to end) replaced by the
+// facilitator's /settle handler alone.
+func timeline(calls []chain.PayResult, fac []chain.FacilitatorOp, gw []gwPhases, isGateway bool) (string, int, float64) {
 	seg := map[string][]float64{}
+	var bound []float64
 	matched := 0
 	for _, c := range calls {
 		if c.Phases == nil || len(c.Phases.At) != 4 {
@@ -270,6 +284,7 @@ func timeline(calls []chain.PayResult, fac []chain.FacilitatorOp, gw []gwPhases,
 				own -= v.At[1] - v.At[0]
 			}
 			add["own"] = own
+			bound = append(bound, (end-us)-g.total+add["fac /settle"])
 		} else {
 			v := opIn("verify", ps)
 			if v == nil {
@@ -298,7 +313,7 @@ func timeline(calls []chain.PayResult, fac []chain.FacilitatorOp, gw []gwPhases,
 			parts = append(parts, fmt.Sprintf("%s %.2f", k, quantile(xs, .5)))
 		}
 	}
-	return strings.Join(parts, " | "), matched
+	return strings.Join(parts, " | "), matched, quantile(bound, .5)
 }
 
 // quantile returns the q-quantile of xs (nearest rank; 0 when empty).
