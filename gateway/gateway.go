@@ -210,6 +210,9 @@ type Gateway struct {
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
+	// running counts the calls inside run; with others beside it, a
+	// call's ledger wait lets them join its journal write (metrics.go wait).
+	running   atomic.Int64
 	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
 	gov       governance    // agent governance state (governance.go)
 	approvals approvals     // held calls (approval.go)
