@@ -89,10 +89,11 @@ type Options struct {
 	// DefaultSessionTTL). SecureCookies marks the session cookie Secure
 	// on every answer (the public URL is https), not only over TLS.
 	SessionTTL time.Duration
-	// Sessions, when set, holds the dashboard's sessions where every node
-	// of a cluster reads them: a session opened on one node works on all,
-	// a sign-out on one ends it on all. nil keeps them in this process's
-	// memory (a restart signs everyone out).
+	// Sessions, when set, holds the dashboard's sessions and the MCP
+	// sessions of the stateful revisions where every node of a cluster
+	// reads them: a session opened on one node works on all, a sign-out
+	// (or an MCP DELETE) on one ends it on all (MCP: within 1 s). nil
+	// keeps them in this process's memory (a restart ends them).
 	Sessions      AnswerStore
 	SecureCookies bool
 
@@ -209,6 +210,9 @@ type Gateway struct {
 
 	reqPrefix [8]byte
 	reqSeq    atomic.Uint64
+	// running counts the calls inside run; with others beside it, a
+	// call's ledger wait lets them join its journal write (metrics.go wait).
+	running   atomic.Int64
 	callIDs   atomic.Uint64 // quota call ids (QuotaStore.Admit, Undo)
 	gov       governance    // agent governance state (governance.go)
 	approvals approvals     // held calls (approval.go)
@@ -233,6 +237,7 @@ func New(o Options) (*Gateway, error) {
 	g := &Gateway{
 		opts:      o,
 		sessions:  sessionBook{shared: o.Sessions},
+		mcp:       mcpSessions{shared: o.Sessions},
 		marker:    o.StateMark,
 		now:       o.Now,
 		log:       o.Logger,
@@ -254,6 +259,10 @@ func New(o Options) (*Gateway, error) {
 	}
 	g.answers = newAnswers(answerStore, func() time.Time { return g.now() })
 	g.viewerHash = sha256.Sum256([]byte(o.ViewerToken))
+	g.sessions.tags[roleAdmin] = tokenTag(g.adminHash)
+	if o.ViewerToken != "" {
+		g.sessions.tags[roleViewer] = tokenTag(g.viewerHash)
+	}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -289,6 +298,7 @@ func New(o Options) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.mcp.log = g.log
 	g.opts.TrustedProxies = make([]netip.Prefix, len(o.TrustedProxies))
 	for i, p := range o.TrustedProxies {
 		g.opts.TrustedProxies[i] = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()

@@ -3,10 +3,12 @@ package gateway
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"iter"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -84,24 +86,40 @@ type mcpSession struct {
 	version   string
 	principal string
 	lastUsed  time.Time
+	checked   time.Time // last compared with the shared store
+	renewed   time.Time // last written there (its expiry renewed)
 }
 
 // mcpSessions holds the sessions of stateful revisions, bounded; idle ones
-// expire.
+// expire. With shared set (a cluster's store, Options.Sessions) a session
+// opened on one node is found on every node: a node that does not hold
+// an id reads it from the store (under the SHA-256 of the id) and keeps
+// it, checking it against the store again at most every
+// mcpSessionRecheck, so that a DELETE on one node ends the session on all
+// within that time; the node that uses a session renews its expiry there.
+// A store that does not answer leaves each node with the sessions it
+// holds.
 type mcpSessions struct {
-	mu sync.Mutex
-	m  map[string]*mcpSession
+	shared AnswerStore
+	log    *slog.Logger
+	mu     sync.Mutex
+	m      map[string]*mcpSession
 }
 
 const (
-	mcpSessionIdle = 24 * time.Hour
-	mcpSessionMax  = 100_000
+	mcpSessionIdle    = 24 * time.Hour
+	mcpSessionMax     = 100_000
+	mcpSessionRecheck = time.Second
+	mcpSessionRenew   = time.Hour // how stale the store's expiry may get
+	mcpSessionPrefix  = "mcp-session/"
 )
 
 func (s *mcpSessions) open(version, principal string, now time.Time) string {
 	var b [16]byte
 	rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
+	ss := &mcpSession{version: version, principal: principal, lastUsed: now, checked: now, renewed: now}
+	s.put(id, *ss)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
@@ -114,35 +132,124 @@ func (s *mcpSessions) open(version, principal string, now time.Time) string {
 			}
 		}
 	}
-	s.m[id] = &mcpSession{version: version, principal: principal, lastUsed: now}
+	s.m[id] = ss
 	return id
 }
 
 // get returns the session id for principal, or nil when it does not exist
-// (unknown, expired, or another principal's).
+// (unknown, expired, closed, or another principal's).
 func (s *mcpSessions) get(id, principal string, now time.Time) *mcpSession {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ss := s.m[id]
-	if ss == nil || ss.principal != principal {
-		return nil
-	}
-	if now.Sub(ss.lastUsed) > mcpSessionIdle {
+	if ss != nil && now.Sub(ss.lastUsed) > mcpSessionIdle {
 		delete(s.m, id)
+		ss = nil
+	}
+	if s.shared == nil || ss != nil && now.Sub(ss.checked) < mcpSessionRecheck {
+		defer s.mu.Unlock()
+		return ss.use(principal, now)
+	}
+	s.mu.Unlock()
+
+	stored, state, err := s.read(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil:
+		return ss.use(principal, now) // the store did not answer: as held
+	case state == storedClosed || state == storedNone && ss == nil:
+		delete(s.m, id)
+		return nil
+	case state == storedNone:
+		// Held here, not in the store (its write failed, or Redis lost
+		// it): written again.
+		ss.checked, ss.renewed = now, now
+		go s.put(id, *ss)
+		return ss.use(principal, now)
+	case ss == nil:
+		stored.checked, stored.renewed, stored.lastUsed = now, now, now
+		if s.m == nil {
+			s.m = make(map[string]*mcpSession)
+		}
+		if cur := s.m[id]; cur != nil {
+			stored = cur
+		} else if len(s.m) < mcpSessionMax {
+			s.m[id] = stored
+		}
+		return stored.use(principal, now)
+	}
+	ss.checked = now
+	if now.Sub(ss.renewed) >= mcpSessionRenew {
+		ss.renewed = now
+		go s.put(id, *ss)
+	}
+	return ss.use(principal, now)
+}
+
+// use returns ss, used now, when principal's; the caller holds s.mu.
+func (ss *mcpSession) use(principal string, now time.Time) *mcpSession {
+	if ss == nil || ss.principal != principal {
 		return nil
 	}
 	ss.lastUsed = now
 	return ss
 }
 
-func (s *mcpSessions) close(id, principal string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ss := s.m[id]; ss != nil && ss.principal == principal {
-		delete(s.m, id)
-		return true
+func (s *mcpSessions) close(id, principal string, now time.Time) bool {
+	ss := s.get(id, principal, now)
+	if ss == nil {
+		return false
 	}
-	return false
+	s.mu.Lock()
+	delete(s.m, id)
+	s.mu.Unlock()
+	if s.shared != nil {
+		if err := s.shared.PutAnswer(mcpSessionKey(id), nil, mcpSessionIdle); err != nil {
+			s.log.Warn("MCP session store: a closed session stays open on the other nodes until it is idle", "err", err)
+		}
+	}
+	return true
+}
+
+func mcpSessionKey(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return mcpSessionPrefix + hex.EncodeToString(h[:])
+}
+
+// put writes a session to the shared store: "1", its version and its
+// principal, tab-separated, for mcpSessionIdle.
+func (s *mcpSessions) put(id string, ss mcpSession) {
+	if s.shared == nil {
+		return
+	}
+	if err := s.shared.PutAnswer(mcpSessionKey(id), []byte("1\t"+ss.version+"\t"+ss.principal), mcpSessionIdle); err != nil {
+		s.log.Warn("MCP session store: the session is known on this node only", "err", err)
+	}
+}
+
+// What the shared store holds for a session id.
+const (
+	storedNone   = iota // nothing: never written, or lost (Redis restarted)
+	storedOpen          // the session
+	storedClosed        // a DELETE's tombstone
+)
+
+// read looks id up in the shared store; an error when the store did not
+// answer (logged).
+func (s *mcpSessions) read(id string) (*mcpSession, int, error) {
+	v, ok, err := s.shared.GetAnswer(mcpSessionKey(id))
+	if err != nil {
+		s.log.Warn("MCP session store", "err", err)
+		return nil, storedNone, err
+	}
+	if !ok {
+		return nil, storedNone, nil
+	}
+	f := strings.SplitN(string(v), "\t", 3)
+	if len(f) != 3 || f[0] != "1" {
+		return nil, storedClosed, nil
+	}
+	return &mcpSession{version: f[1], principal: f[2]}, storedOpen, nil
 }
 
 var (
@@ -813,7 +920,7 @@ func (g *Gateway) mcpDelete(ctx *fasthttp.RequestCtx) {
 	} else if tok != nil {
 		who = tok.Who
 	}
-	if !g.mcp.close(string(ctx.Request.Header.Peek(hdrMCPSession)), who.String()) {
+	if !g.mcp.close(string(ctx.Request.Header.Peek(hdrMCPSession)), who.String(), g.now()) {
 		writeRPCError(ctx, fasthttp.StatusNotFound, nil, rpcInvalidRequest, "Session not found")
 		return
 	}

@@ -137,12 +137,26 @@ func (g *Gateway) MetricsServer() *fasthttp.Server {
 func seconds(d time.Duration) float64 { return d.Seconds() }
 
 // wait blocks until a ledger ticket is committed, timing it.
-func (g *Gateway) wait(t ledger.Ticket) error {
+func (g *Gateway) wait(t ledger.Ticket, served bool) error {
 	t0 := g.now()
-	err := t.Wait()
+	var err error
+	if served && g.running.Load() >= yieldRunning {
+		err = t.WaitYielding() // others may append first: one write for all
+	} else {
+		err = t.Wait()
+	}
 	g.metrics.ledgerWait.Observe(seconds(g.now().Sub(t0)))
 	return err
 }
+
+// yieldRunning is how many calls in run (this one included) make a
+// served call's ledger wait yield first (ledger.Ticket.WaitYielding).
+// Alone or with one other call, yielding finds nobody to join the write
+// and can cost a thread wake-up on an idle CPU. Refused calls (served
+// false) never yield: measured on the 403 path at 32 connections,
+// yielding joined few groups (0.93 -> 0.77 writes per call) and cost
+// ~3 us of CPU per call.
+const yieldRunning = 3
 
 // observe counts a finished call and, with AccessLog, logs it: one line
 // per call, never a secret (the record holds none), with the call's

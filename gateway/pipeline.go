@@ -31,7 +31,9 @@ import (
 // passed on; otherwise the decision to render. Either way the call has
 // been recorded, or the decision says it could not be.
 func (g *Gateway) run(c *call) *Decision {
+	g.running.Add(1)
 	d := g.stages(c)
+	g.running.Add(-1)
 	if c.claim != nil || c.pay != nil {
 		g.keepAnswer(c, d)
 	}
@@ -342,7 +344,7 @@ func (g *Gateway) recordRefused(c *call, d *Decision, aggTool, recTool string) *
 	if recTool != "" {
 		rec.Tool = recTool
 	}
-	if err := g.wait(g.append(c, rec)); err != nil {
+	if err := g.wait(g.append(c, rec), false); err != nil {
 		return g.ledgerFailed(c, err)
 	}
 	g.observe(c, rec)

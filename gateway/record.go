@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/meter"
 	"github.com/toolgate/toolgate/money"
@@ -99,8 +101,11 @@ func (g *Gateway) conclude(c *call, upFail *Decision) *Decision {
 		rec = g.callRecord(c, outcome, reason, status)
 		ticket = g.append(c, rec)
 	}
-	t0 := g.now()
-	if err := g.wait(ticket); err != nil {
+	var t0 time.Time
+	if c.pay != nil {
+		t0 = g.now() // a paid call's phases (run's debug log)
+	}
+	if err := g.wait(ticket, true); err != nil {
 		return g.ledgerFailed(c, err)
 	}
 	if c.pay != nil {

@@ -125,6 +125,10 @@ type call struct {
 
 	dec Decision // storage for the call's decision
 	buf []byte   // scratch
+	// head is the REST upstream request's head, written by
+	// appendUpstreamHead when rawUp (kept across calls like buf).
+	head  []byte
+	rawUp bool
 }
 
 // paidCall is an x402 caller's payment as it moves through the stages.
@@ -170,8 +174,8 @@ func acquireCall() *call { return callPool.Get().(*call) }
 
 func releaseCall(c *call) {
 	c.body.release()
-	reqID, buf := c.reqID[:0], c.buf[:0]
-	*c = call{reqID: reqID, buf: buf}
+	reqID, buf, head := c.reqID[:0], c.buf[:0], c.head[:0]
+	*c = call{reqID: reqID, buf: buf, head: head}
 	callPool.Put(c)
 }
 

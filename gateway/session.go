@@ -125,13 +125,24 @@ var errSessionStore = apiErr(503, "Dashboard sessions are unavailable: the clust
 // sessionBook holds the live sessions by the SHA-256 of their cookie
 // value (the value itself is never kept): in this process's memory, or,
 // with shared set, in the cluster's store under sessionKeyPrefix and the
-// hash's hex (sessionValue encodes them). A sign-out there overwrites the
-// session with an empty value, which no read takes for a session. Safe
-// for concurrent use.
+// hash's hex (appendValue encodes them). A sign-out there overwrites the
+// session with an empty value, which no read takes for a session. A
+// shared session also names the token it was granted for (tags), so that
+// a changed admin or viewer token ends the sessions opened with the old
+// one, as a restart does for sessions in memory. Safe for concurrent use.
 type sessionBook struct {
 	shared AnswerStore
+	tags   [3][8]byte // by role: a digest of the token that grants it
 	mu     sync.Mutex
 	m      map[[32]byte]*session
+}
+
+// tokenTag is what a shared session records of the token it was granted
+// for: 8 bytes of a digest of the token's SHA-256.
+func tokenTag(tokenHash [32]byte) (t [8]byte) {
+	h := sha256.Sum256(append([]byte("toolgate dashboard session\x00"), tokenHash[:]...))
+	copy(t[:], h[:])
+	return t
 }
 
 const sessionKeyPrefix = "session/"
@@ -142,7 +153,7 @@ func (b *sessionBook) open(r role, now time.Time, ttl time.Duration) (string, *s
 	s := &session{role: r, csrf: randomToken(), expires: now.Add(ttl)}
 	h := sha256.Sum256([]byte(id))
 	if b.shared != nil {
-		if err := b.shared.PutAnswer(sessionKey(h), s.appendValue(nil), ttl); err != nil {
+		if err := b.shared.PutAnswer(sessionKey(h), s.appendValue(nil, b.tags[r]), ttl); err != nil {
 			return "", nil, err
 		}
 		return id, s, nil
@@ -180,9 +191,9 @@ func (b *sessionBook) get(id []byte, now time.Time) (*session, error) {
 		if err != nil || !ok {
 			return nil, err
 		}
-		s, ok := decodeSession(v)
-		if !ok || !s.expires.After(now) {
-			return nil, nil // signed out, expired, or not a session's value
+		s, tag, ok := decodeSession(v)
+		if !ok || !s.expires.After(now) || subtle.ConstantTimeCompare(tag[:], b.tags[s.role][:]) != 1 {
+			return nil, nil // signed out, expired, granted by a token no longer in use, or not a session's value
 		}
 		return s, nil
 	}
@@ -212,25 +223,27 @@ func (b *sessionBook) close(id []byte) error {
 
 func sessionKey(h [32]byte) string { return sessionKeyPrefix + hex.EncodeToString(h[:]) }
 
-// A shared session's value: version 1, the role, the expiry (Unix ns,
-// big-endian) and the CSRF token.
+// A shared session's value: version 1, the role, the granting token's
+// tag, the expiry (Unix ns, big-endian) and the CSRF token.
 const sessionValueV1 = 1
 
-func (s *session) appendValue(b []byte) []byte {
+func (s *session) appendValue(b []byte, tag [8]byte) []byte {
 	b = append(b, sessionValueV1, byte(s.role))
+	b = append(b, tag[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(s.expires.UnixNano()))
 	return append(b, s.csrf...)
 }
 
-func decodeSession(v []byte) (*session, bool) {
-	if len(v) < 10 || v[0] != sessionValueV1 || (role(v[1]) != roleViewer && role(v[1]) != roleAdmin) {
-		return nil, false
+func decodeSession(v []byte) (s *session, tag [8]byte, ok bool) {
+	if len(v) < 18 || v[0] != sessionValueV1 || (role(v[1]) != roleViewer && role(v[1]) != roleAdmin) {
+		return nil, tag, false
 	}
+	copy(tag[:], v[2:10])
 	return &session{
 		role:    role(v[1]),
-		expires: time.Unix(0, int64(binary.BigEndian.Uint64(v[2:10]))),
-		csrf:    string(v[10:]),
-	}, true
+		expires: time.Unix(0, int64(binary.BigEndian.Uint64(v[10:18]))),
+		csrf:    string(v[18:]),
+	}, tag, true
 }
 
 // randomToken is 256 bits from crypto/rand, base64url.

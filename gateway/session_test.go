@@ -15,6 +15,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/identity"
 )
 
 const viewerToken = "test-viewer-token"
@@ -350,6 +351,18 @@ type failingAnswers struct {
 
 var errStoreDown = errors.New("store down")
 
+// newSharedStore is a session store on its own badger, as the nodes of a
+// cluster share one.
+func newSharedStore(t *testing.T) (*failingAnswers, *badger.DB) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}, db
+}
+
 func (f *failingAnswers) GetAnswer(k string) ([]byte, bool, error) {
 	if f.down.Load() {
 		return nil, false, errStoreDown
@@ -370,12 +383,7 @@ func (f *failingAnswers) PutAnswer(k string, v []byte, ttl time.Duration) error 
 // both; the store holds no cookie value; a store that does not answer
 // gives a 503 naming the problem, not a sign-out.
 func TestSession_Shared(t *testing.T) {
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store := &failingAnswers{AnswerStore: gateway.BadgerAnswers{DB: db}}
+	store, db := newSharedStore(t)
 	shared := func(o *gateway.Options) { withViewer(o); o.Sessions = store }
 	up := newUpstream(t)
 	a := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
@@ -401,8 +409,19 @@ func TestSession_Shared(t *testing.T) {
 		t.Fatalf("viewer session from the other node writes: got %d %s, want 403", resp.StatusCode, body)
 	}
 
+	// A node given another admin token (rotated after a leak) takes no
+	// session granted by the old one; its own sign-ins work.
+	rotated := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) { shared(o); o.AdminToken = "rotated-admin-token" })
+	if resp, body := rotated.do("GET", "/ui/session", "", ck...); resp.StatusCode != 401 {
+		t.Fatalf("session of the old admin token on a node with a new one: got %d %s, want 401", resp.StatusCode, body)
+	}
+	rc, _ := rotated.signIn("rotated-admin-token")
+	if resp, body := rotated.do("GET", "/credits/keys", "", cookieHdr(rc)...); resp.StatusCode != 200 {
+		t.Fatalf("session of the new admin token: got %d %s, want 200", resp.StatusCode, body)
+	}
+
 	// The store keeps a digest of the cookie, never the cookie itself.
-	err = db.View(func(txn *badger.Txn) error {
+	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		n := 0
@@ -414,8 +433,8 @@ func TestSession_Shared(t *testing.T) {
 			}
 			n++
 		}
-		if n != 2 {
-			t.Errorf("store entries: got %d, want 2 (two sessions)", n)
+		if n != 3 {
+			t.Errorf("store entries: got %d, want 3 (three sessions)", n)
 		}
 		return nil
 	})
@@ -448,5 +467,73 @@ func TestSession_Shared(t *testing.T) {
 		if resp, body := h.do("GET", "/credits/keys", "", ck...); resp.StatusCode != 401 {
 			t.Fatalf("after sign-out on the other node: got %d %s, want 401", resp.StatusCode, body)
 		}
+	}
+}
+
+// TestMCP_SharedSessions: gateways sharing a session store (a cluster's
+// nodes) share the MCP sessions of the stateful revisions: opened on one,
+// used on the other, still bound to its principal; a DELETE on one ends
+// it on the other within a second; while the store does not answer, each
+// node keeps the sessions it holds.
+func TestMCP_SharedSessions(t *testing.T) {
+	store, db := newSharedStore(t)
+	// Both nodes hold the same keys, as a cluster's do.
+	keys, err := identity.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := func(o *gateway.Options) { o.Sessions, o.Keys = store, keys }
+	up := newUpstream(t)
+	a := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
+	b := newHarnessWith(t, up, testCatalog(up.srv.URL), shared)
+	k := a.createKey(`{"name":"agent"}`)
+	other := a.createKey(`{"name":"other"}`)
+	const v = "2025-11-25"
+	hdr := func(key, sid string) []string {
+		h := []string{"X-API-Key", key, "Content-Type", "application/json", "Accept", "application/json, text/event-stream", "MCP-Protocol-Version", v}
+		if sid != "" {
+			h = append(h, "Mcp-Session-Id", sid)
+		}
+		return h
+	}
+	resp, body := a.do("POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+v+`","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, hdr(k.Secret, "")[:6]...)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != 200 || sid == "" {
+		t.Fatalf("initialize on a: got %d %s, session %q", resp.StatusCode, body, sid)
+	}
+	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	if resp, body := b.do("POST", "/mcp", list, hdr(k.Secret, sid)...); resp.StatusCode != 200 || !strings.Contains(string(body), `"tools"`) {
+		t.Fatalf("tools/list on b with a's session: got %d %s, want 200", resp.StatusCode, body)
+	}
+	if resp, body := b.do("POST", "/mcp", list, hdr(other.Secret, sid)...); resp.StatusCode != 404 {
+		t.Fatalf("another key with the session on b: got %d %s, want 404", resp.StatusCode, body)
+	}
+
+	// The store down: each node goes on with the sessions it holds.
+	store.down.Store(true)
+	for name, h := range map[string]*harness{"a": a, "b": b} {
+		if resp, body := h.do("POST", "/mcp", list, hdr(k.Secret, sid)...); resp.StatusCode != 200 {
+			t.Fatalf("store down, node %s: got %d %s, want 200 (the session is held)", name, resp.StatusCode, body)
+		}
+	}
+	store.down.Store(false)
+
+	// Closed on b, ended on a within a second.
+	if resp, body := b.do("DELETE", "/mcp", "", hdr(k.Secret, sid)...); resp.StatusCode != 204 {
+		t.Fatalf("DELETE on b: got %d %s, want 204", resp.StatusCode, body)
+	}
+	if resp, _ := b.do("POST", "/mcp", list, hdr(k.Secret, sid)...); resp.StatusCode != 404 {
+		t.Fatalf("b after its DELETE: got %d, want 404", resp.StatusCode)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		resp, _ := a.do("POST", "/mcp", list, hdr(k.Secret, sid)...)
+		if resp.StatusCode == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a still serves the session 3 s after its DELETE on b: %d", resp.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

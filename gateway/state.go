@@ -70,6 +70,12 @@ type route struct {
 	client          *upstreamClient
 	uri             string        // full upstream URL without query
 	upURI           *fasthttp.URI // uri parsed once; only read (CopyTo) by calls
+	// upHost and upPath are upURI's Host header and request path, for
+	// the REST request head written directly (appendUpstreamHead); rawUp
+	// says it may be (not when the URL carries userinfo, which fasthttp
+	// turns into an Authorization header).
+	upHost, upPath []byte
+	rawUp          bool
 }
 
 func (st *state) route(path []byte) *route {
@@ -218,6 +224,8 @@ func (g *Gateway) newRoute(t *catalog.Tool) (*route, error) {
 	upURI := &fasthttp.URI{}
 	upURI.Update(uri)
 	return &route{tool: t, client: uc, uri: uri, upURI: upURI, allow: strings.Join(t.Methods, ", "),
+		upHost: append([]byte(nil), upURI.Host()...), upPath: append([]byte(nil), upURI.RequestURI()...),
+		rawUp:           len(upURI.Username()) == 0 && len(upURI.Password()) == 0 && len(upURI.QueryString()) == 0,
 		upstreamSeconds: g.metrics.upstream.WithLabelValues(t.ID), counters: newToolCounters(g.metrics, t.ID)}, nil
 }
 

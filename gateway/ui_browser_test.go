@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -490,4 +491,48 @@ func TestDashboard_Browser(t *testing.T) {
 		j, _ := json.MarshalIndent(b.errors, "", "  ")
 		t.Fatalf("console errors: %s", j)
 	}
+}
+
+// peerList is a cluster's membership as a node's registry reports it:
+// here this gateway itself and a second node that does not answer.
+type peerList struct{ self, dead string }
+
+func (p *peerList) View(string) gateway.ClusterStatus {
+	return gateway.ClusterStatus{Node: "node-a", Redis: "ok", LiveNodes: 2}
+}
+
+func (p *peerList) Peers() []gateway.ClusterPeer {
+	return []gateway.ClusterPeer{{Node: "node-a", URL: p.self}, {Node: "node-b", URL: p.dead}}
+}
+
+// TestDashboard_BrowserCluster: in cluster mode the overview says whose
+// figures it shows, and names a node that did not answer (its calls are
+// not in the sums) instead of showing a partial sum as the whole.
+func TestDashboard_BrowserCluster(t *testing.T) {
+	up := newUpstream(t)
+	peers := &peerList{dead: "http://" + closedAddr(t)}
+	h := newHarnessWith(t, up, testCatalog(up.srv.URL), func(o *gateway.Options) { o.Cluster = peers })
+	peers.self = h.url
+	k := h.createKey(`{"name":"agent"}`)
+	for range 3 {
+		h.call(k.Secret, "extract/structured", `{}`)
+	}
+	b := newBrowser(t, h.url)
+	b.do(chromedp.Navigate(h.url + "/ui/"))
+	b.signIn(adminToken)
+	b.waitText("#cluster-note", "figures of 1 of 2 nodes")
+	b.waitText("#cluster-note", "node-b")
+	b.waitText("#kpi-calls", "3")
+	b.screenshot("overview-cluster-node-down")
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

@@ -243,7 +243,7 @@ func (bb *bodyBuf) acquire(n int64, deadline time.Time) error {
 func (g *Gateway) exchange(c *call, req *fasthttp.Request, resp *fasthttp.Response) error {
 	now := time.Now()
 	deadline := now.Add(c.rt.tool.Timeout)
-	if len(req.Header.UserAgent()) == 0 {
+	if !c.rawUp && len(req.Header.UserAgent()) == 0 {
 		req.Header.SetUserAgentBytes(strToolgate)
 	}
 	hc := c.rt.client.pooled
@@ -292,7 +292,15 @@ func (g *Gateway) roundTrip(c *call, hc *fasthttp.HostClient, req *fasthttp.Requ
 		return false, err
 	}
 	bw := hc.AcquireWriter(conn)
-	err = req.Write(bw)
+	if c.rawUp {
+		c.head = g.appendUpstreamHead(c.head[:0], c, req.ConnectionClose())
+		_, err = bw.Write(c.head)
+		if err == nil {
+			_, err = bw.Write(c.req.body)
+		}
+	} else {
+		err = req.Write(bw)
+	}
 	if err == nil {
 		err = bw.Flush()
 	}

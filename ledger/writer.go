@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,11 +239,22 @@ func (w *writer) run() {
 // others appended with it) itself: one call at a time costs no goroutine
 // switch. Otherwise it asks the writer goroutine to journal what is
 // pending once the current write is done, and waits.
-func (w *writer) wait(g *group) error {
+//
+// With yield, it first lets the goroutines ready to run go ahead (see
+// Ticket.WaitYielding): those about to append join g.
+func (w *writer) wait(g *group, yield bool) error {
 	select {
 	case <-g.done:
 		return g.err
 	default:
+	}
+	if yield {
+		runtime.Gosched()
+		select {
+		case <-g.done:
+			return g.err
+		default:
+		}
 	}
 	if w.fmu.TryLock() {
 		select {

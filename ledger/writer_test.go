@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"errors"
 	"runtime"
 	"strings"
 	"sync"
@@ -154,3 +155,64 @@ func TestApplier_AppliesWithoutReaders(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestWriter_WaitYieldingJoinsReadyCallers: callers that are ready to run
+// when one of them waits with WaitYielding join its group, and one
+// journal write answers them all; with Wait, each caller alone on the CPU
+// writes its own group. One CPU, so that "ready" is deterministic: a
+// round counts writes for two callers released together.
+func TestWriter_WaitYieldingJoinsReadyCallers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var writes atomic.Int64
+	h := &hooks{journalWrite: func() error { writes.Add(1); return nil }}
+	l, _, _ := newLedger(t, Options{Sync: SyncInterval, hooks: h})
+
+	round := func(wait func(Ticket) error) int64 {
+		before := writes.Load()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				r := callRec("key:a", "t", OutcomeAllowed)
+				if err := wait(l.Append(r)); err != nil {
+					errs <- err
+					return
+				}
+				if l.w.journaled() < r.Seq {
+					errs <- errNotJournaled
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("wait: %v", err)
+		}
+		return writes.Load() - before
+	}
+	const rounds = 20
+	joined, alone := 0, 0
+	for i := 0; i < rounds; i++ {
+		if round(Ticket.WaitYielding) == 1 {
+			joined++
+		}
+		if round(Ticket.Wait) == 2 {
+			alone++
+		}
+	}
+	// The writer goroutine's tick may journal a group between the two
+	// appends now and then; nearly every round must show the difference.
+	if joined < rounds-2 {
+		t.Errorf("WaitYielding: one write for two ready callers in %d of %d rounds, want >= %d", joined, rounds, rounds-2)
+	}
+	if alone < rounds-2 {
+		t.Errorf("Wait: one write per caller in %d of %d rounds, want >= %d", alone, rounds, rounds-2)
+	}
+}
+
+var errNotJournaled = errors.New("returned before its record was journaled")

@@ -113,7 +113,7 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		within(t, 1, "revocation", func(p *proc) bool { return call(p, "free", key) == 401 })
 		revokedKey = key
 	})
-	t.Run("DashboardSession", func(t *testing.T) {
+	t.Run("SharedSessions", func(t *testing.T) {
 		// Signed in on node 0, the dashboard keeps working whichever node
 		// the load balancer picks; signed out on node 2, it is out on all.
 		req, _ := http.NewRequest("POST", nodes[0].url+"/ui/session", strings.NewReader(`{"token":"`+testAdmin+`"}`))
@@ -150,6 +150,29 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		for i, p := range nodes {
 			if code, _ := p.req("GET", "/credits/keys", "", "Cookie", cookie); code != 401 {
 				t.Fatalf("node %d after sign-out on node 2: got %d, want 401", i, code)
+			}
+		}
+
+		// An MCP session of a stateful revision, likewise.
+		key, _ := nodes[0].createKey(`{"name":"mcp-agent"}`)
+		within(t, 0, "the MCP agent's key", func(p *proc) bool { return call(p, "free", key) == 200 })
+		mcpHdr := []string{"X-API-Key", key, "Content-Type", "application/json", "Accept", "application/json, text/event-stream"}
+		req, _ = http.NewRequest("POST", nodes[0].url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+		for i := 0; i < len(mcpHdr); i += 2 {
+			req.Header.Set(mcpHdr[i], mcpHdr[i+1])
+		}
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		sid := resp.Header.Get("Mcp-Session-Id")
+		if resp.StatusCode != 200 || sid == "" {
+			t.Fatalf("MCP initialize on node 0: got %d, session %q", resp.StatusCode, sid)
+		}
+		for i, p := range nodes {
+			if code, b := p.req("POST", "/mcp", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, append(mcpHdr, "Mcp-Session-Id", sid, "MCP-Protocol-Version", "2025-11-25")...); code != 200 {
+				t.Fatalf("node %d: tools/list in node 0's MCP session: got %d %s, want 200", i, code, b)
 			}
 		}
 	})
@@ -610,10 +633,8 @@ func TestCluster_ThreeNodes(t *testing.T) {
 				Calls int64  `json:"calls"`
 			} `json:"tools"`
 			Top struct {
-				BySpend []struct {
-					Principal string `json:"principal"`
-					Calls     int64  `json:"calls"`
-				} `json:"by_spend"`
+				BySpend   []principalCalls `json:"by_spend"`
+				ByDenials []principalCalls `json:"by_denials"`
 			} `json:"top_principals"`
 			Nodes       map[string]any    `json:"nodes"`
 			Unreachable map[string]string `json:"unreachable"`
@@ -641,9 +662,12 @@ func TestCluster_ThreeNodes(t *testing.T) {
 			for _, ts := range s.Tools {
 				tools[ts.Tool] += ts.Calls
 			}
-			for _, ps := range s.Top.BySpend {
+			// A node where the key only spent, or was only refused, lists
+			// it in one of the two lists; in both, with the same counts.
+			for _, ps := range append(s.Top.BySpend, s.Top.ByDenials...) {
 				if ps.Principal == "key:"+capID {
 					capCalls += ps.Calls
+					break
 				}
 			}
 		}
@@ -777,7 +801,16 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		if code != 200 || jsonField(t, b, "ok") != false || jsonField(t, b, "unreachable", ids[2]) == nil {
 			t.Fatalf("verify with node 2 stopped: got %d %s, want ok false naming it", code, b)
 		}
+		code, b = nodes[0].admin("GET", "/stats?since=1h", "")
+		if code != 200 || jsonField(t, b, "unreachable", ids[2]) == nil || len(jsonField(t, b, "nodes").(map[string]any)) != 2 {
+			t.Fatalf("stats with node 2 stopped: got %d %s, want two nodes summed and node 2 named", code, b)
+		}
 	})
+}
+
+type principalCalls struct {
+	Principal string `json:"principal"`
+	Calls     int64  `json:"calls"`
 }
 
 // restart runs a stopped node again with its arguments (same port, data

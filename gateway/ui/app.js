@@ -205,6 +205,7 @@ function viewOverview(root) {
     return h('span', {}, inp, h('label', { for: 'range-' + r }, r === 'hour' ? ' Last hour ' : ' Last day '));
   });
   const kpis = h('div', { class: 'kpis', id: 'kpis' });
+  const clusterNote = h('p', { id: 'cluster-note', role: 'status' });
   const chartBox = h('div', { class: 'card wide chart', id: 'chart' });
   const denials = h('div', { class: 'card', id: 'denials' });
   const bySpend = h('div', { class: 'card', id: 'top-spend' });
@@ -213,7 +214,7 @@ function viewOverview(root) {
   const tools = h('div', { class: 'card', id: 'tool-stats' });
   root.append(h('h1', {}, 'Overview'),
     h('fieldset', { class: 'row' }, h('legend', { class: 'sr-only' }, 'Range'), radios),
-    kpis, h('div', { class: 'grid' }, chartBox, denials, bySpend, byDenials, tools, ledger));
+    clusterNote, kpis, h('div', { class: 'grid' }, chartBox, denials, bySpend, byDenials, tools, ledger));
 
   async function verify(btn) {
     btn.disabled = true;
@@ -230,6 +231,13 @@ function viewOverview(root) {
     kpis.replaceChildren(kpi('Calls', t.calls, 'kpi-calls'), kpi('Denied', t.denied, 'kpi-denied'),
       kpi('Billed', usd(t.spend_usd), 'kpi-spend'), kpi('x402 revenue', usd(t.x402_revenue_usd), 'kpi-revenue'),
       kpi('Ledger head', '#' + s.ledger.head_seq, 'kpi-head'));
+    // In cluster mode the figures are every node's, summed; a node that
+    // did not answer is named, its calls missing from the sums.
+    const answered = Object.keys(s.nodes || {}), missing = Object.entries(s.unreachable || {});
+    clusterNote.replaceChildren(answered.length + missing.length === 0 ? '' :
+      h('span', { class: missing.length ? 'bad' : 'muted' },
+        `Cluster: figures of ${answered.length} of ${answered.length + missing.length} nodes`,
+        missing.length ? ' — not answering, so not counted: ' + missing.map(([n, why]) => `${n} (${why})`).join(', ') : ''));
     chartBox.replaceChildren(h('h2', {}, S.range === 'hour' ? 'Calls per minute, last hour' : 'Calls per 15 minutes, last day'),
       chart(s.series, s.step_s));
     const reasons = Object.entries(t.denials_by_reason).sort((a, b) => b[1] - a[1]);
