@@ -137,6 +137,9 @@ type StateMarker struct {
 	kick   chan struct{}
 	broken atomic.Bool
 
+	snapDir              string // KeepKeysSnapshot
+	snapFirst, snapEvery time.Duration
+
 	ovMu      sync.Mutex
 	ovDirty   bool // an override changed since ovDigest was taken
 	ovDigest  string
@@ -225,12 +228,37 @@ func (m *StateMarker) current() (stateSeal, error) {
 	}
 	seq, hash := m.led.Head()
 	kd, nk := m.keys.Digest()
+	snap, _ := m.keys.SnapshotState()
 	return stateSeal{Version: sealVersion, LedgerSeq: seq, LedgerHash: hash, CheckedAt: m.checkedAt.UTC(),
-		Keys: nk, KeysDigest: fmt.Sprintf("%x", kd[:]), Overrides: m.ovEntries, OverridesDigest: m.ovDigest}, nil
+		Keys: nk, KeysDigest: fmt.Sprintf("%x", kd[:]), Overrides: m.ovEntries, OverridesDigest: m.ovDigest, KeysSnapshot: snap}, nil
 }
 
-// run writes a mark after each Changed until stop closes.
+// KeepKeysSnapshot makes the marker also keep the keys snapshot in dir
+// current enough (identity.Store.WriteSnapshot): when it is not current,
+// it writes one first after `first` from now and then at most once per
+// every, and marks again to name it. A snapshot only saves a later
+// start the decoding of the key rows it still matches, so a stale one
+// costs time, never correctness. Call it before the gateway runs.
+func (m *StateMarker) KeepKeysSnapshot(dir string, first, every time.Duration) {
+	if m != nil {
+		m.snapDir, m.snapFirst, m.snapEvery = dir, first, every
+	}
+}
+
+// run writes a mark after each Changed until stop closes, and the keys
+// snapshot when due (KeepKeysSnapshot).
 func (m *StateMarker) run(stop <-chan struct{}) {
+	var due <-chan time.Time
+	next := time.Now().Add(m.snapFirst)
+	arm := func() {
+		if m.snapDir == "" || due != nil {
+			return
+		}
+		if _, current := m.keys.SnapshotState(); !current {
+			due = time.After(max(time.Until(next), 0))
+		}
+	}
+	arm()
 	for {
 		select {
 		case <-stop:
@@ -239,6 +267,23 @@ func (m *StateMarker) run(stop <-chan struct{}) {
 			if err := m.Mark(); err != nil {
 				m.log.Warn("state mark not written; a start after a crash checks the ledger's history in full", "err", err)
 			}
+			arm()
+		case <-due:
+			due, next = nil, time.Now().Add(m.snapEvery)
+			if _, current := m.keys.SnapshotState(); current {
+				continue
+			}
+			t0 := time.Now()
+			hash, err := m.keys.WriteSnapshot(m.snapDir)
+			if err != nil {
+				m.log.Warn("keys snapshot not written; the next start decodes every key row", "err", err)
+				continue
+			}
+			m.log.Info("keys snapshot written", "sha256", hash[:16], "ms", time.Since(t0).Milliseconds())
+			if err := m.Mark(); err != nil { // the mark names the new snapshot
+				m.log.Warn("state mark not written; a start after a crash checks the ledger's history in full", "err", err)
+			}
+			arm() // keys changed while it was written
 		}
 	}
 }

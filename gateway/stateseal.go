@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/toolgate/toolgate/identity"
@@ -51,6 +52,12 @@ type stateSeal struct {
 	KeysDigest      string    `json:"keys_digest"`
 	Overrides       int       `json:"overrides"`
 	OverridesDigest string    `json:"overrides_digest"`
+
+	// KeysSnapshot is the SHA-256 of the keys snapshot this gateway
+	// loaded its keys with or last wrote (identity.OpenSnapshot): the
+	// next start uses a snapshot only if a seal or mark names its hash.
+	// It is not part of the state compared.
+	KeysSnapshot string `json:"keys_snapshot,omitempty"`
 }
 
 const sealVersion = 1
@@ -93,8 +100,28 @@ func currentSeal(led *ledger.Ledger, keys *identity.Store, overrides OverrideSto
 	if err != nil {
 		return stateSeal{}, err
 	}
+	snap, _ := keys.SnapshotState()
 	return stateSeal{Version: sealVersion, LedgerSeq: seq, LedgerHash: hash, CheckedAt: checkedAt.UTC(),
-		Keys: nk, KeysDigest: hex.EncodeToString(kd[:]), Overrides: no, OverridesDigest: od}, nil
+		Keys: nk, KeysDigest: hex.EncodeToString(kd[:]), Overrides: no, OverridesDigest: od, KeysSnapshot: snap}, nil
+}
+
+// RecordedKeysSnapshots returns the keys snapshots (their SHA-256) that
+// the state seal at sealPath and the state mark at markPath name, the
+// seal's first: the snapshots this gateway wrote or loaded its keys
+// with, the only ones identity.OpenSnapshot may trust. Call it before
+// CheckStateAtStart (which removes the seal). An unreadable file names
+// none.
+func RecordedKeysSnapshots(sealPath, markPath string) []string {
+	var out []string
+	for _, p := range []string{sealPath, markPath} {
+		if p == "" {
+			continue
+		}
+		if s, err := readSeal(p); err == nil && s.Version == sealVersion && s.KeysSnapshot != "" && !slices.Contains(out, s.KeysSnapshot) {
+			out = append(out, s.KeysSnapshot)
+		}
+	}
+	return out
 }
 
 // SealState writes the state seal to path: call it at a clean shutdown,

@@ -46,6 +46,35 @@ var errBadDigest = errors.New("bad digest")
 // a backslash, T RFC 3339 times and H 64 hex digits; errFastPath for
 // anything else.
 func decodeFast(v []byte, k *Key) error {
+	var f storedFields
+	if err := parseFast(v, &f); err != nil {
+		return err
+	}
+	// One allocation for the principal ("key:" + id, whose tail is the
+	// ID), the name and the hint: a million keys live in memory.
+	var sb strings.Builder
+	sb.Grow(len("key:") + len(f.id) + len(f.name) + len(f.hint))
+	sb.WriteString("key:")
+	sb.Write(f.id)
+	sb.Write(f.name)
+	sb.Write(f.hint)
+	str := sb.String()
+	p4 := len("key:") + len(f.id)
+	*k = Key{ID: str[len("key:"):p4], Principal: str[:p4], Name: str[p4 : p4+len(f.name)],
+		Hint: str[p4+len(f.name):], Hash: f.hash, created: f.created, expires: f.expires, revoked: f.revoked}
+	return nil
+}
+
+// storedFields are a stored key's fields as parseFast reads them; the
+// strings alias the row.
+type storedFields struct {
+	id, name, hint            []byte
+	created, expires, revoked int64
+	hash                      [32]byte
+}
+
+// parseFast is decodeFast without making the strings.
+func parseFast(v []byte, f *storedFields) error {
 	p := fastParser{b: v}
 	p.lit(`{"key_id":`)
 	id := p.str()
@@ -73,22 +102,10 @@ func decodeFast(v []byte, k *Key) error {
 	if p.bad || len(p.b) != 0 || len(digest) != 64 {
 		return errFastPath
 	}
-	var h [32]byte
-	if _, err := hex.Decode(h[:], digest); err != nil {
+	*f = storedFields{id: id, name: name, hint: hint, created: created, expires: expires, revoked: revoked}
+	if _, err := hex.Decode(f.hash[:], digest); err != nil {
 		return errFastPath
 	}
-	// One allocation for the principal ("key:" + id, whose tail is the
-	// ID), the name and the hint: a million keys live in memory.
-	var sb strings.Builder
-	sb.Grow(len("key:") + len(id) + len(name) + len(hint))
-	sb.WriteString("key:")
-	sb.Write(id)
-	sb.Write(name)
-	sb.Write(hint)
-	str := sb.String()
-	p4 := len("key:") + len(id)
-	*k = Key{ID: str[len("key:"):p4], Principal: str[:p4], Name: str[p4 : p4+len(name)],
-		Hint: str[p4+len(name):], Hash: h, created: created, expires: expires, revoked: revoked}
 	return nil
 }
 

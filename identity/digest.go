@@ -20,10 +20,7 @@ import (
 func (s *Store) Digest() (sum [32]byte, n int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for i, l := range s.idx.sum {
-		binary.LittleEndian.PutUint64(sum[8*i:], l)
-	}
-	return sum, s.idx.ids
+	return s.idx.sum.bytes(), s.idx.ids
 }
 
 // digestSum is the running sum of Digest: a key's hash is added when it
@@ -65,4 +62,28 @@ func appendKeyDigestInput(b []byte, k *Key) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(k.expires))
 	b = binary.BigEndian.AppendUint64(b, uint64(k.revoked))
 	return append(b, k.Hash[:]...)
+}
+
+// addSum adds the terms summed in o.
+func (d *digestSum) addSum(o *digestSum) {
+	var c uint64
+	for i := range d {
+		d[i], c = bits.Add64(d[i], o[i], c)
+	}
+}
+
+// subSum takes the terms summed in o away.
+func (d *digestSum) subSum(o *digestSum) {
+	var b uint64
+	for i := range d {
+		d[i], b = bits.Sub64(d[i], o[i], b)
+	}
+}
+
+// bytes returns the sum as Digest does.
+func (d *digestSum) bytes() (out [32]byte) {
+	for i, l := range d {
+		binary.LittleEndian.PutUint64(out[8*i:], l)
+	}
+	return out
 }

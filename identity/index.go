@@ -157,19 +157,27 @@ func (x *keyIndex) addSlab(s *slab, n int) uint32 {
 // add publishes the key at pos in both tables, replacing the key of the
 // same id and the key of the same digest (writer only).
 func (x *keyIndex) add(pos uint32) {
-	k := x.at(pos)
-	h, htag := digestHash(&k.Hash)
-	t, _ := x.put(x.byHash.Load(), h, htag, pos, func(o *Key) bool { return o.Hash == k.Hash }, x.digestOf)
-	x.byHash.Store(t)
-	i, itag := x.idHash(k.ID)
-	t, old := x.put(x.byID.Load(), i, itag, pos, func(o *Key) bool { return o.ID == k.ID }, x.idOf)
-	x.byID.Store(t)
+	old, _ := x.link(pos)
 	if old != nil {
 		x.sum.sub(old)
 	} else {
 		x.ids++
 	}
-	x.sum.add(k)
+	x.sum.add(x.at(pos))
+}
+
+// link publishes the key at pos in both tables, and returns the key of
+// the same id it replaced and whether it replaced one of the same digest
+// (writer only); add keeps the count and the digest sum besides.
+func (x *keyIndex) link(pos uint32) (old *Key, sameDigest bool) {
+	k := x.at(pos)
+	h, htag := digestHash(&k.Hash)
+	t, oldh := x.put(x.byHash.Load(), h, htag, pos, func(o *Key) bool { return o.Hash == k.Hash }, x.digestOf)
+	x.byHash.Store(t)
+	i, itag := x.idHash(k.ID)
+	t, old = x.put(x.byID.Load(), i, itag, pos, func(o *Key) bool { return o.ID == k.ID }, x.idOf)
+	x.byID.Store(t)
+	return old, oldh != nil
 }
 
 func (x *keyIndex) digestOf(k *Key) (uint64, uint32) { return digestHash(&k.Hash) }
@@ -211,6 +219,107 @@ func (t *table) insert(h uint64, e uint64) {
 		if t.slots[i].Load() == 0 {
 			t.slots[i].Store(e)
 			return
+		}
+	}
+}
+
+// fill publishes every position [0, x.n) in both tables, which must be
+// empty and sized for them (newKeyIndex(n)), and counts them as ids; the
+// caller sets the digest sum. It inserts in the order of the slots the
+// keys hash to, so that each insertion touches the table near the one
+// before (a million inserts in position order miss the cache on each),
+// the two tables on two goroutines. It reports false, leaving the index
+// unusable, when two keys have one id or one digest (add replaces the
+// older one; fill does not decide).
+func (x *keyIndex) fill() bool {
+	keys := 0
+	for pos := range x.n {
+		if !x.hole(pos) {
+			keys++
+		}
+	}
+	for _, t := range []*atomic.Pointer[table]{&x.byHash, &x.byID} {
+		if t.Load().used != 0 {
+			return false
+		}
+		if keys*4 > len(t.Load().slots)*3 {
+			t.Store(newTable(keys))
+		}
+	}
+	var okHash bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		okHash = x.fillTable(x.byHash.Load(), x.digestOf, func(a, b *Key) bool { return a.Hash == b.Hash })
+	}()
+	okID := x.fillTable(x.byID.Load(), x.idOf, func(a, b *Key) bool { return a.ID == b.ID })
+	<-done
+	if okHash && okID {
+		x.ids = keys
+	}
+	return okHash && okID
+}
+
+// hole reports whether pos holds no key (a position OpenSnapshot left
+// empty; every key has a Principal).
+func (x *keyIndex) hole(pos uint32) bool { return x.at(pos).Principal == "" }
+
+func (x *keyIndex) fillTable(t *table, hash func(*Key) (uint64, uint32), same func(a, b *Key) bool) bool {
+	n := int(x.n)
+	const bucketBits = 12 // buckets of len(t.slots)>>12 slots: a few KiB of table each
+	shift := 0
+	for len(t.slots)>>shift > 1<<bucketBits {
+		shift++
+	}
+	type entry struct{ h, e uint64 }
+	ents := make([]entry, 0, n)
+	var counts [1<<bucketBits + 1]int
+	for pos := range n {
+		if x.hole(uint32(pos)) {
+			continue
+		}
+		h, tag := hash(x.at(uint32(pos)))
+		ents = append(ents, entry{h, uint64(tag)<<32 | uint64(pos+1)})
+		counts[(h&t.mask)>>shift+1]++
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	sorted := make([]entry, len(ents))
+	for _, e := range ents {
+		b := (e.h & t.mask) >> shift
+		sorted[counts[b]] = e
+		counts[b]++
+	}
+	ents = nil
+	for _, e := range sorted {
+		k := x.at(uint32(e.e) - 1)
+		i := e.h & t.mask
+		for ; ; i = (i + 1) & t.mask {
+			was := t.slots[i].Load()
+			if was == 0 {
+				break
+			}
+			if uint32(was>>32) == uint32(e.e>>32) && same(x.at(uint32(was)-1), k) {
+				return false
+			}
+		}
+		t.slots[i].Store(e.e)
+	}
+	t.used = len(sorted)
+	return true
+}
+
+// reindex rebuilds both tables, the count and the digest sum from every
+// position in order, as add publishes them (the later of two keys of one
+// id replaces the earlier); after fill refused (writer only).
+func (x *keyIndex) reindex() {
+	x.byHash.Store(newTable(int(x.n)))
+	x.byID.Store(newTable(int(x.n)))
+	x.ids, x.sum = 0, digestSum{}
+	for pos := range x.n {
+		if !x.hole(pos) {
+			x.add(pos)
 		}
 	}
 }

@@ -279,3 +279,53 @@ func TestOpen_SplitRanges(t *testing.T) {
 		t.Fatal("Digest differs from the keys written")
 	}
 }
+
+// TestOpen_DuplicateRows: two rows naming one key_id, and two keys of one
+// digest (damage): the index is built as add always built it, the later
+// row winning, and the count and digest are those of the keys that won.
+func TestOpen_DuplicateRows(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	_, hash := NewSecret()
+	_, other := NewSecret()
+	row := func(id, name string, h [32]byte) string {
+		return `{"key_id":"` + id + `","name":"` + name + `","key":"it-AAAA…","created_at":"2026-12-01T00:00:00Z","sha256":"` + hex.EncodeToString(h[:]) + `"}`
+	}
+	rows := map[string]string{
+		"k/a": row("k_DUP", "first", other),
+		"k/b": row("k_DUP", "second", other),
+		"k/c": row("k_ONE", "one", hash),
+		"k/d": row("k_TWO", "two", hash),
+	}
+	err := db.Update(func(txn *badger.Txn) error {
+		for k, v := range rows {
+			if err := txn.Set([]byte(k), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 3 {
+		t.Fatalf("Len: got %d, want 3", s.Len())
+	}
+	if k, _ := s.Lookup("k_DUP"); k.Name != "second" {
+		t.Fatalf("k_DUP: got %q, want the later row", k.Name)
+	}
+	if k := s.byDigest(hash); k == nil || k.ID != "k_TWO" {
+		t.Fatalf("by digest: got %v, want the later key k_TWO", k)
+	}
+	var want digestSum
+	for _, id := range []string{"k_DUP", "k_ONE", "k_TWO"} {
+		k, _ := s.Lookup(id)
+		want.add(k)
+	}
+	if got, _ := s.Digest(); got != want.bytes() {
+		t.Fatal("Digest is not the sum of the keys that won")
+	}
+}

@@ -33,6 +33,13 @@ type Store struct {
 	prefix string
 	mu     sync.RWMutex // serializes writes (the index's one writer)
 	idx    *keyIndex
+
+	// The keys snapshot (snapshot.go): the one loaded from or last
+	// written, and whether a key changed since; gen counts changes.
+	snapMu    sync.Mutex // one WriteSnapshot at a time
+	snapHash  string
+	snapDirty bool
+	gen       uint64
 }
 
 // Open loads every key from db into memory.
@@ -42,11 +49,11 @@ func Open(db *badger.DB) (*Store, error) { return OpenPrefix(db, keyPrefix) }
 // of keys kept for someone else (the cluster's keys, mirrored on each
 // node, live under their own prefix so that the node's own "k/" rows and
 // their ledger check stay as they are). A million keys load in about two
-// seconds on two cores: the index's tables are sized up front from
-// badger's table statistics, rows in the stored form are decoded by hand
+// seconds on two cores: rows in the stored form are decoded by hand
 // (decodeStored) straight into the index's slabs with one string per
-// key by two goroutines reading a range of rows each, and indexing (and
-// the Digest's hashing) runs on a third while they decode.
+// key by two goroutines reading a range of rows each, the Digest's
+// hashing runs on a third while they decode, and the index's tables are
+// filled at the end in slot order (keyIndex.fill).
 func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 	s := &Store{db: db, prefix: prefix, idx: newKeyIndex(estimateKeys(db, prefix))}
 	type filled struct {
@@ -60,7 +67,9 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 		for b := range batches {
 			base := s.idx.addSlab(b.s, b.n)
 			for i := range b.n {
-				s.index(base + uint32(i))
+				k := s.idx.at(base + uint32(i))
+				s.principal(k)
+				s.idx.sum.add(k)
 			}
 		}
 	}()
@@ -130,6 +139,9 @@ func OpenPrefix(db *badger.DB, prefix string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
+	if !s.idx.fill() { // two rows of one id or digest: the later one wins, as it always did
+		s.idx.reindex()
+	}
 	return s, nil
 }
 
@@ -186,12 +198,16 @@ func estimateKeys(db *badger.DB, prefix string) int {
 // keys stay in the digest index (Lookup finds them; Authenticate refuses
 // them). Callers hold s.mu, or own s (Open).
 func (s *Store) index(pos uint32) {
-	k := s.idx.at(pos)
+	s.principal(s.idx.at(pos))
+	s.idx.add(pos)
+}
+
+// principal sets k's Principal, "key:" + its ID, sharing one string.
+func (s *Store) principal(k *Key) {
 	if len(k.Principal) != len("key:")+len(k.ID) || k.Principal[len("key:"):] != k.ID {
 		k.Principal = "key:" + k.ID
 		k.ID = k.Principal[len("key:"):] // one string for both
 	}
-	s.idx.add(pos)
 }
 
 // keep stores a copy of k in the index and returns it (callers hold s.mu).
@@ -211,11 +227,14 @@ func (s *Store) byDigest(h [32]byte) *Key {
 	return k
 }
 
+// put writes k's row (callers hold s.mu).
 func (s *Store) put(k *Key) error {
 	v, err := json.Marshal(storedKey{keyJSON: k.toJSON(), HashHex: hex.EncodeToString(k.Hash[:])})
 	if err != nil {
 		return err
 	}
+	s.gen++
+	s.snapDirty = true
 	return s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set([]byte(s.prefix+k.ID), v)
 	})

@@ -74,6 +74,7 @@ type sample struct {
 	rssAnon, rssFile int64         // at the end
 	killed           bool          // stopped with SIGKILL
 	after            string        // how the run before this start ended
+	phases           string        // the start's phases, from its serving log line
 }
 
 func main() {
@@ -165,7 +166,7 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", g.data, "--tools", g.tools,
 		"--policies", g.policies, "--admin-token", "startup-bench-admin", "--sync", "interval",
-		"--log-level", "warn")
+		"--log-level", "info") // the serving line gives the start's phases
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
@@ -250,6 +251,13 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 		log.Fatalf("startup: %s did not stop", bin)
 	}
 	s.stop = time.Since(t2)
+	// The start's phases, from the serving log line (the process is gone:
+	// its output is complete).
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if i := strings.Index(line, "store_ms="); i >= 0 && strings.Contains(line, "toolgate serving") {
+			s.phases = line[i:]
+		}
+	}
 	return s
 }
 
@@ -264,6 +272,12 @@ func report(bins []string, got map[string][]sample, keys, active int) {
 			}
 			fmt.Printf("| %s | %d | %s | %.2f s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(), s.startCPU.Seconds(),
 				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
+		}
+	}
+	fmt.Printf("\nThe start's phases (its serving log line):\n\n| binary | run | start after | phases |\n|---|---:|---|---|\n")
+	for _, b := range bins {
+		for i, s := range got[b] {
+			fmt.Printf("| %s | %d | %s | %s |\n", filepath.Base(b), i+1, s.after, s.phases)
 		}
 	}
 	fmt.Printf("\n| binary | start after | starts | exec → first 200, median (min–max) | CPU to first 200, median (min–max) | RSS after principals, median (min–max) |\n|---|---|---:|---:|---:|---:|\n")

@@ -22,7 +22,6 @@ import (
 
 	"github.com/toolgate/toolgate/catalog"
 	"github.com/toolgate/toolgate/gateway"
-	"github.com/toolgate/toolgate/identity"
 	"github.com/toolgate/toolgate/ledger"
 	"github.com/toolgate/toolgate/oauth"
 	"github.com/toolgate/toolgate/policy"
@@ -33,6 +32,7 @@ type serveFlags struct {
 	listen, data, policies, tools, adminToken, sync string
 	adminTokenFile                                  string
 	memoryLimit                                     string
+	keysSnapshotEvery                               time.Duration
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
@@ -81,6 +81,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
 	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
+	fs.DurationVar(&f.keysSnapshotEvery, "keys-snapshot-every", 10*time.Minute, "after key changes, rewrite the keys snapshot (a decoded copy of the key rows that spares a start decoding the rows it still matches) at most this often; the first one a tenth of it after start; also at a clean stop (0: never)")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, e.g. 450MiB (off: none); default GOMEMLIMIT, else 90% of the cgroup's memory.max if set, else none")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
 	fs.Int64Var(&f.upstreamBufferMB, "upstream-buffer-mb", 256, "upstream response bytes held in memory at once across all calls, in MiB; calls over it wait for room")
@@ -234,7 +235,8 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		sd.ledgerClosed.Store(err == nil)
 		return err
 	})
-	keys, err := identity.Open(db)
+	sealPath, markPath := filepath.Join(f.data, gateway.SealFile), filepath.Join(f.data, gateway.MarkFile)
+	keys, err := openKeys(f, db, sealPath, markPath, log, &took)
 	if err != nil {
 		return err
 	}
@@ -248,16 +250,22 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// the whole management history when it still matches.
 	var marker *gateway.StateMarker
 	if f.clusterRedis == "" {
-		sealPath, markPath, checkedAt := filepath.Join(f.data, gateway.SealFile), filepath.Join(f.data, gateway.MarkFile), time.Now()
+		checkedAt := time.Now()
 		how, err := gateway.CheckStateAtStart(sealPath, markPath, led, keys, overrides, checkedAt, log)
 		if err != nil {
 			return exitError{1, "toolgate serve: " + err.Error()}
 		}
 		took.note("state_check", how)
-		seal = func() error { return gateway.SealState(sealPath, led, keys, overrides, checkedAt) }
+		seal = func() error {
+			writeKeysSnapshot(f, keys, log) // first: the seal names it
+			return gateway.SealState(sealPath, led, keys, overrides, checkedAt)
+		}
 		// The first mark, for the state just checked, is written by the
 		// gateway's marker as soon as it runs, off the start's path.
 		marker = gateway.NewStateMarker(markPath, led, keys, overrides, checkedAt, log)
+		if f.keysSnapshotEvery > 0 {
+			marker.KeepKeysSnapshot(f.data, f.keysSnapshotEvery/10, f.keysSnapshotEvery)
+		}
 		marker.Changed(true)
 	}
 	took.mark("state_ms")
