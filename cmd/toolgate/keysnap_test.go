@@ -30,6 +30,12 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	}
 	// since returns the log written after mark.
 	since := func(mark int) string { return logText()[mark:] }
+	// started returns the log of a start from mark once its serving line
+	// (which names keys_from) is written: /healthz can answer before it.
+	started := func(mark int) string {
+		waitFor(t, "the serving log line", func() bool { return strings.Contains(since(mark), "keys_from=") })
+		return since(mark)
+	}
 	recorded := func(file string) string {
 		var s struct {
 			KeysSnapshot string `json:"keys_snapshot"`
@@ -60,7 +66,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 
 	at := len(logText())
 	p = startGateway(t, dir)
-	if out := since(at); !strings.Contains(out, fromSnapshot) || !strings.Contains(out, "keys_from=snapshot ") {
+	if out := started(at); !strings.Contains(out, fromSnapshot) || !strings.Contains(out, "keys_from=snapshot ") {
 		t.Fatalf("the start after a clean stop did not load from the snapshot:\n%s", out)
 	}
 	if code := call(p, keep); code != 200 {
@@ -81,7 +87,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	// it); its changed group is decoded from the rows.
 	at = len(logText())
 	p = startGateway(t, dir)
-	out := since(at)
+	out := started(at)
 	if !strings.Contains(out, fromSnapshot) || !strings.Contains(out, "groups_changed=1") || !strings.Contains(out, "keys_from=snapshot+rows") {
 		t.Fatalf("the start after kill -9 did not use the stale snapshot for the unchanged rows only:\n%s", out)
 	}
@@ -119,7 +125,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	}
 	at = len(logText())
 	p = startGateway(t, dir)
-	out = since(at)
+	out = started(at)
 	if !strings.Contains(out, fromRows) || !strings.Contains(out, "SHA-256") || !strings.Contains(out, "keys_from=rows") {
 		t.Fatalf("an edited snapshot was not refused, or the reason is not logged:\n%s", out)
 	}
@@ -136,7 +142,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	// it decodes nothing.
 	at = len(logText())
 	p = startGateway(t, dir, "--keys-snapshot-every", "1s")
-	if !strings.Contains(since(at), fromRows) {
+	if !strings.Contains(started(at), fromRows) {
 		t.Fatalf("a crash start after a refused snapshot (none written since) used one:\n%s", since(at))
 	}
 	fresh, _ := p.createKey(`{"name":"fresh"}`)
@@ -147,7 +153,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	p.stop(syscall.SIGKILL)
 	at = len(logText())
 	p = startGateway(t, dir)
-	out = since(at)
+	out = started(at)
 	if !strings.Contains(out, "keys_from=snapshot ") || !strings.Contains(out, "groups_changed=0") {
 		t.Fatalf("the crash start after a snapshot written while serving did not take every key from it:\n%s", out)
 	}
