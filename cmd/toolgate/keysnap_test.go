@@ -24,10 +24,7 @@ func TestServe_KeysSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir)
 	data := filepath.Join(dir, "data")
-	logText := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-		return string(b)
-	}
+	logText := func() string { return gatewayLog(dir) }
 	// since returns the log written after mark.
 	since := func(mark int) string { return logText()[mark:] }
 	// started returns the log of a start from mark once its serving line

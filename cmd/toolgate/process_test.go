@@ -286,3 +286,9 @@ func waitLoad(t *testing.T, want int, n func() int) {
 		}
 	}
 }
+
+// gatewayLog is what the gateways started on dir have logged so far.
+func gatewayLog(dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
+	return string(b)
+}

@@ -22,10 +22,7 @@ func TestServe_StateSeal(t *testing.T) {
 	writeConfig(t, dir)
 	data := filepath.Join(dir, "data")
 	seal := filepath.Join(data, "state-seal")
-	logText := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-		return string(b)
-	}
+	logText := func() string { return gatewayLog(dir) }
 	const used = "as sealed at the last clean shutdown"
 
 	p := startGateway(t, dir)
@@ -77,10 +74,7 @@ func TestServe_StateMark(t *testing.T) {
 	writeConfig(t, dir)
 	data := filepath.Join(dir, "data")
 	mark := filepath.Join(data, "state-mark")
-	logText := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-		return string(b)
-	}
+	logText := func() string { return gatewayLog(dir) }
 	const used = "as marked while the last run served"
 
 	p := startGateway(t, dir)
