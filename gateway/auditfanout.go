@@ -43,6 +43,10 @@ type ClusterPeers interface {
 // the cluster: the peer answers for itself only.
 const hdrFanout = "X-Toolgate-Fanout"
 
+// fromPeer reports whether the request is a peer's, asking for this
+// node's own answer.
+func fromPeer(ctx *fasthttp.RequestCtx) bool { return len(ctx.Request.Header.Peek(hdrFanout)) > 0 }
+
 // fanoutTimeout bounds each peer's answer.
 const fanoutTimeout = 3 * time.Second
 
@@ -66,7 +70,7 @@ type peerAnswer struct {
 // reports false when the request is itself a peer's (answer locally).
 func (g *Gateway) auditFanout(ctx *fasthttp.RequestCtx, p string) bool {
 	cp, ok := g.opts.Cluster.(ClusterPeers)
-	if !ok || (p != "/audit" && p != "/audit/verify") || len(ctx.Request.Header.Peek(hdrFanout)) > 0 {
+	if !ok || (p != "/audit" && p != "/audit/verify") || fromPeer(ctx) {
 		return false
 	}
 	peers := cp.Peers()

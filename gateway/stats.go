@@ -235,12 +235,20 @@ type ToolStat struct {
 	SpendUSD money.Micros `json:"spend_usd"`
 }
 
+func (t *ToolStat) add(calls, denied int64, spend money.Micros) {
+	t.Calls, t.Denied, t.SpendUSD = t.Calls+calls, t.Denied+denied, t.SpendUSD.SatAdd(spend)
+}
+
 // PrincipalStat is one principal's calls in the range.
 type PrincipalStat struct {
 	Principal string       `json:"principal"`
 	Calls     int64        `json:"calls"`
 	Denied    int64        `json:"denied"`
 	SpendUSD  money.Micros `json:"spend_usd"`
+}
+
+func (p *PrincipalStat) add(calls, denied int64, spend money.Micros) {
+	p.Calls, p.Denied, p.SpendUSD = p.Calls+calls, p.Denied+denied, p.SpendUSD.SatAdd(spend)
 }
 
 // TopPrincipals are the principals with the most spend, and with the
@@ -297,12 +305,12 @@ func (b *statsBook) query(from, to, step int64, top int) Stats {
 				ts = &ToolStat{Tool: t}
 				tools[t] = ts
 			}
-			ts.Calls, ts.Denied, ts.SpendUSD = ts.Calls+c.calls, ts.Denied+c.denied, ts.SpendUSD+c.spend
+			ts.add(c.calls, c.denied, c.spend)
 		}
-		out.Series.SpendUSD[i] += s.spend
-		out.Series.RevenueUSD[i] += s.revenue
-		out.Totals.SpendUSD += s.spend
-		out.Totals.X402RevenueUSD += s.revenue
+		out.Series.SpendUSD[i] = out.Series.SpendUSD[i].SatAdd(s.spend)
+		out.Series.RevenueUSD[i] = out.Series.RevenueUSD[i].SatAdd(s.revenue)
+		out.Totals.SpendUSD = out.Totals.SpendUSD.SatAdd(s.spend)
+		out.Totals.X402RevenueUSD = out.Totals.X402RevenueUSD.SatAdd(s.revenue)
 	}
 	first := from / statsSliceMinutes
 	for n := first; n <= to/statsSliceMinutes; n++ {
@@ -316,7 +324,7 @@ func (b *statsBook) query(from, to, step int64, top int) Stats {
 				ps = &PrincipalStat{Principal: p}
 				pr[p] = ps
 			}
-			ps.Calls, ps.Denied, ps.SpendUSD = ps.Calls+c.calls, ps.Denied+c.denied, ps.SpendUSD+c.spend
+			ps.add(c.calls, c.denied, c.spend)
 		}
 	}
 	b.mu.Unlock()
@@ -427,7 +435,7 @@ func (g *Gateway) apiStats(ctx *fasthttp.RequestCtx) (any, *Decision) {
 	// and until, taken as they are so that every node counts the same
 	// minutes whatever its clock (minutes this node does not hold count
 	// zero).
-	peer := len(ctx.Request.Header.Peek(hdrFanout)) > 0
+	peer := fromPeer(ctx)
 	if until.After(now) && !peer {
 		until = now
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"math"
 	"net/url"
 	"strconv"
 	"time"
@@ -24,7 +23,7 @@ import (
 // locally) or when no node is known.
 func (g *Gateway) statsFanout(ctx *fasthttp.RequestCtx, since, until time.Time, step time.Duration, top int) (Stats, bool) {
 	cp, ok := g.opts.Cluster.(ClusterPeers)
-	if !ok || len(ctx.Request.Header.Peek(hdrFanout)) > 0 {
+	if !ok || fromPeer(ctx) {
 		return Stats{}, false
 	}
 	peers := cp.Peers()
@@ -66,8 +65,8 @@ func (g *Gateway) statsFanout(ctx *fasthttp.RequestCtx, since, until time.Time, 
 		t := &out.Totals
 		t.Calls += s.Totals.Calls
 		t.Denied += s.Totals.Denied
-		t.SpendUSD = addMicros(t.SpendUSD, s.Totals.SpendUSD)
-		t.X402RevenueUSD = addMicros(t.X402RevenueUSD, s.Totals.X402RevenueUSD)
+		t.SpendUSD = t.SpendUSD.SatAdd(s.Totals.SpendUSD)
+		t.X402RevenueUSD = t.X402RevenueUSD.SatAdd(s.Totals.X402RevenueUSD)
 		for k, n := range s.Totals.ByOutcome {
 			t.ByOutcome[k] += n
 		}
@@ -85,10 +84,10 @@ func (g *Gateway) statsFanout(ctx *fasthttp.RequestCtx, since, until time.Time, 
 			}
 		}
 		for i := range min(len(s.Series.SpendUSD), out.Series.Points) {
-			out.Series.SpendUSD[i] = addMicros(out.Series.SpendUSD[i], s.Series.SpendUSD[i])
+			out.Series.SpendUSD[i] = out.Series.SpendUSD[i].SatAdd(s.Series.SpendUSD[i])
 		}
 		for i := range min(len(s.Series.RevenueUSD), out.Series.Points) {
-			out.Series.RevenueUSD[i] = addMicros(out.Series.RevenueUSD[i], s.Series.RevenueUSD[i])
+			out.Series.RevenueUSD[i] = out.Series.RevenueUSD[i].SatAdd(s.Series.RevenueUSD[i])
 		}
 		for _, ts := range s.Tools {
 			m := tools[ts.Tool]
@@ -96,7 +95,7 @@ func (g *Gateway) statsFanout(ctx *fasthttp.RequestCtx, since, until time.Time, 
 				m = &ToolStat{Tool: ts.Tool}
 				tools[ts.Tool] = m
 			}
-			m.Calls, m.Denied, m.SpendUSD = m.Calls+ts.Calls, m.Denied+ts.Denied, addMicros(m.SpendUSD, ts.SpendUSD)
+			m.add(ts.Calls, ts.Denied, ts.SpendUSD)
 		}
 		// A principal in both lists of a node is counted once.
 		seen := map[string]bool{}
@@ -114,21 +113,12 @@ func (g *Gateway) statsFanout(ctx *fasthttp.RequestCtx, since, until time.Time, 
 					m = &PrincipalStat{Principal: ps.Principal}
 					prin[ps.Principal] = m
 				}
-				m.Calls, m.Denied, m.SpendUSD = m.Calls+ps.Calls, m.Denied+ps.Denied, addMicros(m.SpendUSD, ps.SpendUSD)
+				m.add(ps.Calls, ps.Denied, ps.SpendUSD)
 			}
 		}
 	}
 	out.rank(tools, prin, top)
 	return out, true
-}
-
-// addMicros adds two non-negative amounts, saturating instead of wrapping
-// (9.2 million million USD: not a day's spend).
-func addMicros(a, b money.Micros) money.Micros {
-	if s, ok := a.Add(b); ok {
-		return s
-	}
-	return money.Micros(math.MaxInt64)
 }
 
 // statsWire reads a node's /stats answer: Stats with its amounts as the

@@ -230,7 +230,7 @@ func (s *Scanner) rawStr() bool {
 // FoldsTo reports whether key equals one of names ignoring case: a key
 // encoding/json would take for that field, which a fast path matching
 // exact names must leave to it.
-func FoldsTo(key []byte, names ...string) bool {
+func FoldsTo[K ~string | ~[]byte](key K, names ...string) bool {
 	for _, n := range names {
 		if len(n) == len(key) && strings.EqualFold(string(key), n) {
 			return true

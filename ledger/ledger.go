@@ -135,15 +135,7 @@ type Ticket struct {
 // ErrInvalidRecord, ErrClosed, ErrReadOnly or ErrWriteFailed (wrapping
 // the cause) when they were not journaled. Wait may be called any number
 // of times from any goroutine.
-func (t Ticket) Wait() error {
-	if t.err != nil {
-		return t.err
-	}
-	if t.g == nil {
-		return nil
-	}
-	return t.w.wait(t.g, false)
-}
+func (t Ticket) Wait() error { return t.wait(false) }
 
 // WaitYielding is Wait for a caller that knows other appenders are at
 // work (the gateway with other calls in flight): before journaling, it
@@ -152,14 +144,16 @@ func (t Ticket) Wait() error {
 // records are journaled before it returns, as with Wait. With nobody
 // else ready it costs a pass through the scheduler; with an idle CPU it
 // can cost a thread wake-up, which is why Wait does not yield.
-func (t Ticket) WaitYielding() error {
+func (t Ticket) WaitYielding() error { return t.wait(true) }
+
+func (t Ticket) wait(yield bool) error {
 	if t.err != nil {
 		return t.err
 	}
 	if t.g == nil {
 		return nil
 	}
-	return t.w.wait(t.g, true)
+	return t.w.wait(t.g, yield)
 }
 
 // Open opens the ledger stored in dir/ledger (its segments) and under the

@@ -554,12 +554,7 @@ func (s *Spend) Status(principal string, day Day) SpendStatus {
 
 // Today returns Committed + Reserved, what the cap is checked against,
 // saturated at the largest Micros rather than wrapped.
-func (st SpendStatus) Today() money.Micros {
-	if s, ok := st.Committed.Add(st.Reserved); ok {
-		return s
-	}
-	return math.MaxInt64
-}
+func (st SpendStatus) Today() money.Micros { return st.Committed.SatAdd(st.Reserved) }
 
 // Restore sets principal's committed spend on day to spent, replacing what
 // was recorded; the gateway calls it once per (principal, day) with the

@@ -126,6 +126,18 @@ func (m Micros) Add(n Micros) (Micros, bool) {
 	return s, true
 }
 
+// SatAdd returns m + n, saturated at the largest (or smallest) Micros
+// instead of wrapped: for sums that are reported, not charged.
+func (m Micros) SatAdd(n Micros) Micros {
+	if s, ok := m.Add(n); ok {
+		return s
+	}
+	if n > 0 {
+		return math.MaxInt64
+	}
+	return math.MinInt64
+}
+
 // Sub returns m - n and true, or 0 and false when the difference does not
 // fit in a Micros.
 func (m Micros) Sub(n Micros) (Micros, bool) {

@@ -129,6 +129,15 @@ func TestMicros_Add(t *testing.T) {
 			if got != tt.want || ok != tt.ok {
 				t.Fatalf("%d.Add(%d) = %d, %t; want %d, %t", tt.m, tt.n, got, ok, tt.want, tt.ok)
 			}
+			sat := tt.want
+			if !tt.ok && tt.n > 0 {
+				sat = maxM
+			} else if !tt.ok {
+				sat = minM
+			}
+			if got := tt.m.SatAdd(tt.n); got != sat {
+				t.Fatalf("%d.SatAdd(%d) = %d, want %d", tt.m, tt.n, got, sat)
+			}
 		})
 	}
 }

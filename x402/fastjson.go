@@ -109,10 +109,6 @@ func (s *scanner) fields(field func(key string) bool) bool {
 	}
 }
 
-// foldsTo reports whether key is one of names, or differs from one only by
-// case (encoding/json would match it case-insensitively).
-func foldsTo(key string, names ...string) bool { return jsonscan.FoldsTo([]byte(key), names...) }
-
 func (s *scanner) stringField(dst *string) bool {
 	if s.Peek() == 'n' {
 		return s.lit("null") // encoding/json leaves a string unchanged on null
@@ -154,7 +150,7 @@ func (s *scanner) payment(raw []byte, w *wirePayment) bool {
 			w.Payload = new(wireExact)
 			return s.exact(w.Payload)
 		}
-		if foldsTo(key, "x402Version", "scheme", "network", "accepted", "payload") {
+		if jsonscan.FoldsTo(key, "x402Version", "scheme", "network", "accepted", "payload") {
 			return false
 		}
 		return s.skip(1)
@@ -199,7 +195,7 @@ func (s *scanner) requirements(r *Requirements) bool {
 			r.Extra = append(json.RawMessage(nil), s.B[start:s.I]...)
 			return true
 		}
-		if foldsTo(key, "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra") {
+		if jsonscan.FoldsTo(key, "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra") {
 			return false
 		}
 		return s.skip(2)
@@ -222,7 +218,7 @@ func (s *scanner) exact(e *wireExact) bool {
 			e.Authorization = new(wireAuthz)
 			return s.authz(e.Authorization)
 		}
-		if foldsTo(key, "signature", "authorization", "permit2Authorization") {
+		if jsonscan.FoldsTo(key, "signature", "authorization", "permit2Authorization") {
 			// An upto (Permit2) payload takes encoding/json.
 			return false
 		}
@@ -250,7 +246,7 @@ func (s *scanner) authz(a *wireAuthz) bool {
 		case "nonce":
 			return s.stringField(&a.Nonce)
 		}
-		if foldsTo(key, "from", "to", "value", "validAfter", "validBefore", "nonce") {
+		if jsonscan.FoldsTo(key, "from", "to", "value", "validAfter", "validBefore", "nonce") {
 			return false
 		}
 		return s.skip(3)

@@ -89,13 +89,7 @@ func TestReleaseTablePages(t *testing.T) {
 	if err := readAll(); err != nil {
 		t.Fatal(err)
 	}
-	var tables int64
-	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	for _, f := range ssts {
-		if st, err := os.Stat(f); err == nil {
-			tables += st.Size()
-		}
-	}
+	tables := globSize(filepath.Join(dir, "*.sst"))
 	if tables < 8<<20 {
 		t.Fatalf("setup: %d bytes of tables, want at least 8 MiB", tables)
 	}
@@ -156,13 +150,7 @@ func TestReleaseLedgerPages(t *testing.T) {
 	if got := count(); got != n {
 		t.Fatalf("records: got %d, want %d", got, n)
 	}
-	var segs int64
-	files, _ := filepath.Glob(filepath.Join(data, "ledger", "*.seg"))
-	for _, f := range files {
-		if st, err := os.Stat(f); err == nil {
-			segs += st.Size()
-		}
-	}
+	segs := globSize(filepath.Join(data, "ledger", "*.seg"))
 	if segs < 8<<20 {
 		t.Fatalf("setup: %d bytes of segments, want at least 8 MiB", segs)
 	}
@@ -178,4 +166,16 @@ func TestReleaseLedgerPages(t *testing.T) {
 	if got := count(); got != n {
 		t.Fatalf("records after the release: got %d, want %d", got, n)
 	}
+}
+
+// globSize is the total size of the files matching pattern.
+func globSize(pattern string) int64 {
+	var n int64
+	files, _ := filepath.Glob(pattern)
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
 }
