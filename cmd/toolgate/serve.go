@@ -33,6 +33,7 @@ type serveFlags struct {
 	adminTokenFile                                  string
 	memoryLimit                                     string
 	keysSnapshotEvery                               time.Duration
+	metersSnapshotEvery                             time.Duration
 	logFormat, logLevel, metricsListen              string
 	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
@@ -81,6 +82,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
 	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
+	fs.DurationVar(&f.metersSnapshotEvery, "meters-snapshot-every", gateway.DefaultMetersSnapshotEvery, "rewrite the meters snapshot (today's spend and the /stats counters as of a ledger seq, sparing a start the read of the last 50 hours of calls) this often, and at a clean stop (0: never; single node)")
 	fs.DurationVar(&f.keysSnapshotEvery, "keys-snapshot-every", 10*time.Minute, "after key changes, rewrite the keys snapshot (a decoded copy of the key rows that spares a start decoding the rows it still matches) at most this often; the first one a tenth of it after start; also at a clean stop (0: never)")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, e.g. 450MiB (off: none); default GOMEMLIMIT, else 90% of the cgroup's memory.max if set, else none")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
@@ -249,7 +251,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// serving (gateway/statemark.go): either spares the start a read of
 	// the whole management history when it still matches.
 	var marker *gateway.StateMarker
+	var metersTrusted []string // before the state check removes the seal
+	metersSnapshot := func() string { return "" } // the gateway's, once it runs
 	if f.clusterRedis == "" {
+		metersTrusted = gateway.RecordedMetersSnapshots(sealPath, markPath)
 		checkedAt := time.Now()
 		how, err := gateway.CheckStateAtStart(sealPath, markPath, led, keys, overrides, checkedAt, log)
 		if err != nil {
@@ -258,7 +263,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		took.note("state_check", how)
 		seal = func() error {
 			writeKeysSnapshot(f, keys, log) // first: the seal names it
-			return gateway.SealState(sealPath, led, keys, overrides, checkedAt)
+			return gateway.SealState(sealPath, led, keys, overrides, checkedAt, metersSnapshot())
 		}
 		// The first mark, for the state just checked, is written by the
 		// gateway's marker as soon as it runs, off the start's path.
@@ -296,6 +301,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
 		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://"),
 		StateMark: marker, ApprovalRetention: f.approvalsRetain}
+	if f.clusterRedis == "" && f.metersSnapshotEvery > 0 {
+		opts.MetersSnapshot, opts.MetersSnapshotTrusted = filepath.Join(f.data, gateway.MetersFile), metersTrusted
+		opts.MetersSnapshotEvery = f.metersSnapshotEvery
+	}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
@@ -326,6 +335,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	took.mark("gateway_ms")
+	metersSnapshot = gw.MetersSnapshot
+	if from := gw.MetersFrom(); from != "" {
+		took.note("meters_from", from)
+	}
 	sd.add("stopping background work", func() error { gw.Close(); return nil })
 	if node != nil {
 		if err := node.start(gw); err != nil {
