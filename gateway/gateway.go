@@ -204,7 +204,7 @@ type Gateway struct {
 	meters     *meterBook
 	metersHash atomic.Pointer[string]
 	metersFrom string
-	overVer uint64 // the override feed's version the state follows; under writeMu
+	overVer    uint64 // the override feed's version the state follows; under writeMu
 
 	clientsMu sync.Mutex
 	clients   map[string]*upstreamClient

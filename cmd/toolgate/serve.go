@@ -251,7 +251,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// serving (gateway/statemark.go): either spares the start a read of
 	// the whole management history when it still matches.
 	var marker *gateway.StateMarker
-	var metersTrusted []string // before the state check removes the seal
+	var metersTrusted []string                    // before the state check removes the seal
 	metersSnapshot := func() string { return "" } // the gateway's, once it runs
 	if f.clusterRedis == "" {
 		metersTrusted = gateway.RecordedMetersSnapshots(sealPath, markPath)
