@@ -102,6 +102,7 @@ type meterBook struct {
 	spend  map[dayKey]money.Micros
 	groups map[groupMinute]money.Micros
 	stats  statsBook
+	dirty  bool // records folded since it was read or written
 }
 
 func newMeterBook() *meterBook {
@@ -110,6 +111,7 @@ func newMeterBook() *meterBook {
 
 // add folds one call or transaction record.
 func (b *meterBook) add(r *ledger.Record) {
+	b.dirty = true
 	b.stats.restore(r)
 	if r.Type != ledger.TypeCall || r.Cost <= 0 {
 		return
@@ -247,12 +249,14 @@ func readMeters(path string, trusted []string, led *ledger.Ledger, now time.Time
 // book's cut (a call that ran longer than metersLag) means the book
 // missed it: it is then rebuilt from the last metersWindow of the ledger.
 func (g *Gateway) writeMeters(b *meterBook, path string, cut time.Time) (*meterBook, string, error) {
-	if cut.UnixNano() <= b.cut {
-		return b, "", nil
-	}
 	old, oldCut := b.seq, time.Unix(0, b.cut)
-	if _, err := b.fold(g.led, oldCut, cut, cut); err != nil {
-		return b, "", err
+	if cut.After(oldCut) {
+		if _, err := b.fold(g.led, oldCut, cut, cut); err != nil {
+			return b, "", err
+		}
+	}
+	if !b.dirty {
+		return b, "", nil // the file holds it
 	}
 	seq, found, err := g.led.FirstBefore(old, oldCut)
 	if err != nil {
@@ -288,6 +292,7 @@ func (g *Gateway) writeMeters(b *meterBook, path string, cut time.Time) (*meterB
 	if err := os.Rename(tmp, path); err != nil {
 		return b, "", err
 	}
+	b.dirty = false
 	sum := sha256.Sum256(raw)
 	return b, hex.EncodeToString(sum[:]), nil
 }
