@@ -243,6 +243,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	took.mark("keys_ms")
+	// The load read every key table: drop their pages from the process
+	// now (they stay in the page cache) rather than carry them as RSS
+	// through the rest of the start (releaseTablePages, again below).
+	releaseTablePages(filepath.Join(f.data, "store"))
+	took.mark("release_ms")
 	overrides := policy.NewOverrides(db)
 	// In cluster mode the keys and overrides are the cluster's (Redis and
 	// each node's copy) and a node's ledger holds only its own changes:
@@ -346,9 +351,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 	}
 
-	// The start read every key's table and, restoring the meters, the
-	// ledger's recent segments: let the kernel take those pages back (the
-	// ledger's stay in the page cache); keys are served from memory. Loading
+	// The start read every key's table (released once after the load,
+	// above; again here for the state check's reads) and perhaps the
+	// ledger's recent segments: drop those pages from the process (they
+	// stay in the page cache); keys are served from memory. Loading
 	// left garbage several times the live heap (badger's block buffers,
 	// decoded rows and records): collect it and return it to the kernel
 	// once, rather than carry it as RSS (bench/startup: with 1M keys the
