@@ -817,27 +817,9 @@ type principalCalls struct {
 // dir and flags) and waits until it is healthy.
 func restart(t *testing.T, p *proc) *proc {
 	t.Helper()
-	cmd := exec.Command(binPath, p.args...)
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	np := &proc{t: t, cmd: cmd, url: p.url, args: p.args, log: p.log}
-	t.Cleanup(func() {
-		if np.cmd.ProcessState == nil {
-			np.cmd.Process.Kill()
-			np.cmd.Wait()
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if code, _, err := tryReq(p.url + "/healthz"); err == nil && code == 200 {
-			return np
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("restarted node did not become healthy")
-	return nil
+	np := relaunch(t, p)
+	np.waitHealthy(http.Get, p.url+"/healthz")
+	return np
 }
 
 func hdrOf(p *proc, path, name string) string {
