@@ -2,6 +2,8 @@
 # bench/run.sh — toolgate's end-to-end benchmark suite, unattended.
 #
 # Runs wrk on loopback against: the upstream alone, a bare fasthttp proxy,
+# the same proxy journaling each call's record in a toolgate ledger before
+# answering (bare+ledger, the floor of "recorded before answered"),
 # nginx + limit_req, and toolgate (API-key path; 403 policy deny; 402
 # unpaid x402), at 1, 32 and 128 connections. Every run is paired with a
 # direct run of the upstream just before it, and results are reported as
@@ -18,7 +20,7 @@
 #   BENCH_SCALE     1 to run bench/scale, 0 to skip [1]
 #   BENCH_SCALE_KEYS / BENCH_SCALE_ACTIVE  [1000000 / 100000]
 #   BENCH_PROFILE   1 to perf-record toolgate during an extra 32-connection run [0]
-#   BENCH_PORT_BASE first of the 4 loopback ports used [18081]
+#   BENCH_PORT_BASE first of the 5 loopback ports used [18081]
 #   BENCH_OUT       results file [bench/results/<date>.md]
 set -euo pipefail
 
@@ -40,6 +42,7 @@ UP_ADDR=127.0.0.1:$PORT
 BARE_ADDR=127.0.0.1:$((PORT + 1))
 NGINX_ADDR=127.0.0.1:$((PORT + 2))
 TG_ADDR=127.0.0.1:$((PORT + 3))
+FLOOR_ADDR=127.0.0.1:$((PORT + 4))
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -92,7 +95,7 @@ wait_port() { # wait_port ADDR NAME
 	die "$2 did not listen on $1"
 }
 
-for addr in $UP_ADDR $BARE_ADDR $NGINX_ADDR $TG_ADDR; do
+for addr in $UP_ADDR $BARE_ADDR $NGINX_ADDR $TG_ADDR $FLOOR_ADDR; do
 	if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
 		die "$addr is in use; set BENCH_PORT_BASE"
 	fi
@@ -132,6 +135,7 @@ sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@UPSTREAM@|$UP_ADDR|g" \
 ADMIN=bench-admin-$RANDOM$RANDOM
 start upstream "$WORK/bin/upstream" -listen "$UP_ADDR"
 start bareproxy "$WORK/bin/bareproxy" -listen "$BARE_ADDR" -upstream "$UP_ADDR"
+start bareledger "$WORK/bin/bareproxy" -listen "$FLOOR_ADDR" -upstream "$UP_ADDR" -ledger "$WORK/floor"
 start nginx "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 start toolgate "$WORK/bin/toolgate" serve --listen "$TG_ADDR" --data "$WORK/data" \
 	--tools "$WORK/tools.json" --policies "$WORK/policies.json" --admin-token "$ADMIN" \
@@ -140,6 +144,7 @@ start toolgate "$WORK/bin/toolgate" serve --listen "$TG_ADDR" --data "$WORK/data
 TG_PID=${PIDS[-1]}
 wait_port "$UP_ADDR" upstream
 wait_port "$BARE_ADDR" bareproxy
+wait_port "$FLOOR_ADDR" bareledger
 wait_port "$NGINX_ADDR" nginx
 wait_port "$TG_ADDR" toolgate
 
@@ -159,6 +164,7 @@ EOF
 # Targets: name, URL, key ("-" for none), expected status.
 TARGETS=(
 	"bare|http://$BARE_ADDR/tools/bench/echo|$KEY|200"
+	"bare+ledger|http://$FLOOR_ADDR/tools/bench/echo|$KEY|200"
 	"nginx|http://$NGINX_ADDR/tools/bench/echo|$KEY|200"
 	"toolgate|http://$TG_ADDR/tools/bench/echo|$KEY|200"
 	"toolgate-403|http://$TG_ADDR/tools/bench/denied|$KEY|403"
@@ -322,7 +328,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo "## Targets"
 	echo
 	awk -F'\t' -v conns="$CONNS" '
-	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; drps[c,n]=$6; dp50[c,n]=$7 }
+	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; p99[c,n]=$5; drps[c,n]=$6; dp50[c,n]=$7 }
 	function norm(c, n) { return rps[c,n] / drps[c,n] }
 	function verdict(ok) { return ok ? "met" : "**missed**" }
 	END {
@@ -338,6 +344,22 @@ mkdir -p "$(dirname "$OUT")"
 			printf "- c=%s: toolgate ≥ 1.0× nginx + limit_req throughput: %.2f× → %s\n", c, r, verdict(r >= 1)
 			r = norm(c, "toolgate") / norm(c, "bare")
 			printf "- c=%s: toolgate ≥ 0.9× bare fasthttp proxy throughput: %.2f× → %s\n", c, r, verdict(r >= 0.9)
+			if ((c, "bare+ledger") in rps)
+				printf "  - the floor at c=%s: bare+ledger (no policy, only the record journaled before the answer) %.2f× bare, %.2f× nginx\n",
+					c, norm(c, "bare+ledger") / norm(c, "bare"), norm(c, "bare+ledger") / norm(c, "nginx")
+		}
+		for (i = 1; i <= nc; i++) {
+			c = cl[i]
+			if (!((c, "nginx") in rps)) continue
+			line = ""
+			split("toolgate toolgate-403 toolgate-402", paths, " ")
+			ok = 1
+			for (j = 1; j <= 3; j++) {
+				if (!((c, paths[j]) in rps)) continue
+				line = line sprintf("%s%s %.1f ms", line == "" ? "" : ", ", paths[j], p99[c,paths[j]] / 1000)
+				if (p99[c,paths[j]] > 2 * p99[c,"nginx"]) ok = 0
+			}
+			printf "- c=%s: p99 ≤ 2× nginx'"'"'s (%.1f ms, bare %.1f ms): %s → %s\n", c, p99[c,"nginx"] / 1000, p99[c,"bare"] / 1000, line, verdict(ok)
 		}
 	}' "$RESULTS"
 	if [ -n "$SCALE_MD" ]; then
