@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -804,6 +805,39 @@ func TestCluster_ThreeNodes(t *testing.T) {
 		code, b = nodes[0].admin("GET", "/stats?since=1h", "")
 		if code != 200 || jsonField(t, b, "unreachable", ids[2]) == nil || len(jsonField(t, b, "nodes").(map[string]any)) != 2 {
 			t.Fatalf("stats with node 2 stopped: got %d %s, want two nodes summed and node 2 named", code, b)
+		}
+	})
+	// Last: it throttles this test's address for the rest of the minute.
+	t.Run("SignInThrottle", func(t *testing.T) {
+		// Wrong tokens sent to any node count on all: 10 spread over the
+		// three nodes (no node sees more than 4) and then every node
+		// refuses the next sign-in from this address, even with the
+		// right token. Counted per clock minute: a run that crosses one
+		// is done again.
+		signIn := func(p *proc, token string) int {
+			code, _ := p.req("POST", "/ui/session", `{"token":"`+token+`"}`, "Content-Type", "application/json")
+			return code
+		}
+		for try := 0; ; try++ {
+			minute := time.Now().Unix() / 60
+			for i := range 10 {
+				if code := signIn(nodes[i%3], "wrong-token-"+strconv.Itoa(i)); code != 401 && !(code == 429 && try > 0) {
+					t.Fatalf("wrong token %d on node %d: got %d, want 401", i, i%3, code)
+				}
+			}
+			codes := make([]int, 3)
+			for i, p := range nodes {
+				codes[i] = signIn(p, testAdmin)
+			}
+			if time.Now().Unix()/60 != minute && try == 0 {
+				continue
+			}
+			for i, code := range codes {
+				if code != 429 {
+					t.Fatalf("node %d after 10 wrong tokens over the cluster: the right token got %d, want 429", i, code)
+				}
+			}
+			return
 		}
 	})
 }
