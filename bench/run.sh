@@ -16,6 +16,8 @@
 # Environment (defaults in brackets):
 #   BENCH_DURATION  wrk duration of each run [10s]
 #   BENCH_CONNS     connection counts [1 32 128]
+#   BENCH_ROUNDS    rounds of every (connections, target) pair; ratios are
+#                   taken within a round, then their median and range [1]
 #   BENCH_SYNC      toolgate --sync: interval or always [interval]
 #   BENCH_SCALE     1 to run bench/scale, 0 to skip [1]
 #   BENCH_SCALE_KEYS / BENCH_SCALE_ACTIVE  [1000000 / 100000]
@@ -29,6 +31,7 @@ ROOT=$PWD
 
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-"1 32 128"}
+ROUNDS=${BENCH_ROUNDS:-1}
 SYNC=${BENCH_SYNC:-interval}
 SCALE=${BENCH_SCALE:-1}
 SCALE_KEYS=${BENCH_SCALE_KEYS:-1000000}
@@ -229,20 +232,23 @@ done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-for c in $CONNS; do
-	for t in "${TARGETS[@]}"; do
-		IFS='|' read -r name url key want <<<"$t"
-		log "c=$c: direct, then $name ($DURATION each)"
-		run_wrk "direct-for-$name" "$DIRECT_URL" "$KEY" "$c" "$DURATION"
-		run_wrk "$name" "$url" "$key" "$c" "$DURATION"
-		read -r drps dp50 dp99 dbad _ dsock <<<"$(parse "$WORK/wrk/direct-for-$name-$c.txt")"
-		read -r rps p50 p99 bad total sock <<<"$(parse "$WORK/wrk/$name-$c.txt")"
-		# Errors: socket errors, and answers of the wrong class (wrk counts
-		# non-2xx only: for a 403/402 path every 2xx answer is wrong).
-		if [ "$want" = 200 ]; then errs=$((bad + sock)); else errs=$((total - bad + sock)); fi
-		dbad=$((dbad + dsock))
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-			"$c" "$name" "$rps" "$p50" "$p99" "$drps" "$dp50" "$dp99" "$dbad" "$errs" >>"$RESULTS"
+for round in $(seq "$ROUNDS"); do
+	for c in $CONNS; do
+		for t in "${TARGETS[@]}"; do
+			IFS='|' read -r name url key want <<<"$t"
+			run=$name@$round
+			log "round $round/$ROUNDS, c=$c: direct, then $name ($DURATION each)"
+			run_wrk "direct-for-$run" "$DIRECT_URL" "$KEY" "$c" "$DURATION"
+			run_wrk "$run" "$url" "$key" "$c" "$DURATION"
+			read -r drps dp50 dp99 dbad _ dsock <<<"$(parse "$WORK/wrk/direct-for-$run-$c.txt")"
+			read -r rps p50 p99 bad total sock <<<"$(parse "$WORK/wrk/$run-$c.txt")"
+			# Errors: socket errors, and answers of the wrong class (wrk counts
+			# non-2xx only: for a 403/402 path every 2xx answer is wrong).
+			if [ "$want" = 200 ]; then errs=$((bad + sock)); else errs=$((total - bad + sock)); fi
+			dbad=$((dbad + dsock))
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+				"$c" "$name" "$rps" "$p50" "$p99" "$drps" "$dp50" "$dp99" "$dbad" "$errs" "$round" >>"$RESULTS"
+		done
 	done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -250,8 +256,10 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # Status codes of the non-200 targets, for the record (counted by toolgate's answers).
 for name in toolgate-403 toolgate-402; do
 	for c in $CONNS; do
-		grep -q "Non-2xx or 3xx responses" "$WORK/wrk/$name-$c.txt" ||
-			die "$name -c$c: no non-2xx answers; the path measured is not the one intended"
+		for round in $(seq "$ROUNDS"); do
+			grep -q "Non-2xx or 3xx responses" "$WORK/wrk/$name@$round-$c.txt" ||
+				die "$name -c$c (round $round): no non-2xx answers; the path measured is not the one intended"
+		done
 	done
 done
 
@@ -299,7 +307,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (work tree modified)')."
 	echo "Load average before / after the wrk runs: $LOAD_START / $LOAD_END."
 	echo
-	echo "Command: \`BENCH_DURATION=$DURATION BENCH_CONNS=\"$CONNS\" BENCH_SYNC=$SYNC bench/run.sh\`;"
+	echo "Command: \`BENCH_DURATION=$DURATION BENCH_CONNS=\"$CONNS\" BENCH_ROUNDS=$ROUNDS BENCH_SYNC=$SYNC bench/run.sh\`;"
 	echo "each run \`wrk -t{1 at 1 connection, else 2} -c{conns} -d$DURATION --latency -s req.lua URL\`"
 	echo "(POST, 43-byte JSON body, X-API-Key header except on the 402 path), right after the same"
 	echo "wrk run against the upstream directly. toolgate: \`--sync $SYNC\`, x402 on."
@@ -308,60 +316,20 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "| conns | target | req/s | p50 µs | p99 µs | direct req/s | direct p50 µs | ÷ direct | + p50 µs | vs nginx | vs bare | errors |"
 	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	awk -F'\t' '
-	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; p99[c,n]=$5; drps[c,n]=$6; dp50[c,n]=$7; err[c,n]=$10; order[++k]=c SUBSEP n }
-	END {
-		for (i = 1; i <= k; i++) {
-			split(order[i], a, SUBSEP); c = a[1]; n = a[2]
-			norm = rps[c,n] / drps[c,n]
-			nn = rps[c,"nginx"] / drps[c,"nginx"]; nb = rps[c,"bare"] / drps[c,"bare"]
-			printf "| %s | %s | %d | %.0f | %.0f | %d | %.0f | %.2f | %+.0f | %.2f | %.2f | %d |\n",
-				c, n, rps[c,n], p50[c,n], p99[c,n], drps[c,n], dp50[c,n], norm, p50[c,n] - dp50[c,n], norm / nn, norm / nb, err[c,n]
-		}
-	}' "$RESULTS"
+	awk -F'\t' -v part=table -f "$ROOT/bench/report.awk" "$RESULTS"
 	echo
 	echo "÷ direct = req/s ÷ the paired direct run's req/s. + p50 = p50 − the paired direct p50 (the"
 	echo "latency the proxy adds). vs nginx, vs bare = (÷ direct) ÷ nginx's (or bare's) ÷ direct at the same"
 	echo "connection count: throughput relative to that proxy, each normalized by its own direct run."
 	echo "errors: answers other than the one the path should give (non-2xx where 200 is expected)."
+	if [ "$ROUNDS" -gt 1 ]; then
+		echo "With $ROUNDS rounds (every pair measured once per round, rounds one after the other), each"
+		echo "cell is the median over the rounds and its range; a ratio is taken within each round first."
+	fi
 	echo
 	echo "## Targets"
 	echo
-	awk -F'\t' -v conns="$CONNS" '
-	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; p99[c,n]=$5; drps[c,n]=$6; dp50[c,n]=$7 }
-	function norm(c, n) { return rps[c,n] / drps[c,n] }
-	function verdict(ok) { return ok ? "met" : "**missed**" }
-	END {
-		if ((1, "toolgate") in rps) {
-			t = p50[1,"toolgate"] - dp50[1,"toolgate"]; b = p50[1,"bare"] - dp50[1,"bare"]
-			printf "- c=1: toolgate added p50 ≤ bare proxy added p50 + 20 µs: %+.0f µs vs %+.0f + 20 = %.0f µs (margin %+.0f µs) → %s\n", t, b, b + 20, b + 20 - t, verdict(t <= b + 20)
-		}
-		nc = split(conns, cl, " ")
-		for (i = 1; i <= nc; i++) {
-			c = cl[i]
-			if (c == 1 || !((c, "toolgate") in rps)) continue
-			r = norm(c, "toolgate") / norm(c, "nginx")
-			printf "- c=%s: toolgate ≥ 1.0× nginx + limit_req throughput: %.2f× → %s\n", c, r, verdict(r >= 1)
-			r = norm(c, "toolgate") / norm(c, "bare")
-			printf "- c=%s: toolgate ≥ 0.9× bare fasthttp proxy throughput: %.2f× → %s\n", c, r, verdict(r >= 0.9)
-			if ((c, "bare+ledger") in rps)
-				printf "  - the floor at c=%s: bare+ledger (no policy, only the record journaled before the answer) %.2f× bare, %.2f× nginx\n",
-					c, norm(c, "bare+ledger") / norm(c, "bare"), norm(c, "bare+ledger") / norm(c, "nginx")
-		}
-		for (i = 1; i <= nc; i++) {
-			c = cl[i]
-			if (!((c, "nginx") in rps)) continue
-			line = ""
-			split("toolgate toolgate-403 toolgate-402", paths, " ")
-			ok = 1
-			for (j = 1; j <= 3; j++) {
-				if (!((c, paths[j]) in rps)) continue
-				line = line sprintf("%s%s %.1f ms", line == "" ? "" : ", ", paths[j], p99[c,paths[j]] / 1000)
-				if (p99[c,paths[j]] > 2 * p99[c,"nginx"]) ok = 0
-			}
-			printf "- c=%s: p99 ≤ 2× nginx'"'"'s (%.1f ms, bare %.1f ms): %s → %s\n", c, p99[c,"nginx"] / 1000, p99[c,"bare"] / 1000, line, verdict(ok)
-		}
-	}' "$RESULTS"
+	awk -F'\t' -v part=targets -v conns="$CONNS" -f "$ROOT/bench/report.awk" "$RESULTS"
 	if [ -n "$SCALE_MD" ]; then
 		echo
 		echo "## Scale: $SCALE_KEYS keys stored, $SCALE_ACTIVE principals active"
@@ -386,12 +354,14 @@ mkdir -p "$(dirname "$OUT")"
 	echo '<details><summary>every measured run</summary>'
 	echo
 	echo '```'
-	for c in $CONNS; do
-		for t in "${TARGETS[@]}"; do
-			name=${t%%|*}
-			for f in "direct-for-$name-$c" "$name-$c"; do
-				echo "== $f"
-				cat "$WORK/wrk/$f.txt"
+	for round in $(seq "$ROUNDS"); do
+		for c in $CONNS; do
+			for t in "${TARGETS[@]}"; do
+				name=${t%%|*}@$round
+				for f in "direct-for-$name-$c" "$name-$c"; do
+					echo "== $f"
+					cat "$WORK/wrk/$f.txt"
+				done
 			done
 		done
 	done
