@@ -22,6 +22,9 @@
 #   PERCALL_BASE_ENV  environment for the "base" toolgate (also without PERCALL_BASE:
 #                     then base is this tree's build with that environment) [none]
 #   PERCALL_NEW_ARGS / PERCALL_BASE_ARGS  extra `toolgate serve` flags [none]
+#   PERCALL_ORDER     the runs of one round, from direct (wrk on the upstream itself), nginx
+#                     (bench/nginx.conf.in), bare, base, new [bare base new new base bare, or
+#                     bare new new bare without a base]
 #   PERCALL_PIN       "W:U:P": CPU lists (taskset) for wrk, the upstream and the proxies,
 #                     e.g. "0:0:0" (every hand-off on one CPU) or "0:0:1" [none: the scheduler's]
 #   PERCALL_PORT_BASE first of the 4 loopback ports used [18781]
@@ -57,6 +60,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 UP=127.0.0.1:$PORT BARE=127.0.0.1:$((PORT + 1)) NEW=127.0.0.1:$((PORT + 2)) BASEADDR=127.0.0.1:$((PORT + 3))
+NGINXADDR=127.0.0.1:$((PORT + 4))
 
 mkdir -p "$WORK/bin"
 go build -o "$WORK/bin/toolgate" ./cmd/toolgate
@@ -118,6 +122,18 @@ if [ "$WITH_BASE" = 1 ]; then
 	# shellcheck disable=SC2046
 	start base "${PERCALL_BASE_ENV:-}" "$BASE_BIN" $(serve_args "$BASEADDR" "$WORK/data-base") ${PERCALL_BASE_ARGS:-}
 fi
+WITH_NGINX=0
+case " ${PERCALL_ORDER:-} " in *" nginx "*) WITH_NGINX=1 ;; esac
+if [ "$WITH_NGINX" = 1 ]; then
+	NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+	mkdir -p "$WORK/nginx"
+	sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@UPSTREAM@|$UP|g" -e "s|@LISTEN@|$NGINXADDR|g" \
+		-e "s|@WORKERS@|$(nproc)|g" bench/nginx.conf.in >"$WORK/nginx/nginx.conf"
+	start nginx "" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+	wait_port "$NGINXADDR"
+	sleep 0.5
+	PID_nginx=$(pgrep -d, -P "$PID_nginx") # the workers
+fi
 wait_port "$UP"
 wait_port "$BARE"
 wait_port "$NEW"
@@ -128,7 +144,7 @@ if [ -n "${PERCALL_PIN:-}" ]; then
 	IFS=: read -r pin_w pin_u pin_p <<<"$PERCALL_PIN"
 	PIN_WRK=(taskset -c "$pin_w")
 	taskset -a -p -c "$pin_u" "$PID_upstream" >/dev/null
-	for pid in "$PID_bare" "$PID_new" ${PID_base:-}; do taskset -a -p -c "$pin_p" "$pid" >/dev/null; done
+	for pid in "$PID_bare" "$PID_new" ${PID_base:-} ${PID_nginx//,/ }; do taskset -a -p -c "$pin_p" "$pid" >/dev/null; done
 fi
 
 key_of() { curl -sf -X POST "http://$1/credits/keys" -H "Authorization: Bearer $ADMIN" -d '{"name":"percall"}' |
@@ -147,17 +163,23 @@ EOF
 
 tool=echo
 [ "$TPATH" = denied ] && tool=denied
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { # the utime+stime of the PIDs (comma-separated)
+	local t=0 p
+	for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
 TCK=$(getconf CLK_TCK)
 
 measure() { # measure NAME CONNS
 	local name=$1 c=$2 pid addr key threads=$(($2 < 2 ? 1 : 2))
 	case $name in
+	direct) pid=$PID_upstream addr=$UP key=$KEY_new ;;
+	nginx) pid=$PID_nginx addr=$NGINXADDR key=$KEY_new ;;
 	bare) pid=$PID_bare addr=$BARE key=$KEY_new ;;
 	new) pid=$PID_new addr=$NEW key=$KEY_new ;;
 	base) pid=$PID_base addr=$BASEADDR key=$KEY_base ;;
 	esac
-	[ "$TPATH" = nokey ] && [ "$name" != bare ] && key=
+	[ "$TPATH" = nokey ] && { [ "$name" = new ] || [ "$name" = base ]; } && key=
 	local url="http://$addr/tools/bench/$tool"
 	local u0 p0
 	u0=$(cpu_ticks "$PID_upstream")
@@ -202,15 +224,12 @@ measure() { # measure NAME CONNS
 }
 
 # warm-up
-for name in bare new base; do
-	[ "$name" = base ] && [ "$WITH_BASE" = 0 ] && continue
-	measure "$name" 32 >/dev/null
-done
+if [ "$WITH_BASE" = 1 ]; then ORDER=${PERCALL_ORDER:-bare base new new base bare}; else ORDER=${PERCALL_ORDER:-bare new new bare}; fi
+for name in $(printf '%s\n' $ORDER | sort -u); do measure "$name" 32 >/dev/null; done
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); path $TPATH; new=$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +wt) ${PERCALL_NEW_ENV:-} ${PERCALL_NEW_ARGS:-}; base=${BASE:-same build} ${PERCALL_BASE_ENV:-} ${PERCALL_BASE_ARGS:-}; pin ${PERCALL_PIN:-none}"
 for c in $CONNS; do
 	for _ in $(seq "$ROUNDS"); do
-		if [ "$WITH_BASE" = 1 ]; then order="bare base new new base bare"; else order="bare new new bare"; fi
-		for name in $order; do measure "$name" "$c"; done
+		for name in $ORDER; do measure "$name" "$c"; done
 	done
 done
 echo "# done $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
