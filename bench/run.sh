@@ -2,6 +2,8 @@
 # bench/run.sh — toolgate's end-to-end benchmark suite, unattended.
 #
 # Runs wrk on loopback against: the upstream alone, a bare fasthttp proxy,
+# the same proxy journaling each call's record in a toolgate ledger before
+# answering (bare+ledger, the floor of "recorded before answered"),
 # nginx + limit_req, and toolgate (API-key path; 403 policy deny; 402
 # unpaid x402), at 1, 32 and 128 connections. Every run is paired with a
 # direct run of the upstream just before it, and results are reported as
@@ -14,11 +16,13 @@
 # Environment (defaults in brackets):
 #   BENCH_DURATION  wrk duration of each run [10s]
 #   BENCH_CONNS     connection counts [1 32 128]
+#   BENCH_ROUNDS    rounds of every (connections, target) pair; ratios are
+#                   taken within a round, then their median and range [1]
 #   BENCH_SYNC      toolgate --sync: interval or always [interval]
 #   BENCH_SCALE     1 to run bench/scale, 0 to skip [1]
 #   BENCH_SCALE_KEYS / BENCH_SCALE_ACTIVE  [1000000 / 100000]
 #   BENCH_PROFILE   1 to perf-record toolgate during an extra 32-connection run [0]
-#   BENCH_PORT_BASE first of the 4 loopback ports used [18081]
+#   BENCH_PORT_BASE first of the 5 loopback ports used [18081]
 #   BENCH_OUT       results file [bench/results/<date>.md]
 set -euo pipefail
 
@@ -27,6 +31,7 @@ ROOT=$PWD
 
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-"1 32 128"}
+ROUNDS=${BENCH_ROUNDS:-1}
 SYNC=${BENCH_SYNC:-interval}
 SCALE=${BENCH_SCALE:-1}
 SCALE_KEYS=${BENCH_SCALE_KEYS:-1000000}
@@ -40,6 +45,7 @@ UP_ADDR=127.0.0.1:$PORT
 BARE_ADDR=127.0.0.1:$((PORT + 1))
 NGINX_ADDR=127.0.0.1:$((PORT + 2))
 TG_ADDR=127.0.0.1:$((PORT + 3))
+FLOOR_ADDR=127.0.0.1:$((PORT + 4))
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -92,7 +98,7 @@ wait_port() { # wait_port ADDR NAME
 	die "$2 did not listen on $1"
 }
 
-for addr in $UP_ADDR $BARE_ADDR $NGINX_ADDR $TG_ADDR; do
+for addr in $UP_ADDR $BARE_ADDR $NGINX_ADDR $TG_ADDR $FLOOR_ADDR; do
 	if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
 		die "$addr is in use; set BENCH_PORT_BASE"
 	fi
@@ -132,6 +138,7 @@ sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@UPSTREAM@|$UP_ADDR|g" \
 ADMIN=bench-admin-$RANDOM$RANDOM
 start upstream "$WORK/bin/upstream" -listen "$UP_ADDR"
 start bareproxy "$WORK/bin/bareproxy" -listen "$BARE_ADDR" -upstream "$UP_ADDR"
+start bareledger "$WORK/bin/bareproxy" -listen "$FLOOR_ADDR" -upstream "$UP_ADDR" -ledger "$WORK/floor"
 start nginx "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 start toolgate "$WORK/bin/toolgate" serve --listen "$TG_ADDR" --data "$WORK/data" \
 	--tools "$WORK/tools.json" --policies "$WORK/policies.json" --admin-token "$ADMIN" \
@@ -140,6 +147,7 @@ start toolgate "$WORK/bin/toolgate" serve --listen "$TG_ADDR" --data "$WORK/data
 TG_PID=${PIDS[-1]}
 wait_port "$UP_ADDR" upstream
 wait_port "$BARE_ADDR" bareproxy
+wait_port "$FLOOR_ADDR" bareledger
 wait_port "$NGINX_ADDR" nginx
 wait_port "$TG_ADDR" toolgate
 
@@ -159,6 +167,7 @@ EOF
 # Targets: name, URL, key ("-" for none), expected status.
 TARGETS=(
 	"bare|http://$BARE_ADDR/tools/bench/echo|$KEY|200"
+	"bare+ledger|http://$FLOOR_ADDR/tools/bench/echo|$KEY|200"
 	"nginx|http://$NGINX_ADDR/tools/bench/echo|$KEY|200"
 	"toolgate|http://$TG_ADDR/tools/bench/echo|$KEY|200"
 	"toolgate-403|http://$TG_ADDR/tools/bench/denied|$KEY|403"
@@ -223,20 +232,23 @@ done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-for c in $CONNS; do
-	for t in "${TARGETS[@]}"; do
-		IFS='|' read -r name url key want <<<"$t"
-		log "c=$c: direct, then $name ($DURATION each)"
-		run_wrk "direct-for-$name" "$DIRECT_URL" "$KEY" "$c" "$DURATION"
-		run_wrk "$name" "$url" "$key" "$c" "$DURATION"
-		read -r drps dp50 dp99 dbad _ dsock <<<"$(parse "$WORK/wrk/direct-for-$name-$c.txt")"
-		read -r rps p50 p99 bad total sock <<<"$(parse "$WORK/wrk/$name-$c.txt")"
-		# Errors: socket errors, and answers of the wrong class (wrk counts
-		# non-2xx only: for a 403/402 path every 2xx answer is wrong).
-		if [ "$want" = 200 ]; then errs=$((bad + sock)); else errs=$((total - bad + sock)); fi
-		dbad=$((dbad + dsock))
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-			"$c" "$name" "$rps" "$p50" "$p99" "$drps" "$dp50" "$dp99" "$dbad" "$errs" >>"$RESULTS"
+for round in $(seq "$ROUNDS"); do
+	for c in $CONNS; do
+		for t in "${TARGETS[@]}"; do
+			IFS='|' read -r name url key want <<<"$t"
+			run=$name@$round
+			log "round $round/$ROUNDS, c=$c: direct, then $name ($DURATION each)"
+			run_wrk "direct-for-$run" "$DIRECT_URL" "$KEY" "$c" "$DURATION"
+			run_wrk "$run" "$url" "$key" "$c" "$DURATION"
+			read -r drps dp50 dp99 dbad _ dsock <<<"$(parse "$WORK/wrk/direct-for-$run-$c.txt")"
+			read -r rps p50 p99 bad total sock <<<"$(parse "$WORK/wrk/$run-$c.txt")"
+			# Errors: socket errors, and answers of the wrong class (wrk counts
+			# non-2xx only: for a 403/402 path every 2xx answer is wrong).
+			if [ "$want" = 200 ]; then errs=$((bad + sock)); else errs=$((total - bad + sock)); fi
+			dbad=$((dbad + dsock))
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+				"$c" "$name" "$rps" "$p50" "$p99" "$drps" "$dp50" "$dp99" "$dbad" "$errs" "$round" >>"$RESULTS"
+		done
 	done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -244,8 +256,10 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # Status codes of the non-200 targets, for the record (counted by toolgate's answers).
 for name in toolgate-403 toolgate-402; do
 	for c in $CONNS; do
-		grep -q "Non-2xx or 3xx responses" "$WORK/wrk/$name-$c.txt" ||
-			die "$name -c$c: no non-2xx answers; the path measured is not the one intended"
+		for round in $(seq "$ROUNDS"); do
+			grep -q "Non-2xx or 3xx responses" "$WORK/wrk/$name@$round-$c.txt" ||
+				die "$name -c$c (round $round): no non-2xx answers; the path measured is not the one intended"
+		done
 	done
 done
 
@@ -293,7 +307,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (work tree modified)')."
 	echo "Load average before / after the wrk runs: $LOAD_START / $LOAD_END."
 	echo
-	echo "Command: \`BENCH_DURATION=$DURATION BENCH_CONNS=\"$CONNS\" BENCH_SYNC=$SYNC bench/run.sh\`;"
+	echo "Command: \`BENCH_DURATION=$DURATION BENCH_CONNS=\"$CONNS\" BENCH_ROUNDS=$ROUNDS BENCH_SYNC=$SYNC bench/run.sh\`;"
 	echo "each run \`wrk -t{1 at 1 connection, else 2} -c{conns} -d$DURATION --latency -s req.lua URL\`"
 	echo "(POST, 43-byte JSON body, X-API-Key header except on the 402 path), right after the same"
 	echo "wrk run against the upstream directly. toolgate: \`--sync $SYNC\`, x402 on."
@@ -302,44 +316,20 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "| conns | target | req/s | p50 µs | p99 µs | direct req/s | direct p50 µs | ÷ direct | + p50 µs | vs nginx | vs bare | errors |"
 	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	awk -F'\t' '
-	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; p99[c,n]=$5; drps[c,n]=$6; dp50[c,n]=$7; err[c,n]=$10; order[++k]=c SUBSEP n }
-	END {
-		for (i = 1; i <= k; i++) {
-			split(order[i], a, SUBSEP); c = a[1]; n = a[2]
-			norm = rps[c,n] / drps[c,n]
-			nn = rps[c,"nginx"] / drps[c,"nginx"]; nb = rps[c,"bare"] / drps[c,"bare"]
-			printf "| %s | %s | %d | %.0f | %.0f | %d | %.0f | %.2f | %+.0f | %.2f | %.2f | %d |\n",
-				c, n, rps[c,n], p50[c,n], p99[c,n], drps[c,n], dp50[c,n], norm, p50[c,n] - dp50[c,n], norm / nn, norm / nb, err[c,n]
-		}
-	}' "$RESULTS"
+	awk -F'\t' -v part=table -f "$ROOT/bench/report.awk" "$RESULTS"
 	echo
 	echo "÷ direct = req/s ÷ the paired direct run's req/s. + p50 = p50 − the paired direct p50 (the"
 	echo "latency the proxy adds). vs nginx, vs bare = (÷ direct) ÷ nginx's (or bare's) ÷ direct at the same"
 	echo "connection count: throughput relative to that proxy, each normalized by its own direct run."
 	echo "errors: answers other than the one the path should give (non-2xx where 200 is expected)."
+	if [ "$ROUNDS" -gt 1 ]; then
+		echo "With $ROUNDS rounds (every pair measured once per round, rounds one after the other), each"
+		echo "cell is the median over the rounds and its range; a ratio is taken within each round first."
+	fi
 	echo
 	echo "## Targets"
 	echo
-	awk -F'\t' -v conns="$CONNS" '
-	{ c=$1; n=$2; rps[c,n]=$3; p50[c,n]=$4; drps[c,n]=$6; dp50[c,n]=$7 }
-	function norm(c, n) { return rps[c,n] / drps[c,n] }
-	function verdict(ok) { return ok ? "met" : "**missed**" }
-	END {
-		if ((1, "toolgate") in rps) {
-			t = p50[1,"toolgate"] - dp50[1,"toolgate"]; b = p50[1,"bare"] - dp50[1,"bare"]
-			printf "- c=1: toolgate added p50 ≤ bare proxy added p50 + 20 µs: %+.0f µs vs %+.0f + 20 = %.0f µs (margin %+.0f µs) → %s\n", t, b, b + 20, b + 20 - t, verdict(t <= b + 20)
-		}
-		nc = split(conns, cl, " ")
-		for (i = 1; i <= nc; i++) {
-			c = cl[i]
-			if (c == 1 || !((c, "toolgate") in rps)) continue
-			r = norm(c, "toolgate") / norm(c, "nginx")
-			printf "- c=%s: toolgate ≥ 1.0× nginx + limit_req throughput: %.2f× → %s\n", c, r, verdict(r >= 1)
-			r = norm(c, "toolgate") / norm(c, "bare")
-			printf "- c=%s: toolgate ≥ 0.9× bare fasthttp proxy throughput: %.2f× → %s\n", c, r, verdict(r >= 0.9)
-		}
-	}' "$RESULTS"
+	awk -F'\t' -v part=targets -v conns="$CONNS" -f "$ROOT/bench/report.awk" "$RESULTS"
 	if [ -n "$SCALE_MD" ]; then
 		echo
 		echo "## Scale: $SCALE_KEYS keys stored, $SCALE_ACTIVE principals active"
@@ -364,12 +354,14 @@ mkdir -p "$(dirname "$OUT")"
 	echo '<details><summary>every measured run</summary>'
 	echo
 	echo '```'
-	for c in $CONNS; do
-		for t in "${TARGETS[@]}"; do
-			name=${t%%|*}
-			for f in "direct-for-$name-$c" "$name-$c"; do
-				echo "== $f"
-				cat "$WORK/wrk/$f.txt"
+	for round in $(seq "$ROUNDS"); do
+		for c in $CONNS; do
+			for t in "${TARGETS[@]}"; do
+				name=${t%%|*}@$round
+				for f in "direct-for-$name-$c" "$name-$c"; do
+					echo "== $f"
+					cat "$WORK/wrk/$f.txt"
+				done
 			done
 		done
 	done

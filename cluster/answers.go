@@ -24,8 +24,9 @@ import (
 type Answers struct{ c *Client }
 
 var (
-	_ gateway.AnswerStore   = (*Answers)(nil)
-	_ gateway.AnswerClaimer = (*Answers)(nil)
+	_ gateway.AnswerStore    = (*Answers)(nil)
+	_ gateway.AnswerClaimer  = (*Answers)(nil)
+	_ gateway.FailureCounter = (*Answers)(nil)
 )
 
 // NewAnswers returns the shared answer store on c.
@@ -106,4 +107,45 @@ func (a *Answers) ClaimAnswer(k string, fp []byte, ttl time.Duration) (bool, []b
 func (a *Answers) ReleaseAnswer(k string, fp []byte) error {
 	_, err := a.c.run(releaseClaimScript, []string{a.c.prefix + "{" + k + "}:c"}, []string{a.claimValue(fp)})
 	return err
+}
+
+func (a *Answers) countKey(k string) string { return a.c.prefix + "{" + k + "}:n" }
+
+// countScript: KEYS the count; ARGV its ttl ms. Adds one, starting the
+// count's expiry with its first failure; returns the count.
+var countScript = rueidis.NewLuaScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n}
+`)
+
+// CountFailure adds one to k's count, which lapses ttl after its first
+// failure (at least a millisecond).
+func (a *Answers) CountFailure(k string, ttl time.Duration) (int64, error) {
+	arr, err := a.c.run(countScript, []string{a.countKey(k)}, []string{strconv.FormatInt(max(ttl.Milliseconds(), 1), 10)})
+	if err != nil {
+		return 0, err
+	}
+	if len(arr) != 1 {
+		return 0, redisErr("count failure", errBadReply)
+	}
+	n, err := arr[0].AsInt64()
+	if err != nil {
+		return 0, redisErr("count failure", err)
+	}
+	return n, nil
+}
+
+// Failures reads k's count.
+func (a *Answers) Failures(k string) (int64, error) {
+	ctx, cancel := a.c.ctx()
+	defer cancel()
+	n, err := a.c.rdb.Do(ctx, a.c.rdb.B().Get().Key(a.countKey(k)).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, redisErr("read failures", err)
+	}
+	return n, nil
 }

@@ -298,6 +298,13 @@ func New(o Options) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	if fc, ok := o.Sessions.(FailureCounter); ok {
+		g.signInFails.shared = fc
+		g.signInFails.onErr = func(err error) {
+			g.log.Warn("dashboard sign-in throttle: the shared count is unavailable; counting on this node", "err", err)
+			g.metrics.sharedFailures.Inc()
+		}
+	}
 	g.mcp.log = g.log
 	g.opts.TrustedProxies = make([]netip.Prefix, len(o.TrustedProxies))
 	for i, p := range o.TrustedProxies {

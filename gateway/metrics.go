@@ -107,7 +107,7 @@ func newMetrics(db *badger.DB, led *ledger.Ledger) *metrics {
 	})
 	m.sharedFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "toolgate_shared_state_failures_total",
-		Help: "Quota or spend decisions the shared cluster store (Redis) could not make: refused (strict, or priced) or counted locally (open).",
+		Help: "Quota or spend decisions (and sign-in failure counts) the shared cluster store (Redis) could not make: refused (strict, or priced) or counted locally (open).",
 	})
 	m.reg.MustRegister(m.overlapUnpaid, m.owedMicro, m.upstreamRetries, m.configReloads, m.sharedFailures, m.calls, m.decision, m.upstream, m.ledgerWait, m.x402Verify, m.x402Settle, m.billedMicro,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -76,8 +77,14 @@ const (
 )
 
 // signInLimiter counts failed sign-ins per source (an IPv6 /64 as one) in
-// the current minute. Safe for concurrent use.
+// the current minute. With shared (a cluster's Sessions store) the count
+// is the cluster's: wrong tokens sent to any node count on all. While the
+// shared store does not answer, each node counts on its own (local), so
+// that a store outage never lifts the limit. Safe for concurrent use.
 type signInLimiter struct {
+	shared FailureCounter
+	onErr  func(error) // logs a shared store failure
+
 	mu     sync.Mutex
 	minute int64
 	fails  map[netip.Addr]int
@@ -89,15 +96,35 @@ func (l *signInLimiter) roll(now time.Time) {
 	}
 }
 
+// sharedKey is src's count in the shared store for now's clock minute.
+func sharedKey(src netip.Addr, now time.Time) string {
+	return "signin-fails/" + src.String() + "/" + strconv.FormatInt(now.Unix()/60, 10)
+}
+
 func (l *signInLimiter) blocked(src netip.Addr, now time.Time) bool {
 	src = sourceKey(src)
+	if l.shared != nil {
+		n, err := l.shared.Failures(sharedKey(src, now))
+		if err == nil && n >= signInFailLimit {
+			return true
+		}
+		if err != nil {
+			l.onErr(err)
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.fails[l.slot(src, now)] >= signInFailLimit
+}
+
+// slot is src's key in the local counts at now (the shared overflow slot
+// once signInMaxSources are tracked). l.mu is held.
+func (l *signInLimiter) slot(src netip.Addr, now time.Time) netip.Addr {
 	l.roll(now)
 	if _, ok := l.fails[src]; !ok && len(l.fails) >= signInMaxSources {
-		src = netip.IPv4Unspecified()
+		return netip.IPv4Unspecified()
 	}
-	return l.fails[src] >= signInFailLimit
+	return src
 }
 
 // failed counts a wrong token; it reports whether the source just reached
@@ -105,13 +132,18 @@ func (l *signInLimiter) blocked(src netip.Addr, now time.Time) bool {
 func (l *signInLimiter) failed(src netip.Addr, now time.Time) bool {
 	src = sourceKey(src)
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.roll(now)
-	if _, ok := l.fails[src]; !ok && len(l.fails) >= signInMaxSources {
-		src = netip.IPv4Unspecified()
+	k := l.slot(src, now)
+	l.fails[k]++
+	local := l.fails[k]
+	l.mu.Unlock()
+	if l.shared != nil {
+		n, err := l.shared.CountFailure(sharedKey(src, now), 2*time.Minute)
+		if err == nil {
+			return n == signInFailLimit
+		}
+		l.onErr(err)
 	}
-	l.fails[src]++
-	return l.fails[src] == signInFailLimit
+	return local == signInFailLimit
 }
 
 type session struct {

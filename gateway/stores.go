@@ -107,6 +107,19 @@ type AnswerClaimer interface {
 	ReleaseAnswer(key string, fp []byte) error
 }
 
+// FailureCounter counts failures under keys shared by every node, each
+// count until its TTL (from its first failure) passes: what lets a
+// cluster refuse a source's sign-ins once it sent too many wrong tokens
+// to any of its nodes. Optional: implemented by a cluster's Sessions
+// store; without it each node counts on its own.
+type FailureCounter interface {
+	// CountFailure adds one to key's count (starting it, with ttl, when
+	// there is none) and returns the count after it.
+	CountFailure(key string, ttl time.Duration) (int64, error)
+	// Failures reports key's count (0 when there is none).
+	Failures(key string) (int64, error)
+}
+
 // AdmitReserver decides a priced call's quota and spend reservation in
 // one step (for a cluster: one round trip). It behaves as QuotaStore.Admit
 // followed, when admitted, by SpendStore.Reserve, except that a call the

@@ -317,11 +317,15 @@ func (b *Breakers) BurstSpent(principal string, within time.Duration, now time.T
 	if e == nil {
 		return 0
 	}
-	cutoff := now.UnixNano() - int64(within)
+	return e.burstSince(now.UnixNano() - int64(within))
+}
+
+// burstSince is the cost held in the ring by calls after cutoff.
+func (e *breakerEntry) burstSince(cutoff int64) money.Micros {
 	var s money.Micros
 	for i := 0; i < e.n; i++ {
 		if x := e.burst[(e.head+i)%len(e.burst)]; x.t > cutoff {
-			s += x.cost
+			s = s.SatAdd(x.cost)
 		}
 	}
 	return s

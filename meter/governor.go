@@ -318,15 +318,7 @@ func (g *Governor) BurstSpent(principal string, within time.Duration, now time.T
 	if e == nil {
 		return 0
 	}
-	b := &e.brk
-	cutoff := now.UnixNano() - int64(within)
-	var s money.Micros
-	for i := 0; i < b.n; i++ {
-		if x := b.burst[(b.head+i)%len(b.burst)]; x.t > cutoff {
-			s += x.cost
-		}
-	}
-	return s
+	return e.brk.burstSince(now.UnixNano() - int64(within))
 }
 
 // Sweep forgets what left the windows by now and evicts the principals

@@ -211,40 +211,42 @@ func (b *Bucket) putBytes(ctx context.Context, rel string, data []byte, po putOp
 // dirs lists the "directories" directly under rel (which ends in "/"),
 // as names without the trailing slash, sorted.
 func (b *Bucket) dirs(ctx context.Context, rel string) ([]string, error) {
-	var out []string
-	p := s3.NewListObjectsV2Paginator(b.c, &s3.ListObjectsV2Input{
-		Bucket: &b.loc.Bucket, Prefix: aws.String(b.key(rel)), Delimiter: aws.String("/"),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", b.key(rel), err)
-		}
+	return b.list(ctx, rel, func(page *s3.ListObjectsV2Output, add func(string)) {
 		for _, cp := range page.CommonPrefixes {
-			name := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), b.key(rel)), "/")
-			if name != "" {
-				out = append(out, name)
-			}
+			add(strings.TrimSuffix(aws.ToString(cp.Prefix), "/"))
 		}
-	}
-	sort.Strings(out)
-	return out, nil
+	})
 }
 
 // files lists the object names directly under rel (which ends in "/").
 func (b *Bucket) files(ctx context.Context, rel string) ([]string, error) {
+	return b.list(ctx, rel, func(page *s3.ListObjectsV2Output, add func(string)) {
+		for _, o := range page.Contents {
+			add(aws.ToString(o.Key))
+		}
+	})
+}
+
+// list pages through the listing directly under rel; each page hands its
+// keys to add, which keeps the non-empty names relative to rel. The
+// names come back sorted.
+func (b *Bucket) list(ctx context.Context, rel string, each func(page *s3.ListObjectsV2Output, add func(string))) ([]string, error) {
+	prefix := b.key(rel)
 	var out []string
+	add := func(key string) {
+		if name := strings.TrimPrefix(key, prefix); name != "" {
+			out = append(out, name)
+		}
+	}
 	p := s3.NewListObjectsV2Paginator(b.c, &s3.ListObjectsV2Input{
-		Bucket: &b.loc.Bucket, Prefix: aws.String(b.key(rel)), Delimiter: aws.String("/"),
+		Bucket: &b.loc.Bucket, Prefix: aws.String(prefix), Delimiter: aws.String("/"),
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", b.key(rel), err)
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
-		for _, o := range page.Contents {
-			out = append(out, strings.TrimPrefix(aws.ToString(o.Key), b.key(rel)))
-		}
+		each(page, add)
 	}
 	sort.Strings(out)
 	return out, nil

@@ -91,42 +91,14 @@ func (ca *testCA) flags() []string {
 func startEdge(t *testing.T, dir, tlsAddr string, pool *x509.CertPool, extra ...string) (*proc, *http.Client) {
 	t.Helper()
 	addr := freePort(t)
-	args := append([]string{"serve", "--listen", addr, "--data", filepath.Join(dir, "data"),
-		"--tools", filepath.Join(dir, "tools.json"), "--policies", filepath.Join(dir, "policies.json"),
-		"--admin-token", testAdmin}, extra...)
-	logf, err := os.OpenFile(filepath.Join(dir, "gateway.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binPath, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, url: "http://" + addr, args: args, log: logf}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-		}
-		logf.Close()
-	})
+	p := spawn(t, dir, nil, append(serveArgs(dir, addr), append([]string{"--admin-token", testAdmin}, extra...)...))
 	if tlsAddr == "" {
 		tlsAddr = addr
 	}
 	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := cl.Get("https://" + tlsAddr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p, cl
-			}
-		}
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-	t.Fatalf("gateway did not become healthy over TLS; log:\n%s", b)
-	return nil, nil
+	p.waitHealthy(cl.Get, "https://"+tlsAddr+"/healthz")
+	return p, cl
 }
 
 // servedSerial is the serial of the certificate a new TLS connection to

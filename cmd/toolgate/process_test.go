@@ -45,6 +45,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	url  string
 	args []string
+	env  []string
 	log  *os.File
 }
 
@@ -61,39 +62,73 @@ func freePort(t *testing.T) string {
 func startGateway(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
 	addr := freePort(t)
-	args := append([]string{"serve", "--listen", addr, "--data", filepath.Join(dir, "data"),
-		"--tools", filepath.Join(dir, "tools.json"), "--policies", filepath.Join(dir, "policies.json"),
-		"--admin-token", testAdmin}, extra...)
+	p := spawn(t, dir, nil, append(serveArgs(dir, addr), append([]string{"--admin-token", testAdmin}, extra...)...))
+	p.waitHealthy(http.Get, p.url+"/healthz")
+	return p
+}
+
+// serveArgs are the arguments of `toolgate serve` on addr with dir's data
+// dir, tools.json and policies.json.
+func serveArgs(dir, addr string) []string {
+	return []string{"serve", "--listen", addr, "--data", filepath.Join(dir, "data"),
+		"--tools", filepath.Join(dir, "tools.json"), "--policies", filepath.Join(dir, "policies.json")}
+}
+
+// spawn starts the binary with args (its --listen is the proc's URL) and
+// env added to this one's, its output appended to dir/gateway.log; the
+// process is killed at the test's end if it still runs.
+func spawn(t *testing.T, dir string, env, args []string) *proc {
+	t.Helper()
 	logf, err := os.OpenFile(filepath.Join(dir, "gateway.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binPath, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	t.Cleanup(func() { logf.Close() })
+	addr := ""
+	for i := range args[:len(args)-1] {
+		if args[i] == "--listen" {
+			addr = args[i+1]
+		}
+	}
+	return relaunch(t, &proc{url: "http://" + addr, args: args, env: env, log: logf})
+}
+
+// relaunch starts p's command again (same arguments, environment and
+// log) as a new proc of t.
+func relaunch(t *testing.T, p *proc) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, p.args...)
+	if p.env != nil {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd, url: "http://" + addr, args: args, log: logf}
+	np := &proc{t: t, cmd: cmd, url: p.url, args: p.args, env: p.env, log: p.log}
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
+		if np.cmd.ProcessState == nil {
+			np.cmd.Process.Kill()
+			np.cmd.Wait()
 		}
-		logf.Close()
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(p.url + "/healthz"); err == nil {
+	return np
+}
+
+// waitHealthy polls get(url) until it answers 200; after 30 s the test
+// fails with the gateway's log.
+func (p *proc) waitHealthy(get func(string) (*http.Response, error), url string) {
+	p.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err := get(url); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return p
+				return
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-	t.Fatalf("gateway did not become healthy; log:\n%s", b)
-	return nil
+	b, _ := os.ReadFile(p.log.Name())
+	p.t.Fatalf("gateway did not answer 200 on %s; log:\n%s", url, b)
 }
 
 func (p *proc) stop(sig syscall.Signal) {

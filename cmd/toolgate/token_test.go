@@ -95,38 +95,9 @@ func TestExplicitAdminToken(t *testing.T) {
 // until it is healthy.
 func startServe(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	addr := freePort(t)
-	args = append([]string{"serve", "--listen", addr, "--data", filepath.Join(dir, "data"),
-		"--tools", filepath.Join(dir, "tools.json"), "--policies", filepath.Join(dir, "policies.json")}, args...)
-	logf, err := os.OpenFile(filepath.Join(dir, "gateway.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, url: "http://" + addr, args: args, log: logf}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-		}
-		logf.Close()
-	})
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(p.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
-	t.Fatalf("gateway did not become healthy; log:\n%s", b)
-	return nil
+	p := spawn(t, dir, env, append(serveArgs(dir, freePort(t)), args...))
+	p.waitHealthy(http.Get, p.url+"/healthz")
+	return p
 }
 
 // TestServe_AdminTokenFile: the real binary takes its admin token from

@@ -1,7 +1,6 @@
 package toolgate_test
 
 import (
-	"sync"
 	"testing"
 
 	"github.com/toolgate/toolgate/cluster/redistest"
@@ -33,38 +32,7 @@ func TestCluster_OnePaymentThreeNodes(t *testing.T) {
 	payTo0 := chain.BalanceOf(t, a, chain.PayTo.Address)
 
 	const n = 60
-	var wg sync.WaitGroup
-	results := make([]response, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			results[i], errs[i] = tryDo("POST", nodes[i%3].url+"/tools/extract/structured", []byte(extractInput), p.Headers())
-		})
-	}
-	close(start)
-	wg.Wait()
-	ok, replay := 0, 0
-	for i, r := range results {
-		if errs[i] != nil {
-			t.Fatalf("request %d: %v", i, errs[i])
-		}
-		switch r.Status {
-		case 200:
-			ok++
-		case 402:
-			var pr paymentRequired
-			decodeB64JSON(t, "PAYMENT-REQUIRED", r.Header.Get("Payment-Required"), &pr)
-			if pr.Error == reasonNonce {
-				replay++
-			} else {
-				t.Errorf("request %d (node %d): 402 %q, want %q", i, i%3, pr.Error, reasonNonce)
-			}
-		default:
-			t.Errorf("request %d (node %d): got status %d: %s", i, i%3, r.Status, r.Body)
-		}
-	}
+	ok, replay := sendAtOnce(t, n, func(i int) string { return nodes[i%3].url + "/tools/extract/structured" }, p)
 	if ok != 1 || replay != n-1 {
 		t.Errorf("got %d × 200 and %d × 402 nonce used, want 1 and %d", ok, replay, n-1)
 	}

@@ -614,3 +614,42 @@ func randomNonce() (n [32]byte) {
 	_, _ = rand.Read(n[:])
 	return n
 }
+
+// sendAtOnce sends one payment n times at once, request i to urlOf(i),
+// and counts the answers: 200s, and 402s refusing the payment as already
+// used. Any other answer fails the test, naming the request.
+func sendAtOnce(t testing.TB, n int, urlOf func(i int) string, p signedPayment) (ok, replay int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	results := make([]response, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = tryDo("POST", urlOf(i), []byte(extractInput), p.Headers())
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatalf("request %d (%s): %v", i, urlOf(i), errs[i])
+		}
+		switch r.Status {
+		case 200:
+			ok++
+		case 402:
+			var pr paymentRequired
+			decodeB64JSON(t, "PAYMENT-REQUIRED", r.Header.Get("Payment-Required"), &pr)
+			if pr.Error != reasonNonce {
+				t.Errorf("request %d (%s): 402 %q, want %q", i, urlOf(i), pr.Error, reasonNonce)
+				continue
+			}
+			replay++
+		default:
+			t.Errorf("request %d (%s): got status %d: %s", i, urlOf(i), r.Status, r.Body)
+		}
+	}
+	return ok, replay
+}

@@ -644,39 +644,7 @@ func TestGateway_OnePaymentOneCall(t *testing.T) {
 			payTo0 := chain.BalanceOf(t, e.a, chain.PayTo.Address)
 
 			const n = 100
-			var wg sync.WaitGroup
-			results := make([]response, n)
-			errs := make([]error, n)
-			start := make(chan struct{})
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
-					results[i], errs[i] = tryDo("POST", e.gw.url+"/tools/"+tc.tool, []byte(extractInput), p.Headers())
-				}()
-			}
-			close(start)
-			wg.Wait()
-
-			ok, replay := 0, 0
-			for i, r := range results {
-				if errs[i] != nil {
-					t.Fatalf("request %d: %v", i, errs[i])
-				}
-				switch r.Status {
-				case 200:
-					ok++
-				case 402:
-					var pr paymentRequired
-					decodeB64JSON(t, "PAYMENT-REQUIRED", r.Header.Get("Payment-Required"), &pr)
-					if pr.Error == reasonNonce {
-						replay++
-					}
-				default:
-					t.Errorf("request %d: got status %d: %s", i, r.Status, r.Body)
-				}
-			}
+			ok, replay := sendAtOnce(t, n, func(int) string { return e.gw.url + "/tools/" + tc.tool }, p)
 			if ok != 1 || replay != n-1 {
 				t.Errorf("got %d × 200 and %d × 402 nonce used, want 1 and %d", ok, replay, n-1)
 			}

@@ -18,7 +18,9 @@ import (
 // an AnswerClaimer (shared between nodes) must give one claim to one of
 // many concurrent attempts, name the holder's fingerprint to the others,
 // free it on release (only the holder's own), and let it lapse after its
-// TTL.
+// TTL. A store that is also a FailureCounter must count each failure once
+// under concurrent callers, keep keys apart, and let a count lapse after
+// the TTL of its first failure.
 func AnswerContract(t *testing.T, newStore func(t *testing.T) gateway.AnswerStore) {
 	get := func(t *testing.T, s gateway.AnswerStore, k string) ([]byte, bool) {
 		t.Helper()
@@ -150,6 +152,61 @@ func AnswerContract(t *testing.T, newStore func(t *testing.T) gateway.AnswerStor
 				t.Fatal("a claim with a 200 ms TTL still held after 5 s")
 			}
 			time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+		}
+	})
+	t.Run("FailureCounter", func(t *testing.T) {
+		s, ok := newStore(t).(gateway.FailureCounter)
+		if !ok {
+			t.Skip("not a FailureCounter (a store of one node)")
+		}
+		failures := func(k string) int64 {
+			t.Helper()
+			n, err := s.Failures(k)
+			if err != nil {
+				t.Fatalf("Failures(%q): %v", k, err)
+			}
+			return n
+		}
+		if n := failures("signin-fails/192.0.2.1/1"); n != 0 {
+			t.Fatalf("a key never counted: got %d, want 0", n)
+		}
+		const n = 50
+		var seen [n + 1]atomic.Int32
+		concurrently(n, func(int) {
+			c, err := s.CountFailure("signin-fails/192.0.2.1/1", time.Hour)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if c < 1 || c > n {
+				t.Errorf("CountFailure returned %d, want 1..%d", c, n)
+				return
+			}
+			seen[c].Add(1)
+		})
+		for i := 1; i <= n; i++ {
+			if seen[i].Load() != 1 {
+				t.Fatalf("count %d returned %d times, want once (each failure counted once)", i, seen[i].Load())
+			}
+		}
+		if got := failures("signin-fails/192.0.2.1/1"); got != n {
+			t.Fatalf("after %d failures: got %d", n, got)
+		}
+		if got := failures("signin-fails/192.0.2.1/2"); got != 0 {
+			t.Fatalf("another key: got %d, want 0", got)
+		}
+		if _, err := s.CountFailure("signin-fails/2001:db8::/3", time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CountFailure("signin-fails/2001:db8::/3", time.Hour); err != nil { // the first failure's TTL holds
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for failures("signin-fails/2001:db8::/3") != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("a count whose first failure had a 1 s TTL still there after 10 s")
+			}
+			time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
 		}
 	})
 }
