@@ -144,7 +144,8 @@ if [ -n "${PERCALL_PIN:-}" ]; then
 	IFS=: read -r pin_w pin_u pin_p <<<"$PERCALL_PIN"
 	PIN_WRK=(taskset -c "$pin_w")
 	taskset -a -p -c "$pin_u" "$PID_upstream" >/dev/null
-	for pid in "$PID_bare" "$PID_new" ${PID_base:-} ${PID_nginx//,/ }; do taskset -a -p -c "$pin_p" "$pid" >/dev/null; done
+	workers=${PID_nginx:-}
+	for pid in "$PID_bare" "$PID_new" ${PID_base:-} ${workers//,/ }; do taskset -a -p -c "$pin_p" "$pid" >/dev/null; done
 fi
 
 key_of() { curl -sf -X POST "http://$1/credits/keys" -H "Authorization: Bearer $ADMIN" -d '{"name":"percall"}' |
