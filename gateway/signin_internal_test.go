@@ -13,7 +13,7 @@ type downCounter struct{}
 var errCounterDown = errors.New("store down")
 
 func (downCounter) CountFailure(string, time.Duration) (int64, error) { return 0, errCounterDown }
-func (downCounter) Failures(string) (int64, error)                   { return 0, errCounterDown }
+func (downCounter) Failures(string) (int64, error)                    { return 0, errCounterDown }
 
 // TestSignInLimiter_SharedDown: while the shared count does not answer,
 // the node counts on its own, so an outage never lifts the limit, and

@@ -15,12 +15,19 @@ import (
 const maxApply = 8192
 
 // The applier is not woken for every journaled group: a goroutine switch
-// per call costs more than indexing the group. A group queued on an empty
-// queue arms a timer of applyDelay; applyBatch queued groups, a reader
-// waiting for them (waitFor), the writer held by the backlog (waitRoom)
-// or a checkpoint request wake it at once.
+// per call costs more than indexing the group. applyBatch queued groups,
+// a reader waiting for them (waitFor), the writer held by the backlog
+// (waitRoom) or a checkpoint request wake it at once; a group queued on
+// an empty queue arms a timer of applyDelay, which applies what a slow
+// trickle of calls journaled. The timer is long so that under load the
+// batch wakes the applier, not the timer: arming a timer wakes an idle P
+// to watch it and its firing readies the applier on another thread, and
+// at one connection (a group per call, ~6 per millisecond) a 1 ms timer
+// cost ~0.35 context switches and 0.7 futex calls per call
+// (BENCHMARKS.md, issue 18 tails). Nothing waits for the applier but
+// readers, which wake it.
 const (
-	applyDelay = time.Millisecond
+	applyDelay = 50 * time.Millisecond
 	applyBatch = 64
 )
 

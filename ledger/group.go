@@ -87,9 +87,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // maxSpare bounds the buffer of a group kept for reuse, maxSpares the
 // number of groups kept and maxSpareBytes their buffers' capacity in all.
-// The applier returns groups up to applyDelay after they were journaled,
-// so the pool must hold more than the groups journaled in that time
-// (applyBatch) for Append not to build new ones.
+// The applier returns groups once applyBatch of them are queued (or
+// applyDelay after the first, at low rates), so the pool must hold more
+// than applyBatch groups for Append not to build new ones.
 const (
 	maxSpare      = 1 << 20
 	maxSpares     = 4 * applyBatch

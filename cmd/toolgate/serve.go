@@ -35,6 +35,7 @@ type serveFlags struct {
 	keysSnapshotEvery                               time.Duration
 	metersSnapshotEvery                             time.Duration
 	logFormat, logLevel, metricsListen              string
+	pprofListen                                     string
 	accessLog, watch, acceptLogDamage               bool
 	shutdownTimeout, drainDelay                     time.Duration
 	approvalsRetain                                 time.Duration
@@ -78,6 +79,7 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one line per call (info level)")
 	fs.BoolVar(&f.watch, "watch-config", false, "also reload policies.json and tools.json when they change on disk (SIGHUP always does)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics without the admin token on this separate address (otherwise /metrics needs the token)")
+	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve the Go runtime's profiles and execution trace (/debug/pprof/) on this loopback address, unauthenticated (off by default)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may take at shutdown")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
@@ -371,7 +373,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	srv := gw.Server()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var served []any
 	switch {
 	case e.cfg == nil:
@@ -414,6 +416,14 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		go func() { errc <- msrv.Serve(mln) }()
 		sd.add("stopping the metrics server", msrv.Shutdown)
 		log.Info("metrics serving", "listen", mln.Addr().String())
+	}
+	if f.pprofListen != "" {
+		stop, addr, err := servePprof(f.pprofListen, errc)
+		if err != nil {
+			return exitError{2, "toolgate serve: " + err.Error()}
+		}
+		sd.add("stopping the profiles server", stop)
+		log.Info("profiles serving", "listen", addr)
 	}
 	log.Info("toolgate serving", append(append(served, "tools", len(cat.Tools), "keys", keys.Len(), "data", f.data, "public_url", f.publicURL), took.attrs...)...)
 
