@@ -53,6 +53,16 @@ type Options struct {
 	// StateMark keeps the state mark current while serving (statemark.go;
 	// nil: no mark). Management changes run inside it.
 	StateMark *StateMarker
+	// MetersSnapshot, if set, is the meters snapshot's path
+	// (meterssnap.go): the start restores the meters from it and the
+	// records after its cut when its SHA-256 is one of
+	// MetersSnapshotTrusted (what the state seal and mark name:
+	// RecordedMetersSnapshots), and the gateway rewrites it every
+	// MetersSnapshotEvery (0: DefaultMetersSnapshotEvery) and at Close.
+	// Single node only.
+	MetersSnapshot        string
+	MetersSnapshotTrusted []string
+	MetersSnapshotEvery   time.Duration
 	// OverrideSync is how often the gateway follows the override store's
 	// change feed to pick up writes by other gateways; 0 = never (the
 	// store is written only through this gateway).
@@ -189,7 +199,12 @@ type Gateway struct {
 	state   atomic.Pointer[state]
 	writeMu sync.Mutex // serializes state rebuilds (override writes, reloads)
 	marker  *StateMarker
-	overVer uint64 // the override feed's version the state follows; under writeMu
+	// the meters snapshot (meterssnap.go): the book, kept by its writer,
+	// the file's SHA-256 and where the start restored from.
+	meters     *meterBook
+	metersHash atomic.Pointer[string]
+	metersFrom string
+	overVer    uint64 // the override feed's version the state follows; under writeMu
 
 	clientsMu sync.Mutex
 	clients   map[string]*upstreamClient
@@ -382,6 +397,13 @@ func New(o Options) (*Gateway, error) {
 	if err := g.recoverApprovals(); err != nil {
 		return nil, err
 	}
+	if o.MetersSnapshot != "" {
+		every := o.MetersSnapshotEvery
+		if every <= 0 {
+			every = DefaultMetersSnapshotEvery
+		}
+		g.every(every, func() { g.snapshotMeters(g.now().Add(-metersLag)) })
+	}
 	if o.MinFreeBytes > 0 && o.DataDir != "" {
 		g.checkSpace()
 		g.every(250*time.Millisecond, g.checkSpace)
@@ -426,6 +448,9 @@ func (g *Gateway) Close() {
 	}
 	g.wg.Wait()
 	g.flushAnon() // the last interval's counts
+	if g.meters != nil {
+		g.snapshotMeters(g.now()) // nothing runs any more: every record is in
+	}
 }
 
 // every runs fn every interval in the background until Close.

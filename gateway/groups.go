@@ -387,40 +387,32 @@ func (g *Gateway) callState(c *call) json.RawMessage {
 	return append(b, '}')
 }
 
-// restoreGroups rebuilds today's group spend from the ledger: the billed
-// calls recorded with each group.
-func (g *Gateway) restoreGroups(st *state, now time.Time) error {
+// applyGroups restores today's group spend from the meters' book: the
+// billed calls recorded with each group, by minute (meterssnap.go).
+func (g *Gateway) applyGroups(b *meterBook, st *state, now time.Time) {
 	budgets := map[string]policy.GroupBudget{}
 	for _, id := range st.set.GroupNames() {
-		if b, ok := st.set.GroupBudget(id); ok {
-			budgets[id] = b
+		if gb, ok := st.set.GroupBudget(id); ok {
+			budgets[id] = gb
 		}
 	}
 	if len(budgets) == 0 {
-		return nil
+		return
 	}
 	spent := map[string]money.Micros{}
-	err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour), Type: ledger.TypeCall}, func(r *ledger.Record) error {
-		if r.Cost <= 0 {
-			return nil
-		}
-		b, ok := budgets[groupOfRecord(r)]
+	for k, v := range b.groups {
+		gb, ok := budgets[k.group]
 		if !ok {
-			return nil
+			continue
 		}
-		today, _ := meter.DayOf(now, b.Loc)
-		if d, _ := meter.DayOf(r.At, b.Loc); d == today {
-			spent[b.Name] += r.Cost
+		today, _ := meter.DayOf(now, gb.Loc)
+		if d, _ := meter.DayOf(time.Unix(k.minute*60, 0), gb.Loc); d == today {
+			spent[gb.Name] = spent[gb.Name].SatAdd(v)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	for id, v := range spent {
-		b := budgets[id]
-		day, _ := meter.DayOf(now, b.Loc)
-		g.spend.Restore(b.Key, day, v)
+		gb := budgets[id]
+		day, _ := meter.DayOf(now, gb.Loc)
+		g.spend.Restore(gb.Key, day, v)
 	}
-	return nil
 }

@@ -138,6 +138,7 @@ type StateMarker struct {
 	broken atomic.Bool
 
 	snapDir              string // KeepKeysSnapshot
+	meters               atomic.Pointer[string]
 	snapFirst, snapEvery time.Duration
 
 	ovMu      sync.Mutex
@@ -229,8 +230,27 @@ func (m *StateMarker) current() (stateSeal, error) {
 	seq, hash := m.led.Head()
 	kd, nk := m.keys.Digest()
 	snap, _ := m.keys.SnapshotState()
+	var meters string
+	if h := m.meters.Load(); h != nil {
+		meters = *h
+	}
 	return stateSeal{Version: sealVersion, LedgerSeq: seq, LedgerHash: hash, CheckedAt: m.checkedAt.UTC(),
-		Keys: nk, KeysDigest: fmt.Sprintf("%x", kd[:]), Overrides: m.ovEntries, OverridesDigest: m.ovDigest, KeysSnapshot: snap}, nil
+		Keys: nk, KeysDigest: fmt.Sprintf("%x", kd[:]), Overrides: m.ovEntries, OverridesDigest: m.ovDigest, KeysSnapshot: snap,
+		MetersSnapshot: meters}, nil
+}
+
+// MetersSnapshot has the marks name the meters snapshot with SHA-256
+// hash (the one the gateway restored from or last wrote) and asks for a
+// mark.
+func (m *StateMarker) MetersSnapshot(hash string) {
+	if m == nil {
+		return
+	}
+	m.meters.Store(&hash)
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
 }
 
 // KeepKeysSnapshot makes the marker also keep the keys snapshot in dir

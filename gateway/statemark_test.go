@@ -112,7 +112,7 @@ func TestCheckStateAtStart_Mark(t *testing.T) {
 		}
 	})
 	t.Run("SealFirst", func(t *testing.T) {
-		if err := gateway.SealState(seal, e.led, e.keys, e.overrides, t0); err != nil {
+		if err := gateway.SealState(seal, e.led, e.keys, e.overrides, t0, ""); err != nil {
 			t.Fatal(err)
 		}
 		if got := check(t0.Add(time.Minute)); got != gateway.CheckedBySeal {

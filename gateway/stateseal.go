@@ -58,6 +58,10 @@ type stateSeal struct {
 	// next start uses a snapshot only if a seal or mark names its hash.
 	// It is not part of the state compared.
 	KeysSnapshot string `json:"keys_snapshot,omitempty"`
+	// MetersSnapshot is the SHA-256 of the meters snapshot this gateway
+	// restored its meters from or last wrote (meterssnap.go), the only
+	// one the next start may trust. Not part of the state compared.
+	MetersSnapshot string `json:"meters_snapshot,omitempty"`
 }
 
 const sealVersion = 1
@@ -112,13 +116,23 @@ func currentSeal(led *ledger.Ledger, keys *identity.Store, overrides OverrideSto
 // CheckStateAtStart (which removes the seal). An unreadable file names
 // none.
 func RecordedKeysSnapshots(sealPath, markPath string) []string {
+	return recorded(sealPath, markPath, func(s stateSeal) string { return s.KeysSnapshot })
+}
+
+// RecordedMetersSnapshots is RecordedKeysSnapshots for the meters
+// snapshot (Options.MetersSnapshotTrusted).
+func RecordedMetersSnapshots(sealPath, markPath string) []string {
+	return recorded(sealPath, markPath, func(s stateSeal) string { return s.MetersSnapshot })
+}
+
+func recorded(sealPath, markPath string, field func(stateSeal) string) []string {
 	var out []string
 	for _, p := range []string{sealPath, markPath} {
 		if p == "" {
 			continue
 		}
-		if s, err := readSeal(p); err == nil && s.Version == sealVersion && s.KeysSnapshot != "" && !slices.Contains(out, s.KeysSnapshot) {
-			out = append(out, s.KeysSnapshot)
+		if s, err := readSeal(p); err == nil && s.Version == sealVersion && field(s) != "" && !slices.Contains(out, field(s)) {
+			out = append(out, field(s))
 		}
 	}
 	return out
@@ -127,13 +141,16 @@ func RecordedKeysSnapshots(sealPath, markPath string) []string {
 // SealState writes the state seal to path: call it at a clean shutdown,
 // once nothing can change keys, overrides or the ledger any more (the
 // servers and background work stopped, the ledger closed), with the time
-// the start check of this process ran (CheckStateSealed's now). The file
-// is written to a temporary name, synced and renamed.
-func SealState(path string, led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, checkedAt time.Time) error {
+// the start check of this process ran (CheckStateSealed's now), and the
+// SHA-256 of the meters snapshot the gateway last wrote
+// (Gateway.MetersSnapshot; "": none). The file is written to a temporary
+// name, synced and renamed.
+func SealState(path string, led *ledger.Ledger, keys *identity.Store, overrides OverrideStore, checkedAt time.Time, meters string) error {
 	s, err := currentSeal(led, keys, overrides, checkedAt)
 	if err != nil {
 		return fmt.Errorf("state seal: %w", err)
 	}
+	s.MetersSnapshot = meters
 	if err := writeSeal(path, s); err != nil {
 		return fmt.Errorf("state seal: %w", err)
 	}

@@ -61,7 +61,7 @@ func TestCheckStateSealed(t *testing.T) {
 	}
 	seal := func(checkedAt time.Time) {
 		t.Helper()
-		if err := gateway.SealState(path, led, keys, overrides, checkedAt); err != nil {
+		if err := gateway.SealState(path, led, keys, overrides, checkedAt, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,8 +23,9 @@ import (
 // 10-minute slices. Memory is bounded: a fixed ring of minutes and
 // slices, at most statMaxTools tools per minute and statMaxPrincipals
 // principals per slice (the rest are counted under "(other)"). At start
-// the counters are rebuilt from the ledger's time index (restoreMeters
-// reads the last 50 hours once anyway). A query reads at most 1441
+// the counters are rebuilt from the ledger (restoreMeters: the meters
+// snapshot and the records after its cut, or the last 50 hours), whole
+// minutes and whole slices. A query reads at most 1441
 // minutes and 145 slices, whatever the number of records.
 
 const (
@@ -181,6 +183,67 @@ func (b *statsBook) restore(r *ledger.Record) {
 	case ledger.TypeTxn:
 		if r.Kind == ledger.KindX402Settlement {
 			b.addRevenue(r.At, r.Amount)
+		}
+	}
+}
+
+// merge adds src's minutes from unix minute from on, and its slices
+// overlapping them, to b (a start's restore: meterssnap.go). Into an
+// empty book it is a copy; the caps apply as in add.
+func (b *statsBook) merge(src *statsBook, from int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range src.minutes {
+		m := &src.minutes[i]
+		if m.outcomes == nil || m.minute < from {
+			continue
+		}
+		s := b.minute(m.minute)
+		if s == nil {
+			continue
+		}
+		if len(s.outcomes) == 0 { // the start's case: a copy, caps and all
+			s.outcomes, s.reasons, s.tools = maps.Clone(m.outcomes), maps.Clone(m.reasons), maps.Clone(m.tools)
+			s.spend, s.revenue = m.spend, m.revenue
+			continue
+		}
+		for o, n := range m.outcomes {
+			s.outcomes[o] += n
+		}
+		for r, n := range m.reasons {
+			s.reasons[r] += n
+		}
+		for t, c := range m.tools {
+			tc, ok := s.tools[t]
+			if !ok && t != statOther && len(s.tools) >= statMaxTools {
+				t, tc = statOther, s.tools[statOther]
+			}
+			tc.calls, tc.denied, tc.spend = tc.calls+c.calls, tc.denied+c.denied, tc.spend+c.spend
+			s.tools[t] = tc
+		}
+		s.spend += m.spend
+		s.revenue += m.revenue
+	}
+	for i := range src.slices {
+		sl := &src.slices[i]
+		if sl.principals == nil || sl.slice < from/statsSliceMinutes {
+			continue
+		}
+		s := b.slice(sl.slice * statsSliceMinutes)
+		if s == nil {
+			continue
+		}
+		if len(s.principals) == 0 {
+			s.principals = maps.Clone(sl.principals)
+			continue
+		}
+		for p, c := range sl.principals {
+			pc, ok := s.principals[p]
+			if !ok && p != statOther && len(s.principals) >= statMaxPrincipals {
+				p, pc = statOther, s.principals[statOther]
+			}
+			pc.calls, pc.denied, pc.spend = pc.calls+c.calls, pc.denied+c.denied, pc.spend+c.spend
+			s.principals[p] = pc
 		}
 	}
 }

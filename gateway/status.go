@@ -242,55 +242,47 @@ func (g *Gateway) presentsKey(ctx *fasthttp.RequestCtx, k *identity.Key, now tim
 	return ok && got.ID == k.ID
 }
 
-// restoreMeters rebuilds today's spend per principal and prepaid balances
-// from the ledger, the source of truth, so that they survive restarts and
-// crashes exactly as recorded.
+// restoreMeters rebuilds today's spend per principal and prepaid balances,
+// and the /stats counters, from the ledger, the source of truth, so that
+// they survive restarts and crashes exactly as recorded: from the meters
+// snapshot and the records after its cut when there is a trusted one,
+// else from every call and transaction of the last 50 hours
+// (meterssnap.go). Balances come from the ledger's balance index.
 func (g *Gateway) restoreMeters() error {
 	st := g.state.Load()
 	now := g.now()
-	type dayKey struct{ principal, day string }
-	spent := map[dayKey]money.Micros{}
-	balances := map[string]money.Micros{}
-	statsFrom := now.Add(-statsSpan - time.Minute)
-	// Calls and transactions only, each type filtered on the time index:
-	// admin records (a million keys created are a million of them) are
-	// never read.
-	for _, typ := range []string{ledger.TypeCall, ledger.TypeTxn} {
-		err := g.led.Query(ledger.Query{Since: now.Add(-50 * time.Hour), Type: typ}, func(r *ledger.Record) error {
-			if r.At.After(statsFrom) {
-				g.stats.restore(r)
-			}
-			if r.Type == ledger.TypeCall && r.Cost > 0 && r.SpendDay != "" {
-				spent[dayKey{r.Principal, r.SpendDay}] += r.Cost
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	t0 := time.Now()
+	b, from, hash, why, n, err := g.restoreMetersBook(now)
+	if err != nil {
+		return err
 	}
-	err := g.led.LatestBalances(func(principal string, balance money.Micros) error {
+	balances := map[string]money.Micros{}
+	err = g.led.LatestBalances(func(principal string, balance money.Micros) error {
 		balances[principal] = balance
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if err := g.restoreGroups(st, now); err != nil {
-		return err
-	}
-	for k, v := range spent {
-		day, _ := meter.DayOf(now, st.effective(st.tierOfName(k.principal), k.principal).Location())
-		if day.String() == k.day {
-			g.spend.Restore(k.principal, day, v)
-		}
-	}
-	for p, b := range balances {
+	g.applyMeters(b, st, now)
+	for p, bal := range balances {
 		if isOwedPrincipal(p) {
-			g.owed.restore(p, b)
+			g.owed.restore(p, bal)
 			continue
 		}
-		g.spend.RestoreBalance(p, b)
+		g.spend.RestoreBalance(p, bal)
+	}
+	if g.opts.MetersSnapshot == "" {
+		return nil
+	}
+	g.meters, g.metersFrom = b, from
+	attrs := []any{"records_read", n, "ms", time.Since(t0).Milliseconds()}
+	if from == "snapshot" {
+		g.metersHash.Store(&hash)
+		g.marker.MetersSnapshot(hash) // the first mark names it
+		g.log.Info("meters: from the meters snapshot and the records after its cut", append(attrs, "snapshot", hash[:16], "snapshot_seq", b.seq)...)
+	} else {
+		g.log.Info("meters: every call and transaction of the last 50 h read", append(attrs, "meters_snapshot", why)...)
 	}
 	return nil
 }

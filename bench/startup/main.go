@@ -68,6 +68,7 @@ type sample struct {
 	start, stop      time.Duration // exec → first 200; SIGTERM → exit
 	startCPU         time.Duration // the process's CPU time (user + system) at the first 200
 	rssServing       int64         // VmRSS at the first 200
+	servingAnon      int64         // RssAnon then (RssFile is the rest)
 	rssActive        int64         // VmRSS after -active principals called once
 	rssHWM           int64         // VmHWM (peak) at the end
 	activeCalls      time.Duration // wall time of the -active calls
@@ -212,7 +213,7 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 	s.start = time.Since(t0)
 	pid := cmd.Process.Pid
 	s.startCPU = cpuTime(pid)
-	s.rssServing = status(pid, "VmRSS")
+	s.rssServing, s.servingAnon = status(pid, "VmRSS"), status(pid, "RssAnon")
 	if len(secrets) > 1 {
 		t1 := time.Now()
 		var wg sync.WaitGroup
@@ -263,15 +264,15 @@ func (g *gateway) run(bin string, secrets [][]byte, kill bool) sample {
 
 func report(bins []string, got map[string][]sample, keys, active int) {
 	fmt.Printf("`toolgate serve` with %d keys stored; %d principals call once after each start.\n\n", keys, active)
-	fmt.Printf("| binary | run | start after | exec → first 200 | CPU then | RSS serving | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
+	fmt.Printf("| binary | run | start after | exec → first 200 | CPU then | RSS serving (anon / file) | RSS after %d principals | RssAnon / RssFile | peak (VmHWM) | stop |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", active)
 	for _, b := range bins {
 		for i, s := range got[b] {
 			stop := fmt.Sprintf("%.2f s", s.stop.Seconds())
 			if s.killed {
 				stop = "kill -9"
 			}
-			fmt.Printf("| %s | %d | %s | %.2f s | %.2f s | %s | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(), s.startCPU.Seconds(),
-				mib(s.rssServing), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
+			fmt.Printf("| %s | %d | %s | %.2f s | %.2f s | %s (%s / %s) | %s | %s / %s | %s | %s |\n", filepath.Base(b), i+1, s.after, s.start.Seconds(), s.startCPU.Seconds(),
+				mib(s.rssServing), mib(s.servingAnon), mib(s.rssServing-s.servingAnon), mib(s.rssActive), mib(s.rssAnon), mib(s.rssFile), mib(s.rssHWM), stop)
 		}
 	}
 	fmt.Printf("\nThe start's phases (its serving log line):\n\n| binary | run | start after | phases |\n|---|---:|---|---|\n")

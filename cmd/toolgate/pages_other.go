@@ -2,7 +2,7 @@
 
 package main
 
-// releaseTablePages is a no-op where MADV_PAGEOUT does not exist.
+// releaseTablePages is a no-op where MADV_DONTNEED does not exist.
 func releaseTablePages(storeDir string) int64 { return 0 }
 
 // releaseLedgerPages is a no-op where the segments are not mapped.

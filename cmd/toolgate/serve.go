@@ -33,6 +33,7 @@ type serveFlags struct {
 	adminTokenFile                                  string
 	memoryLimit                                     string
 	keysSnapshotEvery                               time.Duration
+	metersSnapshotEvery                             time.Duration
 	logFormat, logLevel, metricsListen              string
 	pprofListen                                     string
 	accessLog, watch, acceptLogDamage               bool
@@ -83,6 +84,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 before closing the listener (let load balancers move away)")
 	fs.DurationVar(&f.approvalsRetain, "approvals-retain", gateway.DefaultApprovalRetention, "how long an approval that ended (done, denied, expired, failed) stays at /approvals, its held request and answer with it (the ledger keeps its records)")
 	fs.BoolVar(&f.acceptLogDamage, "accept-log-damage", false, "start although badger's write-ahead log is damaged, letting badger drop the writes after the damage (the ledger journal re-applies its records, and keys and policies are then checked against the ledger)")
+	fs.DurationVar(&f.metersSnapshotEvery, "meters-snapshot-every", gateway.DefaultMetersSnapshotEvery, "rewrite the meters snapshot (today's spend and the /stats counters as of a ledger seq, sparing a start the read of the last 50 hours of calls) this often, and at a clean stop (0: never; single node)")
 	fs.DurationVar(&f.keysSnapshotEvery, "keys-snapshot-every", 10*time.Minute, "after key changes, rewrite the keys snapshot (a decoded copy of the key rows that spares a start decoding the rows it still matches) at most this often; the first one a tenth of it after start; also at a clean stop (0: never)")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit of the Go runtime, e.g. 450MiB (off: none); default GOMEMLIMIT, else 90% of the cgroup's memory.max if set, else none")
 	fs.Int64Var(&f.minFreeMB, "min-free-mb", 128, "below this much free space in the data dir, refuse calls that must be recorded (0: off)")
@@ -243,6 +245,11 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	took.mark("keys_ms")
+	// The load read every key table: drop their pages from the process
+	// now (they stay in the page cache) rather than carry them as RSS
+	// through the rest of the start (releaseTablePages, again below).
+	releaseTablePages(filepath.Join(f.data, "store"))
+	took.mark("release_ms")
 	overrides := policy.NewOverrides(db)
 	// In cluster mode the keys and overrides are the cluster's (Redis and
 	// each node's copy) and a node's ledger holds only its own changes:
@@ -251,7 +258,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 	// serving (gateway/statemark.go): either spares the start a read of
 	// the whole management history when it still matches.
 	var marker *gateway.StateMarker
+	var metersTrusted []string                    // before the state check removes the seal
+	metersSnapshot := func() string { return "" } // the gateway's, once it runs
 	if f.clusterRedis == "" {
+		metersTrusted = gateway.RecordedMetersSnapshots(sealPath, markPath)
 		checkedAt := time.Now()
 		how, err := gateway.CheckStateAtStart(sealPath, markPath, led, keys, overrides, checkedAt, log)
 		if err != nil {
@@ -260,7 +270,7 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		took.note("state_check", how)
 		seal = func() error {
 			writeKeysSnapshot(f, keys, log) // first: the seal names it
-			return gateway.SealState(sealPath, led, keys, overrides, checkedAt)
+			return gateway.SealState(sealPath, led, keys, overrides, checkedAt, metersSnapshot())
 		}
 		// The first mark, for the state just checked, is written by the
 		// gateway's marker as soon as it runs, off the start's path.
@@ -298,6 +308,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		TrustedProxies: proxies, ProxyHeader: proxyHeader, Auth: f.authCfg,
 		ViewerToken: f.viewerToken, SessionTTL: f.sessionTTL, SecureCookies: strings.HasPrefix(f.publicURL, "https://"),
 		StateMark: marker, ApprovalRetention: f.approvalsRetain}
+	if f.clusterRedis == "" && f.metersSnapshotEvery > 0 {
+		opts.MetersSnapshot, opts.MetersSnapshotTrusted = filepath.Join(f.data, gateway.MetersFile), metersTrusted
+		opts.MetersSnapshotEvery = f.metersSnapshotEvery
+	}
 	if f.x402PayTo != "" {
 		if opts.X402, err = x402Options(f, db, log); err != nil {
 			return exitError{2, "toolgate serve: " + err.Error()}
@@ -328,6 +342,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		return err
 	}
 	took.mark("gateway_ms")
+	metersSnapshot = gw.MetersSnapshot
+	if from := gw.MetersFrom(); from != "" {
+		took.note("meters_from", from)
+	}
 	sd.add("stopping background work", func() error { gw.Close(); return nil })
 	if node != nil {
 		if err := node.start(gw); err != nil {
@@ -335,9 +353,10 @@ func serve(f serveFlags, log *slog.Logger, cat *catalog.Catalog, doc *policy.Doc
 		}
 	}
 
-	// The start read every key's table and, restoring the meters, the
-	// ledger's recent segments: let the kernel take those pages back (the
-	// ledger's stay in the page cache); keys are served from memory. Loading
+	// The start read every key's table (released once after the load,
+	// above; again here for the state check's reads) and perhaps the
+	// ledger's recent segments: drop those pages from the process (they
+	// stay in the page cache); keys are served from memory. Loading
 	// left garbage several times the live heap (badger's block buffers,
 	// decoded rows and records): collect it and return it to the kernel
 	// once, rather than carry it as RSS (bench/startup: with 1M keys the
