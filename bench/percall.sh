@@ -45,19 +45,7 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/toolgate-percall.XXXXXX)
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. bench/lib.sh # PIDS, cleanup, bench_config (the working directory is the repository root)
 
 UP=127.0.0.1:$PORT BARE=127.0.0.1:$((PORT + 1)) NEW=127.0.0.1:$((PORT + 2)) BASEADDR=127.0.0.1:$((PORT + 3))
 NGINXADDR=127.0.0.1:$((PORT + 4))
@@ -76,21 +64,7 @@ fi
 WITH_BASE=0
 [ -n "$BASE" ] || [ -n "${PERCALL_BASE_ENV:-}" ] || [ -n "${PERCALL_BASE_ARGS:-}" ] && WITH_BASE=1
 
-cat >"$WORK/tools.json" <<EOF
-{ "tools": [
-  { "id": "bench/echo", "rate_class": "light", "price_usd": "0.000001",
-    "upstream": "http://$UP/extract", "timeout_ms": 30000 },
-  { "id": "bench/denied", "rate_class": "light", "price_usd": "0.000001",
-    "upstream": "http://$UP/extract", "timeout_ms": 30000 } ] }
-EOF
-cat >"$WORK/policies.json" <<'EOF'
-{ "version": 1, "fail_mode": "open",
-  "defaults": { "rate_class_quota": { "light": 100000000 } },
-  "tiers": {
-    "api_key": { "deny_tools": ["bench/denied"], "daily_spend_cap_usd": null },
-    "wallet": {}, "unknown_wallet": {} },
-  "enforced": { "deny_tools": [] } }
-EOF
+bench_config "$WORK" "$UP"
 
 ADMIN=percall-admin-$RANDOM$RANDOM
 start() { # start NAME ENV CMD...

@@ -65,21 +65,7 @@ command -v go >/dev/null || die "go is not on PATH"
 
 # --- processes: every one we start is recorded and stopped by PID --------
 WORK=$(mktemp -d /tmp/toolgate-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. bench/lib.sh # PIDS, cleanup, bench_config (the working directory is the repository root)
 
 start() { # start NAME CMD...: run in the background, log to $WORK/NAME.log
 	local name=$1
@@ -113,21 +99,7 @@ go build -o "$WORK/bin/bareproxy" ./bench/bareproxy
 go build -o "$WORK/bin/scale" ./bench/scale
 
 # --- configuration -------------------------------------------------------
-cat >"$WORK/tools.json" <<EOF
-{ "tools": [
-  { "id": "bench/echo", "rate_class": "light", "price_usd": "0.000001",
-    "upstream": "http://$UP_ADDR/extract", "timeout_ms": 30000 },
-  { "id": "bench/denied", "rate_class": "light", "price_usd": "0.000001",
-    "upstream": "http://$UP_ADDR/extract", "timeout_ms": 30000 } ] }
-EOF
-cat >"$WORK/policies.json" <<'EOF'
-{ "version": 1, "fail_mode": "open",
-  "defaults": { "rate_class_quota": { "light": 100000000 } },
-  "tiers": {
-    "api_key": { "deny_tools": ["bench/denied"], "daily_spend_cap_usd": null },
-    "wallet": {}, "unknown_wallet": {} },
-  "enforced": { "deny_tools": [] } }
-EOF
+bench_config "$WORK" "$UP_ADDR"
 mkdir -p "$WORK/nginx"
 WORKERS=$(nproc)
 sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@UPSTREAM@|$UP_ADDR|g" \

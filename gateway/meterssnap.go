@@ -500,7 +500,7 @@ func decodeMeters(raw []byte) (*meterBook, string, error) {
 		s.outcomes, s.reasons = d.counts(), d.counts()
 		for range d.count(4) {
 			t := d.str()
-			s.tools[t] = toolCount{calls: d.varint(), denied: d.varint(), spend: money.Micros(d.varint())}
+			s.tools[t] = statCount{calls: d.varint(), denied: d.varint(), spend: money.Micros(d.varint())}
 		}
 	}
 	for range d.count(2) {
@@ -512,7 +512,7 @@ func decodeMeters(raw []byte) (*meterBook, string, error) {
 		s := b.stats.slice(n * statsSliceMinutes)
 		for range d.count(4) {
 			p := d.str()
-			s.principals[p] = principalCount{calls: d.varint(), denied: d.varint(), spend: money.Micros(d.varint())}
+			s.principals[p] = statCount{calls: d.varint(), denied: d.varint(), spend: money.Micros(d.varint())}
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

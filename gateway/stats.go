@@ -41,28 +41,29 @@ const (
 	statUnknownTool   = "(unknown tool)"
 )
 
-type toolCount struct {
+// statCount is one tool's or principal's figures in a minute or slice.
+type statCount struct {
 	calls, denied int64
 	spend         money.Micros
 }
 
-type principalCount struct {
-	calls, denied int64
-	spend         money.Micros
+// plus is c with o added (spend saturating: a sum never wraps).
+func (c statCount) plus(o statCount) statCount {
+	return statCount{c.calls + o.calls, c.denied + o.denied, c.spend.SatAdd(o.spend)}
 }
 
 type statMinute struct {
 	minute   int64 // unix minute held; the slot is empty unless it is the one asked for
 	outcomes map[string]int64
 	reasons  map[string]int64 // refusals (isDenial) by reason (the outcome when there is none)
-	tools    map[string]toolCount
+	tools    map[string]statCount
 	spend    money.Micros
 	revenue  money.Micros
 }
 
 type statSlice struct {
 	slice      int64 // unix minute / statsSliceMinutes
-	principals map[string]principalCount
+	principals map[string]statCount
 }
 
 // statsBook holds the counters. The zero value is ready; safe for
@@ -86,7 +87,7 @@ func (b *statsBook) minute(m int64) *statMinute {
 	if s.minute < m || s.outcomes == nil {
 		s.minute = m
 		if s.outcomes == nil {
-			s.outcomes, s.reasons, s.tools = map[string]int64{}, map[string]int64{}, map[string]toolCount{}
+			s.outcomes, s.reasons, s.tools = map[string]int64{}, map[string]int64{}, map[string]statCount{}
 		} else {
 			clear(s.outcomes)
 			clear(s.reasons)
@@ -106,7 +107,7 @@ func (b *statsBook) slice(m int64) *statSlice {
 	if s.slice < n || s.principals == nil {
 		s.slice = n
 		if s.principals == nil {
-			s.principals = map[string]principalCount{}
+			s.principals = map[string]statCount{}
 		} else {
 			clear(s.principals)
 		}
@@ -142,17 +143,15 @@ func (b *statsBook) add(at time.Time, principal, tool, outcome, reason string, c
 		if !ok && len(s.tools) >= statMaxTools {
 			tool, tc = statOther, s.tools[statOther]
 		}
-		tc.calls, tc.denied, tc.spend = tc.calls+n, tc.denied+d, tc.spend+cost
-		s.tools[tool] = tc
-		s.spend += cost
+		s.tools[tool] = tc.plus(statCount{n, d, cost})
+		s.spend = s.spend.SatAdd(cost)
 	}
 	if s := b.slice(m); s != nil {
 		pc, ok := s.principals[principal]
 		if !ok && len(s.principals) >= statMaxPrincipals {
 			principal, pc = statOther, s.principals[statOther]
 		}
-		pc.calls, pc.denied, pc.spend = pc.calls+n, pc.denied+d, pc.spend+cost
-		s.principals[principal] = pc
+		s.principals[principal] = pc.plus(statCount{n, d, cost})
 	}
 }
 
@@ -161,7 +160,7 @@ func (b *statsBook) addRevenue(at time.Time, amount money.Micros) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s := b.minute(at.Unix() / 60); s != nil {
-		s.revenue += amount
+		s.revenue = s.revenue.SatAdd(amount)
 	}
 }
 
@@ -218,11 +217,10 @@ func (b *statsBook) merge(src *statsBook, from int64) {
 			if !ok && t != statOther && len(s.tools) >= statMaxTools {
 				t, tc = statOther, s.tools[statOther]
 			}
-			tc.calls, tc.denied, tc.spend = tc.calls+c.calls, tc.denied+c.denied, tc.spend+c.spend
-			s.tools[t] = tc
+			s.tools[t] = tc.plus(c)
 		}
-		s.spend += m.spend
-		s.revenue += m.revenue
+		s.spend = s.spend.SatAdd(m.spend)
+		s.revenue = s.revenue.SatAdd(m.revenue)
 	}
 	for i := range src.slices {
 		sl := &src.slices[i]
@@ -242,8 +240,7 @@ func (b *statsBook) merge(src *statsBook, from int64) {
 			if !ok && p != statOther && len(s.principals) >= statMaxPrincipals {
 				p, pc = statOther, s.principals[statOther]
 			}
-			pc.calls, pc.denied, pc.spend = pc.calls+c.calls, pc.denied+c.denied, pc.spend+c.spend
-			s.principals[p] = pc
+			s.principals[p] = pc.plus(c)
 		}
 	}
 }
