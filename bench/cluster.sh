@@ -29,17 +29,7 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
 	die "redis-server or redis-cli is not on PATH (apt-get install redis-server)"
 
 WORK=$(mktemp -d /tmp/toolgate-cluster-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh # PIDS, cleanup, bench_request (the working directory is the repository root)
 start() { local name=$1; shift; "$@" >"$WORK/$name.log" 2>&1 & PIDS+=($!); }
 wait_port() {
 	for _ in $(seq 100); do
@@ -84,12 +74,7 @@ key_of() {
 KEY_SINGLE=$(key_of "$SINGLE")
 KEY_CLUSTER=$(key_of "$CLUSTER")
 [ -n "$KEY_SINGLE" ] && [ -n "$KEY_CLUSTER" ] || die "could not create keys"
-cat >"$WORK/req.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"text":"Invoice 42 from ACME, total $120"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-API-Key"] = os.getenv("BENCH_KEY")
-EOF
+bench_request "$WORK"
 for t in free paid; do
 	for a in "$SINGLE|$KEY_SINGLE" "$CLUSTER|$KEY_CLUSTER"; do
 		code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "X-API-Key: ${a#*|}" \

@@ -40,3 +40,15 @@ CONF
   "enforced": { "deny_tools": [] } }
 CONF
 }
+
+# bench_request DIR: writes DIR/req.lua, wrk's request in every run: POST,
+# a 43-byte JSON body, X-API-Key from BENCH_KEY when it is set.
+bench_request() {
+	cat >"$1/req.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"text":"Invoice 42 from ACME, total $120"}'
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key ~= nil and key ~= "" then wrk.headers["X-API-Key"] = key end
+LUA
+}

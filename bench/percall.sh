@@ -45,7 +45,7 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/toolgate-percall.XXXXXX)
-. bench/lib.sh # PIDS, cleanup, bench_config (the working directory is the repository root)
+. bench/lib.sh # PIDS, cleanup, bench_config, bench_request (the working directory is the repository root)
 
 UP=127.0.0.1:$PORT BARE=127.0.0.1:$((PORT + 1)) NEW=127.0.0.1:$((PORT + 2)) BASEADDR=127.0.0.1:$((PORT + 3))
 NGINXADDR=127.0.0.1:$((PORT + 4))
@@ -128,13 +128,7 @@ KEY_new=$(key_of "$NEW")
 KEY_base=
 [ "$WITH_BASE" = 1 ] && KEY_base=$(key_of "$BASEADDR")
 
-cat >"$WORK/req.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"text":"Invoice 42 from ACME, total $120"}'
-wrk.headers["Content-Type"] = "application/json"
-local key = os.getenv("BENCH_KEY")
-if key ~= nil and key ~= "" then wrk.headers["X-API-Key"] = key end
-EOF
+bench_request "$WORK"
 
 tool=echo
 [ "$TPATH" = denied ] && tool=denied

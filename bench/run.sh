@@ -65,7 +65,7 @@ command -v go >/dev/null || die "go is not on PATH"
 
 # --- processes: every one we start is recorded and stopped by PID --------
 WORK=$(mktemp -d /tmp/toolgate-bench.XXXXXX)
-. bench/lib.sh # PIDS, cleanup, bench_config (the working directory is the repository root)
+. bench/lib.sh # PIDS, cleanup, bench_config, bench_request (the working directory is the repository root)
 
 start() { # start NAME CMD...: run in the background, log to $WORK/NAME.log
 	local name=$1
@@ -128,13 +128,7 @@ KEY=$(curl -sf -X POST "http://$TG_ADDR/credits/keys" -H "Authorization: Bearer 
 [ -n "$KEY" ] || die "could not create an API key"
 
 # wrk request: POST, JSON body; the key header unless WRK_NO_KEY is set.
-cat >"$WORK/req.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"text":"Invoice 42 from ACME, total $120"}'
-wrk.headers["Content-Type"] = "application/json"
-local key = os.getenv("BENCH_KEY")
-if key ~= nil and key ~= "" then wrk.headers["X-API-Key"] = key end
-EOF
+bench_request "$WORK"
 
 # Targets: name, URL, key ("-" for none), expected status.
 TARGETS=(
